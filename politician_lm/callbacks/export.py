@@ -1,0 +1,97 @@
+"""``AdapterExport``: write PEFT adapters to ``<default_root_dir>/adapters/{last,best}`` atomically.
+
+Each folder holds ``adapter_config.json`` + ``adapter_model.safetensors`` (plain PEFT format), the tokenizer,
+``politician_lm.json`` (the prompt format generation must rebuild) and ``training_config.yaml`` (the resolved
+model and data settings). A folder is written under a temporary name and renamed into place, so a crash
+mid-write never leaves a half-written adapter where ``best`` or ``last`` was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as L
+import yaml
+
+from politician_lm.io import atomic_dir
+
+METADATA_FILE = "politician_lm.json"
+CONFIG_FILE = "training_config.yaml"
+
+
+def _plain(value: Any) -> Any:
+    """hparams as YAML-safe builtins."""
+    return json.loads(json.dumps(dict(value), default=str))
+
+
+class AdapterExport(L.Callback):
+    """Export the LoRA adapter at the end of fit (``last``) and whenever the monitored metric improves (``best``)."""
+
+    def __init__(self, dirname: str = "adapters", monitor: str = "val_loss", mode: Literal["min", "max"] = "min",
+                 save_best: bool = True, save_last: bool = True) -> None:
+        """
+        Args:
+            dirname: Folder under ``trainer.default_root_dir`` that receives ``best/`` and ``last/``.
+            monitor: Logged metric that decides ``best``.
+            mode: Whether a lower (``min``) or higher (``max``) ``monitor`` is better.
+            save_best: Export ``best`` on improvement.
+            save_last: Export ``last`` at the end of fit.
+        """
+        self.dirname, self.monitor, self.mode = dirname, monitor, mode
+        self.save_best, self.save_last = save_best, save_last
+        self.best_score: float | None = None
+
+    def root(self, trainer: L.Trainer) -> Path:
+        return Path(trainer.default_root_dir) / self.dirname
+
+    def _improved(self, score: float) -> bool:
+        if not math.isfinite(score):
+            return False
+        if self.best_score is None:
+            return True
+        return score < self.best_score if self.mode == "min" else score > self.best_score
+
+    def export(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> Path:
+        """Write the adapter folder ``name`` atomically (rank 0 only) and return its path."""
+        target = self.root(trainer) / name
+        if not trainer.is_global_zero:
+            return target
+        with atomic_dir(target) as tmp:
+            pl_module.model.save_pretrained(tmp, safe_serialization=True)
+            dm = trainer.datamodule
+            if getattr(dm, "tokenizer", None) is not None:
+                dm.tokenizer.save_pretrained(tmp)
+            meta = {
+                **(dm.prompt_metadata() if hasattr(dm, "prompt_metadata") else {}),
+                "base_model": pl_module.hparams.get("model_name_or_path"),
+                "quantization": pl_module.hparams.get("quantization"),
+                "global_step": trainer.global_step,
+                "epoch": trainer.current_epoch,
+                "monitor": self.monitor,
+                "best_score": self.best_score,
+            }
+            (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            config = {"model": _plain(pl_module.hparams), "data": _plain(dm.hparams) if dm is not None else {}}
+            (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        return target
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.save_best or trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        score = float(trainer.callback_metrics[self.monitor])
+        if self._improved(score):
+            self.best_score = score
+            self.export(trainer, pl_module, "best")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.save_last:
+            self.export(trainer, pl_module, "last")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_score": self.best_score}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_score = state_dict.get("best_score")

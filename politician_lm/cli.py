@@ -1,0 +1,84 @@
+"""``politician-lm``: the LightningCLI for fit/validate/test/predict, plus room for the other verbs.
+
+Trainer verbs go to Lightning's CLI, so ``--help``, ``--print_config`` and repeated ``--config`` behave as
+Lightning users expect. Other verbs (merge, export, generate, chat, prepare, evaluate, stages) are typed
+functions registered in ``COMMANDS`` and parsed by jsonargparse from their signatures and docstrings.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from argparse import ArgumentError
+from collections.abc import Callable
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from politician_lm.callbacks.export import AdapterExport
+from politician_lm.data.datamodule import PoliticianDataModule
+from politician_lm.errors import UserError
+from politician_lm.model.module import PoliticianLM
+
+TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
+# Non-trainer verbs: name -> typed function. Later work registers merge, export, generate, chat, prepare, evaluate.
+COMMANDS: dict[str, Callable[..., Any]] = {}
+
+
+class PoliticianCLI(LightningCLI):
+    """LightningCLI with the adapter export and a resumable checkpoint always configured."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("model.model_name_or_path", "data.tokenizer")
+        parser.add_lightning_class_args(AdapterExport, "adapter_export")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.monitor": "val_loss",
+            "checkpoint.mode": "min",
+            "checkpoint.save_top_k": 1,
+            "checkpoint.save_last": True,
+            "checkpoint.filename": "step{step}-val_loss{val_loss:.4f}",
+            "checkpoint.auto_insert_metric_name": False,
+        })
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        trainer = super().instantiate_trainer(**kwargs)
+        # Checkpoints live in <default_root_dir>/checkpoints, not in a per-version log folder, so that
+        # `fit --ckpt_path last` finds the previous run's last.ckpt.
+        for cb in trainer.checkpoint_callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
+                cb.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+        return trainer
+
+
+def run_trainer_cli(args: list[str] | None = None) -> PoliticianCLI:
+    return PoliticianCLI(
+        PoliticianLM,
+        PoliticianDataModule,
+        seed_everything_default=42,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"description": "Fine-tune a causal LM to speak like a politician (QLoRA + Lightning).",
+                       "exit_on_error": False},
+        auto_configure_optimizers=False,  # the optimizer and schedule live under `model:`
+        args=args,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args and args[0] in COMMANDS:
+            from jsonargparse import auto_cli
+
+            auto_cli(COMMANDS[args[0]], args=args[1:])
+        else:
+            run_trainer_cli(argv)  # None: LightningCLI reads sys.argv itself
+    except (UserError, ArgumentError) as e:
+        message = " ".join(str(e).split())  # one line, whatever the parser wrapped
+        print(f"politician-lm: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

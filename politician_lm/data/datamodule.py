@@ -1,0 +1,193 @@
+"""``PoliticianDataModule``: prompt/completion or chat JSONL in, padded completion-only-loss batches out."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+from datasets import Dataset, concatenate_datasets, load_dataset
+from datasets.exceptions import DatasetGenerationError
+from torch.utils.data import DataLoader, DistributedSampler
+from transformers import AutoTokenizer, DataCollatorForSeq2Seq
+
+from politician_lm.data import records
+from politician_lm.data.profiles import load_profile
+from politician_lm.data.templates import PromptFormat, PromptStyle
+from politician_lm.data.tokenize import IGNORE_INDEX, Overlong, adds_bos, encode
+from politician_lm.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _load_file(path: Path, cache_dir: str | None) -> Dataset:
+    try:
+        ds = load_dataset("json", data_files=str(path), split="train", cache_dir=cache_dir)
+    except DatasetGenerationError as e:  # e.g. a key whose type changes between lines
+        raise UserError(f"{path}: could not be read as a table ({e.__cause__ or e}); keep each key's type the same on every line") from None
+    return ds.map(records.to_conversation, remove_columns=ds.column_names, desc=f"Reading {path.name}")
+
+
+def _tokenize_row(row: dict, tokenizer: Any, style: PromptStyle, max_length: int, overlong: Overlong, add_bos: bool) -> dict:
+    prompt, completion = style.render(row["messages"], tokenizer)
+    return encode(tokenizer, prompt, completion, max_length, overlong, add_bos)
+
+
+class PoliticianDataModule(L.LightningDataModule):
+    """Reads JSONL, renders prompts, tokenizes with completion-only labels and batches with padding."""
+
+    def __init__(
+        self,
+        data_path: str,
+        tokenizer: str = "checkpoints/tiny-politician",
+        politician: str | None = None,
+        prompt_format: PromptFormat = "plain",
+        separator: str = "\n",
+        system_prompt: str | None = None,
+        kinds: list[str] | None = None,
+        max_length: int = 512,
+        overlong: Overlong = "truncate",
+        val_fraction: float = 0.1,
+        seed: int = 42,
+        batch_size: int = 4,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        profiles_dir: str = "data/profiles",
+        cache_dir: str | None = None,
+    ) -> None:
+        """
+        Args:
+            data_path: A .jsonl file, a folder of .jsonl files, or a folder with train.jsonl (+ val.jsonl).
+            tokenizer: Tokenizer path or hub id; the CLI links it to ``model.model_name_or_path``.
+            politician: Profile name in ``profiles_dir`` (e.g. ``biden``); supplies the chat system prompt.
+            prompt_format: ``plain`` (texts as written, joined by ``separator``) or ``chat`` (tokenizer chat template).
+            separator: Text placed after each context turn in the ``plain`` format.
+            system_prompt: Persona system prompt for ``chat``; overrides the profile's ``system_prompt``.
+            kinds: Keep only records whose ``kind`` is listed (e.g. ``[style]``); None keeps all.
+            max_length: Longest tokenized example, prompt included.
+            overlong: What to do with longer examples: ``truncate`` the completion or ``drop`` the example.
+            val_fraction: Share of records held out for validation when there is no val.jsonl (seeded split).
+            seed: Seed of the train/val split and of the per-epoch shuffle order.
+            batch_size: Training batch size (per device).
+            eval_batch_size: Validation batch size; defaults to ``batch_size``.
+            num_workers: DataLoader worker processes.
+            profiles_dir: Folder of ``<politician>.yaml`` profiles.
+            cache_dir: ``datasets`` cache folder; None uses the Hugging Face default.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if not 0.0 < val_fraction < 1.0:
+            raise UserError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+        if prompt_format not in ("plain", "chat"):
+            raise UserError(f"unknown prompt_format {prompt_format!r}; use 'plain' or 'chat'")
+        if overlong not in ("truncate", "drop"):
+            raise UserError(f"unknown overlong policy {overlong!r}; use 'truncate' or 'drop'")
+        if max_length < 2:
+            raise UserError(f"max_length must be at least 2, got {max_length}")
+        profile = load_profile(politician, profiles_dir) if politician else {}
+        self.style = PromptStyle(
+            prompt_format=prompt_format,
+            separator=separator,
+            system_prompt=system_prompt if system_prompt is not None else profile.get("system_prompt"),
+            politician=politician,
+        )
+        self.files = records.discover(data_path)
+        self.record_counts = records.validate(self.files)
+        self.tokenizer: Any = None
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+
+    # -- building -------------------------------------------------------------------------------------------
+    def _load_tokenizer(self) -> None:
+        if self.tokenizer is None:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.hparams.tokenizer)
+            if self.tokenizer.pad_token is None:
+                self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    def _read(self, files: tuple[Path, ...]) -> Dataset:
+        ds = concatenate_datasets([_load_file(p, self.hparams.cache_dir) for p in files])
+        if self.hparams.kinds:
+            wanted = set(self.hparams.kinds)
+            ds = ds.filter(lambda kind: kind in wanted, input_columns="kind", desc="Selecting kinds")
+            if len(ds) == 0:
+                raise UserError(f"no records of kind {sorted(wanted)} in {self.hparams.data_path}")
+        return ds
+
+    def _split(self, ds: Dataset) -> tuple[Dataset, Dataset]:
+        """Seeded hash split (see ``records.split_bucket``): stable as records are added, duplicates together."""
+        seed, frac = self.hparams.seed, self.hparams.val_fraction
+        ds = ds.map(lambda m: {"bucket": records.split_bucket(m, seed)}, input_columns="messages", desc="Splitting")
+        val = ds.filter(lambda b: b < frac, input_columns="bucket")
+        train = ds.filter(lambda b: b >= frac, input_columns="bucket")
+        if len(val) == 0 or len(train) == 0:
+            raise UserError(f"{self.hparams.data_path}: val_fraction={frac} leaves an empty train or val split of "
+                            f"{len(ds)} records; change val_fraction or add a val.jsonl")
+        return train, val
+
+    def _tokenize(self, ds: Dataset, split: str) -> Dataset:
+        hp = self.hparams
+        ds = ds.map(
+            _tokenize_row,
+            fn_kwargs=dict(tokenizer=self.tokenizer, style=self.style, max_length=hp.max_length,
+                           overlong=hp.overlong, add_bos=adds_bos(self.tokenizer)),
+            desc=f"Tokenizing {split}",
+        )
+        counts = Counter(ds["status"])
+        if counts["truncated"] or counts["dropped"]:
+            log.warning("%s: %d of %d examples longer than max_length=%d: %d truncated, %d dropped (overlong=%s)",
+                        split, counts["truncated"] + counts["dropped"], len(ds), hp.max_length,
+                        counts["truncated"], counts["dropped"], hp.overlong)
+        ds = ds.filter(lambda s: s != "dropped", input_columns="status", desc="Dropping overlong")
+        if len(ds) == 0:
+            raise UserError(f"every {split} example is longer than max_length={hp.max_length}; raise max_length")
+        return ds
+
+    def build(self) -> None:
+        """Load, split and tokenize (cached on disk by ``datasets``). Safe to call more than once."""
+        if self.train_dataset is not None:
+            return
+        self._load_tokenizer()
+        train = self._read(self.files.train)
+        if self.files.val:
+            val = self._read(self.files.val)
+        else:
+            train, val = self._split(train)
+        self.train_dataset = self._tokenize(train, "train")
+        self.val_dataset = self._tokenize(val, "val")
+        log.info("data: %d train / %d val examples from %s", len(self.train_dataset), len(self.val_dataset),
+                 self.hparams.data_path)
+
+    def prepare_data(self) -> None:
+        self.build()  # fills the datasets cache on rank 0; setup() on every rank then reads it
+
+    def setup(self, stage: str | None = None) -> None:
+        self.build()
+
+    # -- loaders --------------------------------------------------------------------------------------------
+    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+        ds = ds.select_columns(["input_ids", "labels"])
+        sampler = None
+        if shuffle:
+            # Order = f(seed, epoch): Lightning calls set_epoch() every epoch, so a resumed run sees the same
+            # batches as an uninterrupted one. Built with the real world size so DDP keeps it (no re-wrapping).
+            trainer = self.trainer
+            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+            sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=self.hparams.seed)
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collator,
+                          num_workers=self.hparams.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, self.hparams.eval_batch_size or self.hparams.batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def prompt_metadata(self) -> dict[str, Any]:
+        """What generation needs to rebuild the training prompt; exported next to every adapter."""
+        return {**self.style.to_dict(), "max_length": self.hparams.max_length}

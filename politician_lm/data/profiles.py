@@ -1,0 +1,33 @@
+"""Per-politician profiles (``data/profiles/<name>.yaml``): name, biography facts and the persona system prompt."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from politician_lm.errors import UserError
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def available(profiles_dir: str | Path) -> list[str]:
+    return sorted(p.stem for p in Path(profiles_dir).glob("*.yaml"))
+
+
+def load_profile(politician: str, profiles_dir: str | Path = "data/profiles") -> dict[str, Any]:
+    """Load the profile for ``politician``; the name must be a plain slug, so it can never escape ``profiles_dir``."""
+    known = available(profiles_dir)
+    if not _NAME.match(politician) or politician not in known:
+        hint = f"one of: {', '.join(known)}" if known else f"no profiles found in {profiles_dir}"
+        raise UserError(f"unknown politician {politician!r}; use {hint} (profiles live in {profiles_dir}/<name>.yaml)")
+    path = Path(profiles_dir) / f"{politician}.yaml"
+    try:
+        profile = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a readable YAML profile ({type(e).__name__})") from None
+    if not isinstance(profile, dict) or not isinstance(profile.get("name"), str):
+        raise UserError(f"{path}: a profile needs at least a 'name' string")
+    return profile

@@ -1,0 +1,53 @@
+"""Render a conversation to (prompt text, completion text): the part the model reads and the part it learns.
+
+* ``plain``: the turns' contents as written, joined by ``separator``. A prompt/completion record becomes
+  ``prompt + separator + completion``, which is what users of the old ``USER: ... / POLITICIAN: ...`` format expect.
+* ``chat``: the tokenizer's own chat template, with an optional persona system prompt placed first. Leading
+  ``USER:``/``POLITICIAN:`` labels are stripped in this mode, because the template already marks the roles.
+
+Only the last assistant turn is learned; earlier turns are context. The same rendering is stored with exported
+adapters so generation can rebuild the exact prompt.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+PromptFormat = Literal["plain", "chat"]
+_ROLE_LABEL = re.compile(r"^\s*(USER|POLITICIAN|ASSISTANT|HUMAN)\s*:\s*", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """Everything needed to rebuild a training prompt; saved as ``politician_lm.json`` next to adapters."""
+
+    prompt_format: PromptFormat = "plain"
+    separator: str = "\n"
+    system_prompt: str | None = None
+    politician: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def render(self, messages: list[dict[str, str]], tokenizer: Any = None) -> tuple[str, str]:
+        """Return ``(prompt, completion)`` for a conversation whose last turn is the assistant's."""
+        context, target = messages[:-1], messages[-1]
+        if self.prompt_format == "plain":
+            prompt = "".join(m["content"] + self.separator for m in context)
+            return prompt, target["content"]
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError("prompt_format 'chat' needs a tokenizer with a chat template")
+        msgs = [{"role": m["role"], "content": _ROLE_LABEL.sub("", m["content"])} for m in messages]
+        if self.system_prompt and msgs[0]["role"] != "system":
+            msgs.insert(0, {"role": "system", "content": self.system_prompt})
+        prompt = tokenizer.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(msgs, tokenize=False)
+        if not full.startswith(prompt):
+            raise ValueError("the chat template does not render the conversation as prompt + answer; use 'plain'")
+        return prompt, full[len(prompt):]
+
+    def generation_prompt(self, messages: list[dict[str, str]], tokenizer: Any = None) -> str:
+        """The prompt for generating the next assistant turn after ``messages`` (which ends with a user turn)."""
+        return self.render([*messages, {"role": "assistant", "content": ""}], tokenizer)[0]

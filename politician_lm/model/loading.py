@@ -1,0 +1,78 @@
+"""Load a Hugging Face causal LM (optionally bitsandbytes-quantized) and wrap it with PEFT LoRA.
+
+The tiny test model and a 7B hub model take exactly the same path: ``AutoModelForCausalLM.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+Quantization = Literal["nf4", "fp4", "int8", "none"]
+ComputeDtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+def resolve_compute_dtype(name: ComputeDtype, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on a GPU that supports it, else fp16 on GPU, fp32 on CPU (bf16 matmuls are ~80x slower there)."""
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def quantization_config(quantization: Quantization, compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
+    """nf4 is QLoRA: 4-bit NormalFloat with double quantization of the scales."""
+    if quantization == "none":
+        return None
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quantization,
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_quant_storage=torch.uint8,
+    )
+
+
+def load_base_model(
+    model_name_or_path: str,
+    quantization: Quantization,
+    compute_dtype: torch.dtype,
+    device: torch.device,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = "sdpa",
+) -> Any:
+    """Load the frozen base model onto ``device``, quantized when asked."""
+    kwargs: dict[str, Any] = dict(
+        dtype=compute_dtype,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,
+        device_map={"": device},
+    )
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    qconfig = quantization_config(quantization, compute_dtype)
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+    model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
+    model.config.use_cache = False  # training never uses the KV cache
+    if device.type == "cpu":
+        keep_fp32_on_cpu(model)
+    return model
+
+
+def keep_fp32_on_cpu(model: Any) -> Any:
+    """Turn off bitsandbytes' CPU inference kernel for 4-bit layers.
+
+    On CPUs with AVX512-BF16, ``Linear4bit`` repacks its weight in eval mode (no grad) and multiplies in bf16,
+    so validation and generation would not compute what training computes, and a reloaded adapter would not
+    reproduce the in-training logits. With the flag off every 4-bit matmul dequantizes to the compute dtype.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+    return model

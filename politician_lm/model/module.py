@@ -1,0 +1,158 @@
+"""``PoliticianLM``: a LightningModule around a (quantized) causal LM with trainable LoRA adapters."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from transformers import get_scheduler
+
+from politician_lm.model.loading import ComputeDtype, Quantization, load_base_model, resolve_compute_dtype
+
+Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
+
+
+class PoliticianLM(L.LightningModule):
+    """QLoRA fine-tuning of any Hugging Face causal LM loaded with ``from_pretrained``.
+
+    The base model is built in ``configure_model`` (on the target device, quantized there), so constructing
+    this class is cheap and ``--print_config`` never touches weights. Checkpoints hold only the trainable
+    (LoRA) parameters plus optimizer and scheduler state; the frozen base is reloaded from ``model_name_or_path``.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str = "checkpoints/tiny-politician",
+        quantization: Quantization = "nf4",
+        compute_dtype: ComputeDtype = "auto",
+        lora_r: int = 16,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.05,
+        target_modules: str | list[str] = "all-linear",
+        use_dora: bool = False,
+        use_rslora: bool = False,
+        gradient_checkpointing: bool = False,
+        trust_remote_code: bool = False,
+        attn_implementation: str | None = "sdpa",
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: Scheduler = "cosine",
+        warmup_ratio: float = 0.05,
+    ) -> None:
+        """
+        Args:
+            model_name_or_path: Base model: a local folder or a hub id (Mistral, Llama, ...).
+            quantization: Base weights: ``nf4`` (QLoRA: 4-bit NormalFloat + double quant), ``fp4``, ``int8`` or ``none``.
+            compute_dtype: Matmul dtype; ``auto`` is bf16 on a GPU that supports it and fp32 on CPU.
+            lora_r: LoRA rank.
+            lora_alpha: LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rsLoRA).
+            lora_dropout: Dropout on the LoRA input.
+            target_modules: Modules that get adapters; ``all-linear`` is every linear layer but the output head.
+            use_dora: Weight-decomposed LoRA (DoRA).
+            use_rslora: Rank-stabilised scaling alpha / sqrt(r).
+            gradient_checkpointing: Recompute activations in backward to save memory.
+            trust_remote_code: Allow model code from the hub to run. Off unless you trust the source.
+            attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``; None lets transformers choose.
+            optimizer: Optimizer class and arguments, e.g. ``torch.optim.AdamW`` or ``bitsandbytes.optim.PagedAdamW8bit``.
+            scheduler: Learning-rate schedule after linear warmup (from ``transformers.get_scheduler``).
+            warmup_ratio: Share of the optimizer steps spent in linear warmup.
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer"])  # a callable; LightningCLI's config.yaml records it
+        self.optimizer_factory = optimizer
+        self.model: Any = None
+        self.strict_loading = False  # checkpoints hold only the trainable parameters
+        self._sanity_losses: list[tuple[float, int]] = []
+
+    # -- model ----------------------------------------------------------------------------------------------
+    def _target_device(self) -> torch.device:
+        trainer = self._trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        hp = self.hparams
+        device = self._target_device()
+        dtype = resolve_compute_dtype(hp.compute_dtype, device)
+        model = load_base_model(hp.model_name_or_path, hp.quantization, dtype, device,
+                                hp.trust_remote_code, hp.attn_implementation)
+        if hp.quantization != "none":
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=hp.gradient_checkpointing,
+                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif hp.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        lora = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=hp.lora_r,
+            lora_alpha=hp.lora_alpha,
+            lora_dropout=hp.lora_dropout,
+            target_modules=hp.target_modules,
+            use_dora=hp.use_dora,
+            use_rslora=hp.use_rslora,
+        )
+        self.model = get_peft_model(model, lora)
+        self.compute_dtype = dtype
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k in trainable}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = self.trainable_state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        missing = trainable - checkpoint["state_dict"].keys()
+        if missing:
+            raise RuntimeError(f"checkpoint lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[0]}); "
+                               "it was made with other LoRA settings or another base model")
+
+    # -- steps ----------------------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> Any:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self(batch["input_ids"], batch.get("attention_mask"), batch["labels"]).loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        n = batch["input_ids"].shape[0]
+        if self.trainer.sanity_checking:
+            self._sanity_losses.append((loss.item(), n))
+        self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        # Lightning discards metrics of the sanity check; keep its loss as the "before training" reference.
+        # With `trainer.num_sanity_val_steps: -1` it covers the whole validation set.
+        if self.trainer.sanity_checking and self._sanity_losses:
+            total = sum(n for _, n in self._sanity_losses)
+            value = sum(v * n for v, n in self._sanity_losses) / total
+            self._sanity_losses.clear()
+            for logger in self.loggers:
+                logger.log_metrics({"val_loss_at_start": value}, step=0)
+            self.print(f"val_loss before training (sanity check, {total} examples): {value:.4f}")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log("test_loss", loss, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    # -- optimisation ---------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = get_scheduler(self.hparams.scheduler, optimizer,
+                                  num_warmup_steps=int(self.hparams.warmup_ratio * total), num_training_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

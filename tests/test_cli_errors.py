@@ -1,0 +1,76 @@
+"""Bad input: a one-line error naming file and line, a non-zero exit, no run folder, and no model loaded."""
+
+from pathlib import Path
+
+import pytest
+
+from politician_lm.cli import main
+
+GOOD = '{"prompt": "USER: hi", "completion": "POLITICIAN: folks"}\n'
+
+# (case id, file bytes, expected fragment of the message, line number expected in the message)
+DATA_CASES = [
+    ("malformed-json", GOOD + '{"prompt": "USER: hi", "completion": \n', "malformed JSON", 2),
+    ("missing-key", GOOD * 2 + '{"prompt": "USER: hi", "answer": "x"}\n', "missing key(s) 'completion'", 3),
+    ("wrong-type", GOOD + '{"prompt": "USER: hi", "completion": 42}\n', "'completion' must be a string", 2),
+    ("empty-completion", '{"prompt": "USER: hi", "completion": "  "}\n', "'completion' is empty", 1),
+    ("non-utf8", GOOD + '{"prompt": "USER: caf\xe9", "completion": "x"}\n', "not valid UTF-8", 2),
+    ("not-an-object", GOOD + '["USER: hi", "POLITICIAN: x"]\n', "expected a JSON object", 2),
+    ("bad-messages", '{"messages": [{"role": "user", "content": "hi"}]}\n', "last message must be", 1),
+    ("bad-role", '{"messages": [{"role": "bot", "content": "hi"}, {"role": "assistant", "content": "x"}]}\n', "role 'bot'", 1),
+    ("empty-file", "", "file is empty", None),
+]
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    return exc.value.code, capsys.readouterr().err
+
+
+def fit_args(data_path, run_dir, *extra):
+    return ["fit", "--config", "configs/demo.yaml", "--data.data_path", str(data_path),
+            "--trainer.default_root_dir", str(run_dir), *extra]
+
+
+@pytest.mark.parametrize("case,content,fragment,line", DATA_CASES, ids=[c[0] for c in DATA_CASES])
+def test_bad_data_file(case, content, fragment, line, tmp_path, capsys, chdir_root):
+    data = tmp_path / "data.jsonl"
+    data.write_bytes(content.encode("latin-1"))
+    run_dir = tmp_path / "run"
+    code, err = run_cli(fit_args(data, run_dir), capsys)
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("politician-lm: error:")]
+    assert len(lines) == 1, err
+    where = f"{data}:{line}:" if line else f"{data}:"
+    assert where in lines[0] and fragment in lines[0], lines[0]
+    assert not run_dir.exists()
+
+
+def test_missing_path(tmp_path, capsys, chdir_root):
+    code, err = run_cli(fit_args(tmp_path / "nope.jsonl", tmp_path / "run"), capsys)
+    assert code == 2 and "nope.jsonl: data path does not exist" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_politician(tmp_path, capsys, chdir_root):
+    data = tmp_path / "d.jsonl"
+    data.write_text(GOOD * 3)
+    code, err = run_cli(fit_args(data, tmp_path / "run", "--data.politician", "nixon"), capsys)
+    assert code == 2 and "unknown politician 'nixon'" in err and "biden" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_path_escape_in_politician_name_is_refused(tmp_path, capsys, chdir_root):
+    data = tmp_path / "d.jsonl"
+    data.write_text(GOOD * 3)
+    code, err = run_cli(fit_args(data, tmp_path / "run", "--data.politician", "../../etc/passwd"), capsys)
+    assert code == 2 and "unknown politician" in err
+
+
+def test_unknown_prompt_format(tmp_path, capsys, chdir_root):
+    data = tmp_path / "d.jsonl"
+    data.write_text(GOOD * 3)
+    code, err = run_cli(fit_args(data, tmp_path / "run", "--data.prompt_format", "alpaca"), capsys)
+    assert code != 0 and "prompt_format" in err and "alpaca" in err
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,140 @@
+"""PoliticianLM: real bitsandbytes quantization, LoRA-only checkpoints, resume, and the exported adapter."""
+
+import json
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import bitsandbytes as bnb
+import lightning.pytorch as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from politician_lm import AdapterExport, PoliticianDataModule, PoliticianLM
+from tests.conftest import pc_rows, write_jsonl
+
+N_LINEAR = 2 * 7  # tiny model: 2 decoder layers x (q, k, v, o, gate, up, down)
+
+
+def build(tiny_path, **kw):
+    kw.setdefault("optimizer", partial(torch.optim.AdamW, lr=1e-3))
+    model = PoliticianLM(model_name_or_path=tiny_path, lora_r=4, lora_alpha=8, lora_dropout=0.0, **kw)
+    model.configure_model()
+    return model
+
+
+@pytest.mark.parametrize("quant,expected", [("nf4", bnb.nn.Linear4bit), ("fp4", bnb.nn.Linear4bit), ("none", torch.nn.Linear)])
+def test_quantization_builds_real_bitsandbytes_layers(tiny_path, quant, expected):
+    model = build(tiny_path, quantization=quant)
+    bases = [m.base_layer for n, m in model.model.named_modules() if hasattr(m, "base_layer") and "lora_A" in dict(m.named_children())]
+    assert len(bases) == N_LINEAR
+    assert all(type(b) is expected for b in bases), {type(b).__name__ for b in bases}
+    if quant != "none":
+        for b in bases:
+            assert b.weight.quant_type == quant and b.weight.compress_statistics  # double quantization
+            assert b.compute_dtype == torch.float32  # fp32 compute on CPU
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_dora_and_rslora_switches(tiny_path):
+    model = build(tiny_path, use_dora=True, use_rslora=True)
+    cfg = model.model.peft_config["default"]
+    assert cfg.use_dora and cfg.use_rslora
+    assert any("lora_magnitude_vector" in n for n, p in model.named_parameters() if p.requires_grad)
+
+
+STEPS_PER_EPOCH = 4  # 16 training rows / batch 4
+
+
+def _data(tmp_path, tiny_path):
+    write_jsonl(tmp_path / "d" / "train.jsonl", pc_rows(16))
+    write_jsonl(tmp_path / "d" / "val.jsonl", pc_rows(20)[16:])
+    return PoliticianDataModule(data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=4,
+                                cache_dir=str(tmp_path / "cache"))
+
+
+class StopAfterFirstEpoch(L.Callback):
+    """Interrupts fit after epoch 1, as a crash would, without changing the planned schedule."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.should_stop = True
+
+
+def _fit(tmp_path, tiny_path, max_steps, ckpt_path=None, interrupt=False):
+    L.seed_everything(0)
+    model = build(tiny_path)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "run" / "checkpoints", save_last=True, every_n_train_steps=STEPS_PER_EPOCH,
+                           save_top_k=-1)
+    trainer = L.Trainer(default_root_dir=tmp_path / "run", max_steps=max_steps, accelerator="cpu", devices=1,
+                        logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        val_check_interval=2, callbacks=[ckpt, AdapterExport(), *([StopAfterFirstEpoch()] if interrupt else [])])
+    trainer.fit(model, datamodule=_data(tmp_path, tiny_path), ckpt_path=ckpt_path)
+    return model, trainer
+
+
+def test_checkpoint_holds_only_trainable_state_and_resume_matches(tmp_path, tiny_path):
+    model, trainer = _fit(tmp_path, tiny_path, max_steps=2 * STEPS_PER_EPOCH, interrupt=True)
+    assert trainer.global_step == STEPS_PER_EPOCH
+    ckpt_file = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_file, weights_only=False)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert set(ckpt["state_dict"]) == set(trainable)
+    param_bytes = sum(p.numel() * p.element_size() for p in trainable.values())
+    optim_bytes = sum(t.numel() * t.element_size() for s in ckpt["optimizer_states"][0]["state"].values()
+                      for t in s.values() if torch.is_tensor(t))
+    size = ckpt_file.stat().st_size
+    print(f"checkpoint {size} B; trainable {param_bytes} B + optimizer {optim_bytes} B; ratio {size / (param_bytes + optim_bytes):.2f}")
+    assert size <= 3 * (param_bytes + optim_bytes)
+    base_bytes = (Path(tiny_path) / "model.safetensors").stat().st_size
+    assert size < base_bytes  # the frozen base weights are not in it
+
+    # resume after epoch 1 and run epoch 2 == an uninterrupted two-epoch run (same shuffles, same weights)
+    resumed, trainer = _fit(tmp_path, tiny_path, max_steps=2 * STEPS_PER_EPOCH, ckpt_path=str(ckpt_file))
+    assert trainer.global_step == 2 * STEPS_PER_EPOCH
+    straight, _ = _fit(tmp_path / "straight", tiny_path, max_steps=2 * STEPS_PER_EPOCH)
+    for (n, a), (_, b) in zip(resumed.trainable_state_dict().items(), straight.trainable_state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=n)
+
+
+LOAD_SCRIPT = """
+import sys, torch
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+from peft import PeftModel
+from politician_lm.model.loading import keep_fp32_on_cpu
+base, adapter, out = sys.argv[1:4]
+q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                       bnb_4bit_compute_dtype=torch.float32)
+model = AutoModelForCausalLM.from_pretrained(base, quantization_config=q, dtype=torch.float32, device_map={"": "cpu"})
+keep_fp32_on_cpu(model)  # bnb's AVX512-BF16 eval kernel would compute in bf16; training computed in fp32
+model = PeftModel.from_pretrained(model, adapter).eval()
+ids = torch.load(sys.argv[4])
+with torch.no_grad():
+    torch.save(model(input_ids=ids).logits, out)
+"""
+
+
+def test_exported_adapter_reloads_in_a_fresh_process_with_the_same_logits(tmp_path, tiny_path, tokenizer):
+    model, trainer = _fit(tmp_path, tiny_path, max_steps=4)
+    last = tmp_path / "run" / "adapters" / "last"
+    best = tmp_path / "run" / "adapters" / "best"
+    for folder in (last, best):
+        assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
+        assert (folder / "tokenizer_config.json").is_file() and (folder / "training_config.yaml").is_file()
+    meta = json.loads((last / "politician_lm.json").read_text())
+    assert meta["prompt_format"] == "plain" and meta["separator"] == "\n" and meta["global_step"] == 4
+    assert not list((tmp_path / "run" / "adapters").glob(".*")), "no temporary folders left behind"
+
+    ids = tokenizer("USER: What about jobs?\nPOLITICIAN: Folks,", return_tensors="pt").input_ids
+    torch.save(ids, tmp_path / "ids.pt")
+    model.model.eval()
+    with torch.no_grad():
+        expected = model.model(input_ids=ids).logits
+    subprocess.run([sys.executable, "-c", LOAD_SCRIPT, tiny_path, str(last), str(tmp_path / "out.pt"), str(tmp_path / "ids.pt")],
+                   check=True)
+    got = torch.load(tmp_path / "out.pt")
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    lora_delta = any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+    assert lora_delta, "the adapter must have trained (lora_B moved off zero) for this comparison to mean anything"
