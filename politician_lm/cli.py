@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from politician_lm.callbacks.export import AdapterExport
+from politician_lm.callbacks.predictions import PredictionWriter
 from politician_lm.data.datamodule import PoliticianDataModule
 from politician_lm.errors import UserError
 from politician_lm.model.module import PoliticianLM
@@ -33,6 +34,7 @@ class PoliticianCLI(LightningCLI):
         parser.link_arguments("model.model_name_or_path", "data.tokenizer")
         parser.add_lightning_class_args(AdapterExport, "adapter_export")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         parser.set_defaults({
             "checkpoint.monitor": "val_loss",
             "checkpoint.mode": "min",
@@ -52,7 +54,8 @@ class PoliticianCLI(LightningCLI):
         return trainer
 
 
-def run_trainer_cli(args: list[str] | None = None) -> PoliticianCLI:
+def run_trainer_cli(args: list[str] | None = None, run: bool = True) -> PoliticianCLI:
+    """Build the CLI; with ``run=False`` it parses and instantiates model, data and trainer without a subcommand."""
     return PoliticianCLI(
         PoliticianLM,
         PoliticianDataModule,
@@ -62,6 +65,7 @@ def run_trainer_cli(args: list[str] | None = None) -> PoliticianCLI:
                        "exit_on_error": False},
         auto_configure_optimizers=False,  # the optimizer and schedule live under `model:`
         args=args,
+        run=run,
     )
 
 

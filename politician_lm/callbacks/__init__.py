@@ -1,5 +1,6 @@
 """Callbacks that run during fit."""
 
 from politician_lm.callbacks.export import AdapterExport
+from politician_lm.callbacks.predictions import PredictionWriter
 
-__all__ = ["AdapterExport"]
+__all__ = ["AdapterExport", "PredictionWriter"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,11 @@ def _load_file(path: Path, cache_dir: str | None) -> Dataset:
 def _tokenize_row(row: dict, tokenizer: Any, style: PromptStyle, max_length: int, overlong: Overlong, add_bos: bool) -> dict:
     prompt, completion = style.render(row["messages"], tokenizer)
     return encode(tokenizer, prompt, completion, max_length, overlong, add_bos)
+
+
+def _prompt_only(row: dict) -> dict:
+    n_prompt = next((i for i, t in enumerate(row["labels"]) if t != IGNORE_INDEX), len(row["labels"]))
+    return {"input_ids": row["input_ids"][:n_prompt]}
 
 
 class PoliticianDataModule(L.LightningDataModule):
@@ -187,6 +193,13 @@ class PoliticianDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        """Validation prompts alone (the completion cut off), left-padded for batched generation."""
+        prompts = self.val_dataset.map(_prompt_only, remove_columns=self.val_dataset.column_names, desc="Prompts")
+        pad = partial(self.tokenizer.pad, padding=True, padding_side="left", return_tensors="pt")
+        return DataLoader(prompts, batch_size=self.hparams.eval_batch_size or self.hparams.batch_size, collate_fn=pad,
+                          num_workers=self.hparams.num_workers)
 
     def prompt_metadata(self) -> dict[str, Any]:
         """What generation needs to rebuild the training prompt; exported next to every adapter."""

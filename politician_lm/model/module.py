@@ -40,6 +40,7 @@ class PoliticianLM(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: Scheduler = "cosine",
         warmup_ratio: float = 0.05,
+        max_new_tokens: int = 64,
     ) -> None:
         """
         Args:
@@ -58,6 +59,7 @@ class PoliticianLM(L.LightningModule):
             optimizer: Optimizer class and arguments, e.g. ``torch.optim.AdamW`` or ``bitsandbytes.optim.PagedAdamW8bit``.
             scheduler: Learning-rate schedule after linear warmup (from ``transformers.get_scheduler``).
             warmup_ratio: Share of the optimizer steps spent in linear warmup.
+            max_new_tokens: Tokens generated per prompt by ``politician-lm predict`` (greedy).
         """
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])  # a callable; LightningCLI's config.yaml records it
@@ -147,6 +149,17 @@ class PoliticianLM(L.LightningModule):
         loss = self._loss(batch)
         self.log("test_loss", loss, sync_dist=True, batch_size=batch["input_ids"].shape[0])
         return loss
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list[dict[str, str]]:
+        """Greedy continuation of each prompt, as ``{"prompt", "generation"}`` (decoded with the DataModule's tokenizer)."""
+        tokenizer = self.trainer.datamodule.tokenizer
+        prompt_ids = batch["input_ids"]
+        out = self.model.generate(input_ids=prompt_ids, attention_mask=batch["attention_mask"],
+                                  max_new_tokens=self.hparams.max_new_tokens, do_sample=False, use_cache=True,
+                                  pad_token_id=tokenizer.pad_token_id)
+        prompts = tokenizer.batch_decode(prompt_ids, skip_special_tokens=True)
+        generations = tokenizer.batch_decode(out[:, prompt_ids.shape[1]:], skip_special_tokens=True)
+        return [{"prompt": p, "generation": g} for p, g in zip(prompts, generations)]
 
     # -- optimisation ---------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
