@@ -38,3 +38,33 @@ def test_config_builds(config, chdir_root, tmp_path):
     assert type(optimizer).__name__ == raw["model"]["optimizer"]["class_path"].rsplit(".", 1)[1]
     names = {type(cb).__name__ for cb in cli.trainer.callbacks}
     assert {"AdapterExport", "ModelCheckpoint"} <= names
+
+
+def test_demo_trains_real_4bit_linear_layers(chdir_root, tmp_path):
+    import bitsandbytes as bnb
+
+    cli = run_trainer_cli(["--config", "configs/demo.yaml", "--trainer.default_root_dir", str(tmp_path)], run=False)
+    cli.model.configure_model()
+    layers = [m for m in cli.model.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(layers) == 14 and all(m.weight.quant_type == "nf4" for m in layers)
+    assert not [n for n, m in cli.model.model.named_modules() if type(m) is torch.nn.Linear and "lora_" not in n
+                and not n.endswith("lm_head")]  # every base linear but the output head is 4-bit
+
+
+def test_repeated_config_files_merge_later_wins(chdir_root, tmp_path, capsys):
+    override = tmp_path / "override.yaml"
+    override.write_text("model:\n  lora_r: 4\ndata:\n  batch_size: 2\n")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", "configs/demo.yaml", "--config", str(override), "--model.lora_alpha", "7", "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["lora_r"] == 4 and printed["model"]["lora_alpha"] == 7
+    assert printed["data"]["batch_size"] == 2 and printed["data"]["politician"] == "biden"  # the rest from demo.yaml
+
+
+def test_help_documents_every_model_and_data_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = capsys.readouterr().out
+    for key in ("--model.quantization", "--model.lora_r", "--data.prompt_format", "--data.overlong", "--adapter_export.monitor"):
+        assert key in out
+    assert "QLoRA: 4-bit NormalFloat" in out and "truncate" in out

@@ -138,3 +138,49 @@ def test_exported_adapter_reloads_in_a_fresh_process_with_the_same_logits(tmp_pa
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
     lora_delta = any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
     assert lora_delta, "the adapter must have trained (lora_B moved off zero) for this comparison to mean anything"
+
+
+def test_compute_dtype_is_fp32_on_cpu_and_bf16_on_a_bf16_gpu():
+    from politician_lm.model.loading import resolve_compute_dtype
+
+    assert resolve_compute_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_compute_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        assert resolve_compute_dtype("auto", torch.device("cuda")) == torch.bfloat16
+
+
+def test_eval_mode_does_not_repack_4bit_weights_on_cpu(tiny_path, tokenizer):
+    """bitsandbytes would switch 4-bit layers to a bf16 kernel (without autograd) after an eval pass on
+    AVX512-BF16 CPUs; training after validation must still run the fp32 dequantize path."""
+    model = build(tiny_path)
+    ids = tokenizer("USER: hi\nPOLITICIAN: folks", return_tensors="pt").input_ids
+    model.model.eval()
+    with torch.no_grad():
+        model.model(input_ids=ids)
+    layers = [m for m in model.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(layers) == N_LINEAR
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)
+    model.model.train()
+    loss = model(ids, labels=ids).loss
+    loss.backward()
+    first = model.model.base_model.model.model.layers[0].self_attn.q_proj.lora_B["default"].weight
+    assert first.grad is not None and first.grad.abs().sum() > 0  # gradient flows back through every base layer
+
+
+@pytest.mark.parametrize("quant", ["nf4", "none"])
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_path, tokenizer, quant):
+    ids = tokenizer("USER: What about jobs?\nPOLITICIAN: Folks, jobs.", return_tensors="pt").input_ids
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = build(tiny_path, quantization=quant, gradient_checkpointing=ckpt)
+        assert model.model.base_model.model.is_gradient_checkpointing == ckpt
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(std=0.02)
+        model.model.train()
+        model(ids, labels=ids).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-4, atol=1e-6, msg=n)
