@@ -16,15 +16,18 @@ from typing import Any
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from politician_lm.adapters.export import export
+from politician_lm.adapters.merge import merge
 from politician_lm.callbacks.export import AdapterExport
 from politician_lm.callbacks.predictions import PredictionWriter
 from politician_lm.data.datamodule import PoliticianDataModule
 from politician_lm.errors import UserError
+from politician_lm.inference import chat, generate
 from politician_lm.model.module import PoliticianLM
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
-# Non-trainer verbs: name -> typed function. Later work registers merge, export, generate, chat, prepare, evaluate.
-COMMANDS: dict[str, Callable[..., Any]] = {}
+# Non-trainer verbs: name -> typed function; jsonargparse builds each parser from the signature and docstring.
+COMMANDS: dict[str, Callable[..., Any]] = {"merge": merge, "export": export, "generate": generate, "chat": chat}
 
 
 class PoliticianCLI(LightningCLI):
@@ -69,13 +72,38 @@ def run_trainer_cli(args: list[str] | None = None, run: bool = True) -> Politici
     )
 
 
+def overview() -> str:
+    lines = ["usage: politician-lm COMMAND [options]   (politician-lm COMMAND --help for its options)", "",
+             "training (LightningCLI; --config, --print_config, dotted overrides):"]
+    lines += [f"  {name:<10} {doc}" for name, doc in (
+        ("fit", "fine-tune an adapter: politician-lm fit --config configs/demo.yaml"),
+        ("validate", "validation loss of a checkpoint (--ckpt_path)"),
+        ("test", "test loss of a checkpoint (--ckpt_path)"),
+        ("predict", "greedy generations for the validation prompts -> predictions.jsonl"))]
+    lines += ["", "adapters and inference:"]
+    lines += [f"  {name:<10} {(fn.__doc__ or '').strip().splitlines()[0]}" for name, fn in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _underscored(arg: str) -> str:
+    """Accept the old script's ``--output-dir`` spelling for ``--output_dir``."""
+    if not arg.startswith("--"):
+        return arg
+    name, eq, value = arg[2:].partition("=")
+    return "--" + name.replace("-", "_") + eq + value
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(overview())
+        return
     try:
         if args and args[0] in COMMANDS:
             from jsonargparse import auto_cli
 
-            auto_cli(COMMANDS[args[0]], args=args[1:])
+            auto_cli(COMMANDS[args[0]], args=[_underscored(a) for a in args[1:]], as_positional=False,
+                     exit_on_error=False, prog=f"politician-lm {args[0]}")
         else:
             run_trainer_cli(argv)  # None: LightningCLI reads sys.argv itself
     except (UserError, ArgumentError) as e:

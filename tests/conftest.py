@@ -45,3 +45,26 @@ def tokenizer(tiny_path):
 def chdir_root(monkeypatch):
     monkeypatch.chdir(ROOT)
     return ROOT
+
+
+def fit_adapter(root: Path, tiny_path: str, rows: list[dict], max_steps: int = 3, lr: float = 5e-3, **model_kw) -> Path:
+    """A real short QLoRA fit with AdapterExport; returns ``<root>/adapters/last``."""
+    from functools import partial
+
+    import lightning.pytorch as L
+    import torch
+
+    from politician_lm import AdapterExport, PoliticianDataModule, PoliticianLM
+
+    L.seed_everything(0)
+    write_jsonl(root / "data" / "train.jsonl", rows)
+    write_jsonl(root / "data" / "val.jsonl", rows[:4])
+    dm = PoliticianDataModule(data_path=str(root / "data"), tokenizer=tiny_path, batch_size=4,
+                              cache_dir=str(root / "cache"), **model_kw.pop("data_kw", {}))
+    model_kw.setdefault("lora_dropout", 0.0)
+    model = PoliticianLM(model_name_or_path=tiny_path, optimizer=partial(torch.optim.AdamW, lr=lr), **model_kw)
+    trainer = L.Trainer(default_root_dir=root, max_steps=max_steps, accelerator="cpu", devices=1, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[AdapterExport()])
+    trainer.fit(model, datamodule=dm)
+    return root / "adapters" / "last"

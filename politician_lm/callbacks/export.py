@@ -8,6 +8,7 @@ mid-write never leaves a half-written adapter where ``best`` or ``last`` was.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -31,7 +32,8 @@ class AdapterExport(L.Callback):
     """Export the LoRA adapter at the end of fit (``last``) and whenever the monitored metric improves (``best``)."""
 
     def __init__(self, dirname: str = "adapters", monitor: str = "val_loss", mode: Literal["min", "max"] = "min",
-                 save_best: bool = True, save_last: bool = True) -> None:
+                 save_best: bool = True, save_last: bool = True, max_new_tokens: int = 128,
+                 temperature: float = 0.7, top_p: float = 0.9) -> None:
         """
         Args:
             dirname: Folder under ``trainer.default_root_dir`` that receives ``best/`` and ``last/``.
@@ -39,9 +41,13 @@ class AdapterExport(L.Callback):
             mode: Whether a lower (``min``) or higher (``max``) ``monitor`` is better.
             save_best: Export ``best`` on improvement.
             save_last: Export ``last`` at the end of fit.
+            max_new_tokens: Answer length saved in the adapter's generation_config.json (generate/chat default).
+            temperature: Sampling temperature saved in the adapter's generation_config.json.
+            top_p: Nucleus sampling mass saved in the adapter's generation_config.json.
         """
         self.dirname, self.monitor, self.mode = dirname, monitor, mode
         self.save_best, self.save_last = save_best, save_last
+        self.sampling = {"do_sample": True, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
         self.best_score: float | None = None
 
     def root(self, trainer: L.Trainer) -> Path:
@@ -62,8 +68,12 @@ class AdapterExport(L.Callback):
         with atomic_dir(target) as tmp:
             pl_module.model.save_pretrained(tmp, safe_serialization=True)
             dm = trainer.datamodule
-            if getattr(dm, "tokenizer", None) is not None:
-                dm.tokenizer.save_pretrained(tmp)
+            tokenizer = getattr(dm, "tokenizer", None)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            generation = copy.deepcopy(pl_module.model.generation_config)
+            generation.update(**self.sampling, pad_token_id=getattr(tokenizer, "pad_token_id", None))
+            generation.save_pretrained(tmp)
             meta = {
                 **(dm.prompt_metadata() if hasattr(dm, "prompt_metadata") else {}),
                 "base_model": pl_module.hparams.get("model_name_or_path"),

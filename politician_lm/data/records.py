@@ -77,9 +77,8 @@ def _check_record(obj: object) -> str | None:
     return None
 
 
-def validate_file(path: Path) -> int:
-    """Check every line of ``path``; return the number of records or raise ``UserError`` naming ``path:line``."""
-    count = 0
+def iter_json_lines(path: Path):
+    """Yield ``(line number, object)`` for each non-blank line; raise ``UserError`` naming ``path:line``."""
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             try:
@@ -89,13 +88,19 @@ def validate_file(path: Path) -> int:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
                 raise UserError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-            problem = _check_record(obj)
-            if problem:
-                raise UserError(f"{path}:{lineno}: {problem}")
-            count += 1
+
+
+def validate_file(path: Path) -> int:
+    """Check every line of ``path``; return the number of records or raise ``UserError`` naming ``path:line``."""
+    count = 0
+    for lineno, obj in iter_json_lines(path):
+        problem = _check_record(obj)
+        if problem:
+            raise UserError(f"{path}:{lineno}: {problem}")
+        count += 1
     if count == 0:
         raise UserError(f"{path}: file is empty; it needs at least one JSON record")
     return count

@@ -25,6 +25,16 @@ def adds_bos(tokenizer: Any) -> bool:
     return bos is not None and tokenizer("a").input_ids[:1] == [bos]
 
 
+def encode_prompt(tokenizer: Any, prompt: str, add_bos: bool | None = None) -> list[int]:
+    """Token ids of a prompt exactly as ``encode`` lays them out in training (same BOS rule), for generation."""
+    if add_bos is None:
+        add_bos = adds_bos(tokenizer)
+    ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    if add_bos and (not ids or ids[0] != tokenizer.bos_token_id):
+        ids.insert(0, tokenizer.bos_token_id)
+    return ids
+
+
 def encode(
     tokenizer: Any, prompt: str, completion: str, max_length: int, overlong: Overlong = "truncate", add_bos: bool | None = None
 ) -> dict[str, Any]:

@@ -45,12 +45,13 @@ def load_base_model(
     device: torch.device,
     trust_remote_code: bool = False,
     attn_implementation: str | None = "sdpa",
+    allow_pickle: bool = False,
 ) -> Any:
-    """Load the frozen base model onto ``device``, quantized when asked."""
+    """Load the frozen base model onto ``device``, quantized when asked; safetensors only unless ``allow_pickle``."""
     kwargs: dict[str, Any] = dict(
         dtype=compute_dtype,
         trust_remote_code=trust_remote_code,
-        use_safetensors=True,
+        use_safetensors=None if allow_pickle else True,
         device_map={"": device},
     )
     if attn_implementation:

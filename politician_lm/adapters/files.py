@@ -1,0 +1,133 @@
+"""Read and validate PEFT adapter folders and base model folders before any weights are loaded."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+
+from politician_lm.errors import UserError
+
+ADAPTER_CONFIG = "adapter_config.json"
+SAFE_WEIGHTS = "adapter_model.safetensors"
+PICKLE_WEIGHTS = "adapter_model.bin"
+METADATA_FILE = "politician_lm.json"
+
+
+@dataclass
+class AdapterFolder:
+    """A validated adapter folder: its PEFT config and the politician-lm metadata saved next to it."""
+
+    path: Path
+    config: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_model(self) -> str:
+        return self.config.get("base_model_name_or_path") or self.metadata.get("base_model") or ""
+
+    @property
+    def target_modules(self) -> frozenset[str] | str:
+        tm = self.config.get("target_modules")
+        return frozenset(tm) if isinstance(tm, list) else str(tm)
+
+    @property
+    def rank(self) -> int:
+        return int(self.config.get("r", 0))
+
+
+def _check_safetensors(path: Path) -> None:
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            keys = list(fh.keys())
+    except Exception as e:  # safetensors raises several types for truncated or foreign files
+        raise UserError(f"{path}: not a readable safetensors file ({type(e).__name__}); re-export the adapter") from None
+    if not keys:
+        raise UserError(f"{path}: holds no tensors; re-export the adapter")
+
+
+def read_adapter(path: str | Path, allow_pickle: bool = False) -> AdapterFolder:
+    """Validate an adapter folder: config present and parseable, weights present, safetensors unless allowed."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: adapter folder does not exist")
+    cfg_path = path / ADAPTER_CONFIG
+    if not cfg_path.is_file():
+        raise UserError(f"{path}: missing {ADAPTER_CONFIG}; this is not a PEFT adapter folder")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{cfg_path}: not valid JSON ({type(e).__name__})") from None
+    if not isinstance(config, dict) or config.get("peft_type", "LORA") != "LORA":
+        raise UserError(f"{cfg_path}: not a LoRA adapter config (peft_type {config.get('peft_type')!r})")
+    if (path / SAFE_WEIGHTS).is_file():
+        _check_safetensors(path / SAFE_WEIGHTS)
+    elif (path / PICKLE_WEIGHTS).is_file():
+        if not allow_pickle:
+            raise UserError(f"{path / PICKLE_WEIGHTS}: pickle weights can run code when loaded; convert to safetensors "
+                            "or pass --allow_pickle true if you trust the source")
+    else:
+        raise UserError(f"{path}: missing {SAFE_WEIGHTS}")
+    metadata: dict[str, Any] = {}
+    if (path / METADATA_FILE).is_file():
+        try:
+            metadata = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{path / METADATA_FILE}: not valid JSON") from None
+    return AdapterFolder(path=path, config=config, metadata=metadata)
+
+
+def same_model(a: str, b: str) -> bool:
+    """Two base-model references name the same model (a hub id, or the same folder however it is written)."""
+    if a == b:
+        return True
+    return os.path.exists(a) and os.path.exists(b) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_base_model(path: str, allow_pickle: bool = False) -> None:
+    """A local base model folder must hold safetensors weights unless pickle is explicitly allowed."""
+    folder = Path(path)
+    if not folder.exists():
+        if re.fullmatch(r"[\w.-]+/[\w.-]+", path) and not path.startswith("."):
+            return  # a hub id: transformers resolves it (use_safetensors=True refuses pickle weights there)
+        raise UserError(f"{path}: base model folder does not exist")
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{folder}: missing config.json; not a Hugging Face model folder")
+    if not list(folder.glob("*.safetensors")):
+        if not list(folder.glob("*.bin")):
+            raise UserError(f"{folder}: no model weights (*.safetensors) found")
+        if not allow_pickle:
+            raise UserError(f"{folder}: only pickle (*.bin) weights, which can run code when loaded; convert to "
+                            "safetensors or pass --allow_pickle true if you trust the source")
+
+
+def parse_list(value: list | str, what: str) -> list[str]:
+    """Accept ``a,b`` (the old flag style) or a list."""
+    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v).strip() for v in value]
+    items = [v for v in items if v]
+    if not items:
+        raise UserError(f"--{what} is empty; give at least one value")
+    return items
+
+
+def parse_weights(value: list | str, n_adapters: int, allow_negative: bool) -> list[float]:
+    weights = []
+    for item in parse_list(value, "weights"):
+        try:
+            w = float(item)
+        except ValueError:
+            raise UserError(f"--weights: {item!r} is not a number") from None
+        if not math.isfinite(w):
+            raise UserError(f"--weights: {item!r} is not a finite number")
+        if w < 0 and not allow_negative:
+            raise UserError(f"--weights: {item} is negative; this method needs weights >= 0")
+        weights.append(w)
+    if len(weights) != n_adapters:
+        raise UserError(f"--weights has {len(weights)} values for {n_adapters} adapters; give one weight per adapter")
+    return weights

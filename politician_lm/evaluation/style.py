@@ -1,0 +1,194 @@
+"""Style attribution: a TF-IDF + logistic-regression classifier that says which politician a text sounds like.
+
+Trained on the bundled completions (``data/<politician>/*.jsonl``), it scores generated text: ``attribution``
+is the fraction of texts the classifier gives to the intended politician. ``load_or_train`` caches the fitted
+classifier under ``~/.cache/politician_lm/style``, keyed by the training files' bytes, the seed and versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import joblib
+import sklearn
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import FeatureUnion, Pipeline
+
+from politician_lm.errors import UserError
+
+# Bump when the features, the model or the data reading change, so old cache entries are never reused.
+STYLE_VERSION = "style-v1"
+_LABEL = re.compile(r"^\s*POLITICIAN:\s*", re.IGNORECASE)
+
+
+def strip_label(text: str) -> str:
+    """Drop a leading ``POLITICIAN:`` speaker label, so the classifier learns the words and not the format."""
+    return _LABEL.sub("", text, count=1)
+
+
+class StyleClassifier:
+    """Char n-gram (char_wb 2-5) and word n-gram (1-2) TF-IDF features, joined, fed to a logistic regression."""
+
+    def __init__(self, C: float = 10.0) -> None:
+        """``C``: inverse L2 regularisation strength of the logistic regression."""
+        self.C = C
+        self.pipeline: Pipeline | None = None
+        self.held_out_accuracy: float | None = None
+        self.labels: list[str] = []
+        self.from_cache = False
+
+    def _new_pipeline(self, seed: int) -> Pipeline:
+        features = FeatureUnion([
+            ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=1)),
+            ("words", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, min_df=1)),
+        ])
+        model = LogisticRegression(C=self.C, max_iter=2000, random_state=seed)
+        return Pipeline([("features", features), ("model", model)])
+
+    def fit(self, texts: list[str], labels: list[str], held_out_fraction: float = 0.2, seed: int = 0) -> StyleClassifier:
+        """Fit on a stratified split, store ``held_out_accuracy`` on the rest, then refit on all texts.
+
+        With ``held_out_fraction=0`` there is no split and ``held_out_accuracy`` stays ``None``.
+        """
+        if len(texts) != len(labels):
+            raise ValueError(f"got {len(texts)} texts but {len(labels)} labels; pass one label per text")
+        if len(set(labels)) < 2:
+            raise ValueError(f"need texts from at least 2 politicians to train a style classifier, got {sorted(set(labels))}")
+        texts = [strip_label(t) for t in texts]
+        self.held_out_accuracy = None
+        if held_out_fraction > 0:
+            train_x, test_x, train_y, test_y = train_test_split(
+                texts, labels, test_size=held_out_fraction, random_state=seed, stratify=labels
+            )
+            split_model = self._new_pipeline(seed).fit(train_x, train_y)
+            self.held_out_accuracy = float(split_model.score(test_x, test_y))
+        self.pipeline = self._new_pipeline(seed).fit(texts, labels)
+        self.labels = [str(c) for c in self.pipeline.classes_]
+        return self
+
+    def predict(self, texts: list[str]) -> list[str]:
+        """The politician each text sounds most like (a leading ``POLITICIAN:`` label is ignored)."""
+        if self.pipeline is None:
+            raise RuntimeError("StyleClassifier.predict called before fit; call fit() or use load_or_train()")
+        if not texts:
+            return []
+        return [str(p) for p in self.pipeline.predict([strip_label(t) for t in texts])]
+
+    def attribution(self, texts: list[str], politician: str) -> float:
+        """Fraction of ``texts`` that the classifier attributes to ``politician``, in [0, 1]."""
+        if politician not in self.labels:
+            raise UserError(f"unknown politician {politician!r} for the style classifier; use one of: {', '.join(self.labels)}")
+        if not texts:
+            raise ValueError("no texts to attribute; pass at least one generated text")
+        predictions = self.predict(texts)
+        return sum(p == politician for p in predictions) / len(predictions)
+
+
+def training_files(data_dir: str | Path = "data") -> dict[str, list[Path]]:
+    """``{politician: sorted jsonl files}`` for every ``data_dir/<politician>/*.jsonl``, skipping ``profiles``."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise UserError(f"data folder {root} not found; pass the folder that holds <politician>/*.jsonl")
+    found = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if folder.name == "profiles" or folder.name.startswith("."):
+            continue
+        files = sorted(folder.glob("*.jsonl"))
+        if files:
+            found[folder.name] = files
+    return found
+
+
+def read_completions(path: Path) -> list[str]:
+    """The completion of every record: ``completion``, or the last assistant message of ``messages``."""
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{number}: not valid JSON ({e.msg}); fix or remove the line") from None
+        if isinstance(record, dict) and isinstance(record.get("completion"), str):
+            out.append(strip_label(record["completion"]))
+        elif isinstance(record, dict) and isinstance(record.get("messages"), list):
+            replies = [m.get("content") for m in record["messages"] if isinstance(m, dict) and m.get("role") == "assistant"]
+            if not replies or not isinstance(replies[-1], str):
+                raise UserError(f"{path}:{number}: 'messages' has no assistant message with string content")
+            out.append(strip_label(replies[-1]))
+        else:
+            raise UserError(f"{path}:{number}: expected an object with 'completion' or 'messages'")
+    return out
+
+
+def train_from_data_dir(data_dir: str = "data", seed: int = 0) -> StyleClassifier:
+    """Fit a ``StyleClassifier`` on every politician's completions, labelled by folder name (at least 2 needed)."""
+    files = training_files(data_dir)
+    if len(files) < 2:
+        raise UserError(
+            f"{data_dir}: found data for {sorted(files) or 'no politician'}; the style classifier needs at least 2 "
+            "politicians in <data_dir>/<politician>/*.jsonl"
+        )
+    texts: list[str] = []
+    labels: list[str] = []
+    for politician, paths in files.items():
+        for path in paths:
+            completions = read_completions(path)
+            texts += completions
+            labels += [politician] * len(completions)
+    return StyleClassifier().fit(texts, labels, seed=seed)
+
+
+def cache_key(data_dir: str = "data", seed: int = 0) -> str:
+    """sha256 over the sorted (path relative to ``data_dir``, bytes) of the training files, the seed and versions."""
+    root = Path(data_dir)
+    digest = hashlib.sha256(f"{STYLE_VERSION}\0sklearn={sklearn.__version__}\0seed={seed}\0".encode())
+    paths = sorted(p for files in training_files(root).values() for p in files)
+    for path in paths:
+        digest.update(path.relative_to(root).as_posix().encode("utf-8") + b"\0")
+        data = path.read_bytes()
+        digest.update(f"{len(data)}\0".encode() + data)
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/politician_lm/style``, by default ``~/.cache/politician_lm/style``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "politician_lm" / "style"
+
+
+def cache_path(data_dir: str = "data", cache_dir: str | None = None, seed: int = 0) -> Path:
+    """Where ``load_or_train`` keeps the classifier for these training files and seed."""
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    return folder / f"{cache_key(data_dir, seed)}.joblib"
+
+
+def load_or_train(data_dir: str = "data", cache_dir: str | None = None, seed: int = 0) -> StyleClassifier:
+    """Load the cached classifier for these files and seed, or train one and cache it (atomic write)."""
+    path = cache_path(data_dir, cache_dir, seed)
+    if path.is_file():
+        try:
+            # Our own cache, written below by this function: never a user-supplied file.
+            classifier = joblib.load(path)
+        except Exception:  # a truncated or incompatible entry: retrain and overwrite it
+            classifier = None
+        if isinstance(classifier, StyleClassifier):
+            classifier.from_cache = True
+            return classifier
+    classifier = train_from_data_dir(data_dir, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(fd)
+    try:
+        joblib.dump(classifier, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return classifier

@@ -1,0 +1,134 @@
+"""Load a base model with one or more adapters (weighted at run time), rebuild the training prompt, generate.
+
+The prompt format comes from ``politician_lm.json`` saved next to every adapter, so generation renders exactly
+what training rendered (plain or chat template, separator, persona system prompt, BOS rule). Several adapters
+are applied together at run time, each LoRA update scaled by its weight, without merging anything.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from politician_lm.adapters.files import METADATA_FILE, check_base_model, parse_list, parse_weights, read_adapter, same_model
+from politician_lm.data.templates import PromptStyle
+from politician_lm.data.tokenize import adds_bos, encode_prompt
+from politician_lm.errors import UserError
+from politician_lm.model.loading import load_base_model, resolve_compute_dtype
+
+SAMPLING_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
+
+
+@dataclass
+class Persona:
+    """A ready-to-generate model: base + adapters at their weights, tokenizer, prompt style, sampling settings."""
+
+    model: Any
+    tokenizer: Any
+    style: PromptStyle
+    generation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def context_window(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 0) or self.tokenizer.model_max_length)
+
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        return encode_prompt(self.tokenizer, self.style.generation_prompt(messages, self.tokenizer), self._bos)
+
+    def __post_init__(self) -> None:
+        self._bos = adds_bos(self.tokenizer)
+
+    @torch.no_grad()
+    def generate(self, conversations: list[list[dict[str, str]]], streamer: Any = None, **overrides: Any) -> list[str]:
+        """Generate the next assistant turn for each conversation (batched, left-padded)."""
+        settings = {**self.generation, **{k: v for k, v in overrides.items() if v is not None}}
+        if not settings.get("do_sample", False):
+            settings = {k: v for k, v in settings.items() if k not in ("temperature", "top_p", "top_k")}
+        batch = self.tokenizer.pad({"input_ids": [self.prompt_ids(c) for c in conversations]}, padding=True,
+                                   padding_side="left", return_tensors="pt").to(self.model.device)
+        out = self.model.generate(**batch, streamer=streamer, pad_token_id=self.tokenizer.pad_token_id,
+                                  eos_token_id=self.tokenizer.eos_token_id, use_cache=True, **settings)
+        return self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def _generation_defaults(folder: Path) -> dict[str, Any]:
+    path = folder / "generation_config.json"
+    if not path.is_file():
+        return {}
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    return {k: cfg[k] for k in SAMPLING_KEYS if cfg.get(k) is not None}
+
+
+def load_persona(
+    adapters: list[str] | str | None = None,
+    weights: list[float] | str | None = None,
+    base_model: str | None = None,
+    quantization: str | None = None,
+    compute_dtype: str = "auto",
+    device: str | None = None,
+    allow_pickle: bool = False,
+) -> Persona:
+    """Load ``base_model`` (default: the adapters' base) with ``adapters`` active at ``weights`` (default 1 each).
+
+    With no adapters, ``base_model`` may be an exported (merged) model folder; its ``politician_lm.json`` supplies
+    the prompt format.
+    """
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    folders = [read_adapter(p, allow_pickle) for p in parse_list(adapters, "adapters")] if adapters else []
+    ws = parse_weights(weights, len(folders), allow_negative=True) if weights is not None else [1.0] * len(folders)
+    for f in folders[1:]:
+        if not same_model(f.base_model, folders[0].base_model):
+            raise UserError(f"{f.path}: trained on base model {f.base_model!r}, but {folders[0].path} on "
+                            f"{folders[0].base_model!r}; use adapters of one base")
+    base = base_model or (folders[0].base_model if folders else None)  # explicit base (e.g. a local copy) wins
+    if not base:
+        raise UserError("nothing to load: give --adapters, --base_model, or --politician with a registry entry")
+    check_base_model(base, allow_pickle)
+    meta_source = folders[0].path if folders else Path(base)
+    meta = json.loads((meta_source / METADATA_FILE).read_text()) if (meta_source / METADATA_FILE).is_file() else {}
+    style = PromptStyle(**{k: meta[k] for k in ("prompt_format", "separator", "system_prompt", "politician") if k in meta})
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    quant = quantization or (meta.get("quantization") if folders else None) or "none"
+    model = load_base_model(base, quant, resolve_compute_dtype(compute_dtype, dev), dev)
+    if folders:
+        names = [f"adapter_{i}" for i in range(len(folders))]
+        model = PeftModel.from_pretrained(model, str(folders[0].path), adapter_name=names[0])
+        for name, folder in zip(names[1:], folders[1:]):
+            model.load_adapter(str(folder.path), adapter_name=name)
+        model.base_model.set_adapter(names)  # all active: their updates add up
+        for module in model.modules():
+            if hasattr(module, "set_scale") and hasattr(module, "lora_A"):
+                for name, w in zip(names, ws):
+                    module.set_scale(name, w)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(meta_source) if (meta_source / "tokenizer_config.json").is_file() else base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    generation = _generation_defaults(folders[0].path if folders else Path(base))
+    return Persona(model=model, tokenizer=tokenizer, style=style, generation=generation)
+
+
+def registry_entry(politician: str, registry: str) -> dict[str, Any]:
+    """Look up a persona in the model registry (``configs/models.yaml``): base model, adapters + weights, generation."""
+    path = Path(registry)
+    if not path.is_file():
+        raise UserError(f"{path}: model registry not found; pass --registry or --adapters")
+    try:
+        entries = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({type(e).__name__})") from None
+    if politician not in entries:
+        raise UserError(f"{path}: no persona {politician!r}; known: {', '.join(sorted(entries)) or 'none'}")
+    entry = entries[politician]
+    adapters = entry.get("adapters") or []
+    if not isinstance(entry, dict) or not all(isinstance(a, dict) and "path" in a for a in adapters):
+        raise UserError(f"{path}: persona {politician!r} needs 'adapters' as a list of {{path, weight}}")
+    return entry

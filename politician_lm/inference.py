@@ -1,0 +1,186 @@
+"""``politician-lm generate`` and ``politician-lm chat``: a persona by adapters or by name from the registry."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from politician_lm.data.records import iter_json_lines
+from politician_lm.errors import UserError
+from politician_lm.generation import Persona, load_persona, registry_entry
+from politician_lm.io import atomic_write_text
+
+REGISTRY = "configs/models.yaml"
+
+
+def resolve_persona(adapters: list[str] | str | None, weights: list[float] | str | None, base_model: str | None,
+                    politician: str | None, registry: str, quantization: str | None, allow_pickle: bool) -> Persona:
+    """Adapters given directly win; otherwise ``politician`` is looked up in the registry."""
+    settings: dict[str, Any] = {}
+    if not adapters and not base_model:
+        if not politician:
+            raise UserError("give --adapters (and optionally --weights), --base_model, or --politician NAME")
+        entry = registry_entry(politician, registry)
+        adapters = [a["path"] for a in entry.get("adapters", [])] or None
+        weights = [float(a.get("weight", 1.0)) for a in entry.get("adapters", [])] or None
+        base_model = entry.get("base_model")
+        settings = entry.get("generation") or {}
+    persona = load_persona(adapters, weights, base_model, quantization, allow_pickle=allow_pickle)
+    persona.generation.update(settings)
+    return persona
+
+
+def read_prompts(path: str) -> list[dict[str, Any]]:
+    """JSONL rows with ``prompt`` (a string) or ``messages`` ending in a user turn; other keys are passed through."""
+    rows = []
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: prompts file does not exist")
+    for lineno, obj in iter_json_lines(p):
+        ok = isinstance(obj, dict) and (isinstance(obj.get("prompt"), str) or (
+            isinstance(obj.get("messages"), list) and obj["messages"] and isinstance(obj["messages"][-1], dict)
+            and obj["messages"][-1].get("role") == "user"))
+        if not ok:
+            raise UserError(f"{p}:{lineno}: need a string 'prompt' or 'messages' ending with a user turn")
+        rows.append(obj)
+    if not rows:
+        raise UserError(f"{p}: file is empty; it needs at least one prompt")
+    return rows
+
+
+def generate(
+    prompt: str | None = None,
+    prompts_file: str | None = None,
+    output: str | None = None,
+    adapters: list[str] | str | None = None,
+    weights: list[float] | str | None = None,
+    base_model: str | None = None,
+    politician: str | None = None,
+    registry: str = REGISTRY,
+    max_new_tokens: int | None = None,
+    do_sample: bool | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    quantization: str | None = None,
+    overwrite: bool = False,
+    allow_pickle: bool = False,
+) -> None:
+    """Generate answers for ``--prompt`` or a JSONL ``--prompts_file``; write JSONL rows with a ``generation`` key.
+
+    Args:
+        prompt: One prompt, written as in training (e.g. "USER: What about jobs?").
+        prompts_file: JSONL with ``prompt`` or ``messages`` per line.
+        output: Output JSONL (written atomically); default prints to stdout.
+        adapters: Adapter folders, as ``a,b`` or a list; applied together at run time.
+        weights: One weight per adapter (default 1 each), as ``0.7,0.3`` or a list.
+        base_model: Base model, or an exported model folder when no adapters are given.
+        politician: Persona name in the registry, used when no adapters or base model are given.
+        registry: Model registry YAML mapping names to base model, adapters and generation settings.
+        max_new_tokens: Tokens to generate (default: the adapter's generation config).
+        do_sample: Sample instead of greedy decoding (default: the adapter's generation config).
+        temperature: Sampling temperature.
+        top_p: Nucleus sampling mass.
+        seed: Random seed for sampling.
+        batch_size: Prompts generated together.
+        quantization: Base weights: nf4, fp4, int8 or none (default: as the adapter was trained).
+        overwrite: Replace ``output`` if it exists.
+        allow_pickle: Accept pickle (.bin) weights, which can run code when loaded.
+    """
+    if (prompt is None) == (prompts_file is None):
+        raise UserError("give exactly one of --prompt or --prompts_file")
+    rows = [{"prompt": prompt}] if prompt is not None else read_prompts(prompts_file)
+    if output and Path(output).exists() and not overwrite:
+        raise UserError(f"{output}: output file exists; choose another --output or pass --overwrite true")
+    import torch
+    from tqdm import tqdm
+
+    persona = resolve_persona(adapters, weights, base_model, politician, registry, quantization, allow_pickle)
+    torch.manual_seed(seed)
+    convs = [r["messages"] if "messages" in r else [{"role": "user", "content": r["prompt"]}] for r in rows]
+    outputs: list[str] = []
+    for i in tqdm(range(0, len(convs), batch_size), desc="Generating", disable=len(convs) <= batch_size, file=sys.stderr):
+        outputs += persona.generate(convs[i:i + batch_size], max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                    temperature=temperature, top_p=top_p)
+    text = "".join(json.dumps({**r, "generation": g}, ensure_ascii=False) + "\n" for r, g in zip(rows, outputs))
+    if output:
+        atomic_write_text(output, text)
+        print(f"wrote {len(rows)} generations to {output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
+def fit_history(persona: Persona, history: list[dict[str, str]], max_new_tokens: int) -> list[dict[str, str]]:
+    """Drop the oldest exchanges until the prompt plus the answer fits the context window."""
+    budget = persona.context_window - max_new_tokens
+    while len(history) > 1 and len(persona.prompt_ids(history)) > budget:
+        history = history[2:] if len(history) > 2 else history[1:]
+    return history
+
+
+def chat(
+    adapters: list[str] | str | None = None,
+    weights: list[float] | str | None = None,
+    base_model: str | None = None,
+    politician: str | None = None,
+    registry: str = REGISTRY,
+    max_new_tokens: int | None = None,
+    do_sample: bool | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    quantization: str | None = None,
+    allow_pickle: bool = False,
+) -> None:
+    """Talk to a persona: one message per line, answers stream as they are generated; /reset, /exit.
+
+    Args:
+        adapters: Adapter folders, as ``a,b`` or a list; applied together at run time.
+        weights: One weight per adapter (default 1 each), as ``0.7,0.3`` or a list.
+        base_model: Base model, or an exported model folder when no adapters are given.
+        politician: Persona name in the registry (e.g. ``biden``), used when no adapters or base model are given.
+        registry: Model registry YAML mapping names to base model, adapters and generation settings.
+        max_new_tokens: Longest answer in tokens (default: the persona's generation settings).
+        do_sample: Sample instead of greedy decoding.
+        temperature: Sampling temperature.
+        top_p: Nucleus sampling mass.
+        seed: Random seed for sampling.
+        quantization: Base weights: nf4, fp4, int8 or none (default: as the adapter was trained).
+        allow_pickle: Accept pickle (.bin) weights, which can run code when loaded.
+    """
+    import torch
+    from transformers import TextStreamer
+
+    persona = resolve_persona(adapters, weights, base_model, politician, registry, quantization, allow_pickle)
+    torch.manual_seed(seed)
+    limit = max_new_tokens or persona.generation.get("max_new_tokens") or 128
+    name = persona.style.politician or politician or "assistant"
+    interactive = sys.stdin.isatty()
+    print(f"Chatting with {name}. /reset clears the conversation, /exit quits.", file=sys.stderr)
+    history: list[dict[str, str]] = []
+    while True:
+        if interactive:
+            print("you> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/exit":
+            break
+        message = line.strip()
+        if not message:
+            continue
+        if message == "/reset":
+            history = []
+            print("(conversation cleared)", flush=True)
+            continue
+        history = fit_history(persona, [*history, {"role": "user", "content": message}], limit)
+        if len(persona.prompt_ids(history)) + limit > persona.context_window:
+            print("(message too long for the context window; shorten it)", flush=True)
+            history = history[:-1]
+            continue
+        print(f"{name}> ", end="", flush=True)
+        streamer = TextStreamer(persona.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        reply = persona.generate([history], streamer=streamer, max_new_tokens=limit, do_sample=do_sample,
+                                 temperature=temperature, top_p=top_p)[0]
+        history.append({"role": "assistant", "content": reply})
