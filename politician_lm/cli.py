@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from argparse import ArgumentError
 from collections.abc import Callable
 from typing import Any
 
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import WandbLogger
 
 from politician_lm.adapters.export import export
 from politician_lm.adapters.merge import merge
@@ -22,12 +25,14 @@ from politician_lm.callbacks.export import AdapterExport
 from politician_lm.callbacks.predictions import PredictionWriter
 from politician_lm.data.datamodule import PoliticianDataModule
 from politician_lm.errors import UserError
+from politician_lm.evaluate import evaluate
 from politician_lm.inference import chat, generate
 from politician_lm.model.module import PoliticianLM
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 # Non-trainer verbs: name -> typed function; jsonargparse builds each parser from the signature and docstring.
-COMMANDS: dict[str, Callable[..., Any]] = {"merge": merge, "export": export, "generate": generate, "chat": chat}
+COMMANDS: dict[str, Callable[..., Any]] = {"merge": merge, "export": export, "generate": generate, "chat": chat,
+                                           "evaluate": evaluate}
 
 
 class PoliticianCLI(LightningCLI):
@@ -38,6 +43,8 @@ class PoliticianCLI(LightningCLI):
         parser.add_lightning_class_args(AdapterExport, "adapter_export")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+        parser.add_argument("--wandb", type=bool, default=False,
+                            help="Also log to Weights & Biases (CSV stays on); offline unless WANDB_API_KEY is set.")
         parser.set_defaults({
             "checkpoint.monitor": "val_loss",
             "checkpoint.mode": "min",
@@ -47,6 +54,17 @@ class PoliticianCLI(LightningCLI):
             "checkpoint.auto_insert_metric_name": False,
         })
 
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("wandb"):
+            config.trainer.logger = wandb_loggers(config.trainer.default_root_dir or ".", config.trainer.logger)
+
+    def before_fit(self) -> None:
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._offline:
+                print(f"W&B is offline (no WANDB_API_KEY, or WANDB_MODE=offline): the run is saved in {logger.experiment.dir}; "
+                      f"upload it later with `wandb sync {Path(logger.experiment.dir).parent}`", file=sys.stderr)
+
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         trainer = super().instantiate_trainer(**kwargs)
         # Checkpoints live in <default_root_dir>/checkpoints, not in a per-version log folder, so that
@@ -55,6 +73,17 @@ class PoliticianCLI(LightningCLI):
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
         return trainer
+
+
+def wandb_loggers(root: str, current: Any) -> list[Namespace]:
+    """CSV (kept, unless another logger is configured) plus W&B; offline without an API key or with WANDB_MODE=offline."""
+    offline = not os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") in ("offline", "dryrun")
+    wandb = Namespace(class_path="lightning.pytorch.loggers.WandbLogger",
+                      init_args=Namespace(save_dir=root, project="politician-lm", offline=offline))
+    keep = current if isinstance(current, list) else [current] if isinstance(current, Namespace) else []
+    if not keep:
+        keep = [Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(save_dir=root))]
+    return [*keep, wandb]
 
 
 def run_trainer_cli(args: list[str] | None = None, run: bool = True) -> PoliticianCLI:

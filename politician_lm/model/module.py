@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import lightning.pytorch as L
@@ -66,7 +67,7 @@ class PoliticianLM(L.LightningModule):
         self.optimizer_factory = optimizer
         self.model: Any = None
         self.strict_loading = False  # checkpoints hold only the trainable parameters
-        self._sanity_losses: list[tuple[float, int]] = []
+        self._val_losses: list[tuple[float, int]] = []
 
     # -- model ----------------------------------------------------------------------------------------------
     def _target_device(self) -> torch.device:
@@ -129,21 +130,24 @@ class PoliticianLM(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)
         n = batch["input_ids"].shape[0]
-        if self.trainer.sanity_checking:
-            self._sanity_losses.append((loss.item(), n))
+        self._val_losses.append((loss.detach(), n))
         self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
         return loss
 
     def on_validation_epoch_end(self) -> None:
-        # Lightning discards metrics of the sanity check; keep its loss as the "before training" reference.
-        # With `trainer.num_sanity_val_steps: -1` it covers the whole validation set.
-        if self.trainer.sanity_checking and self._sanity_losses:
-            total = sum(n for _, n in self._sanity_losses)
-            value = sum(v * n for v, n in self._sanity_losses) / total
-            self._sanity_losses.clear()
+        if not self._val_losses:
+            return
+        total = sum(n for _, n in self._val_losses)
+        value = float(sum(v * n for v, n in self._val_losses) / total)  # same weighting as val_loss
+        self._val_losses.clear()
+        if self.trainer.sanity_checking:
+            # Lightning discards metrics of the sanity check; keep its loss as the "before training" reference.
+            # With `trainer.num_sanity_val_steps: -1` it covers the whole validation set.
             for logger in self.loggers:
-                logger.log_metrics({"val_loss_at_start": value}, step=0)
+                logger.log_metrics({"val_loss_at_start": value, "val_perplexity_at_start": math.exp(value)}, step=0)
             self.print(f"val_loss before training (sanity check, {total} examples): {value:.4f}")
+        else:
+            self.log("val_perplexity", math.exp(min(value, 50.0)), sync_dist=True)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)

@@ -1,0 +1,135 @@
+"""``PersonaEvaluation``: generate for a fixed set of held-out prompts during fit and log persona metrics.
+
+Metrics (see ``politician_lm.evaluation.persona.score``) go to every configured logger under ``persona/``; at a
+validation they also enter ``callback_metrics``, so ``AdapterExport``/``ModelCheckpoint`` can monitor them. The
+run before training (Lightning's sanity check) is logged with the suffix ``_at_start`` as the baseline. Samples
+(prompt, reference, generation) become a W&B Table under ``WandbLogger`` and ``samples/step<N>.jsonl`` in the
+log folder otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+
+from politician_lm.data import records
+from politician_lm.data.profiles import load_profile
+from politician_lm.evaluation.persona import EvalItem, eval_items, score
+from politician_lm.evaluation.style import load_or_train
+from politician_lm.generation import Persona
+from politician_lm.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+class PersonaEvaluation(L.Callback):
+    """Persona-fidelity metrics and generation samples during fit (the old ``--evaluation`` flag)."""
+
+    def __init__(self, num_prompts: int = 16, max_new_tokens: int = 32, batch_size: int = 16,
+                 at_validation: bool = True, every_n_steps: int | None = None, at_start: bool = True,
+                 prompts_file: str | None = None, style_data_dir: str = "data", classifier_cache_dir: str | None = None,
+                 seed: int = 0) -> None:
+        """
+        Args:
+            num_prompts: Held-out prompts generated for (a fixed, seeded choice; identity prompts first).
+            max_new_tokens: Longest generation per prompt (greedy).
+            batch_size: Prompts generated together.
+            at_validation: Evaluate at the end of every validation run.
+            every_n_steps: Also evaluate every N optimizer steps; None turns this off.
+            at_start: Evaluate the untrained adapter once before training (logged as ``persona/*_at_start``).
+            prompts_file: JSONL records (prompt + completion, or messages) to use instead of the val split.
+            style_data_dir: Folder of ``<politician>/*.jsonl`` the style classifier learns from (cached).
+            classifier_cache_dir: Where the fitted classifier is cached; None uses ``~/.cache/politician_lm/style``.
+            seed: Seed of the prompt choice.
+        """
+        self.num_prompts, self.max_new_tokens, self.batch_size = num_prompts, max_new_tokens, batch_size
+        self.at_validation, self.every_n_steps, self.at_start = at_validation, every_n_steps, at_start
+        self.prompts_file, self.style_data_dir, self.cache_dir, self.seed = prompts_file, style_data_dir, classifier_cache_dir, seed
+        if prompts_file is not None:
+            records.validate_file(Path(prompts_file))  # fail before any model loads
+        self.items: list[EvalItem] = []
+        self.classifier: Any = None
+        self.profile: dict[str, Any] | None = None
+        self.politician: str | None = None
+        self._last_step = -1
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or self.items:
+            return
+        dm = trainer.datamodule
+        if self.prompts_file:
+            rows = [records.to_conversation(obj) for _, obj in records.iter_json_lines(Path(self.prompts_file))]
+            convs, kinds = [r["messages"] for r in rows], [r["kind"] for r in rows]
+        else:
+            dm.build()
+            convs, kinds = list(dm.val_dataset["messages"]), list(dm.val_dataset["kind"])
+        self.items = eval_items(convs, kinds, self.num_prompts, self.seed)
+        self.politician = dm.style.politician
+        if self.politician:
+            self.profile = load_profile(self.politician, dm.hparams.profiles_dir)
+            self.classifier = load_or_train(self.style_data_dir, self.cache_dir)
+            if self.politician not in self.classifier.labels:
+                log.warning("style classifier knows %s, not %r; style attribution is skipped",
+                            self.classifier.labels, self.politician)
+                self.classifier = None
+        else:
+            log.warning("PersonaEvaluation: no data.politician set, so style and identity metrics are skipped")
+
+    @torch.no_grad()
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[dict[str, float], list[dict]]:
+        dm = trainer.datamodule
+        was_training = pl_module.model.training
+        pl_module.model.eval()
+        persona = Persona(model=pl_module.model, tokenizer=dm.tokenizer, style=dm.style)
+        convs = [list(i.messages) for i in self.items]
+        generations: list[str] = []
+        for start in range(0, len(convs), self.batch_size):
+            generations += persona.generate(convs[start:start + self.batch_size], max_new_tokens=self.max_new_tokens,
+                                            do_sample=False)
+        if was_training:
+            pl_module.model.train()
+        metrics = score(self.items, generations, self.classifier, self.politician, self.profile)
+        samples = [{"prompt": i.messages[-1]["content"], "kind": i.kind, "reference": i.reference, "generation": g}
+                   for i, g in zip(self.items, generations)]
+        return {f"persona/{k}": v for k, v in metrics.items()}, samples
+
+    def _publish(self, trainer: L.Trainer, metrics: dict[str, float], samples: list[dict], tag: str = "",
+                 to_loggers: bool = True) -> None:
+        step = trainer.global_step
+        for logger in trainer.loggers:
+            if to_loggers:
+                logger.log_metrics(metrics, step=step)
+            if isinstance(logger, WandbLogger):
+                logger.log_table(key=f"persona/samples{tag}", columns=list(samples[0]),
+                                 data=[list(s.values()) for s in samples], step=step)
+        if trainer.is_global_zero and samples:
+            folder = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
+            text = "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
+            atomic_write_text(folder / f"step{step}{tag}.jsonl", text)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at_start and self.items and trainer.global_step == 0:
+            metrics, samples = self.evaluate(trainer, pl_module)
+            self._publish(trainer, {f"{k}_at_start": v for k, v in metrics.items()}, samples, "_at_start")
+            self._last_step = 0
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.items or trainer.sanity_checking or not self.at_validation:
+            return
+        metrics, samples = self.evaluate(trainer, pl_module)
+        pl_module.log_dict(metrics)  # enters callback_metrics, so best-adapter export can monitor persona metrics
+        self._publish(trainer, metrics, samples, to_loggers=False)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and self.items and step % self.every_n_steps == 0 and step != self._last_step:
+            self._last_step = step  # with gradient accumulation several batches share one step
+            metrics, samples = self.evaluate(trainer, pl_module)
+            self._publish(trainer, metrics, samples)

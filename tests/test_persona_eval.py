@@ -1,0 +1,144 @@
+"""Persona evaluation: prompt choice, scores, the fit-time callback with real offline W&B, and `evaluate`."""
+
+import csv
+import glob
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from politician_lm.cli import main
+from politician_lm.evaluation.persona import EvalItem, eval_items, score
+from tests.conftest import ROOT
+
+SECRETS = {"WANDB_API_KEY": "fake-wandb-secret-0123456789", "HF_TOKEN": "hf_fake_secret_token_987654321"}
+
+
+def conv(i, kind):
+    return [{"role": "user", "content": f"USER: question {i}"}, {"role": "assistant", "content": f"POLITICIAN: answer {i}"}]
+
+
+def test_eval_items_are_seeded_and_put_identity_prompts_first():
+    kinds = ["identity"] * 5 + ["policy"] * 20
+    convs = [conv(i, k) for i, k in enumerate(kinds)]
+    a, b = eval_items(convs, kinds, 9, seed=1), eval_items(convs, kinds, 9, seed=1)
+    assert a == b and len(a) == 9
+    assert [i.kind for i in a[:3]] == ["identity"] * 3 and all(i.kind == "policy" for i in a[3:])
+    assert a != eval_items(convs, kinds, 9, seed=2)
+    few = eval_items(convs[:7], kinds[:7], 10, seed=0)  # 5 identity + 2 policy: all of them
+    assert len(few) == 7 and sum(i.kind == "identity" for i in few) == 5
+
+
+def test_score_on_known_texts():
+    items = [EvalItem(({"role": "user", "content": "Who are you?"},), "POLITICIAN: I'm Joe Biden.", "identity"),
+             EvalItem(({"role": "user", "content": "Jobs?"},), "POLITICIAN: Jobs, jobs for the middle class.", "policy")]
+    profile = {"name": "Joe Biden", "party": "Democratic"}
+    perfect = score(items, [i.reference for i in items], profile=profile)
+    assert perfect["rouge_l"] == pytest.approx(1.0) and perfect["chrf"] == pytest.approx(100.0)
+    assert perfect["names_self"] == 1.0 and perfect["identity_score"] == 1.0 and perfect["claims_ai"] == 0.0
+    bad = score(items, ["As an AI language model, no comment.", "zzz qqq"], profile=profile)
+    assert bad["claims_ai"] == 1.0 and bad["identity_score"] == 0.0 and bad["rouge_l"] == 0.0
+    assert "style_attribution" not in bad  # no classifier given
+
+
+def wandb_records(path):
+    """Records of an offline W&B run file (a LevelDB-style log of protobuf records)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, buf = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        buf = chunk if kind in (1, 2) else buf + chunk
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(buf)
+            yield record
+
+
+@pytest.fixture(scope="module")
+def wandb_fit(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wandb-fit")
+    env = {**os.environ, **SECRETS, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "politician_lm.cli", "fit", "--config", "configs/demo.yaml", "--wandb", "true",
+                           "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(root),
+                           "--trainer.enable_progress_bar", "false", "--data.cache_dir", str(root / "hf-cache")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root, proc
+
+
+@pytest.mark.slow
+def test_fit_logs_persona_metrics_to_offline_wandb_and_csv(wandb_fit):
+    root, proc = wandb_fit
+    assert "W&B is offline" in proc.stderr and "wandb sync" in proc.stderr
+    run_file = glob.glob(str(root / "wandb" / "offline-run-*" / "run-*.wandb"))[0]
+    keys = set()
+    for record in wandb_records(run_file):
+        if record.WhichOneof("record_type") == "history":
+            keys |= {item.key or "/".join(item.nested_key) for item in record.history.item}
+    for metric in ("style_attribution", "classifier_accuracy", "identity_score", "rouge_l", "chrf", "distinct_1",
+                   "distinct_2", "repetition_rate"):
+        assert f"persona/{metric}" in keys and f"persona/{metric}_at_start" in keys
+    assert {"val_loss", "val_perplexity"} <= keys
+    tables = glob.glob(str(root / "wandb" / "offline-run-*" / "files" / "media" / "table" / "persona" / "samples*.table.json"))
+    assert tables
+    table = json.loads(Path(tables[0]).read_text())
+    assert table["columns"] == ["prompt", "kind", "reference", "generation"] and len(table["data"]) == 16
+    rows = list(csv.DictReader(open(glob.glob(str(root / "lightning_logs" / "version_*" / "metrics.csv"))[0])))
+    assert any(r.get("persona/style_attribution") for r in rows)  # CSV stays on beside W&B
+
+
+@pytest.mark.slow
+def test_no_secret_lands_in_any_output(wandb_fit):
+    root, proc = wandb_fit
+    leaks = [str(p) for p in root.rglob("*") if p.is_file()
+             and any(s.encode() in p.read_bytes() for s in SECRETS.values())]
+    assert not leaks
+    assert not any(s in proc.stdout + proc.stderr for s in SECRETS.values())
+
+
+@pytest.mark.slow
+def test_evaluate_writes_metrics_and_a_report_with_plots(wandb_fit, tmp_path):
+    root, _ = wandb_fit
+    out = tmp_path / "eval"
+    log = glob.glob(str(root / "lightning_logs" / "version_*" / "metrics.csv"))[0]
+    proc = subprocess.run([sys.executable, "-m", "politician_lm.cli", "evaluate", "--adapters", str(root / "adapters" / "best"),
+                           "--data_path", "data/biden", "--output_dir", str(out), "--logs", log, "--num_prompts", "12"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Evaluating" in proc.stderr  # the progress bar
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics) == ["base", str(root / "adapters" / "best")]
+    for m in metrics.values():
+        assert {"style_attribution", "classifier_accuracy", "rouge_l", "chrf", "distinct_1", "identity_score"} <= set(m)
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2  # bars and curves, inlined: the page is self-contained
+    assert (out / "bars.png").stat().st_size > 1000 and (out / "curves.png").is_file()
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 24
+
+
+def test_evaluate_refuses_bad_inputs_before_loading(tmp_path, capsys, chdir_root):
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--adapters", str(tmp_path / "nope"), "--data_path", "data/biden", "--output_dir", str(tmp_path / "o")])
+    assert exc.value.code == 2 and "adapter folder does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_persona_evaluation_checks_its_prompts_file_up_front(tmp_path):
+    from politician_lm.callbacks import PersonaEvaluation
+    from politician_lm.errors import UserError
+
+    bad = tmp_path / "p.jsonl"
+    bad.write_text('{"prompt": "USER: hi"}\n')
+    with pytest.raises(UserError, match=r"p.jsonl:1: missing key"):
+        PersonaEvaluation(prompts_file=str(bad))
