@@ -27,12 +27,13 @@ from politician_lm.data.datamodule import PoliticianDataModule
 from politician_lm.errors import UserError
 from politician_lm.evaluate import evaluate
 from politician_lm.inference import chat, generate
+from politician_lm.stages import stages
 from politician_lm.model.module import PoliticianLM
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 # Non-trainer verbs: name -> typed function; jsonargparse builds each parser from the signature and docstring.
 COMMANDS: dict[str, Callable[..., Any]] = {"merge": merge, "export": export, "generate": generate, "chat": chat,
-                                           "evaluate": evaluate}
+                                           "evaluate": evaluate, "stages": stages}
 
 
 class PoliticianCLI(LightningCLI):

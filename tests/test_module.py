@@ -184,3 +184,27 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_path, tokenizer, q
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
     for n in grads[0]:
         torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_init_adapter_continues_from_an_exported_adapter(tmp_path, tiny_path, tokenizer):
+    _fit(tmp_path, tiny_path, max_steps=STEPS_PER_EPOCH)
+    folder = tmp_path / "run" / "adapters" / "last"
+    start = PoliticianLM(model_name_or_path=tiny_path, init_adapter=str(folder), lora_r=64)
+    start.configure_model()
+    cfg = start.model.peft_config["default"]
+    assert cfg.r == 4 and not cfg.inference_mode  # settings from the adapter, trainable
+    assert all(p.requires_grad for n, p in start.named_parameters() if "lora_" in n)
+    from politician_lm.generation import load_persona
+
+    ids = tokenizer("USER: hi\nPOLITICIAN: folks", return_tensors="pt").input_ids
+    start.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(start.model(input_ids=ids).logits,
+                                   load_persona([str(folder)]).model(input_ids=ids).logits, rtol=0, atol=1e-5)
+
+
+def test_init_adapter_must_exist(tmp_path, tiny_path):
+    from politician_lm import UserError
+
+    with pytest.raises(UserError, match="adapter folder does not exist"):
+        PoliticianLM(model_name_or_path=tiny_path, init_adapter=str(tmp_path / "missing"))

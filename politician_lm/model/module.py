@@ -8,9 +8,10 @@ from typing import Any, Literal
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
-from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import get_scheduler
 
+from politician_lm.adapters.files import read_adapter
 from politician_lm.model.loading import ComputeDtype, Quantization, load_base_model, resolve_compute_dtype
 
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
@@ -42,6 +43,7 @@ class PoliticianLM(L.LightningModule):
         scheduler: Scheduler = "cosine",
         warmup_ratio: float = 0.05,
         max_new_tokens: int = 64,
+        init_adapter: str | None = None,
     ) -> None:
         """
         Args:
@@ -61,8 +63,12 @@ class PoliticianLM(L.LightningModule):
             scheduler: Learning-rate schedule after linear warmup (from ``transformers.get_scheduler``).
             warmup_ratio: Share of the optimizer steps spent in linear warmup.
             max_new_tokens: Tokens generated per prompt by ``politician-lm predict`` (greedy).
+            init_adapter: Start from this PEFT adapter folder (e.g. a previous stage's ``adapters/best``) and keep
+                training it; its LoRA settings (r, alpha, targets, DoRA, rsLoRA) replace the ``lora_*`` options.
         """
         super().__init__()
+        if init_adapter is not None:
+            read_adapter(init_adapter)  # a clear error now, before any model loads
         self.save_hyperparameters(ignore=["optimizer"])  # a callable; LightningCLI's config.yaml records it
         self.optimizer_factory = optimizer
         self.model: Any = None
@@ -88,16 +94,19 @@ class PoliticianLM(L.LightningModule):
         elif hp.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
-        lora = LoraConfig(
-            task_type="CAUSAL_LM",
-            r=hp.lora_r,
-            lora_alpha=hp.lora_alpha,
-            lora_dropout=hp.lora_dropout,
-            target_modules=hp.target_modules,
-            use_dora=hp.use_dora,
-            use_rslora=hp.use_rslora,
-        )
-        self.model = get_peft_model(model, lora)
+        if hp.init_adapter:
+            self.model = PeftModel.from_pretrained(model, hp.init_adapter, is_trainable=True)
+        else:
+            lora = LoraConfig(
+                task_type="CAUSAL_LM",
+                r=hp.lora_r,
+                lora_alpha=hp.lora_alpha,
+                lora_dropout=hp.lora_dropout,
+                target_modules=hp.target_modules,
+                use_dora=hp.use_dora,
+                use_rslora=hp.use_rslora,
+            )
+            self.model = get_peft_model(model, lora)
         self.compute_dtype = dtype
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

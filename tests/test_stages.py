@@ -1,0 +1,70 @@
+"""stages: three stages end to end on the tiny model, chained adapters, skipping on re-run, separate + merge."""
+
+import json
+
+import pytest
+import yaml
+
+from politician_lm.cli import main
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def write_config(path, root, mode="continue", epochs=(1, 1, 1), **extra):
+    cfg = {"base_config": str(ROOT / "configs" / "demo.yaml"), "root_dir": str(root), "mode": mode,
+           "stages": [{"name": n, "kinds": [n], "overrides": {"trainer.max_epochs": e, "trainer.enable_progress_bar": False,
+                                                              "data.cache_dir": str(root.parent / "hf-cache")}}
+                      for n, e in zip(("style", "policy", "identity"), epochs)], **extra}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_three_stages_chain_export_and_skip_on_rerun(tmp_path, capsys, chdir_root):
+    root = tmp_path / "stages"
+    config = write_config(tmp_path / "stages.yaml", root)
+    main(["stages", "--config", str(config)])
+    summary = json.loads((root / "stages.json").read_text())
+    folders = [root / "01-style", root / "02-policy", root / "03-identity"]
+    for folder in folders:
+        assert (folder / "adapters" / "best" / "adapter_model.safetensors").is_file()
+    assert [s["init_adapter"] for s in summary["stages"]] == [None, str(folders[0] / "adapters/best"),
+                                                               str(folders[1] / "adapters/best")]
+    assert all("val_loss" in s["metrics"] and "persona/style_attribution" in s["metrics"] for s in summary["stages"])
+    stamps = [(f / "stage.json").stat().st_mtime_ns for f in folders]
+    capsys.readouterr()
+
+    main(["stages", "--config", str(config)])
+    assert capsys.readouterr().out.count("finished before, skipped") == 3
+    assert [(f / "stage.json").stat().st_mtime_ns for f in folders] == stamps
+
+    write_config(config, root, epochs=(1, 2, 1))  # policy changed: policy and identity re-run, style is kept
+    main(["stages", "--config", str(config)])
+    out = capsys.readouterr().out
+    assert "stage style: finished before, skipped" in out and out.count("training on kinds") == 2
+    assert (folders[0] / "stage.json").stat().st_mtime_ns == stamps[0]
+
+
+def test_separate_stages_are_merged_with_weights(tmp_path, chdir_root):
+    root = tmp_path / "sep"
+    config = write_config(tmp_path / "sep.yaml", root, mode="separate", merge_weights=[0.5, 0.3, 0.2])
+    main(["stages", "--config", str(config)])
+    meta = json.loads((root / "merged" / "politician_lm.json").read_text())
+    assert [m["weight"] for m in meta["merged_from"]] == [0.5, 0.3, 0.2]
+    summary = json.loads((root / "stages.json").read_text())
+    assert summary["final_adapter"] == str(root / "merged") and all(s["init_adapter"] is None for s in summary["stages"])
+
+
+def test_bad_stage_configs_fail_before_training(tmp_path, capsys, chdir_root):
+    root = tmp_path / "bad"
+    config = write_config(tmp_path / "bad.yaml", root, mode="separate")  # no merge_weights
+    with pytest.raises(SystemExit) as exc:
+        main(["stages", "--config", str(config)])
+    assert exc.value.code == 2 and "merge_weights" in capsys.readouterr().err and not root.exists()
+    cfg = yaml.safe_load(config.read_text())
+    cfg["mode"] = "continue"
+    cfg["stages"][1]["overrides"]["model.lora_rank"] = 8  # a typo in a later stage
+    config.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exc:
+        main(["stages", "--config", str(config)])
+    assert exc.value.code == 2 and "lora_rank" in capsys.readouterr().err and not root.exists()
