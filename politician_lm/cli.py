@@ -51,7 +51,8 @@ class PoliticianCLI(LightningCLI):
             "checkpoint.mode": "min",
             "checkpoint.save_top_k": 1,
             "checkpoint.save_last": True,
-            "checkpoint.filename": "step{step}-val_loss{val_loss:.4f}",
+            "checkpoint.filename": "step{step}",
+            "checkpoint.every_n_train_steps": 50,  # a preempted run loses at most this many steps
             "checkpoint.auto_insert_metric_name": False,
         })
 

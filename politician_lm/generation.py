@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import yaml
 
-from politician_lm.adapters.files import METADATA_FILE, check_base_model, parse_list, parse_weights, read_adapter, same_model
+from politician_lm.adapters.files import METADATA_FILE, attach_adapter, check_base_model, parse_list, parse_weights, read_adapter, same_model
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import adds_bos, encode_prompt
 from politician_lm.errors import UserError
@@ -78,7 +78,6 @@ def load_persona(
     With no adapters, ``base_model`` may be an exported (merged) model folder; its ``politician_lm.json`` supplies
     the prompt format.
     """
-    from peft import PeftModel
     from transformers import AutoTokenizer
 
     folders = [read_adapter(p, allow_pickle) for p in parse_list(adapters, "adapters")] if adapters else []
@@ -100,9 +99,8 @@ def load_persona(
     model = load_base_model(base, quant, resolve_compute_dtype(compute_dtype, dev), dev)
     if folders:
         names = [f"adapter_{i}" for i in range(len(folders))]
-        model = PeftModel.from_pretrained(model, str(folders[0].path), adapter_name=names[0])
-        for name, folder in zip(names[1:], folders[1:]):
-            model.load_adapter(str(folder.path), adapter_name=name)
+        for name, folder in zip(names, folders):
+            model = attach_adapter(model, folder.path, adapter_name=name)
         model.base_model.set_adapter(names)  # all active: their updates add up
         for module in model.modules():
             if hasattr(module, "set_scale") and hasattr(module, "lora_A"):

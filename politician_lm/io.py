@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import tempfile
@@ -26,10 +27,14 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    recover_dir(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", suffix=f"-{os.getpid()}", dir=target.parent))
     os.chmod(tmp, _umask_mode(0o777))
     try:
         yield tmp
+        if target.exists() and _exchange(tmp, target):
+            shutil.rmtree(tmp, ignore_errors=True)  # after the swap, tmp holds the old folder
+            return
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -41,6 +46,42 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def recover_dir(target: str | Path) -> None:
+    """Clean up after a crash inside ``atomic_dir``: restore a folder left renamed aside, drop temporaries."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    olds = sorted(target.parent.glob(f".{target.name}.old-*"))
+    if olds and not target.exists():
+        os.replace(olds.pop(), target)  # the crash came between the two renames: the old folder is complete
+    for leftover in [*olds, *target.parent.glob(f".{target.name}.tmp-*")]:
+        if leftover.is_dir() and not _in_use(leftover):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _in_use(path: Path) -> bool:
+    """A temporary of a live process (its pid in the name for .old-PID); temporaries of dead writers are stale."""
+    pid = path.name.rsplit("-", 1)[-1]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except OSError:
+        return False
+    return True
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from politician_lm.adapters.files import METADATA_FILE, check_base_model, read_adapter
+from politician_lm.adapters.files import METADATA_FILE, attach_adapter, check_base_model, read_adapter
 from politician_lm.errors import UserError
 from politician_lm.io import atomic_dir, atomic_write_text
 
@@ -49,7 +49,6 @@ def export(
     if out.exists() and not overwrite:
         raise UserError(f"{out}: output folder exists; choose another --output_dir or pass --overwrite true")
 
-    from peft import PeftModel
     from transformers import AutoTokenizer, GenerationConfig
 
     from politician_lm.model.loading import load_base_model
@@ -58,7 +57,7 @@ def export(
     model = load_base_model(base, quantization, torch.float32, torch.device("cpu"), allow_pickle=allow_pickle)
     if quantization != "none":
         model = model.dequantize()  # the exact weights training saw, as float32 nn.Linear layers
-    model = PeftModel.from_pretrained(model, str(folder.path)).merge_and_unload()
+    model = attach_adapter(model, folder.path).merge_and_unload()
     model = model.to(getattr(torch, dtype))
     model.config.use_cache = True
     tok_source = folder.path if (folder.path / "tokenizer_config.json").is_file() else base

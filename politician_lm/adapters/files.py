@@ -131,3 +131,23 @@ def parse_weights(value: list | str, n_adapters: int, allow_negative: bool) -> l
     if len(weights) != n_adapters:
         raise UserError(f"--weights has {len(weights)} values for {n_adapters} adapters; give one weight per adapter")
     return weights
+
+
+def attach_adapter(model: Any, folder: str | Path, adapter_name: str = "default", is_trainable: bool = False) -> Any:
+    """Load the adapter in ``folder`` onto ``model`` (a base model, or a PeftModel that gets one more adapter).
+
+    PEFT's loading errors (tensor shapes that do not fit this base, unknown modules) become one-line
+    ``UserError``s naming the folder.
+    """
+    from peft import PeftModel
+
+    try:
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(folder), adapter_name=adapter_name, is_trainable=is_trainable)
+            return model
+        return PeftModel.from_pretrained(model, str(folder), adapter_name=adapter_name, is_trainable=is_trainable)
+    except (RuntimeError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "size mismatch" in str(e):
+            first = "its tensor shapes do not fit this base model"
+        raise UserError(f"{folder}: adapter does not load onto the base model ({first[:200]})") from None

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from politician_lm.adapters.files import AdapterFolder, check_base_model, parse_list, parse_weights, read_adapter, same_model
+from politician_lm.adapters.files import AdapterFolder, attach_adapter, check_base_model, parse_list, parse_weights, read_adapter, same_model
 from politician_lm.errors import UserError
 from politician_lm.io import atomic_dir, atomic_write_text
 
@@ -105,7 +105,6 @@ def merge(
     folders, ws, base = validate(adapters, weights, output_dir, method, density, base_model, overwrite, allow_pickle)
     import torch
     from accelerate import init_empty_weights
-    from peft import PeftModel
     from transformers import AutoConfig, AutoModelForCausalLM
 
     # Merging reads only LoRA tensors, so the base is built from its config with uninitialised memory that is
@@ -114,9 +113,9 @@ def merge(
         skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
     skeleton = skeleton.to_empty(device="cpu").to(torch.float32)
     names = [f"source_{i}" for i in range(len(folders))]
-    model = PeftModel.from_pretrained(skeleton, str(folders[0].path), adapter_name=names[0])
-    for name, folder in zip(names[1:], folders[1:]):
-        model.load_adapter(str(folder.path), adapter_name=name)
+    model = skeleton
+    for name, folder in zip(names, folders):
+        model = attach_adapter(model, folder.path, adapter_name=name)
     kwargs = {"density": density} if density is not None else {}
     if svd_rank is not None:
         kwargs["svd_rank"] = svd_rank

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as L
+import torch
 import yaml
+from lightning.pytorch.utilities import rank_zero_warn
 
 from politician_lm.io import atomic_dir
 
@@ -64,6 +66,10 @@ class AdapterExport(L.Callback):
         """Write the adapter folder ``name`` atomically (rank 0 only) and return its path."""
         target = self.root(trainer) / name
         if not trainer.is_global_zero:
+            return target
+        bad = [n for n, p in pl_module.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+        if bad:  # never replace a good export with a broken state
+            rank_zero_warn(f"adapter not exported to {target}: {len(bad)} trainable tensors hold NaN/Inf (e.g. {bad[0]})")
             return target
         with atomic_dir(target) as tmp:
             pl_module.model.save_pretrained(tmp, safe_serialization=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import lightning.pytorch as L
 from datasets import Dataset, concatenate_datasets, load_dataset
 from datasets.exceptions import DatasetGenerationError
+import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from transformers import AutoTokenizer, DataCollatorForSeq2Seq
 
@@ -21,6 +23,9 @@ from politician_lm.data.tokenize import IGNORE_INDEX, Overlong, adds_bos, encode
 from politician_lm.errors import UserError
 
 log = logging.getLogger(__name__)
+# The DataModule restores the train position itself (state_dict/load_state_dict below), so Lightning's warning that
+# a mid-epoch resume "can cause unreliable results" does not apply.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
 def _load_file(path: Path, cache_dir: str | None) -> Dataset:
@@ -34,6 +39,21 @@ def _load_file(path: Path, cache_dir: str | None) -> Dataset:
 def _tokenize_row(row: dict, tokenizer: Any, style: PromptStyle, max_length: int, overlong: Overlong, add_bos: bool) -> dict:
     prompt, completion = style.render(row["messages"], tokenizer)
     return encode(tokenizer, prompt, completion, max_length, overlong, add_bos)
+
+
+class ResumableSampler(DistributedSampler):
+    """Shuffles as a function of (seed, epoch) (Lightning calls ``set_epoch``) and can start part-way into an epoch.
+
+    Built with the real world size, so DDP keeps it instead of wrapping it. The DataModule sets ``start`` when a
+    run resumes mid-epoch.
+    """
+
+    start = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())[self.start:]
+        self.start = 0
+        return iter(indices)
 
 
 def _prompt_only(row: dict) -> dict:
@@ -102,6 +122,8 @@ class PoliticianDataModule(L.LightningDataModule):
         self.files = records.discover(data_path)
         self.record_counts = records.validate(self.files)
         self.tokenizer: Any = None
+        self._train_sampler: ResumableSampler | None = None
+        self._resume_at: tuple[int, int] | None = None
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
 
@@ -175,15 +197,39 @@ class PoliticianDataModule(L.LightningDataModule):
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
         ds = ds.select_columns(["input_ids", "labels"])
-        sampler = None
-        if shuffle:
-            # Order = f(seed, epoch): Lightning calls set_epoch() every epoch, so a resumed run sees the same
-            # batches as an uninterrupted one. Built with the real world size so DDP keeps it (no re-wrapping).
-            trainer = self.trainer
-            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-            sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=self.hparams.seed)
-        return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collator,
-                          num_workers=self.hparams.num_workers)
+        # A generator of its own: creating a loader iterator must not draw from the global RNG (LoRA dropout),
+        # or a resumed run would draw different dropout masks than the uninterrupted one.
+        generator = torch.Generator().manual_seed(self.hparams.seed)
+        if not shuffle:
+            return DataLoader(ds, batch_size=batch_size, collate_fn=collator, num_workers=self.hparams.num_workers,
+                              generator=generator)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = ResumableSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=self.hparams.seed)
+        loader = DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collator,
+                            num_workers=self.hparams.num_workers, generator=generator)
+        if self._resume_at is not None:  # set by load_state_dict() when fit resumes from a checkpoint
+            epoch, done = self._resume_at
+            self._resume_at = None
+            if done >= len(loader):  # an end-of-epoch checkpoint resumes at the next epoch's start
+                sampler.set_epoch(epoch + 1)
+            else:
+                sampler.set_epoch(epoch)
+                sampler.start = done * batch_size
+        self._train_sampler = sampler
+        return loader
+
+    # -- resume: Lightning stores state_dict() in every checkpoint and calls load_state_dict() on resume, before
+    # it builds the train loader; a run killed mid-epoch then sees exactly the batches of an uninterrupted run.
+    def state_dict(self) -> dict[str, int]:
+        if self.trainer is None or self._train_sampler is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": int(self._train_sampler.epoch), "batches_done": int(done)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if "epoch" in state:
+            self._resume_at = (int(state["epoch"]), int(state["batches_done"]))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset, self.hparams.batch_size, shuffle=True)

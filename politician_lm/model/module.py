@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import math
+import random
 from typing import Any, Literal
 
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
-from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from lightning.pytorch.utilities import rank_zero_warn
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import get_scheduler
 
-from politician_lm.adapters.files import read_adapter
+from politician_lm.adapters.files import attach_adapter, read_adapter
+from politician_lm.errors import UserError
 from politician_lm.model.loading import ComputeDtype, Quantization, load_base_model, resolve_compute_dtype
+
+class TrainingDiverged(UserError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
 
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
 
@@ -44,6 +51,7 @@ class PoliticianLM(L.LightningModule):
         warmup_ratio: float = 0.05,
         max_new_tokens: int = 64,
         init_adapter: str | None = None,
+        max_bad_steps: int = 5,
     ) -> None:
         """
         Args:
@@ -63,6 +71,8 @@ class PoliticianLM(L.LightningModule):
             scheduler: Learning-rate schedule after linear warmup (from ``transformers.get_scheduler``).
             warmup_ratio: Share of the optimizer steps spent in linear warmup.
             max_new_tokens: Tokens generated per prompt by ``politician-lm predict`` (greedy).
+            max_bad_steps: A step whose loss or gradients are NaN/Inf is skipped (no weight changes); fit stops with
+                an error after this many in a row.
             init_adapter: Start from this PEFT adapter folder (e.g. a previous stage's ``adapters/best``) and keep
                 training it; its LoRA settings (r, alpha, targets, DoRA, rsLoRA) replace the ``lora_*`` options.
         """
@@ -74,6 +84,8 @@ class PoliticianLM(L.LightningModule):
         self.model: Any = None
         self.strict_loading = False  # checkpoints hold only the trainable parameters
         self._val_losses: list[tuple[float, int]] = []
+        self.bad_steps = 0  # consecutive steps skipped for a non-finite loss or gradient
+        self.skipped_steps = 0
 
     # -- model ----------------------------------------------------------------------------------------------
     def _target_device(self) -> torch.device:
@@ -95,7 +107,7 @@ class PoliticianLM(L.LightningModule):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
         if hp.init_adapter:
-            self.model = PeftModel.from_pretrained(model, hp.init_adapter, is_trainable=True)
+            self.model = attach_adapter(model, hp.init_adapter, is_trainable=True)
         else:
             lora = LoraConfig(
                 task_type="CAUSAL_LM",
@@ -115,8 +127,17 @@ class PoliticianLM(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = self.trainable_state_dict()
+        # RNG streams (LoRA dropout), so a resumed run draws what the uninterrupted run would have drawn
+        checkpoint["politician_lm_rng"] = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                                           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("politician_lm_rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            random.setstate(rng["python"])
+            if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         missing = trainable - checkpoint["state_dict"].keys()
         if missing:
@@ -131,10 +152,32 @@ class PoliticianLM(L.LightningModule):
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self(batch["input_ids"], batch.get("attention_mask"), batch["labels"]).loss
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         loss = self._loss(batch)
+        if not torch.isfinite(loss):
+            self._bad_step(f"loss is {loss.item()}")
+            return None  # Lightning skips backward and the optimizer step
         self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.stack([g.detach().abs().max() for g in grads])).all():
+            for p in self.parameters():
+                p.grad = None  # optimizers skip parameters without a gradient: no update, no moment change
+            self._bad_step("a gradient is NaN/Inf")
+        elif grads:
+            self.bad_steps = 0
+
+    def _bad_step(self, why: str) -> None:
+        self.bad_steps += 1
+        self.skipped_steps += 1
+        self.log("skipped_steps", float(self.skipped_steps))
+        rank_zero_warn(f"step {self.global_step}: {why}; step skipped ({self.bad_steps} in a row)")
+        if self.bad_steps >= self.hparams.max_bad_steps:
+            raise TrainingDiverged(
+                f"training stopped at step {self.global_step}: {self.bad_steps} steps in a row had a non-finite loss "
+                "or gradient; lower the learning rate, check the data, or resume from an earlier checkpoint")
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)

@@ -1,0 +1,162 @@
+"""Crash safety: kill -9 mid-fit and mid-export, NaN/Inf steps, and identical weights after a resume."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import lightning.pytorch as L
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from politician_lm import AdapterExport, PoliticianDataModule, PoliticianLM
+from politician_lm.adapters.files import read_adapter
+from politician_lm.model.module import TrainingDiverged
+from tests.conftest import ROOT, pc_rows, write_jsonl
+
+FIT = ["fit", "--config", "configs/demo.yaml", "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "2",
+       "--checkpoint.every_n_train_steps", "3"]
+
+
+def cli(root, *extra):
+    return [sys.executable, "-m", "politician_lm.cli", *FIT, "--trainer.default_root_dir", str(root),
+            "--data.cache_dir", str(root.parent / "hf-cache"), *extra]
+
+
+def adapter_tensors(root):
+    return load_file(root / "adapters" / "last" / "adapter_model.safetensors")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_fit_then_resume_gives_the_same_adapter(tmp_path):
+    straight = tmp_path / "straight"
+    subprocess.run(cli(straight), cwd=ROOT, check=True, capture_output=True, timeout=900)
+    delay = random.Random(os.getpid()).uniform(0.0, 1.5)  # a different moment on every run
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cli(killed), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (killed / "checkpoints" / "last.ckpt").exists() and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    print(f"killed {delay:.2f} s after the first checkpoint; resuming from step {step}")
+    subprocess.run(cli(killed, "--ckpt_path", "last"), cwd=ROOT, check=True, capture_output=True, timeout=900)
+    a, b = adapter_tensors(straight), adapter_tensors(killed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key  # bit for bit: same batches, same dropout, same optimizer state
+
+
+WRITER = """
+import sys, time, shutil
+from pathlib import Path
+from politician_lm.io import atomic_dir
+src, target = Path(sys.argv[1]), Path(sys.argv[2])
+for i in range(10**6):
+    with atomic_dir(target) as tmp:
+        for f in sorted(src.iterdir()):
+            shutil.copyfile(f, tmp / f.name)
+            time.sleep(0.002)
+        (tmp / "generation.txt").write_text(str(i))
+"""
+
+
+def test_sigkill_during_export_never_leaves_a_broken_adapter(tmp_path, tiny_path):
+    from tests.conftest import fit_adapter
+
+    source = fit_adapter(tmp_path / "src", tiny_path, pc_rows(8), max_steps=1)
+    target = tmp_path / "adapters" / "last"
+    rng = random.Random(0)
+    for attempt in range(8):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(source), str(target)], cwd=ROOT)
+        time.sleep(0.6 + rng.uniform(0.0, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        from politician_lm.io import recover_dir
+
+        recover_dir(target)  # what the next export does first
+        assert target.is_dir(), f"attempt {attempt}: the adapter folder vanished"
+        read_adapter(target)  # complete: config + readable safetensors
+        assert {p.name for p in target.iterdir()} >= {p.name for p in source.iterdir()} | {"generation.txt"}
+        assert not [p for p in target.parent.iterdir() if p.name.startswith(".")], "temporaries left behind"
+
+
+class Poison(L.Callback):
+    """Mask every label of the batches at the given steps: the loss of such a batch is NaN (0/0)."""
+
+    def __init__(self, steps):
+        self.steps = set(steps)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step in self.steps:
+            batch["labels"][:] = -100
+
+
+class NaNGrad(L.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_after_backward(self, trainer, pl_module):
+        if trainer.global_step == self.step:
+            next(p for p in pl_module.parameters() if p.requires_grad).grad[0, 0] = float("nan")
+
+
+class Snapshots(L.Callback):
+    def __init__(self):
+        self.before = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.before[trainer.global_step] = {n: p.detach().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
+
+
+def _fit(tmp_path, tiny_path, callbacks, max_steps=6, max_bad_steps=3):
+    L.seed_everything(0)
+    write_jsonl(tmp_path / "d" / "train.jsonl", pc_rows(24))
+    write_jsonl(tmp_path / "d" / "val.jsonl", pc_rows(4))
+    dm = PoliticianDataModule(data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=4, cache_dir=str(tmp_path / "c"))
+    model = PoliticianLM(tiny_path, lora_r=4, lora_dropout=0.0, max_bad_steps=max_bad_steps,
+                         optimizer=partial(torch.optim.AdamW, lr=1e-2))
+    trainer = L.Trainer(default_root_dir=tmp_path / "run", max_steps=max_steps, accelerator="cpu", logger=False,
+                        enable_progress_bar=False, enable_checkpointing=False, num_sanity_val_steps=0,
+                        val_check_interval=2, callbacks=[AdapterExport(), *callbacks])
+    return model, trainer, dm
+
+
+@pytest.mark.parametrize("poison", ["loss", "gradient"])
+def test_a_non_finite_step_is_skipped_and_training_goes_on(tmp_path, tiny_path, poison):
+    snaps = Snapshots()
+    bad = Poison([2]) if poison == "loss" else NaNGrad(2)
+    model, trainer, dm = _fit(tmp_path, tiny_path, [snaps, bad])
+    trainer.fit(model, datamodule=dm)
+    assert model.skipped_steps == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    if poison == "gradient":  # the step ran but changed nothing; a skipped loss step never reaches the optimizer
+        after = snaps.before[3] if 3 in snaps.before else None
+        assert after is not None and all(torch.equal(snaps.before[2][n], after[n]) for n in after)
+    assert (tmp_path / "run" / "adapters" / "last").is_dir()
+
+
+def test_consecutive_bad_steps_stop_fit_without_overwriting_exports(tmp_path, tiny_path):
+    model, trainer, dm = _fit(tmp_path, tiny_path, [Poison(range(4, 100))], max_steps=20)
+    with pytest.raises(TrainingDiverged, match="3 steps in a row had a non-finite loss"):
+        trainer.fit(model, datamodule=dm)
+    best = tmp_path / "run" / "adapters" / "best"
+    assert best.is_dir() and json.loads((best / "politician_lm.json").read_text())["global_step"] <= 4
+    assert not (tmp_path / "run" / "adapters" / "last").exists()  # fit did not end: no "last" from a bad state
+
+
+def test_export_refuses_a_non_finite_state(tmp_path, tiny_path):
+    model, trainer, dm = _fit(tmp_path, tiny_path, [], max_steps=2)
+    trainer.fit(model, datamodule=dm)
+    before = (tmp_path / "run" / "adapters" / "last" / "adapter_model.safetensors").read_bytes()
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.requires_grad)[0, 0] = float("inf")
+    trainer.callbacks[[type(c) for c in trainer.callbacks].index(AdapterExport)].export(trainer, model, "last")
+    assert (tmp_path / "run" / "adapters" / "last" / "adapter_model.safetensors").read_bytes() == before
