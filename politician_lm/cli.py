@@ -24,6 +24,7 @@ from politician_lm.adapters.merge import merge
 from politician_lm.callbacks.export import AdapterExport
 from politician_lm.callbacks.predictions import PredictionWriter
 from politician_lm.data.datamodule import PoliticianDataModule
+from politician_lm.data.prepare import prepare
 from politician_lm.errors import UserError
 from politician_lm.evaluate import evaluate
 from politician_lm.inference import chat, generate
@@ -33,7 +34,7 @@ from politician_lm.model.module import PoliticianLM
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 # Non-trainer verbs: name -> typed function; jsonargparse builds each parser from the signature and docstring.
 COMMANDS: dict[str, Callable[..., Any]] = {"merge": merge, "export": export, "generate": generate, "chat": chat,
-                                           "evaluate": evaluate, "stages": stages}
+                                           "evaluate": evaluate, "stages": stages, "prepare": prepare}
 
 
 class PoliticianCLI(LightningCLI):

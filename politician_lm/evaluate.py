@@ -14,7 +14,7 @@ from politician_lm.data import records
 from politician_lm.data.profiles import load_profile
 from politician_lm.errors import UserError
 from politician_lm.evaluation.persona import EvalItem, eval_items, score
-from politician_lm.io import atomic_dir
+from politician_lm.io import atomic_dir, check_output
 
 
 def held_out(data_path: str, val_fraction: float, seed: int) -> tuple[list[list[dict]], list[str]]:
@@ -81,9 +81,7 @@ def evaluate(
     for f in log_files:
         if not f.is_file():
             raise UserError(f"{f}: training log not found; pass a Lightning metrics.csv")
-    out = Path(output_dir)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out}: output folder exists; choose another --output_dir or pass --overwrite true")
+    out = check_output(output_dir, overwrite)
     trained_fraction, trained_seed = _training_split(folders[0].path)
     convs, kinds = held_out(data_path, val_fraction or trained_fraction, split_seed if split_seed is not None else trained_seed)
     items = eval_items(convs, kinds, num_prompts, seed)

@@ -10,7 +10,7 @@ from typing import Any
 from politician_lm.data.records import iter_json_lines
 from politician_lm.errors import UserError
 from politician_lm.generation import Persona, load_persona, registry_entry
-from politician_lm.io import atomic_write_text
+from politician_lm.io import atomic_write_text, check_output
 
 REGISTRY = "configs/models.yaml"
 
@@ -93,8 +93,8 @@ def generate(
     if (prompt is None) == (prompts_file is None):
         raise UserError("give exactly one of --prompt or --prompts_file")
     rows = [{"prompt": prompt}] if prompt is not None else read_prompts(prompts_file)
-    if output and Path(output).exists() and not overwrite:
-        raise UserError(f"{output}: output file exists; choose another --output or pass --overwrite true")
+    if output:
+        check_output(output, overwrite, "--output")
     import torch
     from tqdm import tqdm
 

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from politician_lm.errors import UserError
+
 
 def _umask_mode(mode: int) -> int:
     mask = os.umask(0)
@@ -97,4 +99,14 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def check_output(path: str | Path, overwrite: bool, flag: str = "--output_dir") -> Path:
+    """Refuse an existing output unless ``overwrite``; first repairs what a crash mid-write may have left."""
+    path = Path(path)
+    recover_dir(path)
+    if path.exists() and not overwrite:
+        kind = "folder" if path.is_dir() else "file"
+        raise UserError(f"{path}: output {kind} exists; choose another {flag} or pass --overwrite true")
     return path

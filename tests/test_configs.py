@@ -30,7 +30,9 @@ def test_config_builds(config, chdir_root, tmp_path):
     raw = yaml.safe_load(config.read_text())
     overrides = ["--trainer.default_root_dir", str(tmp_path)]
     if raw["trainer"].get("accelerator") == "gpu" and not torch.cuda.is_available():
-        overrides += ["--trainer.accelerator", "cpu", "--trainer.precision", "32-true"]  # build the rest here
+        # build the rest here; the multi-GPU strategy itself is checked in test_scale_out_strategies_build
+        overrides += ["--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.strategy", "auto",
+                      "--trainer.devices", "1"]
     cli = run_trainer_cli(["--config", str(config), *overrides], run=False)
     assert cli.model.hparams.quantization == raw["model"]["quantization"]
     assert cli.datamodule.record_counts and sum(cli.datamodule.record_counts.values()) >= 150
@@ -68,3 +70,19 @@ def test_help_documents_every_model_and_data_option(capsys):
     for key in ("--model.quantization", "--model.lora_r", "--data.prompt_format", "--data.overlong", "--adapter_export.monitor"):
         assert key in out
     assert "QLoRA: 4-bit NormalFloat" in out and "truncate" in out
+
+
+def test_scale_out_strategies_build():
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.strategies import FSDPStrategy, Strategy
+    from transformers.models.mistral.modeling_mistral import MistralDecoderLayer
+
+    ddp = yaml.safe_load((ROOT / "configs" / "biden_ddp.yaml").read_text())
+    assert ddp["trainer"]["strategy"] == "ddp" and ddp["trainer"]["devices"] > 1
+    fsdp = yaml.safe_load((ROOT / "configs" / "biden_fsdp.yaml").read_text())
+    assert fsdp["model"]["quant_storage"] == fsdp["model"]["compute_dtype"] == "bfloat16"
+    parser = ArgumentParser()
+    parser.add_argument("--strategy", type=Strategy)
+    strategy = parser.instantiate_classes(parser.parse_object({"strategy": fsdp["trainer"]["strategy"]})).strategy
+    assert isinstance(strategy, FSDPStrategy) and strategy.kwargs["use_orig_params"]
+    assert MistralDecoderLayer in strategy.kwargs["auto_wrap_policy"]._module_classes

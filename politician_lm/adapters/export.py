@@ -16,7 +16,7 @@ import torch
 
 from politician_lm.adapters.files import METADATA_FILE, attach_adapter, check_base_model, read_adapter
 from politician_lm.errors import UserError
-from politician_lm.io import atomic_dir, atomic_write_text
+from politician_lm.io import atomic_dir, atomic_write_text, check_output
 
 ExportDtype = Literal["float32", "float16", "bfloat16"]
 
@@ -45,9 +45,7 @@ def export(
     check_base_model(base, allow_pickle)
     if dtype not in ("float32", "float16", "bfloat16"):
         raise UserError(f"unknown --dtype {dtype!r}; use float32, float16 or bfloat16")
-    out = Path(output_dir)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out}: output folder exists; choose another --output_dir or pass --overwrite true")
+    out = check_output(output_dir, overwrite)
 
     from transformers import AutoTokenizer, GenerationConfig
 

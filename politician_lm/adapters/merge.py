@@ -20,7 +20,7 @@ from typing import Literal
 
 from politician_lm.adapters.files import AdapterFolder, attach_adapter, check_base_model, parse_list, parse_weights, read_adapter, same_model
 from politician_lm.errors import UserError
-from politician_lm.io import atomic_dir, atomic_write_text
+from politician_lm.io import atomic_dir, atomic_write_text, check_output
 
 MergeMethod = Literal["cat", "linear", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"]
 EQUAL_RANK = {"linear", "ties", "dare_linear", "dare_ties", "magnitude_prune"}
@@ -61,9 +61,7 @@ def validate(adapters: list[str] | str, weights: list[float] | str, output_dir: 
     elif density is not None:
         raise UserError(f"--density applies only to {', '.join(sorted(NEEDS_DENSITY))}, not {method}")
     check_base_model(base, allow_pickle)
-    out = Path(output_dir)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out}: output folder exists; choose another --output_dir or pass --overwrite true")
+    out = check_output(output_dir, overwrite)
     if any(out.resolve() == f.path.resolve() for f in folders):
         raise UserError(f"{out}: --output_dir is one of the input adapters")
     return folders, ws, base

@@ -108,8 +108,8 @@ class PersonaEvaluation(L.Callback):
             if isinstance(logger, WandbLogger):
                 logger.log_table(key=f"persona/samples{tag}", columns=list(samples[0]),
                                  data=[list(s.values()) for s in samples], step=step)
+        folder = Path(trainer.log_dir or trainer.default_root_dir) / "samples"  # log_dir is a collective: every rank
         if trainer.is_global_zero and samples:
-            folder = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
             text = "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
             atomic_write_text(folder / f"step{step}{tag}.jsonl", text)
 

@@ -51,6 +51,7 @@ class AdapterExport(L.Callback):
         self.save_best, self.save_last = save_best, save_last
         self.sampling = {"do_sample": True, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
         self.best_score: float | None = None
+        self.exported: list[str] = []  # what this process wrote (only rank 0 ever writes)
 
     def root(self, trainer: L.Trainer) -> Path:
         return Path(trainer.default_root_dir) / self.dirname
@@ -92,6 +93,7 @@ class AdapterExport(L.Callback):
             (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             config = {"model": _plain(pl_module.hparams), "data": _plain(dm.hparams) if dm is not None else {}}
             (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        self.exported.append(name)
         return target
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -56,7 +56,7 @@ from tqdm import tqdm
 from politician_lm.data import prepare_sources as src
 from politician_lm.data.records import split_bucket, to_conversation
 from politician_lm.errors import UserError
-from politician_lm.io import atomic_dir
+from politician_lm.io import atomic_dir, check_output
 
 USER, POLITICIAN, CONTINUE = "USER: ", "POLITICIAN: ", "USER: Continue the speech: "
 REASONS = ("bad_file", "bad_line", "retweet", "missing_profile_field", "too_short", "too_long", "prompt_too_long",
@@ -362,9 +362,7 @@ def prepare(
         The output folder.
     """
     settings = dict(locals())  # the arguments, recorded in stats.json
-    out = Path(output_dir)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out}: output folder already exists; pass --overwrite true to replace it")
+    out = check_output(output_dir, overwrite)
     if not (transcripts or interviews or table or identity_profile):
         raise UserError("nothing to prepare: pass --transcripts, --interviews, --table and/or --identity_profile")
     speakers = {src.norm_label(s) for s in (speaker or "").split(",") if s.strip()}

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 Quantization = Literal["nf4", "fp4", "int8", "none"]
 ComputeDtype = Literal["auto", "float32", "bfloat16", "float16"]
+QuantStorage = Literal["uint8", "bfloat16", "float16", "float32"]
 
 
 def resolve_compute_dtype(name: ComputeDtype, device: torch.device) -> torch.dtype:
@@ -23,7 +24,8 @@ def resolve_compute_dtype(name: ComputeDtype, device: torch.device) -> torch.dty
     return torch.float32
 
 
-def quantization_config(quantization: Quantization, compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
+def quantization_config(quantization: Quantization, compute_dtype: torch.dtype,
+                        quant_storage: QuantStorage = "uint8") -> BitsAndBytesConfig | None:
     """nf4 is QLoRA: 4-bit NormalFloat with double quantization of the scales."""
     if quantization == "none":
         return None
@@ -34,7 +36,7 @@ def quantization_config(quantization: Quantization, compute_dtype: torch.dtype) 
         bnb_4bit_quant_type=quantization,
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype,
-        bnb_4bit_quant_storage=torch.uint8,
+        bnb_4bit_quant_storage=getattr(torch, quant_storage),
     )
 
 
@@ -46,6 +48,7 @@ def load_base_model(
     trust_remote_code: bool = False,
     attn_implementation: str | None = "sdpa",
     allow_pickle: bool = False,
+    quant_storage: QuantStorage = "uint8",
 ) -> Any:
     """Load the frozen base model onto ``device``, quantized when asked; safetensors only unless ``allow_pickle``."""
     kwargs: dict[str, Any] = dict(
@@ -56,7 +59,7 @@ def load_base_model(
     )
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    qconfig = quantization_config(quantization, compute_dtype)
+    qconfig = quantization_config(quantization, compute_dtype, quant_storage)
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
     model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)

@@ -15,7 +15,7 @@ from transformers import get_scheduler
 
 from politician_lm.adapters.files import attach_adapter, read_adapter
 from politician_lm.errors import UserError
-from politician_lm.model.loading import ComputeDtype, Quantization, load_base_model, resolve_compute_dtype
+from politician_lm.model.loading import ComputeDtype, Quantization, QuantStorage, load_base_model, resolve_compute_dtype
 
 class TrainingDiverged(UserError):
     """Too many consecutive steps with a non-finite loss or gradient."""
@@ -37,6 +37,7 @@ class PoliticianLM(L.LightningModule):
         model_name_or_path: str = "checkpoints/tiny-politician",
         quantization: Quantization = "nf4",
         compute_dtype: ComputeDtype = "auto",
+        quant_storage: QuantStorage = "uint8",
         lora_r: int = 16,
         lora_alpha: int = 32,
         lora_dropout: float = 0.05,
@@ -58,6 +59,8 @@ class PoliticianLM(L.LightningModule):
             model_name_or_path: Base model: a local folder or a hub id (Mistral, Llama, ...).
             quantization: Base weights: ``nf4`` (QLoRA: 4-bit NormalFloat + double quant), ``fp4``, ``int8`` or ``none``.
             compute_dtype: Matmul dtype; ``auto`` is bf16 on a GPU that supports it and fp32 on CPU.
+            quant_storage: Storage dtype of packed 4-bit weights; set it to the compute dtype (``bfloat16``) for FSDP,
+                which can then shard the 4-bit base along with everything else.
             lora_r: LoRA rank.
             lora_alpha: LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rsLoRA).
             lora_dropout: Dropout on the LoRA input.
@@ -99,7 +102,7 @@ class PoliticianLM(L.LightningModule):
         device = self._target_device()
         dtype = resolve_compute_dtype(hp.compute_dtype, device)
         model = load_base_model(hp.model_name_or_path, hp.quantization, dtype, device,
-                                hp.trust_remote_code, hp.attn_implementation)
+                                hp.trust_remote_code, hp.attn_implementation, quant_storage=hp.quant_storage)
         if hp.quantization != "none":
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=hp.gradient_checkpointing,
                                                     gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -1,0 +1,51 @@
+"""A real 2-process DDP fit on CPU (gloo) through the CLI: synchronised LoRA weights, and only rank 0 exports."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+PROBE = '''
+import torch, lightning.pytorch as L
+from politician_lm.callbacks.export import AdapterExport
+
+class Probe(L.Callback):
+    """Saves, per rank, the trainable weights after fit and what this rank's AdapterExport wrote."""
+
+    def __init__(self, out: str):
+        self.out = out
+
+    def on_train_end(self, trainer, pl_module):
+        exports = [c.exported for c in trainer.callbacks if isinstance(c, AdapterExport)]
+        state = {n: p.detach().cpu() for n, p in pl_module.named_parameters() if p.requires_grad}
+        torch.save({"world": trainer.world_size, "step": trainer.global_step, "state": state, "exported": exports},
+                   f"{self.out}/rank{trainer.global_rank}.pt")
+'''
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    (tmp_path / "ddp_probe.py").write_text(PROBE)
+    root = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "politician_lm.cli", "fit", "--config", "configs/demo.yaml", "--trainer.strategy", "ddp",
+         "--trainer.devices", "2", "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1",
+         "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
+         "--data.cache_dir", str(tmp_path / "hf-cache"), "--trainer.callbacks+=ddp_probe.Probe",
+         f"--trainer.callbacks.out={tmp_path}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2] and ranks[0]["step"] == ranks[1]["step"] > 0
+    for name, weight in ranks[0]["state"].items():
+        assert torch.equal(weight, ranks[1]["state"][name]), name  # gradients were averaged across ranks
+    lora_b = [w for n, w in ranks[0]["state"].items() if "lora_B" in n]
+    assert any(w.abs().sum() > 0 for w in lora_b), "the adapters must have trained"
+    assert "best" in ranks[0]["exported"][0] and ranks[1]["exported"] == [[]]  # probed before "last" is written
+    assert (root / "adapters" / "last" / "adapter_model.safetensors").is_file()
