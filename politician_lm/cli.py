@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
+
+import yaml
 from pathlib import Path
 from argparse import ArgumentError
 from collections.abc import Callable
@@ -104,6 +106,29 @@ def run_trainer_cli(args: list[str] | None = None, run: bool = True) -> Politici
     )
 
 
+def check_config_files(args: list[str]) -> None:
+    """Every ``--config`` file exists and is a YAML mapping; errors name the file (jsonargparse's do not)."""
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            path = Path(args[i + 1])
+        elif arg.startswith("--config="):
+            path = Path(arg.split("=", 1)[1])
+        else:
+            continue
+        if not path.is_file():
+            raise UserError(f"{path}: config file not found")
+        try:
+            content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: config is not UTF-8 text") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise UserError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or type(e).__name__})") from None
+        if content is not None and not isinstance(content, dict):
+            raise UserError(f"{path}: a config must be a mapping of keys to values")
+
+
 def overview() -> str:
     lines = ["usage: politician-lm COMMAND [options]   (politician-lm COMMAND --help for its options)", "",
              "training (LightningCLI; --config, --print_config, dotted overrides):"]
@@ -125,12 +150,18 @@ def _underscored(arg: str) -> str:
     return "--" + name.replace("-", "_") + eq + value
 
 
+def _config_names(args: list[str]) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--config", "-c")] + \
+        [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(overview())
         return
     try:
+        check_config_files(args)
         if args and args[0] in COMMANDS:
             from jsonargparse import auto_cli
 
@@ -140,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
             run_trainer_cli(argv)  # None: LightningCLI reads sys.argv itself
     except (UserError, ArgumentError) as e:
         message = " ".join(str(e).split())  # one line, whatever the parser wrapped
+        if isinstance(e, ArgumentError) and (configs := _config_names(args)):
+            message = f"{message} (config: {', '.join(configs)})"
         print(f"politician-lm: error: {message}", file=sys.stderr)
         sys.exit(2)
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import yaml
 
-from politician_lm.adapters.files import METADATA_FILE, attach_adapter, check_base_model, parse_list, parse_weights, read_adapter, same_model
+from politician_lm.adapters.files import METADATA_FILE, attach_adapter, check_base_model, check_fits_base, parse_list, parse_weights, read_adapter, same_model
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import adds_bos, encode_prompt
 from politician_lm.errors import UserError
@@ -90,6 +90,8 @@ def load_persona(
     if not base:
         raise UserError("nothing to load: give --adapters, --base_model, or --politician with a registry entry")
     check_base_model(base, allow_pickle)
+    for f in folders:
+        check_fits_base(f, base)
     meta_source = folders[0].path if folders else Path(base)
     meta = json.loads((meta_source / METADATA_FILE).read_text()) if (meta_source / METADATA_FILE).is_file() else {}
     style = PromptStyle(**{k: meta[k] for k in ("prompt_format", "separator", "system_prompt", "politician") if k in meta})

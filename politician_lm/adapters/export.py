@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from politician_lm.adapters.files import METADATA_FILE, attach_adapter, check_base_model, read_adapter
+from politician_lm.adapters.files import METADATA_FILE, attach_adapter, check_base_model, check_fits_base, read_adapter
 from politician_lm.errors import UserError
 from politician_lm.io import atomic_dir, atomic_write_text, check_output
 
@@ -43,6 +43,7 @@ def export(
     folder = read_adapter(adapter, allow_pickle)
     base = base_model or folder.base_model  # an explicit base (e.g. a local copy of the hub model) wins
     check_base_model(base, allow_pickle)
+    check_fits_base(folder, base)
     if dtype not in ("float32", "float16", "bfloat16"):
         raise UserError(f"unknown --dtype {dtype!r}; use float32, float16 or bfloat16")
     out = check_output(output_dir, overwrite)

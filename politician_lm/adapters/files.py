@@ -151,3 +151,28 @@ def attach_adapter(model: Any, folder: str | Path, adapter_name: str = "default"
         if "size mismatch" in str(e):
             first = "its tensor shapes do not fit this base model"
         raise UserError(f"{folder}: adapter does not load onto the base model ({first[:200]})") from None
+
+
+def check_fits_base(folder: AdapterFolder, base: str) -> None:
+    """Compare the adapter's LoRA tensor shapes with the base weights' shapes, read from safetensors headers only
+    (no weights load). Skipped for hub ids, whose files are not local."""
+    base_dir = Path(base)
+    files = sorted(base_dir.glob("*.safetensors")) if base_dir.is_dir() else []
+    weights = folder.path / SAFE_WEIGHTS
+    if not files or not weights.is_file():
+        return
+    shapes: dict[str, list[int]] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as fh:
+            shapes.update({k: fh.get_slice(k).get_shape() for k in fh.keys()})
+    with safe_open(str(weights), framework="pt") as fh:
+        for key in fh.keys():
+            match = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight", key)
+            if not match or f"{match.group(1)}.weight" not in shapes:
+                continue
+            out_features, in_features = shapes[f"{match.group(1)}.weight"][:2]
+            shape = fh.get_slice(key).get_shape()
+            dim, want = (shape[1], in_features) if match.group(2) == "A" else (shape[0], out_features)
+            if dim != want:
+                raise UserError(f"{folder.path}: {key} has shape {shape}, which does not fit {match.group(1)} of "
+                                f"{base} ({out_features}x{in_features}); the adapter belongs to another base model")

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from politician_lm.adapters.files import AdapterFolder, attach_adapter, check_base_model, parse_list, parse_weights, read_adapter, same_model
+from politician_lm.adapters.files import AdapterFolder, attach_adapter, check_base_model, check_fits_base, parse_list, parse_weights, read_adapter, same_model
 from politician_lm.errors import UserError
 from politician_lm.io import atomic_dir, atomic_write_text, check_output
 
@@ -61,6 +61,8 @@ def validate(adapters: list[str] | str, weights: list[float] | str, output_dir: 
     elif density is not None:
         raise UserError(f"--density applies only to {', '.join(sorted(NEEDS_DENSITY))}, not {method}")
     check_base_model(base, allow_pickle)
+    for f in folders:
+        check_fits_base(f, base)
     out = check_output(output_dir, overwrite)
     if any(out.resolve() == f.path.resolve() for f in folders):
         raise UserError(f"{out}: --output_dir is one of the input adapters")

@@ -310,12 +310,17 @@ def _summary(out: Path, stats: dict[str, Any]) -> str:
     ])
 
 
+def _as_list(value: list[str] | str | None) -> list[str] | None:
+    """``a,b`` (or a single path) from the command line, or a list."""
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
 def prepare(
     output_dir: str,
-    transcripts: list[str] | None = None,
-    interviews: list[str] | None = None,
+    transcripts: list[str] | str | None = None,
+    interviews: list[str] | str | None = None,
     speaker: str | None = None,
-    table: list[str] | None = None,
+    table: list[str] | str | None = None,
     text_column: str = "text",
     table_prompt: str = "USER: Say something about {topic}.",
     table_kind: str = "style",
@@ -362,6 +367,7 @@ def prepare(
         The output folder.
     """
     settings = dict(locals())  # the arguments, recorded in stats.json
+    transcripts, interviews, table = (_as_list(v) for v in (transcripts, interviews, table))
     out = check_output(output_dir, overwrite)
     if not (transcripts or interviews or table or identity_profile):
         raise UserError("nothing to prepare: pass --transcripts, --interviews, --table and/or --identity_profile")

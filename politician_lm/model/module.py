@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import get_scheduler
 
-from politician_lm.adapters.files import attach_adapter, read_adapter
+from politician_lm.adapters.files import attach_adapter, check_fits_base, read_adapter
 from politician_lm.errors import UserError
 from politician_lm.model.loading import ComputeDtype, Quantization, QuantStorage, load_base_model, resolve_compute_dtype
 
@@ -81,7 +81,7 @@ class PoliticianLM(L.LightningModule):
         """
         super().__init__()
         if init_adapter is not None:
-            read_adapter(init_adapter)  # a clear error now, before any model loads
+            check_fits_base(read_adapter(init_adapter), model_name_or_path)  # a clear error now, before any load
         self.save_hyperparameters(ignore=["optimizer"])  # a callable; LightningCLI's config.yaml records it
         self.optimizer_factory = optimizer
         self.model: Any = None
