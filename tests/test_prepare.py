@@ -397,7 +397,7 @@ def test_user_errors_name_the_file_and_write_nothing(case, tmp_path, monkeypatch
 def test_existing_output_needs_overwrite(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("old")
-    with pytest.raises(UserError, match=r"out: output folder already exists; pass --overwrite true"):
+    with pytest.raises(UserError, match=r"out: output folder exists; choose another --output_dir or pass --overwrite true"):
         prepare(str(tmp_path / "out"), identity_profile=str(PROFILES / "biden.yaml"))
     assert (tmp_path / "out" / "keep.txt").read_text() == "old"
     out, _, _ = run(tmp_path, identity_profile=str(PROFILES / "biden.yaml"), overwrite=True, val_fraction=0.3)
