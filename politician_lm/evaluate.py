@@ -13,7 +13,7 @@ from politician_lm.adapters.files import parse_list, read_adapter
 from politician_lm.data import records
 from politician_lm.data.profiles import load_profile
 from politician_lm.errors import UserError
-from politician_lm.evaluation.persona import EvalItem, eval_items, score
+from politician_lm.evaluation.persona import eval_items, score
 from politician_lm.io import atomic_dir, check_output
 
 

@@ -1,6 +1,5 @@
 """Bad input: a one-line error naming file and line, a non-zero exit, no run folder, and no model loaded."""
 
-from pathlib import Path
 
 import pytest
 

@@ -3,7 +3,6 @@ exit status 2, and nothing written. Plus property-based fuzzing of the record re
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
@@ -14,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from politician_lm.cli import main
 from politician_lm.data import records
 from politician_lm.errors import UserError
-from tests.conftest import fit_adapter, pc_rows, write_jsonl
+from tests.conftest import fit_adapter, pc_rows
 
 GOOD = '{"prompt": "USER: hi", "completion": "POLITICIAN: folks"}\n'
 

@@ -202,7 +202,7 @@ def test_reading_chat_records_and_errors(tmp_path):
     with pytest.raises(ValueError, match="at least 2 politicians"):
         train_from_data_dir(str(data))
     (data / "alpha" / "bad.jsonl").write_text('{"prompt": "x"\n', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad\.jsonl:1: not valid JSON"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl:1: malformed JSON"):
         read_completions(data / "alpha" / "bad.jsonl")
     with pytest.raises(RuntimeError, match="before fit"):
         StyleClassifier().predict(["x"])

@@ -4,7 +4,6 @@ import json
 import math
 import re
 import string
-from pathlib import Path
 
 import pytest
 

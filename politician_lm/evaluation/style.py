@@ -8,7 +8,6 @@ classifier under ``~/.cache/politician_lm/style``, keyed by the training files' 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import tempfile
@@ -21,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import FeatureUnion, Pipeline
 
+from politician_lm.data import records
 from politician_lm.errors import UserError
 
 # Bump when the features, the model or the data reading change, so old cache entries are never reused.
@@ -107,25 +107,13 @@ def training_files(data_dir: str | Path = "data") -> dict[str, list[Path]]:
 
 
 def read_completions(path: Path) -> list[str]:
-    """The completion of every record: ``completion``, or the last assistant message of ``messages``."""
-    out = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{number}: not valid JSON ({e.msg}); fix or remove the line") from None
-        if isinstance(record, dict) and isinstance(record.get("completion"), str):
-            out.append(strip_label(record["completion"]))
-        elif isinstance(record, dict) and isinstance(record.get("messages"), list):
-            replies = [m.get("content") for m in record["messages"] if isinstance(m, dict) and m.get("role") == "assistant"]
-            if not replies or not isinstance(replies[-1], str):
-                raise UserError(f"{path}:{number}: 'messages' has no assistant message with string content")
-            out.append(strip_label(replies[-1]))
-        else:
-            raise UserError(f"{path}:{number}: expected an object with 'completion' or 'messages'")
-    return out
+    """The completion of every record (``completion``, or the last assistant turn of ``messages``), label stripped.
+
+    The file is checked with the DataModule's own reader, so errors name ``file:line`` the same way.
+    """
+    records.validate_file(path)
+    return [strip_label(records.to_conversation(obj)["messages"][-1]["content"])
+            for _, obj in records.iter_json_lines(path)]
 
 
 def train_from_data_dir(data_dir: str = "data", seed: int = 0) -> StyleClassifier:
