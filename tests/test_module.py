@@ -208,3 +208,19 @@ def test_init_adapter_must_exist(tmp_path, tiny_path):
 
     with pytest.raises(UserError, match="adapter folder does not exist"):
         PoliticianLM(model_name_or_path=tiny_path, init_adapter=str(tmp_path / "missing"))
+
+
+def test_the_whole_model_trains_in_train_mode_so_gradient_checkpointing_is_active(tmp_path, tiny_path):
+    class Probe(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.eval_modules = [n for n, m in pl_module.named_modules() if not m.training]
+            base = pl_module.model.base_model.model
+            self.checkpointing = base.is_gradient_checkpointing and base.model.training
+
+    L.seed_everything(0)
+    probe = Probe()
+    model = build(tiny_path, gradient_checkpointing=True)
+    trainer = L.Trainer(default_root_dir=tmp_path, max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, num_sanity_val_steps=1, limit_val_batches=1, callbacks=[probe])
+    trainer.fit(model, datamodule=_data(tmp_path, tiny_path))
+    assert probe.eval_modules == [] and probe.checkpointing

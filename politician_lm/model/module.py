@@ -122,6 +122,9 @@ class PoliticianLM(L.LightningModule):
                 use_rslora=hp.use_rslora,
             )
             self.model = get_peft_model(model, lora)
+        # from_pretrained returns the base in eval mode and Lightning keeps module modes as it finds them; in eval
+        # mode transformers silently skips gradient checkpointing, so the whole model goes to train mode here.
+        self.model.train()
         self.compute_dtype = dtype
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
