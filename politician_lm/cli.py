@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-
-import yaml
-from pathlib import Path
 from argparse import ArgumentError
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -30,8 +29,8 @@ from politician_lm.data.prepare import prepare
 from politician_lm.errors import UserError
 from politician_lm.evaluate import evaluate
 from politician_lm.inference import chat, generate
-from politician_lm.stages import stages
 from politician_lm.model.module import PoliticianLM
+from politician_lm.stages import stages
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 # Non-trainer verbs: name -> typed function; jsonargparse builds each parser from the signature and docstring.
