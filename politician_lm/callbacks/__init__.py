@@ -3,5 +3,6 @@
 from politician_lm.callbacks.evaluation import PersonaEvaluation
 from politician_lm.callbacks.export import AdapterExport
 from politician_lm.callbacks.predictions import PredictionWriter
+from politician_lm.callbacks.throughput import ThroughputMonitor
 
-__all__ = ["AdapterExport", "PersonaEvaluation", "PredictionWriter"]
+__all__ = ["AdapterExport", "PersonaEvaluation", "PredictionWriter", "ThroughputMonitor"]

@@ -14,9 +14,10 @@ from datasets import Dataset, concatenate_datasets, load_dataset
 from datasets.exceptions import DatasetGenerationError
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
-from transformers import AutoTokenizer, DataCollatorForSeq2Seq
+from transformers import AutoTokenizer, DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
 from politician_lm.data import records
+from politician_lm.data.batching import EpochBatchSampler
 from politician_lm.data.profiles import load_profile
 from politician_lm.data.templates import PromptFormat, PromptStyle
 from politician_lm.data.tokenize import IGNORE_INDEX, Overlong, adds_bos, encode
@@ -82,6 +83,8 @@ class PoliticianDataModule(L.LightningDataModule):
         num_workers: int = 0,
         profiles_dir: str = "data/profiles",
         cache_dir: str | None = None,
+        packing: bool = False,
+        group_by_length: bool = False,
     ) -> None:
         """
         Args:
@@ -101,6 +104,10 @@ class PoliticianDataModule(L.LightningDataModule):
             num_workers: DataLoader worker processes.
             profiles_dir: Folder of ``<politician>.yaml`` profiles.
             cache_dir: ``datasets`` cache folder; None uses the Hugging Face default.
+            packing: Padding-free training batches: examples packed best-fit-decreasing into rows of ``max_length``
+                (``batch_size`` rows a batch), flattened into one sequence whose ``position_ids`` restart at every
+                example, so examples never attend to each other. Validation stays unpacked. Single device only.
+            group_by_length: Without packing, batch examples of similar length together (less padding).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -122,7 +129,7 @@ class PoliticianDataModule(L.LightningDataModule):
         self.files = records.discover(data_path)
         self.record_counts = records.validate(self.files)
         self.tokenizer: Any = None
-        self._train_sampler: ResumableSampler | None = None
+        self._train_sampler: Any = None
         self._resume_at: tuple[int, int] | None = None
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
@@ -194,6 +201,31 @@ class PoliticianDataModule(L.LightningDataModule):
         self.build()
 
     # -- loaders --------------------------------------------------------------------------------------------
+    def _plan_loader(self, ds: Dataset, batch_size: int, generator: Any) -> DataLoader:
+        """Packed or length-grouped train batches (see ``data.batching``)."""
+        if self.trainer is not None and self.trainer.world_size > 1:
+            raise UserError("data.packing and data.group_by_length run on one device for now; turn them off for DDP/FSDP")
+        lengths = [len(ids) for ids in ds["input_ids"]]
+        sampler = EpochBatchSampler(lengths, batch_size, self.hparams.seed, self.hparams.packing, self.hparams.max_length)
+        collator = (DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX) if self.hparams.packing
+                    else DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX))
+        loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collator, num_workers=self.hparams.num_workers,
+                            generator=generator)
+        self._apply_resume(sampler, len(loader), 1)
+        self._train_sampler = sampler
+        return loader
+
+    def _apply_resume(self, sampler: Any, n_batches: int, batch_size: int) -> None:
+        if self._resume_at is None:  # set by load_state_dict() when fit resumes from a checkpoint
+            return
+        epoch, done = self._resume_at
+        self._resume_at = None
+        if done >= n_batches:  # an end-of-epoch checkpoint resumes at the next epoch's start
+            sampler.set_epoch(epoch + 1)
+        else:
+            sampler.set_epoch(epoch)
+            sampler.start = done * batch_size
+
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
         ds = ds.select_columns(["input_ids", "labels"])
@@ -203,19 +235,14 @@ class PoliticianDataModule(L.LightningDataModule):
         if not shuffle:
             return DataLoader(ds, batch_size=batch_size, collate_fn=collator, num_workers=self.hparams.num_workers,
                               generator=generator)
+        if self.hparams.packing or self.hparams.group_by_length:
+            return self._plan_loader(ds, batch_size, generator)
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = ResumableSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=self.hparams.seed)
         loader = DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collator,
                             num_workers=self.hparams.num_workers, generator=generator)
-        if self._resume_at is not None:  # set by load_state_dict() when fit resumes from a checkpoint
-            epoch, done = self._resume_at
-            self._resume_at = None
-            if done >= len(loader):  # an end-of-epoch checkpoint resumes at the next epoch's start
-                sampler.set_epoch(epoch + 1)
-            else:
-                sampler.set_epoch(epoch)
-                sampler.start = done * batch_size
+        self._apply_resume(sampler, len(loader), batch_size)
         self._train_sampler = sampler
         return loader
 

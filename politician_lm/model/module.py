@@ -152,11 +152,12 @@ class PoliticianLM(L.LightningModule):
 
     # -- steps ----------------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> Any:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+                labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> Any:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, position_ids=position_ids)
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self(batch["input_ids"], batch.get("attention_mask"), batch["labels"]).loss
+        # packed batches carry position_ids and no attention mask: transformers then masks block-diagonally
+        return self(batch["input_ids"], batch.get("attention_mask"), batch["labels"], batch.get("position_ids")).loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         loss = self._loss(batch)

@@ -1,0 +1,96 @@
+"""Padding-free packing and length grouping: same per-example loss as unpacked, no cross-example attention."""
+
+import torch
+import torch.nn.functional as F
+
+from politician_lm import PoliticianDataModule, PoliticianLM
+from politician_lm.data.batching import EpochBatchSampler, best_fit_decreasing
+from politician_lm.data.tokenize import IGNORE_INDEX
+from tests.conftest import write_jsonl
+
+
+def rows(n):
+    return [{"prompt": f"USER: Question {i}: " + "what about jobs " * (i % 5), "completion": "POLITICIAN: Folks, " + "we build " * (1 + i % 7)}
+            for i in range(n)]
+
+
+def test_best_fit_decreasing_fills_bins_without_overflow():
+    lengths = [7, 5, 5, 4, 3, 3, 2, 1, 9, 6]
+    bins = best_fit_decreasing(lengths, 10, seed=0)
+    assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in b) <= 10 for b in bins)
+    assert len(bins) == 5  # 45 tokens: the optimum for capacity 10
+    assert bins == best_fit_decreasing(lengths, 10, seed=0)
+
+
+def test_batch_plans_are_seeded_per_epoch_and_resume_part_way():
+    lengths = [3 + (i * 7) % 20 for i in range(60)]
+    for packing in (True, False):
+        s = EpochBatchSampler(lengths, 4, seed=1, packing=packing, max_length=32)
+        e0 = list(s)
+        assert list(s) == e0 and sorted(i for b in e0 for i in b) == list(range(60))
+        s.set_epoch(1)
+        e1 = list(s)
+        assert e1 != e0
+        s.start = 2
+        assert list(s) == e1[2:]
+    grouped = list(EpochBatchSampler(lengths, 4, seed=1, packing=False, max_length=32))
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in grouped) / len(grouped)
+    assert spread < 3  # similar lengths in a batch
+
+
+def test_packed_loss_equals_unpacked_per_example(tmp_path, tiny_path):
+    write_jsonl(tmp_path / "d" / "train.jsonl", rows(24))
+    write_jsonl(tmp_path / "d" / "val.jsonl", rows(4))
+    dm = PoliticianDataModule(data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=2, max_length=64,
+                              packing=True, cache_dir=str(tmp_path / "c"))
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch  # one padding-free row
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist()
+    assert len(starts) >= 3 and all(batch["labels"][0, s] == IGNORE_INDEX for s in starts)
+
+    model = PoliticianLM(tiny_path, lora_r=4, lora_dropout=0.0)
+    model.configure_model()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.05)
+        model.model.eval()
+        logits = model(batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        bounds = starts + [batch["input_ids"].shape[1]]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            ids, labels = batch["input_ids"][0, a:b], batch["labels"][0, a:b]
+            alone = model(ids[None]).logits[0]
+            packed_loss = F.cross_entropy(logits[a:b - 1], labels[1:], ignore_index=IGNORE_INDEX)
+            alone_loss = F.cross_entropy(alone[:-1], labels[1:], ignore_index=IGNORE_INDEX)
+            torch.testing.assert_close(packed_loss, alone_loss, rtol=0, atol=1e-5)
+    total = sum(len(x) for x in dm.train_dataset["input_ids"])
+    batches = list(dm.train_dataloader())
+    assert sum(b["input_ids"].numel() for b in batches) == total  # padding fraction exactly 0
+
+
+def test_throughput_monitor_logs_real_tokens_padding_memory_and_mfu(tmp_path, tiny_path):
+    from functools import partial
+
+    import lightning.pytorch as L
+
+    from politician_lm.callbacks import ThroughputMonitor
+
+    write_jsonl(tmp_path / "d" / "train.jsonl", rows(32))
+    write_jsonl(tmp_path / "d" / "val.jsonl", rows(4))
+    results = {}
+    for packing in (False, True):
+        monitor = ThroughputMonitor(every_n_steps=2)
+        dm = PoliticianDataModule(data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=4, max_length=64,
+                                  packing=packing, cache_dir=str(tmp_path / "c"))
+        model = PoliticianLM(tiny_path, lora_r=4, optimizer=partial(torch.optim.AdamW, lr=1e-3))
+        trainer = L.Trainer(default_root_dir=tmp_path / str(packing), max_steps=4, accelerator="cpu", logger=False,
+                            enable_progress_bar=False, enable_checkpointing=False, limit_val_batches=0,
+                            callbacks=[monitor])
+        trainer.fit(model, datamodule=dm)
+        results[packing] = monitor.last
+    for m in results.values():
+        assert m["perf/tokens_per_s"] > 0 and m["perf/peak_memory_mb"] > 100 and 0 < m["perf/mfu"] < 1
+    assert results[True]["perf/padding_fraction"] == 0.0 and results[False]["perf/padding_fraction"] > 0.05
