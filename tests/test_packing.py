@@ -46,9 +46,7 @@ def test_packed_loss_equals_unpacked_per_example(tmp_path, tiny_path):
                               packing=True, cache_dir=str(tmp_path / "c"))
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch  # one padding-free row
-    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist()
-    assert len(starts) >= 3 and all(batch["labels"][0, s] == IGNORE_INDEX for s in starts)
+    assert batch["input_ids"].shape[1] <= 64 and batch["attention_mask"].dim() == 4
 
     model = PoliticianLM(tiny_path, lora_r=4, lora_dropout=0.0)
     model.configure_model()
@@ -58,17 +56,26 @@ def test_packed_loss_equals_unpacked_per_example(tmp_path, tiny_path):
             if "lora_B" in n:
                 p.normal_(std=0.05)
         model.model.eval()
-        logits = model(batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
-        bounds = starts + [batch["input_ids"].shape[1]]
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            ids, labels = batch["input_ids"][0, a:b], batch["labels"][0, a:b]
-            alone = model(ids[None]).logits[0]
-            packed_loss = F.cross_entropy(logits[a:b - 1], labels[1:], ignore_index=IGNORE_INDEX)
-            alone_loss = F.cross_entropy(alone[:-1], labels[1:], ignore_index=IGNORE_INDEX)
-            torch.testing.assert_close(packed_loss, alone_loss, rtol=0, atol=1e-5)
-    total = sum(len(x) for x in dm.train_dataset["input_ids"])
+        logits = model(batch["input_ids"], batch["attention_mask"], position_ids=batch["position_ids"]).logits
+        checked = 0
+        for r in range(batch["input_ids"].shape[0]):
+            pos = batch["position_ids"][r].tolist()
+            starts = [i for i, p in enumerate(pos) if p == 0]
+            real = int((batch["labels"][r] != IGNORE_INDEX).nonzero().max()) + 1  # end of the last example
+            bounds = [s for s in starts if s < real] + [real]
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                ids, labels = batch["input_ids"][r, a:b], batch["labels"][r, a:b]
+                assert labels[0] == IGNORE_INDEX  # never predicted from the previous example
+                alone = model(ids[None]).logits[0]
+                packed_loss = F.cross_entropy(logits[r, a:b - 1], labels[1:], ignore_index=IGNORE_INDEX)
+                alone_loss = F.cross_entropy(alone[:-1], labels[1:], ignore_index=IGNORE_INDEX)
+                torch.testing.assert_close(packed_loss, alone_loss, rtol=0, atol=1e-5)
+                checked += 1
+        assert checked >= 3 and checked == int(batch["sequences"])
     batches = list(dm.train_dataloader())
-    assert sum(b["input_ids"].numel() for b in batches) == total  # padding fraction exactly 0
+    real = sum(int(b["real_tokens"]) for b in batches)
+    assert real == sum(len(x) for x in dm.train_dataset["input_ids"])
+    assert 1 - real / sum(b["input_ids"].numel() for b in batches) <= 0.05  # padding fraction at most 5%
 
 
 def test_throughput_monitor_logs_real_tokens_padding_memory_and_mfu(tmp_path, tiny_path):
@@ -93,4 +100,4 @@ def test_throughput_monitor_logs_real_tokens_padding_memory_and_mfu(tmp_path, ti
         results[packing] = monitor.last
     for m in results.values():
         assert m["perf/tokens_per_s"] > 0 and m["perf/peak_memory_mb"] > 100 and 0 < m["perf/mfu"] < 1
-    assert results[True]["perf/padding_fraction"] == 0.0 and results[False]["perf/padding_fraction"] > 0.05
+    assert results[True]["perf/padding_fraction"] < results[False]["perf/padding_fraction"]

@@ -80,11 +80,13 @@ class ThroughputMonitor(L.Callback):
         self.seconds += time.perf_counter() - self._t0
         ids = batch["input_ids"]
         mask = batch.get("attention_mask")
-        real = int(mask.sum()) if mask is not None else ids.numel()
+        if "real_tokens" in batch:  # packed rows say how many tokens are real
+            real, sequences = int(batch["real_tokens"]), int(batch["sequences"])
+        else:
+            real, sequences = (int(mask.sum()) if mask is not None else ids.numel()), ids.shape[0]
         self.real += real
         self.total += ids.numel()
-        starts = int((batch["position_ids"] == 0).sum()) if "position_ids" in batch else ids.shape[0]
-        self.sequences += starts
+        self.sequences += sequences
         if (batch_idx + 1) % self.every_n_steps == 0:
             self._log(trainer)
 

@@ -10,6 +10,7 @@ import bisect
 import random
 from collections.abc import Iterator
 
+import torch
 from torch.utils.data import Sampler
 
 
@@ -48,7 +49,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         seed = self.seed * 1_000_003 + epoch
         rng = random.Random(seed)
         if self.packing:
-            # rows of max_length tokens, batch_size rows per batch; the collator flattens a batch into one sequence
+            # rows of max_length tokens, batch_size rows per batch; PackedRowsCollator lays the batch out as rows
             rows = best_fit_decreasing(self.lengths, self.max_length, seed)
             rows.sort(key=lambda r: -sum(self.lengths[i] for i in r))
             batches = [sum(rows[i:i + self.batch_size], []) for i in range(0, len(rows), self.batch_size)]
@@ -71,3 +72,42 @@ class EpochBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return self._len
+
+
+class PackedRowsCollator:
+    """Pack a batch's examples best-fit-decreasing into rows of at most ``max_length`` tokens.
+
+    Returns ``input_ids``/``labels``/``position_ids`` of shape [rows, longest row] and a 4-D boolean attention mask
+    that is causal and block-diagonal, so an example never attends to another one in its row. ``position_ids``
+    restart at every example and the first label of each example is masked, so no token is predicted from the
+    previous example. Rows are few and nearly full, so padding is small, and attention stays per row (cost
+    rows x max_length^2, not (rows x max_length)^2 as when a whole batch is flattened into one sequence).
+    ``real_tokens`` counts the non-pad tokens (for throughput).
+    """
+
+    def __init__(self, max_length: int, pad_token_id: int, ignore_index: int = -100) -> None:
+        self.max_length, self.pad, self.ignore = max_length, pad_token_id, ignore_index
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        lengths = [len(f["input_ids"]) for f in features]
+        rows = best_fit_decreasing(lengths, max(self.max_length, max(lengths)), seed=0)
+        width = max(sum(lengths[i] for i in row) for row in rows)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        labels = torch.full((len(rows), width), self.ignore, dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        segment = torch.full((len(rows), width), -1, dtype=torch.long)  # -1: padding, attends only to padding
+        for r, row in enumerate(rows):
+            at = 0
+            for s, i in enumerate(row):
+                n = lengths[i]
+                ids[r, at:at + n] = torch.tensor(features[i]["input_ids"])
+                labels[r, at:at + n] = torch.tensor(features[i]["labels"])
+                labels[r, at] = self.ignore
+                positions[r, at:at + n] = torch.arange(n)
+                segment[r, at:at + n] = s
+                at += n
+            positions[r, at:] = torch.arange(width - at)
+        causal = torch.tril(torch.ones(width, width, dtype=torch.bool))
+        mask = (segment[:, :, None] == segment[:, None, :]) & causal
+        return {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask[:, None],
+                "real_tokens": torch.tensor(sum(lengths)), "sequences": torch.tensor(len(features))}

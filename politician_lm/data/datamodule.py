@@ -14,10 +14,10 @@ from datasets import Dataset, concatenate_datasets, load_dataset
 from datasets.exceptions import DatasetGenerationError
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
-from transformers import AutoTokenizer, DataCollatorForSeq2Seq, DataCollatorWithFlattening
+from transformers import AutoTokenizer, DataCollatorForSeq2Seq
 
 from politician_lm.data import records
-from politician_lm.data.batching import EpochBatchSampler
+from politician_lm.data.batching import EpochBatchSampler, PackedRowsCollator
 from politician_lm.data.profiles import load_profile
 from politician_lm.data.templates import PromptFormat, PromptStyle
 from politician_lm.data.tokenize import IGNORE_INDEX, Overlong, adds_bos, encode
@@ -104,9 +104,9 @@ class PoliticianDataModule(L.LightningDataModule):
             num_workers: DataLoader worker processes.
             profiles_dir: Folder of ``<politician>.yaml`` profiles.
             cache_dir: ``datasets`` cache folder; None uses the Hugging Face default.
-            packing: Padding-free training batches: examples packed best-fit-decreasing into rows of ``max_length``
-                (``batch_size`` rows a batch), flattened into one sequence whose ``position_ids`` restart at every
-                example, so examples never attend to each other. Validation stays unpacked. Single device only.
+            packing: Packed training batches: examples packed best-fit-decreasing into rows of ``max_length``
+                (``batch_size`` rows a batch) with ``position_ids`` restarting at every example and a block-diagonal
+                causal mask, so examples never attend to each other. Validation stays unpacked. Single device only.
             group_by_length: Without packing, batch examples of similar length together (less padding).
         """
         super().__init__()
@@ -207,7 +207,8 @@ class PoliticianDataModule(L.LightningDataModule):
             raise UserError("data.packing and data.group_by_length run on one device for now; turn them off for DDP/FSDP")
         lengths = [len(ids) for ids in ds["input_ids"]]
         sampler = EpochBatchSampler(lengths, batch_size, self.hparams.seed, self.hparams.packing, self.hparams.max_length)
-        collator = (DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX) if self.hparams.packing
+        collator = (PackedRowsCollator(self.hparams.max_length, self.tokenizer.pad_token_id, IGNORE_INDEX)
+                    if self.hparams.packing
                     else DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX))
         loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collator, num_workers=self.hparams.num_workers,
                             generator=generator)
