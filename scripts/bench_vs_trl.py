@@ -11,7 +11,7 @@ off, batch of 8 (examples, or packed rows of max_length), fp32 compute on CPU (b
 
 Measured between the start of the first and the end of the last optimizer step: real (non-pad) tokens/s, wall
 time, padding fraction; peak memory is the child's peak RSS (CPU) or peak CUDA allocation (GPU); final loss is the
-mean training loss of the last 5 steps. Requires ``pip install trl``.
+mean training loss of the last 5 steps. Requires TRL: ``pip install -e '.[bench]'``.
 """
 
 from __future__ import annotations
