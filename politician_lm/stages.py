@@ -36,7 +36,8 @@ class Stage:
 
 
 def _args(overrides: dict[str, Any]) -> list[str]:
-    return [f"--{key}={json.dumps(value)}" for key, value in overrides.items()]
+    # strings go as they are (jsonargparse keeps quotes in a str value); everything else as JSON, which YAML reads
+    return [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in overrides.items()]
 
 
 def _folder(root: Path, index: int, stage: Stage) -> Path:

@@ -43,6 +43,7 @@ def test_three_stages_chain_export_and_skip_on_rerun(tmp_path, capsys, chdir_roo
     out = capsys.readouterr().out
     assert "stage style: finished before, skipped" in out and out.count("training on kinds") == 2
     assert (folders[0] / "stage.json").stat().st_mtime_ns == stamps[0]
+    assert (root.parent / "hf-cache").is_dir()  # a string override arrives as the plain path
 
 
 def test_separate_stages_are_merged_with_weights(tmp_path, chdir_root):
