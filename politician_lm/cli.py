@@ -107,13 +107,8 @@ def run_trainer_cli(args: list[str] | None = None, run: bool = True) -> Politici
 
 def check_config_files(args: list[str]) -> None:
     """Every ``--config`` file exists and is a YAML mapping; errors name the file (jsonargparse's do not)."""
-    for i, arg in enumerate(args):
-        if arg in ("--config", "-c") and i + 1 < len(args):
-            path = Path(args[i + 1])
-        elif arg.startswith("--config="):
-            path = Path(arg.split("=", 1)[1])
-        else:
-            continue
+    for name in _config_names(args):
+        path = Path(name)
         if not path.is_file():
             raise UserError(f"{path}: config file not found")
         try:

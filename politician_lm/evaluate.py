@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from politician_lm.adapters.files import parse_list, read_adapter
 from politician_lm.data import records
 from politician_lm.data.profiles import load_profile
 from politician_lm.errors import UserError
-from politician_lm.evaluation.persona import eval_items, score
+from politician_lm.evaluation.persona import eval_items, sample_rows, score
 from politician_lm.io import atomic_dir, check_output
 
 
@@ -100,22 +101,15 @@ def evaluate(
     convs_in = [list(i.messages) for i in items]
     metrics: dict[str, dict[str, float]] = {}
     samples: dict[str, list[dict[str, Any]]] = {}
-    batches = range(0, len(convs_in), batch_size)
-    with tqdm(total=len(names) * len(batches), desc="Evaluating", file=sys.stderr) as bar:
+    with tqdm(total=len(names) * -(-len(convs_in) // batch_size), desc="Evaluating", file=sys.stderr) as bar:
         for index, name in enumerate(names):
-            generations: list[str] = []
-            for start in batches:
-                chunk = convs_in[start:start + batch_size]
-                if index == 0:
-                    with persona.model.disable_adapter():
-                        generations += persona.generate(chunk, max_new_tokens=max_new_tokens, do_sample=False)
-                else:
-                    persona.model.base_model.set_adapter(f"adapter_{index - 1}")
-                    generations += persona.generate(chunk, max_new_tokens=max_new_tokens, do_sample=False)
-                bar.update(1)
+            if index:
+                persona.model.base_model.set_adapter(f"adapter_{index - 1}")
+            with persona.model.disable_adapter() if index == 0 else nullcontext():  # "base": no adapter at all
+                generations = persona.generate(convs_in, batch_size=batch_size, on_batch=bar.update,
+                                               max_new_tokens=max_new_tokens, do_sample=False)
             metrics[name] = score(items, generations, classifier, politician, profile)
-            samples[name] = [{"prompt": i.messages[-1]["content"], "kind": i.kind, "reference": i.reference,
-                              "generation": g} for i, g in zip(items, generations)]
+            samples[name] = sample_rows(items, generations)
     curves = {str(f): read_log(f) for f in log_files}
     with atomic_dir(out) as tmp:
         write_report(tmp, metrics, samples, curves, f"Persona evaluation: {politician or 'model'}")

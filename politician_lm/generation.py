@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -44,16 +45,27 @@ class Persona:
         self._bos = adds_bos(self.tokenizer)
 
     @torch.no_grad()
-    def generate(self, conversations: list[list[dict[str, str]]], streamer: Any = None, **overrides: Any) -> list[str]:
-        """Generate the next assistant turn for each conversation (batched, left-padded)."""
+    def generate(self, conversations: list[list[dict[str, str]]], streamer: Any = None, batch_size: int | None = None,
+                 on_batch: Callable[[int], Any] | None = None, **overrides: Any) -> list[str]:
+        """Generate the next assistant turn for each conversation, ``batch_size`` at a time (left-padded).
+
+        ``on_batch(1)`` is called after every batch (e.g. a progress bar's ``update``).
+        """
         settings = {**self.generation, **{k: v for k, v in overrides.items() if v is not None}}
         if not settings.get("do_sample", False):
             settings = {k: v for k, v in settings.items() if k not in ("temperature", "top_p", "top_k")}
-        batch = self.tokenizer.pad({"input_ids": [self.prompt_ids(c) for c in conversations]}, padding=True,
-                                   padding_side="left", return_tensors="pt").to(self.model.device)
-        out = self.model.generate(**batch, streamer=streamer, pad_token_id=self.tokenizer.pad_token_id,
-                                  eos_token_id=self.tokenizer.eos_token_id, use_cache=True, **settings)
-        return self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        size = batch_size or len(conversations)
+        texts: list[str] = []
+        for start in range(0, len(conversations), size):
+            chunk = conversations[start:start + size]
+            batch = self.tokenizer.pad({"input_ids": [self.prompt_ids(c) for c in chunk]}, padding=True,
+                                       padding_side="left", return_tensors="pt").to(self.model.device)
+            out = self.model.generate(**batch, streamer=streamer, pad_token_id=self.tokenizer.pad_token_id,
+                                      eos_token_id=self.tokenizer.eos_token_id, use_cache=True, **settings)
+            texts += self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            if on_batch is not None:
+                on_batch(1)
+        return texts
 
 
 def _generation_defaults(folder: Path) -> dict[str, Any]:

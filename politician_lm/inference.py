@@ -101,10 +101,10 @@ def generate(
     persona = resolve_persona(adapters, weights, base_model, politician, registry, quantization, allow_pickle)
     torch.manual_seed(seed)
     convs = [r["messages"] if "messages" in r else [{"role": "user", "content": r["prompt"]}] for r in rows]
-    outputs: list[str] = []
-    for i in tqdm(range(0, len(convs), batch_size), desc="Generating", disable=len(convs) <= batch_size, file=sys.stderr):
-        outputs += persona.generate(convs[i:i + batch_size], max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                    temperature=temperature, top_p=top_p)
+    with tqdm(total=-(-len(convs) // batch_size), desc="Generating", disable=len(convs) <= batch_size,
+              file=sys.stderr) as bar:
+        outputs = persona.generate(convs, batch_size=batch_size, on_batch=bar.update, max_new_tokens=max_new_tokens,
+                                   do_sample=do_sample, temperature=temperature, top_p=top_p)
     text = "".join(json.dumps({**r, "generation": g}, ensure_ascii=False) + "\n" for r, g in zip(rows, outputs))
     if output:
         atomic_write_text(output, text)

@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from politician_lm.data import records
 from politician_lm.data.profiles import load_profile
-from politician_lm.evaluation.persona import EvalItem, eval_items, score
+from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, score
 from politician_lm.evaluation.style import load_or_train
 from politician_lm.generation import Persona
 from politician_lm.io import atomic_write_text
@@ -88,16 +88,12 @@ class PersonaEvaluation(L.Callback):
         pl_module.model.eval()
         persona = Persona(model=pl_module.model, tokenizer=dm.tokenizer, style=dm.style)
         convs = [list(i.messages) for i in self.items]
-        generations: list[str] = []
-        for start in range(0, len(convs), self.batch_size):
-            generations += persona.generate(convs[start:start + self.batch_size], max_new_tokens=self.max_new_tokens,
-                                            do_sample=False)
+        generations = persona.generate(convs, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
+                                       do_sample=False)
         if was_training:
             pl_module.model.train()
         metrics = score(self.items, generations, self.classifier, self.politician, self.profile)
-        samples = [{"prompt": i.messages[-1]["content"], "kind": i.kind, "reference": i.reference, "generation": g}
-                   for i, g in zip(self.items, generations)]
-        return {f"persona/{k}": v for k, v in metrics.items()}, samples
+        return {f"persona/{k}": v for k, v in metrics.items()}, sample_rows(self.items, generations)
 
     def _publish(self, trainer: L.Trainer, metrics: dict[str, float], samples: list[dict], tag: str = "",
                  to_loggers: bool = True) -> None:

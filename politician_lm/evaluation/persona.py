@@ -36,6 +36,12 @@ def eval_items(conversations: list[list[dict[str, str]]], kinds: list[str], num_
     return chosen + identity[n_identity: n_identity + spare]
 
 
+def sample_rows(items: list[EvalItem], generations: list[str]) -> list[dict[str, str]]:
+    """The samples table: prompt (last user turn), kind, reference answer and generation."""
+    return [{"prompt": i.messages[-1]["content"], "kind": i.kind, "reference": i.reference, "generation": g}
+            for i, g in zip(items, generations)]
+
+
 def score(items: list[EvalItem], generations: list[str], classifier: StyleClassifier | None = None,
           politician: str | None = None, profile: dict[str, Any] | None = None) -> dict[str, float]:
     """Persona metrics for ``generations`` (one per item), with role labels such as ``POLITICIAN:`` stripped.

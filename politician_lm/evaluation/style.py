@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import joblib
@@ -22,6 +21,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 
 from politician_lm.data import records
 from politician_lm.errors import UserError
+from politician_lm.io import atomic_file
 
 # Bump when the features, the model or the data reading change, so old cache entries are never reused.
 STYLE_VERSION = "style-v1"
@@ -170,13 +170,6 @@ def load_or_train(data_dir: str = "data", cache_dir: str | None = None, seed: in
             classifier.from_cache = True
             return classifier
     classifier = train_from_data_dir(data_dir, seed=seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         joblib.dump(classifier, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return classifier
