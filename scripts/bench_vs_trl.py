@@ -2,6 +2,7 @@
 
     python scripts/bench_vs_trl.py                 # CPU, tiny demo model, bundled Biden data, 3 repeats (~5 min)
     python scripts/bench_vs_trl.py --gpu           # 7B-shaped Mistral (random weights from the config), seq 1024
+    python scripts/bench_vs_trl.py --random-model small --repeats 1   # the random-model path, on a CPU
 
 Every run is a separate child process (one process tree, alternating configurations so machine noise hits all
 alike); the table shows medians. Runs: ours with padding-free packing, ours padded (default), TRL with its default
@@ -11,7 +12,10 @@ off, batch of 8 (examples, or packed rows of max_length), fp32 compute on CPU (b
 
 Measured between the start of the first and the end of the last optimizer step: real (non-pad) tokens/s, wall
 time, padding fraction; peak memory is the child's peak RSS (CPU) or peak CUDA allocation (GPU); final loss is the
-mean training loss of the last 5 steps. Requires TRL: ``pip install -e '.[bench]'``.
+mean training loss of the last 5 steps (runs that pack see other examples in each step, so compare it within a
+pair); eval loss is the completion-token cross-entropy of the trained adapter on held-out records (every 6th bundled
+record, never trained on), computed by one function for every run, so it compares the training itself like for
+like. Requires TRL: ``pip install -e '.[bench]'``.
 """
 
 from __future__ import annotations
@@ -47,13 +51,31 @@ def tick(end):
         torch.cuda.synchronize()
     state["t1" if end else "t0"] = time.perf_counter() if end or state["t0"] is None else state["t0"]
 
-def finish():
+def heldout_loss(model, tok):
+    """Completion-token cross-entropy on the held-out records: one function, one tokenization, for every run."""
+    import torch.nn.functional as F
+    from politician_lm.data.tokenize import encode
+    model.eval()
+    device, total, n = next(model.parameters()).device, 0.0, 0
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+        for r in heldout:
+            e = encode(tok, r["prompt"] + "\n", r["completion"], cfg["max_length"])
+            ids, labels = (torch.tensor([e[k]], device=device) for k in ("input_ids", "labels"))
+            logits, target = model(input_ids=ids, use_cache=False).logits[0, :-1].float(), labels[0, 1:]
+            keep = target != -100
+            total += float(F.cross_entropy(logits[keep], target[keep], reduction="sum"))
+            n += int(keep.sum())
+    return total / n
+
+def finish(model, tok):
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     secs = state["t1"] - state["t0"]
     print("RESULT " + json.dumps({"tokens_per_s": state["tokens"] / secs, "seconds": secs, "peak_mb": peak,
-          "padding": 1 - state["tokens"] / state["total"], "loss": sum(state["losses"][-5:]) / len(state["losses"][-5:])}))
+          "padding": 1 - state["tokens"] / state["total"], "loss": sum(state["losses"][-5:]) / len(state["losses"][-5:]),
+          "eval_loss": heldout_loss(model, tok)}))
 
-records = [json.loads(l) for l in open(cfg["data"]) if l.strip()]
+records = [json.loads(l) for l in open(cfg["data"] + "/train.jsonl") if l.strip()]
+heldout = [json.loads(l) for l in open(cfg["data"] + "/val.jsonl") if l.strip()]
 if cfg["runner"] == "ours":
     import lightning.pytorch as L
     from functools import partial
@@ -66,8 +88,7 @@ if cfg["runner"] == "ours":
             tick(True); state["losses"].append(float(outputs["loss"]))
 
     dm = PoliticianDataModule(data_path=cfg["data"], tokenizer=cfg["model"], batch_size=cfg["batch"], max_length=cfg["max_length"],
-                              packing=cfg["packing"], val_fraction=0.5, cache_dir=cfg["cache"])
-    dm.files = type(dm.files)(train=dm.files.train, val=dm.files.train)  # train on every record, as TRL does
+                              packing=cfg["packing"], cache_dir=cfg["cache"])  # train.jsonl (+ val.jsonl, not used in fit)
     model = PoliticianLM(cfg["model"], quantization="nf4", lora_r=8, lora_alpha=16, lora_dropout=0.05, scheduler="linear",
                          warmup_ratio=0.0, optimizer=partial(torch.optim.AdamW, lr=cfg["lr"]))
     trainer = L.Trainer(max_steps=cfg["steps"], accelerator="gpu" if cuda else "cpu", devices=1, logger=False,
@@ -75,6 +96,7 @@ if cfg["runner"] == "ours":
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[Probe()],
                         default_root_dir=cfg["out"])
     trainer.fit(model, datamodule=dm)
+    finish(model.model, dm.tokenizer)
 else:
     from datasets import Dataset
     from peft import LoraConfig
@@ -122,7 +144,7 @@ else:
         loader.collate_fn = counting
         return loader
     trainer.train()
-finish()
+    finish(trainer.model, tok)
 '''
 
 RUNS = [("ours (packing)", "ours", True), ("ours (padded)", "ours", False), ("TRL defaults", "trl", False),
@@ -137,47 +159,77 @@ def run(name: str, runner: str, packing: bool, common: dict, tmp: str, i: int) -
     return json.loads(proc.stdout.split("RESULT ")[-1].splitlines()[0])
 
 
+SHAPES = {  # random-weight Mistral configs: 7b is Mistral-7B's shape; small checks the same path on a CPU in seconds
+    "7b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32),
+    "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8),
+}
+
+
+def random_mistral(path: str, shape: str, cuda: bool) -> None:
+    """A Mistral with random weights built from its config (nothing downloaded), saved in bf16 with our tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    config = MistralConfig(vocab_size=32000, num_key_value_heads=8, max_position_embeddings=4096, **SHAPES[shape])
+    with torch.device("cuda" if cuda else "cpu"):
+        MistralForCausalLM(config).to(torch.bfloat16).save_pretrained(path)
+    AutoTokenizer.from_pretrained(str(ROOT / "checkpoints" / "tiny-politician")).save_pretrained(path)  # ids fit
+
+
+def split_data(folder: Path) -> None:
+    """The bundled Biden records: every 6th held out (val.jsonl, for the eval loss), the rest to train on."""
+    lines = [l for f in ("style.jsonl", "policy.jsonl", "identity.jsonl")
+             for l in (ROOT / "data" / "biden" / f).read_text().splitlines() if l.strip()]
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(l + "\n" for i, l in enumerate(lines) if i % 6))
+    (folder / "val.jsonl").write_text("".join(l + "\n" for i, l in enumerate(lines) if not i % 6))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each configuration; the table shows medians")
+    ap.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
+    ap.add_argument("--batch", type=int, default=8, help="examples (or packed rows) per step")
     ap.add_argument("--gpu", action="store_true", help="7B-shaped Mistral with random weights, seq 1024 (needs CUDA)")
+    ap.add_argument("--random-model", choices=sorted(SHAPES), default=None,
+                    help="train a random-weight Mistral of this shape instead of the demo model (--gpu implies 7b)")
     args = ap.parse_args()
     import torch
 
+    if args.gpu and not torch.cuda.is_available():
+        raise SystemExit("--gpu needs a CUDA device")
+    shape = args.random_model or ("7b" if args.gpu else None)
     with tempfile.TemporaryDirectory() as tmp:
         model, max_length, lr = str(ROOT / "checkpoints" / "tiny-politician"), 256, 2e-3
+        if shape:
+            model, lr = f"{tmp}/mistral-{shape}-random", 2e-4
+            random_mistral(model, shape, args.gpu)
         if args.gpu:
-            if not torch.cuda.is_available():
-                raise SystemExit("--gpu needs a CUDA device")
-            from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
-
-            config = MistralConfig(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                                   num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=4096)
-            model = f"{tmp}/mistral-7b-random"
-            with torch.device("cuda"):
-                MistralForCausalLM(config).to(torch.bfloat16).save_pretrained(model)
-            tok = AutoTokenizer.from_pretrained(str(ROOT / "checkpoints" / "tiny-politician"))
-            tok.save_pretrained(model)  # any tokenizer whose ids fit the vocab
-            max_length, lr = 1024, 2e-4
-        data = Path(tmp) / "train.jsonl"
-        data.write_text("".join((ROOT / "data" / "biden" / f).read_text() for f in ("style.jsonl", "policy.jsonl", "identity.jsonl")))
-        common = {"model": model, "data": str(data), "batch": args.batch, "steps": args.steps, "seed": 42, "lr": lr,
-                  "max_length": max_length, "gpu": args.gpu}
+            max_length = 1024
+        split_data(Path(tmp) / "data")
+        common = {"model": model, "data": f"{tmp}/data", "batch": args.batch, "steps": args.steps, "seed": 42,
+                  "lr": lr, "max_length": max_length, "gpu": args.gpu}
         results: dict[str, list[dict]] = {name: [] for name, *_ in RUNS}
         for i in range(args.repeats):
             for name, runner, packing in RUNS:
                 r = run(name, runner, packing, common, tmp, i)
                 results[name].append(r)
-                print(f"repeat {i}: {name:<15} {r['tokens_per_s']:9.0f} tok/s  loss {r['loss']:.3f}", flush=True)
+                print(f"repeat {i}: {name:<15} {r['tokens_per_s']:9.0f} tok/s  train loss {r['loss']:.3f}  "
+                      f"eval loss {r['eval_loss']:.3f}", flush=True)
     med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in results.items()}
     ours = med["ours (packing)"]
-    print(f"\n{'run':<16}{'tokens/s':>10}{'wall s':>9}{'padding':>9}{'peak MB':>9}{'loss':>8}{'ours/this':>11}")
+    print(f"\n{'run':<16}{'tokens/s':>10}{'wall s':>9}{'padding':>9}{'peak MB':>9}{'loss':>8}{'eval loss':>11}"
+          f"{'ours/this':>11}")
     for name, m in med.items():
         print(f"{name:<16}{m['tokens_per_s']:>10.0f}{m['seconds']:>9.2f}{m['padding']:>9.1%}{m['peak_mb']:>9.0f}"
-              f"{m['loss']:>8.3f}{ours['tokens_per_s'] / m['tokens_per_s']:>10.2f}x")
-    print(f"(medians of {args.repeats}; {args.steps} optimizer steps, batch {args.batch}, max_length {max_length})")
+              f"{m['loss']:>8.3f}{m['eval_loss']:>11.3f}{ours['tokens_per_s'] / m['tokens_per_s']:>10.2f}x")
+    print(f"(medians of {args.repeats}; {args.steps} optimizer steps, batch {args.batch}, max_length {max_length}; "
+          f"'ours/this' is tokens/s of ours (packing) over the row's)")
+    pairs = [("ours (padded)", "TRL defaults"), ("ours (packing)", "TRL packing")]
+    print(f"\n{'like for like':<36}{'peak memory ours/TRL':>22}{'eval loss ours - TRL':>22}")
+    for a, b in pairs:
+        print(f"{a + ' vs ' + b:<36}{med[a]['peak_mb'] / med[b]['peak_mb']:>22.2f}"
+              f"{med[a]['eval_loss'] - med[b]['eval_loss']:>+22.3f}")
 
 
 if __name__ == "__main__":

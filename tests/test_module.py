@@ -224,3 +224,52 @@ def test_the_whole_model_trains_in_train_mode_so_gradient_checkpointing_is_activ
                         enable_checkpointing=False, num_sanity_val_steps=1, limit_val_batches=1, callbacks=[probe])
     trainer.fit(model, datamodule=_data(tmp_path, tiny_path))
     assert probe.eval_modules == [] and probe.checkpointing
+
+
+def _lora_b_random(model, std=0.05):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=std)
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_loss_on_label_positions_equals_the_models_own_loss_and_gradients(tmp_path, tiny_path, packing):
+    write_jsonl(tmp_path / "d" / "train.jsonl", pc_rows(12))
+    write_jsonl(tmp_path / "d" / "val.jsonl", pc_rows(2))
+    dm = PoliticianDataModule(data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=4, max_length=64,
+                              packing=packing, cache_dir=str(tmp_path / "c"))
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    model = build(tiny_path)
+    assert model._split is not None  # Mistral: logits are exactly head(backbone(x))
+    _lora_b_random(model)
+    losses, grads = [], []
+    for split in (model._split, None):
+        model._split = split
+        model.zero_grad()
+        loss = model._loss(batch)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=1e-5)
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_models_that_post_process_logits_keep_their_own_loss(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Gemma2Config, Gemma2ForCausalLM, MistralConfig, MistralForCausalLM
+
+    from politician_lm.model.module import _split_head
+
+    small = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                 num_key_value_heads=1, head_dim=16)
+    torch.manual_seed(0)
+    for cls, cfg, splits in ((MistralForCausalLM, MistralConfig(**small), True),
+                             (Gemma2ForCausalLM, Gemma2Config(**small, final_logit_softcapping=0.5), False)):
+        model = get_peft_model(cls(cfg), LoraConfig(r=2, target_modules="all-linear"))
+        model.train()
+        assert (_split_head(model) is not None) == splits, cls.__name__
+        assert model.training  # the check puts the model back in train mode

@@ -77,12 +77,14 @@ class EpochBatchSampler(Sampler[list[int]]):
 class PackedRowsCollator:
     """Pack a batch's examples best-fit-decreasing into rows of at most ``max_length`` tokens.
 
-    Returns ``input_ids``/``labels``/``position_ids`` of shape [rows, longest row] and a 4-D boolean attention mask
-    that is causal and block-diagonal, so an example never attends to another one in its row. ``position_ids``
-    restart at every example and the first label of each example is masked, so no token is predicted from the
-    previous example. Rows are few and nearly full, so padding is small, and attention stays per row (cost
-    rows x max_length^2, not (rows x max_length)^2 as when a whole batch is flattened into one sequence).
-    ``real_tokens`` counts the non-pad tokens (for throughput).
+    Returns ``input_ids``/``labels``/``position_ids`` of shape [rows, longest row] and no attention mask:
+    ``position_ids`` restart at every example (and at the padding that ends a row), and with ``use_cache=False``
+    transformers builds a block-diagonal causal mask from them, so an example never attends to another one in its
+    row. The first label of each example is masked, so no token is predicted from the previous example. Rows are few
+    and nearly full, so padding is small, and attention stays per row (cost rows x max_length^2, not
+    (rows x max_length)^2 as when a whole batch is flattened into one sequence for SDPA). With FlashAttention the
+    module flattens the rows into one varlen sequence (see ``PoliticianLM._loss``). ``real_tokens`` counts the
+    non-pad tokens (for throughput).
     """
 
     def __init__(self, max_length: int, pad_token_id: int, ignore_index: int = -100) -> None:
@@ -95,19 +97,15 @@ class PackedRowsCollator:
         ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
         labels = torch.full((len(rows), width), self.ignore, dtype=torch.long)
         positions = torch.zeros((len(rows), width), dtype=torch.long)
-        segment = torch.full((len(rows), width), -1, dtype=torch.long)  # -1: padding, attends only to padding
         for r, row in enumerate(rows):
             at = 0
-            for s, i in enumerate(row):
+            for i in row:
                 n = lengths[i]
                 ids[r, at:at + n] = torch.tensor(features[i]["input_ids"])
                 labels[r, at:at + n] = torch.tensor(features[i]["labels"])
                 labels[r, at] = self.ignore
                 positions[r, at:at + n] = torch.arange(n)
-                segment[r, at:at + n] = s
                 at += n
-            positions[r, at:] = torch.arange(width - at)
-        causal = torch.tril(torch.ones(width, width, dtype=torch.bool))
-        mask = (segment[:, :, None] == segment[:, None, :]) & causal
-        return {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask[:, None],
+            positions[r, at:] = torch.arange(width - at)  # the row's padding is a segment of its own
+        return {"input_ids": ids, "labels": labels, "position_ids": positions,
                 "real_tokens": torch.tensor(sum(lengths)), "sequences": torch.tensor(len(features))}

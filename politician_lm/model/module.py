@@ -8,12 +8,14 @@ from typing import Any, Literal
 
 import lightning.pytorch as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import get_scheduler
 
 from politician_lm.adapters.files import attach_adapter, check_fits_base, read_adapter
+from politician_lm.data.tokenize import IGNORE_INDEX
 from politician_lm.errors import UserError
 from politician_lm.model.loading import ComputeDtype, Quantization, QuantStorage, load_base_model, resolve_compute_dtype
 
@@ -85,6 +87,8 @@ class PoliticianLM(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer"])  # a callable; LightningCLI's config.yaml records it
         self.optimizer_factory = optimizer
         self.model: Any = None
+        self._split: tuple[torch.nn.Module, torch.nn.Module] | None = None  # (backbone, head), set in configure_model
+        self._flatten_packed = False
         self.strict_loading = False  # checkpoints hold only the trainable parameters
         self._val_losses: list[tuple[float, int]] = []
         self.bad_steps = 0  # consecutive steps skipped for a non-finite loss or gradient
@@ -126,6 +130,11 @@ class PoliticianLM(L.LightningModule):
         # mode transformers silently skips gradient checkpointing, so the whole model goes to train mode here.
         self.model.train()
         self.compute_dtype = dtype
+        self._split = _split_head(self.model)
+        # FlashAttention reads packing from position_ids only in a batch of one sequence (varlen); other kernels
+        # get a block-diagonal mask built from position_ids, which is cheapest per row.
+        self._flatten_packed = "flash" in str(getattr(self.model.config, "_attn_implementation", None) or "")
+
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
@@ -153,11 +162,31 @@ class PoliticianLM(L.LightningModule):
     # -- steps ----------------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> Any:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, position_ids=position_ids)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, position_ids=position_ids,
+                          use_cache=False)
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        # packed batches carry position_ids and no attention mask: transformers then masks block-diagonally
-        return self(batch["input_ids"], batch.get("attention_mask"), batch["labels"], batch.get("position_ids")).loss
+        """Mean next-token cross-entropy over the completion tokens (labels other than -100).
+
+        Packed batches carry ``position_ids`` (restarting at every example) and no attention mask: transformers then
+        masks block-diagonally. The output head runs only on the positions that have a label, so the prompt tokens'
+        logits (a [tokens, vocab] tensor, and its gradient) are never built: for a 7B model at 1024 tokens x 8 rows
+        that is about 1 GiB of fp32 logits per batch. Falls back to the model's own loss where the head cannot be
+        split off (see ``_split_head``). With FlashAttention, packed rows are flattened into one varlen sequence.
+        """
+        if self._flatten_packed and "position_ids" in batch:
+            # rows -> one sequence; every row starts an example at position 0, so no segment runs across rows
+            batch = {k: batch[k].reshape(1, -1) for k in ("input_ids", "labels", "position_ids")}
+        labels = batch["labels"]
+        if self._split is None:
+            return self(batch["input_ids"], batch.get("attention_mask"), labels, batch.get("position_ids")).loss
+        backbone, head = self._split
+        hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                          position_ids=batch.get("position_ids"), use_cache=False).last_hidden_state
+        targets = labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        logits = head(hidden[:, :-1][keep])
+        return F.cross_entropy(logits.float(), targets[keep])  # no completion token: NaN, as transformers gives
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         loss = self._loss(batch)
@@ -232,3 +261,29 @@ class PoliticianLM(L.LightningModule):
         scheduler = get_scheduler(self.hparams.scheduler, optimizer,
                                   num_warmup_steps=int(self.hparams.warmup_ratio * total), num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _split_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """``(backbone, output head)`` of a PEFT-wrapped causal LM whose logits are exactly ``head(backbone(x))``.
+
+    Checked once on a short fixed input (no randomness drawn): models that post-process logits (soft-capping,
+    scaling) or have no separable backbone return None, and training uses the model's own loss.
+    """
+    base = model.get_base_model()
+    backbone, head = getattr(base, getattr(base, "base_model_prefix", ""), None), base.get_output_embeddings()
+    if not isinstance(backbone, torch.nn.Module) or not isinstance(head, torch.nn.Module):
+        return None
+    device = next(head.parameters()).device
+    ids = (torch.arange(16, device=device) * 7919 % base.config.get_text_config().vocab_size).view(2, 8)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            full = model(input_ids=ids, use_cache=False).logits.float()
+            split = head(backbone(input_ids=ids, use_cache=False).last_hidden_state).float()
+    except (TypeError, AttributeError, ValueError):
+        return None
+    finally:
+        model.train(was_training)
+    close = split.shape == full.shape and torch.allclose(split, full, rtol=1e-3, atol=1e-3 * float(full.abs().max()) + 1e-5)
+    return (backbone, head) if close else None
