@@ -20,16 +20,22 @@ class Probe(L.Callback):
 
     def __init__(self, out: str):
         self.out = out
+        self.examples = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.examples += int(batch["sequences"]) if "sequences" in batch else batch["input_ids"].shape[0]
 
     def on_train_end(self, trainer, pl_module):
         exports = [c.exported for c in trainer.callbacks if isinstance(c, AdapterExport)]
         state = {n: p.detach().cpu() for n, p in pl_module.named_parameters() if p.requires_grad}
-        torch.save({"world": trainer.world_size, "step": trainer.global_step, "state": state, "exported": exports},
+        torch.save({"world": trainer.world_size, "step": trainer.global_step, "state": state, "exported": exports,
+                    "examples": self.examples, "train_size": len(trainer.datamodule.train_dataset)},
                    f"{self.out}/rank{trainer.global_rank}.pt")
 '''
 
 
-def test_two_process_ddp_on_cpu(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--data.packing", "true"]], ids=["padded", "packing"])
+def test_two_process_ddp_on_cpu(tmp_path, extra):
     (tmp_path / "ddp_probe.py").write_text(PROBE)
     root = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -38,13 +44,15 @@ def test_two_process_ddp_on_cpu(tmp_path):
          "--trainer.devices", "2", "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1",
          "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
          "--data.cache_dir", str(tmp_path / "hf-cache"), "--trainer.callbacks+=ddp_probe.Probe",
-         f"--trainer.callbacks.out={tmp_path}"],
+         f"--trainer.callbacks.out={tmp_path}", *extra],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2] and ranks[0]["step"] == ranks[1]["step"] > 0
     for name, weight in ranks[0]["state"].items():
         assert torch.equal(weight, ranks[1]["state"][name]), name  # gradients were averaged across ranks
+    seen, size = [r["examples"] for r in ranks], ranks[0]["train_size"]
+    assert size <= sum(seen) < size + max(seen) / ranks[0]["step"] * 2  # each rank its own share (+ padding batches)
     lora_b = [w for n, w in ranks[0]["state"].items() if "lora_B" in n]
     assert any(w.abs().sum() > 0 for w in lora_b), "the adapters must have trained"
     assert "best" in ranks[0]["exported"][0] and ranks[1]["exported"] == [[]]  # probed before "last" is written

@@ -39,6 +39,21 @@ def test_batch_plans_are_seeded_per_epoch_and_resume_part_way():
     assert spread < 3  # similar lengths in a batch
 
 
+def test_batch_plans_shard_across_ranks_disjoint_and_equal_in_count():
+    lengths = [3 + (i * 7) % 20 for i in range(61)]
+    for packing in (True, False):
+        whole = list(EpochBatchSampler(lengths, 4, seed=1, packing=packing, max_length=32))
+        shards = [list(EpochBatchSampler(lengths, 4, seed=1, packing=packing, max_length=32, num_replicas=3, rank=r))
+                  for r in range(3)]
+        assert len({len(s) for s in shards}) == 1 and len(shards[0]) == -(-len(whole) // 3)
+        seen = [tuple(b) for s in shards for b in s]
+        assert set(seen) == {tuple(b) for b in whole}  # every batch of the plan, on one rank or another
+        assert len(seen) - len(set(seen)) == len(shards[0]) * 3 - len(whole)  # only the padding repeats
+        s = EpochBatchSampler(lengths, 4, seed=1, packing=packing, max_length=32, num_replicas=3, rank=1)
+        s.start = 2
+        assert list(s) == shards[1][2:]
+
+
 def test_packed_loss_equals_unpacked_per_example(tmp_path, tiny_path):
     write_jsonl(tmp_path / "d" / "train.jsonl", rows(24))
     write_jsonl(tmp_path / "d" / "val.jsonl", rows(4))

@@ -1,7 +1,9 @@
 """Batch plans that cut padding: best-fit-decreasing packing (padding-free rows) and length-grouped batches.
 
-Both are batch samplers whose order is a function of (seed, epoch): Lightning calls ``set_epoch`` each epoch, and
-``start`` lets a resumed run begin part-way into an epoch, as the DataModule's resume logic expects.
+Both are batch plans whose order is a function of (seed, epoch): Lightning calls ``set_epoch`` each epoch, and
+``start`` lets a resumed run begin part-way into an epoch, as the DataModule's resume logic expects. Under DDP every
+rank builds the same plan and takes every ``num_replicas``-th batch, so ranks see disjoint batches, the same number
+of them.
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 import bisect
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, DistributedSampler
 
 
 def best_fit_decreasing(lengths: list[int], capacity: int, seed: int) -> list[list[int]]:
@@ -33,17 +36,21 @@ def best_fit_decreasing(lengths: list[int], capacity: int, seed: int) -> list[li
     return bins
 
 
-class EpochBatchSampler(Sampler[list[int]]):
-    """Yields the batches of ``plan(epoch)``, shuffled per (seed, epoch), from position ``start``."""
+class EpochBatchSampler(DistributedSampler):
+    """Yields this rank's batches (lists of example indices) of ``plan(epoch)``, shuffled per (seed, epoch).
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, packing: bool, max_length: int) -> None:
-        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+    A ``DistributedSampler`` built with the real world size, so Lightning keeps it under DDP instead of injecting its
+    own; it is the loader's ``sampler`` with ``batch_size=None`` and the dataset wrapped in ``IndexedBatches``. When
+    the batches do not divide evenly, the first ones are repeated on the last ranks (as ``DistributedSampler`` does).
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, packing: bool, max_length: int,
+                 num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(range(len(lengths)), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.lengths, self.batch_size = lengths, batch_size
         self.packing, self.max_length = packing, max_length
-        self.epoch, self.start = 0, 0
-        self._len = len(self._batches(0))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.start = 0
+        self._len = -(-len(self._batches(0)) // num_replicas)
 
     def _batches(self, epoch: int) -> list[list[int]]:
         seed = self.seed * 1_000_003 + epoch
@@ -66,12 +73,27 @@ class EpochBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._batches(self.epoch)[self.start:]
+        batches = self._batches(self.epoch)
+        batches += batches[:self._len * self.num_replicas - len(batches)]
+        mine = batches[self.rank::self.num_replicas][self.start:]
         self.start = 0
-        return iter(batches)
+        return iter(mine)
 
     def __len__(self) -> int:
         return self._len
+
+
+class IndexedBatches(Dataset):
+    """A dataset read a batch at a time: ``batches[[i, j, ...]]`` is the list of those examples."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, indices: list[int]) -> list[dict]:
+        return self.dataset.__getitems__(indices)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
 
 
 class PackedRowsCollator:

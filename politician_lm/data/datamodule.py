@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from transformers import AutoTokenizer, DataCollatorForSeq2Seq
 
 from politician_lm.data import records
-from politician_lm.data.batching import EpochBatchSampler, PackedRowsCollator
+from politician_lm.data.batching import EpochBatchSampler, IndexedBatches, PackedRowsCollator
 from politician_lm.data.profiles import load_profile
 from politician_lm.data.templates import PromptFormat, PromptStyle
 from politician_lm.data.tokenize import IGNORE_INDEX, Overlong, adds_bos, encode
@@ -106,7 +106,8 @@ class PoliticianDataModule(L.LightningDataModule):
             cache_dir: ``datasets`` cache folder; None uses the Hugging Face default.
             packing: Packed training batches: examples packed best-fit-decreasing into rows of ``max_length``
                 (``batch_size`` rows a batch) with ``position_ids`` restarting at every example and a block-diagonal
-                causal mask, so examples never attend to each other. Validation stays unpacked. Single device only.
+                causal mask, so examples never attend to each other. Validation stays unpacked. Under DDP each rank
+                takes its share of the batches.
             group_by_length: Without packing, batch examples of similar length together (less padding).
         """
         super().__init__()
@@ -202,19 +203,23 @@ class PoliticianDataModule(L.LightningDataModule):
 
     # -- loaders --------------------------------------------------------------------------------------------
     def _plan_loader(self, ds: Dataset, batch_size: int, generator: Any) -> DataLoader:
-        """Packed or length-grouped train batches (see ``data.batching``)."""
-        if self.trainer is not None and self.trainer.world_size > 1:
-            raise UserError("data.packing and data.group_by_length run on one device for now; turn them off for DDP/FSDP")
+        """Packed or length-grouped train batches (see ``data.batching``), sharded across DDP ranks."""
         lengths = [len(ids) for ids in ds["input_ids"]]
-        sampler = EpochBatchSampler(lengths, batch_size, self.hparams.seed, self.hparams.packing, self.hparams.max_length)
+        world, rank = self._world()
+        sampler = EpochBatchSampler(lengths, batch_size, self.hparams.seed, self.hparams.packing,
+                                    self.hparams.max_length, num_replicas=world, rank=rank)
         collator = (PackedRowsCollator(self.hparams.max_length, self.tokenizer.pad_token_id, IGNORE_INDEX)
                     if self.hparams.packing
                     else DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX))
-        loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collator, num_workers=self.hparams.num_workers,
-                            generator=generator)
+        loader = DataLoader(IndexedBatches(ds), sampler=sampler, batch_size=None, collate_fn=collator,
+                            num_workers=self.hparams.num_workers, generator=generator)
         self._apply_resume(sampler, len(loader), 1)
         self._train_sampler = sampler
         return loader
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def _apply_resume(self, sampler: Any, n_batches: int, batch_size: int) -> None:
         if self._resume_at is None:  # set by load_state_dict() when fit resumes from a checkpoint
@@ -238,8 +243,7 @@ class PoliticianDataModule(L.LightningDataModule):
                               generator=generator)
         if self.hparams.packing or self.hparams.group_by_length:
             return self._plan_loader(ds, batch_size, generator)
-        trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        world, rank = self._world()
         sampler = ResumableSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=self.hparams.seed)
         loader = DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collator,
                             num_workers=self.hparams.num_workers, generator=generator)
