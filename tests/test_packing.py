@@ -120,3 +120,39 @@ def test_throughput_monitor_logs_real_tokens_padding_memory_and_mfu(tmp_path, ti
     for m in results.values():
         assert m["perf/tokens_per_s"] > 0 and m["perf/peak_memory_mb"] > 100 and 0 < m["perf/mfu"] < 1
     assert results[True]["perf/padding_fraction"] < results[False]["perf/padding_fraction"]
+
+
+def test_packed_fit_reshuffles_every_epoch_and_resumes_on_the_same_batches(tmp_path, tiny_path):
+    """Lightning calls set_epoch on a loader's sampler only: the batch plan must be that sampler (a regression)."""
+    from functools import partial
+
+    import lightning.pytorch as L
+
+    write_jsonl(tmp_path / "d" / "train.jsonl", rows(40))
+    write_jsonl(tmp_path / "d" / "val.jsonl", rows(4))
+
+    class Seen(L.Callback):
+        def __init__(self):
+            self.batches = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.batches.append((trainer.current_epoch, int(batch["input_ids"].sum()), int(batch["sequences"])))
+
+    def fit(max_epochs, ckpt_path=None):
+        seen = Seen()
+        dm = PoliticianDataModule(data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=2, max_length=64,
+                                  packing=True, cache_dir=str(tmp_path / "c"))
+        model = PoliticianLM(tiny_path, lora_r=4, optimizer=partial(torch.optim.AdamW, lr=1e-3))
+        trainer = L.Trainer(default_root_dir=tmp_path / "run", max_epochs=max_epochs, accelerator="cpu", logger=False,
+                            enable_progress_bar=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[seen])
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        return seen.batches
+
+    whole = fit(3)
+    epochs = [[b for b in whole if b[0] == e] for e in range(3)]
+    assert len(epochs[0]) >= 3 and sum(n for *_, n in epochs[0]) == 40
+    assert [b[1:] for b in epochs[0]] != [b[1:] for b in epochs[1]] != [b[1:] for b in epochs[2]]  # a new plan each epoch
+    first = fit(1)
+    assert first == epochs[0]
+    resumed = fit(3, ckpt_path=str(tmp_path / "run" / "checkpoints" / "epoch=0-step=" f"{len(first)}.ckpt"))
+    assert resumed == epochs[1] + epochs[2]
