@@ -264,8 +264,8 @@ def test_models_that_post_process_logits_keep_their_own_loss(tmp_path):
 
     from politician_lm.model.module import _split_head
 
-    small = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                 num_key_value_heads=1, head_dim=16)
+    small = {"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+             "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16}
     torch.manual_seed(0)
     for cls, cfg, splits in ((MistralForCausalLM, MistralConfig(**small), True),
                              (Gemma2ForCausalLM, Gemma2Config(**small, final_logit_softcapping=0.5), False)):

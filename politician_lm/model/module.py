@@ -19,6 +19,7 @@ from politician_lm.data.tokenize import IGNORE_INDEX
 from politician_lm.errors import UserError
 from politician_lm.model.loading import ComputeDtype, Quantization, QuantStorage, load_base_model, resolve_compute_dtype
 
+
 class TrainingDiverged(UserError):
     """Too many consecutive steps with a non-finite loss or gradient."""
 
