@@ -68,3 +68,26 @@ def fit_adapter(root: Path, tiny_path: str, rows: list[dict], max_steps: int = 3
                         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[AdapterExport()])
     trainer.fit(model, datamodule=dm)
     return root / "adapters" / "last"
+
+
+def first_train_batch(root: Path, tiny_path: str, rows: list[dict], **data_kw) -> tuple:
+    """``(datamodule, its first training batch)`` over ``rows`` (2 of them also as validation), max_length 64."""
+    from politician_lm import PoliticianDataModule
+
+    write_jsonl(root / "d" / "train.jsonl", rows)
+    write_jsonl(root / "d" / "val.jsonl", rows[:2])
+    dm = PoliticianDataModule(data_path=str(root / "d"), tokenizer=tiny_path, max_length=64,
+                              cache_dir=str(root / "c"), **data_kw)
+    dm.setup("fit")
+    return dm, next(iter(dm.train_dataloader()))
+
+
+def randomize_lora_b(model, std: float = 0.05, seed: int = 0) -> None:
+    """LoRA B starts at zero (a no-op adapter); random values make the adapter change the outputs."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=std)

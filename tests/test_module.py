@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from politician_lm import AdapterExport, PoliticianDataModule, PoliticianLM
-from tests.conftest import pc_rows, write_jsonl
+from tests.conftest import first_train_batch, pc_rows, randomize_lora_b, write_jsonl
 
 N_LINEAR = 2 * 7  # tiny model: 2 decoder layers x (q, k, v, o, gate, up, down)
 
@@ -175,10 +175,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_path, tokenizer, q
         torch.manual_seed(0)
         model = build(tiny_path, quantization=quant, gradient_checkpointing=ckpt)
         assert model.model.base_model.model.is_gradient_checkpointing == ckpt
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if "lora_B" in n:
-                    p.normal_(std=0.02)
+        randomize_lora_b(model, std=0.02)
         model.model.train()
         model(ids, labels=ids).loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
@@ -226,25 +223,12 @@ def test_the_whole_model_trains_in_train_mode_so_gradient_checkpointing_is_activ
     assert probe.eval_modules == [] and probe.checkpointing
 
 
-def _lora_b_random(model, std=0.05):
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(std=std)
-
-
 @pytest.mark.parametrize("packing", [False, True])
 def test_loss_on_label_positions_equals_the_models_own_loss_and_gradients(tmp_path, tiny_path, packing):
-    write_jsonl(tmp_path / "d" / "train.jsonl", pc_rows(12))
-    write_jsonl(tmp_path / "d" / "val.jsonl", pc_rows(2))
-    dm = PoliticianDataModule(data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=4, max_length=64,
-                              packing=packing, cache_dir=str(tmp_path / "c"))
-    dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
+    _, batch = first_train_batch(tmp_path, tiny_path, pc_rows(12), batch_size=4, packing=packing)
     model = build(tiny_path)
     assert model._split is not None  # Mistral: logits are exactly head(backbone(x))
-    _lora_b_random(model)
+    randomize_lora_b(model)
     losses, grads = [], []
     for split in (model._split, None):
         model._split = split

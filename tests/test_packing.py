@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from politician_lm import PoliticianDataModule, PoliticianLM
 from politician_lm.data.batching import EpochBatchSampler, best_fit_decreasing
 from politician_lm.data.tokenize import IGNORE_INDEX
-from tests.conftest import write_jsonl
+from tests.conftest import first_train_batch, randomize_lora_b, write_jsonl
 
 
 def rows(n):
@@ -55,21 +55,13 @@ def test_batch_plans_shard_across_ranks_disjoint_and_equal_in_count():
 
 
 def test_packed_loss_equals_unpacked_per_example(tmp_path, tiny_path):
-    write_jsonl(tmp_path / "d" / "train.jsonl", rows(24))
-    write_jsonl(tmp_path / "d" / "val.jsonl", rows(4))
-    dm = PoliticianDataModule(data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=2, max_length=64,
-                              packing=True, cache_dir=str(tmp_path / "c"))
-    dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
+    dm, batch = first_train_batch(tmp_path, tiny_path, rows(24), batch_size=2, packing=True)
     assert batch["input_ids"].shape[1] <= 64 and "attention_mask" not in batch  # transformers masks from position_ids
 
     model = PoliticianLM(tiny_path, lora_r=4, lora_dropout=0.0)
     model.configure_model()
-    torch.manual_seed(0)
+    randomize_lora_b(model)
     with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(std=0.05)
         model.model.eval()
         logits = model(batch["input_ids"], position_ids=batch["position_ids"]).logits
         checked = 0
