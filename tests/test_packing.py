@@ -148,3 +148,16 @@ def test_packed_fit_reshuffles_every_epoch_and_resumes_on_the_same_batches(tmp_p
     assert first == epochs[0]
     resumed = fit(3, ckpt_path=str(tmp_path / "run" / "checkpoints" / "epoch=0-step=" f"{len(first)}.ckpt"))
     assert resumed == epochs[1] + epochs[2]
+
+
+def test_throughput_monitor_counts_the_head_on_completion_tokens_and_leaves_out_embeddings(tmp_path, tiny_path):
+    from politician_lm.callbacks import ThroughputMonitor
+    from politician_lm.callbacks.throughput import count_params
+
+    model = PoliticianLM(tiny_path, lora_r=4)
+    model.configure_model()
+    monitor = ThroughputMonitor(peak_tflops=1.0)
+    monitor.on_fit_start(None, model)
+    vocab_x_hidden = 1536 * 128  # tiny model: untied embedding and head
+    assert monitor.embed == monitor.head == vocab_x_hidden and monitor.head_on_labels
+    assert monitor.frozen + monitor.embed + monitor.head == count_params(model)[0]
