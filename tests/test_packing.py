@@ -52,6 +52,10 @@ def test_batch_plans_shard_across_ranks_disjoint_and_equal_in_count():
         s = EpochBatchSampler(lengths, 4, seed=1, packing=packing, max_length=32, num_replicas=3, rank=1)
         s.start = 2
         assert list(s) == shards[1][2:]
+    # fewer batches than ranks: every rank still gets one (a rank with none would hang the others in DDP)
+    few = [list(EpochBatchSampler([5, 6], 2, seed=1, packing=False, max_length=32, num_replicas=4, rank=r))
+           for r in range(4)]
+    assert [len(b) for b in few] == [1, 1, 1, 1]
 
 
 def test_packed_loss_equals_unpacked_per_example(tmp_path, tiny_path):

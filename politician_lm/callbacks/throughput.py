@@ -22,6 +22,8 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 
+from politician_lm.data.tokenize import IGNORE_INDEX
+
 
 def count_params(module: torch.nn.Module) -> tuple[int, int]:
     """(frozen, trainable) parameter counts; packed 4-bit weights count as their unpacked size."""
@@ -102,7 +104,7 @@ class ThroughputMonitor(L.Callback):
             real, sequences = (mask.sum() if mask is not None else ids.numel()), ids.shape[0]
         self.real = self.real + real
         self.sequences = self.sequences + sequences
-        self.head_tokens = self.head_tokens + ((labels != -100).sum() if self.head_on_labels and labels is not None
+        self.head_tokens = self.head_tokens + ((labels != IGNORE_INDEX).sum() if self.head_on_labels and labels is not None
                                                else real)
         self.total += ids.numel()
         self.batches += 1

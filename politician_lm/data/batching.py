@@ -74,7 +74,8 @@ class EpochBatchSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._batches(self.epoch)
-        batches += batches[:self._len * self.num_replicas - len(batches)]
+        padded = self._len * self.num_replicas
+        batches = (batches * -(-padded // len(batches)))[:padded]  # repeat from the start until every rank has _len
         mine = batches[self.rank::self.num_replicas][self.start:]
         self.start = 0
         return iter(mine)

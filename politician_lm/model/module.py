@@ -136,7 +136,6 @@ class PoliticianLM(L.LightningModule):
         # get a block-diagonal mask built from position_ids, which is cheapest per row.
         self._flatten_packed = "flash" in str(getattr(self.model.config, "_attn_implementation", None) or "")
 
-
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         return {k: v for k, v in self.state_dict().items() if k in trainable}
