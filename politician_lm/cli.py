@@ -29,13 +29,15 @@ from politician_lm.data.prepare import prepare
 from politician_lm.errors import UserError
 from politician_lm.evaluate import evaluate
 from politician_lm.inference import chat, generate
+from politician_lm.model.gguf import import_model
 from politician_lm.model.module import PoliticianLM
 from politician_lm.stages import stages
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 # Non-trainer verbs: name -> typed function; jsonargparse builds each parser from the signature and docstring.
 COMMANDS: dict[str, Callable[..., Any]] = {"merge": merge, "export": export, "generate": generate, "chat": chat,
-                                           "evaluate": evaluate, "stages": stages, "prepare": prepare}
+                                           "evaluate": evaluate, "stages": stages, "prepare": prepare,
+                                           "import-model": import_model}
 
 
 class PoliticianCLI(LightningCLI):

@@ -46,7 +46,13 @@ class PromptStyle:
         full = tokenizer.apply_chat_template(msgs, tokenize=False)
         if not full.startswith(prompt):
             raise ValueError("the chat template does not render the conversation as prompt + answer; use 'plain'")
-        return prompt, full[len(prompt):]
+        completion = full[len(prompt):]
+        eos = getattr(tokenizer, "eos_token", None)
+        if eos and completion.rstrip().endswith(eos):
+            # ChatML writes "<|im_end|>\n": end the completion at the end-of-turn token, so EOS is learned once
+            # and is the last label, as for templates that end with "</s>".
+            completion = completion.rstrip()
+        return prompt, completion
 
     def generation_prompt(self, messages: list[dict[str, str]], tokenizer: Any = None) -> str:
         """The prompt for generating the next assistant turn after ``messages`` (which ends with a user turn)."""
