@@ -1,115 +1,70 @@
-"""``politician-lm``: the LightningCLI for fit/validate/test/predict, plus room for the other verbs.
+"""``politician-lm``: dispatch only. Trainer verbs go to ``politician_lm.training`` (a LightningCLI); every other
+verb is a typed function named in ``COMMANDS`` and parsed by jsonargparse from its signature and docstring.
 
-Trainer verbs go to Lightning's CLI, so ``--help``, ``--print_config`` and repeated ``--config`` behave as
-Lightning users expect. Other verbs (merge, export, generate, chat, prepare, evaluate, stages) are typed
-functions registered in ``COMMANDS`` and parsed by jsonargparse from their signatures and docstrings.
+Nothing heavy is imported until a verb runs, so ``politician-lm --help`` answers at once: the overview reads each
+command's one-line summary from its source without importing it. Adding a verb is one line in ``COMMANDS``.
 """
 
 from __future__ import annotations
 
-import os
+import ast
+import importlib
+import importlib.util
 import sys
-from argparse import ArgumentError
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import yaml
-from jsonargparse import Namespace
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import WandbLogger
-
-from politician_lm.adapters.export import export
-from politician_lm.adapters.merge import merge
-from politician_lm.callbacks.export import AdapterExport
-from politician_lm.callbacks.predictions import PredictionWriter
-from politician_lm.data.datamodule import PoliticianDataModule
-from politician_lm.data.prepare import prepare
 from politician_lm.errors import UserError
-from politician_lm.evaluate import evaluate
-from politician_lm.inference import chat, generate
-from politician_lm.model.gguf import import_model
-from politician_lm.model.module import PoliticianLM
-from politician_lm.stages import stages
-
-TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
-# Non-trainer verbs: name -> typed function; jsonargparse builds each parser from the signature and docstring.
-COMMANDS: dict[str, Callable[..., Any]] = {"merge": merge, "export": export, "generate": generate, "chat": chat,
-                                           "evaluate": evaluate, "stages": stages, "prepare": prepare,
-                                           "import-model": import_model}
-
-
-class PoliticianCLI(LightningCLI):
-    """LightningCLI with the adapter export and a resumable checkpoint always configured."""
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("model.model_name_or_path", "data.tokenizer")
-        parser.add_lightning_class_args(AdapterExport, "adapter_export")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
-        parser.add_argument("--wandb", type=bool, default=False,
-                            help="Also log to Weights & Biases (CSV stays on); offline unless WANDB_API_KEY is set.")
-        parser.set_defaults({
-            "checkpoint.monitor": "val_loss",
-            "checkpoint.mode": "min",
-            "checkpoint.save_top_k": 1,
-            "checkpoint.save_last": True,
-            "checkpoint.filename": "step{step}",
-            "checkpoint.every_n_train_steps": 50,  # a preempted run loses at most this many steps
-            "checkpoint.auto_insert_metric_name": False,
-        })
-
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.get("wandb"):
-            config.trainer.logger = wandb_loggers(config.trainer.default_root_dir or ".", config.trainer.logger)
-
-    def before_fit(self) -> None:
-        for logger in self.trainer.loggers:
-            if isinstance(logger, WandbLogger) and logger._offline:
-                print(f"W&B is offline (no WANDB_API_KEY, or WANDB_MODE=offline): the run is saved in {logger.experiment.dir}; "
-                      f"upload it later with `wandb sync {Path(logger.experiment.dir).parent}`", file=sys.stderr)
-
-    def instantiate_trainer(self, **kwargs: Any) -> Any:
-        trainer = super().instantiate_trainer(**kwargs)
-        # Checkpoints live in <default_root_dir>/checkpoints, not in a per-version log folder, so that
-        # `fit --ckpt_path last` finds the previous run's last.ckpt.
-        for cb in trainer.checkpoint_callbacks:
-            if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
-                cb.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
-        return trainer
+from politician_lm.hints import TRAINER_COMMANDS, config_names, obvious_mistake
+# Non-trainer verbs: name -> "module:function"; jsonargparse builds each parser from the signature and docstring.
+COMMANDS: dict[str, str] = {
+    "merge": "politician_lm.adapters.merge:merge",
+    "export": "politician_lm.adapters.export:export",
+    "generate": "politician_lm.inference:generate",
+    "chat": "politician_lm.inference:chat",
+    "evaluate": "politician_lm.evaluate:evaluate",
+    "stages": "politician_lm.stages:stages",
+    "prepare": "politician_lm.data.prepare:prepare",
+    "import-model": "politician_lm.model.gguf:import_model",
+}
 
 
-def wandb_loggers(root: str, current: Any) -> list[Namespace]:
-    """CSV (kept, unless another logger is configured) plus W&B; offline without an API key or with WANDB_MODE=offline."""
-    offline = not os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") in ("offline", "dryrun")
-    wandb = Namespace(class_path="lightning.pytorch.loggers.WandbLogger",
-                      init_args=Namespace(save_dir=root, project="politician-lm", offline=offline))
-    keep = current if isinstance(current, list) else [current] if isinstance(current, Namespace) else []
-    if not keep:
-        keep = [Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(save_dir=root))]
-    return [*keep, wandb]
+def load_command(name: str) -> Callable[..., Any]:
+    module, _, function = COMMANDS[name].partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
-def run_trainer_cli(args: list[str] | None = None, run: bool = True) -> PoliticianCLI:
-    """Build the CLI; with ``run=False`` it parses and instantiates model, data and trainer without a subcommand."""
-    return PoliticianCLI(
-        PoliticianLM,
-        PoliticianDataModule,
-        seed_everything_default=42,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": "Fine-tune a causal LM to speak like a politician (QLoRA + Lightning).",
-                       "exit_on_error": False},
-        auto_configure_optimizers=False,  # the optimizer and schedule live under `model:`
-        args=args,
-        run=run,
-    )
+def summary(target: str) -> str:
+    """First line of a command's docstring, read from the source file (no import)."""
+    module, _, function = target.partition(":")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        return ""
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function:
+            return (ast.get_docstring(node) or "").strip().splitlines()[0] if ast.get_docstring(node) else ""
+    return ""
+
+
+def overview() -> str:
+    lines = ["usage: politician-lm COMMAND [options]   (politician-lm COMMAND --help for its options)", "",
+             "training (LightningCLI; --config, --print_config, dotted overrides):"]
+    lines += [f"  {name:<12} {doc}" for name, doc in (
+        ("fit", "fine-tune an adapter: politician-lm fit --config configs/demo.yaml"),
+        ("validate", "validation loss of a checkpoint (--ckpt_path last|best|FILE)"),
+        ("test", "test loss of a checkpoint (--ckpt_path last|best|FILE)"),
+        ("predict", "greedy generations for the validation prompts -> predictions.jsonl"))]
+    lines += ["", "adapters and inference:"]
+    lines += [f"  {name:<12} {summary(target)}" for name, target in COMMANDS.items()]
+    return "\n".join(lines)
 
 
 def check_config_files(args: list[str]) -> None:
     """Every ``--config`` file exists and is a YAML mapping; errors name the file (jsonargparse's do not)."""
-    for name in _config_names(args):
+    import yaml
+
+    for name in config_names(args):
         path = Path(name)
         if not path.is_file():
             raise UserError(f"{path}: config file not found")
@@ -125,19 +80,6 @@ def check_config_files(args: list[str]) -> None:
             raise UserError(f"{path}: a config must be a mapping of keys to values")
 
 
-def overview() -> str:
-    lines = ["usage: politician-lm COMMAND [options]   (politician-lm COMMAND --help for its options)", "",
-             "training (LightningCLI; --config, --print_config, dotted overrides):"]
-    lines += [f"  {name:<10} {doc}" for name, doc in (
-        ("fit", "fine-tune an adapter: politician-lm fit --config configs/demo.yaml"),
-        ("validate", "validation loss of a checkpoint (--ckpt_path)"),
-        ("test", "test loss of a checkpoint (--ckpt_path)"),
-        ("predict", "greedy generations for the validation prompts -> predictions.jsonl"))]
-    lines += ["", "adapters and inference:"]
-    lines += [f"  {name:<10} {(fn.__doc__ or '').strip().splitlines()[0]}" for name, fn in COMMANDS.items()]
-    return "\n".join(lines)
-
-
 def _underscored(arg: str) -> str:
     """Accept the old script's ``--output-dir`` spelling for ``--output_dir``."""
     if not arg.startswith("--"):
@@ -146,9 +88,9 @@ def _underscored(arg: str) -> str:
     return "--" + name.replace("-", "_") + eq + value
 
 
-def _config_names(args: list[str]) -> list[str]:
-    return [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--config", "-c")] + \
-        [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+def _fail(message: str, code: int = 2) -> None:
+    print(f"politician-lm: error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,21 +98,44 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help"):
         print(overview())
         return
-    try:
-        check_config_files(args)
-        if args and args[0] in COMMANDS:
-            from jsonargparse import auto_cli
+    if args[0] not in COMMANDS and args[0] not in TRAINER_COMMANDS:
+        _fail(f"unknown command {args[0]!r}; one of {', '.join([*TRAINER_COMMANDS, *COMMANDS])}")
+    if args[0] in TRAINER_COMMANDS and (mistake := obvious_mistake(args)):
+        _fail(mistake)
+    from politician_lm.quiet import quiet_libraries
 
-            auto_cli(COMMANDS[args[0]], args=[_underscored(a) for a in args[1:]], as_positional=False,
-                     exit_on_error=False, prog=f"politician-lm {args[0]}")
-        else:
-            run_trainer_cli(argv)  # None: LightningCLI reads sys.argv itself
-    except (UserError, ArgumentError) as e:
-        message = " ".join(str(e).split())  # one line, whatever the parser wrapped
-        if isinstance(e, ArgumentError) and (configs := _config_names(args)):
-            message = f"{message} (config: {', '.join(configs)})"
-        print(f"politician-lm: error: {message}", file=sys.stderr)
-        sys.exit(2)
+    quiet_libraries()
+    try:
+        from argparse import ArgumentError
+
+        try:
+            check_config_files(args)
+            if args[0] in COMMANDS:
+                from jsonargparse import auto_cli
+
+                auto_cli(load_command(args[0]), args=[_underscored(a) for a in args[1:]], as_positional=False,
+                         exit_on_error=False, prog=f"politician-lm {args[0]}")
+            else:
+                from politician_lm.training import run_trainer_cli
+
+                run_trainer_cli(argv)  # None: LightningCLI reads sys.argv itself
+        except ArgumentError as e:
+            message = str(e)
+            if configs := config_names(args):
+                message = f"{' '.join(message.split())} (config: {', '.join(configs)})"
+            _fail(message)
+    except UserError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        print("\npolitician-lm: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def __getattr__(name: str) -> Any:
+    """``run_trainer_cli``, ``PoliticianCLI`` and ``wandb_loggers`` moved to ``politician_lm.training``."""
+    if name in ("run_trainer_cli", "PoliticianCLI", "wandb_loggers"):
+        return getattr(importlib.import_module("politician_lm.training"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

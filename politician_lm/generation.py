@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import yaml
 
-from politician_lm.adapters.files import METADATA_FILE, attach_adapter, check_base_model, check_fits_base, parse_list, parse_weights, read_adapter, same_model
+from politician_lm.adapters.files import METADATA_FILE, attach_adapter, check_base_model, check_fits_base, parse_list, parse_weights, read_adapter, resolve_base, same_model
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import adds_bos, encode_prompt
 from politician_lm.errors import UserError
@@ -98,7 +98,7 @@ def load_persona(
         if not same_model(f.base_model, folders[0].base_model):
             raise UserError(f"{f.path}: trained on base model {f.base_model!r}, but {folders[0].path} on "
                             f"{folders[0].base_model!r}; use adapters of one base")
-    base = base_model or (folders[0].base_model if folders else None)  # explicit base (e.g. a local copy) wins
+    base = resolve_base(folders[0] if folders else None, base_model)  # explicit base (e.g. a local copy) wins
     if not base:
         raise UserError("nothing to load: give --adapters, --base_model, or --politician with a registry entry")
     check_base_model(base, allow_pickle)
@@ -110,7 +110,12 @@ def load_persona(
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     quant = quantization or (meta.get("quantization") if folders else None) or "none"
-    model = load_base_model(base, quant, resolve_compute_dtype(compute_dtype, dev), dev)
+    try:
+        model = load_base_model(base, quant, resolve_compute_dtype(compute_dtype, dev), dev)
+    except OSError as e:  # a hub id that is not cached and cannot be downloaded, or a folder transformers cannot read
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{base}: base model could not be loaded ({first[:200]}); pass --base_model with a local "
+                        "model folder") from None
     if folders:
         names = [f"adapter_{i}" for i in range(len(folders))]
         for name, folder in zip(names, folders):

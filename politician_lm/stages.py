@@ -76,7 +76,7 @@ def stages(
         adapter: Which export of a stage is handed on: ``best`` (by the monitored metric) or ``last``.
         redo: Re-run every stage even if it finished.
     """
-    from politician_lm.cli import run_trainer_cli
+    from politician_lm.training import run_trainer_cli
 
     if not stages:
         raise UserError("no stages given; list them under 'stages:' in the config")
@@ -105,6 +105,7 @@ def stages(
             changed = True  # every later stage depends on this one
             print(f"stage {stage.name}: training on kinds {stage.kinds}")
             args = _fit_args(stage, index, base_config, root)
+            args.append("--overwrite=true")  # a stage that runs again replaces its earlier run on purpose
             if mode == "continue" and previous:
                 args.append(f"--model.init_adapter={previous}")
             cli = run_trainer_cli(args)

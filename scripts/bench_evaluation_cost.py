@@ -18,7 +18,7 @@ import time
 
 CHILD = """
 import sys, time
-from politician_lm.cli import run_trainer_cli
+from politician_lm.training import run_trainer_cli
 cli = run_trainer_cli(sys.argv[1:], run=False)
 start = time.perf_counter()
 cli.trainer.fit(cli.model, datamodule=cli.datamodule)

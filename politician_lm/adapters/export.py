@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from politician_lm.adapters.files import METADATA_FILE, attach_adapter, check_base_model, check_fits_base, read_adapter
+from politician_lm.adapters.files import METADATA_FILE, attach_adapter, check_base_model, check_fits_base, read_adapter, resolve_base
 from politician_lm.errors import UserError
 from politician_lm.io import atomic_dir, atomic_write_text, check_output
 
@@ -41,7 +41,7 @@ def export(
         allow_pickle: Accept pickle (.bin) weights, which can run code when loaded.
     """
     folder = read_adapter(adapter, allow_pickle)
-    base = base_model or folder.base_model  # an explicit base (e.g. a local copy of the hub model) wins
+    base = resolve_base(folder, base_model)  # an explicit base (e.g. a local copy of the hub model) wins
     check_base_model(base, allow_pickle)
     check_fits_base(folder, base)
     if dtype not in ("float32", "float16", "bfloat16"):

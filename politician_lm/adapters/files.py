@@ -30,7 +30,15 @@ class AdapterFolder:
 
     @property
     def base_model(self) -> str:
-        return self.config.get("base_model_name_or_path") or self.metadata.get("base_model") or ""
+        """Where the base model is: the absolute path recorded at export while it exists, else the name as given
+        at training (a folder relative to the working directory or to this adapter folder, or a hub id)."""
+        saved = self.metadata.get("base_model_path")
+        if saved and Path(saved).is_dir():
+            return str(saved)
+        name = self.config.get("base_model_name_or_path") or self.metadata.get("base_model") or ""
+        if name and not Path(name).exists() and (self.path / name).is_dir():
+            return str(self.path / name)
+        return name
 
     @property
     def target_modules(self) -> frozenset[str] | str:
@@ -88,6 +96,21 @@ def same_model(a: str, b: str) -> bool:
     if a == b:
         return True
     return os.path.exists(a) and os.path.exists(b) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def resolve_base(folder: AdapterFolder | None, explicit: str | None) -> str:
+    """The base model to load: ``explicit`` (``--base_model``) wins, else the adapter's own reference. An adapter
+    trained on a local folder that is no longer where it was asks for ``--base_model`` instead of trying the hub."""
+    if explicit:
+        return explicit
+    if folder is None:
+        return ""
+    base = folder.base_model
+    saved = folder.metadata.get("base_model_path")
+    if saved and not Path(base).is_dir():
+        raise UserError(f"{folder.path}: its base model folder {saved} is gone (trained on "
+                        f"{folder.metadata.get('base_model')!r}); pass --base_model with where that model is now")
+    return base
 
 
 def check_base_model(path: str, allow_pickle: bool = False) -> None:

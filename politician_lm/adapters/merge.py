@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from politician_lm.adapters.files import AdapterFolder, attach_adapter, check_base_model, check_fits_base, parse_list, parse_weights, read_adapter, same_model
+from politician_lm.adapters.files import AdapterFolder, attach_adapter, check_base_model, check_fits_base, parse_list, parse_weights, read_adapter, resolve_base, same_model
 from politician_lm.errors import UserError
 from politician_lm.io import atomic_dir, atomic_write_text, check_output
 
@@ -43,7 +43,7 @@ def validate(adapters: list[str] | str, weights: list[float] | str, output_dir: 
     ws = parse_weights(weights, len(folders), allow_negative=method not in NEEDS_DENSITY)
     if len({str(f.path.resolve()) for f in folders}) != len(folders):
         raise UserError("--adapters lists the same adapter twice; give each once and set its weight")
-    base = base_model or folders[0].base_model
+    base = resolve_base(folders[0], base_model)
     for f in folders:
         if not same_model(f.base_model, base):
             raise UserError(f"{f.path}: trained on base model {f.base_model!r}, not {base!r}; merge only adapters of one base")
@@ -133,7 +133,9 @@ def merge(
         for extra in first.iterdir():  # tokenizer and generation settings of the first source
             if extra.name.startswith(("tokenizer", "special_tokens", "chat_template", "generation_config")):
                 (tmp / extra.name).write_bytes(extra.read_bytes())
-        meta = dict(folders[0].metadata)
+        # the prompt format and base of the first source; its training progress describes another adapter
+        meta = {k: v for k, v in folders[0].metadata.items()
+                if k not in ("global_step", "epoch", "best_score", "monitor", "merged_from", "merge_method", "merge_density")}
         meta.update({"merged_from": [{"path": str(f.path), "weight": w} for f, w in zip(folders, ws)],
                      "merge_method": method, "merge_density": density})
         atomic_write_text(tmp / "politician_lm.json", json.dumps(meta, indent=2) + "\n")

@@ -30,6 +30,15 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(dict(value), default=str))
 
 
+def base_model_reference(name: str | None) -> dict[str, str | None]:
+    """The base model as given (``base_model``) and, for a local folder, its absolute path (``base_model_path``),
+    so the adapter finds its base from any working directory (see ``adapters.files.AdapterFolder.base_model``)."""
+    ref: dict[str, str | None] = {"base_model": name}
+    if name and Path(name).is_dir():
+        ref["base_model_path"] = str(Path(name).resolve())
+    return ref
+
+
 class AdapterExport(L.Callback):
     """Export the LoRA adapter at the end of fit (``last``) and whenever the monitored metric improves (``best``)."""
 
@@ -83,7 +92,7 @@ class AdapterExport(L.Callback):
             generation.save_pretrained(tmp)
             meta = {
                 **(dm.prompt_metadata() if hasattr(dm, "prompt_metadata") else {}),
-                "base_model": pl_module.hparams.get("model_name_or_path"),
+                **base_model_reference(pl_module.hparams.get("model_name_or_path")),
                 "quantization": pl_module.hparams.get("quantization"),
                 "global_step": trainer.global_step,
                 "epoch": trainer.current_epoch,
@@ -97,7 +106,9 @@ class AdapterExport(L.Callback):
         return target
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.save_best or trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+        # only fit writes adapters: `validate --ckpt_path X` must not replace `best` with X's weights
+        if not self.save_best or trainer.state.fn != "fit" or trainer.sanity_checking \
+                or self.monitor not in trainer.callback_metrics:
             return
         score = float(trainer.callback_metrics[self.monitor])
         if self._improved(score):
@@ -105,7 +116,7 @@ class AdapterExport(L.Callback):
             self.export(trainer, pl_module, "best")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.save_last:
+        if self.save_last and trainer.state.fn == "fit":
             self.export(trainer, pl_module, "last")
 
     def state_dict(self) -> dict[str, Any]:

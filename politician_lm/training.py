@@ -1,0 +1,177 @@
+"""``politician-lm fit|validate|test|predict``: the LightningCLI with the project's callbacks and run-folder rules.
+
+Rules applied to the parsed config before any class is built (so before any model loads):
+
+* ``trainer.default_root_dir`` defaults to ``runs/<data.politician>`` (``runs/default`` without one).
+* ``fit`` into a folder that already holds a run (``adapters/`` or ``checkpoints/``) is refused unless it resumes
+  (``--ckpt_path last|best|<file>``) or ``--overwrite true`` is given, which removes the old run's adapters and
+  checkpoints first.
+* ``--ckpt_path last`` is ``<root>/checkpoints/last.ckpt``; ``--ckpt_path best`` the ``step<N>.ckpt`` with the best
+  recorded score. ``fit --ckpt_path last`` in a folder without a run starts at step 0 (a run killed before its
+  first checkpoint).
+* A recipe that asks for a GPU on a machine without CUDA stops with one line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import warnings
+from argparse import ArgumentError
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import WandbLogger
+
+from politician_lm.callbacks.checkpoint import BEST_DEFAULTS, CHECKPOINT_DIR, STEP_DEFAULTS, StepCheckpoint, find_checkpoint
+from politician_lm.callbacks.export import AdapterExport
+from politician_lm.callbacks.predictions import PredictionWriter
+from politician_lm.data.datamodule import PoliticianDataModule
+from politician_lm.errors import UserError
+from politician_lm.hints import explain_parse_error
+from politician_lm.model.module import PoliticianLM
+
+
+
+class PoliticianCLI(LightningCLI):
+    """LightningCLI with the adapter export, a step checkpoint (``last.ckpt``) and a best checkpoint configured."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("model.model_name_or_path", "data.tokenizer")
+        parser.add_lightning_class_args(AdapterExport, "adapter_export")
+        parser.add_lightning_class_args(StepCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "best_checkpoint")
+        parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+        parser.add_argument("--wandb", type=bool, default=False,
+                            help="Also log to Weights & Biases (CSV stays on); offline unless WANDB_API_KEY is set.")
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="fit: replace the run already in trainer.default_root_dir (its adapters/ and "
+                                 "checkpoints/) instead of refusing.")
+        parser.set_defaults({**{f"checkpoint.{k}": v for k, v in STEP_DEFAULTS.items()},
+                             **{f"best_checkpoint.{k}": v for k, v in BEST_DEFAULTS.items()}})
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        with warnings.catch_warnings():  # stages and tests pass args while sys.argv holds the outer command
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            try:
+                super().parse_arguments(parser, args)
+            except ArgumentError as e:
+                argv = list(sys.argv[1:] if args is None else args)
+                raise UserError(explain_parse_error(str(e), argv, self._known_options(argv))) from None
+
+    def _known_options(self, argv: list[str]) -> list[str]:
+        parsers = getattr(self, "_subcommand_parsers", {})
+        parser = parsers.get(argv[0]) if argv and argv[0] in parsers else next(iter(parsers.values()), None)
+        if parser is None:
+            return []
+        return sorted({s for a in parser._actions for s in a.option_strings if s.startswith("--")})
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        check_accelerator(config.trainer.accelerator, [str(c) for c in config.get("config") or []])
+        if not config.trainer.default_root_dir:
+            config.trainer.default_root_dir = os.path.join("runs", config.data.get("politician") or "default")
+            if self.subcommand:
+                print(f"trainer.default_root_dir not set: writing to {config.trainer.default_root_dir}", file=sys.stderr)
+        root = config.trainer.default_root_dir
+        if self.subcommand:
+            config.ckpt_path = resolve_ckpt_path(self.subcommand, config, root)
+        if config.trainer.logger is None or config.trainer.logger is True:
+            # what Lightning would pick without TensorBoard, minus its warning about tensorboardX
+            config.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.CSVLogger",
+                                              init_args=Namespace(save_dir=root))
+        if config.get("wandb"):
+            config.trainer.logger = wandb_loggers(root, config.trainer.logger)
+
+    def before_fit(self) -> None:
+        config = self.config["fit"]
+        if config.get("overwrite") and config.get("ckpt_path") is None:
+            for part in run_parts(config.trainer.default_root_dir, config.adapter_export.dirname):
+                shutil.rmtree(part)
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._offline:
+                print(f"W&B is offline (no WANDB_API_KEY, or WANDB_MODE=offline): the run is saved in {logger.experiment.dir}; "
+                      f"upload it later with `wandb sync {Path(logger.experiment.dir).parent}`", file=sys.stderr)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        trainer = super().instantiate_trainer(**kwargs)
+        # Checkpoints live in <default_root_dir>/checkpoints, not in a per-version log folder, so that
+        # `fit --ckpt_path last` finds the previous run's last.ckpt.
+        for cb in trainer.checkpoint_callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
+                cb.dirpath = os.path.join(trainer.default_root_dir, CHECKPOINT_DIR)
+        return trainer
+
+
+def run_parts(root: str | Path, adapters_dirname: str = "adapters") -> list[Path]:
+    """The folders under ``root`` that show a run is there: non-empty ``adapters/`` and ``checkpoints/``."""
+    parts = [Path(root) / adapters_dirname, Path(root) / CHECKPOINT_DIR]
+    return [p for p in parts if p.is_dir() and any(p.iterdir())]
+
+
+def resolve_ckpt_path(subcommand: str, config: Namespace, root: str) -> str | None:
+    """Turn ``last``/``best`` into files and apply the rule that fit never silently replaces a run."""
+    ckpt_path = config.get("ckpt_path")
+    used = run_parts(root, config.adapter_export.dirname)
+    if ckpt_path in ("last", "best"):
+        if subcommand == "fit" and ckpt_path == "last" and not used:
+            print(f"{root}: no checkpoint to resume yet; training starts at step 0", file=sys.stderr)
+            return None
+        best = config.best_checkpoint
+        return str(find_checkpoint(root, ckpt_path, best.monitor or "val_loss", best.mode))
+    if ckpt_path is not None:
+        if not Path(ckpt_path).exists() and not str(ckpt_path).startswith(("hpc", "registry")):
+            raise UserError(f"{ckpt_path}: checkpoint not found; give a .ckpt file, or last or best")
+        return ckpt_path
+    if subcommand == "fit" and used and not config.get("overwrite"):
+        names = " and ".join(f"{p.name}/" for p in used)
+        raise UserError(f"{root} already holds a run ({names}); resume it with --ckpt_path last, choose another "
+                        "--trainer.default_root_dir, or pass --overwrite true to replace it")
+    return None
+
+
+def check_accelerator(accelerator: Any, configs: list[str]) -> None:
+    """A GPU recipe on a machine without CUDA: one line pointing at the CPU recipes."""
+    if not isinstance(accelerator, str) or accelerator.lower() not in ("gpu", "cuda"):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    source = configs[-1] if configs else "the config"
+    cpu = ["configs/demo.yaml", *sorted(str(p) for p in Path("configs").glob("smollm2*.yaml"))]
+    raise UserError(f"{source}: this recipe needs a CUDA GPU (trainer.accelerator: {accelerator}) and none is "
+                    f"available; on a CPU use --config {' or '.join(cpu)}")
+
+
+def wandb_loggers(root: str, current: Any) -> list[Namespace]:
+    """CSV (kept, unless another logger is configured) plus W&B; offline without an API key or with WANDB_MODE=offline."""
+    offline = not os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") in ("offline", "dryrun")
+    wandb = Namespace(class_path="lightning.pytorch.loggers.WandbLogger",
+                      init_args=Namespace(save_dir=root, project="politician-lm", offline=offline))
+    keep = current if isinstance(current, list) else [current] if isinstance(current, Namespace) else []
+    if not keep:
+        keep = [Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(save_dir=root))]
+    return [*keep, wandb]
+
+
+def run_trainer_cli(args: list[str] | None = None, run: bool = True) -> PoliticianCLI:
+    """Build the CLI; with ``run=False`` it parses and instantiates model, data and trainer without a subcommand."""
+    from politician_lm.quiet import quiet_training
+
+    quiet_training()
+    return PoliticianCLI(
+        PoliticianLM,
+        PoliticianDataModule,
+        seed_everything_default=42,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"description": "Fine-tune a causal LM to speak like a politician (QLoRA + Lightning).",
+                       "exit_on_error": False},
+        auto_configure_optimizers=False,  # the optimizer and schedule live under `model:`
+        args=args,
+        run=run,
+    )
