@@ -96,7 +96,7 @@ def chrf(predictions: list[str], references: list[str], word_order: int = 0) -> 
     return float(CHRF(word_order=word_order).corpus_score(list(predictions), [list(references)]).score)
 
 
-def _name_pattern(name: str) -> re.Pattern[str]:
+def name_pattern(name: str) -> re.Pattern[str]:
     """Full name or surname, as whole words, case-insensitive ("Joe Biden" -> "joe biden" | "biden")."""
     parts = [p for p in name.split() if p.strip(".").lower() not in _NAME_SUFFIXES]
     variants = {name.strip(), parts[-1]} if parts else {name.strip()}
@@ -133,6 +133,23 @@ def fact_terms(profile: Mapping[str, Any]) -> list[str]:
     return sorted(t for t in terms if t.lower() not in name_words and t.lower() not in GENERIC_WORDS)
 
 
+def fact_pattern(profile: Mapping[str, Any]) -> re.Pattern[str] | None:
+    """A case-insensitive whole-word pattern for any of ``fact_terms(profile)``; None when the profile has none."""
+    terms = fact_terms(profile)
+    return re.compile(r"\b(?:" + "|".join(map(re.escape, terms)) + r")\b", re.IGNORECASE) if terms else None
+
+
+def copies_training(texts: list[str], training_texts: list[str], n_words: int = 12) -> list[bool]:
+    """For each text: does it repeat ``n_words`` or more consecutive words verbatim from any training text?
+
+    Words are lowercased word tokens (punctuation ignored), so a copy that differs only in case or commas counts.
+    """
+    if n_words < 1:
+        raise ValueError(f"n_words must be >= 1, got {n_words}")
+    seen = {g for t in training_texts for g in _ngrams(_words(t), n_words)}
+    return [any(g in seen for g in _ngrams(_words(t), n_words)) for t in texts]
+
+
 def claims_ai(text: str) -> bool:
     """Whether ``text`` claims to be an AI, a language model or an assistant ("No, I'm not an AI" does not count)."""
     lowered = " ".join(text.lower().split())
@@ -155,9 +172,8 @@ def identity_consistency(answers: list[str], profile: dict) -> dict[str, float]:
         raise ValueError("no answers to score; pass the model's answers to the identity prompts")
     if not str(profile.get("name", "")).strip():
         raise ValueError("the profile has no 'name'; identity_consistency needs profile['name']")
-    name = _name_pattern(str(profile["name"]))
-    terms = fact_terms(profile)
-    facts = re.compile(r"\b(?:" + "|".join(map(re.escape, terms)) + r")\b", re.IGNORECASE) if terms else None
+    name = name_pattern(str(profile["name"]))
+    facts = fact_pattern(profile)
     named = [bool(name.search(a)) for a in answers]
     ai = [claims_ai(a) for a in answers]
     factual = [bool(facts and facts.search(a)) for a in answers]

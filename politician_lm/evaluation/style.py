@@ -26,6 +26,9 @@ from politician_lm.io import atomic_file
 # Bump when the features, the model or the data reading change, so old cache entries are never reused.
 STYLE_VERSION = "style-v1"
 _LABEL = re.compile(r"^\s*POLITICIAN:\s*", re.IGNORECASE)
+# The class of text the base model writes without any persona: a generation counts for a politician only when the
+# classifier prefers that politician to this class and to every other politician.
+GENERIC = "generic"
 
 
 def strip_label(text: str) -> str:
@@ -116,8 +119,11 @@ def read_completions(path: Path) -> list[str]:
             for _, obj in records.iter_json_lines(path)]
 
 
-def train_from_data_dir(data_dir: str = "data", seed: int = 0) -> StyleClassifier:
-    """Fit a ``StyleClassifier`` on every politician's completions, labelled by folder name (at least 2 needed)."""
+def train_from_data_dir(data_dir: str = "data", seed: int = 0, generic: list[str] | None = None) -> StyleClassifier:
+    """Fit a ``StyleClassifier`` on every politician's completions, labelled by folder name (at least 2 needed).
+
+    ``generic``: texts the base model wrote without a persona, learned as the class ``GENERIC``.
+    """
     files = training_files(data_dir)
     if len(files) < 2:
         raise UserError(
@@ -131,11 +137,15 @@ def train_from_data_dir(data_dir: str = "data", seed: int = 0) -> StyleClassifie
             completions = read_completions(path)
             texts += completions
             labels += [politician] * len(completions)
+    if generic:
+        texts += list(generic)
+        labels += [GENERIC] * len(generic)
     return StyleClassifier().fit(texts, labels, seed=seed)
 
 
-def cache_key(data_dir: str = "data", seed: int = 0) -> str:
-    """sha256 over the sorted (path relative to ``data_dir``, bytes) of the training files, the seed and versions."""
+def cache_key(data_dir: str = "data", seed: int = 0, generic: list[str] | None = None) -> str:
+    """sha256 over the sorted (path relative to ``data_dir``, bytes) of the training files, the seed, versions and
+    the generic texts."""
     root = Path(data_dir)
     digest = hashlib.sha256(f"{STYLE_VERSION}\0sklearn={sklearn.__version__}\0seed={seed}\0".encode())
     paths = sorted(p for files in training_files(root).values() for p in files)
@@ -143,6 +153,8 @@ def cache_key(data_dir: str = "data", seed: int = 0) -> str:
         digest.update(path.relative_to(root).as_posix().encode("utf-8") + b"\0")
         data = path.read_bytes()
         digest.update(f"{len(data)}\0".encode() + data)
+    for text in generic or []:
+        digest.update(b"generic\0" + text.encode("utf-8") + b"\0")
     return digest.hexdigest()
 
 
@@ -151,15 +163,17 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "politician_lm" / "style"
 
 
-def cache_path(data_dir: str = "data", cache_dir: str | None = None, seed: int = 0) -> Path:
-    """Where ``load_or_train`` keeps the classifier for these training files and seed."""
+def cache_path(data_dir: str = "data", cache_dir: str | None = None, seed: int = 0,
+               generic: list[str] | None = None) -> Path:
+    """Where ``load_or_train`` keeps the classifier for these training files, seed and generic texts."""
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
-    return folder / f"{cache_key(data_dir, seed)}.joblib"
+    return folder / f"{cache_key(data_dir, seed, generic)}.joblib"
 
 
-def load_or_train(data_dir: str = "data", cache_dir: str | None = None, seed: int = 0) -> StyleClassifier:
-    """Load the cached classifier for these files and seed, or train one and cache it (atomic write)."""
-    path = cache_path(data_dir, cache_dir, seed)
+def load_or_train(data_dir: str = "data", cache_dir: str | None = None, seed: int = 0,
+                  generic: list[str] | None = None) -> StyleClassifier:
+    """Load the cached classifier for these files, seed and generic texts, or train one and cache it (atomic)."""
+    path = cache_path(data_dir, cache_dir, seed, generic)
     if path.is_file():
         try:
             # Our own cache, written below by this function: never a user-supplied file.
@@ -169,7 +183,7 @@ def load_or_train(data_dir: str = "data", cache_dir: str | None = None, seed: in
         if isinstance(classifier, StyleClassifier):
             classifier.from_cache = True
             return classifier
-    classifier = train_from_data_dir(data_dir, seed=seed)
+    classifier = train_from_data_dir(data_dir, seed=seed, generic=generic)
     with atomic_file(path) as tmp:
         joblib.dump(classifier, tmp)
     return classifier

@@ -1,0 +1,150 @@
+"""The persona scorecard: per-item scores for each arm, bootstrap 95% intervals, and paired differences.
+
+An *arm* is one way of answering the same held-out prompts: the base with no persona, the base given only the
+persona's system prompt (``prompt-only``), an adapter, a merged adapter, another politician's adapter. Every
+metric is computed per item first, so the interval of a mean, and of the difference between two arms on the
+same items (a paired bootstrap), comes from resampling items. No Lightning and no model code here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from politician_lm.evaluation.metrics import claims_ai, copies_training, fact_pattern, name_pattern
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A statistic with its bootstrap 95% interval over ``n`` items."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+def _ratio(values: np.ndarray, weights: np.ndarray | None, index: np.ndarray) -> np.ndarray:
+    """Mean (or weighted mean: sum(v*w)/sum(w)) of ``values`` over each row of resampled ``index``."""
+    if weights is None:
+        return values[index].mean(axis=-1)
+    return (values[index] * weights[index]).sum(axis=-1) / np.maximum(weights[index].sum(axis=-1), 1e-12)
+
+
+def bootstrap(values: Sequence[float], weights: Sequence[float] | None = None, n_boot: int = 2000,
+              seed: int = 0) -> Estimate:
+    """Mean of ``values`` (weighted by ``weights`` if given) with a percentile bootstrap 95% interval."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        raise ValueError("no values to bootstrap; pass at least one per-item score")
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    point = float(_ratio(v, w, np.arange(v.size)))
+    index = np.random.default_rng(seed).integers(0, v.size, size=(n_boot, v.size))
+    low, high = np.percentile(_ratio(v, w, index), [2.5, 97.5])
+    return Estimate(point, float(low), float(high), int(v.size))
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], weights_a: Sequence[float] | None = None,
+                      weights_b: Sequence[float] | None = None, n_boot: int = 2000, seed: int = 0) -> Estimate:
+    """``mean(a) - mean(b)`` over the same items, resampling items jointly (a paired bootstrap)."""
+    va, vb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if va.shape != vb.shape or va.size == 0:
+        raise ValueError(f"paired_difference needs two equal, non-empty lists of per-item scores, got {va.size} and {vb.size}")
+    wa = None if weights_a is None else np.asarray(weights_a, dtype=float)
+    wb = None if weights_b is None else np.asarray(weights_b, dtype=float)
+    full = np.arange(va.size)
+    point = float(_ratio(va, wa, full) - _ratio(vb, wb, full))
+    index = np.random.default_rng(seed).integers(0, va.size, size=(n_boot, va.size))
+    low, high = np.percentile(_ratio(va, wa, index) - _ratio(vb, wb, index), [2.5, 97.5])
+    return Estimate(point, float(low), float(high), int(va.size))
+
+
+@dataclass
+class ArmScores:
+    """Per-item scores of one arm. Lists are aligned with the items they were computed on."""
+
+    target: str | None = None                                          # the politician this arm should sound like
+    predicted: list[str] = field(default_factory=list)                 # style classifier label per held-out generation
+    names_self: list[float] = field(default_factory=list)              # per identity-probe answer
+    claims_ai: list[float] = field(default_factory=list)
+    facts: list[float] = field(default_factory=list)
+    memorized: list[float] = field(default_factory=list)               # per generation (held-out + probes)
+    loss_sum: list[float] = field(default_factory=list)                # per held-out completion: summed NLL
+    loss_tokens: list[float] = field(default_factory=list)             # ... and its token count
+
+    @property
+    def attributed(self) -> list[float]:
+        return [float(p == self.target) for p in self.predicted]
+
+    @property
+    def per_token_loss(self) -> list[float]:
+        return [s / max(t, 1) for s, t in zip(self.loss_sum, self.loss_tokens)]
+
+
+def score_identity(answers: list[str], profile: dict) -> dict[str, list[float]]:
+    """Per answer: names itself (full name or surname), claims to be an AI, mentions a profile fact."""
+    name = name_pattern(str(profile["name"]))
+    facts = fact_pattern(profile)
+    return {"names_self": [float(bool(name.search(a))) for a in answers],
+            "claims_ai": [float(claims_ai(a)) for a in answers],
+            "facts": [float(bool(facts and facts.search(a))) for a in answers]}
+
+
+def score_memorization(texts: list[str], training_texts: list[str], n_words: int = 12) -> list[float]:
+    return [float(c) for c in copies_training(texts, training_texts, n_words)]
+
+
+METRICS = ("style_attribution", "names_self", "claims_ai", "facts", "identity_score", "memorization", "heldout_loss")
+
+
+def summarize_arm(scores: ArmScores, n_boot: int = 2000, seed: int = 0) -> dict[str, Estimate]:
+    """Every metric of an arm with its interval; metrics without items are left out."""
+    out: dict[str, Estimate] = {}
+    if scores.predicted:
+        out["style_attribution"] = bootstrap(scores.attributed, n_boot=n_boot, seed=seed)
+    if scores.names_self:
+        out["names_self"] = bootstrap(scores.names_self, n_boot=n_boot, seed=seed)
+        out["claims_ai"] = bootstrap(scores.claims_ai, n_boot=n_boot, seed=seed)
+        out["facts"] = bootstrap(scores.facts, n_boot=n_boot, seed=seed)
+        out["identity_score"] = bootstrap(identity_per_item(scores), n_boot=n_boot, seed=seed)
+    if scores.memorized:
+        out["memorization"] = bootstrap(scores.memorized, n_boot=n_boot, seed=seed)
+    if scores.loss_sum:
+        out["heldout_loss"] = bootstrap(scores.per_token_loss, scores.loss_tokens, n_boot=n_boot, seed=seed)
+    return out
+
+
+def identity_per_item(scores: ArmScores) -> list[float]:
+    """Names itself and does not claim to be an AI, per identity answer."""
+    return [float(n and not a) for n, a in zip(scores.names_self, scores.claims_ai)]
+
+
+def compare(a: ArmScores, b: ArmScores, n_boot: int = 2000, seed: int = 0) -> dict[str, Estimate]:
+    """``a - b`` for every metric both arms have, paired over the same items (style uses ``a``'s target for both)."""
+    out: dict[str, Estimate] = {}
+    if a.predicted and b.predicted:
+        b_on_a = [float(p == a.target) for p in b.predicted]
+        out["style_attribution"] = paired_difference(a.attributed, b_on_a, n_boot=n_boot, seed=seed)
+    if a.names_self and b.names_self:
+        for key in ("names_self", "claims_ai", "facts"):
+            out[key] = paired_difference(getattr(a, key), getattr(b, key), n_boot=n_boot, seed=seed)
+        out["identity_score"] = paired_difference(identity_per_item(a), identity_per_item(b), n_boot=n_boot, seed=seed)
+    if a.memorized and b.memorized:
+        out["memorization"] = paired_difference(a.memorized, b.memorized, n_boot=n_boot, seed=seed)
+    if a.loss_sum and b.loss_sum:
+        out["heldout_loss"] = paired_difference(a.per_token_loss, b.per_token_loss, a.loss_tokens, b.loss_tokens,
+                                                n_boot=n_boot, seed=seed)
+    return out
+
+
+def confusion(arms: dict[str, ArmScores], labels: list[str]) -> dict[str, dict[str, int]]:
+    """For each arm, how many of its generations the style classifier gave to each label."""
+    return {name: {label: s.predicted.count(label) for label in labels} for name, s in arms.items() if s.predicted}

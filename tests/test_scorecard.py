@@ -1,0 +1,75 @@
+"""The persona scorecard: bootstrap intervals, paired differences, memorization, and the generic style class."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from politician_lm.evaluation.metrics import copies_training
+from politician_lm.evaluation.scorecard import ArmScores, bootstrap, compare, confusion, paired_difference, summarize_arm
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_items():
+    rng = np.random.default_rng(0)
+    small, large = rng.random(20), rng.random(2000)
+    a, b = bootstrap(small), bootstrap(large)
+    assert a.low <= a.value <= a.high and a.value == pytest.approx(small.mean())
+    assert b.high - b.low < (a.high - a.low) / 4
+    assert bootstrap([1.0] * 10) .low == 1.0 == bootstrap([1.0] * 10).high
+
+
+def test_weighted_bootstrap_is_the_token_weighted_mean():
+    e = bootstrap([1.0, 3.0], weights=[3.0, 1.0])
+    assert e.value == pytest.approx((1 * 3 + 3 * 1) / 4)
+
+
+def test_paired_difference_sees_a_consistent_gain_that_unpaired_noise_would_hide():
+    rng = np.random.default_rng(1)
+    base = rng.normal(0, 1, 40)
+    better = base + 0.1  # the same items, every one a little better
+    d = paired_difference(better, base)
+    assert d.value == pytest.approx(0.1) and d.low > 0.09 and d.high < 0.11
+    assert paired_difference(base, base).value == 0.0
+    with pytest.raises(ValueError):
+        paired_difference([1.0], [1.0, 2.0])
+
+
+def test_copies_training_flags_twelve_word_runs_only():
+    train = ["Here's the deal, folks: we are going to build the economy from the middle out and the bottom up."]
+    copied = "Look. We are going to build the economy from the middle out and the bottom up, period."
+    near = "We are going to grow the economy from the middle out and from the bottom up."
+    assert copies_training([copied, near], train, 12) == [True, False]
+    assert copies_training([near], train, 4) == [True]
+
+
+def test_summary_and_comparison_keep_the_target_of_the_first_arm():
+    adapter = ArmScores(target="biden", predicted=["biden"] * 8 + ["generic"] * 2, names_self=[1.0] * 4,
+                        claims_ai=[0.0] * 4, facts=[1.0, 0.0, 1.0, 1.0], memorized=[0.0] * 14,
+                        loss_sum=[10.0, 20.0], loss_tokens=[5.0, 10.0])
+    prompt_only = ArmScores(target="biden", predicted=["generic"] * 9 + ["biden"], names_self=[0.0, 1.0, 0.0, 0.0],
+                            claims_ai=[1.0, 0.0, 0.0, 0.0], facts=[0.0] * 4, memorized=[0.0] * 14,
+                            loss_sum=[15.0, 30.0], loss_tokens=[5.0, 10.0])
+    s = summarize_arm(adapter)
+    assert s["style_attribution"].value == 0.8 and s["identity_score"].value == 1.0
+    assert s["heldout_loss"].value == pytest.approx(2.0)
+    d = compare(adapter, prompt_only)
+    assert d["style_attribution"].value == pytest.approx(0.7)
+    assert d["identity_score"].value == pytest.approx(0.75)
+    assert d["heldout_loss"].value == pytest.approx(-1.0)
+    assert confusion({"a": adapter}, ["biden", "generic", "trump"]) == {"a": {"biden": 8, "generic": 2, "trump": 0}}
+
+
+def test_generic_class_takes_assistant_voice_away_from_the_politicians(tmp_path):
+    from conftest import ROOT
+    from politician_lm.evaluation.style import GENERIC, load_or_train
+
+    generic = [f"As an AI assistant, I can provide a balanced overview of topic {i}. There are several factors to "
+               f"consider, and it is important to weigh the perspectives involved." for i in range(40)]
+    clf = load_or_train(str(ROOT / "data"), cache_dir=str(tmp_path), generic=generic)
+    assert set(clf.labels) == {"biden", "trump", GENERIC}
+    assert clf.held_out_accuracy is not None and clf.held_out_accuracy > 0.6
+    assert clf.predict(["As an AI assistant, I can provide an overview of several factors to consider."]) == [GENERIC]
+    again = load_or_train(str(ROOT / "data"), cache_dir=str(tmp_path), generic=generic)
+    assert again.from_cache
+    other = load_or_train(str(ROOT / "data"), cache_dir=str(tmp_path), generic=generic[:20])
+    assert not other.from_cache  # the generic texts are part of the cache key
