@@ -1,10 +1,23 @@
-"""``politician-lm evaluate``: the persona metrics for the bare base model and each adapter, on the same prompts."""
+"""``politician-lm evaluate``: the persona scorecard. Every arm answers the same held-out prompts, greedily:
+
+* ``base``: the base model with no persona (its own default system prompt, if its template has one);
+* ``prompt-only``: the base given only the persona's system prompt, the baseline a fine-tune must beat;
+* each adapter and merged adapter, rendering prompts exactly as it was trained (another politician's adapter is
+  simply another adapter: it is scored against its own politician and shows up in the confusion matrix).
+
+Metrics per arm, each with a bootstrap 95% interval, and the paired difference of every adapter to prompt-only:
+style attribution (a classifier that also knows a ``generic`` class: the base model's own answers without persona),
+identity on probe questions worded unlike the training ones, memorization (12-word verbatim copies of training
+completions) and the loss on held-out completions.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import sys
-from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,65 +27,135 @@ from politician_lm.adapters.files import parse_list, read_adapter
 from politician_lm.data import records
 from politician_lm.data.profiles import load_profile
 from politician_lm.errors import UserError
-from politician_lm.evaluation.persona import eval_items, sample_rows, score
-from politician_lm.io import atomic_dir, check_output
+from politician_lm.io import atomic_dir, atomic_file, check_output
+
+PROMPT_ONLY = "prompt-only"
+BASE = "base"
 
 
-def held_out(data_path: str, val_fraction: float, seed: int) -> tuple[list[list[dict]], list[str]]:
-    """The validation side of ``data_path``, split exactly as the DataModule splits it."""
+def split_records(data_path: str, val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """``(train, held_out)`` conversations of ``data_path``, split exactly as the DataModule splits them."""
     files = records.discover(data_path)
     records.validate(files)
-    rows = [records.to_conversation(obj) for f in (files.val or files.train) for _, obj in records.iter_json_lines(f)]
-    if not files.val:
-        rows = [r for r in rows if records.split_bucket(r["messages"], seed) < val_fraction]
+    rows = [records.to_conversation(obj) for f in files.train for _, obj in records.iter_json_lines(f)]
+    if files.val:
+        held = [records.to_conversation(obj) for f in files.val for _, obj in records.iter_json_lines(f)]
+        return rows, held
+    buckets = [records.split_bucket(r["messages"], seed) for r in rows]
+    return ([r for r, b in zip(rows, buckets) if b >= val_fraction], [r for r, b in zip(rows, buckets) if b < val_fraction])
+
+
+def read_prompts(path: Path) -> list[dict[str, Any]]:
+    """Probe prompts: ``{"prompt", "kind"}`` or ``{"messages", "kind"}`` per line; errors name the file and line."""
+    if not path.is_file():
+        raise UserError(f"{path}: prompts file not found")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict) or not (isinstance(obj.get("prompt"), str) or isinstance(obj.get("messages"), list)):
+            raise UserError(f"{path}:{number}: need a 'prompt' string or a 'messages' list")
+        messages = obj.get("messages") or [{"role": "user", "content": obj["prompt"]}]
+        if messages[-1].get("role") == "assistant":
+            messages = messages[:-1]
+        rows.append({"messages": messages, "kind": str(obj.get("kind") or "")})
     if not rows:
-        raise UserError(f"{data_path}: no held-out records at val_fraction={val_fraction}; raise it or add val.jsonl")
-    return [r["messages"] for r in rows], [r["kind"] for r in rows]
+        raise UserError(f"{path}: no prompts")
+    return rows
 
 
-def _training_split(adapter: Path) -> tuple[float, int]:
+def _trained_data(adapter: Path) -> dict[str, Any]:
     cfg_file = adapter / "training_config.yaml"
-    data = (yaml.safe_load(cfg_file.read_text()) or {}).get("data", {}) if cfg_file.is_file() else {}
-    return float(data.get("val_fraction", 0.1)), int(data.get("seed", 42))
+    return (yaml.safe_load(cfg_file.read_text()) or {}).get("data", {}) if cfg_file.is_file() else {}
+
+
+def _cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "politician_lm" / "generic"
+
+
+def generic_texts(persona: Any, base_style: Any, prompts: list[list[dict]], max_new_tokens: int, batch_size: int,
+                  base_model: str, on_batch: Any = None) -> list[str]:
+    """What the base model writes for ``prompts`` with no persona (greedy), cached by base model, prompts and settings."""
+    digest = hashlib.sha256(json.dumps([prompts, base_style.to_dict(), max_new_tokens], sort_keys=True).encode())
+    base = Path(base_model)
+    for name in ("config.json", "politician_lm_import.json"):
+        if (base / name).is_file():
+            digest.update((base / name).read_bytes())
+    for weights in sorted(base.glob("*.safetensors")):
+        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    path = _cache_dir() / f"{digest.hexdigest()}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            pass
+    with persona.model.disable_adapter():
+        texts = replace_style(persona, base_style).generate(prompts, batch_size=batch_size, on_batch=on_batch,
+                                                            max_new_tokens=max_new_tokens, do_sample=False)
+    with atomic_file(path) as tmp:
+        Path(tmp).write_text(json.dumps(texts), encoding="utf-8")
+    return texts
+
+
+def replace_style(persona: Any, style: Any) -> Any:
+    return replace(persona, style=style)
 
 
 def evaluate(
     adapters: list[str] | str,
-    data_path: str,
     output_dir: str,
+    data_path: str | None = None,
     merged: list[str] | str | None = None,
     base_model: str | None = None,
     politician: str | None = None,
+    prompts_file: str | None = None,
+    identity_probes: str = "data/identity_probes.jsonl",
     logs: list[str] | str | None = None,
-    num_prompts: int = 24,
-    max_new_tokens: int = 32,
+    num_prompts: int = 40,
+    max_new_tokens: int = 64,
     batch_size: int = 16,
     seed: int = 0,
     val_fraction: float | None = None,
     split_seed: int | None = None,
     style_data_dir: str = "data",
     profiles_dir: str = "data/profiles",
+    generic_prompts: int = 96,
+    memorization_words: int = 12,
+    n_boot: int = 2000,
     overwrite: bool = False,
     allow_pickle: bool = False,
 ) -> Path:
-    """Score the bare base model and each adapter on the same held-out prompts; write metrics.json and report.html.
+    """Persona scorecard: base, prompt-only and every adapter on the same held-out prompts, with 95% intervals.
 
     Args:
-        adapters: Adapter folders, as ``a,b`` or a list.
-        data_path: JSONL file or folder; its held-out (validation) records are the prompts.
-        output_dir: Folder for metrics.json, report.html, plots and samples (written atomically).
+        adapters: Adapter folders, as ``a,b`` or a list; the first one's politician is the target.
+        output_dir: Folder for metrics.json, report.html and samples.jsonl (written atomically).
+        data_path: JSONL file or folder whose held-out split gives the prompts and the loss (default: the data the
+            first adapter was trained on).
         merged: Merged adapter folders (from ``politician-lm merge``) to score as well.
         base_model: Base model (default: the adapters' base).
-        politician: Profile name for identity and style metrics (default: from the adapter's metadata).
+        politician: Target politician (default: from the first adapter's metadata).
+        prompts_file: Your own JSONL of probe prompts (``{"prompt", "kind"}``); ``kind: identity`` rows are scored for
+            identity, the rest for style. Default: the held-out split plus ``identity_probes``.
+        identity_probes: Identity questions worded unlike the training ones.
         logs: Lightning ``metrics.csv`` files whose loss and persona curves go into the report.
-        num_prompts: Held-out prompts (a fixed, seeded choice; identity prompts first).
+        num_prompts: Most held-out prompts generated for (a seeded choice).
         max_new_tokens: Longest generation per prompt (greedy).
         batch_size: Prompts generated together.
-        seed: Seed of the prompt choice.
+        seed: Seed of the prompt choice and of the bootstrap.
         val_fraction: Split of ``data_path`` (default: as the first adapter was trained, else 0.1).
         split_seed: Seed of that split (default: as the first adapter was trained, else 42).
         style_data_dir: Folder of ``<politician>/*.jsonl`` for the style classifier (cached).
         profiles_dir: Folder of ``<politician>.yaml`` profiles.
+        generic_prompts: Training prompts the base answers without persona, to teach the classifier ``generic``.
+        memorization_words: A generation that repeats this many words of a training completion counts as memorized.
+        n_boot: Bootstrap resamples per interval.
         overwrite: Replace ``output_dir`` if it exists.
         allow_pickle: Accept pickle (.bin) weights, which can run code when loaded.
     """
@@ -82,38 +165,149 @@ def evaluate(
     for f in log_files:
         if not f.is_file():
             raise UserError(f"{f}: training log not found; pass a Lightning metrics.csv")
+    trained = _trained_data(folders[0].path)
+    data_path = data_path or trained.get("data_path")
+    if not data_path:
+        raise UserError(f"{folders[0].path}: the adapter does not record its data; pass --data_path")
     out = check_output(output_dir, overwrite)
-    trained_fraction, trained_seed = _training_split(folders[0].path)
-    convs, kinds = held_out(data_path, val_fraction or trained_fraction, split_seed if split_seed is not None else trained_seed)
-    items = eval_items(convs, kinds, num_prompts, seed)
+    fraction = val_fraction or float(trained.get("val_fraction", 0.1))
+    train_rows, held = split_records(data_path, fraction, split_seed if split_seed is not None else int(trained.get("seed", 42)))
+    if not held:
+        raise UserError(f"{data_path}: no held-out records at val_fraction={fraction}; raise it or add val.jsonl")
     politician = politician or folders[0].metadata.get("politician")
-    profile = load_profile(politician, profiles_dir) if politician else None
+    if not politician:
+        raise UserError("no target politician: pass --politician (the adapter's metadata names none)")
+    profile = load_profile(politician, profiles_dir)
+    if prompts_file:
+        probes = read_prompts(Path(prompts_file))
+        style_items = [p for p in probes if p["kind"] != "identity"]
+        identity_items = [p for p in probes if p["kind"] == "identity"]
+    else:
+        style_items = random.Random(seed).sample(held, min(num_prompts, len(held)))
+        style_items = [{"messages": r["messages"][:-1], "kind": r["kind"], "reference": r["messages"][-1]["content"]}
+                       for r in style_items]
+        identity_items = read_prompts(Path(identity_probes)) if Path(identity_probes).is_file() else []
 
     from tqdm import tqdm
 
-    from politician_lm.evaluation.report import read_log, write_report
-    from politician_lm.evaluation.style import load_or_train
+    from politician_lm.evaluation import scorecard
+    from politician_lm.evaluation.report import read_log
+    from politician_lm.evaluation.style import load_or_train, strip_label, training_files
     from politician_lm.generation import load_persona
 
-    classifier = load_or_train(style_data_dir) if politician else None
     persona = load_persona([str(f.path) for f in folders], base_model=base_model, allow_pickle=allow_pickle)
-    names = ["base"] + [str(f.path) for f in folders]
-    convs_in = [list(i.messages) for i in items]
-    metrics: dict[str, dict[str, float]] = {}
-    samples: dict[str, list[dict[str, Any]]] = {}
-    with tqdm(total=len(names) * -(-len(convs_in) // batch_size), desc="Evaluating", file=sys.stderr) as bar:
-        for index, name in enumerate(names):
-            if index:
-                persona.model.base_model.set_adapter(f"adapter_{index - 1}")
-            with persona.model.disable_adapter() if index == 0 else nullcontext():  # "base": no adapter at all
-                generations = persona.generate(convs_in, batch_size=batch_size, on_batch=bar.update,
-                                               max_new_tokens=max_new_tokens, do_sample=False)
-            metrics[name] = score(items, generations, classifier, politician, profile)
-            samples[name] = sample_rows(items, generations)
+    base_path = base_model or folders[0].base_model
+    system_prompt = persona.style.system_prompt or profile.get("system_prompt")
+    bare = replace(persona.style, system_prompt=None)
+    # Generic class: the base without persona on training-side prompts of every politician (never the held-out ones).
+    pool = [records.to_conversation(obj)["messages"][:-1] for paths in training_files(style_data_dir).values()
+            for path in paths for _, obj in records.iter_json_lines(path)]
+    held_keys = {json.dumps(i["messages"]) for i in style_items}
+    pool = [p for p in pool if json.dumps(p) not in held_keys]
+    pool = random.Random(seed).sample(pool, min(generic_prompts, len(pool)))
+
+    arms: list[tuple[str, str | None, Any, str | None]] = [(BASE, None, bare, None), (PROMPT_ONLY, None, bare, system_prompt)]
+    for i, f in enumerate(folders):
+        meta = f.metadata
+        style = replace(persona.style, **{k: meta[k] for k in ("prompt_format", "separator", "system_prompt", "politician")
+                                          if k in meta})
+        arms.append((str(f.path), f"adapter_{i}", style, None))
+    prompts = [i["messages"] for i in style_items] + [i["messages"] for i in identity_items]
+    batches = -(-len(prompts) // batch_size) * len(arms) + -(-len(pool) // batch_size)
+    train_texts = [strip_label(r["messages"][-1]["content"]) for r in train_rows]
+    held_convs = [r["messages"] for r in held]
+    results: dict[str, scorecard.ArmScores] = {}
+    samples: list[dict[str, Any]] = []
+    with tqdm(total=batches, desc="Evaluating", file=sys.stderr) as bar:
+        generic = generic_texts(persona, bare, pool, max_new_tokens, batch_size, base_path, bar.update)
+        classifier = load_or_train(style_data_dir, generic=generic)
+        for name, adapter, style, system in arms:
+            convs = [([{"role": "system", "content": system}] if system else []) + list(p) for p in prompts]
+            loss_convs = [([{"role": "system", "content": system}] if system else []) + list(c) for c in held_convs]
+            arm_persona = replace(persona, style=style)
+            if adapter is None:
+                with persona.model.disable_adapter():
+                    texts = arm_persona.generate(convs, batch_size=batch_size, on_batch=bar.update,
+                                                 max_new_tokens=max_new_tokens, do_sample=False)
+                    losses = arm_persona.completion_losses(loss_convs, batch_size)
+            else:
+                persona.model.base_model.set_adapter(adapter)
+                texts = arm_persona.generate(convs, batch_size=batch_size, on_batch=bar.update,
+                                             max_new_tokens=max_new_tokens, do_sample=False)
+                losses = arm_persona.completion_losses(loss_convs, batch_size)
+            texts = [strip_label(t) for t in texts]
+            style_texts, identity_texts = texts[:len(style_items)], texts[len(style_items):]
+            target = style.politician if adapter is not None and style.politician else politician
+            s = scorecard.ArmScores(target=target, predicted=classifier.predict(style_texts) if style_texts else [])
+            if identity_texts:
+                arm_profile = profile if target == politician else load_profile(target, profiles_dir)
+                for key, values in scorecard.score_identity(identity_texts, arm_profile).items():
+                    setattr(s, key, values)
+            s.memorized = scorecard.score_memorization(texts, train_texts, memorization_words)
+            s.loss_sum, s.loss_tokens = [x for x, _ in losses], [float(n) for _, n in losses]
+            results[name] = s
+            for item, text, predicted in zip([*style_items, *identity_items], texts, s.predicted + [""] * len(identity_items)):
+                samples.append({"arm": name, "kind": item["kind"], "prompt": item["messages"][-1]["content"],
+                                "reference": item.get("reference", ""), "generation": text,
+                                **({"predicted": predicted} if predicted else {})})
+    summary = {name: {k: e.to_dict() for k, e in scorecard.summarize_arm(s, n_boot, seed).items()}
+               for name, s in results.items()}
+    differences = {f"{name} - {PROMPT_ONLY}": {k: e.to_dict() for k, e in
+                                              scorecard.compare(results[name], results[PROMPT_ONLY], n_boot, seed).items()}
+                   for name in results if name not in (BASE, PROMPT_ONLY)}
+    differences[f"{PROMPT_ONLY} - {BASE}"] = {k: e.to_dict() for k, e in
+                                               scorecard.compare(results[PROMPT_ONLY], results[BASE], n_boot, seed).items()}
+    report = {
+        "politician": politician,
+        "targets": {name: s.target for name, s in results.items()},
+        "n_style_prompts": len(style_items), "n_identity_prompts": len(identity_items), "n_heldout_losses": len(held),
+        "classifier": {"labels": classifier.labels, "held_out_accuracy": classifier.held_out_accuracy,
+                       "generic_texts": len(generic)},
+        "arms": summary,
+        "differences": differences,
+        "confusion": scorecard.confusion(results, classifier.labels),
+    }
     curves = {str(f): read_log(f) for f in log_files}
+    from politician_lm.evaluation.report import write_scorecard
+
     with atomic_dir(out) as tmp:
-        write_report(tmp, metrics, samples, curves, f"Persona evaluation: {politician or 'model'}")
-        (tmp / "samples.jsonl").write_text("".join(json.dumps({"model": m, **s}, ensure_ascii=False) + "\n"
-                                                   for m, ss in samples.items() for s in ss), encoding="utf-8")
-    print(f"wrote {out}/metrics.json and {out}/report.html ({len(items)} prompts, {len(names)} models)", file=sys.stderr)
+        (tmp / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (tmp / "samples.jsonl").write_text("".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples),
+                                           encoding="utf-8")
+        write_scorecard(tmp, report, samples, curves, _short)
+    print(scorecard_text(report))
+    print(f"wrote {out}/metrics.json, report.html and samples.jsonl", file=sys.stderr)
     return out
+
+
+def scorecard_text(report: dict[str, Any]) -> str:
+    """The scorecard as a plain-text table: value [95% interval] per arm and metric, then the differences."""
+    from politician_lm.evaluation.scorecard import METRICS
+
+    def cell(e: dict | None) -> str:
+        return f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]" if e else "-"
+
+    lines = [f"Persona scorecard: {report['politician']} ({report['n_style_prompts']} held-out prompts, "
+             f"{report['n_identity_prompts']} identity probes, {report['n_heldout_losses']} held-out completions; "
+             f"style classifier held-out accuracy {report['classifier']['held_out_accuracy']:.3f})"]
+    names = list(report["arms"]) + list(report["differences"])
+    width = max(len(_short(n)) for n in names) + 2
+    lines.append(f"{'':<{width}}" + "".join(f"{m:<26}" for m in METRICS))
+    for group in ("arms", "differences"):
+        for name, metrics in report[group].items():
+            lines.append(f"{_short(name):<{width}}" + "".join(f"{cell(metrics.get(m)):<26}" for m in METRICS))
+        lines.append("")
+    lines.append("style classifier confusion (rows: arm, columns: predicted)")
+    labels = report["classifier"]["labels"]
+    lines.append(f"{'':<{width}}" + "".join(f"{lab:>10}" for lab in labels))
+    for name, counts in report["confusion"].items():
+        lines.append(f"{_short(name):<{width}}" + "".join(f"{counts[lab]:>10}" for lab in labels))
+    return "\n".join(lines)
+
+
+def _short(name: str) -> str:
+    """``runs/smollm2-biden/adapters/best`` -> ``smollm2-biden/best``: arm names that fit a table column."""
+    parts = Path(name).parts
+    if len(parts) >= 3 and parts[-2] == "adapters":
+        return f"{parts[-3]}/{parts[-1]}"
+    return name if len(name) <= 40 else "…" + name[-39:]

@@ -68,6 +68,29 @@ class Persona:
         return texts
 
 
+    @torch.no_grad()
+    def completion_losses(self, conversations: list[list[dict[str, str]]], batch_size: int = 8) -> list[tuple[float, int]]:
+        """``(summed NLL, token count)`` of each conversation's last (assistant) turn, rendered as training renders it."""
+        from politician_lm.data.tokenize import IGNORE_INDEX, encode
+
+        encoded = [encode(self.tokenizer, *self.style.render(c, self.tokenizer), self.context_window, add_bos=self._bos)
+                   for c in conversations]
+        out: list[tuple[float, int]] = []
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start:start + batch_size]
+            width = max(len(e["input_ids"]) for e in chunk)
+            pad = self.tokenizer.pad_token_id
+            ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in chunk])
+            mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in chunk])
+            labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"])) for e in chunk])
+            logits = self.model(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device)).logits
+            targets = labels[:, 1:].to(logits.device)
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets,
+                                                    ignore_index=IGNORE_INDEX, reduction="none")
+            out += [(float(n.sum()), int((t != IGNORE_INDEX).sum())) for n, t in zip(nll, targets)]
+        return out
+
+
 def _generation_defaults(folder: Path) -> dict[str, Any]:
     path = folder / "generation_config.json"
     if not path.is_file():

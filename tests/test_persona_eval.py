@@ -108,23 +108,36 @@ def test_no_secret_lands_in_any_output(wandb_fit):
 
 
 @pytest.mark.slow
-def test_evaluate_writes_metrics_and_a_report_with_plots(wandb_fit, tmp_path):
+def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(wandb_fit, tmp_path):
     root, _ = wandb_fit
     out = tmp_path / "eval"
+    adapter = str(root / "adapters" / "best")
     log = glob.glob(str(root / "lightning_logs" / "version_*" / "metrics.csv"))[0]
-    proc = subprocess.run([sys.executable, "-m", "politician_lm.cli", "evaluate", "--adapters", str(root / "adapters" / "best"),
-                           "--data_path", "data/biden", "--output_dir", str(out), "--logs", log, "--num_prompts", "12"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    # No --data_path: the adapter records the data it was trained on.
+    proc = subprocess.run([sys.executable, "-m", "politician_lm.cli", "evaluate", "--adapters", adapter,
+                           "--output_dir", str(out), "--logs", log, "--num_prompts", "12", "--max_new_tokens", "12",
+                           "--generic_prompts", "24", "--n_boot", "200"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Evaluating" in proc.stderr  # the progress bar
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert list(metrics) == ["base", str(root / "adapters" / "best")]
-    for m in metrics.values():
-        assert {"style_attribution", "classifier_accuracy", "rouge_l", "chrf", "distinct_1", "identity_score"} <= set(m)
+    assert "Persona scorecard: biden" in proc.stdout and "prompt-only" in proc.stdout  # the numbers are printed
+    report = json.loads((out / "metrics.json").read_text())
+    assert list(report["arms"]) == ["base", "prompt-only", adapter]
+    assert report["classifier"]["labels"] == ["biden", "generic", "trump"] and report["classifier"]["generic_texts"] == 24
+    assert report["n_style_prompts"] == 12 and report["n_identity_prompts"] == 16
+    for arm in report["arms"].values():
+        assert {"style_attribution", "names_self", "claims_ai", "facts", "identity_score", "memorization",
+                "heldout_loss"} <= set(arm)
+        for e in arm.values():
+            assert e["low"] <= e["value"] <= e["high"]
+    assert set(report["differences"]) == {f"{adapter} - prompt-only", "prompt-only - base"}
+    assert sum(report["confusion"][adapter].values()) == 12
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2  # bars and curves, inlined: the page is self-contained
-    assert (out / "bars.png").stat().st_size > 1000 and (out / "curves.png").is_file()
-    assert len((out / "samples.jsonl").read_text().splitlines()) == 24
+    assert page.count("data:image/png;base64,") == 2 and "Differences (paired bootstrap)" in page
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 * (12 + 16)
+    # A second run with the same base reuses the cached generic texts.
+    assert list((tmp_path / "xdg" / "politician_lm" / "generic").glob("*.json"))
 
 
 def test_evaluate_refuses_bad_inputs_before_loading(tmp_path, capsys, chdir_root):
