@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,12 @@ from politician_lm.generation import Persona, load_persona, registry_entry
 from politician_lm.io import atomic_write_text, check_output
 
 REGISTRY = "configs/models.yaml"
+# The role labels of the project's data (``prepare`` writes them; data/<politician>/*.jsonl use them): plain-format
+# prompts start with ``USER: `` and completions with ``POLITICIAN: ``, so chat writes a message the same way and
+# shows the answer without its label.
+USER_LABEL, REPLY_LABEL = "USER: ", "POLITICIAN: "
+_ANY_LABEL = re.compile(r"^\s*(USER|POLITICIAN|ASSISTANT|HUMAN)\s*:", re.IGNORECASE)
+_REPLY_LABEL = re.compile(r"^\s*(POLITICIAN|ASSISTANT)\s*:[ \t]*", re.IGNORECASE)
 
 
 def resolve_persona(adapters: list[str] | str | None, weights: list[float] | str | None, base_model: str | None,
@@ -121,6 +128,48 @@ def fit_history(persona: Persona, history: list[dict[str, str]], max_new_tokens:
     return history
 
 
+def user_turn(message: str, prompt_format: str) -> dict[str, str]:
+    """A chat message as the training data wrote user turns (``USER: ...`` in the plain format)."""
+    if prompt_format == "plain" and not _ANY_LABEL.match(message):
+        message = USER_LABEL + message
+    return {"role": "user", "content": message}
+
+
+def assistant_turn(reply: str, prompt_format: str) -> dict[str, str]:
+    """The answer as the training data wrote completions, for the next turn's context."""
+    if prompt_format == "plain" and not _ANY_LABEL.match(reply):
+        reply = REPLY_LABEL + reply.lstrip()
+    return {"role": "assistant", "content": reply}
+
+
+def strip_reply_label(text: str) -> str:
+    """``POLITICIAN: Folks, ...`` -> ``Folks, ...``."""
+    return _REPLY_LABEL.sub("", text, count=1)
+
+
+def reply_streamer(tokenizer: Any) -> Any:
+    """A ``TextStreamer`` that prints the answer as it is generated, without a leading ``POLITICIAN:`` label."""
+    from transformers import TextStreamer
+
+    labels = tuple(label + ":" for label in ("POLITICIAN", "ASSISTANT"))
+
+    class ReplyStreamer(TextStreamer):
+        def __init__(self) -> None:
+            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+            self.head: str | None = ""  # text held back while it could still be the start of a label
+
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if self.head is not None:
+                self.head += text
+                start = self.head.lstrip().upper()
+                if not stream_end and any(label.startswith(start) for label in labels):
+                    return  # still a prefix of a label (or only whitespace so far)
+                text, self.head = strip_reply_label(self.head), None
+            super().on_finalized_text(text, stream_end)
+
+    return ReplyStreamer()
+
+
 def chat(
     adapters: list[str] | str | None = None,
     weights: list[float] | str | None = None,
@@ -152,7 +201,6 @@ def chat(
         allow_pickle: Accept pickle (.bin) weights, which can run code when loaded.
     """
     import torch
-    from transformers import TextStreamer
 
     persona = resolve_persona(adapters, weights, base_model, politician, registry, quantization, allow_pickle)
     torch.manual_seed(seed)
@@ -160,11 +208,16 @@ def chat(
     name = persona.style.politician or politician or "assistant"
     interactive = sys.stdin.isatty()
     print(f"Chatting with {name}. /reset clears the conversation, /exit quits.", file=sys.stderr)
+    fmt = persona.style.prompt_format
     history: list[dict[str, str]] = []
     while True:
         if interactive:
             print("you> ", end="", flush=True)
-        line = sys.stdin.readline()
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:  # Ctrl-C at the prompt ends the chat, like /exit
+            print(file=sys.stderr)
+            break
         if not line or line.strip() == "/exit":
             break
         message = line.strip()
@@ -174,13 +227,15 @@ def chat(
             history = []
             print("(conversation cleared)", flush=True)
             continue
-        history = fit_history(persona, [*history, {"role": "user", "content": message}], limit)
-        if len(persona.prompt_ids(history)) + limit > persona.context_window:
+        asked = fit_history(persona, [*history, user_turn(message, fmt)], limit)
+        if len(persona.prompt_ids(asked)) + limit > persona.context_window:
             print("(message too long for the context window; shorten it)", flush=True)
-            history = history[:-1]
             continue
         print(f"{name}> ", end="", flush=True)
-        streamer = TextStreamer(persona.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        reply = persona.generate([history], streamer=streamer, max_new_tokens=limit, do_sample=do_sample,
-                                 temperature=temperature, top_p=top_p)[0]
-        history.append({"role": "assistant", "content": reply})
+        try:
+            reply = persona.generate([asked], streamer=reply_streamer(persona.tokenizer), max_new_tokens=limit,
+                                     do_sample=do_sample, temperature=temperature, top_p=top_p)[0]
+        except KeyboardInterrupt:  # Ctrl-C while answering stops the answer; the conversation so far is kept
+            print("\n(answer stopped; the conversation is kept. /exit quits)", flush=True)
+            continue
+        history = [*asked, assistant_turn(reply, fmt)]

@@ -34,6 +34,9 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     os.chmod(tmp, _umask_mode(0o777))
     try:
         yield tmp
+        for path in tmp.rglob("*"):  # some writers (safetensors) create 0600 files; a kept folder reads like any other
+            if path.is_file() and not path.is_symlink():
+                os.chmod(path, _umask_mode(0o666))
         if target.exists() and _exchange(tmp, target):
             shutil.rmtree(tmp, ignore_errors=True)  # after the swap, tmp holds the old folder
             return

@@ -73,3 +73,72 @@ def test_unknown_prompt_format(tmp_path, capsys, chdir_root):
     code, err = run_cli(fit_args(data, tmp_path / "run", "--data.prompt_format", "alpaca"), capsys)
     assert code != 0 and "prompt_format" in err and "alpaca" in err
     assert not (tmp_path / "run").exists()
+
+
+# -- the command line itself: one line that says what to do, before anything heavy ----------------------------
+def one_line(err):
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("politician-lm: error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["fit"], ["add --config configs/demo.yaml"]),
+    (["fit", "configs/demo.yaml"], ["goes after --config", "politician-lm fit --config configs/demo.yaml"]),
+    (["fit", "--config", "configs/demo.yaml", "--model.lora_rank", "16"], ["--model.lora_rank", "did you mean --model.lora_r?"]),
+    (["fit", "--config", "configs/demo.yaml", "--output-dir", "X"], ["--output-dir", "--trainer.default_root_dir"]),
+    (["fit", "--config", "configs/demo.yaml", "--trainer.max_epocs", "2"], ["did you mean --trainer.max_epochs?"]),
+], ids=["no-config", "config-without-flag", "typo", "old-output-dir", "trainer-typo"])
+def test_command_line_mistakes_point_at_the_fix(args, fragments, tmp_path, capsys, chdir_root):
+    code, err = run_cli([*args, "--trainer.default_root_dir", str(tmp_path / "run")] if len(args) > 2 else args, capsys)
+    line = one_line(err)
+    assert code == 2 and all(f in line for f in fragments), line
+    assert not (tmp_path / "run").exists()
+
+
+def test_gpu_recipe_on_a_machine_without_cuda_is_one_line(tmp_path, capsys, chdir_root):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, err = run_cli(["fit", "--config", "configs/biden.yaml", "--trainer.default_root_dir", str(tmp_path / "r")], capsys)
+    line = one_line(err)
+    assert code == 2 and "configs/biden.yaml" in line and "needs a CUDA GPU" in line and "configs/demo.yaml" in line
+    assert not (tmp_path / "r").exists()
+
+
+HELP_IMPORTS = """
+import sys
+from politician_lm.cli import main
+main(["--help"])
+print("HEAVY", sorted(m for m in ("torch", "lightning", "transformers", "datasets", "peft", "jsonargparse") if m in sys.modules))
+"""
+
+
+def test_help_imports_nothing_heavy():
+    """`politician-lm --help` must answer at once: the overview imports no ML library (it took 9 s when it did)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-c", HELP_IMPORTS], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "fit" in proc.stdout and "chat" in proc.stdout and "HEAVY []" in proc.stdout, proc.stdout[-500:]
+    summary = [ln for ln in proc.stdout.splitlines() if ln.strip().startswith("merge")]
+    assert summary and "Combine LoRA adapters" in summary[0]  # summaries still come from the docstrings
+
+
+def interrupted() -> None:
+    """A command that the user stops with Ctrl-C."""
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_any_command_prints_one_line_and_no_traceback(capsys, monkeypatch):
+    from politician_lm import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "interrupted", "tests.test_cli_errors:interrupted")
+    with pytest.raises(SystemExit) as exc:
+        main(["interrupted"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 130 and err.strip() == "politician-lm: interrupted" and "Traceback" not in err

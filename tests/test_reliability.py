@@ -32,25 +32,48 @@ def adapter_tensors(root):
     return load_file(root / "adapters" / "last" / "adapter_model.safetensors")
 
 
-@pytest.mark.slow
-def test_sigkill_mid_fit_then_resume_gives_the_same_adapter(tmp_path):
-    straight = tmp_path / "straight"
-    subprocess.run(cli(straight), cwd=ROOT, check=True, capture_output=True, timeout=900)
-    delay = random.Random(os.getpid()).uniform(0.0, 1.5)  # a different moment on every run
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(cli(killed), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not (killed / "checkpoints" / "last.ckpt").exists() and proc.poll() is None:
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The uninterrupted run that killed-and-resumed runs must reproduce bit for bit."""
+    root = tmp_path_factory.mktemp("straight") / "run"
+    subprocess.run(cli(root), cwd=ROOT, check=True, capture_output=True, timeout=900)
+    return root
+
+
+def kill_and_resume(root, delay):
+    """Start the run, SIGKILL it ``delay`` s after its first last.ckpt, resume; the step it resumed from."""
+    proc = subprocess.Popen(cli(root), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (root / "checkpoints" / "last.ckpt").exists() and proc.poll() is None:
         time.sleep(0.02)
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    step = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    step = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
     print(f"killed {delay:.2f} s after the first checkpoint; resuming from step {step}")
-    subprocess.run(cli(killed, "--ckpt_path", "last"), cwd=ROOT, check=True, capture_output=True, timeout=900)
-    a, b = adapter_tensors(straight), adapter_tensors(killed)
+    subprocess.run(cli(root, "--ckpt_path", "last"), cwd=ROOT, check=True, capture_output=True, timeout=900)
+    return step
+
+
+def assert_same_adapter(a_root, b_root):
+    a, b = adapter_tensors(a_root), adapter_tensors(b_root)
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key  # bit for bit: same batches, same dropout, same optimizer state
+
+
+@pytest.mark.slow
+def test_sigkill_mid_fit_then_resume_gives_the_same_adapter(straight, tmp_path):
+    delay = random.Random(os.getpid()).uniform(0.0, 1.5)  # a different moment on every run
+    kill_and_resume(tmp_path / "killed", delay)
+    assert_same_adapter(straight, tmp_path / "killed")
+
+
+@pytest.mark.slow
+def test_sigkill_before_the_first_validation_resumes_from_a_step_checkpoint(straight, tmp_path):
+    """last.ckpt monitors nothing, so it is written from step 3 on, not only once val_loss exists (step 19)."""
+    step = kill_and_resume(tmp_path / "early", 0.0)
+    assert 3 <= step < 19  # 148 training examples / batch 8: the first validation ends epoch 0 at step 19
+    assert_same_adapter(straight, tmp_path / "early")
 
 
 WRITER = """
@@ -149,6 +172,24 @@ def test_consecutive_bad_steps_stop_fit_without_overwriting_exports(tmp_path, ti
     best = tmp_path / "run" / "adapters" / "best"
     assert best.is_dir() and json.loads((best / "politician_lm.json").read_text())["global_step"] <= 4
     assert not (tmp_path / "run" / "adapters" / "last").exists()  # fit did not end: no "last" from a bad state
+
+
+def test_adapter_export_writes_only_during_fit(tmp_path, tiny_path):
+    """validate/test/predict with a fresh AdapterExport (as the CLI builds one) must leave adapters/ alone."""
+    model, trainer, dm = _fit(tmp_path, tiny_path, [], max_steps=4)
+    trainer.fit(model, datamodule=dm)
+    folder = tmp_path / "run" / "adapters"
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    with torch.no_grad():  # other weights than the exported ones, as a different checkpoint would bring
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.5)
+    other = L.Trainer(default_root_dir=tmp_path / "run", accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_checkpointing=False, callbacks=[AdapterExport()])
+    other.validate(model, datamodule=dm)
+    other.test(model, datamodule=dm)
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert after == before
 
 
 def test_export_refuses_a_non_finite_state(tmp_path, tiny_path):

@@ -153,11 +153,7 @@ class PoliticianLM(L.LightningModule):
             random.setstate(rng["python"])
             if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(rng["cuda"])
-        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
-        missing = trainable - checkpoint["state_dict"].keys()
-        if missing:
-            raise RuntimeError(f"checkpoint lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[0]}); "
-                               "it was made with other LoRA settings or another base model")
+        check_checkpoint_fits(checkpoint["state_dict"], dict(self.named_parameters()))
 
     # -- steps ----------------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -261,6 +257,28 @@ class PoliticianLM(L.LightningModule):
         scheduler = get_scheduler(self.hparams.scheduler, optimizer,
                                   num_warmup_steps=int(self.hparams.warmup_ratio * total), num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def check_checkpoint_fits(saved: dict[str, torch.Tensor], params: dict[str, torch.nn.Parameter]) -> None:
+    """A checkpoint from other LoRA settings (rank, targets) or another base: one line naming the difference,
+    instead of Lightning's list of size mismatches."""
+    trainable = {n: p for n, p in params.items() if p.requires_grad}
+    missing = sorted(trainable.keys() - saved.keys())
+    if missing:
+        raise UserError(f"the checkpoint lacks {len(missing)} of this run's {len(trainable)} trainable tensors (e.g. "
+                        f"{missing[0]}): it was made with other model.target_modules or another base model; resume "
+                        "with the settings it was trained with, or start a new run")
+    for name, param in trainable.items():
+        shape = tuple(saved[name].shape)
+        if shape == tuple(param.shape):
+            continue
+        if ".lora_A." in name and shape[1:] == tuple(param.shape[1:]):
+            raise UserError(f"the checkpoint was trained with model.lora_r {shape[0]}, this run has "
+                            f"model.lora_r {param.shape[0]}; resume with --model.lora_r "
+                            f"{shape[0]}, or start a new run")
+        raise UserError(f"the checkpoint's {name} has shape {list(shape)}, this run's has {list(param.shape)}: it was "
+                        "made with other LoRA settings or another base model; resume with the settings it was "
+                        "trained with, or start a new run")
 
 
 def _split_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:
