@@ -13,7 +13,6 @@ completions) and the loss on held-out completions.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import sys
@@ -27,7 +26,7 @@ from politician_lm.adapters.files import parse_list, read_adapter
 from politician_lm.data import records
 from politician_lm.data.profiles import load_profile
 from politician_lm.errors import UserError
-from politician_lm.io import atomic_dir, atomic_file, check_output
+from politician_lm.io import atomic_dir, check_output
 
 PROMPT_ONLY = "prompt-only"
 BASE = "base"
@@ -45,66 +44,9 @@ def split_records(data_path: str, val_fraction: float, seed: int) -> tuple[list[
     return ([r for r, b in zip(rows, buckets) if b >= val_fraction], [r for r, b in zip(rows, buckets) if b < val_fraction])
 
 
-def read_prompts(path: Path) -> list[dict[str, Any]]:
-    """Probe prompts: ``{"prompt", "kind"}`` or ``{"messages", "kind"}`` per line; errors name the file and line."""
-    if not path.is_file():
-        raise UserError(f"{path}: prompts file not found")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict) or not (isinstance(obj.get("prompt"), str) or isinstance(obj.get("messages"), list)):
-            raise UserError(f"{path}:{number}: need a 'prompt' string or a 'messages' list")
-        messages = obj.get("messages") or [{"role": "user", "content": obj["prompt"]}]
-        if messages[-1].get("role") == "assistant":
-            messages = messages[:-1]
-        rows.append({"messages": messages, "kind": str(obj.get("kind") or "")})
-    if not rows:
-        raise UserError(f"{path}: no prompts")
-    return rows
-
-
 def _trained_data(adapter: Path) -> dict[str, Any]:
     cfg_file = adapter / "training_config.yaml"
     return (yaml.safe_load(cfg_file.read_text()) or {}).get("data", {}) if cfg_file.is_file() else {}
-
-
-def _cache_dir() -> Path:
-    import os
-
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "politician_lm" / "generic"
-
-
-def generic_texts(persona: Any, base_style: Any, prompts: list[list[dict]], max_new_tokens: int, batch_size: int,
-                  base_model: str, on_batch: Any = None) -> list[str]:
-    """What the base model writes for ``prompts`` with no persona (greedy), cached by base model, prompts and settings."""
-    digest = hashlib.sha256(json.dumps([prompts, base_style.to_dict(), max_new_tokens], sort_keys=True).encode())
-    base = Path(base_model)
-    for name in ("config.json", "politician_lm_import.json"):
-        if (base / name).is_file():
-            digest.update((base / name).read_bytes())
-    for weights in sorted(base.glob("*.safetensors")):
-        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
-    path = _cache_dir() / f"{digest.hexdigest()}.json"
-    if path.is_file():
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            pass
-    with persona.model.disable_adapter():
-        texts = replace_style(persona, base_style).generate(prompts, batch_size=batch_size, on_batch=on_batch,
-                                                            max_new_tokens=max_new_tokens, do_sample=False)
-    with atomic_file(path) as tmp:
-        Path(tmp).write_text(json.dumps(texts), encoding="utf-8")
-    return texts
-
-
-def replace_style(persona: Any, style: Any) -> Any:
-    return replace(persona, style=style)
 
 
 def evaluate(
@@ -171,7 +113,8 @@ def evaluate(
         raise UserError(f"{folders[0].path}: the adapter does not record its data; pass --data_path")
     out = check_output(output_dir, overwrite)
     fraction = val_fraction or float(trained.get("val_fraction", 0.1))
-    train_rows, held = split_records(data_path, fraction, split_seed if split_seed is not None else int(trained.get("seed", 42)))
+    split_seed = split_seed if split_seed is not None else int(trained.get("seed", 42))
+    train_rows, held = split_records(data_path, fraction, split_seed)
     if not held:
         raise UserError(f"{data_path}: no held-out records at val_fraction={fraction}; raise it or add val.jsonl")
     politician = politician or folders[0].metadata.get("politician")
@@ -179,32 +122,28 @@ def evaluate(
         raise UserError("no target politician: pass --politician (the adapter's metadata names none)")
     profile = load_profile(politician, profiles_dir)
     if prompts_file:
-        probes = read_prompts(Path(prompts_file))
+        probes = records.read_prompts(Path(prompts_file))
         style_items = [p for p in probes if p["kind"] != "identity"]
         identity_items = [p for p in probes if p["kind"] == "identity"]
     else:
         style_items = random.Random(seed).sample(held, min(num_prompts, len(held)))
         style_items = [{"messages": r["messages"][:-1], "kind": r["kind"], "reference": r["messages"][-1]["content"]}
                        for r in style_items]
-        identity_items = read_prompts(Path(identity_probes)) if Path(identity_probes).is_file() else []
+        identity_items = records.read_prompts(Path(identity_probes)) if Path(identity_probes).is_file() else []
 
     from tqdm import tqdm
 
     from politician_lm.evaluation import scorecard
     from politician_lm.evaluation.report import read_log
-    from politician_lm.evaluation.style import load_or_train, strip_label, training_files
-    from politician_lm.generation import load_persona
+    from politician_lm.evaluation.style import generic_pool, load_or_train, strip_label
+    from politician_lm.generation import generic_texts, load_persona
 
     persona = load_persona([str(f.path) for f in folders], base_model=base_model, allow_pickle=allow_pickle)
     base_path = base_model or folders[0].base_model
     system_prompt = persona.style.system_prompt or profile.get("system_prompt")
-    bare = replace(persona.style, system_prompt=None)
+    bare = replace(persona.style, system_prompt=None, politician=None)
     # Generic class: the base without persona on training-side prompts of every politician (never the held-out ones).
-    pool = [records.to_conversation(obj)["messages"][:-1] for paths in training_files(style_data_dir).values()
-            for path in paths for _, obj in records.iter_json_lines(path)]
-    held_keys = {json.dumps(i["messages"]) for i in style_items}
-    pool = [p for p in pool if json.dumps(p) not in held_keys]
-    pool = random.Random(seed).sample(pool, min(generic_prompts, len(pool)))
+    pool = generic_pool(style_data_dir, generic_prompts, fraction, split_seed, seed)
 
     arms: list[tuple[str, str | None, Any, str | None]] = [(BASE, None, bare, None), (PROMPT_ONLY, None, bare, system_prompt)]
     for i, f in enumerate(folders):
@@ -219,7 +158,8 @@ def evaluate(
     results: dict[str, scorecard.ArmScores] = {}
     samples: list[dict[str, Any]] = []
     with tqdm(total=batches, desc="Evaluating", file=sys.stderr) as bar:
-        generic = generic_texts(persona, bare, pool, max_new_tokens, batch_size, base_path, bar.update)
+        with persona.model.disable_adapter():
+            generic = generic_texts(replace(persona, style=bare), pool, max_new_tokens, batch_size, base_path, bar.update)
         classifier = load_or_train(style_data_dir, generic=generic)
         for name, adapter, style, system in arms:
             convs = [([{"role": "system", "content": system}] if system else []) + list(p) for p in prompts]

@@ -7,7 +7,9 @@ are applied together at run time, each LoRA update scaled by its weight, without
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from politician_lm.adapters.files import METADATA_FILE, attach_adapter, check_ba
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import adds_bos, encode_prompt
 from politician_lm.errors import UserError
+from politician_lm.io import atomic_file
 from politician_lm.model.loading import load_base_model, resolve_compute_dtype
 
 SAMPLING_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
@@ -154,6 +157,37 @@ def load_persona(
         tokenizer.pad_token = tokenizer.eos_token
     generation = _generation_defaults(folders[0].path if folders else Path(base))
     return Persona(model=model, tokenizer=tokenizer, style=style, generation=generation)
+
+
+def _generic_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "politician_lm" / "generic"
+
+
+def generic_texts(persona: Persona, prompts: list[list[dict]], max_new_tokens: int, batch_size: int, base_model: str,
+                  on_batch: Callable[[int], Any] | None = None) -> list[str]:
+    """What ``persona`` writes for ``prompts`` (greedy), cached by base model, prompts, style and length.
+
+    Call it with the adapters switched off and a style without a persona system prompt: the texts are the base
+    model's own voice, the style classifier's ``generic`` class.
+    """
+    digest = hashlib.sha256(json.dumps([prompts, persona.style.to_dict(), max_new_tokens], sort_keys=True).encode())
+    base = Path(base_model)
+    for name in ("config.json", "politician_lm_import.json"):
+        if (base / name).is_file():
+            digest.update((base / name).read_bytes())
+    for weights in sorted(base.glob("*.safetensors")):
+        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    path = _generic_cache_dir() / f"{digest.hexdigest()}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            pass
+    texts = persona.generate(prompts, batch_size=batch_size, on_batch=on_batch, max_new_tokens=max_new_tokens,
+                             do_sample=False)
+    with atomic_file(path) as tmp:
+        Path(tmp).write_text(json.dumps(texts), encoding="utf-8")
+    return texts
 
 
 def registry_entry(politician: str, registry: str) -> dict[str, Any]:

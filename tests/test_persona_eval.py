@@ -87,13 +87,15 @@ def test_fit_logs_persona_metrics_to_offline_wandb_and_csv(wandb_fit):
         if record.WhichOneof("record_type") == "history":
             keys |= {item.key or "/".join(item.nested_key) for item in record.history.item}
     for metric in ("style_attribution", "classifier_accuracy", "identity_score", "rouge_l", "chrf", "distinct_1",
-                   "distinct_2", "repetition_rate"):
+                   "distinct_2", "repetition_rate", "memorization"):
         assert f"persona/{metric}" in keys and f"persona/{metric}_at_start" in keys
     assert {"val_loss", "val_perplexity"} <= keys
     tables = glob.glob(str(root / "wandb" / "offline-run-*" / "files" / "media" / "table" / "persona" / "samples*.table.json"))
     assert tables
     table = json.loads(Path(tables[0]).read_text())
-    assert table["columns"] == ["prompt", "kind", "reference", "generation"] and len(table["data"]) == 16
+    assert table["columns"] == ["prompt", "kind", "reference", "generation"]
+    assert len(table["data"]) == 16 + 16  # held-out prompts + the reworded identity probes
+    assert sum(1 for row in table["data"] if row[2] == "") == 16  # probes have no reference
     rows = list(csv.DictReader(open(glob.glob(str(root / "lightning_logs" / "version_*" / "metrics.csv"))[0])))
     assert any(r.get("persona/style_attribution") for r in rows)  # CSV stays on beside W&B
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,9 @@ from lightning.pytorch.loggers import WandbLogger
 from politician_lm.data import records
 from politician_lm.data.profiles import load_profile
 from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, score
-from politician_lm.evaluation.style import load_or_train
-from politician_lm.generation import Persona
+from politician_lm.evaluation.metrics import copies_training
+from politician_lm.evaluation.style import generic_pool, load_or_train, strip_label
+from politician_lm.generation import Persona, generic_texts
 from politician_lm.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,8 @@ class PersonaEvaluation(L.Callback):
     def __init__(self, num_prompts: int = 16, max_new_tokens: int = 32, batch_size: int = 16,
                  at_validation: bool = True, every_n_steps: int | None = None, at_start: bool = True,
                  prompts_file: str | None = None, style_data_dir: str = "data", classifier_cache_dir: str | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, identity_probes: str | None = "data/identity_probes.jsonl", generic_prompts: int = 64,
+                 memorization_words: int = 12) -> None:
         """
         Args:
             num_prompts: Held-out prompts generated for (a fixed, seeded choice; identity prompts first).
@@ -47,12 +50,19 @@ class PersonaEvaluation(L.Callback):
             style_data_dir: Folder of ``<politician>/*.jsonl`` the style classifier learns from (cached).
             classifier_cache_dir: Where the fitted classifier is cached; None uses ``~/.cache/politician_lm/style``.
             seed: Seed of the prompt choice.
+            identity_probes: Identity questions worded unlike the training ones, scored for identity; None: only the
+                held-out identity records are.
+            generic_prompts: Training-side prompts the base answers without persona (once, cached) so the classifier
+                has a ``generic`` class: a generation counts for the politician only when preferred to it. 0: off.
+            memorization_words: A generation repeating this many words of a training completion counts as memorized.
         """
         self.num_prompts, self.max_new_tokens, self.batch_size = num_prompts, max_new_tokens, batch_size
         self.at_validation, self.every_n_steps, self.at_start = at_validation, every_n_steps, at_start
         self.prompts_file, self.style_data_dir, self.cache_dir, self.seed = prompts_file, style_data_dir, classifier_cache_dir, seed
+        self.identity_probes, self.generic_prompts, self.memorization_words = identity_probes, generic_prompts, memorization_words
         if prompts_file is not None:
             records.validate_file(Path(prompts_file))  # fail before any model loads
+        self.train_texts: list[str] = []
         self.items: list[EvalItem] = []
         self.classifier: Any = None
         self.profile: dict[str, Any] | None = None
@@ -70,29 +80,51 @@ class PersonaEvaluation(L.Callback):
             dm.build()
             convs, kinds = list(dm.val_dataset["messages"]), list(dm.val_dataset["kind"])
         self.items = eval_items(convs, kinds, self.num_prompts, self.seed)
+        if self.identity_probes and Path(self.identity_probes).is_file():
+            probes = records.read_prompts(Path(self.identity_probes))
+            self.items += [EvalItem(tuple(p["messages"]), "", "identity") for p in probes]
+        if not self.prompts_file:
+            dm.build()
+            self.train_texts = [strip_label(m[-1]["content"]) for m in dm.train_dataset["messages"]]
         self.politician = dm.style.politician
         if self.politician:
             self.profile = load_profile(self.politician, dm.hparams.profiles_dir)
-            self.classifier = load_or_train(self.style_data_dir, self.cache_dir)
-            if self.politician not in self.classifier.labels:
-                log.warning("style classifier knows %s, not %r; style attribution is skipped",
-                            self.classifier.labels, self.politician)
-                self.classifier = None
         else:
             log.warning("PersonaEvaluation: no data.politician set, so style and identity metrics are skipped")
+
+    def _load_classifier(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The style classifier, with the base model's own voice (no adapter, no persona) as its generic class."""
+        generic = None
+        if self.generic_prompts:
+            dm = trainer.datamodule
+            pool = generic_pool(self.style_data_dir, self.generic_prompts, dm.hparams.val_fraction, dm.hparams.seed, self.seed)
+            bare = Persona(model=pl_module.model, tokenizer=dm.tokenizer,
+                           style=replace(dm.style, system_prompt=None, politician=None))
+            with pl_module.model.disable_adapter():
+                generic = generic_texts(bare, pool, self.max_new_tokens, self.batch_size, pl_module.hparams.model_name_or_path)
+        self.classifier = load_or_train(self.style_data_dir, self.cache_dir, generic=generic)
+        if self.politician not in self.classifier.labels:
+            log.warning("style classifier knows %s, not %r; style attribution is skipped",
+                        self.classifier.labels, self.politician)
+            self.classifier = False
 
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[dict[str, float], list[dict]]:
         dm = trainer.datamodule
         was_training = pl_module.model.training
         pl_module.model.eval()
+        if self.politician and self.classifier is None:
+            self._load_classifier(trainer, pl_module)
         persona = Persona(model=pl_module.model, tokenizer=dm.tokenizer, style=dm.style)
         convs = [list(i.messages) for i in self.items]
         generations = persona.generate(convs, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
                                        do_sample=False)
         if was_training:
             pl_module.model.train()
-        metrics = score(self.items, generations, self.classifier, self.politician, self.profile)
+        metrics = score(self.items, generations, self.classifier or None, self.politician, self.profile)
+        if self.train_texts:
+            metrics["memorization"] = sum(copies_training([strip_label(g) for g in generations], self.train_texts,
+                                                          self.memorization_words)) / len(generations)
         return {f"persona/{k}": v for k, v in metrics.items()}, sample_rows(self.items, generations)
 
     def _publish(self, trainer: L.Trainer, metrics: dict[str, float], samples: list[dict], tag: str = "",

@@ -16,6 +16,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from politician_lm.errors import UserError
 
@@ -134,3 +135,26 @@ def split_bucket(messages: list[dict[str, str]], seed: int) -> float:
     text = " ".join(re.sub(r"\s+", " ", m["content"]).strip().lower() for m in messages)
     digest = hashlib.sha256(f"{seed}\x00{text}".encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def read_prompts(path: Path) -> list[dict[str, Any]]:
+    """Probe prompts: ``{"prompt", "kind"}`` or ``{"messages", "kind"}`` per line; errors name the file and line."""
+    if not path.is_file():
+        raise UserError(f"{path}: prompts file not found")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict) or not (isinstance(obj.get("prompt"), str) or isinstance(obj.get("messages"), list)):
+            raise UserError(f"{path}:{number}: need a 'prompt' string or a 'messages' list")
+        messages = obj.get("messages") or [{"role": "user", "content": obj["prompt"]}]
+        if messages[-1].get("role") == "assistant":
+            messages = messages[:-1]
+        rows.append({"messages": messages, "kind": str(obj.get("kind") or "")})
+    if not rows:
+        raise UserError(f"{path}: no prompts")
+    return rows

@@ -53,16 +53,20 @@ def score(items: list[EvalItem], generations: list[str], classifier: StyleClassi
     * distinct_1, distinct_2, repetition_rate: degeneration.
     """
     texts = [strip_label(g) for g in generations]
-    refs = [strip_label(i.reference) for i in items]
+    # Probe prompts (identity questions worded unlike training) have no reference: identity metrics only.
+    pairs = [(t, strip_label(i.reference)) for t, i in zip(texts, items) if i.reference]
+    if not pairs:
+        raise ValueError("no item has a reference answer; pass held-out records, not only probe prompts")
+    answers, refs = [t for t, _ in pairs], [r for _, r in pairs]
     out: dict[str, float] = {
-        "rouge_l": rouge_l(texts, refs),
-        "chrf": chrf(texts, refs),
+        "rouge_l": rouge_l(answers, refs),
+        "chrf": chrf(answers, refs),
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
         "repetition_rate": repetition_rate(texts),
     }
     if classifier is not None and politician:
-        out["style_attribution"] = classifier.attribution(texts, politician)
+        out["style_attribution"] = classifier.attribution(answers, politician)
         accuracy = getattr(classifier, "held_out_accuracy", None)
         if accuracy is not None and math.isfinite(accuracy):
             out["classifier_accuracy"] = float(accuracy)

@@ -143,6 +143,21 @@ def train_from_data_dir(data_dir: str = "data", seed: int = 0, generic: list[str
     return StyleClassifier().fit(texts, labels, seed=seed)
 
 
+def generic_pool(data_dir: str, n: int, val_fraction: float, split_seed: int = 42, seed: int = 0) -> list[list[dict]]:
+    """A seeded choice of ``n`` training-side prompts (conversations up to the answer) from every politician's records.
+
+    The base model's answers to them, without persona, are the classifier's ``generic`` class. Records that the
+    DataModule's split rule (``val_fraction``, ``split_seed``) holds out are never used, so no held-out prompt of any
+    politician teaches the classifier, and evaluations of different politicians share one cached set.
+    """
+    import random
+
+    pool = [conv["messages"][:-1] for paths in training_files(data_dir).values() for path in paths
+            for _, obj in records.iter_json_lines(path)
+            for conv in [records.to_conversation(obj)] if records.split_bucket(conv["messages"], split_seed) >= val_fraction]
+    return random.Random(seed).sample(pool, min(n, len(pool)))
+
+
 def cache_key(data_dir: str = "data", seed: int = 0, generic: list[str] | None = None) -> str:
     """sha256 over the sorted (path relative to ``data_dir``, bytes) of the training files, the seed, versions and
     the generic texts."""
