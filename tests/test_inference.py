@@ -1,5 +1,6 @@
 """export, generate and chat: the merged model matches base + adapter, prompts are rebuilt as trained."""
 
+import io
 import json
 import subprocess
 import sys
@@ -150,3 +151,110 @@ def test_shipped_registry_is_valid():
     assert {"biden", "biden-7b", "trump-7b"} <= set(entries)
     for entry in entries.values():
         assert entry["base_model"] and all({"path", "weight"} <= set(a) for a in entry["adapters"])
+
+
+# -- adapters that work from anywhere ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def relative_adapter(tmp_path_factory):
+    """Trained from the repository root with the base given as the relative path the configs use."""
+    root = tmp_path_factory.mktemp("rel")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        return fit_adapter(root, "checkpoints/tiny-politician", pc_rows(8), max_steps=1)
+
+
+def test_generate_works_from_another_working_directory(relative_adapter, tmp_path):
+    meta = json.loads((relative_adapter / "politician_lm.json").read_text())
+    assert meta["base_model"] == "checkpoints/tiny-politician"  # as given, and where it was:
+    assert meta["base_model_path"] == str(ROOT / "checkpoints" / "tiny-politician")
+    proc = subprocess.run([sys.executable, "-m", "politician_lm.cli", "generate", "--adapters", str(relative_adapter),
+                           "--prompt", PROMPT, "--max_new_tokens", "4", "--do_sample", "false"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["prompt"] == PROMPT
+
+
+def test_a_moved_base_is_named_and_can_be_given_explicitly(tiny_path, tmp_path, capsys):
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_path, base)
+    adapter = fit_adapter(tmp_path / "run", str(base), pc_rows(8), max_steps=1)
+    base.rename(tmp_path / "moved")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--adapters", str(adapter), "--prompt", PROMPT, "--max_new_tokens", "2"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1 and str(base) in err and "--base_model" in err
+    out = tmp_path / "gen.jsonl"
+    main(["generate", "--adapters", str(adapter), "--base_model", str(tmp_path / "moved"), "--prompt", PROMPT,
+          "--max_new_tokens", "2", "--output", str(out)])
+    assert json.loads(out.read_text())["prompt"] == PROMPT
+
+
+def test_exported_files_are_readable_like_the_others(exported):
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in exported.iterdir()}
+    assert modes["model.safetensors"] == 0o666 & ~mask, modes  # safetensors alone wrote 0600
+    assert len(set(modes.values())) == 1, modes
+
+
+# -- chat speaks the training format ------------------------------------------------------------------------------
+def test_chat_writes_messages_as_training_did(adapter, monkeypatch, capsys):
+    from politician_lm.generation import Persona
+
+    seen, original = [], Persona.generate
+
+    def recording(self, conversations, **kw):
+        seen.append([dict(m) for m in conversations[0]])
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # Ctrl-C during the second answer
+        return original(self, conversations, **kw)
+
+    monkeypatch.setattr(Persona, "generate", recording)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("What about jobs?\nAnd taxes?\nUSER: Still there?\n/exit\n"))
+    main(["chat", "--adapters", str(adapter), "--max_new_tokens", "4", "--do_sample", "false"])
+    out = capsys.readouterr().out
+    assert seen[0] == [{"role": "user", "content": "USER: What about jobs?"}]  # as the plain-format data wrote it
+    assert seen[1][1]["role"] == "assistant" and seen[1][1]["content"].startswith("POLITICIAN:")
+    assert seen[1][2] == {"role": "user", "content": "USER: And taxes?"}
+    assert "(answer stopped; the conversation is kept" in out
+    assert seen[2][:2] == seen[1][:2] and seen[2][2] == {"role": "user", "content": "USER: Still there?"}
+
+
+@pytest.mark.parametrize("text,shown", [
+    ("POLITICIAN: Folks, here is the deal.", "Folks, here is the deal."),
+    ("  politician:Folks.", "Folks."),
+    ("Folks, no label.", "Folks, no label."),
+    ("POL", "POL"),
+])
+def test_chat_shows_answers_without_the_politician_label(text, shown, tokenizer, capsys):
+    from politician_lm.inference import reply_streamer
+
+    streamer = reply_streamer(tokenizer)
+    streamer.put(torch.tensor([tokenizer("USER: hi\n").input_ids]))  # the prompt: skipped
+    for token in tokenizer(text, add_special_tokens=False).input_ids:
+        streamer.put(torch.tensor([token]))
+    streamer.end()
+    assert capsys.readouterr().out == shown + "\n"
+
+
+def test_ctrl_c_at_the_chat_prompt_ends_quietly(adapter):
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "politician_lm.cli", "chat", "--adapters", str(adapter)],
+                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:  # wait until the chat reads its first message
+        seen.append(line)
+        if line.startswith("Chatting with"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    err = "".join(seen) + err
+    # 0 when the signal lands in the prompt's read (the chat ends like /exit), 130 a moment before it (the CLI's
+    # one-line "interrupted"); never a traceback
+    assert proc.returncode in (0, 130) and "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]

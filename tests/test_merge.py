@@ -176,3 +176,13 @@ def test_existing_output_is_refused_unless_overwrite(adapters, tmp_path, capsys)
     assert (out / "keep.txt").read_text() == "mine"
     main(["merge", "--adapters", f"{a},{b}", "--weights", "0.5,0.5", "--output_dir", str(out), "--overwrite", "true"])
     assert (out / "adapter_model.safetensors").is_file() and not (out / "keep.txt").exists()
+
+
+def test_merged_metadata_keeps_no_training_progress_of_its_first_source(adapters, tmp_path):
+    a, b, _ = adapters
+    assert "global_step" in json.loads((a / "politician_lm.json").read_text())
+    out = tmp_path / "merged"
+    main(["merge", "--adapters", f"{a},{b}", "--weights", "0.7,0.3", "--output_dir", str(out)])
+    meta = json.loads((out / "politician_lm.json").read_text())
+    assert not {"global_step", "epoch", "best_score", "monitor"} & meta.keys(), meta
+    assert meta["prompt_format"] == "plain" and meta["merge_method"] == "cat" and len(meta["merged_from"]) == 2
