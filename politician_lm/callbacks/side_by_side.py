@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning.pytorch as L
 import torch
 
+from politician_lm.data.templates import strip_role_label
 from politician_lm.evaluation.persona import eval_items
 from politician_lm.generation import Persona
 from politician_lm.io import atomic_write_text
@@ -66,7 +67,7 @@ class SideBySide(L.Callback):
         tuned = persona.generate(convs, max_new_tokens=self.max_new_tokens, do_sample=False)
         if was_training:
             model.train()
-        rows = [{"prompt": i.messages[-1]["content"], "kind": i.kind, self.PROMPT_ONLY: b, self.ADAPTER: t}
+        rows = [{"prompt": strip_role_label(i.messages[-1]["content"]), "kind": i.kind, self.PROMPT_ONLY: b, self.ADAPTER: t}
                 for i, b, t in zip(items, base, tuned)]
         print("\n" + side_by_side_table(rows, self.PROMPT_ONLY, self.ADAPTER), file=sys.stdout, flush=True)
         out = Path(trainer.default_root_dir) / "side_by_side.jsonl"

@@ -19,6 +19,11 @@ PromptFormat = Literal["plain", "chat"]
 _ROLE_LABEL = re.compile(r"^\s*(USER|POLITICIAN|ASSISTANT|HUMAN)\s*:\s*", re.IGNORECASE)
 
 
+def strip_role_label(text: str) -> str:
+    """Drop a leading ``USER:``/``POLITICIAN:`` (or ``ASSISTANT:``/``HUMAN:``) speaker label."""
+    return _ROLE_LABEL.sub("", text, count=1)
+
+
 @dataclass(frozen=True)
 class PromptStyle:
     """Everything needed to rebuild a training prompt; saved as ``politician_lm.json`` next to adapters."""
@@ -39,7 +44,7 @@ class PromptStyle:
             return prompt, target["content"]
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise ValueError("prompt_format 'chat' needs a tokenizer with a chat template")
-        msgs = [{"role": m["role"], "content": _ROLE_LABEL.sub("", m["content"])} for m in messages]
+        msgs = [{"role": m["role"], "content": strip_role_label(m["content"])} for m in messages]
         if self.system_prompt and msgs[0]["role"] != "system":
             msgs.insert(0, {"role": "system", "content": self.system_prompt})
         prompt = tokenizer.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)

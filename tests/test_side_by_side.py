@@ -1,0 +1,44 @@
+"""SideBySide: after fit, the base with only the persona prompt beside the adapter, same held-out prompts, greedy."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+from conftest import ROOT, pc_rows, write_jsonl
+from politician_lm.callbacks.side_by_side import side_by_side_table
+
+
+def test_table_wraps_both_columns_under_each_prompt():
+    rows = [{"prompt": "What about jobs?", "left": "word " * 30, "right": "Folks, jobs are up."}]
+    text = side_by_side_table(rows, "left", "right", width=61)
+    lines = text.splitlines()
+    assert lines[1].startswith("left") and "| right" in lines[1]
+    assert "PROMPT: What about jobs?" in text and all(len(line) <= 61 for line in lines)
+    body = [line for line in lines if " | " in line][1:]
+    assert body[0].endswith("| Folks, jobs are up.") and len(body) >= 5  # the long answer wraps, the short one ends
+
+
+def test_fit_prints_and_saves_base_beside_adapter(tiny_path, tmp_path, capsys):
+    import lightning.pytorch as L
+    import torch
+
+    from politician_lm import PoliticianDataModule, PoliticianLM
+    from politician_lm.callbacks import SideBySide
+
+    L.seed_everything(0)
+    write_jsonl(tmp_path / "d" / "train.jsonl", pc_rows(8))
+    write_jsonl(tmp_path / "d" / "val.jsonl", pc_rows(3, kind="policy"))
+    dm = PoliticianDataModule(data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=4, politician="biden",
+                              profiles_dir=str(ROOT / "data" / "profiles"), cache_dir=str(tmp_path / "c"))
+    model = PoliticianLM(model_name_or_path=tiny_path, lora_r=4, optimizer=partial(torch.optim.AdamW, lr=5e-2))
+    trainer = L.Trainer(default_root_dir=tmp_path, max_steps=4, accelerator="cpu", logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[SideBySide(num_prompts=2, max_new_tokens=8)])
+    trainer.fit(model, datamodule=dm)
+    out = capsys.readouterr().out
+    assert SideBySide.PROMPT_ONLY in out and SideBySide.ADAPTER in out and "PROMPT: What is your view" in out
+    rows = [json.loads(line) for line in (tmp_path / "side_by_side.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and not rows[0]["prompt"].startswith("USER:")
+    # Both columns really ran: the adapter (lr 5e-2, 4 steps) changed at least one greedy answer.
+    assert any(r[SideBySide.PROMPT_ONLY] != r[SideBySide.ADAPTER] for r in rows)
