@@ -9,9 +9,13 @@ import difflib
 import re
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
-OLD_FLAGS = {"--output-dir": "--trainer.default_root_dir", "--output_dir": "--trainer.default_root_dir",
-             "--model_name": "--model.model_name_or_path", "--model-name": "--model.model_name_or_path",
-             "--data-path": "--data.data_path", "--data_path": "--data.data_path"}
+# the old training script's flags (README: "From the old training script"), in both spellings
+OLD_FLAGS = {f"--{name}": key for old, key in {
+    "output-dir": "--trainer.default_root_dir", "data-path": "--data.data_path", "epochs": "--trainer.max_epochs",
+    "batch-size": "--data.batch_size", "learning-rate": "--model.optimizer.lr", "lora-r": "--model.lora_r",
+    "lora-alpha": "--model.lora_alpha", "lora-dropout": "--model.lora_dropout",
+    "mixed-precision": "--trainer.precision bf16-mixed", "model-name": "--model.model_name_or_path",
+}.items() for name in (old, old.replace("-", "_"))}
 
 
 def config_names(argv: list[str]) -> list[str]:
