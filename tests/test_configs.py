@@ -11,7 +11,7 @@ CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "mode
 
 
 def test_there_are_configs():
-    assert {p.name for p in CONFIGS} >= {"demo.yaml", "biden.yaml", "trump.yaml"}
+    assert {p.name for p in CONFIGS} >= {"demo.yaml", "biden.yaml", "trump.yaml", "smollm2-biden.yaml", "smollm2-trump.yaml"}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[p.name for p in CONFIGS])
@@ -26,9 +26,11 @@ def test_print_config_works_offline(config, capsys, chdir_root):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_config_builds(config, chdir_root, tmp_path):
+def test_config_builds(config, chdir_root, tmp_path, request):
     raw = yaml.safe_load(config.read_text())
     overrides = ["--trainer.default_root_dir", str(tmp_path)]
+    if "SmolLM2" in raw["model"]["model_name_or_path"]:  # the imported model: a fresh clone has it only after import-model
+        overrides += ["--model.model_name_or_path", request.getfixturevalue("smollm2_path")]
     if raw["trainer"].get("accelerator") == "gpu" and not torch.cuda.is_available():
         # build the rest here; the multi-GPU strategy itself is checked in test_scale_out_strategies_build
         overrides += ["--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.strategy", "auto",
