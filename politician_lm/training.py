@@ -73,6 +73,7 @@ class PoliticianCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_accelerator(config.trainer.accelerator, [str(c) for c in config.get("config") or []])
+        check_model_folder(config.model.model_name_or_path)
         if not config.trainer.default_root_dir:
             config.trainer.default_root_dir = os.path.join("runs", config.data.get("politician") or "default")
             if self.subcommand:
@@ -146,6 +147,16 @@ def check_accelerator(accelerator: Any, configs: list[str]) -> None:
     cpu = ["configs/demo.yaml", *sorted(str(p) for p in Path("configs").glob("smollm2*.yaml"))]
     raise UserError(f"{source}: this recipe needs a CUDA GPU (trainer.accelerator: {accelerator}) and none is "
                     f"available; on a CPU use --config {' or '.join(cpu)}")
+
+
+def check_model_folder(name: str) -> None:
+    """A base model named by a local path must exist (a missing one would otherwise be looked up on the hub)."""
+    path = Path(name).expanduser()
+    local = path.is_absolute() or name.startswith(".") or (len(path.parts) > 1 and Path(path.parts[0]).is_dir())
+    if local and not path.exists():
+        hint = ("create it with `politician-lm import-model`" if path.parent.name == "checkpoints"
+                else "point model.model_name_or_path at a model folder or a hub id")
+        raise UserError(f"{name}: model folder not found; {hint}")
 
 
 def wandb_loggers(root: str, current: Any) -> list[Namespace]:

@@ -88,3 +88,12 @@ def test_second_import_is_a_no_op_and_a_foreign_folder_is_refused(smollm2_path, 
     with pytest.raises(UserError, match="exists and is not an import"):
         import_model(str(smollm2_gguf()), str(other))
     assert (other / "keep.txt").read_text() == "mine"
+
+
+def test_fit_on_a_missing_imported_model_says_to_import_it(tmp_path):
+    result = _cli("fit", "--config", "configs/smollm2-biden.yaml", "--model.model_name_or_path",
+                  "checkpoints/Not-Imported-Yet", "--trainer.default_root_dir", str(tmp_path / "run"), cwd=ROOT)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "politician-lm: error: checkpoints/Not-Imported-Yet: model folder not found; create it with `politician-lm import-model`")
+    assert not (tmp_path / "run").exists()
