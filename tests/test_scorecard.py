@@ -73,3 +73,22 @@ def test_generic_class_takes_assistant_voice_away_from_the_politicians(tmp_path)
     assert again.from_cache
     other = load_or_train(str(ROOT / "data"), cache_dir=str(tmp_path), generic=generic[:20])
     assert not other.from_cache  # the generic texts are part of the cache key
+
+
+def test_probe_prompts_file_errors_name_file_and_line(tmp_path):
+    from politician_lm.data.records import read_prompts
+    from politician_lm.errors import UserError
+
+    good = tmp_path / "p.jsonl"
+    good.write_text('{"prompt": "Who are you?", "kind": "identity"}\n\n'
+                    '{"messages": [{"role": "user", "content": "Jobs?"}, {"role": "assistant", "content": "x"}]}\n')
+    rows = read_prompts(good)
+    assert rows == [{"messages": [{"role": "user", "content": "Who are you?"}], "kind": "identity"},
+                    {"messages": [{"role": "user", "content": "Jobs?"}], "kind": ""}]  # a trailing answer is dropped
+    bad = tmp_path / "b.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"prompt": 3}\n')
+    with pytest.raises(UserError, match=r"b.jsonl:2: need a 'prompt' string"):
+        read_prompts(bad)
+    (tmp_path / "j.jsonl").write_text("{oops\n")
+    with pytest.raises(UserError, match=r"j.jsonl:1: not valid JSON"):
+        read_prompts(tmp_path / "j.jsonl")
