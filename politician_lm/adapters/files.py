@@ -30,15 +30,22 @@ class AdapterFolder:
 
     @property
     def base_model(self) -> str:
-        """Where the base model is: the absolute path recorded at export while it exists, else the name as given
-        at training (a folder relative to the working directory or to this adapter folder, or a hub id)."""
-        saved = self.metadata.get("base_model_path")
-        if saved and Path(saved).is_dir():
-            return str(saved)
+        """Where the base model is: the name in the PEFT config (as given at training) located by the absolute path
+        recorded next to it at export while that folder exists, else the name itself (a folder relative to the
+        working directory or to this adapter folder, or a hub id)."""
         name = self.config.get("base_model_name_or_path") or self.metadata.get("base_model") or ""
+        if self.saved_base_path and Path(self.saved_base_path).is_dir():
+            return self.saved_base_path
         if name and not Path(name).exists() and (self.path / name).is_dir():
             return str(self.path / name)
         return name
+
+    @property
+    def saved_base_path(self) -> str | None:
+        """The absolute base folder recorded at export, if it belongs to the base the PEFT config names."""
+        name = self.config.get("base_model_name_or_path") or self.metadata.get("base_model")
+        saved = self.metadata.get("base_model_path")
+        return str(saved) if saved and name == self.metadata.get("base_model") else None
 
     @property
     def target_modules(self) -> frozenset[str] | str:
@@ -106,7 +113,7 @@ def resolve_base(folder: AdapterFolder | None, explicit: str | None) -> str:
     if folder is None:
         return ""
     base = folder.base_model
-    saved = folder.metadata.get("base_model_path")
+    saved = folder.saved_base_path
     if saved and not Path(base).is_dir():
         raise UserError(f"{folder.path}: its base model folder {saved} is gone (trained on "
                         f"{folder.metadata.get('base_model')!r}); pass --base_model with where that model is now")
