@@ -140,7 +140,8 @@ def load_persona(
         model = load_base_model(base, quant, resolve_compute_dtype(compute_dtype, dev), dev)
     except OSError as e:  # a hub id that is not cached and cannot be downloaded, or a folder transformers cannot read
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"{base}: base model could not be loaded ({first[:200]}); pass --base_model with a local "
+        where = "" if Path(base).exists() else "no such folder here, and as a hub id it "
+        raise UserError(f"{base}: {where}could not be loaded ({first[:160]}); pass --base_model with a local "
                         "model folder") from None
     if folders:
         names = [f"adapter_{i}" for i in range(len(folders))]
