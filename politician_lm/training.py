@@ -36,7 +36,6 @@ from politician_lm.hints import explain_parse_error
 from politician_lm.model.module import PoliticianLM
 
 
-
 class PoliticianCLI(LightningCLI):
     """LightningCLI with the adapter export, a step checkpoint (``last.ckpt``) and a best checkpoint configured."""
 
