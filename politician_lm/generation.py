@@ -23,7 +23,7 @@ from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import adds_bos, encode_prompt
 from politician_lm.errors import UserError
 from politician_lm.io import atomic_file
-from politician_lm.model.loading import load_base_model, resolve_compute_dtype
+from politician_lm.model.loading import dequantize_for_inference, load_base_model, resolve_compute_dtype
 
 SAMPLING_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 
@@ -143,6 +143,8 @@ def load_persona(
         where = "" if Path(base).exists() else "no such folder here, and as a hub id it "
         raise UserError(f"{base}: {where}could not be loaded ({first[:160]}); pass --base_model with a local "
                         "model folder") from None
+    if dev.type == "cpu" and quant in ("nf4", "fp4"):
+        dequantize_for_inference(model)  # the same weights, de-quantized once instead of at every generated token
     if folders:
         names = [f"adapter_{i}" for i in range(len(folders))]
         for name, folder in zip(names, folders):

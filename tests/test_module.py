@@ -257,3 +257,30 @@ def test_models_that_post_process_logits_keep_their_own_loss(tmp_path):
         model.train()
         assert (_split_head(model) is not None) == splits, cls.__name__
         assert model.training  # the check puts the model back in train mode
+
+
+def test_dequantize_for_inference_keeps_logits_and_lora(tiny_path):
+    """Generation on CPU de-quantizes the 4-bit weights once: same values, so the same logits, adapter included."""
+    import bitsandbytes as bnb
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from conftest import randomize_lora_b
+    from politician_lm.model.loading import dequantize_for_inference, load_base_model
+
+    model = load_base_model(tiny_path, "nf4", torch.float32, torch.device("cpu"))
+    model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))
+    randomize_lora_b(model)
+    model.eval()
+    ids = torch.tensor([[1, 50, 60, 70, 80, 90]])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        with model.disable_adapter():
+            base_before = model(input_ids=ids).logits
+    dequantize_for_inference(model)
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=0, atol=1e-6)
+        with model.disable_adapter():
+            torch.testing.assert_close(model(input_ids=ids).logits, base_before, rtol=0, atol=1e-6)
+    assert (before - base_before).abs().max() > 1e-3  # the adapter is still applied on top

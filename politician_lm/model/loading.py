@@ -80,3 +80,28 @@ def keep_fp32_on_cpu(model: Any) -> Any:
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
     return model
+
+
+def dequantize_for_inference(model: Any) -> Any:
+    """Replace every bitsandbytes 4-bit layer with a plain ``nn.Linear`` holding its de-quantized weight.
+
+    The values are exactly those the 4-bit layer de-quantizes on every call (``dequantize_4bit`` with the layer's own
+    quant state, cast to the compute dtype), so outputs are unchanged; generation just stops paying that
+    de-quantization for each new token, which on CPU costs more than the matmul. Weights take 4x the NF4 memory in
+    fp32, so use it for inference on CPU, never during training. LoRA layers keep working: PEFT calls ``base_layer``.
+    """
+    import bitsandbytes as bnb
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, bnb.nn.Linear4bit):
+                continue
+            dtype = child.compute_dtype or torch.float32
+            weight = bnb.functional.dequantize_4bit(child.weight.data, child.weight.quant_state).to(dtype)
+            linear = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
+                                     device=weight.device, dtype=dtype)
+            linear.weight = torch.nn.Parameter(weight, requires_grad=False)
+            if child.bias is not None:
+                linear.bias = torch.nn.Parameter(child.bias.data.to(dtype), requires_grad=False)
+            setattr(parent, name, linear)
+    return model
