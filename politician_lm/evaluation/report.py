@@ -80,7 +80,8 @@ def curve_plots(logs: dict[str, dict[str, list[tuple[int, float]]]]) -> bytes | 
     for ax, key in zip(axes.flat, present):
         for label, series in logs.items():
             if key in series:
-                steps, values = zip(*series[key])
+                # the value before training (logged as <key>_at_start at step 0) starts the curve
+                steps, values = zip(*sorted(series.get(f"{key}_at_start", []) + series[key]))
                 ax.plot(steps, values, marker=".", label=label)
         ax.set_title(key)
         ax.set_xlabel("step")
