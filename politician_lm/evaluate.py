@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -165,13 +166,9 @@ def evaluate(
             convs = [([{"role": "system", "content": system}] if system else []) + list(p) for p in prompts]
             loss_convs = [([{"role": "system", "content": system}] if system else []) + list(c) for c in held_convs]
             arm_persona = replace(persona, style=style)
-            if adapter is None:
-                with persona.model.disable_adapter():
-                    texts = arm_persona.generate(convs, batch_size=batch_size, on_batch=bar.update,
-                                                 max_new_tokens=max_new_tokens, do_sample=False)
-                    losses = arm_persona.completion_losses(loss_convs, batch_size)
-            else:
+            if adapter is not None:
                 persona.model.base_model.set_adapter(adapter)
+            with persona.model.disable_adapter() if adapter is None else nullcontext():
                 texts = arm_persona.generate(convs, batch_size=batch_size, on_batch=bar.update,
                                              max_new_tokens=max_new_tokens, do_sample=False)
                 losses = arm_persona.completion_losses(loss_convs, batch_size)
