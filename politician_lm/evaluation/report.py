@@ -1,4 +1,4 @@
-"""The ``evaluate`` report: ``metrics.json`` plus a self-contained HTML page with matplotlib plots (PNG inlined)."""
+"""The ``evaluate`` scorecard page: a self-contained HTML report with matplotlib plots (PNG inlined)."""
 
 from __future__ import annotations
 
@@ -6,46 +6,14 @@ import base64
 import csv
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
-
-HIGHER_IS_BETTER = ("style_attribution", "identity_score", "names_self", "facts", "rouge_l", "chrf",
-                    "distinct_1", "distinct_2")
 
 
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     return buf.getvalue()
-
-
-def bar_plots(metrics: dict[str, dict[str, float]]) -> bytes:
-    """One bar chart per metric, a bar per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = sorted({k for m in metrics.values() for k in m}, key=lambda k: (k not in HIGHER_IS_BETTER, k))
-    cols = 3
-    rows = (len(names) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
-    models = list(metrics)
-    for ax, name in zip(axes.flat, names):
-        values = [metrics[m].get(name, float("nan")) for m in models]
-        ax.bar(range(len(models)), values, color=[f"C{i}" for i in range(len(models))])
-        finite = [v for v in values if v == v]
-        if finite and min(finite) >= 0:
-            ax.set_ylim(0, max(max(finite) * 1.1, 1e-3 if max(finite) > 0 else 1.0))
-        ax.set_title(name + ("" if name in HIGHER_IS_BETTER else " (lower is better)" if name == "repetition_rate" else ""))
-        ax.set_xticks(range(len(models)), [m if len(m) < 18 else "…" + m[-16:] for m in models], rotation=20, fontsize=7)
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
-    fig.tight_layout()
-    png = _png(fig)
-    plt.close(fig)
-    return png
 
 
 def read_log(path: str | Path) -> dict[str, list[tuple[int, float]]]:
@@ -90,33 +58,6 @@ def curve_plots(logs: dict[str, dict[str, list[tuple[int, float]]]]) -> bytes | 
     png = _png(fig)
     plt.close(fig)
     return png
-
-
-def write_report(folder: Path, metrics: dict[str, dict[str, float]], samples: dict[str, list[dict]],
-                 logs: dict[str, dict[str, list[tuple[int, float]]]], title: str) -> None:
-    """Write metrics.json, bars.png, curves.png (when logs are given) and report.html into ``folder``."""
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    images = {"bars.png": bar_plots(metrics)}
-    curves = curve_plots(logs) if logs else None
-    if curves:
-        images["curves.png"] = curves
-    for name, data in images.items():
-        (folder / name).write_bytes(data)
-    names = sorted({k for m in metrics.values() for k in m})
-    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-    body = "".join(f"<tr><td>{html.escape(m)}</td>" + "".join(f"<td>{v.get(n, float('nan')):.3f}</td>" for n in names)
-                   + "</tr>" for m, v in metrics.items())
-    imgs = "".join(f'<h2>{"Metrics per model" if n == "bars.png" else "Training curves"}</h2>'
-                   f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(d).decode()}">' for n, d in images.items())
-    rows = "".join(f"<tr><td>{html.escape(m)}</td><td>{html.escape(s['prompt'])}</td><td>{html.escape(s['reference'])}</td>"
-                   f"<td>{html.escape(s['generation'])}</td></tr>" for m, ss in samples.items() for s in ss[:6])
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-            "body{font-family:sans-serif;max-width:1300px;margin:auto}table{border-collapse:collapse;font-size:13px}"
-            "td,th{border:1px solid #ccc;padding:4px}img{max-width:100%}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1><h2>Scores</h2><table><tr><th>model</th>{head}</tr>{body}</table>{imgs}"
-            f"<h2>Samples</h2><table><tr><th>model</th><th>prompt</th><th>reference</th><th>generation</th></tr>{rows}"
-            "</table></body></html>")
-    (folder / "report.html").write_text(page, encoding="utf-8")
 
 
 def interval_plots(arms: dict[str, dict[str, dict[str, float]]], short: Any = str) -> bytes:
