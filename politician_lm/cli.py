@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "stages": "politician_lm.stages:stages",
     "prepare": "politician_lm.data.prepare:prepare",
     "import-model": "politician_lm.model.gguf:import_model",
+    "serve": "politician_lm.serve.command:serve",
 }
 
 

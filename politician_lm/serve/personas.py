@@ -1,0 +1,110 @@
+"""Which personas a server holds: registry entries or ``NAME=PATH`` adapters, all checked before any weights load."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from politician_lm.adapters.files import check_base_model, check_fits_base, parse_list, parse_weights, read_adapter, resolve_base, same_model
+from politician_lm.errors import UserError
+from politician_lm.generation import registry_entry
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass
+class PersonaSpec:
+    """A persona to serve: its name (the OpenAI ``model``), adapters with weights, base, generation settings."""
+
+    name: str
+    adapters: list[str]
+    weights: list[float]
+    base_model: str
+    generation: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_name(name: str, where: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise UserError(f"{where}: persona name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
+    return name
+
+
+def _spec(name: str, adapters: list[str], weights: list[float] | None, base_model: str | None,
+          generation: dict[str, Any], allow_pickle: bool) -> PersonaSpec:
+    folders = [read_adapter(p, allow_pickle) for p in adapters]
+    ws = parse_weights(weights, len(folders), allow_negative=True) if weights is not None else [1.0] * len(folders)
+    base = resolve_base(folders[0], base_model)
+    for f in folders[1:]:
+        if not same_model(f.base_model, folders[0].base_model):
+            raise UserError(f"persona {name!r}: {f.path} was trained on {f.base_model!r}, {folders[0].path} on "
+                            f"{folders[0].base_model!r}; a persona's adapters need one base")
+    return PersonaSpec(name, [str(f.path) for f in folders], ws, base, dict(generation or {}))
+
+
+def registry_names(registry: str) -> list[str]:
+    path = Path(registry)
+    if not path.is_file():
+        raise UserError(f"{path}: model registry not found; pass --registry or --adapters NAME=PATH")
+    try:
+        entries = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({type(e).__name__})") from None
+    if not isinstance(entries, dict):
+        raise UserError(f"{path}: the registry must map persona names to entries")
+    return [str(k) for k in entries]
+
+
+def _adapters_exist(entry: dict[str, Any]) -> bool:
+    return bool(entry.get("adapters")) and all(Path(a["path"]).is_dir() for a in entry["adapters"])
+
+
+def resolve_specs(personas: list[str] | str | None, registry: str, adapters: list[str] | str | None,
+                  base_model: str | None, allow_pickle: bool) -> list[PersonaSpec]:
+    """The personas to serve, validated (folders, weights, one shared base, shapes that fit it); loads no weights.
+
+    ``adapters`` (``NAME=PATH`` or ``PATH``) serve those folders; otherwise ``personas`` names registry entries, or
+    by default every registry entry whose adapter folders exist.
+    """
+    specs: list[PersonaSpec] = []
+    if adapters:
+        for item in parse_list(adapters, "adapters"):
+            name, eq, path = item.partition("=")
+            if not eq:
+                path = name
+                folder = read_adapter(path, allow_pickle)
+                name = folder.metadata.get("politician") or folder.path.resolve().name
+            specs.append(_spec(_check_name(name, "--adapters"), [path], None, base_model, {}, allow_pickle))
+    else:
+        names = parse_list(personas, "personas") if personas else None
+        entries = {n: registry_entry(n, registry) for n in (names or registry_names(registry))}
+        if names is None:
+            entries = {n: e for n, e in entries.items() if _adapters_exist(e)}
+            if not entries:
+                raise UserError(f"{registry}: no persona has its adapter folders here yet; train one (politician-lm fit "
+                                "--config configs/smollm2-biden.yaml) or pass --adapters NAME=PATH")
+        for n, e in entries.items():
+            paths = [str(a["path"]) for a in e.get("adapters") or []]
+            if not paths:
+                raise UserError(f"{registry}: persona {n!r} lists no adapters; serve needs at least one per persona")
+            ws = [float(a.get("weight", 1.0)) for a in e["adapters"]]
+            specs.append(_spec(_check_name(n, registry), paths, ws, base_model or e.get("base_model"),
+                               e.get("generation") or {}, allow_pickle))
+    if len({s.name for s in specs}) != len(specs):
+        raise UserError("two personas have the same name; give each adapter its own NAME=PATH")
+    bases: dict[str, list[str]] = {}
+    for s in specs:
+        key = next((b for b in bases if same_model(b, s.base_model)), s.base_model)
+        bases.setdefault(key, []).append(s.name)
+    if len(bases) > 1:
+        groups = "; ".join(f"{b}: {', '.join(ns)}" for b, ns in bases.items())
+        raise UserError(f"the personas use {len(bases)} base models ({groups}); one server holds one base, so choose "
+                        f"with --personas {','.join(next(iter(bases.values())))}")
+    check_base_model(specs[0].base_model, allow_pickle)
+    for s in specs:
+        for path in s.adapters:
+            check_fits_base(read_adapter(path, allow_pickle), specs[0].base_model)
+    return specs
