@@ -1,0 +1,61 @@
+"""Run commands under tcmalloc when it is installed: about half the peak memory of glibc's malloc on CPU, and faster.
+
+PyTorch's CPU allocator has no cache: every activation is a ``malloc``. With glibc, tensors of a few MB land in the
+heap once its dynamic mmap threshold has grown, and the freed space is kept, fragmented, for the rest of the run.
+Measured on SmolLM2-135M (NF4 QLoRA, 8 x 155 tokens, fp32, 2 cores): peak RSS 5.9 GB with glibc, 3.1 GB with
+tcmalloc, and a step 4% faster (no page faults from mmap/munmap; system time 11 s -> 2 s over the run). See
+``scripts/bench_vs_trl.py`` and the README's performance section.
+
+The allocator must be chosen before the process starts, so ``politician-lm`` re-executes itself once with
+``LD_PRELOAD`` set (Linux only, only if the library is found). ``POLITICIAN_LM_ALLOCATOR=system`` turns this off.
+Debian/Ubuntu: ``apt-get install libtcmalloc-minimal4``.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+import sys
+from pathlib import Path
+
+ENV = "POLITICIAN_LM_ALLOCATOR"  # "system": keep the C library's malloc; set to "tcmalloc" in the re-executed child
+_CANDIDATES = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
+               "/usr/lib64/libtcmalloc_minimal.so.4", "/usr/lib/libtcmalloc_minimal.so.4")
+
+
+def tcmalloc_library() -> str | None:
+    """Path (or soname the loader resolves) of tcmalloc, or None where it is not installed or not Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    for path in _CANDIDATES:
+        if Path(path).is_file():
+            return path
+    return ctypes.util.find_library("tcmalloc_minimal") or ctypes.util.find_library("tcmalloc")
+
+
+def in_use() -> bool:
+    return "tcmalloc" in os.environ.get("LD_PRELOAD", "")
+
+
+def environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) with tcmalloc preloaded, when it is installed and not turned off."""
+    env = dict(os.environ if env is None else env)
+    lib = tcmalloc_library()
+    if lib is None or env.get(ENV) == "system" or "tcmalloc" in env.get("LD_PRELOAD", ""):
+        return env
+    env["LD_PRELOAD"] = ":".join(p for p in (lib, env.get("LD_PRELOAD", "")) if p)
+    env[ENV] = "tcmalloc"
+    env.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))  # no "large alloc" lines for big tensors
+    return env
+
+
+def reexec_with_tcmalloc(args: list[str]) -> None:
+    """Replace this process by ``python -m politician_lm.cli ARGS`` under tcmalloc; returns if nothing would change."""
+    if in_use() or os.environ.get(ENV) in ("system", "tcmalloc"):
+        return
+    env = environment()
+    if env.get(ENV) != "tcmalloc":
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "politician_lm.cli", *args], env)
