@@ -73,14 +73,14 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def references(persona: str, args, tmp: Path) -> tuple[list[str], float]:
+def references(persona: str, args, tmp: Path, env: dict) -> tuple[list[str], float]:
     prompts = tmp / f"{persona}.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in QUESTIONS))
     out = tmp / f"{persona}-ref.jsonl"
     rss, _ = child_peak_rss_mb([sys.executable, "-m", "politician_lm.cli", "generate", "--politician", persona,
                                 "--registry", args.registry, "--prompts_file", str(prompts), "--do_sample", "false",
                                 "--max_new_tokens", str(args.max_tokens), "--batch_size", "1", "--output", str(out)],
-                               cwd=ROOT)
+                               cwd=ROOT, env=env)
     from politician_lm.inference import strip_reply_label
 
     return [strip_reply_label(json.loads(line)["generation"]) for line in out.read_text().splitlines()], rss
@@ -154,20 +154,28 @@ def main() -> None:
     # 1. references and the one-process costs
     from politician_lm.generation import registry_entry
 
+    # every process runs under the allocator `politician-lm` picks (tcmalloc where installed), so RSS compares
+    from politician_lm.allocator import environment
+
+    env = environment()
+    report["allocator"] = "tcmalloc" if "tcmalloc" in env.get("LD_PRELOAD", "") else "system"
     base = registry_entry(personas[0], args.registry)["base_model"]
-    report["base_only_peak_rss_mb"], _ = child_peak_rss_mb([sys.executable, "-c", BASE_ONLY, base], cwd=ROOT)
+    report["base_only_peak_rss_mb"], _ = child_peak_rss_mb([sys.executable, "-c", BASE_ONLY, base], cwd=ROOT, env=env)
     refs, report["generate_peak_rss_mb"] = {}, {}
     for name in personas:
         cached = Path(args.cache) / f"{name}-{args.max_tokens}.json" if args.cache else None
-        if cached and cached.is_file():
-            refs[name], report["generate_peak_rss_mb"][name] = json.loads(cached.read_text())
-            continue
-        t0 = time.monotonic()
-        refs[name], report["generate_peak_rss_mb"][name] = references(name, args, tmp)
-        print(f"references for {name}: {len(refs[name])} prompts alone in {time.monotonic() - t0:.0f} s", flush=True)
-        if cached:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            cached.write_text(json.dumps([refs[name], report["generate_peak_rss_mb"][name]]))
+        if cached and cached.is_file():  # texts only: greedy answers do not depend on the allocator
+            refs[name] = json.loads(cached.read_text())[0]
+        else:
+            t0 = time.monotonic()
+            refs[name], _ = references(name, args, tmp, env)
+            print(f"references for {name}: {len(refs[name])} prompts alone in {time.monotonic() - t0:.0f} s", flush=True)
+            if cached:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                cached.write_text(json.dumps([refs[name], None]))
+        report["generate_peak_rss_mb"][name], _ = child_peak_rss_mb(
+            [sys.executable, "-m", "politician_lm.cli", "generate", "--politician", name, "--registry", args.registry,
+             "--prompt", QUESTIONS[0], "--do_sample", "false", "--max_new_tokens", str(args.max_tokens)], cwd=ROOT, env=env)
 
     # 2. the server (first with one persona, for its memory after loading, then with all of them)
     import httpx
@@ -180,7 +188,7 @@ def main() -> None:
         proc = subprocess.Popen([sys.executable, "-m", "politician_lm.cli", "serve", "--personas", names,
                                  "--registry", args.registry, "--port", str(port), "--max_batch_size",
                                  str(args.max_batch_size), "--max_pending", str(max(64, args.requests))],
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         url, t0 = f"http://127.0.0.1:{port}", time.monotonic()
         while True:
             if proc.poll() is not None:
@@ -294,7 +302,7 @@ def main() -> None:
           f"{report['ttft_p50_s']} s, p95 {report['ttft_p95_s']} s")
     print(f"  {tokens} tokens in {report['wall_s']} s = {report['tokens_per_s']} tokens/s "
           f"({report['batches']} batches, {report['rows_per_batch']} rows each on average)")
-    print(f"peak RSS: base alone {base_rss:.0f} MB; generate with one persona {one:.0f} MB; server with "
+    print(f"peak RSS ({report['allocator']} malloc in every process): base alone {base_rss:.0f} MB; `generate` with one persona, one prompt {one:.0f} MB; server with "
           f"{len(personas)} personas {report['server_peak_rss_mb']:.0f} MB under the load, "
           f"+{report['server_peak_rss_mb'] - base_rss:.0f} MB over the base")
     print(f"  after loading: server with {personas[0]} only {report['one_persona_server_rss_after_load_mb']:.0f} MB, "
