@@ -1,21 +1,32 @@
 """Our fit against Hugging Face TRL's SFTTrainer on the same model, data, LoRA, quantization, batch, steps and seed.
 
-    python scripts/bench_vs_trl.py                 # CPU, tiny demo model, bundled Biden data, 3 repeats (~5 min)
+    python scripts/bench_vs_trl.py --model checkpoints/SmolLM2-135M-Instruct --steps 8 --eval-every 4   # real model, CPU
+    python scripts/bench_vs_trl.py                 # CPU, tiny demo model (overhead-bound: says little), 3 repeats
     python scripts/bench_vs_trl.py --gpu           # 7B-shaped Mistral (random weights from the config), seq 1024
     python scripts/bench_vs_trl.py --random-model small --repeats 1   # the random-model path, on a CPU
 
 Every run is a separate child process (one process tree, alternating configurations so machine noise hits all
 alike); the table shows medians. Runs: ours with padding-free packing, ours padded (default), TRL with its default
-collation, TRL with ``packing=True`` (best-fit-decreasing, padding-free). Same for all: NF4 + double quantization,
-LoRA r=8/alpha=16/dropout 0.05 on all linear layers, AdamW, linear schedule without warmup, gradient checkpointing
-off, batch of 8 (examples, or packed rows of max_length; 4 with --gpu), fp32 compute on CPU (bf16 on GPU).
+collation, TRL with ``packing=True`` (best-fit-decreasing, padding-free), and on CPU TRL packing once more under
+tcmalloc, the allocator ours runs under (``politician_lm/allocator.py``), to show what the allocator alone gives.
+Same for all: NF4 + double quantization, LoRA r=8/alpha=16 on all linear layers (dropout ``--lora-dropout``, 0 by
+default), AdamW, linear schedule without warmup, gradient checkpointing off, batch of 8 (examples, or packed rows of
+max_length; 4 with --gpu), fp32 compute on CPU (bf16 on GPU), plain prompt/completion text of the bundled Biden data.
 
-Measured between the start of the first and the end of the last optimizer step: real (non-pad) tokens/s, wall
-time, padding fraction; peak memory is the child's peak RSS (CPU) or peak CUDA allocation (GPU); final loss is the
-mean training loss of the last 5 steps (runs that pack see other examples in each step, so compare it within a
-pair); eval loss is the completion-token cross-entropy of the trained adapter on held-out records (every 6th bundled
-record, never trained on), computed by one function for every run, so it compares the training itself like for
-like. Requires TRL: ``pip install -e '.[bench]'``.
+Measured between the start of the first and the end of the last optimizer step, minus the held-out evaluations:
+real (non-pad) tokens/s, training seconds, padding fraction; peak memory is the child's peak RSS (CPU) or peak CUDA
+allocation (GPU); final loss is the mean training loss of the last 5 steps (runs that pack see other examples in
+each step, so compare it within a pair); eval loss is the completion-token cross-entropy of the adapter on held-out
+records (every 6th bundled record, never trained on), computed by one function for every run every
+``--eval-every`` steps and at the end. 'to target s' is the training time until the held-out loss first reached the
+best loss of the worst run.
+
+GFLOP/s counts useful work only, the same formula for every run (so logits a run computes but does not need earn it
+nothing), for a frozen (Q)LoRA base: per trained token 4 * N_base (forward, and the input-gradient backward; no weight
+gradient for frozen weights) + 6 * N_lora (forward, input and weight gradients), per example of L tokens and per
+layer 3 * 2 * 2 * d_attn * L(L+1)/2 for causal attention (forward QK^T and AV, backward twice that), and per
+labelled token 4 * V * d for the output head. MFU divides it by this machine's fp32 GEMM rate measured on the
+model's own linear shapes (best of repeated ``torch.mm``). Requires TRL: ``pip install -e '.[bench]'``.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import os
 import subprocess
 import sys
 import tempfile
@@ -35,7 +47,8 @@ import json, resource, sys, time
 import torch
 cfg = json.loads(sys.argv[1])
 torch.manual_seed(cfg["seed"])
-state = {"tokens": 0, "total": 0, "t0": None, "t1": None, "losses": []}
+state = {"tokens": 0, "total": 0, "t0": None, "t1": None, "losses": [], "eval_s": 0.0, "curve": [], "seqs": [],
+         "labelled": 0}
 cuda = torch.cuda.is_available() and cfg["gpu"]
 
 def count(batch):
@@ -45,11 +58,56 @@ def count(batch):
     else:
         state["tokens"] += int(mask.sum()) if mask is not None and mask.dim() == 2 else batch["input_ids"].numel()
     state["total"] += batch["input_ids"].numel()
+    labels = batch["labels"]
+    state["labelled"] += int((labels[:, 1:] != -100).sum())
+    pos = batch.get("position_ids")
+    if pos is not None and pos.dim() == 2:  # packed: an example starts wherever the position restarts at 0
+        for row, lab in zip(pos.tolist(), labels.tolist()):
+            starts = [i for i, p in enumerate(row) if p == 0] + [len(row)]
+            state["seqs"] += [b - a for a, b in zip(starts, starts[1:]) if any(l != -100 for l in lab[a:b])]
+    elif mask is not None and mask.dim() == 2:
+        state["seqs"] += [int(n) for n in mask.sum(1)]
+    else:
+        state["seqs"] += [batch["input_ids"].shape[1]] * batch["input_ids"].shape[0]
 
 def tick(end):
     if cuda:
         torch.cuda.synchronize()
     state["t1" if end else "t0"] = time.perf_counter() if end or state["t0"] is None else state["t0"]
+    if end:
+        state["train_s"] = state["t1"] - state["t0"] - state["eval_s"]  # evaluations so far are not training
+
+def checkpoint_eval(model, tok, step):
+    """Held-out loss every ``eval_every`` steps; its time is taken out of the training clock."""
+    if step % cfg["eval_every"] and step != cfg["steps"]:
+        return
+    t = time.perf_counter()
+    loss = heldout_loss(model, tok)
+    model.train()
+    spent = time.perf_counter() - t
+    state["curve"].append([t - state["t0"] - state["eval_s"], step, loss])
+    state["eval_s"] += spent
+
+def flops(model):
+    """Useful FLOPs of the trained tokens for a frozen (Q)LoRA base (README, Performance): linear layers forward and
+    input-gradient backward 4*N_base per token, LoRA 6*N_lora per token, causal attention 3 * 2*2*d*L(L+1)/2 per
+    layer and example of length L, the output head 4*V*d per labelled token only."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    c = base.config.get_text_config()
+    head = base.get_output_embeddings()
+    n_base = n_lora = 0
+    for name, m in base.named_modules():
+        if (m is head or hasattr(m, "base_layer") or not hasattr(m, "weight") or m.weight is None
+                or m.weight.dim() != 2 or "embed" in name):
+            continue  # a PEFT wrapper (base_layer) would count its base linear twice
+        if "lora_" in name:
+            n_lora += m.weight.numel()
+        elif hasattr(m, "in_features") and hasattr(m, "out_features"):
+            n_base += m.in_features * m.out_features
+    d_attn = c.num_attention_heads * getattr(c, "head_dim", c.hidden_size // c.num_attention_heads)
+    tokens = sum(state["seqs"])
+    attn = sum(3 * c.num_hidden_layers * 2 * d_attn * L * (L + 1) for L in state["seqs"])
+    return (4 * n_base + 6 * n_lora) * tokens + attn + 4 * c.vocab_size * c.hidden_size * state["labelled"]
 
 def heldout_loss(model, tok):
     """Completion-token cross-entropy on the held-out records: one function, one tokenization, for every run."""
@@ -69,10 +127,11 @@ def heldout_loss(model, tok):
 
 def finish(model, tok):
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    secs = state["t1"] - state["t0"]
+    secs = state["train_s"]
     print("RESULT " + json.dumps({"tokens_per_s": state["tokens"] / secs, "seconds": secs, "peak_mb": peak,
+          "gflop_s": flops(model) / secs / 1e9, "curve": state["curve"],
           "padding": 1 - state["tokens"] / state["total"], "loss": sum(state["losses"][-5:]) / len(state["losses"][-5:]),
-          "eval_loss": heldout_loss(model, tok)}))
+          "eval_loss": state["curve"][-1][2]}))
 
 records = [json.loads(l) for l in open(cfg["data"] + "/train.jsonl") if l.strip()]
 heldout = [json.loads(l) for l in open(cfg["data"] + "/val.jsonl") if l.strip()]
@@ -86,10 +145,11 @@ if cfg["runner"] == "ours":
             count(batch); tick(False)
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, i):
             tick(True); state["losses"].append(float(outputs["loss"]))
+            checkpoint_eval(pl_module.model, trainer.datamodule.tokenizer, trainer.global_step)
 
     dm = PoliticianDataModule(data_path=cfg["data"], tokenizer=cfg["model"], batch_size=cfg["batch"], max_length=cfg["max_length"],
                               packing=cfg["packing"], cache_dir=cfg["cache"])  # train.jsonl (+ val.jsonl, not used in fit)
-    model = PoliticianLM(cfg["model"], quantization="nf4", lora_r=8, lora_alpha=16, lora_dropout=0.05, scheduler="linear",
+    model = PoliticianLM(cfg["model"], quantization="nf4", lora_r=8, lora_alpha=16, lora_dropout=cfg["dropout"], scheduler="linear",
                          warmup_ratio=0.0, optimizer=partial(torch.optim.AdamW, lr=cfg["lr"]))
     trainer = L.Trainer(max_steps=cfg["steps"], accelerator="gpu" if cuda else "cpu", devices=1, logger=False,
                         precision="bf16-mixed" if cuda else "32-true", enable_progress_bar=False, enable_checkpointing=False,
@@ -118,8 +178,9 @@ else:
     class Probe(TrainerCallback):
         def on_step_begin(self, args, st, control, **kw):
             tick(False)
-        def on_step_end(self, args, st, control, **kw):
+        def on_step_end(self, args, st, control, model=None, processing_class=None, **kw):
             tick(True)
+            checkpoint_eval(model, tok, st.global_step)
         def on_log(self, args, st, control, logs=None, **kw):
             if logs and "loss" in logs:
                 state["losses"].append(float(logs["loss"]))
@@ -130,7 +191,7 @@ else:
                      max_length=cfg["max_length"], gradient_checkpointing=False, packing=cfg["packing"],
                      dataloader_num_workers=0)
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                         peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear",
+                         peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=cfg["dropout"], target_modules="all-linear",
                                                 task_type="CAUSAL_LM"), callbacks=[Probe()])
     collate = trainer.data_collator
     def counting(features):
@@ -147,16 +208,56 @@ else:
     finish(trainer.model, tok)
 '''
 
-RUNS = [("ours (packing)", "ours", True), ("ours (padded)", "ours", False), ("TRL defaults", "trl", False),
-        ("TRL packing", "trl", True)]
+RUNS = [("ours (packing)", "ours", True, "default"), ("ours (padded)", "ours", False, "default"),
+        ("TRL defaults", "trl", False, "system"), ("TRL packing", "trl", True, "system")]
+# The allocator on its own: TRL packing under tcmalloc too (ours uses it by default, as the CLI does; see allocator.py)
+TCMALLOC_RUN = ("TRL packing+tcm", "trl", True, "tcmalloc")
 
 
-def run(name: str, runner: str, packing: bool, common: dict, tmp: str, i: int) -> dict:
-    cfg = {**common, "runner": runner, "packing": packing, "out": f"{tmp}/{runner}-{packing}-{i}", "cache": f"{tmp}/cache"}
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True, cwd=ROOT)
+def run(name: str, runner: str, packing: bool, alloc: str, common: dict, tmp: str, i: int) -> dict:
+    from politician_lm import allocator
+
+    cfg = {**common, "runner": runner, "packing": packing, "out": f"{tmp}/{runner}-{packing}-{alloc}-{i}",
+           "cache": f"{tmp}/cache"}
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.ENV)}
+    env = allocator.environment(env) if alloc != "system" else env
+    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True, cwd=ROOT,
+                          env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.split("RESULT ")[-1].splitlines()[0])
+    result = json.loads(proc.stdout.split("RESULT ")[-1].splitlines()[0])
+    result["allocator"] = env.get(allocator.ENV, "system")
+    return result
+
+
+def gemm_peak(model: str | None, tokens: int) -> float:
+    """This machine's fp32 matmul rate (GFLOP/s), best of repeated GEMMs of the model's own linear shapes."""
+    import time
+
+    import torch
+
+    shapes = [(576, 1536), (1536, 576), (576, 576)]
+    if model and (Path(model) / "config.json").is_file():
+        c = json.loads((Path(model) / "config.json").read_text())
+        h, f = c.get("hidden_size"), c.get("intermediate_size")
+        if h and f:
+            shapes = [(h, f), (f, h), (h, h)]
+    best = 0.0
+    for k, n in shapes:
+        a, b = torch.randn(tokens, k), torch.randn(k, n)
+        for _ in range(3):
+            torch.mm(a, b)
+        for _ in range(5):
+            t = time.perf_counter()
+            for _ in range(10):
+                torch.mm(a, b)
+            best = max(best, 10 * 2 * tokens * k * n / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def time_to(curve: list, target: float) -> float | None:
+    """Training seconds until the held-out loss first reached ``target`` (None if it never did)."""
+    return next((secs for secs, _, loss in curve if loss <= target), None)
 
 
 SHAPES = {  # random-weight Mistral configs: 7b is Mistral-7B's shape; small checks the same path on a CPU in seconds
@@ -194,47 +295,84 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="runs of each configuration; the table shows medians")
     ap.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
     ap.add_argument("--batch", type=int, default=None, help="examples (or packed rows) per step; 8, or 4 with --gpu")
+    ap.add_argument("--model", default=None,
+                    help="a local model folder to train, e.g. checkpoints/SmolLM2-135M-Instruct (politician-lm "
+                         "import-model); default: the tiny demo model")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate (default 2e-3 tiny model, 2e-4 otherwise)")
+    ap.add_argument("--lora-dropout", type=float, default=0.0, help="LoRA dropout of every run (default 0)")
+    ap.add_argument("--eval-every", type=int, default=5,
+                    help="held-out loss every N steps (and at the end), for time-to-target; not counted as training")
+    ap.add_argument("--no-allocator-row", action="store_true",
+                    help="skip the extra 'TRL packing+tcm' run (TRL packing under tcmalloc, as ours runs)")
     ap.add_argument("--gpu", action="store_true", help="7B-shaped Mistral with random weights, seq 1024 (needs CUDA)")
     ap.add_argument("--random-model", choices=sorted(SHAPES), default=None,
                     help="train a random-weight Mistral of this shape instead of the demo model (--gpu implies 7b)")
     args = ap.parse_args()
     import torch
 
+    from politician_lm import allocator
+
     if args.gpu and not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device")
+    if args.model and not (Path(args.model) / "config.json").is_file():
+        raise SystemExit(f"{args.model}: not a model folder (no config.json); for SmolLM2 run politician-lm import-model")
     shape = args.random_model or ("7b" if args.gpu else None)
     args.batch = args.batch or (4 if args.gpu else 8)  # 4 rows x 1024 tokens: about half the activations of 8 rows
+    runs = list(RUNS)
+    if not args.gpu and not args.no_allocator_row and allocator.tcmalloc_library():
+        runs.append(TCMALLOC_RUN)
     with tempfile.TemporaryDirectory() as tmp:
         model, max_length, lr = str(ROOT / "checkpoints" / "tiny-politician"), 256, 2e-3
+        if args.model:
+            model, lr = str(Path(args.model).resolve()), 2e-4
         if shape:
             model, lr = f"{tmp}/mistral-{shape}-random", 2e-4
             random_mistral(model, shape, args.gpu)
         if args.gpu:
             max_length = 1024
+        lr = args.lr or lr
         split_data(Path(tmp) / "data")
+        peak = None if args.gpu else gemm_peak(model, args.batch * max_length)
         common = {"model": model, "data": f"{tmp}/data", "batch": args.batch, "steps": args.steps, "seed": 42,
-                  "lr": lr, "max_length": max_length, "gpu": args.gpu}
-        results: dict[str, list[dict]] = {name: [] for name, *_ in RUNS}
+                  "lr": lr, "max_length": max_length, "gpu": args.gpu, "dropout": args.lora_dropout,
+                  "eval_every": args.eval_every}
+        results: dict[str, list[dict]] = {name: [] for name, *_ in runs}
         for i in range(args.repeats):
-            for name, runner, packing in RUNS:
-                r = run(name, runner, packing, common, tmp, i)
+            for name, runner, packing, alloc in runs:
+                r = run(name, runner, packing, alloc, common, tmp, i)
                 results[name].append(r)
-                print(f"repeat {i}: {name:<15} {r['tokens_per_s']:9.0f} tok/s  train loss {r['loss']:.3f}  "
-                      f"eval loss {r['eval_loss']:.3f}", flush=True)
-    med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in results.items()}
+                print(f"repeat {i}: {name:<16} {r['tokens_per_s']:7.1f} tok/s  peak {r['peak_mb']:6.0f} MB  "
+                      f"train loss {r['loss']:.3f}  eval loss {r['eval_loss']:.3f}  ({r['allocator']} malloc)",
+                      flush=True)
+    # time to target: the held-out loss every run reached (the worst run's best), in training seconds
+    target = max(min(loss for *_, loss in r["curve"]) for rs in results.values() for r in rs)
+    for rs in results.values():
+        for r in rs:
+            r["to_target_s"] = time_to(r["curve"], target)
+    keys = ("tokens_per_s", "seconds", "padding", "peak_mb", "loss", "eval_loss", "gflop_s", "to_target_s")
+    med = {name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in results.items()}
     ours = med["ours (packing)"]
-    print(f"\n{'run':<16}{'tokens/s':>10}{'wall s':>9}{'padding':>9}{'peak MB':>9}{'loss':>8}{'eval loss':>11}"
-          f"{'ours/this':>11}")
+    mfu_head = f"{'MFU':>6}" if peak else ""
+    print(f"\n{'run':<17}{'tokens/s':>9}{'train s':>9}{'padding':>8}{'peak MB':>9}{'loss':>7}{'eval loss':>10}"
+          f"{'to target s':>12}{'GFLOP/s':>9}{mfu_head}{'ours/this':>10}")
     for name, m in med.items():
-        print(f"{name:<16}{m['tokens_per_s']:>10.0f}{m['seconds']:>9.2f}{m['padding']:>9.1%}{m['peak_mb']:>9.0f}"
-              f"{m['loss']:>8.3f}{m['eval_loss']:>11.3f}{ours['tokens_per_s'] / m['tokens_per_s']:>10.2f}x")
-    print(f"(medians of {args.repeats}; {args.steps} optimizer steps, batch {args.batch}, max_length {max_length}; "
-          f"'ours/this' is tokens/s of ours (packing) over the row's)")
+        mfu = f"{m['gflop_s'] / peak:>6.0%}" if peak else ""
+        print(f"{name:<17}{m['tokens_per_s']:>9.1f}{m['seconds']:>9.1f}{m['padding']:>8.1%}{m['peak_mb']:>9.0f}"
+              f"{m['loss']:>7.3f}{m['eval_loss']:>10.3f}{m['to_target_s']:>12.1f}{m['gflop_s']:>9.1f}{mfu}"
+              f"{ours['tokens_per_s'] / m['tokens_per_s']:>9.2f}x")
+    print(f"(medians of {args.repeats}; {args.steps} optimizer steps, batch {args.batch}, max_length {max_length}, "
+          f"lr {lr}, LoRA dropout {args.lora_dropout}; 'to target s' is training seconds until the held-out loss "
+          f"reached {target:.3f}, the best loss the worst run reached (checked every {args.eval_every} steps); "
+          f"'ours/this' is tokens/s of ours (packing) over the row's" + (
+              f"; MFU is useful GFLOP/s over this machine's fp32 GEMM peak of {peak:.0f} GFLOP/s, measured on the "
+              "model's own linear shapes)" if peak else ")"))
+    spread = {name: max(r["eval_loss"] for r in rs) - min(r["eval_loss"] for r in rs) for name, rs in results.items()}
+    print(f"eval-loss noise: largest spread between repeats of one configuration {max(spread.values()):.3f}")
     pairs = [("ours (padded)", "TRL defaults"), ("ours (packing)", "TRL packing")]
-    print(f"\n{'like for like':<36}{'peak memory ours/TRL':>22}{'eval loss ours - TRL':>22}")
+    print(f"\n{'like for like':<36}{'tokens/s ours/TRL':>19}{'peak memory ours/TRL':>22}{'eval loss ours - TRL':>22}")
     for a, b in pairs:
-        print(f"{a + ' vs ' + b:<36}{med[a]['peak_mb'] / med[b]['peak_mb']:>22.2f}"
-              f"{med[a]['eval_loss'] - med[b]['eval_loss']:>+22.3f}")
+        print(f"{a + ' vs ' + b:<36}{med[a]['tokens_per_s'] / med[b]['tokens_per_s']:>19.2f}"
+              f"{med[a]['peak_mb'] / med[b]['peak_mb']:>22.2f}{med[a]['eval_loss'] - med[b]['eval_loss']:>+22.3f}")
 
 
 if __name__ == "__main__":
