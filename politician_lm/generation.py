@@ -193,15 +193,25 @@ def generic_texts(persona: Persona, prompts: list[list[dict]], max_new_tokens: i
     return texts
 
 
-def registry_entry(politician: str, registry: str) -> dict[str, Any]:
-    """Look up a persona in the model registry (``configs/models.yaml``): base model, adapters + weights, generation."""
+def read_registry(registry: str, instead: str = "--adapters") -> dict[str, Any]:
+    """The model registry (``configs/models.yaml``) as persona name -> entry; one-line errors name the file and what
+    to pass ``instead`` of a registry."""
     path = Path(registry)
     if not path.is_file():
-        raise UserError(f"{path}: model registry not found; pass --registry or --adapters")
+        raise UserError(f"{path}: model registry not found; pass --registry or {instead}")
     try:
         entries = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML ({type(e).__name__})") from None
+    if not isinstance(entries, dict):
+        raise UserError(f"{path}: the registry must map persona names to entries")
+    return entries
+
+
+def registry_entry(politician: str, registry: str) -> dict[str, Any]:
+    """Look up a persona in the model registry (``configs/models.yaml``): base model, adapters + weights, generation."""
+    path = Path(registry)
+    entries = read_registry(registry)
     if politician not in entries:
         raise UserError(f"{path}: no persona {politician!r}; known: {', '.join(sorted(entries)) or 'none'}")
     entry = entries[politician]

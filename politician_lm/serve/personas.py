@@ -7,11 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from politician_lm.adapters.files import check_base_model, check_fits_base, parse_list, parse_weights, read_adapter, resolve_base, same_model
 from politician_lm.errors import UserError
-from politician_lm.generation import registry_entry
+from politician_lm.generation import read_registry, registry_entry
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -46,16 +44,7 @@ def _spec(name: str, adapters: list[str], weights: list[float] | None, base_mode
 
 
 def registry_names(registry: str) -> list[str]:
-    path = Path(registry)
-    if not path.is_file():
-        raise UserError(f"{path}: model registry not found; pass --registry or --adapters NAME=PATH")
-    try:
-        entries = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({type(e).__name__})") from None
-    if not isinstance(entries, dict):
-        raise UserError(f"{path}: the registry must map persona names to entries")
-    return [str(k) for k in entries]
+    return [str(k) for k in read_registry(registry, instead="--adapters NAME=PATH")]
 
 
 def _adapters_exist(entry: dict[str, Any]) -> bool:
