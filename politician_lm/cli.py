@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "chat": "politician_lm.inference:chat",
     "evaluate": "politician_lm.evaluate:evaluate",
     "stages": "politician_lm.stages:stages",
+    "pairs": "politician_lm.pairs:pairs",
     "prepare": "politician_lm.data.prepare:prepare",
     "import-model": "politician_lm.model.gguf:import_model",
     "serve": "politician_lm.serve.command:serve",

@@ -5,10 +5,12 @@
 * each adapter and merged adapter, rendering prompts exactly as it was trained (another politician's adapter is
   simply another adapter: it is scored against its own politician and shows up in the confusion matrix).
 
-Metrics per arm, each with a bootstrap 95% interval, and the paired difference of every adapter to prompt-only:
+Metrics per arm, each with a bootstrap 95% interval, and the paired difference of every adapter to prompt-only
+(and of every later adapter to the first one, e.g. SFT followed by DPO against SFT alone):
 style attribution (a classifier that also knows a ``generic`` class: the base model's own answers without persona),
 identity on probe questions worded unlike the training ones, memorization (12-word verbatim copies of training
-completions) and the loss on held-out completions.
+completions), the loss on held-out completions and distinct-2 (the share of an answer's word bigrams that are not
+repeats within it: degeneration lowers it; the corpus-wide distinct-1/2 of each arm's answers is reported too).
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ BASE = "base"
 def split_records(data_path: str, val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """``(train, held_out)`` conversations of ``data_path``, split exactly as the DataModule splits them."""
     files = records.discover(data_path)
-    records.validate(files)
-    rows = [records.to_conversation(obj) for f in files.train for _, obj in records.iter_json_lines(f)]
+    preference = records.detect_preference(files)  # a DPO adapter's pairs: their prompts and chosen answers
+    records.validate(files, preference)
+    convert = records.to_preference if preference else records.to_conversation
+    rows = [convert(obj) for f in files.train for _, obj in records.iter_json_lines(f)]
     if files.val:
-        held = [records.to_conversation(obj) for f in files.val for _, obj in records.iter_json_lines(f)]
+        held = [convert(obj) for f in files.val for _, obj in records.iter_json_lines(f)]
         return rows, held
     buckets = [records.split_bucket(r["messages"], seed) for r in rows]
     return ([r for r, b in zip(rows, buckets) if b >= val_fraction], [r for r, b in zip(rows, buckets) if b < val_fraction])
@@ -135,6 +139,7 @@ def evaluate(
     from tqdm import tqdm
 
     from politician_lm.evaluation import scorecard
+    from politician_lm.evaluation.metrics import distinct_n
     from politician_lm.evaluation.report import read_log
     from politician_lm.evaluation.style import generic_pool, load_or_train, strip_label
     from politician_lm.generation import generic_texts, load_persona
@@ -157,6 +162,7 @@ def evaluate(
     train_texts = [strip_label(r["messages"][-1]["content"]) for r in train_rows]
     held_convs = [r["messages"] for r in held]
     results: dict[str, scorecard.ArmScores] = {}
+    corpus_distinct: dict[str, dict[str, float]] = {}
     samples: list[dict[str, Any]] = []
     with tqdm(total=batches, desc="Evaluating", file=sys.stderr) as bar:
         with persona.model.disable_adapter():
@@ -181,6 +187,8 @@ def evaluate(
                 for key, values in scorecard.score_identity(identity_texts, arm_profile).items():
                     setattr(s, key, values)
             s.memorized = scorecard.score_memorization(texts, train_texts, memorization_words)
+            scorecard.score_distinct(s, texts)
+            corpus_distinct[name] = {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
             s.loss_sum, s.loss_tokens = [x for x, _ in losses], [float(n) for _, n in losses]
             results[name] = s
             for item, text, predicted in zip([*style_items, *identity_items], texts, s.predicted + [""] * len(identity_items)):
@@ -192,6 +200,11 @@ def evaluate(
     differences = {f"{name} - {PROMPT_ONLY}": {k: e.to_dict() for k, e in
                                               scorecard.compare(results[name], results[PROMPT_ONLY], n_boot, seed).items()}
                    for name in results if name not in (BASE, PROMPT_ONLY)}
+    adapter_arms = [name for name in results if name not in (BASE, PROMPT_ONLY)]
+    for name in adapter_arms[1:]:  # e.g. SFT followed by DPO against SFT alone, on the same items
+        differences[f"{name} - {adapter_arms[0]}"] = {k: e.to_dict() for k, e in
+                                                       scorecard.compare(results[name], results[adapter_arms[0]], n_boot,
+                                                                         seed).items()}
     differences[f"{PROMPT_ONLY} - {BASE}"] = {k: e.to_dict() for k, e in
                                                scorecard.compare(results[PROMPT_ONLY], results[BASE], n_boot, seed).items()}
     report = {
@@ -203,6 +216,7 @@ def evaluate(
         "arms": summary,
         "differences": differences,
         "confusion": scorecard.confusion(results, classifier.labels),
+        "corpus_distinct": corpus_distinct,
     }
     curves = {str(f): read_log(f) for f in log_files}
     from politician_lm.evaluation.report import write_scorecard
@@ -244,6 +258,8 @@ def scorecard_text(report: dict[str, Any]) -> str:
 
 def _short(name: str) -> str:
     """``runs/smollm2-biden/adapters/best`` -> ``smollm2-biden/best``: arm names that fit a table column."""
+    if " - " in name:  # a difference between two arms
+        return " - ".join(_short(part) for part in name.split(" - "))
     parts = Path(name).parts
     if len(parts) >= 3 and parts[-2] == "adapters":
         return f"{parts[-3]}/{parts[-1]}"

@@ -28,10 +28,14 @@ STAGE_FILE = "stage.json"
 
 @dataclass
 class Stage:
-    """One stage: a name, the record kinds it trains on, and config overrides (dotted keys)."""
+    """One stage: a name, the record kinds it trains on (None: every kind), and config overrides (dotted keys).
+
+    A DPO stage is one whose overrides set ``model.objective: dpo`` and ``data.data_path`` to preference pairs
+    (``politician-lm pairs``); in ``continue`` mode its reference is the adapter the earlier stages handed on.
+    """
 
     name: str
-    kinds: list[str]
+    kinds: list[str] | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -103,7 +107,7 @@ def stages(
             print(f"stage {stage.name}: finished before, skipped ({adapter_dir})")
         else:
             changed = True  # every later stage depends on this one
-            print(f"stage {stage.name}: training on kinds {stage.kinds}")
+            print(f"stage {stage.name}: training on kinds {stage.kinds or 'all'}")
             args = _fit_args(stage, index, base_config, root)
             args.append("--overwrite=true")  # a stage that runs again replaces its earlier run on purpose
             if mode == "continue" and previous:

@@ -23,19 +23,41 @@ class Probe(L.Callback):
         self.examples = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.examples += int(batch["sequences"]) if "sequences" in batch else batch["input_ids"].shape[0]
+        self.examples += (int(batch["sequences"]) if "sequences" in batch else batch["index"].shape[0] if "index" in batch
+                          else batch["input_ids"].shape[0])
 
     def on_train_end(self, trainer, pl_module):
         exports = [c.exported for c in trainer.callbacks if isinstance(c, AdapterExport)]
         state = {n: p.detach().cpu() for n, p in pl_module.named_parameters() if p.requires_grad}
+        reference = getattr(pl_module, "reference", {}).get("train")
         torch.save({"world": trainer.world_size, "step": trainer.global_step, "state": state, "exported": exports,
+                    "reference": reference,
                     "examples": self.examples, "train_size": len(trainer.datamodule.train_dataset)},
                    f"{self.out}/rank{trainer.global_rank}.pt")
 '''
 
 
-@pytest.mark.parametrize("extra", [[], ["--data.packing", "true"]], ids=["padded", "packing"])
+def dpo_pairs(tmp_path):
+    """Preference pairs from data/biden with a fixed generic rejected answer (no generation needed)."""
+    import json
+
+    from politician_lm.data import records
+
+    rows = []
+    for path in records.discover(ROOT / "data" / "biden").train:
+        for _, obj in records.iter_json_lines(path):
+            rows.append({"prompt": obj["prompt"], "chosen": obj["completion"], "kind": obj["kind"],
+                         "rejected": "POLITICIAN: As an AI assistant, I do not have personal opinions on that topic."})
+    (tmp_path / "pairs").mkdir()
+    (tmp_path / "pairs" / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return ["--data.data_path", str(tmp_path / "pairs"), "--model.objective", "dpo", "--data.batch_size", "4",
+            "--model.sft_weight", "0.5"]
+
+
+@pytest.mark.parametrize("extra", [[], ["--data.packing", "true"], "dpo"], ids=["padded", "packing", "dpo"])
 def test_two_process_ddp_on_cpu(tmp_path, extra):
+    if extra == "dpo":
+        extra = dpo_pairs(tmp_path)
     (tmp_path / "ddp_probe.py").write_text(PROBE)
     root = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -53,6 +75,8 @@ def test_two_process_ddp_on_cpu(tmp_path, extra):
         assert torch.equal(weight, ranks[1]["state"][name]), name  # gradients were averaged across ranks
     seen, size = [r["examples"] for r in ranks], ranks[0]["train_size"]
     assert size <= sum(seen) < size + max(seen) / ranks[0]["step"] * 2  # each rank its own share (+ padding batches)
+    if "dpo" in extra:  # every rank scored every pair with the same starting weights
+        assert ranks[0]["reference"].shape[0] == size and torch.equal(ranks[0]["reference"], ranks[1]["reference"])
     lora_b = [w for n, w in ranks[0]["state"].items() if "lora_B" in n]
     assert any(w.abs().sum() > 0 for w in lora_b), "the adapters must have trained"
     assert "best" in ranks[0]["exported"][0] and ranks[1]["exported"] == [[]]  # probed before "last" is written

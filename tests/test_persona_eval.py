@@ -113,10 +113,11 @@ def test_no_secret_lands_in_any_output(wandb_fit):
 def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(wandb_fit, tmp_path):
     root, _ = wandb_fit
     out = tmp_path / "eval"
-    adapter = str(root / "adapters" / "best")
+    adapter, later = str(root / "adapters" / "best"), str(root / "adapters" / "last")
     log = glob.glob(str(root / "lightning_logs" / "version_*" / "metrics.csv"))[0]
-    # No --data_path: the adapter records the data it was trained on.
-    proc = subprocess.run([sys.executable, "-m", "politician_lm.cli", "evaluate", "--adapters", adapter,
+    # No --data_path: the adapter records the data it was trained on. A second adapter (as SFT+DPO after SFT) is
+    # also compared with the first.
+    proc = subprocess.run([sys.executable, "-m", "politician_lm.cli", "evaluate", "--adapters", f"{adapter},{later}",
                            "--output_dir", str(out), "--logs", log, "--num_prompts", "12", "--max_new_tokens", "12",
                            "--generic_prompts", "24", "--n_boot", "200"],
                           cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")})
@@ -124,20 +125,23 @@ def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(wandb_fit, t
     assert "Evaluating" in proc.stderr  # the progress bar
     assert "Persona scorecard: biden" in proc.stdout and "prompt-only" in proc.stdout  # the numbers are printed
     report = json.loads((out / "metrics.json").read_text())
-    assert list(report["arms"]) == ["base", "prompt-only", adapter]
+    assert list(report["arms"]) == ["base", "prompt-only", adapter, later]
     assert report["classifier"]["labels"] == ["biden", "generic", "trump"] and report["classifier"]["generic_texts"] == 24
     assert report["n_style_prompts"] == 12 and report["n_identity_prompts"] == 16
     for arm in report["arms"].values():
         assert {"style_attribution", "names_self", "claims_ai", "facts", "identity_score", "memorization",
-                "heldout_loss"} <= set(arm)
+                "heldout_loss", "distinct_2"} <= set(arm)
         for e in arm.values():
             assert e["low"] <= e["value"] <= e["high"]
-    assert set(report["differences"]) == {f"{adapter} - prompt-only", "prompt-only - base"}
+    assert set(report["differences"]) == {f"{adapter} - prompt-only", f"{later} - prompt-only", f"{later} - {adapter}",
+                                          "prompt-only - base"}
+    assert f"{root.name}/last - {root.name}/best" in proc.stdout  # the table's short names
+    assert set(report["corpus_distinct"][later]) == {"distinct_1", "distinct_2"}
     assert sum(report["confusion"][adapter].values()) == 12
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "Differences (paired bootstrap)" in page
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 3 * (12 + 16)
+    assert len(samples) == 4 * (12 + 16)
     # A second run with the same base reuses the cached generic texts.
     assert list((tmp_path / "xdg" / "politician_lm" / "generic").glob("*.json"))
 

@@ -92,3 +92,18 @@ def test_probe_prompts_file_errors_name_file_and_line(tmp_path):
     (tmp_path / "j.jsonl").write_text("{oops\n")
     with pytest.raises(UserError, match=r"j.jsonl:1: not valid JSON"):
         read_prompts(tmp_path / "j.jsonl")
+
+
+def test_distinct_2_counts_repeats_within_each_answer_weighted_by_length():
+    from politician_lm.evaluation.metrics import distinct_counts
+    from politician_lm.evaluation.scorecard import score_distinct
+
+    assert distinct_counts("the deal the deal the deal", 2) == (2, 5)  # bigrams: the deal / deal the
+    assert distinct_counts("one", 2) == (0, 0)
+    loop, fine = ArmScores(target="biden"), ArmScores(target="biden")
+    score_distinct(loop, ["the deal the deal the deal", "jobs jobs jobs jobs jobs"])
+    score_distinct(fine, ["here is the deal folks", "we build from the middle out"])
+    assert summarize_arm(loop)["distinct_2"].value == pytest.approx((2 + 1) / (5 + 4))
+    assert summarize_arm(fine)["distinct_2"].value == 1.0
+    d = compare(loop, fine)["distinct_2"]
+    assert d.value == pytest.approx(3 / 9 - 1.0) and d.high < 0

@@ -1,4 +1,8 @@
-"""``PoliticianDataModule``: prompt/completion or chat JSONL in, padded completion-only-loss batches out."""
+"""``PoliticianDataModule``: prompt/completion or chat JSONL in, padded completion-only-loss batches out.
+
+Preference pairs (``{"prompt", "chosen", "rejected"}`` or the chat-message form, see ``records``) give pair batches
+for DPO instead: see ``PairCollator``.
+"""
 
 from __future__ import annotations
 
@@ -29,17 +33,53 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
-def _load_file(path: Path, cache_dir: str | None) -> Dataset:
+def _load_file(path: Path, cache_dir: str | None, preference: bool = False) -> Dataset:
     try:
         ds = load_dataset("json", data_files=str(path), split="train", cache_dir=cache_dir)
     except DatasetGenerationError as e:  # e.g. a key whose type changes between lines
         raise UserError(f"{path}: could not be read as a table ({e.__cause__ or e}); keep each key's type the same on every line") from None
-    return ds.map(records.to_conversation, remove_columns=ds.column_names, desc=f"Reading {path.name}")
+    convert = records.to_preference if preference else records.to_conversation
+    return ds.map(convert, remove_columns=ds.column_names, desc=f"Reading {path.name}")
 
 
 def _tokenize_row(row: dict, tokenizer: Any, style: PromptStyle, max_length: int, overlong: Overlong, add_bos: bool) -> dict:
     prompt, completion = style.render(row["messages"], tokenizer)
     return encode(tokenizer, prompt, completion, max_length, overlong, add_bos)
+
+
+def _tokenize_pair(row: dict, tokenizer: Any, style: PromptStyle, max_length: int, overlong: Overlong,
+                   add_bos: bool) -> dict:
+    """Chosen and rejected answer after the same prompt, each with its own completion-only labels."""
+    prompt, chosen = style.render(row["messages"], tokenizer)
+    other_prompt, rejected = style.render([*row["messages"][:-1], {"role": "assistant", "content": row["rejected"]}],
+                                          tokenizer)
+    if other_prompt != prompt:
+        raise ValueError(f"the prompt renders differently before the two answers: {prompt!r} vs {other_prompt!r}")
+    c = encode(tokenizer, prompt, chosen, max_length, overlong, add_bos)
+    r = encode(tokenizer, prompt, rejected, max_length, overlong, add_bos)
+    statuses = {c["status"], r["status"]}
+    status = "dropped" if "dropped" in statuses else "truncated" if "truncated" in statuses else "ok"
+    return {"input_ids": c["input_ids"], "labels": c["labels"], "rejected_input_ids": r["input_ids"],
+            "rejected_labels": r["labels"], "status": status}
+
+
+PAIR_COLUMNS = ["input_ids", "labels", "rejected_input_ids", "rejected_labels", "index"]
+
+
+class PairCollator:
+    """A batch of N preference pairs as one padded batch of 2N rows: the N chosen answers, then the N rejected ones
+    (so one forward pass scores both), plus ``index``, each pair's row in its dataset (the key of its cached
+    reference log-probabilities)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.pad = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        rows = ([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features]
+                + [{"input_ids": f["rejected_input_ids"], "labels": f["rejected_labels"]} for f in features])
+        batch = dict(self.pad(rows))
+        batch["index"] = torch.tensor([int(f["index"]) for f in features])
+        return batch
 
 
 class ResumableSampler(DistributedSampler):
@@ -109,6 +149,10 @@ class PoliticianDataModule(L.LightningDataModule):
                 causal mask, so examples never attend to each other. Validation stays unpacked. Under DDP each rank
                 takes its share of the batches.
             group_by_length: Without packing, batch examples of similar length together (less padding).
+
+        Preference pairs (``{"prompt", "chosen", "rejected"}``, see ``politician-lm pairs``) are read, split and
+        validated the same way and batched as pairs for ``model.objective: dpo``; ``batch_size`` then counts pairs
+        (2 sequences each). Packing is refused for pairs.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -128,7 +172,11 @@ class PoliticianDataModule(L.LightningDataModule):
             politician=politician,
         )
         self.files = records.discover(data_path)
-        self.record_counts = records.validate(self.files)
+        self.preference = records.detect_preference(self.files)
+        self.record_counts = records.validate(self.files, self.preference)
+        if self.preference and packing:
+            raise UserError(f"{data_path}: holds preference pairs, which are not packed (a pair is scored as two "
+                            "padded rows); set data.packing false (data.group_by_length true also cuts padding)")
         self.tokenizer: Any = None
         self._train_sampler: Any = None
         self._resume_at: tuple[int, int] | None = None
@@ -143,7 +191,7 @@ class PoliticianDataModule(L.LightningDataModule):
                 self.tokenizer.pad_token = self.tokenizer.eos_token
 
     def _read(self, files: tuple[Path, ...]) -> Dataset:
-        ds = concatenate_datasets([_load_file(p, self.hparams.cache_dir) for p in files])
+        ds = concatenate_datasets([_load_file(p, self.hparams.cache_dir, self.preference) for p in files])
         if self.hparams.kinds:
             wanted = set(self.hparams.kinds)
             ds = ds.filter(lambda kind: kind in wanted, input_columns="kind", desc="Selecting kinds")
@@ -165,7 +213,7 @@ class PoliticianDataModule(L.LightningDataModule):
     def _tokenize(self, ds: Dataset, split: str) -> Dataset:
         hp = self.hparams
         ds = ds.map(
-            _tokenize_row,
+            _tokenize_pair if self.preference else _tokenize_row,
             fn_kwargs=dict(tokenizer=self.tokenizer, style=self.style, max_length=hp.max_length,
                            overlong=hp.overlong, add_bos=adds_bos(self.tokenizer)),
             desc=f"Tokenizing {split}",
@@ -178,6 +226,8 @@ class PoliticianDataModule(L.LightningDataModule):
         ds = ds.filter(lambda s: s != "dropped", input_columns="status", desc="Dropping overlong")
         if len(ds) == 0:
             raise UserError(f"every {split} example is longer than max_length={hp.max_length}; raise max_length")
+        if self.preference:  # the key of each pair's cached reference log-probabilities
+            ds = ds.add_column("index", list(range(len(ds))))
         return ds
 
     def build(self) -> None:
@@ -205,11 +255,14 @@ class PoliticianDataModule(L.LightningDataModule):
     def _plan_loader(self, ds: Dataset, batch_size: int, generator: Any) -> DataLoader:
         """Packed or length-grouped train batches (see ``data.batching``), sharded across DDP ranks."""
         lengths = [len(ids) for ids in ds["input_ids"]]
+        if self.preference:
+            lengths = [a + len(b) for a, b in zip(lengths, ds["rejected_input_ids"])]
         world, rank = self._world()
         sampler = EpochBatchSampler(lengths, batch_size, self.hparams.seed, self.hparams.packing,
                                     self.hparams.max_length, num_replicas=world, rank=rank)
         collator = (PackedRowsCollator(self.hparams.max_length, self.tokenizer.pad_token_id, IGNORE_INDEX)
                     if self.hparams.packing
+                    else PairCollator(self.tokenizer) if self.preference
                     else DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX))
         loader = DataLoader(IndexedBatches(ds), sampler=sampler, batch_size=None, collate_fn=collator,
                             num_workers=self.hparams.num_workers, generator=generator)
@@ -233,8 +286,12 @@ class PoliticianDataModule(L.LightningDataModule):
             sampler.start = done * batch_size
 
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
-        ds = ds.select_columns(["input_ids", "labels"])
+        if self.preference:
+            collator: Any = PairCollator(self.tokenizer)
+            ds = ds.select_columns(PAIR_COLUMNS)
+        else:
+            collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+            ds = ds.select_columns(["input_ids", "labels"])
         # A generator of its own: creating a loader iterator must not draw from the global RNG (LoRA dropout),
         # or a resumed run would draw different dropout masks than the uninterrupted one.
         generator = torch.Generator().manual_seed(self.hparams.seed)
@@ -271,6 +328,16 @@ class PoliticianDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
+
+    def reference_dataloaders(self) -> dict[str, DataLoader]:
+        """Every train and val pair once, in dataset order and unsharded (every DDP rank sees all of them), for the
+        one pass that computes the reference log-probabilities of a DPO run."""
+        if not self.preference:
+            raise UserError(f"{self.hparams.data_path}: model.objective dpo needs preference pairs "
+                            "({'prompt', 'chosen', 'rejected'}); build them with `politician-lm pairs`")
+        size = self.hparams.eval_batch_size or self.hparams.batch_size
+        return {split: self._loader(ds, size, shuffle=False)
+                for split, ds in (("train", self.train_dataset), ("val", self.val_dataset))}
 
     def predict_dataloader(self) -> DataLoader:
         """Validation prompts alone (the completion cut off), left-padded for batched generation."""

@@ -1,9 +1,15 @@
 """Find and validate prompt/completion or chat JSONL files, naming file and line on any error.
 
-Two record shapes are accepted, one JSON object per line:
+Two record shapes are accepted for supervised fine-tuning, one JSON object per line:
 
 * ``{"prompt": "USER: ...", "completion": "POLITICIAN: ..."}``
 * ``{"messages": [{"role": "user", "content": "..."}, ..., {"role": "assistant", "content": "..."}]}``
+
+and, for preference tuning (DPO), preference pairs (the shape of the first record decides; a file never mixes):
+
+* ``{"prompt": "USER: ...", "chosen": "POLITICIAN: ...", "rejected": "..."}``
+* ``{"prompt": [messages], "chosen": [{"role": "assistant", ...}], "rejected": [{"role": "assistant", ...}]}``
+* ``{"chosen": [messages], "rejected": [messages]}``: two conversations that differ only in the last (assistant) turn
 
 Any other keys (``kind``, ``topic``, ``source``, ...) are kept as metadata. Validation is a cheap pure-Python
 pass, so it runs before any model or tokenizer is loaded.
@@ -49,10 +55,90 @@ def discover(data_path: str | Path) -> DataFiles:
     return DataFiles(train=files)
 
 
-def _check_record(obj: object) -> str | None:
-    """Return why ``obj`` is not a valid record, or None."""
+def is_preference(obj: object) -> bool:
+    """A preference pair (``chosen``/``rejected``) rather than a prompt/completion or chat record."""
+    return isinstance(obj, dict) and ("chosen" in obj or "rejected" in obj)
+
+
+def detect_preference(files: DataFiles) -> bool:
+    """Whether ``files`` hold preference pairs: decided by the first record of the first file."""
+    for path in files.train:
+        for _, obj in iter_json_lines(path):
+            return is_preference(obj)
+    return False
+
+
+def _check_messages(msgs: object, what: str) -> str | None:
+    if not isinstance(msgs, list) or not msgs:
+        return f"{what} must be a non-empty list of {{role, content}} objects"
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            return f"{what}[{i}] must be an object with string 'role' and 'content'"
+        if m["role"] not in ROLES:
+            return f"{what}[{i}] has role {m['role']!r}; use one of {', '.join(ROLES)}"
+    return None
+
+
+def _answer(value: object, key: str) -> tuple[str | None, str | None]:
+    """``(answer text, problem)`` of a ``chosen``/``rejected`` value in the explicit form (a string or one turn)."""
+    if isinstance(value, str):
+        return (value, None) if value.strip() else (None, f"{key!r} is empty")
+    if isinstance(value, list):
+        problem = _check_messages(value, key)
+        if problem:
+            return None, problem
+        if len(value) != 1 or value[0]["role"] != "assistant":
+            return None, f"{key!r} must be one assistant turn when 'prompt' is given"
+        return (value[0]["content"], None) if value[0]["content"].strip() else (None, f"{key!r} is empty")
+    return None, f"{key!r} must be a string or a list of messages, got {type(value).__name__}"
+
+
+def _check_preference(obj: dict) -> str | None:
+    missing = [k for k in ("chosen", "rejected") if k not in obj]
+    if missing:
+        return f"missing key(s) {', '.join(repr(k) for k in missing)}; a preference pair needs 'chosen' and 'rejected'"
+    if "kind" in obj and not isinstance(obj["kind"], str):
+        return f"'kind' must be a string, got {type(obj['kind']).__name__}"
+    if "prompt" not in obj:  # implicit prompt: two whole conversations that share all but the last turn
+        for key in ("chosen", "rejected"):
+            if not isinstance(obj[key], list):
+                return f"without 'prompt', {key!r} must be a list of messages (the whole conversation)"
+            problem = _check_messages(obj[key], key)
+            if problem:
+                return problem
+            if obj[key][-1]["role"] != "assistant" or not obj[key][-1]["content"].strip():
+                return f"the last message of {key!r} must be a non-empty 'assistant' turn"
+        if obj["chosen"][:-1] != obj["rejected"][:-1] or len(obj["chosen"]) < 2:
+            return "without 'prompt', 'chosen' and 'rejected' must share the same turns before the last one"
+        return None
+    prompt = obj["prompt"]
+    if isinstance(prompt, list):
+        problem = _check_messages(prompt, "prompt")
+        if problem:
+            return problem
+        if prompt[-1]["role"] == "assistant":
+            return "the last message of 'prompt' must not be an 'assistant' turn; the answers are 'chosen' and 'rejected'"
+    elif not isinstance(prompt, str):
+        return f"'prompt' must be a string or a list of messages, got {type(prompt).__name__}"
+    for key in ("chosen", "rejected"):
+        problem = _answer(obj[key], key)[1]
+        if problem:
+            return problem
+    return None
+
+
+def _check_record(obj: object, preference: bool = False) -> str | None:
+    """Return why ``obj`` is not a valid record (a preference pair when ``preference``), or None."""
     if not isinstance(obj, dict):
         return f"expected a JSON object, got {type(obj).__name__}"
+    if preference != is_preference(obj):
+        if preference:
+            return ("a prompt/completion record among preference pairs; a data_path holds either pairs "
+                    "({'prompt', 'chosen', 'rejected'}) or training records, not both")
+        return ("a preference pair ('chosen'/'rejected') among prompt/completion records; a data_path holds either "
+                "pairs or training records, not both (pairs train with model.objective dpo)")
+    if preference:
+        return _check_preference(obj)
     if "messages" in obj:
         msgs = obj["messages"]
         if not isinstance(msgs, list) or not msgs:
@@ -94,11 +180,11 @@ def iter_json_lines(path: Path):
                 raise UserError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
 
 
-def validate_file(path: Path) -> int:
+def validate_file(path: Path, preference: bool = False) -> int:
     """Check every line of ``path``; return the number of records or raise ``UserError`` naming ``path:line``."""
     count = 0
     for lineno, obj in iter_json_lines(path):
-        problem = _check_record(obj)
+        problem = _check_record(obj, preference)
         if problem:
             raise UserError(f"{path}:{lineno}: {problem}")
         count += 1
@@ -107,9 +193,9 @@ def validate_file(path: Path) -> int:
     return count
 
 
-def validate(files: DataFiles) -> dict[Path, int]:
-    """Validate every file; return the record count per file."""
-    return {p: validate_file(p) for p in (*files.train, *files.val)}
+def validate(files: DataFiles, preference: bool = False) -> dict[Path, int]:
+    """Validate every file (as preference pairs when ``preference``); return the record count per file."""
+    return {p: validate_file(p, preference) for p in (*files.train, *files.val)}
 
 
 def to_conversation(record: dict) -> dict:
@@ -123,6 +209,24 @@ def to_conversation(record: dict) -> dict:
         messages = [{"role": "user", "content": record["prompt"]}, {"role": "assistant", "content": record["completion"]}]
     meta = {k: v for k, v in record.items() if k not in ("prompt", "completion", "messages", "kind") and v is not None}
     return {"messages": messages, "kind": record.get("kind") or "", "metadata": json.dumps(meta, sort_keys=True)}
+
+
+def to_preference(record: dict) -> dict:
+    """Map a validated preference pair to ``messages`` (context + chosen turn), ``rejected`` (the rejected answer's
+    text), ``kind`` and ``metadata``. ``messages`` is what the same prompt and answer give as a training record, so
+    ``split_bucket`` puts a pair on the same side of the train/val split as the record it was built from."""
+    if "prompt" not in record:
+        messages = [{"role": m["role"], "content": m["content"]} for m in record["chosen"]]
+        rejected = record["rejected"][-1]["content"]
+    else:
+        prompt = record["prompt"]
+        context = ([{"role": m["role"], "content": m["content"]} for m in prompt] if isinstance(prompt, list)
+                   else [{"role": "user", "content": prompt}])
+        messages = [*context, {"role": "assistant", "content": _answer(record["chosen"], "chosen")[0]}]
+        rejected = _answer(record["rejected"], "rejected")[0]
+    meta = {k: v for k, v in record.items() if k not in ("prompt", "chosen", "rejected", "kind") and v is not None}
+    return {"messages": messages, "rejected": rejected, "kind": record.get("kind") or "",
+            "metadata": json.dumps(meta, sort_keys=True)}
 
 
 def split_bucket(messages: list[dict[str, str]], seed: int) -> float:

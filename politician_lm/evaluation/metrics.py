@@ -63,6 +63,15 @@ def distinct_n(texts: list[str], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
+def distinct_counts(text: str, n: int = 2) -> tuple[int, int]:
+    """``(distinct n-grams, all n-grams)`` of one text (lowercased word tokens): ``distinct_n`` of that text alone
+    is their ratio; summed over texts, the ratio of the sums weights each text by its length."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    grams = _ngrams(_words(text), n)
+    return len(set(grams)), len(grams)
+
+
 def repetition_rate(texts: list[str], n: int = 4) -> float:
     """Mean over texts of the fraction of a text's n-grams that repeat an earlier n-gram of the same text.
 

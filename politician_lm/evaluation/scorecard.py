@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from politician_lm.evaluation.metrics import claims_ai, copies_training, fact_pattern, name_pattern
+from politician_lm.evaluation.metrics import claims_ai, copies_training, distinct_counts, fact_pattern, name_pattern
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,8 @@ class ArmScores:
     memorized: list[float] = field(default_factory=list)               # per generation (held-out + probes)
     loss_sum: list[float] = field(default_factory=list)                # per held-out completion: summed NLL
     loss_tokens: list[float] = field(default_factory=list)             # ... and its token count
+    distinct_unique: list[float] = field(default_factory=list)         # per generation: distinct word bigrams
+    distinct_total: list[float] = field(default_factory=list)          # ... and all its word bigrams
 
     @property
     def attributed(self) -> list[float]:
@@ -98,11 +100,19 @@ def score_identity(answers: list[str], profile: dict) -> dict[str, list[float]]:
             "facts": [float(bool(facts and facts.search(a))) for a in answers]}
 
 
+def score_distinct(scores: ArmScores, texts: list[str], n: int = 2) -> None:
+    """Per generation, its distinct and total word n-grams: ``distinct_2`` is sum(distinct) / sum(total), the share
+    of an answer's bigrams that are not repeats within it (degeneration into loops lowers it)."""
+    counts = [distinct_counts(t, n) for t in texts]
+    scores.distinct_unique, scores.distinct_total = [float(u) for u, _ in counts], [float(t) for _, t in counts]
+
+
 def score_memorization(texts: list[str], training_texts: list[str], n_words: int = 12) -> list[float]:
     return [float(c) for c in copies_training(texts, training_texts, n_words)]
 
 
-METRICS = ("style_attribution", "names_self", "claims_ai", "facts", "identity_score", "memorization", "heldout_loss")
+METRICS = ("style_attribution", "names_self", "claims_ai", "facts", "identity_score", "memorization", "heldout_loss",
+           "distinct_2")
 
 
 def summarize_arm(scores: ArmScores, n_boot: int = 2000, seed: int = 0) -> dict[str, Estimate]:
@@ -119,7 +129,13 @@ def summarize_arm(scores: ArmScores, n_boot: int = 2000, seed: int = 0) -> dict[
         out["memorization"] = bootstrap(scores.memorized, n_boot=n_boot, seed=seed)
     if scores.loss_sum:
         out["heldout_loss"] = bootstrap(scores.per_token_loss, scores.loss_tokens, n_boot=n_boot, seed=seed)
+    if sum(scores.distinct_total):
+        out["distinct_2"] = bootstrap(_distinct_per_item(scores), scores.distinct_total, n_boot=n_boot, seed=seed)
     return out
+
+
+def _distinct_per_item(scores: ArmScores) -> list[float]:
+    return [u / t if t else 0.0 for u, t in zip(scores.distinct_unique, scores.distinct_total)]
 
 
 def identity_per_item(scores: ArmScores) -> list[float]:
@@ -142,6 +158,9 @@ def compare(a: ArmScores, b: ArmScores, n_boot: int = 2000, seed: int = 0) -> di
     if a.loss_sum and b.loss_sum:
         out["heldout_loss"] = paired_difference(a.per_token_loss, b.per_token_loss, a.loss_tokens, b.loss_tokens,
                                                 n_boot=n_boot, seed=seed)
+    if sum(a.distinct_total) and sum(b.distinct_total) and len(a.distinct_total) == len(b.distinct_total):
+        out["distinct_2"] = paired_difference(_distinct_per_item(a), _distinct_per_item(b), a.distinct_total,
+                                              b.distinct_total, n_boot=n_boot, seed=seed)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from typing import Any, Literal
@@ -10,7 +11,7 @@ import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import get_scheduler
 
@@ -18,6 +19,7 @@ from politician_lm.adapters.files import attach_adapter, check_fits_base, read_a
 from politician_lm.data.tokenize import IGNORE_INDEX
 from politician_lm.errors import UserError
 from politician_lm.model.loading import ComputeDtype, Quantization, QuantStorage, load_base_model, resolve_compute_dtype
+from politician_lm.model.preference import PreferenceOutput, dpo_loss, sequence_logps
 
 
 class TrainingDiverged(UserError):
@@ -25,6 +27,8 @@ class TrainingDiverged(UserError):
 
 
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
+Objective = Literal["sft", "dpo"]
+REFERENCE_KEY = "politician_lm_dpo_reference"
 
 
 class PoliticianLM(L.LightningModule):
@@ -33,6 +37,11 @@ class PoliticianLM(L.LightningModule):
     The base model is built in ``configure_model`` (on the target device, quantized there), so constructing
     this class is cheap and ``--print_config`` never touches weights. Checkpoints hold only the trainable
     (LoRA) parameters plus optimizer and scheduler state; the frozen base is reloaded from ``model_name_or_path``.
+
+    ``objective: dpo`` trains on preference pairs (``model.preference``). Its reference model is the policy at the
+    start of the stage (the base plus ``init_adapter``): before the first step one no-grad pass stores the chosen and
+    rejected log-probabilities of every train and val pair, and checkpoints carry them. No second copy of the model
+    is loaded or run, and a resumed run keeps the reference of the run it resumes.
     """
 
     def __init__(
@@ -56,6 +65,9 @@ class PoliticianLM(L.LightningModule):
         max_new_tokens: int = 64,
         init_adapter: str | None = None,
         max_bad_steps: int = 5,
+        objective: Objective = "sft",
+        beta: float = 0.1,
+        sft_weight: float = 0.0,
     ) -> None:
         """
         Args:
@@ -81,8 +93,16 @@ class PoliticianLM(L.LightningModule):
                 an error after this many in a row.
             init_adapter: Start from this PEFT adapter folder (e.g. a previous stage's ``adapters/best``) and keep
                 training it; its LoRA settings (r, alpha, targets, DoRA, rsLoRA) replace the ``lora_*`` options.
+            objective: ``sft`` (completion cross-entropy) or ``dpo`` (preference pairs from ``politician-lm pairs``;
+                the reference is the policy at the start of the stage, scored once before the first step).
+            beta: DPO only: strength of the pull away from the reference (the implicit reward's scale).
+            sft_weight: DPO only: weight of an added SFT loss on the chosen answers (RPO); 0 is plain DPO.
         """
         super().__init__()
+        if objective not in ("sft", "dpo"):
+            raise UserError(f"unknown model.objective {objective!r}; use 'sft' or 'dpo'")
+        if beta <= 0 or not math.isfinite(beta) or sft_weight < 0 or not math.isfinite(sft_weight):
+            raise UserError(f"model.beta must be > 0 and model.sft_weight >= 0, got {beta} and {sft_weight}")
         if init_adapter is not None:
             check_fits_base(read_adapter(init_adapter), model_name_or_path)  # a clear error now, before any load
         self.save_hyperparameters(ignore=["optimizer"])  # a callable; LightningCLI's config.yaml records it
@@ -94,6 +114,9 @@ class PoliticianLM(L.LightningModule):
         self._val_losses: list[tuple[float, int]] = []
         self.bad_steps = 0  # consecutive steps skipped for a non-finite loss or gradient
         self.skipped_steps = 0
+        # DPO: per split, [pairs, 2] reference log-probabilities (chosen, rejected) indexed by the pair's "index"
+        self.reference: dict[str, torch.Tensor] = {}
+        self._reference_data: str | None = None  # fingerprint of the pairs the reference was computed on
 
     # -- model ----------------------------------------------------------------------------------------------
     def _target_device(self) -> torch.device:
@@ -142,6 +165,8 @@ class PoliticianLM(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = self.trainable_state_dict()
+        if self.hparams.objective == "dpo" and self.reference:
+            checkpoint[REFERENCE_KEY] = {"logps": self.reference, "data": self._reference_data}
         # RNG streams (LoRA dropout), so a resumed run draws what the uninterrupted run would have drawn
         checkpoint["politician_lm_rng"] = {"torch": torch.get_rng_state(), "python": random.getstate(),
                                            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
@@ -154,6 +179,70 @@ class PoliticianLM(L.LightningModule):
             if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(rng["cuda"])
         check_checkpoint_fits(checkpoint["state_dict"], dict(self.named_parameters()))
+        saved = checkpoint.get(REFERENCE_KEY)
+        if self.hparams.objective == "dpo":
+            if saved is None:
+                raise UserError("the checkpoint is not from a DPO run (it has no reference log-probabilities); start "
+                                "a DPO stage from an SFT adapter with --model.init_adapter, not from an SFT checkpoint")
+            self.reference, self._reference_data = dict(saved["logps"]), saved["data"]
+        elif saved is not None:
+            raise UserError("the checkpoint is from a DPO run; resume it with --model.objective dpo")
+
+    # -- DPO reference ----------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Objective and data must agree (checked after the data is read, before the model loads)."""
+        preference = getattr(self._trainer.datamodule, "preference", None) if self._trainer is not None else None
+        if preference is None:
+            return
+        path = self.trainer.datamodule.hparams.get("data_path")
+        if self.hparams.objective == "dpo" and not preference:
+            raise UserError(f"{path}: model.objective dpo needs preference pairs ({{'prompt', 'chosen', 'rejected'}});"
+                            " build them with `politician-lm pairs`")
+        if self.hparams.objective == "sft" and preference:
+            raise UserError(f"{path}: holds preference pairs; train them with --model.objective dpo")
+
+    def on_fit_start(self) -> None:
+        self._ensure_reference()
+
+    def on_validation_start(self) -> None:
+        self._ensure_reference()
+
+    def on_test_start(self) -> None:
+        self._ensure_reference()
+
+    def _ensure_reference(self) -> None:
+        """Score every pair once with the current (starting) weights, unless a checkpoint brought the reference."""
+        if self.hparams.objective != "dpo":
+            return
+        dm = self.trainer.datamodule
+        if dm is None or not hasattr(dm, "reference_dataloaders"):
+            raise UserError("model.objective dpo needs the PoliticianDataModule (data:) with preference pairs")
+        loaders = dm.reference_dataloaders()
+        fingerprint = _pairs_fingerprint([loader.dataset for loader in loaders.values()])
+        if self.reference:
+            if self._reference_data != fingerprint:
+                raise UserError("the pairs differ from those the run started on (its reference log-probabilities "
+                                "were computed on other data); resume with the same data, or start a new run")
+            return
+        counts = ", ".join(f"{len(loader.dataset)} {split}" for split, loader in loaders.items())
+        rank_zero_info(f"DPO reference: scoring {counts} pairs with the starting weights (one pass, no gradients)")
+        self.reference = {split: self._reference_logps(loader) for split, loader in loaders.items()}
+        self._reference_data = fingerprint
+
+    @torch.no_grad()
+    def _reference_logps(self, loader: Any) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()  # no dropout: the exact policy at the start of the stage
+        out = torch.full((len(loader.dataset), 2), float("nan"), dtype=torch.float64)
+        try:
+            for batch in loader:
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                logps, _ = self._row_logps(batch)
+                n = batch["index"].shape[0]
+                out[batch["index"].cpu()] = torch.stack([logps[:n], logps[n:]], dim=1).double().cpu()
+        finally:
+            self.model.train(was_training)
+        return out
 
     # -- steps ----------------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -184,12 +273,45 @@ class PoliticianLM(L.LightningModule):
         logits = head(hidden[:, :-1][keep])
         return F.cross_entropy(logits.float(), targets[keep])  # no completion token: NaN, as transformers gives
 
+    def _row_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed log-probability of each row's labelled tokens, and their count; the head runs on those only."""
+        targets = batch["labels"][:, 1:]
+        keep = targets != IGNORE_INDEX
+        rows = keep.nonzero()[:, 0]  # row-major, the order of boolean indexing
+        if self._split is None:
+            logits = self(batch["input_ids"], batch.get("attention_mask")).logits[:, :-1][keep]
+        else:
+            backbone, head = self._split
+            hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                              use_cache=False).last_hidden_state
+            logits = head(hidden[:, :-1][keep])
+        return sequence_logps(logits, targets[keep], rows, targets.shape[0])
+
+    def _preference(self, batch: dict[str, torch.Tensor], split: str) -> PreferenceOutput:
+        """DPO on a pair batch: rows [0, n) are the chosen answers, rows [n, 2n) the rejected ones."""
+        logps, counts = self._row_logps(batch)
+        n = batch["index"].shape[0]
+        reference = self.reference[split][batch["index"].cpu()].to(logps.device)
+        return dpo_loss(logps[:n], logps[n:], reference[:, 0], reference[:, 1], counts[:n], self.hparams.beta,
+                        self.hparams.sft_weight)
+
+    def _step(self, batch: dict[str, torch.Tensor], split: str) -> tuple[torch.Tensor, int]:
+        """The objective's loss, with the DPO metrics logged as ``<split>_reward_accuracy`` and so on."""
+        if self.hparams.objective != "dpo":
+            return self._loss(batch), batch["input_ids"].shape[0]
+        out = self._preference(batch, "train" if split == "train" else "val")
+        n = batch["index"].shape[0]
+        if torch.isfinite(out.loss):
+            self.log_dict({f"{split}_{k}": v for k, v in out.metrics().items()}, batch_size=n,
+                          sync_dist=split != "train")
+        return out.loss, n
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
-        loss = self._loss(batch)
+        loss, n = self._step(batch, "train")
         if not torch.isfinite(loss):
             self._bad_step(f"loss is {loss.item()}")
             return None  # Lightning skips backward and the optimizer step
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log("train_loss", loss, prog_bar=True, batch_size=n)
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -212,8 +334,7 @@ class PoliticianLM(L.LightningModule):
                 "or gradient; lower the learning rate, check the data, or resume from an earlier checkpoint")
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch)
-        n = batch["input_ids"].shape[0]
+        loss, n = self._step(batch, "val")
         self._val_losses.append((loss.detach(), n))
         self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
         return loss
@@ -228,14 +349,17 @@ class PoliticianLM(L.LightningModule):
             # Lightning discards metrics of the sanity check; keep its loss as the "before training" reference.
             # With `trainer.num_sanity_val_steps: -1` it covers the whole validation set.
             for logger in self.loggers:
-                logger.log_metrics({"val_loss_at_start": value, "val_perplexity_at_start": math.exp(value)}, step=0)
+                start = {"val_loss_at_start": value}
+                if self.hparams.objective == "sft":  # a DPO loss is no per-token NLL
+                    start["val_perplexity_at_start"] = math.exp(value)
+                logger.log_metrics(start, step=0)
             self.print(f"val_loss before training (sanity check, {total} examples): {value:.4f}")
-        else:
+        elif self.hparams.objective == "sft":  # a DPO loss is no per-token NLL
             self.log("val_perplexity", math.exp(min(value, 50.0)), sync_dist=True)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch)
-        self.log("test_loss", loss, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+        loss, n = self._step(batch, "test")
+        self.log("test_loss", loss, sync_dist=True, batch_size=n)
         return loss
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list[dict[str, str]]:
@@ -279,6 +403,17 @@ def check_checkpoint_fits(saved: dict[str, torch.Tensor], params: dict[str, torc
         raise UserError(f"the checkpoint's {name} has shape {list(shape)}, this run's has {list(param.shape)}: it was "
                         "made with other LoRA settings or another base model; resume with the settings it was "
                         "trained with, or start a new run")
+
+
+def _pairs_fingerprint(datasets: list[Any]) -> str:
+    """A hash of the token ids of every pair, in order: the data a DPO reference belongs to."""
+    digest = hashlib.sha256()
+    for ds in datasets:
+        for column in ("input_ids", "rejected_input_ids"):
+            for ids in ds[column]:
+                digest.update(len(ids).to_bytes(4, "little"))
+                digest.update(torch.tensor(ids, dtype=torch.int64).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _split_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:

@@ -1,0 +1,70 @@
+"""The DPO objective as plain tensor functions (no Lightning): per-sequence completion log-probabilities and the
+sigmoid DPO loss with an optional SFT term on the chosen answers (RPO).
+
+DPO (Rafailov et al., 2023) on a pair (prompt x, chosen y_w, rejected y_l), with the policy pi and the reference
+pi_ref (the policy at the start of the stage):
+
+    h = beta * [(log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x) - log pi_ref(y_l|x))]
+    loss_dpo = -log sigmoid(h), averaged over pairs
+
+where log pi(y|x) sums the log-probabilities of the answer's tokens (those with a label, EOS included). The implicit
+rewards are beta * (log pi - log pi_ref); "reward accuracy" is the share of pairs whose chosen reward is higher.
+With ``sft_weight`` > 0 the loss adds that weight times the mean per-token NLL of the chosen answers (RPO,
+Pang et al., 2024), which keeps the chosen answers likely while the margin grows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PreferenceOutput:
+    """The loss and what gets logged; every field is a 0-d tensor except the per-pair rewards."""
+
+    loss: torch.Tensor
+    dpo_loss: torch.Tensor
+    sft_loss: torch.Tensor
+    chosen_rewards: torch.Tensor
+    rejected_rewards: torch.Tensor
+    chosen_logps: torch.Tensor
+    rejected_logps: torch.Tensor
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        margin = self.chosen_rewards - self.rejected_rewards
+        return {"reward_accuracy": (margin > 0).float().mean(), "reward_margin": margin.mean(),
+                "logps_chosen": self.chosen_logps.mean(), "logps_rejected": self.rejected_logps.mean(),
+                "dpo_loss": self.dpo_loss, "sft_loss": self.sft_loss}
+
+
+def sequence_logps(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, n_rows: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(summed log-probability, token count)`` per row, from the logits of the labelled positions only.
+
+    ``logits`` [tokens, vocab] and ``targets`` [tokens] are the positions that have a label, ``rows`` [tokens] the
+    row each one belongs to. Computed in float32 at least (float64 stays float64).
+    """
+    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    token_logps = -F.cross_entropy(logits, targets, reduction="none")
+    sums = torch.zeros(n_rows, dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
+    counts = torch.zeros(n_rows, dtype=torch.long, device=rows.device).index_add(0, rows, torch.ones_like(rows))
+    return sums, counts
+
+
+def dpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, ref_chosen_logps: torch.Tensor,
+             ref_rejected_logps: torch.Tensor, chosen_tokens: torch.Tensor, beta: float, sft_weight: float = 0.0
+             ) -> PreferenceOutput:
+    """Sigmoid DPO over a batch of pairs, plus ``sft_weight`` x the chosen answers' mean per-token NLL."""
+    ref_chosen = ref_chosen_logps.to(chosen_logps.dtype)
+    ref_rejected = ref_rejected_logps.to(chosen_logps.dtype)
+    chosen_rewards = beta * (chosen_logps - ref_chosen)
+    rejected_rewards = beta * (rejected_logps - ref_rejected)
+    dpo = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
+    sft = -chosen_logps.sum() / chosen_tokens.sum().clamp(min=1)
+    loss = dpo + sft_weight * sft if sft_weight else dpo
+    return PreferenceOutput(loss=loss, dpo_loss=dpo.detach(), sft_loss=sft.detach(),
+                            chosen_rewards=chosen_rewards.detach(), rejected_rewards=rejected_rewards.detach(),
+                            chosen_logps=chosen_logps.detach(), rejected_logps=rejected_logps.detach())
