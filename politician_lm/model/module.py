@@ -265,13 +265,17 @@ class PoliticianLM(L.LightningModule):
         labels = batch["labels"]
         if self._split is None:
             return self(batch["input_ids"], batch.get("attention_mask"), labels, batch.get("position_ids")).loss
+        targets = labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        logits = self._labelled_logits(batch, keep)
+        return F.cross_entropy(logits.float(), targets[keep])  # no completion token: NaN, as transformers gives
+
+    def _labelled_logits(self, batch: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
+        """Logits of the positions ``keep`` marks (those with a label): the backbone, then the head on those only."""
         backbone, head = self._split
         hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
                           position_ids=batch.get("position_ids"), use_cache=False).last_hidden_state
-        targets = labels[:, 1:]
-        keep = targets != IGNORE_INDEX
-        logits = head(hidden[:, :-1][keep])
-        return F.cross_entropy(logits.float(), targets[keep])  # no completion token: NaN, as transformers gives
+        return head(hidden[:, :-1][keep])
 
     def _row_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed log-probability of each row's labelled tokens, and their count; the head runs on those only."""
@@ -281,10 +285,7 @@ class PoliticianLM(L.LightningModule):
         if self._split is None:
             logits = self(batch["input_ids"], batch.get("attention_mask")).logits[:, :-1][keep]
         else:
-            backbone, head = self._split
-            hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                              use_cache=False).last_hidden_state
-            logits = head(hidden[:, :-1][keep])
+            logits = self._labelled_logits(batch, keep)
         return sequence_logps(logits, targets[keep], rows, targets.shape[0])
 
     def _preference(self, batch: dict[str, torch.Tensor], split: str) -> PreferenceOutput:
