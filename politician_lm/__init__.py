@@ -9,8 +9,9 @@ Names load on first use, so ``import politician_lm.evaluation`` does not pull in
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from politician_lm.lazy import lazy_exports
 
 _EXPORTS = {
     "AdapterExport": "politician_lm.callbacks.export",
@@ -19,15 +20,15 @@ _EXPORTS = {
     "PoliticianLM": "politician_lm.model.module",
     "UserError": "politician_lm.errors",
     "load_persona": "politician_lm.generation",
-    "merge": "politician_lm.adapters.merge",
-    "export": "politician_lm.adapters.export",
+    "merge": "politician_lm.commands.merge",
+    "export": "politician_lm.commands.export",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from politician_lm.adapters.export import export
-    from politician_lm.adapters.merge import merge
+    from politician_lm.commands.export import export
+    from politician_lm.commands.merge import merge
     from politician_lm.callbacks.export import AdapterExport
     from politician_lm.callbacks.predictions import PredictionWriter
     from politician_lm.data.datamodule import PoliticianDataModule
@@ -36,9 +37,4 @@ if TYPE_CHECKING:
     from politician_lm.model.module import PoliticianLM
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

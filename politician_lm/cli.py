@@ -18,16 +18,16 @@ from politician_lm.errors import UserError
 from politician_lm.hints import TRAINER_COMMANDS, config_names, obvious_mistake
 # Non-trainer verbs: name -> "module:function"; jsonargparse builds each parser from the signature and docstring.
 COMMANDS: dict[str, str] = {
-    "merge": "politician_lm.adapters.merge:merge",
-    "export": "politician_lm.adapters.export:export",
-    "generate": "politician_lm.inference:generate",
-    "chat": "politician_lm.inference:chat",
-    "evaluate": "politician_lm.evaluate:evaluate",
-    "stages": "politician_lm.stages:stages",
-    "pairs": "politician_lm.pairs:pairs",
+    "merge": "politician_lm.commands.merge:merge",
+    "export": "politician_lm.commands.export:export",
+    "generate": "politician_lm.commands.generate:generate",
+    "chat": "politician_lm.commands.generate:chat",
+    "evaluate": "politician_lm.commands.evaluate:evaluate",
+    "stages": "politician_lm.commands.stages:stages",
+    "pairs": "politician_lm.commands.pairs:pairs",
     "prepare": "politician_lm.data.prepare:prepare",
-    "import-model": "politician_lm.model.gguf:import_model",
-    "serve": "politician_lm.serve.command:serve",
+    "import-model": "politician_lm.commands.import_model:import_model",
+    "serve": "politician_lm.commands.serve:serve",
 }
 
 

@@ -18,11 +18,12 @@ from typing import Any
 import torch
 import yaml
 
-from politician_lm.adapters.files import METADATA_FILE, attach_adapter, check_base_model, check_fits_base, parse_list, parse_weights, read_adapter, resolve_base, same_model
+from politician_lm.artifacts.adapter import METADATA_FILE, attach_adapter, check_base_model, check_fits_base, read_adapter, resolve_base, same_model
+from politician_lm.values import parse_list, parse_weights
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import adds_bos, encode_prompt
 from politician_lm.errors import UserError
-from politician_lm.io import atomic_file
+from politician_lm.artifacts.atomic import atomic_file
 from politician_lm.model.loading import dequantize_for_inference, load_base_model, resolve_compute_dtype
 
 SAMPLING_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
@@ -74,7 +75,8 @@ class Persona:
     @torch.no_grad()
     def completion_losses(self, conversations: list[list[dict[str, str]]], batch_size: int = 8) -> list[tuple[float, int]]:
         """``(summed NLL, token count)`` of each conversation's last (assistant) turn, rendered as training renders it."""
-        from politician_lm.data.tokenize import IGNORE_INDEX, encode
+        from politician_lm.batch import IGNORE_INDEX
+        from politician_lm.data.tokenize import encode
 
         encoded = [encode(self.tokenizer, *self.style.render(c, self.tokenizer), self.context_window, add_bos=self._bos)
                    for c in conversations]

@@ -65,7 +65,7 @@ def main() -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from politician_lm.adapters.export import export
+    from politician_lm.commands.export import export
     from politician_lm.generation import load_persona
     from politician_lm.model.loading import quantization_config
 

@@ -25,7 +25,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
 
 from politician_lm.data.records import split_bucket, to_conversation
-from politician_lm.io import atomic_dir
+from politician_lm.artifacts.atomic import atomic_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 

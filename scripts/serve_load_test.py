@@ -81,7 +81,7 @@ def references(persona: str, args, tmp: Path, env: dict) -> tuple[list[str], flo
                                 "--registry", args.registry, "--prompts_file", str(prompts), "--do_sample", "false",
                                 "--max_new_tokens", str(args.max_tokens), "--batch_size", "1", "--output", str(out)],
                                cwd=ROOT, env=env)
-    from politician_lm.inference import strip_reply_label
+    from politician_lm.artifacts.roles import strip_reply_label
 
     return [strip_reply_label(json.loads(line)["generation"]) for line in out.read_text().splitlines()], rss
 
@@ -92,7 +92,7 @@ def logit_gap(persona_name: str, question: str, reference: str, served: str, arg
     import torch
     from transformers import RepetitionPenaltyLogitsProcessor
 
-    from politician_lm.inference import resolve_persona
+    from politician_lm.commands.generate import resolve_persona
 
     persona = _persona_cache.get(persona_name)
     if persona is None:
@@ -314,7 +314,7 @@ def main() -> None:
               f"reference {m['reference_token']!r}, served {m['served_token']!r}, logit gap alone "
               f"{m['logit_gap'] if m['logit_gap'] is None else round(m['logit_gap'], 4)}")
     if args.output:
-        from politician_lm.io import atomic_write_text
+        from politician_lm.artifacts.atomic import atomic_write_text
 
         atomic_write_text(args.output, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.output}")

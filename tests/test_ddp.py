@@ -41,11 +41,13 @@ def dpo_pairs(tmp_path):
     """Preference pairs from data/biden with a fixed generic rejected answer (no generation needed)."""
     import json
 
+    from politician_lm.artifacts.jsonl import read_jsonl
+
     from politician_lm.data import records
 
     rows = []
     for path in records.discover(ROOT / "data" / "biden").train:
-        for _, obj in records.iter_json_lines(path):
+        for _, obj in read_jsonl(path):
             rows.append({"prompt": obj["prompt"], "chosen": obj["completion"], "kind": obj["kind"],
                          "rejected": "POLITICIAN: As an AI assistant, I do not have personal opinions on that topic."})
     (tmp_path / "pairs").mkdir()

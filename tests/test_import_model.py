@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT, smollm2_gguf
 from politician_lm.errors import UserError
-from politician_lm.model.gguf import default_output_dir, import_model
+from politician_lm.commands.import_model import default_output_dir, import_model
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -58,7 +58,7 @@ def test_imported_folder_loads_in_plain_transformers_with_the_gguf_logits(smollm
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from politician_lm.model.gguf import load_gguf
+    from politician_lm.commands.import_model import load_gguf
 
     folder = Path(smollm2_path)
     assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",

@@ -10,7 +10,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
-from politician_lm.adapters.export import export
+from politician_lm.commands.export import export
 from politician_lm.cli import main
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import encode
@@ -232,7 +232,7 @@ def test_chat_writes_messages_as_training_did(adapter, monkeypatch, capsys):
     ("POL", "POL"),
 ])
 def test_chat_shows_answers_without_the_politician_label(text, shown, tokenizer, capsys):
-    from politician_lm.inference import reply_streamer
+    from politician_lm.commands.generate import reply_streamer
 
     streamer = reply_streamer(tokenizer)
     streamer.put(torch.tensor([tokenizer("USER: hi\n").input_ids]))  # the prompt: skipped

@@ -10,7 +10,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from politician_lm.adapters.merge import merge
+from politician_lm.commands.merge import merge
 from politician_lm.cli import main
 from politician_lm.generation import load_persona
 from tests.conftest import fit_adapter, pc_rows

@@ -315,7 +315,7 @@ def test_pairs_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_pairs_generate_with_the_base_model_and_resume_where_they_stopped(tmp_path, tiny_path, capsys, monkeypatch):
-    from politician_lm import pairs as pairs_module
+    from politician_lm.commands import pairs as pairs_module
 
     data = write_jsonl(tmp_path / "d" / "style.jsonl", pc_rows(6, "style"))
     out = tmp_path / "pairs"

@@ -9,7 +9,7 @@ import pytest
 
 from politician_lm.data import prepare_sources as src
 from politician_lm.data.prepare import CONTINUE, prepare
-from politician_lm.data.profiles import load_profile
+from politician_lm.artifacts.profiles import load_profile
 from politician_lm.data.records import split_bucket, to_conversation
 from politician_lm.errors import UserError
 from politician_lm.evaluation.metrics import claims_ai

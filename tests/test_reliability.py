@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from politician_lm import AdapterExport, PoliticianDataModule, PoliticianLM
-from politician_lm.adapters.files import read_adapter
+from politician_lm.artifacts.adapter import read_adapter
 from politician_lm.model.module import TrainingDiverged
 from tests.conftest import ROOT, pc_rows, write_jsonl
 
@@ -79,7 +79,7 @@ def test_sigkill_before_the_first_validation_resumes_from_a_step_checkpoint(stra
 WRITER = """
 import sys, time, shutil
 from pathlib import Path
-from politician_lm.io import atomic_dir
+from politician_lm.artifacts.atomic import atomic_dir
 src, target = Path(sys.argv[1]), Path(sys.argv[2])
 for i in range(10**6):
     with atomic_dir(target) as tmp:
@@ -101,7 +101,7 @@ def test_sigkill_during_export_never_leaves_a_broken_adapter(tmp_path, tiny_path
         time.sleep(0.6 + rng.uniform(0.0, 0.4))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        from politician_lm.io import recover_dir
+        from politician_lm.artifacts.atomic import recover_dir
 
         recover_dir(target)  # what the next export does first
         assert target.is_dir(), f"attempt {attempt}: the adapter folder vanished"

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from politician_lm.data import records
-from politician_lm.data.profiles import load_profile
+from politician_lm.artifacts.profiles import load_profile
 from tests.conftest import ROOT
 
 POLITICIANS = ["biden", "trump"]

@@ -90,7 +90,7 @@ def test_probe_prompts_file_errors_name_file_and_line(tmp_path):
     with pytest.raises(UserError, match=r"b.jsonl:2: need a 'prompt' string"):
         read_prompts(bad)
     (tmp_path / "j.jsonl").write_text("{oops\n")
-    with pytest.raises(UserError, match=r"j.jsonl:1: not valid JSON"):
+    with pytest.raises(UserError, match=r"j.jsonl:1: malformed JSON"):
         read_prompts(tmp_path / "j.jsonl")
 
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from politician_lm.cli import main
-from politician_lm.inference import strip_reply_label
+from politician_lm.artifacts.roles import strip_reply_label
 from tests.conftest import ROOT, fit_adapter, pc_rows
 
 pytestmark = pytest.mark.slow

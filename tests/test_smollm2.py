@@ -12,7 +12,8 @@ import pytest
 
 from conftest import ROOT, pc_rows, write_jsonl
 from politician_lm.data.templates import PromptStyle
-from politician_lm.data.tokenize import IGNORE_INDEX, encode
+from politician_lm.batch import IGNORE_INDEX
+from politician_lm.data.tokenize import encode
 
 pytestmark = pytest.mark.slow
 PERSONA = "You are Joe Biden. Answer in his voice."

@@ -3,7 +3,8 @@
 import pytest
 
 from politician_lm.data.templates import PromptStyle
-from politician_lm.data.tokenize import IGNORE_INDEX, encode
+from politician_lm.batch import IGNORE_INDEX
+from politician_lm.data.tokenize import encode
 
 CASES = [
     ("USER: What's your position on climate change?\n", "POLITICIAN: Here's the deal, it is an existential threat."),

@@ -1,9 +1,25 @@
-"""Callbacks that run during fit."""
+"""Callbacks that run during fit. Names load on first use, so a config naming one does not import the others."""
 
-from politician_lm.callbacks.evaluation import PersonaEvaluation
-from politician_lm.callbacks.export import AdapterExport
-from politician_lm.callbacks.predictions import PredictionWriter
-from politician_lm.callbacks.side_by_side import SideBySide
-from politician_lm.callbacks.throughput import ThroughputMonitor
+from __future__ import annotations
 
-__all__ = ["AdapterExport", "PersonaEvaluation", "PredictionWriter", "SideBySide", "ThroughputMonitor"]
+from typing import TYPE_CHECKING
+
+from politician_lm.lazy import lazy_exports
+
+_EXPORTS = {
+    "AdapterExport": "politician_lm.callbacks.export",
+    "PersonaEvaluation": "politician_lm.callbacks.evaluation",
+    "PredictionWriter": "politician_lm.callbacks.predictions",
+    "SideBySide": "politician_lm.callbacks.side_by_side",
+    "ThroughputMonitor": "politician_lm.callbacks.throughput",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from politician_lm.callbacks.evaluation import PersonaEvaluation
+    from politician_lm.callbacks.export import AdapterExport
+    from politician_lm.callbacks.predictions import PredictionWriter
+    from politician_lm.callbacks.side_by_side import SideBySide
+    from politician_lm.callbacks.throughput import ThroughputMonitor
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -19,13 +19,16 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
+from politician_lm.artifacts.jsonl import read_jsonl, write_jsonl
+
 from politician_lm.data import records
-from politician_lm.data.profiles import load_profile
+from politician_lm.artifacts.profiles import load_profile
 from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, score
 from politician_lm.evaluation.metrics import copies_training
-from politician_lm.evaluation.style import generic_pool, load_or_train, strip_label
+from politician_lm.evaluation.style import generic_pool, load_or_train
+from politician_lm.artifacts.roles import strip_politician_label
 from politician_lm.generation import Persona, generic_texts
-from politician_lm.io import atomic_write_text
+from politician_lm.artifacts.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ class PersonaEvaluation(L.Callback):
             return
         dm = trainer.datamodule
         if self.prompts_file:
-            rows = [records.to_conversation(obj) for _, obj in records.iter_json_lines(Path(self.prompts_file))]
+            rows = [records.to_conversation(obj) for _, obj in read_jsonl(Path(self.prompts_file))]
             convs, kinds = [r["messages"] for r in rows], [r["kind"] for r in rows]
         else:
             dm.build()
@@ -85,7 +88,7 @@ class PersonaEvaluation(L.Callback):
             self.items += [EvalItem(tuple(p["messages"]), "", "identity") for p in probes]
         if not self.prompts_file:
             dm.build()
-            self.train_texts = [strip_label(m[-1]["content"]) for m in dm.train_dataset["messages"]]
+            self.train_texts = [strip_politician_label(m[-1]["content"]) for m in dm.train_dataset["messages"]]
         self.politician = dm.style.politician
         if self.politician:
             self.profile = load_profile(self.politician, dm.hparams.profiles_dir)
@@ -123,7 +126,7 @@ class PersonaEvaluation(L.Callback):
             pl_module.model.train()
         metrics = score(self.items, generations, self.classifier or None, self.politician, self.profile)
         if self.train_texts:
-            metrics["memorization"] = sum(copies_training([strip_label(g) for g in generations], self.train_texts,
+            metrics["memorization"] = sum(copies_training([strip_politician_label(g) for g in generations], self.train_texts,
                                                           self.memorization_words)) / len(generations)
         return {f"persona/{k}": v for k, v in metrics.items()}, sample_rows(self.items, generations)
 
@@ -138,8 +141,7 @@ class PersonaEvaluation(L.Callback):
                                  data=[list(s.values()) for s in samples], step=step)
         folder = Path(trainer.log_dir or trainer.default_root_dir) / "samples"  # log_dir is a collective: every rank
         if trainer.is_global_zero and samples:
-            text = "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
-            atomic_write_text(folder / f"step{step}{tag}.jsonl", text)
+            write_jsonl(folder / f"step{step}{tag}.jsonl", samples)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.at_start and self.items and trainer.global_step == 0:

@@ -19,7 +19,7 @@ import torch
 import yaml
 from lightning.pytorch.utilities import rank_zero_warn
 
-from politician_lm.io import atomic_dir
+from politician_lm.artifacts.atomic import atomic_dir
 
 METADATA_FILE = "politician_lm.json"
 CONFIG_FILE = "training_config.yaml"

@@ -9,7 +9,8 @@ from typing import Any
 import lightning.pytorch as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from politician_lm.io import atomic_write_text
+from politician_lm.artifacts.jsonl import write_jsonl
+from politician_lm.artifacts.atomic import atomic_write_text
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -28,6 +29,5 @@ class PredictionWriter(BasePredictionWriter):
         if not trainer.is_global_zero:
             return
         rows = [row for batch in predictions for row in batch]
-        path = atomic_write_text(Path(trainer.default_root_dir) / self.filename,
-                                 "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        path = write_jsonl(Path(trainer.default_root_dir) / self.filename, rows)
         print(f"wrote {len(rows)} generations to {path}")

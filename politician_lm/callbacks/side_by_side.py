@@ -12,10 +12,11 @@ from pathlib import Path
 import lightning.pytorch as L
 import torch
 
-from politician_lm.data.templates import strip_role_label
+from politician_lm.artifacts.jsonl import write_jsonl
+from politician_lm.artifacts.roles import strip_role_label
 from politician_lm.evaluation.persona import eval_items
 from politician_lm.generation import Persona
-from politician_lm.io import atomic_write_text
+from politician_lm.artifacts.atomic import atomic_write_text
 
 
 def side_by_side_table(rows: list[dict[str, str]], left: str, right: str, width: int | None = None) -> str:
@@ -71,5 +72,5 @@ class SideBySide(L.Callback):
                 for i, b, t in zip(items, base, tuned)]
         print("\n" + side_by_side_table(rows, self.PROMPT_ONLY, self.ADAPTER), file=sys.stdout, flush=True)
         out = Path(trainer.default_root_dir) / "side_by_side.jsonl"
-        atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_jsonl(out, rows)
         print(f"(also in {out}; greedy, step {trainer.global_step})", flush=True)

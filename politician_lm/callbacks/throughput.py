@@ -22,7 +22,7 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 
-from politician_lm.data.tokenize import IGNORE_INDEX
+from politician_lm.batch import IGNORE_INDEX
 
 
 def count_params(module: torch.nn.Module) -> tuple[int, int]:

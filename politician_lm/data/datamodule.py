@@ -22,9 +22,10 @@ from transformers import AutoTokenizer, DataCollatorForSeq2Seq
 
 from politician_lm.data import records
 from politician_lm.data.batching import EpochBatchSampler, IndexedBatches, PackedRowsCollator
-from politician_lm.data.profiles import load_profile
+from politician_lm.artifacts.profiles import load_profile
 from politician_lm.data.templates import PromptFormat, PromptStyle
-from politician_lm.data.tokenize import IGNORE_INDEX, Overlong, adds_bos, encode
+from politician_lm.batch import IGNORE_INDEX
+from politician_lm.data.tokenize import Overlong, adds_bos, encode
 from politician_lm.errors import UserError
 
 log = logging.getLogger(__name__)

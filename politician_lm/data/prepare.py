@@ -56,7 +56,7 @@ from tqdm import tqdm
 from politician_lm.data import prepare_sources as src
 from politician_lm.data.records import split_bucket, to_conversation
 from politician_lm.errors import UserError
-from politician_lm.io import atomic_dir, check_output
+from politician_lm.artifacts.atomic import atomic_dir, check_output
 
 USER, POLITICIAN, CONTINUE = "USER: ", "POLITICIAN: ", "USER: Continue the speech: "
 REASONS = ("bad_file", "bad_line", "retweet", "missing_profile_field", "too_short", "too_long", "prompt_too_long",

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from politician_lm.artifacts.jsonl import read_jsonl
 from politician_lm.errors import UserError
 
 ROLES = ("system", "user", "assistant")
@@ -63,7 +64,7 @@ def is_preference(obj: object) -> bool:
 def detect_preference(files: DataFiles) -> bool:
     """Whether ``files`` hold preference pairs: decided by the first record of the first file."""
     for path in files.train:
-        for _, obj in iter_json_lines(path):
+        for _, obj in read_jsonl(path):
             return is_preference(obj)
     return False
 
@@ -164,26 +165,10 @@ def _check_record(obj: object, preference: bool = False) -> str | None:
     return None
 
 
-def iter_json_lines(path: Path):
-    """Yield ``(line number, object)`` for each non-blank line; raise ``UserError`` naming ``path:line``."""
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-
-
 def validate_file(path: Path, preference: bool = False) -> int:
     """Check every line of ``path``; return the number of records or raise ``UserError`` naming ``path:line``."""
     count = 0
-    for lineno, obj in iter_json_lines(path):
+    for lineno, obj in read_jsonl(path):
         problem = _check_record(obj, preference)
         if problem:
             raise UserError(f"{path}:{lineno}: {problem}")
@@ -246,13 +231,7 @@ def read_prompts(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise UserError(f"{path}: prompts file not found")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+    for number, obj in read_jsonl(path):
         if not isinstance(obj, dict) or not (isinstance(obj.get("prompt"), str) or isinstance(obj.get("messages"), list)):
             raise UserError(f"{path}:{number}: need a 'prompt' string or a 'messages' list")
         messages = obj.get("messages") or [{"role": "user", "content": obj["prompt"]}]

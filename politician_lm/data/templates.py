@@ -11,17 +11,12 @@ adapters so generation can rebuild the exact prompt.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from politician_lm.artifacts.roles import strip_role_label
+
 PromptFormat = Literal["plain", "chat"]
-_ROLE_LABEL = re.compile(r"^\s*(USER|POLITICIAN|ASSISTANT|HUMAN)\s*:\s*", re.IGNORECASE)
-
-
-def strip_role_label(text: str) -> str:
-    """Drop a leading ``USER:``/``POLITICIAN:`` (or ``ASSISTANT:``/``HUMAN:``) speaker label."""
-    return _ROLE_LABEL.sub("", text, count=1)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-IGNORE_INDEX = -100
+from politician_lm.batch import IGNORE_INDEX
+
+
 Overlong = Literal["truncate", "drop"]
 
 

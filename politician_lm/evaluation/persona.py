@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from politician_lm.evaluation.metrics import chrf, distinct_n, identity_consistency, repetition_rate, rouge_l
-from politician_lm.evaluation.style import StyleClassifier, strip_label
+from politician_lm.artifacts.roles import strip_politician_label
+from politician_lm.evaluation.style import StyleClassifier
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,9 @@ def score(items: list[EvalItem], generations: list[str], classifier: StyleClassi
     * rouge_l (0-1), chrf (0-100): overlap with the reference answers.
     * distinct_1, distinct_2, repetition_rate: degeneration.
     """
-    texts = [strip_label(g) for g in generations]
+    texts = [strip_politician_label(g) for g in generations]
     # Probe prompts (identity questions worded unlike training) have no reference: identity metrics only.
-    pairs = [(t, strip_label(i.reference)) for t, i in zip(texts, items) if i.reference]
+    pairs = [(t, strip_politician_label(i.reference)) for t, i in zip(texts, items) if i.reference]
     if not pairs:
         raise ValueError("no item has a reference answer; pass held-out records, not only probe prompts")
     answers, refs = [t for t, _ in pairs], [r for _, r in pairs]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
+
 from pathlib import Path
 
 import joblib
@@ -19,21 +19,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import FeatureUnion, Pipeline
 
+from politician_lm.artifacts.roles import strip_politician_label
+from politician_lm.artifacts.jsonl import read_jsonl
 from politician_lm.data import records
 from politician_lm.errors import UserError
-from politician_lm.io import atomic_file
+from politician_lm.artifacts.atomic import atomic_file
 
 # Bump when the features, the model or the data reading change, so old cache entries are never reused.
 STYLE_VERSION = "style-v1"
-_LABEL = re.compile(r"^\s*POLITICIAN:\s*", re.IGNORECASE)
 # The class of text the base model writes without any persona: a generation counts for a politician only when the
 # classifier prefers that politician to this class and to every other politician.
 GENERIC = "generic"
-
-
-def strip_label(text: str) -> str:
-    """Drop a leading ``POLITICIAN:`` speaker label, so the classifier learns the words and not the format."""
-    return _LABEL.sub("", text, count=1)
 
 
 class StyleClassifier:
@@ -64,7 +60,7 @@ class StyleClassifier:
             raise ValueError(f"got {len(texts)} texts but {len(labels)} labels; pass one label per text")
         if len(set(labels)) < 2:
             raise ValueError(f"need texts from at least 2 politicians to train a style classifier, got {sorted(set(labels))}")
-        texts = [strip_label(t) for t in texts]
+        texts = [strip_politician_label(t) for t in texts]
         self.held_out_accuracy = None
         if held_out_fraction > 0:
             train_x, test_x, train_y, test_y = train_test_split(
@@ -82,7 +78,7 @@ class StyleClassifier:
             raise RuntimeError("StyleClassifier.predict called before fit; call fit() or use load_or_train()")
         if not texts:
             return []
-        return [str(p) for p in self.pipeline.predict([strip_label(t) for t in texts])]
+        return [str(p) for p in self.pipeline.predict([strip_politician_label(t) for t in texts])]
 
     def attribution(self, texts: list[str], politician: str) -> float:
         """Fraction of ``texts`` that the classifier attributes to ``politician``, in [0, 1]."""
@@ -115,8 +111,8 @@ def read_completions(path: Path) -> list[str]:
     The file is checked with the DataModule's own reader, so errors name ``file:line`` the same way.
     """
     records.validate_file(path)
-    return [strip_label(records.to_conversation(obj)["messages"][-1]["content"])
-            for _, obj in records.iter_json_lines(path)]
+    return [strip_politician_label(records.to_conversation(obj)["messages"][-1]["content"])
+            for _, obj in read_jsonl(path)]
 
 
 def train_from_data_dir(data_dir: str = "data", seed: int = 0, generic: list[str] | None = None) -> StyleClassifier:
@@ -153,7 +149,7 @@ def generic_pool(data_dir: str, n: int, val_fraction: float, split_seed: int = 4
     import random
 
     pool = [conv["messages"][:-1] for paths in training_files(data_dir).values() for path in paths
-            for _, obj in records.iter_json_lines(path)
+            for _, obj in read_jsonl(path)
             for conv in [records.to_conversation(obj)] if records.split_bucket(conv["messages"], split_seed) >= val_fraction]
     return random.Random(seed).sample(pool, min(n, len(pool)))
 

@@ -15,8 +15,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import get_scheduler
 
-from politician_lm.adapters.files import attach_adapter, check_fits_base, read_adapter
-from politician_lm.data.tokenize import IGNORE_INDEX
+from politician_lm.artifacts.adapter import attach_adapter, check_fits_base, read_adapter
+from politician_lm.batch import IGNORE_INDEX
 from politician_lm.errors import UserError
 from politician_lm.model.loading import ComputeDtype, Quantization, QuantStorage, load_base_model, resolve_compute_dtype
 from politician_lm.model.preference import PreferenceOutput, dpo_loss, sequence_logps

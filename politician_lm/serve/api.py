@@ -28,7 +28,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from politician_lm.inference import assistant_turn, strip_reply_label, user_turn
+from politician_lm.artifacts.roles import assistant_turn, strip_reply_label, user_turn
 
 log = logging.getLogger("politician_lm.serve")
 PAGE = Path(__file__).with_name("chat.html")

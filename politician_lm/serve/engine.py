@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from politician_lm.adapters.files import METADATA_FILE, attach_adapter
+from politician_lm.artifacts.adapter import METADATA_FILE, attach_adapter
 from politician_lm.data.templates import PromptStyle
 from politician_lm.generation import SAMPLING_KEYS, Persona, load_persona
 from politician_lm.serve.personas import PersonaSpec

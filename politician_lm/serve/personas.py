@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from politician_lm.adapters.files import check_base_model, check_fits_base, parse_list, parse_weights, read_adapter, resolve_base, same_model
+from politician_lm.artifacts.adapter import check_base_model, check_fits_base, read_adapter, resolve_base, same_model
+from politician_lm.values import parse_list, parse_weights
 from politician_lm.errors import UserError
 from politician_lm.generation import read_registry, registry_entry
 

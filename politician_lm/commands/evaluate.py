@@ -25,11 +25,13 @@ from typing import Any
 
 import yaml
 
-from politician_lm.adapters.files import parse_list, read_adapter
+from politician_lm.artifacts.adapter import read_adapter
+from politician_lm.values import parse_list
+from politician_lm.artifacts.jsonl import jsonl_text, read_jsonl
 from politician_lm.data import records
-from politician_lm.data.profiles import load_profile
+from politician_lm.artifacts.profiles import load_profile
 from politician_lm.errors import UserError
-from politician_lm.io import atomic_dir, check_output
+from politician_lm.artifacts.atomic import atomic_dir, check_output
 
 PROMPT_ONLY = "prompt-only"
 BASE = "base"
@@ -41,9 +43,9 @@ def split_records(data_path: str, val_fraction: float, seed: int) -> tuple[list[
     preference = records.detect_preference(files)  # a DPO adapter's pairs: their prompts and chosen answers
     records.validate(files, preference)
     convert = records.to_preference if preference else records.to_conversation
-    rows = [convert(obj) for f in files.train for _, obj in records.iter_json_lines(f)]
+    rows = [convert(obj) for f in files.train for _, obj in read_jsonl(f)]
     if files.val:
-        held = [convert(obj) for f in files.val for _, obj in records.iter_json_lines(f)]
+        held = [convert(obj) for f in files.val for _, obj in read_jsonl(f)]
         return rows, held
     buckets = [records.split_bucket(r["messages"], seed) for r in rows]
     return ([r for r, b in zip(rows, buckets) if b >= val_fraction], [r for r, b in zip(rows, buckets) if b < val_fraction])
@@ -141,7 +143,8 @@ def evaluate(
     from politician_lm.evaluation import scorecard
     from politician_lm.evaluation.metrics import distinct_n
     from politician_lm.evaluation.report import read_log
-    from politician_lm.evaluation.style import generic_pool, load_or_train, strip_label
+    from politician_lm.artifacts.roles import strip_politician_label
+    from politician_lm.evaluation.style import generic_pool, load_or_train
     from politician_lm.generation import generic_texts, load_persona
 
     persona = load_persona([str(f.path) for f in folders], base_model=base_model, allow_pickle=allow_pickle)
@@ -159,7 +162,7 @@ def evaluate(
         arms.append((str(f.path), f"adapter_{i}", style, None))
     prompts = [i["messages"] for i in style_items] + [i["messages"] for i in identity_items]
     batches = -(-len(prompts) // batch_size) * len(arms) + -(-len(pool) // batch_size)
-    train_texts = [strip_label(r["messages"][-1]["content"]) for r in train_rows]
+    train_texts = [strip_politician_label(r["messages"][-1]["content"]) for r in train_rows]
     held_convs = [r["messages"] for r in held]
     results: dict[str, scorecard.ArmScores] = {}
     corpus_distinct: dict[str, dict[str, float]] = {}
@@ -178,7 +181,7 @@ def evaluate(
                 texts = arm_persona.generate(convs, batch_size=batch_size, on_batch=bar.update,
                                              max_new_tokens=max_new_tokens, do_sample=False)
                 losses = arm_persona.completion_losses(loss_convs, batch_size)
-            texts = [strip_label(t) for t in texts]
+            texts = [strip_politician_label(t) for t in texts]
             style_texts, identity_texts = texts[:len(style_items)], texts[len(style_items):]
             target = style.politician if adapter is not None and style.politician else politician
             s = scorecard.ArmScores(target=target, predicted=classifier.predict(style_texts) if style_texts else [])
@@ -223,8 +226,7 @@ def evaluate(
 
     with atomic_dir(out) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        (tmp / "samples.jsonl").write_text("".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples),
-                                           encoding="utf-8")
+        (tmp / "samples.jsonl").write_text(jsonl_text(samples), encoding="utf-8")
         write_scorecard(tmp, report, samples, curves, _short)
     print(scorecard_text(report))
     print(f"wrote {out}/metrics.json, report.html and samples.jsonl", file=sys.stderr)

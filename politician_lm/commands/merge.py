@@ -18,9 +18,10 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from politician_lm.adapters.files import AdapterFolder, attach_adapter, check_base_model, check_fits_base, parse_list, parse_weights, read_adapter, resolve_base, same_model
+from politician_lm.artifacts.adapter import AdapterFolder, attach_adapter, check_base_model, check_fits_base, read_adapter, resolve_base, same_model
+from politician_lm.values import parse_list, parse_weights
 from politician_lm.errors import UserError
-from politician_lm.io import atomic_dir, atomic_write_text, check_output
+from politician_lm.artifacts.atomic import atomic_dir, atomic_write_text, check_output
 
 MergeMethod = Literal["cat", "linear", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"]
 EQUAL_RANK = {"linear", "ties", "dare_linear", "dare_ties", "magnitude_prune"}

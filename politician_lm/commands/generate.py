@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from politician_lm.data.records import iter_json_lines
+from politician_lm.artifacts.jsonl import jsonl_text, read_jsonl
+from politician_lm.artifacts.roles import assistant_turn, strip_reply_label, user_turn
 from politician_lm.errors import UserError
 from politician_lm.generation import Persona, load_persona, registry_entry
-from politician_lm.io import atomic_write_text, check_output
+from politician_lm.artifacts.atomic import atomic_write_text, check_output
 
 REGISTRY = "configs/models.yaml"
-# The role labels of the project's data (``prepare`` writes them; data/<politician>/*.jsonl use them): plain-format
-# prompts start with ``USER: `` and completions with ``POLITICIAN: ``, so chat writes a message the same way and
-# shows the answer without its label.
-USER_LABEL, REPLY_LABEL = "USER: ", "POLITICIAN: "
-_ANY_LABEL = re.compile(r"^\s*(USER|POLITICIAN|ASSISTANT|HUMAN)\s*:", re.IGNORECASE)
-_REPLY_LABEL = re.compile(r"^\s*(POLITICIAN|ASSISTANT)\s*:[ \t]*", re.IGNORECASE)
 
 
 def resolve_persona(adapters: list[str] | str | None, weights: list[float] | str | None, base_model: str | None,
@@ -45,7 +39,7 @@ def read_prompts(path: str) -> list[dict[str, Any]]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: prompts file does not exist")
-    for lineno, obj in iter_json_lines(p):
+    for lineno, obj in read_jsonl(p):
         ok = isinstance(obj, dict) and (isinstance(obj.get("prompt"), str) or (
             isinstance(obj.get("messages"), list) and obj["messages"] and isinstance(obj["messages"][-1], dict)
             and obj["messages"][-1].get("role") == "user"))
@@ -112,7 +106,7 @@ def generate(
               file=sys.stderr) as bar:
         outputs = persona.generate(convs, batch_size=batch_size, on_batch=bar.update, max_new_tokens=max_new_tokens,
                                    do_sample=do_sample, temperature=temperature, top_p=top_p)
-    text = "".join(json.dumps({**r, "generation": g}, ensure_ascii=False) + "\n" for r, g in zip(rows, outputs))
+    text = jsonl_text({**r, "generation": g} for r, g in zip(rows, outputs))
     if output:
         atomic_write_text(output, text)
         print(f"wrote {len(rows)} generations to {output}", file=sys.stderr)
@@ -126,25 +120,6 @@ def fit_history(persona: Persona, history: list[dict[str, str]], max_new_tokens:
     while len(history) > 1 and len(persona.prompt_ids(history)) > budget:
         history = history[2:] if len(history) > 2 else history[1:]
     return history
-
-
-def user_turn(message: str, prompt_format: str) -> dict[str, str]:
-    """A chat message as the training data wrote user turns (``USER: ...`` in the plain format)."""
-    if prompt_format == "plain" and not _ANY_LABEL.match(message):
-        message = USER_LABEL + message
-    return {"role": "user", "content": message}
-
-
-def assistant_turn(reply: str, prompt_format: str) -> dict[str, str]:
-    """The answer as the training data wrote completions, for the next turn's context."""
-    if prompt_format == "plain" and not _ANY_LABEL.match(reply):
-        reply = REPLY_LABEL + reply.lstrip()
-    return {"role": "assistant", "content": reply}
-
-
-def strip_reply_label(text: str) -> str:
-    """``POLITICIAN: Folks, ...`` -> ``Folks, ...``."""
-    return _REPLY_LABEL.sub("", text, count=1)
 
 
 def reply_streamer(tokenizer: Any) -> Any:

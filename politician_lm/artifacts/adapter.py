@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -135,32 +134,6 @@ def check_base_model(path: str, allow_pickle: bool = False) -> None:
         if not allow_pickle:
             raise UserError(f"{folder}: only pickle (*.bin) weights, which can run code when loaded; convert to "
                             "safetensors or pass --allow_pickle true if you trust the source")
-
-
-def parse_list(value: list | str, what: str) -> list[str]:
-    """Accept ``a,b`` (the old flag style) or a list."""
-    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v).strip() for v in value]
-    items = [v for v in items if v]
-    if not items:
-        raise UserError(f"--{what} is empty; give at least one value")
-    return items
-
-
-def parse_weights(value: list | str, n_adapters: int, allow_negative: bool) -> list[float]:
-    weights = []
-    for item in parse_list(value, "weights"):
-        try:
-            w = float(item)
-        except ValueError:
-            raise UserError(f"--weights: {item!r} is not a number") from None
-        if not math.isfinite(w):
-            raise UserError(f"--weights: {item!r} is not a finite number")
-        if w < 0 and not allow_negative:
-            raise UserError(f"--weights: {item} is negative; this method needs weights >= 0")
-        weights.append(w)
-    if len(weights) != n_adapters:
-        raise UserError(f"--weights has {len(weights)} values for {n_adapters} adapters; give one weight per adapter")
-    return weights
 
 
 def attach_adapter(model: Any, folder: str | Path, adapter_name: str = "default", is_trainable: bool = False) -> Any:

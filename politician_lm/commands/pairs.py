@@ -29,12 +29,14 @@ from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
-from politician_lm.adapters.files import parse_list
+from politician_lm.values import parse_list
+from politician_lm.artifacts.jsonl import jsonl_line, read_jsonl
 from politician_lm.data import records
-from politician_lm.data.profiles import load_profile
-from politician_lm.data.templates import PromptFormat, PromptStyle, strip_role_label
+from politician_lm.artifacts.profiles import load_profile
+from politician_lm.artifacts.roles import strip_role_label
+from politician_lm.data.templates import PromptFormat, PromptStyle
 from politician_lm.errors import UserError
-from politician_lm.io import atomic_dir, check_output
+from politician_lm.artifacts.atomic import atomic_dir, check_output
 
 SOURCES = ("base", "prompt-only", "other")
 _LABEL = re.compile(r"^\s*([A-Z][A-Z ]{0,30}:)\s*")
@@ -54,7 +56,7 @@ def _question(context: list[dict[str, str]]) -> str:
 def _read(files: list[Path], kinds: list[str] | None) -> list[dict[str, Any]]:
     items = []
     for path in files:
-        for lineno, obj in records.iter_json_lines(path):
+        for lineno, obj in read_jsonl(path):
             conv = records.to_conversation(obj)
             if kinds and conv["kind"] not in kinds:
                 continue
@@ -209,7 +211,7 @@ def pairs(
         if isinstance(row, str):
             dropped[row] += 1
             continue
-        written[item["file"].name].append(json.dumps(row, ensure_ascii=False) + "\n")
+        written[item["file"].name].append(jsonl_line(row))
     total = sum(len(v) for v in written.values())
     if total == 0:
         raise UserError(f"{data_path}: every pair was dropped ({dropped}); lower --max_similarity or use another source")
@@ -250,7 +252,7 @@ def _generate(todo: list[dict], styles: dict[str, PromptStyle], base_model: str,
                 texts = replace(persona, style=style).generate([i["messages"][:-1] for i in chunk], **settings_kw)
                 for item, text in zip(chunk, texts):
                     done[item["key"]] = text
-                    fh.write(json.dumps({"key": item["key"], "text": text}, ensure_ascii=False) + "\n")
+                    fh.write(jsonl_line({"key": item["key"], "text": text}))
                 fh.flush()
                 os.fsync(fh.fileno())
                 bar.update(len(chunk))

@@ -1,0 +1,1 @@
+"""The project's own file formats in one place: atomic writes, JSONL, adapter folders, profiles, role labels."""
