@@ -137,12 +137,5 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
 
 
-def __getattr__(name: str) -> Any:
-    """``run_trainer_cli``, ``PoliticianCLI`` and ``wandb_loggers`` moved to ``politician_lm.training``."""
-    if name in ("run_trainer_cli", "PoliticianCLI", "wandb_loggers"):
-        return getattr(importlib.import_module("politician_lm.training"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 if __name__ == "__main__":
     main()

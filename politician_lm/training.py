@@ -10,15 +10,20 @@ Rules applied to the parsed config before any class is built (so before any mode
   recorded score. ``fit --ckpt_path last`` in a folder without a run starts at step 0 (a run killed before its
   first checkpoint).
 * A recipe that asks for a GPU on a machine without CUDA stops with one line.
+
+Python callers (``stages``, notebooks) describe a run as a typed ``FitConfig`` and call ``fit(config)``; the command
+line and ``fit`` go through the same parser, so both get the same types, defaults, links and checks.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 import warnings
 from argparse import ArgumentError
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +172,51 @@ def wandb_loggers(root: str, current: Any) -> list[Namespace]:
     if not keep:
         keep = [Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(save_dir=root))]
     return [*keep, wandb]
+
+
+@dataclass
+class FitConfig:
+    """One ``fit`` as data: config files applied in order, then dotted-key overrides (``{"trainer.max_steps": 10}``).
+
+    Values keep their Python types; the LightningCLI parser checks each against the signature it belongs to, exactly
+    as it checks ``politician-lm fit --config A --trainer.max_steps 10``.
+    """
+
+    configs: list[str]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    ckpt_path: str | None = None
+    overwrite: bool = False
+
+    def arguments(self) -> list[str]:
+        """The equivalent ``politician-lm fit`` arguments (strings as written, every other value as JSON)."""
+        args = [a for c in self.configs for a in ("--config", str(c))]
+        args += [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in self.overrides.items()]
+        if self.ckpt_path is not None:
+            args.append(f"--ckpt_path={self.ckpt_path}")
+        if self.overwrite:
+            args.append("--overwrite=true")
+        return args
+
+
+@dataclass
+class FitResult:
+    """What a finished fit left: its run folder and the last value of every scalar it logged."""
+
+    root_dir: Path
+    metrics: dict[str, float]
+
+
+def check(config: FitConfig) -> PoliticianCLI:
+    """Parse ``config`` and build the model, data and trainer objects without training: a typo fails here, in
+    seconds, not after the runs before it. The base model's weights load only at ``fit``."""
+    return run_trainer_cli(config.arguments(), run=False)
+
+
+def fit(config: FitConfig) -> FitResult:
+    """Train as ``politician-lm fit`` would with the same settings, under this project's run-folder rules."""
+    cli = run_trainer_cli(["fit", *config.arguments()])
+    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if v.numel() == 1}
+    return FitResult(root_dir=Path(cli.trainer.default_root_dir), metrics=metrics)
 
 
 def run_trainer_cli(args: list[str] | None = None, run: bool = True) -> PoliticianCLI:

@@ -69,3 +69,20 @@ def test_bad_stage_configs_fail_before_training(tmp_path, capsys, chdir_root):
     with pytest.raises(SystemExit) as exc:
         main(["stages", "--config", str(config)])
     assert exc.value.code == 2 and "lora_rank" in capsys.readouterr().err and not root.exists()
+
+
+def test_a_stage_is_a_typed_fit_config_checked_without_the_command_line(tmp_path):
+    from politician_lm.commands.stages import Stage, _fit_config
+    from politician_lm.errors import UserError
+    from politician_lm.training import FitConfig, check
+
+    config = _fit_config(Stage("style", kinds=["style"], overrides={"trainer.max_steps": 2}), 0, "configs/demo.yaml",
+                         tmp_path)
+    assert config == FitConfig(configs=["configs/demo.yaml"], overrides={
+        "trainer.default_root_dir": str(tmp_path / "01-style"), "data.kinds": ["style"], "trainer.max_steps": 2})
+    cli = check(config)  # parsed and built, nothing trained
+    assert cli.datamodule.hparams.kinds == ["style"] and cli.trainer.max_steps == 2
+    with pytest.raises(UserError, match="max_stepz"):
+        check(FitConfig(configs=["configs/demo.yaml"], overrides={"trainer.max_stepz": 2}))
+    with pytest.raises(UserError, match="lora_r"):
+        check(FitConfig(configs=["configs/demo.yaml"], overrides={"model.lora_r": "eight"}))

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from politician_lm.commands.merge import MergeMethod, merge
 from politician_lm.errors import UserError
 from politician_lm.artifacts.atomic import atomic_write_text
+from politician_lm.training import FitConfig, check, fit
 
 STAGE_FILE = "stage.json"
 
@@ -39,18 +40,14 @@ class Stage:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
-def _args(overrides: dict[str, Any]) -> list[str]:
-    # strings go as they are (jsonargparse keeps quotes in a str value); everything else as JSON, which YAML reads
-    return [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in overrides.items()]
-
-
 def _folder(root: Path, index: int, stage: Stage) -> Path:
     return root / f"{index + 1:02d}-{stage.name}"
 
 
-def _fit_args(stage: Stage, index: int, base_config: str, root: Path) -> list[str]:
-    return ["fit", "--config", base_config, "--trainer.default_root_dir", str(_folder(root, index, stage)),
-            f"--data.kinds={json.dumps(stage.kinds)}", *_args(stage.overrides)]
+def _fit_config(stage: Stage, index: int, base_config: str, root: Path) -> FitConfig:
+    overrides = {"trainer.default_root_dir": str(_folder(root, index, stage)), "data.kinds": stage.kinds,
+                 **stage.overrides}
+    return FitConfig(configs=[base_config], overrides=overrides)
 
 
 def _fingerprint(stage: Stage, base_config: str, mode: str, previous: str | None) -> str:
@@ -80,8 +77,6 @@ def stages(
         adapter: Which export of a stage is handed on: ``best`` (by the monitored metric) or ``last``.
         redo: Re-run every stage even if it finished.
     """
-    from politician_lm.training import run_trainer_cli
-
     if not stages:
         raise UserError("no stages given; list them under 'stages:' in the config")
     if not Path(base_config).is_file():
@@ -93,7 +88,7 @@ def stages(
         raise UserError(f"mode 'separate' needs merge_weights with one weight per stage ({len(stages)})")
     root = Path(root_dir)
     for index, stage in enumerate(stages):  # build every stage's classes now: a typo fails before hours of training
-        run_trainer_cli(_fit_args(stage, index, base_config, root)[1:], run=False)
+        check(_fit_config(stage, index, base_config, root))
     previous: str | None = None
     summary = []
     changed = redo
@@ -108,12 +103,11 @@ def stages(
         else:
             changed = True  # every later stage depends on this one
             print(f"stage {stage.name}: training on kinds {stage.kinds or 'all'}")
-            args = _fit_args(stage, index, base_config, root)
-            args.append("--overwrite=true")  # a stage that runs again replaces its earlier run on purpose
+            config = _fit_config(stage, index, base_config, root)
+            config.overwrite = True  # a stage that runs again replaces its earlier run on purpose
             if mode == "continue" and previous:
-                args.append(f"--model.init_adapter={previous}")
-            cli = run_trainer_cli(args)
-            metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if v.numel() == 1}
+                config.overrides["model.init_adapter"] = previous
+            metrics = fit(config).metrics
             atomic_write_text(done, json.dumps({"stage": asdict(stage), "fingerprint": fingerprint, "init_adapter": previous,
                                                 "adapter": str(adapter_dir), "metrics": metrics}, indent=2) + "\n")
         record = json.loads(done.read_text())
