@@ -55,4 +55,8 @@ def explain_parse_error(message: str, argv: list[str], options: list[str]) -> st
     if not has_config and ("required" in message or len(argv) <= 1):
         return f"politician-lm {verb} needs a config: add --config configs/demo.yaml (or set every key, see --help)"
     configs = config_names(argv)
-    return f"{message} (config: {', '.join(configs)})" if configs else message
+    where = f" (config: {', '.join(configs)})" if configs else ""
+    if re.search(r'"model\.model_name_or_path".*(required|Got value: None)', message):
+        return ("model.model_name_or_path is not set: name the base model in the config or with "
+                f"--model.model_name_or_path (a model folder such as checkpoints/SmolLM2-135M-Instruct, or a hub id){where}")
+    return f"{message}{where}"

@@ -142,3 +142,12 @@ def test_ctrl_c_in_any_command_prints_one_line_and_no_traceback(capsys, monkeypa
         main(["interrupted"])
     err = capsys.readouterr().err
     assert exc.value.code == 130 and err.strip() == "politician-lm: interrupted" and "Traceback" not in err
+
+
+def test_a_config_without_a_base_model_is_one_line_not_the_toy_model(tmp_path, capsys, chdir_root):
+    config = tmp_path / "no-model.yaml"
+    config.write_text("trainer:\n  max_steps: 1\ndata:\n  data_path: data/biden\n")
+    code, err = run_cli(["fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "run")], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and "model.model_name_or_path is not set" in err and str(config) in err
+    assert not (tmp_path / "run").exists()

@@ -109,7 +109,7 @@ class PoliticianDataModule(L.LightningDataModule):
     def __init__(
         self,
         data_path: str,
-        tokenizer: str = "checkpoints/tiny-politician",
+        tokenizer: str,
         politician: str | None = None,
         prompt_format: PromptFormat = "plain",
         separator: str = "\n",

@@ -46,7 +46,7 @@ class PoliticianLM(L.LightningModule):
 
     def __init__(
         self,
-        model_name_or_path: str = "checkpoints/tiny-politician",
+        model_name_or_path: str,
         quantization: Quantization = "nf4",
         compute_dtype: ComputeDtype = "auto",
         quant_storage: QuantStorage = "uint8",
