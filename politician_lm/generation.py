@@ -112,11 +112,17 @@ def load_persona(
     compute_dtype: str = "auto",
     device: str | None = None,
     allow_pickle: bool = False,
+    merge_adapters: bool = False,
 ) -> Persona:
     """Load ``base_model`` (default: the adapters' base) with ``adapters`` active at ``weights`` (default 1 each).
 
     With no adapters, ``base_model`` may be an exported (merged) model folder; its ``politician_lm.json`` supplies
     the prompt format.
+
+    ``merge_adapters`` folds the weighted LoRA updates into the base weights once, where those are plain fp32
+    (CPU: the 4-bit base is de-quantized for inference anyway), so each generated token skips the adapters' extra
+    matmuls. The result is a fixed persona: callers that switch adapters on and off (``evaluate``, ``serve``) keep
+    them separate. Quantized or half-precision weights are never merged into (that would round the update).
     """
     from transformers import AutoTokenizer
 
@@ -156,12 +162,20 @@ def load_persona(
             if hasattr(module, "set_scale") and hasattr(module, "lora_A"):
                 for name, w in zip(names, ws):
                     module.set_scale(name, w)
+        if merge_adapters and _fp32_linear_bases(model):
+            model = model.merge_and_unload(adapter_names=names)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(meta_source) if (meta_source / "tokenizer_config.json").is_file() else base)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     generation = _generation_defaults(folders[0].path if folders else Path(base))
     return Persona(model=model, tokenizer=tokenizer, style=style, generation=generation)
+
+
+def _fp32_linear_bases(model: Any) -> bool:
+    """Every LoRA layer wraps a plain fp32 ``nn.Linear`` (so a merge adds the update without rounding it)."""
+    bases = [m.base_layer for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
+    return bool(bases) and all(type(b) is torch.nn.Linear and b.weight.dtype == torch.float32 for b in bases)
 
 
 def _generic_cache_dir() -> Path:

@@ -69,7 +69,7 @@ def main() -> None:
     from politician_lm.generation import load_persona
     from politician_lm.model.loading import quantization_config
 
-    persona = load_persona(args.adapter)
+    persona = load_persona(args.adapter, merge_adapters=True)  # what generate and chat load
     meta = json.loads((Path(args.adapter) / "politician_lm.json").read_text())
     politician = meta.get("politician") or "biden"
     rows = [json.loads(line) for f in sorted((ROOT / "data" / politician).glob("*.jsonl"))
@@ -81,8 +81,7 @@ def main() -> None:
     width = batch["input_ids"].shape[1]
     settings = dict(max_new_tokens=args.max_new_tokens, do_sample=False, use_cache=True, pad_token_id=tok.pad_token_id,
                     eos_token_id=tok.eos_token_id)
-    base_path = str(persona.model.peft_config["adapter_0"].base_model_name_or_path)
-    base_path = base_path if Path(base_path).is_dir() else meta.get("base_model", base_path)
+    base_path = meta.get("base_model_path") or meta.get("base_model")
     print(f"{len(prompts)} prompts, prompt width {width}, {args.max_new_tokens} new tokens, greedy, KV cache, "
           f"{torch.get_num_threads()} threads; base {base_path}", flush=True)
 
@@ -108,8 +107,9 @@ def main() -> None:
         return (secs, count_tokens(new, tok.eos_token_id, tok.pad_token_id), tok.batch_decode(new, skip_special_tokens=True),
                 new.shape[1])
 
-    results["ours, base + adapter"] = ours(persona)
+    results["ours, generate/chat (merged)"] = ours(persona)
     del persona
+    results["ours, adapter kept (evaluate)"] = ours(load_persona(args.adapter))
     q = quantization_config("nf4", torch.float32)
     nf4 = AutoModelForCausalLM.from_pretrained(base_path, quantization_config=q, dtype=torch.float32,
                                                device_map={"": "cpu"})
@@ -122,7 +122,7 @@ def main() -> None:
         export(args.adapter, f"{tmp}/merged", dtype="float32")
         results["ours, merged export"] = ours(load_persona(base_model=f"{tmp}/merged"))
 
-    reference = results["ours, base + adapter"]
+    reference = results["ours, generate/chat (merged)"]
     print(f"\n{'configuration':<36}{'seconds':>9}{'steps':>7}{'ms/step':>9}{'tokens':>8}{'tokens/s':>10}"
           f"{'ours/this':>11}{'same text as ours':>19}")
     ref_ms = reference[0] / reference[3]
@@ -132,7 +132,7 @@ def main() -> None:
               f"{(secs / steps) / ref_ms:>10.2f}x{f'{same}/{len(texts)}':>19}")
     print(f"(median of {args.repeats} timed calls after a warm-up; steps: decoding steps of the batch (the longest "
           "answer); tokens: generated tokens up to each row's end of sequence; 'ours/this' is the row's time per step "
-          "over ours (base + adapter): above 1 means ours is faster)")
+          "over ours (generate/chat): above 1 means ours is faster)")
     sys.stdout.flush()
 
 

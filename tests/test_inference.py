@@ -258,3 +258,23 @@ def test_ctrl_c_at_the_chat_prompt_ends_quietly(adapter):
     # 0 when the signal lands in the prompt's read (the chat ends like /exit), 130 a moment before it (the CLI's
     # one-line "interrupted"); never a traceback
     assert proc.returncode in (0, 130) and "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
+
+
+def test_merged_persona_computes_what_base_plus_adapters_compute(adapter, chat_adapter):
+    """generate/chat fold the weighted LoRA updates into the de-quantized fp32 weights once: same logits, no LoRA
+    layers left to run per token."""
+    import torch
+
+    from politician_lm.generation import load_persona
+
+    kept = load_persona([adapter, chat_adapter], [0.7, 0.3])
+    merged = load_persona([adapter, chat_adapter], [0.7, 0.3], merge_adapters=True)
+    assert any(hasattr(m, "lora_A") for m in kept.model.modules())
+    assert not any(hasattr(m, "lora_A") for m in merged.model.modules())
+    ids = torch.tensor([kept.prompt_ids([{"role": "user", "content": "USER: What about jobs?"}])])
+    with torch.no_grad():
+        a, b = kept.model(input_ids=ids).logits, merged.model(input_ids=ids).logits
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    prompts = [[{"role": "user", "content": "USER: What about jobs?"}], [{"role": "user", "content": "USER: Hi"}]]
+    assert merged.generate(prompts, max_new_tokens=8, do_sample=False) == kept.generate(prompts, max_new_tokens=8,
+                                                                                         do_sample=False)

@@ -28,7 +28,7 @@ def resolve_persona(adapters: list[str] | str | None, weights: list[float] | str
         weights = [float(a.get("weight", 1.0)) for a in entry.get("adapters", [])] or None
         base_model = entry.get("base_model")
         settings = entry.get("generation") or {}
-    persona = load_persona(adapters, weights, base_model, quantization, allow_pickle=allow_pickle)
+    persona = load_persona(adapters, weights, base_model, quantization, allow_pickle=allow_pickle, merge_adapters=True)
     persona.generation.update(settings)
     return persona
 
