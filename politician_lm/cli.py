@@ -25,7 +25,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "politician_lm.commands.evaluate:evaluate",
     "stages": "politician_lm.commands.stages:stages",
     "pairs": "politician_lm.commands.pairs:pairs",
-    "prepare": "politician_lm.data.prepare:prepare",
+    "prepare": "politician_lm.commands.prepare:prepare",
     "import-model": "politician_lm.commands.import_model:import_model",
     "serve": "politician_lm.commands.serve:serve",
 }

@@ -7,9 +7,12 @@ import string
 
 import pytest
 
-from politician_lm.data import prepare_sources as src
-from politician_lm.data.prepare import CONTINUE, prepare
 from politician_lm.artifacts.profiles import load_profile
+from politician_lm.commands.prepare import prepare
+from politician_lm.data.prepare.build import CONTINUE
+from politician_lm.data.prepare.clean import clean_post, split_sentences, strip_markdown, strip_stage_directions
+from politician_lm.data.prepare.identity import IDENTITY_FIELDS, load_identity_template, profile_values
+from politician_lm.data.prepare.transcripts import read_interview, read_speech
 from politician_lm.data.records import split_bucket, to_conversation
 from politician_lm.errors import UserError
 from politician_lm.evaluation.metrics import claims_ai
@@ -122,7 +125,7 @@ def test_answers_longer_than_the_budget_continue_as_style_examples(tmp_path):
 def test_speech_is_cleaned_and_cut_into_consecutive_whole_sentence_passages(tmp_path, tokenizer):
     _, rows, _ = run(tmp_path, transcripts=[str(FIX / "harbor_speech.md")], max_completion_tokens=60,
                      min_completion_words=1, val_fraction=0.5, seed=1)
-    full_text = " ".join(s for p in src.read_speech(FIX / "harbor_speech.md", set()) for s in src.split_sentences(p.text))
+    full_text = " ".join(s for p in read_speech(FIX / "harbor_speech.md", set()) for s in split_sentences(p.text))
     recs = sorted(every(rows), key=lambda r: full_text.index(body(r)))
     speech = " ".join(body(r) for r in recs)
     for text in (speech, *[r["prompt"] for r in recs]):
@@ -135,7 +138,7 @@ def test_speech_is_cleaned_and_cut_into_consecutive_whole_sentence_passages(tmp_
         assert len(tokenizer(r["completion"], add_special_tokens=False)["input_ids"]) <= 60
         assert re.search(r"[.!?\"]$", r["completion"])  # whole sentences only
         context = r["prompt"].removeprefix(CONTINUE)
-        assert 1 <= len(src.split_sentences(context)) <= 2
+        assert 1 <= len(split_sentences(context)) <= 2
         assert f"{context} {body(r)}" in full_text  # the context comes right before the passage
 
 
@@ -144,7 +147,7 @@ def test_labelled_speech_keeps_only_the_politician(tmp_path):
         "THE PRESIDENT:  Thank you.  It is wonderful to be in Ohio tonight, it really is.\n\n"
         "AUDIENCE MEMBER:  We love you, please do not ever leave us!\n\n"
         "THE PRESIDENT:  I love you back.  Now let me tell you about the new bridge we are building here.\n", "utf-8")
-    paragraphs = src.read_speech(tmp_path / "rally.txt", set())
+    paragraphs = read_speech(tmp_path / "rally.txt", set())
     text = " ".join(p.text for p in paragraphs)
     assert "We love you" not in text and "AUDIENCE" not in text and "THE PRESIDENT" not in text
     assert text.startswith("Thank you. It is wonderful") and text.endswith("we are building here.")
@@ -157,7 +160,7 @@ def test_interview_label_variants(tmp_path):
         "Q. And the fares?\n\nGovernor Lee said later: nothing.\n\n"
         "REP. O'NEIL: Fares stay frozen, as far as I know.\n\n"
         "GOVERNOR LEE: Fares stay where they are for two full years, I promise you that.\n", "utf-8")
-    turns = src.read_interview(tmp_path / "talk.md", {"GOVERNOR LEE"})
+    turns = read_interview(tmp_path / "talk.md", {"GOVERNOR LEE"})
     assert [t.label for t in turns] == ["Q", "GOVERNOR LEE", "Q", "REP. O'NEIL", "GOVERNOR LEE"]
     assert turns[2].text == "And the fares? Governor Lee said later: nothing."  # a mixed-case name is not a label
     _, rows, _ = run(tmp_path, interviews=[str(tmp_path / "talk.md")], speaker="governor lee.", val_fraction=0.5,
@@ -176,16 +179,16 @@ def test_interview_label_variants(tmp_path):
     ("**Bold** and _soft_ and [a link](http://x.org) here", "Bold and soft and a link here"),
 ])
 def test_cleaning_rules(raw, clean):
-    assert src.strip_stage_directions(src.strip_markdown(raw)) == clean
+    assert strip_stage_directions(strip_markdown(raw)) == clean
 
 
 def test_post_cleaning():
-    assert src.clean_post("Go see https://t.co/x1 and www.site.org now @Some_Body! #BuildBackBetter #MAGA &amp; more") == \
+    assert clean_post("Go see https://t.co/x1 and www.site.org now @Some_Body! #BuildBackBetter #MAGA &amp; more") == \
         "Go see and now @user! Build Back Better MAGA & more"
 
 
 def test_sentence_split_keeps_titles_and_initials():
-    assert src.split_sentences("Mr. Smith went to the U.S. Senate. He said \"No.\" Then 3 people left! Did they?") == [
+    assert split_sentences("Mr. Smith went to the U.S. Senate. He said \"No.\" Then 3 people left! Did they?") == [
         "Mr. Smith went to the U.S. Senate.", "He said \"No.\"", "Then 3 people left!", "Did they?"]
 
 
@@ -226,7 +229,7 @@ def fields(text):
 
 
 def test_identity_template_answers_answer_their_own_questions():
-    entries = src.load_identity_template(TEMPLATE)
+    entries = load_identity_template(TEMPLATE)
     singles, multis = [e for e in entries if len(e.turns) == 1], [e for e in entries if len(e.turns) > 1]
     assert len(singles) >= 20 and len(multis) >= 3
     assert set(ANSWER_NEEDS) <= {e.topic for e in singles}
@@ -243,9 +246,9 @@ def test_identity_template_answers_answer_their_own_questions():
 
 @pytest.mark.parametrize("politician,party", [("biden", "Democratic"), ("trump", "Republican")])
 def test_identity_answers_filled_from_the_profile(politician, party):
-    values = src.profile_values(load_profile(politician, PROFILES))
-    assert set(values) == set(src.IDENTITY_FIELDS)
-    for e in src.load_identity_template(TEMPLATE):
+    values = profile_values(load_profile(politician, PROFILES))
+    assert set(values) == set(IDENTITY_FIELDS)
+    for e in load_identity_template(TEMPLATE):
         for q, a in e.turns:
             q, a = q.format_map(values), a.format_map(values)
             assert "{" not in q + a and not claims_ai(a), a
@@ -258,7 +261,7 @@ def test_identity_answers_filled_from_the_profile(politician, party):
 def test_identity_records(full, tmp_path):
     _, rows, _ = full
     recs = [r for r in every(rows) if r["kind"] == "identity"]
-    n_single = sum(len(e.turns) == 1 for e in src.load_identity_template(TEMPLATE))
+    n_single = sum(len(e.turns) == 1 for e in load_identity_template(TEMPLATE))
     assert sum("prompt" in r for r in recs) == n_single and sum("messages" in r for r in recs) >= 3
     by_q = {r["prompt"]: r["completion"] for r in recs if "prompt" in r}
     assert by_q["USER: Which political party do you belong to?"] == "POLITICIAN: I'm a proud member of the Democratic Party."

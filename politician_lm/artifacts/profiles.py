@@ -1,4 +1,8 @@
-"""Per-politician profiles (``data/profiles/<name>.yaml``): name, biography facts and the persona system prompt."""
+"""Per-politician profiles (``data/profiles/<name>.yaml``): name, biography facts and the persona system prompt.
+
+``load_profile`` takes a plain name (what configs and commands name); ``load_profile_spec`` also takes a path to a
+YAML file, as ``prepare --identity_profile`` does.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,35 @@ def load_profile(politician: str, profiles_dir: str | Path = "data/profiles") ->
         profile = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not a readable YAML profile ({type(e).__name__})") from None
+    if not isinstance(profile, dict) or not isinstance(profile.get("name"), str):
+        raise UserError(f"{path}: a profile needs at least a 'name' string")
+    return profile
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the file ({e.strerror or e})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise UserError(f"{path}:{line}: not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
+
+
+def load_profile_spec(spec: str, profiles_dir: str | Path = "data/profiles") -> dict[str, Any]:
+    """A profile given as a path to a YAML file, or as a name under ``profiles_dir`` (``prepare --identity_profile``)."""
+    path = Path(spec)
+    if not path.is_file() and _NAME.fullmatch(spec):
+        path = Path(profiles_dir) / f"{spec}.yaml"
+    if not path.is_file():
+        raise UserError(f"{spec}: no such profile; pass a YAML path such as {Path(profiles_dir) / 'biden.yaml'}")
+    try:
+        profile = yaml.safe_load(_read_utf8(path))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise UserError(f"{path}{f':{mark.line + 1}' if mark else ''}: not a readable YAML profile") from None
     if not isinstance(profile, dict) or not isinstance(profile.get("name"), str):
         raise UserError(f"{path}: a profile needs at least a 'name' string")
     return profile

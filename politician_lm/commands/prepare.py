@@ -1,0 +1,117 @@
+"""``politician-lm prepare``: speech and interview transcripts, tables of posts and a profile in, JSONL out.
+
+The output folder holds ``train.jsonl``, ``val.jsonl`` (the records ``PoliticianDataModule`` reads) and
+``stats.json``; it is written to a temporary folder and renamed into place. Every input is read and checked
+before the tokenizer loads. The rules live in ``politician_lm.data.prepare``: cleaning (``clean``,
+``transcripts``, ``tables``), records and the passage rule (``build``), hygiene (``dedupe``), the split
+(``split``) and ``stats.json`` (``stats``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from politician_lm.artifacts.atomic import check_output
+from politician_lm.data.prepare.build import RecordBuilder
+from politician_lm.data.prepare.dedupe import mark_duplicates
+from politician_lm.data.prepare.pipeline import build_records, load_tokenizer, read_inputs, write_prepared
+from politician_lm.data.prepare.split import split_clusters
+from politician_lm.data.prepare.stats import prepare_stats, summary
+from politician_lm.data.prepare.transcripts import norm_label
+from politician_lm.errors import UserError
+from politician_lm.values import parse_list
+
+
+def optional_list(value: list[str] | str | None, flag: str) -> list[str] | None:
+    """``a,b`` from the command line (a blank value names nothing), or a list as given."""
+    if not isinstance(value, str):
+        return value
+    return parse_list(value, flag) if value.replace(",", "").strip() else []
+
+
+def prepare(
+    output_dir: str,
+    transcripts: list[str] | str | None = None,
+    interviews: list[str] | str | None = None,
+    speaker: str | None = None,
+    table: list[str] | str | None = None,
+    text_column: str = "text",
+    table_prompt: str = "USER: Say something about {topic}.",
+    table_kind: str = "style",
+    identity_profile: str | None = None,
+    identity_template: str = "data/identity_training_template.json",
+    multi_turn: bool = False,
+    tokenizer: str = "checkpoints/tiny-politician",
+    max_completion_tokens: int = 200,
+    min_completion_words: int = 5,
+    max_prompt_tokens: int = 256,
+    val_fraction: float = 0.1,
+    seed: int = 42,
+    near_dup_threshold: float = 0.8,
+    cluster_threshold: float = 0.5,
+    skip_bad: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Turn raw transcripts, tables of posts and a profile into train.jsonl, val.jsonl and stats.json.
+
+    Args:
+        output_dir: Folder to write train.jsonl, val.jsonl and stats.json to (replaced as a whole, atomically).
+        transcripts: Speech transcripts (.txt/.md files or folders of them) -> "style" continuation examples.
+        interviews: Interview or press transcripts with speaker labels (.txt/.md or folders) -> "policy" Q->A examples.
+        speaker: The politician's label in interviews, e.g. "THE PRESIDENT" (case-insensitive; comma-separate aliases).
+        table: CSV, JSON (list of objects) or JSONL files of posts or quotes, one example per row.
+        text_column: Column of the tables that holds the politician's text.
+        table_prompt: Prompt for table rows; {topic} (default "anything") and any other column name can be used.
+        table_kind: The kind given to table examples (style, policy, ...).
+        identity_profile: Profile YAML (path, or a name in data/profiles) -> "identity" examples from the template.
+        identity_template: JSON list of identity question/answer templates with {name}-style placeholders.
+        multi_turn: Also write each interview answer as a chat record with up to 3 earlier exchanges as context.
+        tokenizer: Tokenizer (model folder or hub id) that counts tokens; use the base model you will train.
+        max_completion_tokens: Longest completion in tokens; speech passages are cut to fit it.
+        min_completion_words: Drop examples whose completion has fewer words.
+        max_prompt_tokens: Longest prompt in tokens (long questions keep their last sentences).
+        val_fraction: Share of records (whole near-duplicate clusters) held out in val.jsonl.
+        seed: Seed of the split hash (the same rule as the DataModule's split).
+        near_dup_threshold: Drop a record whose word 3-gram Jaccard similarity with an earlier kept one is at least this.
+        cluster_threshold: Records at least this similar are kept together on one side of the split.
+        skip_bad: Skip and count bad lines and unusable transcript files instead of stopping at the first one.
+        overwrite: Replace output_dir if it exists.
+
+    Returns:
+        The output folder.
+    """
+    settings = dict(locals())  # the arguments, recorded in stats.json
+    transcripts, interviews, table = (optional_list(v, flag) for v, flag in (
+        (transcripts, "transcripts"), (interviews, "interviews"), (table, "table")))
+    out = check_output(output_dir, overwrite)
+    if not (transcripts or interviews or table or identity_profile):
+        raise UserError("nothing to prepare: pass --transcripts, --interviews, --table and/or --identity_profile")
+    speakers = {norm_label(s) for s in optional_list(speaker or "", "speaker")}
+    if interviews and not speakers:
+        raise UserError(f"{interviews[0]}: --interviews needs --speaker, the politician's label (e.g. 'THE PRESIDENT')")
+    for name, value, ok in (("val_fraction", val_fraction, 0 < val_fraction < 1),
+                            ("near_dup_threshold", near_dup_threshold, 0 < near_dup_threshold <= 1),
+                            ("cluster_threshold", cluster_threshold, 0 < cluster_threshold <= 1),
+                            ("max_completion_tokens", max_completion_tokens, max_completion_tokens >= 1),
+                            ("max_prompt_tokens", max_prompt_tokens, max_prompt_tokens >= 1),
+                            ("min_completion_words", min_completion_words, min_completion_words >= 0)):
+        if not ok:
+            raise UserError(f"--{name} {value} is out of range (fractions and thresholds: 0-1, token limits: >= 1)")
+
+    # Read and check every input before anything heavy loads.
+    inputs = read_inputs(transcripts, interviews, table, speakers, text_column, table_prompt, identity_profile,
+                         identity_template, skip_bad, out)
+    builder = RecordBuilder(load_tokenizer(tokenizer), max_completion_tokens, min_completion_words, max_prompt_tokens)
+    build_records(builder, inputs, speakers, multi_turn, table_kind)
+
+    roots = mark_duplicates(builder.candidates, near_dup_threshold, cluster_threshold)
+    builder.dropped.update(c.drop_reason for c in builder.candidates if c.drop_reason)
+    train, val = split_clusters(builder.candidates, roots, seed, val_fraction)
+    if not train or not val:
+        raise UserError(f"{out}: val_fraction={val_fraction} leaves an empty {'train' if not train else 'val'} split "
+                        f"of {len(roots)} records (dropped: {dict(+builder.dropped) or 'none'}); "
+                        "add data or change val_fraction")
+    stats = prepare_stats(train, val, len(set(roots.values())), builder.dropped, settings)
+    write_prepared(out, train, val, stats)
+    print(summary(out, stats))
+    return out

@@ -1,0 +1,65 @@
+"""Exact and near duplicates, and clusters of similar records.
+
+Hygiene runs in input order (transcripts, interviews, tables, identity). Texts are compared on the completion (the
+last assistant turn) after lower-casing, removing punctuation and the role label, and collapsing whitespace.
+Exact duplicate: the same normalised text as an earlier kept record. Near duplicate: word 3-gram Jaccard
+similarity >= ``near_dup_threshold`` with an earlier kept record (exact, through an inverted index of 3-grams; a
+text under 3 words is one gram). Kept records whose similarity is >= ``cluster_threshold`` join one cluster, and a
+multi-turn record joins the cluster of the answer it extends.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+
+from politician_lm.artifacts.roles import DATA_LABEL
+from politician_lm.data.prepare.build import Candidate
+from politician_lm.data.prepare.progress import progress_bar
+
+
+def normalised_words(text: str) -> list[str]:
+    return re.sub(r"[^\w\s]", " ", re.sub(r"['’]", "", DATA_LABEL.sub("", text, count=1).lower())).split()
+
+
+def word_trigrams(words: list[str]) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + 3]) for i in range(len(words) - 2)} or {tuple(words)}
+
+
+def mark_duplicates(candidates: list[Candidate], near_dup_threshold: float, cluster_threshold: float) -> dict[int, int]:
+    """Set ``drop_reason`` of duplicates; return the cluster root (index of its first candidate) of each kept one."""
+    exact: set[str] = set()
+    index: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    sizes: dict[int, int] = {}
+    parent: dict[int, int] = {}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for n, candidate in enumerate(progress_bar(candidates, "Deduplicating", "record", 2000)):
+        if candidate.extends is not None:
+            candidate.drop_reason = candidates[candidate.extends].drop_reason
+            if candidate.drop_reason is None:
+                parent[n] = root(candidate.extends)
+            continue
+        words = normalised_words(candidate.compared_text)
+        if " ".join(words) in exact:
+            candidate.drop_reason = "exact_duplicate"
+            continue
+        grams = word_trigrams(words)
+        shared = Counter(k for g in grams for k in index.get(g, ()))
+        similarity = {k: c / (len(grams) + sizes[k] - c) for k, c in shared.items()}
+        if any(s >= near_dup_threshold for s in similarity.values()):
+            candidate.drop_reason = "near_duplicate"
+            continue
+        exact.add(" ".join(words))
+        sizes[n], parent[n] = len(grams), n
+        for g in grams:
+            index[g].append(n)
+        for k in (k for k, s in similarity.items() if s >= cluster_threshold):
+            a, b = sorted((root(k), root(n)))
+            parent[b] = a
+    return {n: root(n) for n in parent}

@@ -1,0 +1,56 @@
+"""Input files of ``prepare``: named or found in folders, read as UTF-8; the errors ``--skip_bad`` skips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from politician_lm.errors import UserError
+
+TEXT_SUFFIXES = (".txt", ".md", ".markdown")
+TABLE_SUFFIXES = (".csv", ".json", ".jsonl")
+
+
+class BadLine(UserError):
+    """One record or line is unusable; ``skip_bad`` drops it (reason ``bad_line``)."""
+
+
+class BadFile(UserError):
+    """A whole transcript is unusable (encoding, no text, no speaker); ``skip_bad`` drops it (``bad_file``)."""
+
+
+def expand(paths: list[str] | str | None, suffixes: tuple[str, ...], flag: str, skip: Path | None = None) -> list[Path]:
+    """Files named directly or found (recursively, sorted) in the folders named; UserError for missing ones.
+
+    Inside folders, hidden files and folders and anything under ``skip`` (the output folder) are left out.
+    """
+    out: list[Path] = []
+    skip = skip.resolve() if skip is not None else None
+    for p in [paths] if isinstance(paths, str) else paths or []:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in suffixes
+                           and not any(part.startswith(".") for part in f.relative_to(path).parts)
+                           and (skip is None or not f.resolve().is_relative_to(skip)))
+            if not found:
+                raise UserError(f"{path}: folder holds no {'/'.join(suffixes)} files (given to --{flag})")
+            out += found
+        elif path.is_file():
+            if path.suffix.lower() not in suffixes:
+                raise UserError(f"{path}: --{flag} takes {'/'.join(suffixes)} files or folders of them")
+            out.append(path)
+        else:
+            raise UserError(f"{path}: no such file or folder (given to --{flag})")
+    return list(dict.fromkeys(out))
+
+
+def read_text(path: Path) -> str:
+    """The file as UTF-8 text; ``BadFile`` naming the line of the first undecodable byte."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the file ({e.strerror or e})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise BadFile(f"{path}:{line}: not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
