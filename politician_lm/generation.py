@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import yaml
 
-from politician_lm.artifacts.adapter import METADATA_FILE, attach_adapter, check_base_model, check_fits_base, read_adapter, resolve_base, same_model
+from politician_lm.artifacts.adapter import attach_adapter, read_metadata, check_base_model, check_fits_base, read_adapter, resolve_base, same_model
 from politician_lm.values import parse_list, parse_weights
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import adds_bos, encode_prompt
@@ -139,7 +139,7 @@ def load_persona(
     for f in folders:
         check_fits_base(f, base)
     meta_source = folders[0].path if folders else Path(base)
-    meta = json.loads((meta_source / METADATA_FILE).read_text()) if (meta_source / METADATA_FILE).is_file() else {}
+    meta = read_metadata(meta_source)
     style = PromptStyle(**{k: meta[k] for k in ("prompt_format", "separator", "system_prompt", "politician") if k in meta})
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

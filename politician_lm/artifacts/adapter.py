@@ -1,4 +1,5 @@
-"""Read and validate PEFT adapter folders and base model folders before any weights are loaded."""
+"""Adapter folders: PEFT's own files (read through PEFT's config classes) plus ``politician_lm.json``, and checks of
+base model folders, all before any weights are loaded."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from safetensors import safe_open
 
@@ -17,6 +18,54 @@ ADAPTER_CONFIG = "adapter_config.json"
 SAFE_WEIGHTS = "adapter_model.safetensors"
 PICKLE_WEIGHTS = "adapter_model.bin"
 METADATA_FILE = "politician_lm.json"
+TRAINING_PROGRESS = ("global_step", "epoch", "monitor", "best_score")  # describes one training run's export only
+
+
+class AdapterMetadata(TypedDict, total=False):
+    """The schema of ``politician_lm.json``, saved next to every adapter, merged adapter and exported model.
+
+    The prompt keys let generation rebuild exactly the prompt training rendered; the base keys find the base model;
+    the rest records where the folder came from.
+    """
+
+    prompt_format: str  # plain | chat
+    separator: str
+    system_prompt: str | None
+    politician: str | None
+    max_length: int
+    base_model: str  # as named at training (a folder or a hub id)
+    base_model_path: str  # that folder's absolute path at export, when it was a folder
+    quantization: str  # of the base during training: nf4 | fp4 | int8 | none
+    global_step: int
+    epoch: int
+    monitor: str | None
+    best_score: float | None
+    merged_from: list[dict[str, Any]]  # merge: [{path, weight}]
+    merge_method: str
+    merge_density: float | None
+    exported_from: str  # export: the adapter merged into the base
+    export_dtype: str
+
+
+def read_metadata(folder: str | Path) -> AdapterMetadata:
+    """``politician_lm.json`` of ``folder`` ({} when there is none); one line naming the file when it is not JSON."""
+    path = Path(folder) / METADATA_FILE
+    if not path.is_file():
+        return {}
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path}: not valid JSON") from None
+    if not isinstance(metadata, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return metadata  # type: ignore[return-value]
+
+
+def write_metadata(folder: str | Path, metadata: AdapterMetadata) -> Path:
+    """Write ``politician_lm.json`` into ``folder`` atomically."""
+    from politician_lm.artifacts.atomic import atomic_write_text
+
+    return atomic_write_text(Path(folder) / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
 
 
 @dataclass
@@ -24,15 +73,15 @@ class AdapterFolder:
     """A validated adapter folder: its PEFT config and the politician-lm metadata saved next to it."""
 
     path: Path
-    config: dict[str, Any]
-    metadata: dict[str, Any] = field(default_factory=dict)
+    config: Any  # peft.LoraConfig
+    metadata: AdapterMetadata = field(default_factory=dict)  # type: ignore[assignment]
 
     @property
     def base_model(self) -> str:
         """Where the base model is: the name in the PEFT config (as given at training) located by the absolute path
         recorded next to it at export while that folder exists, else the name itself (a folder relative to the
         working directory or to this adapter folder, or a hub id)."""
-        name = self.config.get("base_model_name_or_path") or self.metadata.get("base_model") or ""
+        name = self.config.base_model_name_or_path or self.metadata.get("base_model") or ""
         if self.saved_base_path and Path(self.saved_base_path).is_dir():
             return self.saved_base_path
         if name and not Path(name).exists() and (self.path / name).is_dir():
@@ -42,18 +91,18 @@ class AdapterFolder:
     @property
     def saved_base_path(self) -> str | None:
         """The absolute base folder recorded at export, if it belongs to the base the PEFT config names."""
-        name = self.config.get("base_model_name_or_path") or self.metadata.get("base_model")
+        name = self.config.base_model_name_or_path or self.metadata.get("base_model")
         saved = self.metadata.get("base_model_path")
         return str(saved) if saved and name == self.metadata.get("base_model") else None
 
     @property
     def target_modules(self) -> frozenset[str] | str:
-        tm = self.config.get("target_modules")
-        return frozenset(tm) if isinstance(tm, list) else str(tm)
+        tm = self.config.target_modules
+        return frozenset(tm) if isinstance(tm, (list, set, frozenset)) else str(tm)
 
     @property
     def rank(self) -> int:
-        return int(self.config.get("r", 0))
+        return int(self.config.r)
 
 
 def _check_safetensors(path: Path) -> None:
@@ -74,12 +123,16 @@ def read_adapter(path: str | Path, allow_pickle: bool = False) -> AdapterFolder:
     cfg_path = path / ADAPTER_CONFIG
     if not cfg_path.is_file():
         raise UserError(f"{path}: missing {ADAPTER_CONFIG}; this is not a PEFT adapter folder")
+    from peft import LoraConfig, PeftConfig, PeftType
+
     try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+        config = PeftConfig.from_pretrained(str(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{cfg_path}: not valid JSON ({type(e).__name__})") from None
-    if not isinstance(config, dict) or config.get("peft_type", "LORA") != "LORA":
-        raise UserError(f"{cfg_path}: not a LoRA adapter config (peft_type {config.get('peft_type')!r})")
+    except (TypeError, ValueError, AttributeError) as e:  # a JSON value that is not a config mapping
+        raise UserError(f"{cfg_path}: not a PEFT adapter config ({type(e).__name__})") from None
+    if config.peft_type != PeftType.LORA or not isinstance(config, LoraConfig):
+        raise UserError(f"{cfg_path}: not a LoRA adapter config (peft_type {str(config.peft_type)!r})")
     if (path / SAFE_WEIGHTS).is_file():
         _check_safetensors(path / SAFE_WEIGHTS)
     elif (path / PICKLE_WEIGHTS).is_file():
@@ -88,12 +141,7 @@ def read_adapter(path: str | Path, allow_pickle: bool = False) -> AdapterFolder:
                             "or pass --allow_pickle true if you trust the source")
     else:
         raise UserError(f"{path}: missing {SAFE_WEIGHTS}")
-    metadata: dict[str, Any] = {}
-    if (path / METADATA_FILE).is_file():
-        try:
-            metadata = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UserError(f"{path / METADATA_FILE}: not valid JSON") from None
+    metadata = read_metadata(path)
     return AdapterFolder(path=path, config=config, metadata=metadata)
 
 

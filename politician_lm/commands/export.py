@@ -8,13 +8,12 @@ generation config and the prompt-format metadata that ``generate`` and ``chat`` 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
 import torch
 
-from politician_lm.artifacts.adapter import METADATA_FILE, attach_adapter, check_base_model, check_fits_base, read_adapter, resolve_base
+from politician_lm.artifacts.adapter import attach_adapter, write_metadata, check_base_model, check_fits_base, read_adapter, resolve_base
 from politician_lm.errors import UserError
 from politician_lm.artifacts.atomic import atomic_dir, atomic_write_text, check_output
 
@@ -67,7 +66,7 @@ def export(
         if gen_file.is_file():
             GenerationConfig.from_pretrained(str(folder.path)).save_pretrained(str(tmp))
         meta = {**folder.metadata, "exported_from": str(folder.path), "export_dtype": dtype, "quantization": "none"}
-        atomic_write_text(tmp / METADATA_FILE, json.dumps(meta, indent=2) + "\n")
+        write_metadata(tmp, meta)
         atomic_write_text(tmp / "README.md", f"---\nbase_model: {base}\ntags: [politician-lm, merged]\n---\n\n"
                           f"# {meta.get('politician') or 'Persona'} model\n\nBase `{base}` with adapter "
                           f"`{folder.path}` merged in (trained with {quantization} base weights, merged into their "

@@ -14,11 +14,10 @@ Which methods are exact, for adapters with updates dW_i = scale_i * B_i A_i and 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
-from politician_lm.artifacts.adapter import AdapterFolder, attach_adapter, check_base_model, check_fits_base, read_adapter, resolve_base, same_model
+from politician_lm.artifacts.adapter import TRAINING_PROGRESS, AdapterFolder, write_metadata, attach_adapter, check_base_model, check_fits_base, read_adapter, resolve_base, same_model
 from politician_lm.values import parse_list, parse_weights
 from politician_lm.errors import UserError
 from politician_lm.artifacts.atomic import atomic_dir, atomic_write_text, check_output
@@ -51,7 +50,7 @@ def validate(adapters: list[str] | str, weights: list[float] | str, output_dir: 
         if f.target_modules != folders[0].target_modules:
             raise UserError(f"{f.path}: targets {_modules(f)} but {folders[0].path} targets {_modules(folders[0])}; "
                             "adapters must target the same modules")
-        if f.config.get("use_dora"):
+        if f.config.use_dora:
             raise UserError(f"{f.path}: DoRA adapters cannot be combined by weighted LoRA merging; apply them one at a time")
     if method in EQUAL_RANK and len({f.rank for f in folders}) > 1:
         ranks = ", ".join(f"{f.path}: r={f.rank}" for f in folders)
@@ -136,9 +135,9 @@ def merge(
                 (tmp / extra.name).write_bytes(extra.read_bytes())
         # the prompt format and base of the first source; its training progress describes another adapter
         meta = {k: v for k, v in folders[0].metadata.items()
-                if k not in ("global_step", "epoch", "best_score", "monitor", "merged_from", "merge_method", "merge_density")}
+                if k not in (*TRAINING_PROGRESS, "merged_from", "merge_method", "merge_density")}
         meta.update({"merged_from": [{"path": str(f.path), "weight": w} for f, w in zip(folders, ws)],
                      "merge_method": method, "merge_density": density})
-        atomic_write_text(tmp / "politician_lm.json", json.dumps(meta, indent=2) + "\n")
+        write_metadata(tmp, meta)
     print(f"merged {len(folders)} adapters ({method}) into {output_dir}")
     return Path(output_dir)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from politician_lm.artifacts.adapter import METADATA_FILE, attach_adapter
+from politician_lm.artifacts.adapter import attach_adapter, read_metadata
 from politician_lm.data.templates import PromptStyle
 from politician_lm.generation import SAMPLING_KEYS, Persona, load_persona
 from politician_lm.serve.personas import PersonaSpec
@@ -53,7 +53,7 @@ def _generation_defaults(folder: Path) -> dict[str, Any]:
 
 
 def _style(folder: Path) -> PromptStyle:
-    meta = json.loads((folder / METADATA_FILE).read_text()) if (folder / METADATA_FILE).is_file() else {}
+    meta = read_metadata(folder)
     return PromptStyle(**{k: meta[k] for k in ("prompt_format", "separator", "system_prompt", "politician") if k in meta})
 
 
