@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from politician_lm.artifacts.jsonl import read_jsonl, write_jsonl
 
+from politician_lm.callbacks.contracts import EvaluationData, EvaluationModule, require
 from politician_lm.data import records
 from politician_lm.artifacts.profiles import load_profile
 from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, score
@@ -73,25 +74,27 @@ class PersonaEvaluation(L.Callback):
         self._last_step = -1
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit" or self.items:
+        if stage != "fit":
             return
-        dm = trainer.datamodule
+        require(pl_module, EvaluationModule, type(self).__name__, "LightningModule")
+        require(trainer.datamodule, EvaluationData, type(self).__name__, "DataModule")
+        if self.items:
+            return
+        dm: EvaluationData = trainer.datamodule
         if self.prompts_file:
             rows = [records.to_conversation(obj) for _, obj in read_jsonl(Path(self.prompts_file))]
             convs, kinds = [r["messages"] for r in rows], [r["kind"] for r in rows]
         else:
-            dm.build()
-            convs, kinds = list(dm.val_dataset["messages"]), list(dm.val_dataset["kind"])
+            convs, kinds = dm.conversations("val")
         self.items = eval_items(convs, kinds, self.num_prompts, self.seed)
         if self.identity_probes and Path(self.identity_probes).is_file():
             probes = records.read_prompts(Path(self.identity_probes))
             self.items += [EvalItem(tuple(p["messages"]), "", "identity") for p in probes]
         if not self.prompts_file:
-            dm.build()
-            self.train_texts = [strip_politician_label(m[-1]["content"]) for m in dm.train_dataset["messages"]]
+            self.train_texts = [strip_politician_label(m[-1]["content"]) for m in dm.conversations("train")[0]]
         self.politician = dm.style.politician
         if self.politician:
-            self.profile = load_profile(self.politician, dm.hparams.profiles_dir)
+            self.profile = load_profile(self.politician, dm.profiles_dir)
         else:
             log.warning("PersonaEvaluation: no data.politician set, so style and identity metrics are skipped")
 
@@ -99,12 +102,12 @@ class PersonaEvaluation(L.Callback):
         """The style classifier, with the base model's own voice (no adapter, no persona) as its generic class."""
         generic = None
         if self.generic_prompts:
-            dm = trainer.datamodule
-            pool = generic_pool(self.style_data_dir, self.generic_prompts, dm.hparams.val_fraction, dm.hparams.seed, self.seed)
+            dm: EvaluationData = trainer.datamodule
+            pool = generic_pool(self.style_data_dir, self.generic_prompts, dm.val_fraction, dm.seed, self.seed)
             bare = Persona(model=pl_module.model, tokenizer=dm.tokenizer,
                            style=replace(dm.style, system_prompt=None, politician=None))
             with pl_module.model.disable_adapter():
-                generic = generic_texts(bare, pool, self.max_new_tokens, self.batch_size, pl_module.hparams.model_name_or_path)
+                generic = generic_texts(bare, pool, self.max_new_tokens, self.batch_size, pl_module.model_name_or_path)
         self.classifier = load_or_train(self.style_data_dir, self.cache_dir, generic=generic)
         if self.politician not in self.classifier.labels:
             log.warning("style classifier knows %s, not %r; style attribution is skipped",
@@ -113,7 +116,7 @@ class PersonaEvaluation(L.Callback):
 
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[dict[str, float], list[dict]]:
-        dm = trainer.datamodule
+        dm: EvaluationData = trainer.datamodule
         was_training = pl_module.model.training
         pl_module.model.eval()
         if self.politician and self.classifier is None:

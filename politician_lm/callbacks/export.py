@@ -20,6 +20,7 @@ import yaml
 from lightning.pytorch.utilities import rank_zero_warn
 
 from politician_lm.artifacts.atomic import atomic_dir
+from politician_lm.callbacks.contracts import ExportData, ExportModule, require
 
 METADATA_FILE = "politician_lm.json"
 CONFIG_FILE = "training_config.yaml"
@@ -62,6 +63,11 @@ class AdapterExport(L.Callback):
         self.best_score: float | None = None
         self.exported: list[str] = []  # what this process wrote (only rank 0 ever writes)
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":  # only fit writes adapters
+            require(pl_module, ExportModule, type(self).__name__, "LightningModule")
+            require(trainer.datamodule, ExportData, type(self).__name__, "DataModule")
+
     def root(self, trainer: L.Trainer) -> Path:
         return Path(trainer.default_root_dir) / self.dirname
 
@@ -73,7 +79,8 @@ class AdapterExport(L.Callback):
         return score < self.best_score if self.mode == "min" else score > self.best_score
 
     def export(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> Path:
-        """Write the adapter folder ``name`` atomically (rank 0 only) and return its path."""
+        """Write the adapter folder ``name`` atomically (rank 0 only) and return its path; the module and the
+        DataModule are those ``setup`` checked (``ExportModule``, ``ExportData``)."""
         target = self.root(trainer) / name
         if not trainer.is_global_zero:
             return target
@@ -83,24 +90,24 @@ class AdapterExport(L.Callback):
             return target
         with atomic_dir(target) as tmp:
             pl_module.model.save_pretrained(tmp, safe_serialization=True)
-            dm = trainer.datamodule
-            tokenizer = getattr(dm, "tokenizer", None)
+            dm: ExportData = trainer.datamodule
+            tokenizer = dm.tokenizer
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
             generation = copy.deepcopy(pl_module.model.generation_config)
             generation.update(**self.sampling, pad_token_id=getattr(tokenizer, "pad_token_id", None))
             generation.save_pretrained(tmp)
             meta = {
-                **(dm.prompt_metadata() if hasattr(dm, "prompt_metadata") else {}),
-                **base_model_reference(pl_module.hparams.get("model_name_or_path")),
-                "quantization": pl_module.hparams.get("quantization"),
+                **dm.prompt_metadata(),
+                **base_model_reference(pl_module.model_name_or_path),
+                "quantization": pl_module.quantization,
                 "global_step": trainer.global_step,
                 "epoch": trainer.current_epoch,
                 "monitor": self.monitor,
                 "best_score": self.best_score,
             }
             (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-            config = {"model": _plain(pl_module.hparams), "data": _plain(dm.hparams) if dm is not None else {}}
+            config = {"model": _plain(pl_module.hparams), "data": _plain(trainer.datamodule.hparams)}
             (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         self.exported.append(name)
         return target

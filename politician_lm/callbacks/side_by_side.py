@@ -14,6 +14,7 @@ import torch
 
 from politician_lm.artifacts.jsonl import write_jsonl
 from politician_lm.artifacts.roles import strip_role_label
+from politician_lm.callbacks.contracts import AdapterModule, PromptData, require
 from politician_lm.evaluation.persona import eval_items
 from politician_lm.generation import Persona
 from politician_lm.artifacts.atomic import atomic_write_text
@@ -51,12 +52,17 @@ class SideBySide(L.Callback):
         """
         self.num_prompts, self.max_new_tokens, self.seed = num_prompts, max_new_tokens, seed
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            require(pl_module, AdapterModule, type(self).__name__, "LightningModule")
+            require(trainer.datamodule, PromptData, type(self).__name__, "DataModule")
+
     @torch.no_grad()
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.interrupted:
             return
-        dm = trainer.datamodule
-        items = eval_items(list(dm.val_dataset["messages"]), list(dm.val_dataset["kind"]), self.num_prompts, self.seed)
+        dm: PromptData = trainer.datamodule
+        items = eval_items(*dm.conversations("val"), self.num_prompts, self.seed)
         items = [items[-1], *items[:-1]] if len(items) > 1 else items  # a policy/style prompt first, identity later
         model = pl_module.model
         was_training = model.training

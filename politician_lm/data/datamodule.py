@@ -11,7 +11,7 @@ import warnings
 from collections import Counter
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as L
 from datasets import Dataset, concatenate_datasets, load_dataset
@@ -346,6 +346,31 @@ class PoliticianDataModule(L.LightningDataModule):
         pad = partial(self.tokenizer.pad, padding=True, padding_side="left", return_tensors="pt")
         return DataLoader(prompts, batch_size=self.hparams.eval_batch_size or self.hparams.batch_size, collate_fn=pad,
                           num_workers=self.hparams.num_workers)
+
+    # -- what callbacks read (politician_lm.callbacks.contracts) --------------------------------------------
+    def conversations(self, split: Literal["train", "val"]) -> tuple[list[list[dict[str, str]]], list[str]]:
+        """The messages and the ``kind`` of every example of ``split`` as trained on (after ``kinds``, the split and
+        the overlong drops); reads the data on first use."""
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        self.build()
+        ds = self.train_dataset if split == "train" else self.val_dataset
+        return list(ds["messages"]), list(ds["kind"])
+
+    @property
+    def profiles_dir(self) -> str:
+        """Folder of ``<politician>.yaml`` profiles."""
+        return self.hparams.profiles_dir
+
+    @property
+    def val_fraction(self) -> float:
+        """Share of records held out by the split rule (``records.split_bucket``) when there is no val.jsonl."""
+        return self.hparams.val_fraction
+
+    @property
+    def seed(self) -> int:
+        """Seed of the split rule and of the per-epoch shuffle order."""
+        return self.hparams.seed
 
     def prompt_metadata(self) -> dict[str, Any]:
         """What generation needs to rebuild the training prompt; exported next to every adapter."""

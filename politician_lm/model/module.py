@@ -109,6 +109,7 @@ class PoliticianLM(L.LightningModule):
         self.optimizer_factory = optimizer
         self.model: Any = None
         self._split: tuple[torch.nn.Module, torch.nn.Module] | None = None  # (backbone, head), set in configure_model
+        self.compute_dtype: torch.dtype | None = None  # the matmul dtype, set in configure_model
         self._flatten_packed = False
         self.strict_loading = False  # checkpoints hold only the trainable parameters
         self._val_losses: list[tuple[float, int]] = []
@@ -117,6 +118,23 @@ class PoliticianLM(L.LightningModule):
         # DPO: per split, [pairs, 2] reference log-probabilities (chosen, rejected) indexed by the pair's "index"
         self.reference: dict[str, torch.Tensor] = {}
         self._reference_data: str | None = None  # fingerprint of the pairs the reference was computed on
+
+    # -- what callbacks read (politician_lm.callbacks.contracts) --------------------------------------------
+    @property
+    def model_name_or_path(self) -> str:
+        """The base model as configured (a local folder or a hub id)."""
+        return self.hparams.model_name_or_path
+
+    @property
+    def quantization(self) -> str:
+        """How the base weights are stored: ``nf4``, ``fp4``, ``int8`` or ``none``."""
+        return self.hparams.quantization
+
+    @property
+    def head_on_labels_only(self) -> bool:
+        """Whether the output head runs only on the positions that have a label (see ``_loss``); known once
+        ``configure_model`` has run."""
+        return self._split is not None
 
     # -- model ----------------------------------------------------------------------------------------------
     def _target_device(self) -> torch.device:
