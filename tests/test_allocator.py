@@ -24,11 +24,13 @@ def _loaded_libraries(env_extra: dict[str, str]) -> str:
 
 
 @needs_tcmalloc
+@pytest.mark.slow
 def test_cli_runs_under_tcmalloc():
     assert "tcmalloc" in _loaded_libraries({})
 
 
 @needs_tcmalloc
+@pytest.mark.slow
 def test_system_allocator_opt_out():
     assert "tcmalloc" not in _loaded_libraries({allocator.ENV: "system"})
 

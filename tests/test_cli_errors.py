@@ -33,6 +33,7 @@ def fit_args(data_path, run_dir, *extra):
 
 
 @pytest.mark.parametrize("case,content,fragment,line", DATA_CASES, ids=[c[0] for c in DATA_CASES])
+@pytest.mark.slow
 def test_bad_data_file(case, content, fragment, line, tmp_path, capsys, chdir_root):
     data = tmp_path / "data.jsonl"
     data.write_bytes(content.encode("latin-1"))
@@ -52,6 +53,7 @@ def test_missing_path(tmp_path, capsys, chdir_root):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_unknown_politician(tmp_path, capsys, chdir_root):
     data = tmp_path / "d.jsonl"
     data.write_text(GOOD * 3)
@@ -60,6 +62,7 @@ def test_unknown_politician(tmp_path, capsys, chdir_root):
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_path_escape_in_politician_name_is_refused(tmp_path, capsys, chdir_root):
     data = tmp_path / "d.jsonl"
     data.write_text(GOOD * 3)

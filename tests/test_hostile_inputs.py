@@ -141,6 +141,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("case,build,names,fragment", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.slow
 def test_hostile_input(case, build, names, fragment, adapter, tmp_path, capsys, chdir_root):
     argv = build(tmp_path, adapter)
     with pytest.raises(SystemExit) as exc:
@@ -176,6 +177,7 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(JSON, min_size=1, max_size=5))
+@pytest.mark.slow
 def test_random_json_records_give_a_clean_error_or_valid_records(tmp_path, rows):
     path = tmp_path / "fuzz.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

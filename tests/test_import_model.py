@@ -37,6 +37,7 @@ def _unsupported_gguf(path: Path) -> Path:
     (lambda d: (d / "fake.gguf").write_bytes(b"PK\x03\x04 not a gguf") and d / "fake.gguf", "not a GGUF file"),
     (lambda d: _unsupported_gguf(d / "odd.gguf"), "architecture 'not-a-real-arch' cannot be read from GGUF"),
 ])
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, make, message):
     source = make(tmp_path)
     out = tmp_path / "out"
@@ -90,6 +91,7 @@ def test_second_import_is_a_no_op_and_a_foreign_folder_is_refused(smollm2_path, 
     assert (other / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_fit_on_a_missing_imported_model_says_to_import_it(tmp_path):
     result = _cli("fit", "--config", "configs/smollm2-biden.yaml", "--model.model_name_or_path",
                   "checkpoints/Not-Imported-Yet", "--trainer.default_root_dir", str(tmp_path / "run"), cwd=ROOT)

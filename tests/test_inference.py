@@ -40,6 +40,7 @@ def exported(adapter, tmp_path_factory):
     return export(str(adapter), str(tmp_path_factory.mktemp("exp") / "model"))
 
 
+@pytest.mark.slow
 def test_export_is_a_plain_transformers_model_matching_base_plus_adapter(adapter, exported):
     for f in ("model.safetensors", "config.json", "tokenizer.json", "generation_config.json", "politician_lm.json"):
         assert (exported / f).is_file(), f
@@ -55,6 +56,7 @@ def test_export_is_a_plain_transformers_model_matching_base_plus_adapter(adapter
     torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_generate_on_export_matches_base_plus_adapter_token_for_token(adapter, exported, tmp_path):
     outs = []
     for name, args in (("adapter", ["--adapters", str(adapter)]), ("export", ["--base_model", str(exported)])):
@@ -64,12 +66,14 @@ def test_generate_on_export_matches_base_plus_adapter_token_for_token(adapter, e
     assert outs[0] == outs[1] and len(outs[0]) > 0
 
 
+@pytest.mark.slow
 def test_export_in_bf16(adapter, tmp_path):
     out = export(str(adapter), str(tmp_path / "bf16"), dtype="bfloat16")
     model = AutoModelForCausalLM.from_pretrained(out, dtype="auto")
     assert model.dtype == torch.bfloat16
 
 
+@pytest.mark.slow
 def test_export_refuses_a_pickle_base_unless_allowed(adapter, tmp_path, tiny_path, capsys):
     base = tmp_path / "pickled-base"
     model = AutoModelForCausalLM.from_pretrained(tiny_path)
@@ -86,6 +90,7 @@ def test_export_refuses_a_pickle_base_unless_allowed(adapter, tmp_path, tiny_pat
 
 
 @pytest.mark.parametrize("fmt", ["plain", "chat"])
+@pytest.mark.slow
 def test_generation_rebuilds_the_training_prompt_exactly(adapter, chat_adapter, fmt, tokenizer):
     folder = adapter if fmt == "plain" else chat_adapter
     persona = load_persona([str(folder)])
@@ -101,6 +106,7 @@ def test_generation_rebuilds_the_training_prompt_exactly(adapter, chat_adapter, 
     assert persona.prompt_ids(conv[:1]) == trained["input_ids"][:n_prompt]
 
 
+@pytest.mark.slow
 def test_generate_reads_a_prompts_file_and_writes_jsonl(adapter, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": PROMPT, "id": 1}) + "\n" +
@@ -112,6 +118,7 @@ def test_generate_reads_a_prompts_file_and_writes_jsonl(adapter, tmp_path):
     assert [r["id"] for r in rows] == [1, 2] and all(isinstance(r["generation"], str) for r in rows)
 
 
+@pytest.mark.slow
 def test_weighted_inference_scales_each_adapter(adapter, chat_adapter):
     """0.5 x adapter + 0.5 x adapter == 1.0 x adapter (same update twice at half scale)."""
     ids = torch.tensor([[1, 40, 400, 77]])
@@ -122,6 +129,7 @@ def test_weighted_inference_scales_each_adapter(adapter, chat_adapter):
         torch.testing.assert_close(half.model(input_ids=ids).logits, want, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_chat_through_a_pipe(adapter):
     script = "USER: Who are you?\nUSER: And taxes?\n/reset\nUSER: Again?\n/exit\nUSER: never answered\n"
     proc = subprocess.run([sys.executable, "-m", "politician_lm.cli", "chat", "--adapters", str(adapter),
@@ -133,6 +141,7 @@ def test_chat_through_a_pipe(adapter):
     assert "(conversation cleared)" in lines
 
 
+@pytest.mark.slow
 def test_chat_by_politician_name_from_the_registry(adapter, tmp_path):
     registry = tmp_path / "models.yaml"
     registry.write_text(yaml.safe_dump({"biden": {"adapters": [{"path": str(adapter), "weight": 1.0}],
@@ -163,6 +172,7 @@ def relative_adapter(tmp_path_factory):
         return fit_adapter(root, "checkpoints/tiny-politician", pc_rows(8), max_steps=1)
 
 
+@pytest.mark.slow
 def test_generate_works_from_another_working_directory(relative_adapter, tmp_path):
     meta = json.loads((relative_adapter / "politician_lm.json").read_text())
     assert meta["base_model"] == "checkpoints/tiny-politician"  # as given, and where it was:
@@ -174,6 +184,7 @@ def test_generate_works_from_another_working_directory(relative_adapter, tmp_pat
     assert json.loads(proc.stdout.strip().splitlines()[-1])["prompt"] == PROMPT
 
 
+@pytest.mark.slow
 def test_a_moved_base_is_named_and_can_be_given_explicitly(tiny_path, tmp_path, capsys):
     import shutil
 
@@ -203,6 +214,7 @@ def test_exported_files_are_readable_like_the_others(exported):
 
 
 # -- chat speaks the training format ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_chat_writes_messages_as_training_did(adapter, monkeypatch, capsys):
     from politician_lm.generation import Persona
 
@@ -242,6 +254,7 @@ def test_chat_shows_answers_without_the_politician_label(text, shown, tokenizer,
     assert capsys.readouterr().out == shown + "\n"
 
 
+@pytest.mark.slow
 def test_ctrl_c_at_the_chat_prompt_ends_quietly(adapter):
     import signal
 
@@ -260,6 +273,7 @@ def test_ctrl_c_at_the_chat_prompt_ends_quietly(adapter):
     assert proc.returncode in (0, 130) and "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
 
 
+@pytest.mark.slow
 def test_merged_persona_computes_what_base_plus_adapters_compute(adapter, chat_adapter):
     """generate/chat fold the weighted LoRA updates into the de-quantized fp32 weights once: same logits, no LoRA
     layers left to run per token."""

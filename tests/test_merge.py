@@ -36,6 +36,7 @@ def deltas(model, names):
     return out
 
 
+@pytest.mark.slow
 def test_cat_merge_is_the_exact_weighted_sum_of_updates(adapters, tiny_path, tmp_path):
     a, b, _ = adapters
     out = merge([str(a), str(b)], [0.7, 0.3], str(tmp_path / "merged"))
@@ -61,6 +62,7 @@ def test_cat_merge_is_the_exact_weighted_sum_of_updates(adapters, tiny_path, tmp
     assert [m["weight"] for m in meta["merged_from"]] == [0.7, 0.3] and meta["prompt_format"] == "plain"
 
 
+@pytest.mark.slow
 def test_linear_merge_is_not_a_weighted_sum_of_updates(adapters, tiny_path, tmp_path):
     """Documented: PEFT's linear averages A and B separately, so its update has cross terms."""
     _, b, c = adapters  # equal ranks
@@ -74,6 +76,7 @@ def test_linear_merge_is_not_a_weighted_sum_of_updates(adapters, tiny_path, tmp_
 
 @pytest.mark.parametrize("method,density", [("svd", None), ("ties", 0.5), ("dare_linear", 0.5), ("dare_ties", 0.5),
                                             ("magnitude_prune", 0.5), ("linear", None)])
+@pytest.mark.slow
 def test_every_method_writes_a_loadable_adapter(adapters, tmp_path, method, density):
     _, b, c = adapters
     out = merge(f"{b},{c}", "0.6,0.4", str(tmp_path / method), method=method, density=density)
@@ -83,6 +86,7 @@ def test_every_method_writes_a_loadable_adapter(adapters, tmp_path, method, dens
     assert f"--method {method}" in (out / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_merged_adapter_loads_with_plain_peft_in_a_fresh_process(adapters, tiny_path, tmp_path):
     a, b, _ = adapters
     out = tmp_path / "merged"

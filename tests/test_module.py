@@ -75,6 +75,7 @@ def _fit(tmp_path, tiny_path, max_steps, ckpt_path=None, interrupt=False):
     return model, trainer
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_only_trainable_state_and_resume_matches(tmp_path, tiny_path):
     model, trainer = _fit(tmp_path, tiny_path, max_steps=2 * STEPS_PER_EPOCH, interrupt=True)
     assert trainer.global_step == STEPS_PER_EPOCH
@@ -116,6 +117,7 @@ with torch.no_grad():
 """
 
 
+@pytest.mark.slow
 def test_exported_adapter_reloads_in_a_fresh_process_with_the_same_logits(tmp_path, tiny_path, tokenizer):
     model, trainer = _fit(tmp_path, tiny_path, max_steps=4)
     last = tmp_path / "run" / "adapters" / "last"
