@@ -14,9 +14,10 @@ from tests.conftest import pc_rows, write_jsonl
 
 
 def callbacks():
-    from politician_lm.callbacks import AdapterExport, PersonaEvaluation, SideBySide
+    from politician_lm.callbacks import AdapterExport, PersonaEvaluation, QLoRAThroughput, SideBySide
 
-    return [AdapterExport(), PersonaEvaluation(identity_probes=None, generic_prompts=0), SideBySide()]
+    return [AdapterExport(), PersonaEvaluation(identity_probes=None, generic_prompts=0), SideBySide(),
+            QLoRAThroughput()]
 
 
 def trainer(tmp_path, callback):
@@ -32,7 +33,7 @@ def datamodule(tmp_path, tiny_path):
 
 
 PROTOCOLS = {"AdapterExport": ("ExportModule", "ExportData"), "PersonaEvaluation": ("EvaluationModule", "EvaluationData"),
-             "SideBySide": ("AdapterModule", "PromptData")}
+             "SideBySide": ("AdapterModule", "PromptData"), "QLoRAThroughput": ("ThroughputModule", None)}
 
 
 @pytest.mark.parametrize("callback", callbacks(), ids=lambda c: type(c).__name__)

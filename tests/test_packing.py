@@ -93,26 +93,32 @@ def test_packed_loss_equals_unpacked_per_example(tmp_path, tiny_path):
     assert 1 - real / sum(b["input_ids"].numel() for b in batches) <= 0.05  # padding fraction at most 5%
 
 
-def test_throughput_monitor_logs_real_tokens_padding_memory_and_mfu(tmp_path, tiny_path):
+def test_qlora_throughput_logs_real_tokens_padding_memory_and_mfu(tmp_path, tiny_path):
+    import csv
     from functools import partial
+    from pathlib import Path
 
     import lightning.pytorch as L
+    from lightning.pytorch.loggers import CSVLogger
 
-    from politician_lm.callbacks import ThroughputMonitor
+    from politician_lm.callbacks import QLoRAThroughput
 
     write_jsonl(tmp_path / "d" / "train.jsonl", rows(32))
     write_jsonl(tmp_path / "d" / "val.jsonl", rows(4))
     results = {}
     for packing in (False, True):
-        monitor = ThroughputMonitor(every_n_steps=2)
         dm = PoliticianDataModule(data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=4, max_length=64,
                                   packing=packing, cache_dir=str(tmp_path / "c"))
         model = PoliticianLM(tiny_path, lora_r=4, optimizer=partial(torch.optim.AdamW, lr=1e-3))
-        trainer = L.Trainer(default_root_dir=tmp_path / str(packing), max_steps=4, accelerator="cpu", logger=False,
+        logger = CSVLogger(tmp_path / "logs", name=str(packing))
+        trainer = L.Trainer(default_root_dir=tmp_path / str(packing), max_steps=4, accelerator="cpu", logger=logger,
                             enable_progress_bar=False, enable_checkpointing=False, limit_val_batches=0,
-                            callbacks=[monitor])
+                            callbacks=[QLoRAThroughput(every_n_steps=2)])
         trainer.fit(model, datamodule=dm)
-        results[packing] = monitor.last
+        metrics = (Path(logger.log_dir) / "metrics.csv").read_text().splitlines()
+        logged = [r for r in csv.DictReader(metrics) if r.get("perf/mfu")]
+        assert [int(r["step"]) for r in logged] == [2, 4]  # one row per window of 2 batches
+        results[packing] = {k: float(v) for k, v in logged[-1].items() if k.startswith("perf/")}
     for m in results.values():
         assert m["perf/tokens_per_s"] > 0 and m["perf/peak_memory_mb"] > 100 and 0 < m["perf/mfu"] < 1
     assert results[True]["perf/padding_fraction"] < results[False]["perf/padding_fraction"]
@@ -154,14 +160,18 @@ def test_packed_fit_reshuffles_every_epoch_and_resumes_on_the_same_batches(tmp_p
     assert resumed == epochs[1] + epochs[2]
 
 
-def test_throughput_monitor_counts_the_head_on_completion_tokens_and_leaves_out_embeddings(tmp_path, tiny_path):
-    from politician_lm.callbacks import ThroughputMonitor
-    from politician_lm.callbacks.throughput import count_params
+def test_qlora_flops_count_the_head_on_completion_tokens_and_leave_out_embeddings(tiny_path):
+    from politician_lm.callbacks.throughput import QLoRAFlops, count_params, linear_shapes
 
     model = PoliticianLM(tiny_path, lora_r=4)
     model.configure_model()
-    monitor = ThroughputMonitor(peak_tflops=1.0)
-    monitor.on_fit_start(None, model)
+    counts = QLoRAFlops.of(model)
     vocab_x_hidden = 1536 * 128  # tiny model: untied embedding and head
-    assert monitor.embed == monitor.head == vocab_x_hidden and monitor.head_on_labels
-    assert monitor.frozen + monitor.embed + monitor.head == count_params(model)[0]
+    assert counts.embed == counts.head == vocab_x_hidden and counts.head_on_labels_only
+    assert counts.frozen + counts.embed + counts.head == count_params(model)[0]
+    assert (counts.layers, counts.hidden) == (2, 128)
+    # 10 real tokens in 2 sequences, the head on 4 of them: body FLOPs on every token, head FLOPs on those 4
+    body = 4 * counts.frozen + 6 * counts.trainable + 6 * 2 * 128 * 5
+    assert counts.flops(10, 2, 4) == body * 10 + 4 * vocab_x_hidden * 4
+    # a measured peak times the linear shapes holding the most frozen weights: the MLP's and the head's here
+    assert set(linear_shapes(model.model)[:2]) == {(128, 384), (128, 1536)}

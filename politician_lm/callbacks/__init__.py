@@ -10,8 +10,8 @@ _EXPORTS = {
     "AdapterExport": "politician_lm.callbacks.export",
     "PersonaEvaluation": "politician_lm.callbacks.evaluation",
     "PredictionWriter": "politician_lm.callbacks.predictions",
+    "QLoRAThroughput": "politician_lm.callbacks.throughput",
     "SideBySide": "politician_lm.callbacks.side_by_side",
-    "ThroughputMonitor": "politician_lm.callbacks.throughput",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -20,6 +20,6 @@ if TYPE_CHECKING:
     from politician_lm.callbacks.export import AdapterExport
     from politician_lm.callbacks.predictions import PredictionWriter
     from politician_lm.callbacks.side_by_side import SideBySide
-    from politician_lm.callbacks.throughput import ThroughputMonitor
+    from politician_lm.callbacks.throughput import QLoRAThroughput
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
