@@ -12,25 +12,29 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 PROBE = '''
+import logging
 import torch, lightning.pytorch as L
-from politician_lm.callbacks.export import AdapterExport
 
 class Probe(L.Callback):
-    """Saves, per rank, the trainable weights after fit and what this rank's AdapterExport wrote."""
+    """Saves, per rank, the trainable weights after fit, and logs what this rank's AdapterExport wrote to rank<N>.log."""
 
     def __init__(self, out: str):
         self.out = out
         self.examples = 0
+
+    def setup(self, trainer, pl_module, stage):
+        export_log = logging.getLogger("politician_lm.callbacks.export")
+        export_log.setLevel(logging.INFO)
+        export_log.addHandler(logging.FileHandler(f"{self.out}/rank{trainer.global_rank}.log"))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.examples += (int(batch["sequences"]) if "sequences" in batch else batch["index"].shape[0] if "index" in batch
                           else batch["input_ids"].shape[0])
 
     def on_train_end(self, trainer, pl_module):
-        exports = [c.exported for c in trainer.callbacks if isinstance(c, AdapterExport)]
         state = {n: p.detach().cpu() for n, p in pl_module.named_parameters() if p.requires_grad}
         reference = getattr(pl_module, "reference", {}).get("train")
-        torch.save({"world": trainer.world_size, "step": trainer.global_step, "state": state, "exported": exports,
+        torch.save({"world": trainer.world_size, "step": trainer.global_step, "state": state,
                     "reference": reference,
                     "examples": self.examples, "train_size": len(trainer.datamodule.train_dataset)},
                    f"{self.out}/rank{trainer.global_rank}.pt")
@@ -81,5 +85,7 @@ def test_two_process_ddp_on_cpu(tmp_path, extra):
         assert ranks[0]["reference"].shape[0] == size and torch.equal(ranks[0]["reference"], ranks[1]["reference"])
     lora_b = [w for n, w in ranks[0]["state"].items() if "lora_B" in n]
     assert any(w.abs().sum() > 0 for w in lora_b), "the adapters must have trained"
-    assert "best" in ranks[0]["exported"][0] and ranks[1]["exported"] == [[]]  # probed before "last" is written
+    written = [(tmp_path / f"rank{r}.log").read_text().splitlines() for r in (0, 1)]
+    assert any(f"{root / 'adapters' / 'best'} " in line for line in written[0])
+    assert f"{root / 'adapters' / 'last'} " in written[0][-1] and written[1] == []  # only rank 0 writes
     assert (root / "adapters" / "last" / "adapter_model.safetensors").is_file()

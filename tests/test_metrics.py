@@ -208,17 +208,18 @@ def test_reading_chat_records_and_errors(tmp_path):
         StyleClassifier().predict(["x"])
 
 
-def test_load_or_train_caches_and_keys_on_bytes(tmp_path):
+def test_load_or_train_caches_and_keys_on_bytes(tmp_path, caplog):
+    caplog.set_level("INFO", logger="politician_lm.evaluation.style")
     data = tmp_path / "data"
     shutil.copytree(DATA, data)
     cache = tmp_path / "cache"
     first = load_or_train(str(data), cache_dir=str(cache), seed=0)
     path = cache_path(str(data), str(cache), seed=0)
-    assert path.is_file() and path.parent == cache and not first.from_cache
+    assert path.is_file() and path.parent == cache and caplog.messages[-1].startswith("style classifier: trained")
     assert [p.name for p in cache.iterdir()] == [path.name]  # no temporary file left behind
     stamp = path.stat().st_mtime_ns
     second = load_or_train(str(data), cache_dir=str(cache), seed=0)
-    assert second.from_cache and path.stat().st_mtime_ns == stamp
+    assert path.stat().st_mtime_ns == stamp and caplog.messages[-1] == f"style classifier: loaded {path}"
     probe = _completions("biden")[:10] + _completions("trump")[:10] + ["Come on, man. Believe me, tremendous."]
     assert second.predict(probe) == first.predict(probe)
     assert second.held_out_accuracy == first.held_out_accuracy
@@ -238,6 +239,8 @@ def test_load_or_train_replaces_a_corrupt_entry(tmp_path, monkeypatch):
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a joblib file")
     clf = load_or_train(str(data))
-    assert not clf.from_cache and clf.predict(["Tremendous, believe me."]) == ["beta"]
-    assert load_or_train(str(data)).from_cache
-    assert os.path.getsize(path) > 100
+    assert clf.predict(["Tremendous, believe me."]) == ["beta"]
+    assert os.path.getsize(path) > 100  # retrained and rewritten
+    stamp = path.stat().st_mtime_ns
+    assert load_or_train(str(data)).predict(["Tremendous, believe me."]) == ["beta"]
+    assert path.stat().st_mtime_ns == stamp  # the rewritten entry is read, not rewritten again

@@ -69,10 +69,12 @@ def test_generic_class_takes_assistant_voice_away_from_the_politicians(tmp_path)
     assert set(clf.labels) == {"biden", "trump", GENERIC}
     assert clf.held_out_accuracy is not None and clf.held_out_accuracy > 0.6
     assert clf.predict(["As an AI assistant, I can provide an overview of several factors to consider."]) == [GENERIC]
+    [entry] = tmp_path.glob("*.joblib")
+    stamp = entry.stat().st_mtime_ns
     again = load_or_train(str(ROOT / "data"), cache_dir=str(tmp_path), generic=generic)
-    assert again.from_cache
-    other = load_or_train(str(ROOT / "data"), cache_dir=str(tmp_path), generic=generic[:20])
-    assert not other.from_cache  # the generic texts are part of the cache key
+    assert again.labels == clf.labels and entry.stat().st_mtime_ns == stamp  # read from the cache, not rewritten
+    load_or_train(str(ROOT / "data"), cache_dir=str(tmp_path), generic=generic[:20])
+    assert len(list(tmp_path.glob("*.joblib"))) == 2  # the generic texts are part of the cache key
 
 
 def test_probe_prompts_file_errors_name_file_and_line(tmp_path):

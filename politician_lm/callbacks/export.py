@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from politician_lm.artifacts.atomic import atomic_dir
 from politician_lm.callbacks.contracts import ExportData, ExportModule, require
+
+log = logging.getLogger(__name__)
 
 METADATA_FILE = "politician_lm.json"
 CONFIG_FILE = "training_config.yaml"
@@ -61,7 +64,6 @@ class AdapterExport(L.Callback):
         self.save_best, self.save_last = save_best, save_last
         self.sampling = {"do_sample": True, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
         self.best_score: float | None = None
-        self.exported: list[str] = []  # what this process wrote (only rank 0 ever writes)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":  # only fit writes adapters
@@ -109,7 +111,7 @@ class AdapterExport(L.Callback):
             (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             config = {"model": _plain(pl_module.hparams), "data": _plain(trainer.datamodule.hparams)}
             (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        self.exported.append(name)
+        log.info("adapter written to %s (step %d)", target, trainer.global_step)
         return target
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

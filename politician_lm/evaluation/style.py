@@ -8,6 +8,7 @@ classifier under ``~/.cache/politician_lm/style``, keyed by the training files' 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 
 from pathlib import Path
@@ -25,6 +26,8 @@ from politician_lm.data import records
 from politician_lm.errors import UserError
 from politician_lm.artifacts.atomic import atomic_file
 
+log = logging.getLogger(__name__)
+
 # Bump when the features, the model or the data reading change, so old cache entries are never reused.
 STYLE_VERSION = "style-v1"
 # The class of text the base model writes without any persona: a generation counts for a politician only when the
@@ -41,7 +44,6 @@ class StyleClassifier:
         self.pipeline: Pipeline | None = None
         self.held_out_accuracy: float | None = None
         self.labels: list[str] = []
-        self.from_cache = False
 
     def _new_pipeline(self, seed: int) -> Pipeline:
         features = FeatureUnion([
@@ -192,9 +194,10 @@ def load_or_train(data_dir: str = "data", cache_dir: str | None = None, seed: in
         except Exception:  # a truncated or incompatible entry: retrain and overwrite it
             classifier = None
         if isinstance(classifier, StyleClassifier):
-            classifier.from_cache = True
+            log.info("style classifier: loaded %s", path)
             return classifier
     classifier = train_from_data_dir(data_dir, seed=seed, generic=generic)
     with atomic_file(path) as tmp:
         joblib.dump(classifier, tmp)
+    log.info("style classifier: trained on %s, cached in %s", data_dir, path)
     return classifier
