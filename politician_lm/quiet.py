@@ -43,6 +43,9 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # after the run-folder rules (politician_lm.training), a non-empty checkpoint folder means a resume
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # the PoliticianDataModule restores the train position itself (its state_dict/load_state_dict), so a mid-epoch
+    # resume continues on the batches the interrupted run would have seen
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
 def quiet_training() -> None:

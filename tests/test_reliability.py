@@ -200,3 +200,51 @@ def test_export_refuses_a_non_finite_state(tmp_path, tiny_path):
         next(p for p in model.parameters() if p.requires_grad)[0, 0] = float("inf")
     trainer.callbacks[[type(c) for c in trainer.callbacks].index(AdapterExport)].export(trainer, model, "last")
     assert (tmp_path / "run" / "adapters" / "last" / "adapter_model.safetensors").read_bytes() == before
+
+
+def test_batches_done_in_epoch_counts_the_finished_batches_of_the_epoch(tmp_path):
+    """Mid-epoch resume reads this one Lightning internal; it must count finished batches, restart at 0 every epoch,
+    and ignore gradient accumulation and skipped steps (a Lightning release that changes this fails here)."""
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from politician_lm.data.datamodule import batches_done_in_epoch
+
+    class SkipsOne(BoringModel):
+        def training_step(self, batch, batch_idx):
+            return None if batch_idx == 2 else super().training_step(batch, batch_idx)
+
+    class Record(L.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.seen.append(("start", trainer.current_epoch, batch_idx, batches_done_in_epoch(trainer)))
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.seen.append(("end", trainer.current_epoch, batch_idx, batches_done_in_epoch(trainer)))
+
+    record = Record()
+    trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=2, limit_train_batches=5, limit_val_batches=0,
+                        accumulate_grad_batches=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, callbacks=[record])
+    trainer.fit(SkipsOne())
+    expected = [(when, epoch, i, i + (when == "end")) for epoch in (0, 1) for i in range(5) for when in ("start", "end")]
+    assert record.seen == expected
+    assert trainer.global_step < 10  # accumulation: fewer optimizer steps than batches
+
+
+def test_the_mid_epoch_resume_warning_is_silenced_by_the_cli_filters_not_by_importing_the_datamodule():
+    code = ("import warnings\n"
+            "import politician_lm.data.datamodule\n"
+            "from lightning.fabric.utilities.warnings import PossibleUserWarning\n"
+            "from politician_lm.quiet import quiet_libraries\n"
+            "message = \"You're resuming from a checkpoint that ended before the epoch ended and your dataloader\"\n"
+            "with warnings.catch_warnings(record=True) as before:\n"
+            "    warnings.warn(message, PossibleUserWarning)\n"
+            "quiet_libraries()\n"
+            "with warnings.catch_warnings(record=True) as after:\n"
+            "    warnings.warn(message, PossibleUserWarning)\n"
+            "print(len(before), len(after))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["1", "0"]

@@ -7,7 +7,6 @@ for DPO instead: see ``PairCollator``.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -29,9 +28,6 @@ from politician_lm.data.tokenize import Overlong, adds_bos, encode
 from politician_lm.errors import UserError
 
 log = logging.getLogger(__name__)
-# The DataModule restores the train position itself (state_dict/load_state_dict below), so Lightning's warning that
-# a mid-epoch resume "can cause unreliable results" does not apply.
-warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
 def _load_file(path: Path, cache_dir: str | None, preference: bool = False) -> Dataset:
@@ -96,6 +92,23 @@ class ResumableSampler(DistributedSampler):
         indices = list(super().__iter__())[self.start:]
         self.start = 0
         return iter(indices)
+
+
+def batches_done_in_epoch(trainer: L.Trainer) -> int:
+    """Training batches the trainer has finished in its current epoch (stepped, or skipped for a non-finite loss).
+
+    The DataModule's only read of Lightning internals (the fit loop's progress counter). Lightning has no
+    public count of this: ``trainer.global_step`` counts optimizer steps (fewer with gradient accumulation, none for a
+    skipped step), ``trainer.fit_loop.batch_idx`` counts batches started, and its resumable-DataLoader protocol
+    (``state_dict`` on the loader) captures the loader after prefetching has drawn the next batch.
+    tests/test_reliability.py fails if a Lightning release moves or redefines the counter.
+    """
+    try:
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+    except AttributeError as e:
+        raise RuntimeError(f"lightning {L.__version__} has no trainer.fit_loop.epoch_loop.batch_progress.current"
+                           ".processed; politician_lm.data.datamodule.batches_done_in_epoch (mid-epoch resume) needs "
+                           "updating") from e
 
 
 def _prompt_only(row: dict) -> dict:
@@ -314,8 +327,7 @@ class PoliticianDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, int]:
         if self.trainer is None or self._train_sampler is None:
             return {}
-        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"epoch": int(self._train_sampler.epoch), "batches_done": int(done)}
+        return {"epoch": int(self._train_sampler.epoch), "batches_done": batches_done_in_epoch(self.trainer)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if "epoch" in state:
