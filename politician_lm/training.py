@@ -97,8 +97,9 @@ class PoliticianCLI(LightningCLI):
         if config.get("overwrite") and config.get("ckpt_path") is None:
             for part in run_parts(config.trainer.default_root_dir, config.adapter_export.dirname):
                 shutil.rmtree(part)
-        for logger in self.trainer.loggers:
-            if isinstance(logger, WandbLogger) and logger._offline:
+        wandb = [logger for logger in self.trainer.loggers if isinstance(logger, WandbLogger)]
+        for logger, offline in zip(wandb, wandb_offline(config.trainer.logger)):  # both in the configured order
+            if offline:
                 print(f"W&B is offline (no WANDB_API_KEY, or WANDB_MODE=offline): the run is saved in {logger.experiment.dir}; "
                       f"upload it later with `wandb sync {Path(logger.experiment.dir).parent}`", file=sys.stderr)
 
@@ -172,6 +173,14 @@ def wandb_loggers(root: str, current: Any) -> list[Namespace]:
     if not keep:
         keep = [Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(save_dir=root))]
     return [*keep, wandb]
+
+
+def wandb_offline(loggers: Any) -> list[bool]:
+    """For each W&B logger in a parsed ``trainer.logger`` (as ``wandb_loggers`` or a config built it), in order:
+    whether it was configured offline."""
+    entries = loggers if isinstance(loggers, list) else [loggers]
+    return [bool((entry.get("init_args") or {}).get("offline")) for entry in entries
+            if isinstance(entry, Namespace) and str(entry.get("class_path", "")).endswith(".WandbLogger")]
 
 
 @dataclass

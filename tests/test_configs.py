@@ -89,3 +89,24 @@ def test_scale_out_strategies_build():
     strategy = parser.instantiate_classes(parser.parse_object({"strategy": fsdp["trainer"]["strategy"]})).strategy
     assert isinstance(strategy, FSDPStrategy) and strategy.kwargs["use_orig_params"]
     assert MistralDecoderLayer in strategy.kwargs["auto_wrap_policy"]._module_classes
+
+
+def test_wandb_offline_is_read_from_the_configured_loggers(chdir_root, tmp_path, monkeypatch):
+    """``--wandb true`` decides online/offline from the environment (``wandb_loggers``); the CLI's offline notice reads
+    that decision from the config, in the loggers' order."""
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    from politician_lm.training import wandb_loggers, wandb_offline
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_offline(wandb_loggers("r", None)) == [False]
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_offline(wandb_loggers("r", None)) == [True]
+    monkeypatch.delenv("WANDB_API_KEY")
+    monkeypatch.delenv("WANDB_MODE")
+    cli = run_trainer_cli(["--config", "configs/demo.yaml", "--trainer.default_root_dir", str(tmp_path), "--wandb", "true"],
+                          run=False)
+    assert [type(logger) for logger in cli.trainer.loggers] == [CSVLogger, WandbLogger]
+    assert wandb_offline(cli.config.trainer.logger) == [True]  # no API key
+    assert wandb_offline(None) == [] and wandb_offline(wandb_loggers("r", None)[:1]) == []
