@@ -31,3 +31,13 @@ def parse_weights(value: list | str, n_adapters: int, allow_negative: bool) -> l
     if len(weights) != n_adapters:
         raise UserError(f"--weights has {len(weights)} values for {n_adapters} adapters; give one weight per adapter")
     return weights
+
+
+def check_choice(name: str, value: object, choices: object) -> None:
+    """``value`` is one of the ``Literal`` type ``choices`` (the same type jsonargparse checks on the command line;
+    this covers Python callers). One line naming the option and its choices otherwise."""
+    from typing import get_args
+
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise UserError(f"unknown {name} {value!r}; use one of {', '.join(map(str, allowed))}")

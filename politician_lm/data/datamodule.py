@@ -26,6 +26,7 @@ from politician_lm.data.templates import PromptFormat, PromptStyle
 from politician_lm.batch import IGNORE_INDEX
 from politician_lm.data.tokenize import Overlong, adds_bos, encode
 from politician_lm.errors import UserError
+from politician_lm.values import check_choice
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +173,8 @@ class PoliticianDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         if not 0.0 < val_fraction < 1.0:
             raise UserError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-        if prompt_format not in ("plain", "chat"):
-            raise UserError(f"unknown prompt_format {prompt_format!r}; use 'plain' or 'chat'")
-        if overlong not in ("truncate", "drop"):
-            raise UserError(f"unknown overlong policy {overlong!r}; use 'truncate' or 'drop'")
+        check_choice("data.prompt_format", prompt_format, PromptFormat)
+        check_choice("data.overlong", overlong, Overlong)
         if max_length < 2:
             raise UserError(f"max_length must be at least 2, got {max_length}")
         profile = load_profile(politician, profiles_dir) if politician else {}
