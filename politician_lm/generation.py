@@ -24,6 +24,7 @@ from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import adds_bos, encode_prompt
 from politician_lm.errors import UserError
 from politician_lm.artifacts.atomic import atomic_file
+from politician_lm.model.generate import generate_new_text
 from politician_lm.model.loading import dequantize_for_inference, load_base_model, resolve_compute_dtype
 
 SAMPLING_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
@@ -64,9 +65,8 @@ class Persona:
             chunk = conversations[start:start + size]
             batch = self.tokenizer.pad({"input_ids": [self.prompt_ids(c) for c in chunk]}, padding=True,
                                        padding_side="left", return_tensors="pt").to(self.model.device)
-            out = self.model.generate(**batch, streamer=streamer, pad_token_id=self.tokenizer.pad_token_id,
-                                      eos_token_id=self.tokenizer.eos_token_id, use_cache=True, **settings)
-            texts += self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            texts += generate_new_text(self.model, self.tokenizer, batch["input_ids"], batch["attention_mask"],
+                                       streamer=streamer, **settings)
             if on_batch is not None:
                 on_batch(1)
         return texts
