@@ -18,6 +18,7 @@ from transformers import get_scheduler
 from politician_lm.artifacts.adapter import attach_adapter, check_fits_base, read_adapter
 from politician_lm.batch import IGNORE_INDEX
 from politician_lm.errors import UserError
+from politician_lm.model.generate import generate_new_text
 from politician_lm.model.loading import ComputeDtype, Quantization, QuantStorage, load_base_model, resolve_compute_dtype
 from politician_lm.model.preference import PreferenceOutput, dpo_loss, sequence_logps
 
@@ -385,11 +386,9 @@ class PoliticianLM(L.LightningModule):
         """Greedy continuation of each prompt, as ``{"prompt", "generation"}`` (decoded with the DataModule's tokenizer)."""
         tokenizer = self.trainer.datamodule.tokenizer
         prompt_ids = batch["input_ids"]
-        out = self.model.generate(input_ids=prompt_ids, attention_mask=batch["attention_mask"],
-                                  max_new_tokens=self.hparams.max_new_tokens, do_sample=False, use_cache=True,
-                                  pad_token_id=tokenizer.pad_token_id)
+        generations = generate_new_text(self.model, tokenizer, prompt_ids, batch["attention_mask"],
+                                        max_new_tokens=self.hparams.max_new_tokens, do_sample=False)
         prompts = tokenizer.batch_decode(prompt_ids, skip_special_tokens=True)
-        generations = tokenizer.batch_decode(out[:, prompt_ids.shape[1]:], skip_special_tokens=True)
         return [{"prompt": p, "generation": g} for p, g in zip(prompts, generations)]
 
     # -- optimisation ---------------------------------------------------------------------------------------
