@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from politician_lm import AdapterExport, PoliticianDataModule, PoliticianLM
 from politician_lm.artifacts.adapter import read_adapter
+from politician_lm.errors import UserError
 from politician_lm.model.module import TrainingDiverged
 from tests.conftest import ROOT, pc_rows, write_jsonl
 
@@ -200,6 +201,67 @@ def test_export_refuses_a_non_finite_state(tmp_path, tiny_path):
         next(p for p in model.parameters() if p.requires_grad)[0, 0] = float("inf")
     trainer.callbacks[[type(c) for c in trainer.callbacks].index(AdapterExport)].export(trainer, model, "last")
     assert (tmp_path / "run" / "adapters" / "last" / "adapter_model.safetensors").read_bytes() == before
+
+
+class StopAfterBatch(L.Callback):
+    """Sets ``trainer.should_stop`` after batch ``n`` of the first epoch, as ``trainer.max_time`` or a callback does."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 0 and batch_idx + 1 == self.n:
+            trainer.should_stop = True
+
+
+class StepLosses(L.Callback):
+    def __init__(self):
+        self.losses = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses[trainer.global_step] = outputs["loss"].item()
+
+
+def _stoppable_fit(root, tiny_path, *callbacks, ckpt_path=None, **trainer_kw):
+    """12 examples in batches of 4 (3 an epoch) for 2 epochs, LoRA dropout on, last.ckpt every 2 steps and at the
+    end."""
+    from politician_lm.callbacks.checkpoint import STEP_DEFAULTS, StepCheckpoint
+
+    L.seed_everything(0)
+    write_jsonl(root / "d" / "train.jsonl", pc_rows(12))
+    write_jsonl(root / "d" / "val.jsonl", pc_rows(3))
+    dm = PoliticianDataModule(data_path=str(root / "d"), tokenizer=tiny_path, batch_size=4, cache_dir=str(root / "c"))
+    model = PoliticianLM(tiny_path, lora_r=4, lora_dropout=0.1, optimizer=partial(torch.optim.AdamW, lr=1e-2))
+    step = StepCheckpoint(dirpath=str(root / "checkpoints"), **{**STEP_DEFAULTS, "every_n_train_steps": 2})
+    losses = StepLosses()
+    trainer = L.Trainer(default_root_dir=root, max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, val_check_interval=2,
+                        callbacks=[AdapterExport(), step, losses, *callbacks], **trainer_kw)
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    return trainer, losses.losses
+
+
+@pytest.mark.slow
+def test_a_fit_stopped_mid_epoch_resumes_bit_identically(tmp_path, tiny_path):
+    """A stop (not a kill) mid-epoch: Lightning counts the cut epoch as finished, and the resume used to start the
+    next one and skip its first batches (here: 2 of the 5 remaining steps trained); it must finish the cut epoch."""
+    straight, losses = _stoppable_fit(tmp_path / "a", tiny_path)
+    stopped, before = _stoppable_fit(tmp_path / "b", tiny_path, StopAfterBatch(1))  # no checkpoint or validation due
+    assert stopped.global_step == 1
+    last = str(tmp_path / "b" / "checkpoints" / "last.ckpt")
+    resumed, after = _stoppable_fit(tmp_path / "b", tiny_path, ckpt_path=last)
+    assert (resumed.global_step, resumed.current_epoch) == (straight.global_step, straight.current_epoch) == (6, 2)
+    assert {**before, **after} == losses
+    assert_same_adapter(tmp_path / "a", tmp_path / "b")
+
+
+def test_a_stop_inside_a_gradient_accumulation_window_refuses_to_resume_in_one_line(tmp_path, tiny_path):
+    stopped, _ = _stoppable_fit(tmp_path, tiny_path, StopAfterBatch(1), accumulate_grad_batches=2)
+    assert stopped.global_step == 0 and (tmp_path / "adapters" / "last").is_dir()
+    last = str(tmp_path / "checkpoints" / "last.ckpt")
+    with pytest.raises(UserError, match=r"after batch 1 of an epoch, 1 batch\(es\) into a "
+                                        r"trainer.accumulate_grad_batches window of 2: .* cannot continue exactly"):
+        _stoppable_fit(tmp_path, tiny_path, accumulate_grad_batches=2, ckpt_path=last)
 
 
 def test_batches_done_in_epoch_counts_the_finished_batches_of_the_epoch(tmp_path):

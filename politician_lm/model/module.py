@@ -30,6 +30,7 @@ class TrainingDiverged(UserError):
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
 Objective = Literal["sft", "dpo"]
 REFERENCE_KEY = "politician_lm_dpo_reference"
+UNRESUMABLE_KEY = "politician_lm_unresumable"  # why fit cannot resume a checkpoint exactly (reopen_stopped_epoch)
 
 
 class PoliticianLM(L.LightningModule):
@@ -189,8 +190,12 @@ class PoliticianLM(L.LightningModule):
         # RNG streams (LoRA dropout), so a resumed run draws what the uninterrupted run would have drawn
         checkpoint["politician_lm_rng"] = {"torch": torch.get_rng_state(), "python": random.getstate(),
                                            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        if self._trainer is not None:
+            reopen_stopped_epoch(self.trainer, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if UNRESUMABLE_KEY in checkpoint and self._trainer is not None and self._trainer.state.fn == "fit":
+            raise UserError(checkpoint[UNRESUMABLE_KEY])
         rng = checkpoint.get("politician_lm_rng")
         if rng:
             torch.set_rng_state(rng["torch"])
@@ -399,6 +404,40 @@ class PoliticianLM(L.LightningModule):
         scheduler = get_scheduler(self.hparams.scheduler, optimizer,
                                   num_warmup_steps=int(self.hparams.warmup_ratio * total), num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def reopen_stopped_epoch(trainer: L.Trainer, checkpoint: dict[str, Any]) -> None:
+    """Save an epoch that a stop cut short (``trainer.should_stop``: ``max_time``, a callback) as still open.
+
+    Lightning ends such an epoch as if it were complete (its ``on_train_epoch_end`` runs and the epoch counts as done),
+    so the ``last.ckpt`` written as fit ends said "epoch finished" while the DataModule's position said "batch k of
+    n": a resume started the next epoch, the sampler shuffled for that epoch and skipped its first k batches, and the
+    rest of the cut epoch was never trained on (found on a DPO run; SFT the same). The saved epoch counters are set
+    back to those a checkpoint at that batch's end holds (started, not processed), so the resume finishes the cut
+    epoch on its own shuffle, as after a kill, and ``current_epoch`` and ``max_epochs`` keep counting as the
+    uninterrupted run does. Reads Lightning's fit-loop progress counters (lightning 2.5-2.6; the stop-and-resume
+    tests in tests/test_reliability.py and tests/test_preference.py fail if they move).
+
+    A stop inside a gradient-accumulation window cannot be resumed exactly: the gradients of the batches since the
+    last optimizer step are not in the checkpoint, and the dropout draws of those batches are already spent. Such a
+    checkpoint is marked, and fit refuses to resume it in one line (``UNRESUMABLE_KEY``).
+    """
+    fit = trainer.fit_loop
+    epochs, batches = fit.epoch_progress.current, fit.epoch_loop.batch_progress.current.processed
+    total = trainer.num_training_batches
+    if (trainer.state.fn != "fit" or not math.isfinite(total) or not 0 < batches < total
+            or epochs.processed != epochs.started):
+        return  # mid-epoch (the epoch is not counted yet), or the epoch ran to its end
+    window = trainer.accumulate_grad_batches
+    if batches % window:
+        checkpoint[UNRESUMABLE_KEY] = (
+            f"this checkpoint was saved when fit stopped after batch {batches} of an epoch, {batches % window} "
+            f"batch(es) into a trainer.accumulate_grad_batches window of {window}: their gradients were never applied "
+            "or saved, so a resume cannot continue exactly; start a new run from its adapter (--model.init_adapter)")
+    progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]
+    for counts in (progress["total"], progress["current"]):
+        counts["processed"] = counts["completed"] = counts["started"] - 1
+    checkpoint["epoch"] = progress["current"]["completed"]
 
 
 def check_checkpoint_fits(saved: dict[str, torch.Tensor], params: dict[str, torch.nn.Parameter]) -> None:
