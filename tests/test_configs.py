@@ -27,6 +27,7 @@ def test_print_config_works_offline(config, capsys, chdir_root):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[p.name for p in CONFIGS])
+@pytest.mark.slow
 def test_config_builds(config, chdir_root, tmp_path, request):
     raw = yaml.safe_load(config.read_text())
     overrides = ["--trainer.default_root_dir", str(tmp_path)]
@@ -45,6 +46,7 @@ def test_config_builds(config, chdir_root, tmp_path, request):
     assert {"AdapterExport", "ModelCheckpoint"} <= names
 
 
+@pytest.mark.slow
 def test_demo_trains_real_4bit_linear_layers(chdir_root, tmp_path):
     import bitsandbytes as bnb
 
@@ -91,6 +93,7 @@ def test_scale_out_strategies_build():
     assert MistralDecoderLayer in strategy.kwargs["auto_wrap_policy"]._module_classes
 
 
+@pytest.mark.slow
 def test_wandb_offline_is_read_from_the_configured_loggers(chdir_root, tmp_path, monkeypatch):
     """``--wandb true`` decides online/offline from the environment (``wandb_loggers``); the CLI's offline notice reads
     that decision from the config, in the loggers' order."""

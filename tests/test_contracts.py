@@ -69,6 +69,7 @@ def test_adapter_export_without_a_datamodule_fails_at_setup(tmp_path, tiny_path)
                                                train_dataloaders=DataLoader(RandomDataset(32, 64)))
 
 
+@pytest.mark.slow
 def test_politician_module_and_datamodule_satisfy_every_contract(tmp_path, tiny_path, chdir_root):
     model, dm = PoliticianLM(tiny_path, lora_r=4), datamodule(tmp_path, tiny_path)
     for protocol in (contracts.ExportModule, contracts.EvaluationModule, contracts.ThroughputModule):

@@ -125,6 +125,7 @@ def test_summarize_keys_and_values():
     assert full["rouge_l"] == pytest.approx(1.0) and full["chrf"] == pytest.approx(100.0)
 
 
+@pytest.mark.slow
 def test_evaluation_never_imports_lightning():
     for path in (ROOT / "politician_lm" / "evaluation").glob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -158,6 +159,7 @@ def _completions(politician: str) -> list[str]:
     return [c for f in training_files(DATA)[politician] for c in read_completions(f)]
 
 
+@pytest.mark.slow
 def test_style_classifier_on_bundled_data(real_classifier):
     clf = real_classifier
     assert clf.labels == ["biden", "trump"]
@@ -208,6 +210,7 @@ def test_reading_chat_records_and_errors(tmp_path):
         StyleClassifier().predict(["x"])
 
 
+@pytest.mark.slow
 def test_load_or_train_caches_and_keys_on_bytes(tmp_path, caplog):
     caplog.set_level("INFO", logger="politician_lm.evaluation.style")
     data = tmp_path / "data"

@@ -1,5 +1,6 @@
 """Padding-free packing and length grouping: same per-example loss as unpacked, no cross-example attention."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -93,6 +94,7 @@ def test_packed_loss_equals_unpacked_per_example(tmp_path, tiny_path):
     assert 1 - real / sum(b["input_ids"].numel() for b in batches) <= 0.05  # padding fraction at most 5%
 
 
+@pytest.mark.slow
 def test_qlora_throughput_logs_real_tokens_padding_memory_and_mfu(tmp_path, tiny_path):
     import csv
     from functools import partial
@@ -124,6 +126,7 @@ def test_qlora_throughput_logs_real_tokens_padding_memory_and_mfu(tmp_path, tiny
     assert results[True]["perf/padding_fraction"] < results[False]["perf/padding_fraction"]
 
 
+@pytest.mark.slow
 def test_packed_fit_reshuffles_every_epoch_and_resumes_on_the_same_batches(tmp_path, tiny_path):
     """Lightning calls set_epoch on a loader's sampler only: the batch plan must be that sampler (a regression)."""
     from functools import partial

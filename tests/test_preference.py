@@ -290,6 +290,7 @@ def test_dpo_fit_starts_at_its_reference_learns_and_resumes_exactly(tmp_path, ti
                   ckpt_path=str(tmp_path / "b" / "run" / "ckpt" / "last.ckpt"))
 
 
+@pytest.mark.slow
 def test_objective_and_data_must_agree(tmp_path, tiny_path, chdir_root, capsys):
     write_jsonl(tmp_path / "pairs.jsonl", pair_rows(20))
     with pytest.raises(SystemExit) as e:

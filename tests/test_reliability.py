@@ -91,6 +91,7 @@ for i in range(10**6):
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_export_never_leaves_a_broken_adapter(tmp_path, tiny_path):
     from tests.conftest import fit_adapter
 
@@ -295,6 +296,7 @@ def test_batches_done_in_epoch_counts_the_finished_batches_of_the_epoch(tmp_path
     assert trainer.global_step < 10  # accumulation: fewer optimizer steps than batches
 
 
+@pytest.mark.slow
 def test_the_mid_epoch_resume_warning_is_silenced_by_the_cli_filters_not_by_importing_the_datamodule():
     code = ("import warnings\n"
             "import politician_lm.data.datamodule\n"

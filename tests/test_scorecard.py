@@ -59,6 +59,7 @@ def test_summary_and_comparison_keep_the_target_of_the_first_arm():
     assert confusion({"a": adapter}, ["biden", "generic", "trump"]) == {"a": {"biden": 8, "generic": 2, "trump": 0}}
 
 
+@pytest.mark.slow
 def test_generic_class_takes_assistant_voice_away_from_the_politicians(tmp_path):
     from conftest import ROOT
     from politician_lm.evaluation.style import GENERIC, load_or_train
