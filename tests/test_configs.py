@@ -6,7 +6,7 @@ import yaml
 
 from politician_lm.cli import main
 from politician_lm.training import run_trainer_cli
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "models.yaml" and "stages" not in p.name)  # fit configs
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from politician_lm.cli import main
 from politician_lm.data import records
 from politician_lm.errors import UserError
-from tests.conftest import fit_adapter, pc_rows
+from tests.helpers import fit_adapter, pc_rows
 
 GOOD = '{"prompt": "USER: hi", "completion": "POLITICIAN: folks"}\n'
 

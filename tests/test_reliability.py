@@ -18,7 +18,7 @@ from politician_lm import AdapterExport, PoliticianDataModule, PoliticianLM
 from politician_lm.artifacts.adapter import read_adapter
 from politician_lm.errors import UserError
 from politician_lm.model.module import TrainingDiverged
-from tests.conftest import ROOT, pc_rows, write_jsonl
+from tests.helpers import ROOT, pc_rows, write_jsonl
 
 FIT = ["fit", "--config", "configs/demo.yaml", "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "2",
        "--checkpoint.every_n_train_steps", "3"]
@@ -93,7 +93,7 @@ for i in range(10**6):
 
 @pytest.mark.slow
 def test_sigkill_during_export_never_leaves_a_broken_adapter(tmp_path, tiny_path):
-    from tests.conftest import fit_adapter
+    from tests.helpers import fit_adapter
 
     source = fit_adapter(tmp_path / "src", tiny_path, pc_rows(8), max_steps=1)
     target = tmp_path / "adapters" / "last"

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from politician_lm import AdapterExport, PoliticianDataModule, PoliticianLM
-from tests.conftest import first_train_batch, pc_rows, randomize_lora_b, write_jsonl
+from tests.helpers import first_train_batch, pc_rows, randomize_lora_b, write_jsonl
 
 N_LINEAR = 2 * 7  # tiny model: 2 decoder layers x (q, k, v, o, gate, up, down)
 

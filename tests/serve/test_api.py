@@ -21,7 +21,7 @@ import yaml
 
 from politician_lm.cli import main
 from politician_lm.artifacts.roles import strip_reply_label
-from tests.conftest import ROOT, fit_adapter, pc_rows
+from tests.helpers import ROOT, fit_adapter, pc_rows
 
 pytestmark = pytest.mark.slow
 

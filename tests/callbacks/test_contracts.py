@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from politician_lm import PoliticianDataModule, PoliticianLM
 from politician_lm.callbacks import contracts
 from politician_lm.errors import UserError
-from tests.conftest import pc_rows, write_jsonl
+from tests.helpers import pc_rows, write_jsonl
 
 
 def callbacks():

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 from politician_lm.commands.merge import merge
 from politician_lm.cli import main
 from politician_lm.generation import load_persona
-from tests.conftest import fit_adapter, pc_rows
+from tests.helpers import fit_adapter, pc_rows
 
 IDS = torch.tensor([[1, 40, 400, 77, 901, 12, 555, 3]])
 

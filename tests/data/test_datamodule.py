@@ -7,7 +7,7 @@ import torch
 
 from politician_lm import PoliticianDataModule
 from politician_lm.batch import IGNORE_INDEX
-from tests.conftest import pc_rows, write_jsonl
+from tests.helpers import pc_rows, write_jsonl
 
 
 def make_dm(data_path, tiny_path, tmp_path, **kw):

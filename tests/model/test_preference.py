@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from politician_lm.cli import main
 from politician_lm.data import records
 from politician_lm.errors import UserError
-from tests.conftest import pc_rows, randomize_lora_b, write_jsonl
+from tests.helpers import pc_rows, randomize_lora_b, write_jsonl
 
 
 def pair_rows(n: int, kind: str = "policy") -> list[dict]:
@@ -220,7 +220,7 @@ def trained_state(module):
 def test_dpo_fit_starts_at_its_reference_learns_and_resumes_exactly(tmp_path, tiny_path):
     import lightning.pytorch as L
 
-    from tests.conftest import fit_adapter
+    from tests.helpers import fit_adapter
 
     # the previous stage's adapter; its LoRA dropout (which the DPO stage keeps) makes the resume restore the RNG too
     sft = fit_adapter(tmp_path / "sft", tiny_path, pc_rows(12), max_steps=2, lora_dropout=0.1)
@@ -377,7 +377,7 @@ def test_pairs_generate_with_the_base_model_and_resume_where_they_stopped(tmp_pa
 def test_dpo_stage_continues_the_sft_stage(tmp_path, tiny_path, chdir_root):
     import yaml
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     data = write_jsonl(tmp_path / "d" / "policy.jsonl", pc_rows(16))
     main(["pairs", "--data_path", str(data.parent), "--output_dir", str(tmp_path / "pairs"), "--base_model", tiny_path,

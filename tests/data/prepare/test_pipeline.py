@@ -16,7 +16,7 @@ from politician_lm.data.prepare.transcripts import read_interview, read_speech
 from politician_lm.data.records import split_bucket, to_conversation
 from politician_lm.errors import UserError
 from politician_lm.evaluation.metrics import claims_ai
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 FIX = ROOT / "tests" / "fixtures" / "prepare"
 TEMPLATE = ROOT / "data" / "identity_training_template.json"

@@ -13,7 +13,7 @@ import pytest
 
 from politician_lm.cli import main
 from politician_lm.evaluation.persona import EvalItem, eval_items, score
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SECRETS = {"WANDB_API_KEY": "fake-wandb-secret-0123456789", "HF_TOKEN": "hf_fake_secret_token_987654321"}
 

@@ -8,7 +8,7 @@ import pytest
 
 from politician_lm.data import records
 from politician_lm.artifacts.profiles import load_profile
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 POLITICIANS = ["biden", "trump"]
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from politician_lm import PoliticianDataModule, PoliticianLM
 from politician_lm.data.batching import EpochBatchSampler, best_fit_decreasing
 from politician_lm.batch import IGNORE_INDEX
-from tests.conftest import first_train_batch, randomize_lora_b, write_jsonl
+from tests.helpers import first_train_batch, randomize_lora_b, write_jsonl
 
 
 def rows(n):

@@ -15,7 +15,7 @@ from politician_lm.cli import main
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import encode
 from politician_lm.generation import load_persona
-from tests.conftest import ROOT, fit_adapter, pc_rows
+from tests.helpers import ROOT, fit_adapter, pc_rows
 
 PROMPT = "USER: What is your view on topic number 3?"
 

@@ -14,7 +14,7 @@ import yaml
 from safetensors.torch import load_file
 
 from politician_lm.cli import main
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
 

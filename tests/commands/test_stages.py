@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from politician_lm.cli import main
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
 

