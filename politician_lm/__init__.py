@@ -27,10 +27,10 @@ __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from politician_lm.commands.export import export
-    from politician_lm.commands.merge import merge
     from politician_lm.callbacks.export import AdapterExport
     from politician_lm.callbacks.predictions import PredictionWriter
+    from politician_lm.commands.export import export
+    from politician_lm.commands.merge import merge
     from politician_lm.data.datamodule import PoliticianDataModule
     from politician_lm.errors import UserError
     from politician_lm.generation import load_persona

@@ -11,11 +11,13 @@ import ast
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from politician_lm.errors import UserError
 from politician_lm.hints import TRAINER_COMMANDS, config_names, obvious_mistake
+
 # Non-trainer verbs: name -> "module:function"; jsonargparse builds each parser from the signature and docstring.
 COMMANDS: dict[str, str] = {
     "merge": "politician_lm.commands.merge:merge",
@@ -50,13 +52,20 @@ def summary(target: str) -> str:
 
 
 def overview() -> str:
-    lines = ["usage: politician-lm COMMAND [options]   (politician-lm COMMAND --help for its options)", "",
-             "training (LightningCLI; --config, --print_config, dotted overrides):"]
-    lines += [f"  {name:<12} {doc}" for name, doc in (
-        ("fit", "fine-tune an adapter: politician-lm fit --config configs/demo.yaml"),
-        ("validate", "validation loss of a checkpoint (--ckpt_path last|best|FILE)"),
-        ("test", "test loss of a checkpoint (--ckpt_path last|best|FILE)"),
-        ("predict", "greedy generations for the validation prompts -> predictions.jsonl"))]
+    lines = [
+        "usage: politician-lm COMMAND [options]   (politician-lm COMMAND --help for its options)",
+        "",
+        "training (LightningCLI; --config, --print_config, dotted overrides):",
+    ]
+    lines += [
+        f"  {name:<12} {doc}"
+        for name, doc in (
+            ("fit", "fine-tune an adapter: politician-lm fit --config configs/demo.yaml"),
+            ("validate", "validation loss of a checkpoint (--ckpt_path last|best|FILE)"),
+            ("test", "test loss of a checkpoint (--ckpt_path last|best|FILE)"),
+            ("predict", "greedy generations for the validation prompts -> predictions.jsonl"),
+        )
+    ]
     lines += ["", "adapters and inference:"]
     lines += [f"  {name:<12} {summary(target)}" for name, target in COMMANDS.items()]
     return "\n".join(lines)
@@ -119,8 +128,13 @@ def main(argv: list[str] | None = None) -> None:
             if args[0] in COMMANDS:
                 from jsonargparse import auto_cli
 
-                auto_cli(load_command(args[0]), args=[_underscored(a) for a in args[1:]], as_positional=False,
-                         exit_on_error=False, prog=f"politician-lm {args[0]}")
+                auto_cli(
+                    load_command(args[0]),
+                    args=[_underscored(a) for a in args[1:]],
+                    as_positional=False,
+                    exit_on_error=False,
+                    prog=f"politician-lm {args[0]}",
+                )
             else:
                 from politician_lm.training import run_trainer_cli
 

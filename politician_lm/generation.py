@@ -10,22 +10,30 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import yaml
 
-from politician_lm.artifacts.adapter import attach_adapter, read_metadata, check_base_model, check_fits_base, read_adapter, resolve_base, same_model
-from politician_lm.values import parse_list, parse_weights
+from politician_lm.artifacts.adapter import (
+    attach_adapter,
+    check_base_model,
+    check_fits_base,
+    read_adapter,
+    read_metadata,
+    resolve_base,
+    same_model,
+)
+from politician_lm.artifacts.atomic import atomic_file
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import adds_bos, encode_prompt
 from politician_lm.errors import UserError
-from politician_lm.artifacts.atomic import atomic_file
 from politician_lm.model.generate import generate_new_text
 from politician_lm.model.loading import dequantize_for_inference, load_base_model, resolve_compute_dtype
+from politician_lm.values import parse_list, parse_weights
 
 SAMPLING_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 
@@ -50,8 +58,14 @@ class Persona:
         self._bos = adds_bos(self.tokenizer)
 
     @torch.no_grad()
-    def generate(self, conversations: list[list[dict[str, str]]], streamer: Any = None, batch_size: int | None = None,
-                 on_batch: Callable[[int], Any] | None = None, **overrides: Any) -> list[str]:
+    def generate(
+        self,
+        conversations: list[list[dict[str, str]]],
+        streamer: Any = None,
+        batch_size: int | None = None,
+        on_batch: Callable[[int], Any] | None = None,
+        **overrides: Any,
+    ) -> list[str]:
         """Generate the next assistant turn for each conversation, ``batch_size`` at a time (left-padded).
 
         ``on_batch(1)`` is called after every batch (e.g. a progress bar's ``update``).
@@ -62,27 +76,36 @@ class Persona:
         size = batch_size or len(conversations)
         texts: list[str] = []
         for start in range(0, len(conversations), size):
-            chunk = conversations[start:start + size]
-            batch = self.tokenizer.pad({"input_ids": [self.prompt_ids(c) for c in chunk]}, padding=True,
-                                       padding_side="left", return_tensors="pt").to(self.model.device)
-            texts += generate_new_text(self.model, self.tokenizer, batch["input_ids"], batch["attention_mask"],
-                                       streamer=streamer, **settings)
+            chunk = conversations[start : start + size]
+            batch = self.tokenizer.pad(
+                {"input_ids": [self.prompt_ids(c) for c in chunk]},
+                padding=True,
+                padding_side="left",
+                return_tensors="pt",
+            ).to(self.model.device)
+            texts += generate_new_text(
+                self.model, self.tokenizer, batch["input_ids"], batch["attention_mask"], streamer=streamer, **settings
+            )
             if on_batch is not None:
                 on_batch(1)
         return texts
 
-
     @torch.no_grad()
-    def completion_losses(self, conversations: list[list[dict[str, str]]], batch_size: int = 8) -> list[tuple[float, int]]:
-        """``(summed NLL, token count)`` of each conversation's last (assistant) turn, rendered as training renders it."""
+    def completion_losses(
+        self, conversations: list[list[dict[str, str]]], batch_size: int = 8
+    ) -> list[tuple[float, int]]:
+        """``(summed NLL, token count)`` of each conversation's last (assistant) turn, rendered as training renders
+        it."""
         from politician_lm.batch import IGNORE_INDEX
         from politician_lm.data.tokenize import encode
 
-        encoded = [encode(self.tokenizer, *self.style.render(c, self.tokenizer), self.context_window, add_bos=self._bos)
-                   for c in conversations]
+        encoded = [
+            encode(self.tokenizer, *self.style.render(c, self.tokenizer), self.context_window, add_bos=self._bos)
+            for c in conversations
+        ]
         out: list[tuple[float, int]] = []
         for start in range(0, len(encoded), batch_size):
-            chunk = encoded[start:start + batch_size]
+            chunk = encoded[start : start + batch_size]
             width = max(len(e["input_ids"]) for e in chunk)
             pad = self.tokenizer.pad_token_id
             ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in chunk])
@@ -90,8 +113,9 @@ class Persona:
             labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"])) for e in chunk])
             logits = self.model(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device)).logits
             targets = labels[:, 1:].to(logits.device)
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets,
-                                                    ignore_index=IGNORE_INDEX, reduction="none")
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+            )
             out += [(float(n.sum()), int((t != IGNORE_INDEX).sum())) for n, t in zip(nll, targets)]
         return out
 
@@ -130,8 +154,10 @@ def load_persona(
     ws = parse_weights(weights, len(folders), allow_negative=True) if weights is not None else [1.0] * len(folders)
     for f in folders[1:]:
         if not same_model(f.base_model, folders[0].base_model):
-            raise UserError(f"{f.path}: trained on base model {f.base_model!r}, but {folders[0].path} on "
-                            f"{folders[0].base_model!r}; use adapters of one base")
+            raise UserError(
+                f"{f.path}: trained on base model {f.base_model!r}, but {folders[0].path} on "
+                f"{folders[0].base_model!r}; use adapters of one base"
+            )
     base = resolve_base(folders[0] if folders else None, base_model)  # explicit base (e.g. a local copy) wins
     if not base:
         raise UserError("nothing to load: give --adapters, --base_model, or --politician with a registry entry")
@@ -140,7 +166,9 @@ def load_persona(
         check_fits_base(f, base)
     meta_source = folders[0].path if folders else Path(base)
     meta = read_metadata(meta_source)
-    style = PromptStyle(**{k: meta[k] for k in ("prompt_format", "separator", "system_prompt", "politician") if k in meta})
+    style = PromptStyle(
+        **{k: meta[k] for k in ("prompt_format", "separator", "system_prompt", "politician") if k in meta}
+    )
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     quant = quantization or (meta.get("quantization") if folders else None) or "none"
@@ -149,8 +177,9 @@ def load_persona(
     except OSError as e:  # a hub id that is not cached and cannot be downloaded, or a folder transformers cannot read
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         where = "" if Path(base).exists() else "no such folder here, and as a hub id it "
-        raise UserError(f"{base}: {where}could not be loaded ({first[:160]}); pass --base_model with a local "
-                        "model folder") from None
+        raise UserError(
+            f"{base}: {where}could not be loaded ({first[:160]}); pass --base_model with a local model folder"
+        ) from None
     if dev.type == "cpu" and quant in ("nf4", "fp4"):
         dequantize_for_inference(model)  # the same weights, de-quantized once instead of at every generated token
     if folders:
@@ -165,7 +194,9 @@ def load_persona(
         if merge_adapters and _fp32_linear_bases(model):
             model = model.merge_and_unload(adapter_names=names)
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(meta_source) if (meta_source / "tokenizer_config.json").is_file() else base)
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(meta_source) if (meta_source / "tokenizer_config.json").is_file() else base
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     generation = _generation_defaults(folders[0].path if folders else Path(base))
@@ -182,8 +213,14 @@ def _generic_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "politician_lm" / "generic"
 
 
-def generic_texts(persona: Persona, prompts: list[list[dict]], max_new_tokens: int, batch_size: int, base_model: str,
-                  on_batch: Callable[[int], Any] | None = None) -> list[str]:
+def generic_texts(
+    persona: Persona,
+    prompts: list[list[dict]],
+    max_new_tokens: int,
+    batch_size: int,
+    base_model: str,
+    on_batch: Callable[[int], Any] | None = None,
+) -> list[str]:
     """What ``persona`` writes for ``prompts`` (greedy), cached by base model, prompts, style and length.
 
     Call it with the adapters switched off and a style without a persona system prompt: the texts are the base
@@ -202,8 +239,9 @@ def generic_texts(persona: Persona, prompts: list[list[dict]], max_new_tokens: i
             return json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
             pass
-    texts = persona.generate(prompts, batch_size=batch_size, on_batch=on_batch, max_new_tokens=max_new_tokens,
-                             do_sample=False)
+    texts = persona.generate(
+        prompts, batch_size=batch_size, on_batch=on_batch, max_new_tokens=max_new_tokens, do_sample=False
+    )
     with atomic_file(path) as tmp:
         Path(tmp).write_text(json.dumps(texts), encoding="utf-8")
     return texts

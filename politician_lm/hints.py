@@ -10,18 +10,29 @@ import re
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 # the old training script's flags (README: "From the old training script"), in both spellings
-OLD_FLAGS = {f"--{name}": key for old, key in {
-    "output-dir": "--trainer.default_root_dir", "data-path": "--data.data_path", "epochs": "--trainer.max_epochs",
-    "batch-size": "--data.batch_size", "learning-rate": "--model.optimizer.lr", "lora-r": "--model.lora_r",
-    "lora-alpha": "--model.lora_alpha", "lora-dropout": "--model.lora_dropout",
-    "mixed-precision": "--trainer.precision bf16-mixed", "model-name": "--model.model_name_or_path",
-}.items() for name in (old, old.replace("-", "_"))}
+OLD_FLAGS = {
+    f"--{name}": key
+    for old, key in {
+        "output-dir": "--trainer.default_root_dir",
+        "data-path": "--data.data_path",
+        "epochs": "--trainer.max_epochs",
+        "batch-size": "--data.batch_size",
+        "learning-rate": "--model.optimizer.lr",
+        "lora-r": "--model.lora_r",
+        "lora-alpha": "--model.lora_alpha",
+        "lora-dropout": "--model.lora_dropout",
+        "mixed-precision": "--trainer.precision bf16-mixed",
+        "model-name": "--model.model_name_or_path",
+    }.items()
+    for name in (old, old.replace("-", "_"))
+}
 
 
 def config_names(argv: list[str]) -> list[str]:
     """The files given with ``--config``/``-c``."""
-    return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")] + \
-        [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")] + [
+        a.split("=", 1)[1] for a in argv if a.startswith("--config=")
+    ]
 
 
 def obvious_mistake(argv: list[str]) -> str | None:
@@ -57,6 +68,8 @@ def explain_parse_error(message: str, argv: list[str], options: list[str]) -> st
     configs = config_names(argv)
     where = f" (config: {', '.join(configs)})" if configs else ""
     if re.search(r'"model\.model_name_or_path".*(required|Got value: None)', message):
-        return ("model.model_name_or_path is not set: name the base model in the config or with "
-                f"--model.model_name_or_path (a model folder such as checkpoints/SmolLM2-135M-Instruct, or a hub id){where}")
+        return (
+            "model.model_name_or_path is not set: name the base model in the config or with "
+            f"--model.model_name_or_path (a model folder such as checkpoints/SmolLM2-135M-Instruct, or a hub id){where}"
+        )
     return f"{message}{where}"

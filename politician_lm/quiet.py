@@ -33,12 +33,16 @@ def quiet_libraries() -> None:
     # broken install; politician-lm turns that kernel path off anyway (model.loading.keep_fp32_on_cpu).
     logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropMessages("Failed to load CPU gemm_4bit_forward"))
     # Lightning's advertisement for its hosted logger, printed by every Trainer
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning_utilities.core.rank_zero"):
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning_utilities.core.rank_zero",
+    ):
         logging.getLogger(name).addFilter(_DropMessages("💡 Tip"))
     # printed before anything else, including before a one-line error about the config or the data
     logging.getLogger("lightning.fabric.utilities.seed").addFilter(_DropMessages("Seed set to"))
-    # deprecations inside the libraries (transformers called by PEFT, Lightning's own pytree use): nothing to change here
+    # deprecations inside the libraries (transformers called by PEFT, Lightning's own pytree use):
+    # nothing to change here
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # after the run-folder rules (politician_lm.training), a non-empty checkpoint folder means a resume

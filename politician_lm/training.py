@@ -32,7 +32,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 
-from politician_lm.callbacks.checkpoint import BEST_DEFAULTS, CHECKPOINT_DIR, STEP_DEFAULTS, StepCheckpoint, find_checkpoint
+from politician_lm.callbacks.checkpoint import (
+    BEST_DEFAULTS,
+    CHECKPOINT_DIR,
+    STEP_DEFAULTS,
+    StepCheckpoint,
+    find_checkpoint,
+)
 from politician_lm.callbacks.export import AdapterExport
 from politician_lm.callbacks.predictions import PredictionWriter
 from politician_lm.data.datamodule import PoliticianDataModule
@@ -50,13 +56,25 @@ class PoliticianCLI(LightningCLI):
         parser.add_lightning_class_args(StepCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ModelCheckpoint, "best_checkpoint")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
-        parser.add_argument("--wandb", type=bool, default=False,
-                            help="Also log to Weights & Biases (CSV stays on); offline unless WANDB_API_KEY is set.")
-        parser.add_argument("--overwrite", type=bool, default=False,
-                            help="fit: replace the run already in trainer.default_root_dir (its adapters/ and "
-                                 "checkpoints/) instead of refusing.")
-        parser.set_defaults({**{f"checkpoint.{k}": v for k, v in STEP_DEFAULTS.items()},
-                             **{f"best_checkpoint.{k}": v for k, v in BEST_DEFAULTS.items()}})
+        parser.add_argument(
+            "--wandb",
+            type=bool,
+            default=False,
+            help="Also log to Weights & Biases (CSV stays on); offline unless WANDB_API_KEY is set.",
+        )
+        parser.add_argument(
+            "--overwrite",
+            type=bool,
+            default=False,
+            help="fit: replace the run already in trainer.default_root_dir (its adapters/ and "
+            "checkpoints/) instead of refusing.",
+        )
+        parser.set_defaults(
+            {
+                **{f"checkpoint.{k}": v for k, v in STEP_DEFAULTS.items()},
+                **{f"best_checkpoint.{k}": v for k, v in BEST_DEFAULTS.items()},
+            }
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         with warnings.catch_warnings():  # stages and tests pass args while sys.argv holds the outer command
@@ -81,14 +99,17 @@ class PoliticianCLI(LightningCLI):
         if not config.trainer.default_root_dir:
             config.trainer.default_root_dir = os.path.join("runs", config.data.get("politician") or "default")
             if self.subcommand:
-                print(f"trainer.default_root_dir not set: writing to {config.trainer.default_root_dir}", file=sys.stderr)
+                print(
+                    f"trainer.default_root_dir not set: writing to {config.trainer.default_root_dir}", file=sys.stderr
+                )
         root = config.trainer.default_root_dir
         if self.subcommand:
             config.ckpt_path = resolve_ckpt_path(self.subcommand, config, root)
         if config.trainer.logger is None or config.trainer.logger is True:
             # what Lightning would pick without TensorBoard, minus its warning about tensorboardX
-            config.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.CSVLogger",
-                                              init_args=Namespace(save_dir=root))
+            config.trainer.logger = Namespace(
+                class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(save_dir=root)
+            )
         if config.get("wandb"):
             config.trainer.logger = wandb_loggers(root, config.trainer.logger)
 
@@ -100,8 +121,12 @@ class PoliticianCLI(LightningCLI):
         wandb = [logger for logger in self.trainer.loggers if isinstance(logger, WandbLogger)]
         for logger, offline in zip(wandb, wandb_offline(config.trainer.logger)):  # both in the configured order
             if offline:
-                print(f"W&B is offline (no WANDB_API_KEY, or WANDB_MODE=offline): the run is saved in {logger.experiment.dir}; "
-                      f"upload it later with `wandb sync {Path(logger.experiment.dir).parent}`", file=sys.stderr)
+                print(
+                    "W&B is offline (no WANDB_API_KEY, or WANDB_MODE=offline): "
+                    f"the run is saved in {logger.experiment.dir}; "
+                    f"upload it later with `wandb sync {Path(logger.experiment.dir).parent}`",
+                    file=sys.stderr,
+                )
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         trainer = super().instantiate_trainer(**kwargs)
@@ -135,8 +160,10 @@ def resolve_ckpt_path(subcommand: str, config: Namespace, root: str) -> str | No
         return ckpt_path
     if subcommand == "fit" and used and not config.get("overwrite"):
         names = " and ".join(f"{p.name}/" for p in used)
-        raise UserError(f"{root} already holds a run ({names}); resume it with --ckpt_path last, choose another "
-                        "--trainer.default_root_dir, or pass --overwrite true to replace it")
+        raise UserError(
+            f"{root} already holds a run ({names}); resume it with --ckpt_path last, choose another "
+            "--trainer.default_root_dir, or pass --overwrite true to replace it"
+        )
     return None
 
 
@@ -150,8 +177,10 @@ def check_accelerator(accelerator: Any, configs: list[str]) -> None:
         return
     source = configs[-1] if configs else "the config"
     cpu = ["configs/demo.yaml", *sorted(str(p) for p in Path("configs").glob("smollm2*.yaml"))]
-    raise UserError(f"{source}: this recipe needs a CUDA GPU (trainer.accelerator: {accelerator}) and none is "
-                    f"available; on a CPU use --config {' or '.join(cpu)}")
+    raise UserError(
+        f"{source}: this recipe needs a CUDA GPU (trainer.accelerator: {accelerator}) and none is "
+        f"available; on a CPU use --config {' or '.join(cpu)}"
+    )
 
 
 def check_model_folder(name: str) -> None:
@@ -159,16 +188,22 @@ def check_model_folder(name: str) -> None:
     path = Path(name).expanduser()
     local = path.is_absolute() or name.startswith(".") or (len(path.parts) > 1 and Path(path.parts[0]).is_dir())
     if local and not path.exists():
-        hint = ("create it with `politician-lm import-model`" if path.parent.name == "checkpoints"
-                else "point model.model_name_or_path at a model folder or a hub id")
+        hint = (
+            "create it with `politician-lm import-model`"
+            if path.parent.name == "checkpoints"
+            else "point model.model_name_or_path at a model folder or a hub id"
+        )
         raise UserError(f"{name}: model folder not found; {hint}")
 
 
 def wandb_loggers(root: str, current: Any) -> list[Namespace]:
-    """CSV (kept, unless another logger is configured) plus W&B; offline without an API key or with WANDB_MODE=offline."""
+    """CSV (kept, unless another logger is configured) plus W&B; offline without an API key or with
+    WANDB_MODE=offline."""
     offline = not os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") in ("offline", "dryrun")
-    wandb = Namespace(class_path="lightning.pytorch.loggers.WandbLogger",
-                      init_args=Namespace(save_dir=root, project="politician-lm", offline=offline))
+    wandb = Namespace(
+        class_path="lightning.pytorch.loggers.WandbLogger",
+        init_args=Namespace(save_dir=root, project="politician-lm", offline=offline),
+    )
     keep = current if isinstance(current, list) else [current] if isinstance(current, Namespace) else []
     if not keep:
         keep = [Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(save_dir=root))]
@@ -179,8 +214,11 @@ def wandb_offline(loggers: Any) -> list[bool]:
     """For each W&B logger in a parsed ``trainer.logger`` (as ``wandb_loggers`` or a config built it), in order:
     whether it was configured offline."""
     entries = loggers if isinstance(loggers, list) else [loggers]
-    return [bool((entry.get("init_args") or {}).get("offline")) for entry in entries
-            if isinstance(entry, Namespace) and str(entry.get("class_path", "")).endswith(".WandbLogger")]
+    return [
+        bool((entry.get("init_args") or {}).get("offline"))
+        for entry in entries
+        if isinstance(entry, Namespace) and str(entry.get("class_path", "")).endswith(".WandbLogger")
+    ]
 
 
 @dataclass
@@ -199,7 +237,9 @@ class FitConfig:
     def arguments(self) -> list[str]:
         """The equivalent ``politician-lm fit`` arguments (strings as written, every other value as JSON)."""
         args = [a for c in self.configs for a in ("--config", str(c))]
-        args += [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in self.overrides.items()]
+        args += [
+            f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in self.overrides.items()
+        ]
         if self.ckpt_path is not None:
             args.append(f"--ckpt_path={self.ckpt_path}")
         if self.overwrite:
@@ -238,8 +278,10 @@ def run_trainer_cli(args: list[str] | None = None, run: bool = True) -> Politici
         PoliticianDataModule,
         seed_everything_default=42,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": "Fine-tune a causal LM to speak like a politician (QLoRA + Lightning).",
-                       "exit_on_error": False},
+        parser_kwargs={
+            "description": "Fine-tune a causal LM to speak like a politician (QLoRA + Lightning).",
+            "exit_on_error": False,
+        },
         auto_configure_optimizers=False,  # the optimizer and schedule live under `model:`
         args=args,
         run=run,

@@ -59,8 +59,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per configuration (median)")
     args = ap.parse_args()
     if not (Path(args.adapter) / "adapter_config.json").is_file():
-        raise SystemExit(f"{args.adapter}: no adapter here; train one with politician-lm fit --config "
-                         "configs/smollm2-biden.yaml")
+        raise SystemExit(
+            f"{args.adapter}: no adapter here; train one with politician-lm fit --config configs/smollm2-biden.yaml"
+        )
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -72,24 +73,40 @@ def main() -> None:
     persona = load_persona(args.adapter, merge_adapters=True)  # what generate and chat load
     meta = json.loads((Path(args.adapter) / "politician_lm.json").read_text())
     politician = meta.get("politician") or "biden"
-    rows = [json.loads(line) for f in sorted((ROOT / "data" / politician).glob("*.jsonl"))
-            for line in f.read_text().splitlines() if line.strip()]
-    prompts = [[{"role": "user", "content": r["prompt"]}] for r in rows[::max(1, len(rows) // args.batch)]][:args.batch]
+    rows = [
+        json.loads(line)
+        for f in sorted((ROOT / "data" / politician).glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+        if line.strip()
+    ]
+    prompts = [[{"role": "user", "content": r["prompt"]}] for r in rows[:: max(1, len(rows) // args.batch)]][
+        : args.batch
+    ]
     tok = persona.tokenizer
-    batch = tok.pad({"input_ids": [persona.prompt_ids(p) for p in prompts]}, padding=True, padding_side="left",
-                    return_tensors="pt")
+    batch = tok.pad(
+        {"input_ids": [persona.prompt_ids(p) for p in prompts]}, padding=True, padding_side="left", return_tensors="pt"
+    )
     width = batch["input_ids"].shape[1]
-    settings = dict(max_new_tokens=args.max_new_tokens, do_sample=False, use_cache=True, pad_token_id=tok.pad_token_id,
-                    eos_token_id=tok.eos_token_id)
+    settings = dict(
+        max_new_tokens=args.max_new_tokens,
+        do_sample=False,
+        use_cache=True,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     base_path = meta.get("base_model_path") or meta.get("base_model")
-    print(f"{len(prompts)} prompts, prompt width {width}, {args.max_new_tokens} new tokens, greedy, KV cache, "
-          f"{torch.get_num_threads()} threads; base {base_path}", flush=True)
+    print(
+        f"{len(prompts)} prompts, prompt width {width}, {args.max_new_tokens} new tokens, greedy, KV cache, "
+        f"{torch.get_num_threads()} threads; base {base_path}",
+        flush=True,
+    )
 
     results: dict[str, tuple[float, int, list[str], int]] = {}
 
     def ours(p):
         def go():
             return p.generate(prompts, batch_size=args.batch, max_new_tokens=args.max_new_tokens, do_sample=False)
+
         secs, texts = timed(go, args.repeats)
         # the generated token count, from one untimed call of the same model on the same batch
         with torch.no_grad():
@@ -102,17 +119,23 @@ def main() -> None:
         def go():
             with torch.no_grad():
                 return model.generate(**batch, **settings)
+
         secs, out = timed(go, args.repeats)
         new = out[:, width:]
-        return (secs, count_tokens(new, tok.eos_token_id, tok.pad_token_id), tok.batch_decode(new, skip_special_tokens=True),
-                new.shape[1])
+        return (
+            secs,
+            count_tokens(new, tok.eos_token_id, tok.pad_token_id),
+            tok.batch_decode(new, skip_special_tokens=True),
+            new.shape[1],
+        )
 
     results["ours, generate/chat (merged)"] = ours(persona)
     del persona
     results["ours, adapter kept (evaluate)"] = ours(load_persona(args.adapter))
     q = quantization_config("nf4", torch.float32)
-    nf4 = AutoModelForCausalLM.from_pretrained(base_path, quantization_config=q, dtype=torch.float32,
-                                               device_map={"": "cpu"})
+    nf4 = AutoModelForCausalLM.from_pretrained(
+        base_path, quantization_config=q, dtype=torch.float32, device_map={"": "cpu"}
+    )
     results["transformers, NF4 base + adapter"] = plain(PeftModel.from_pretrained(nf4, args.adapter))
     del nf4
     fp32 = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
@@ -123,16 +146,22 @@ def main() -> None:
         results["ours, merged export"] = ours(load_persona(base_model=f"{tmp}/merged"))
 
     reference = results["ours, generate/chat (merged)"]
-    print(f"\n{'configuration':<36}{'seconds':>9}{'steps':>7}{'ms/step':>9}{'tokens':>8}{'tokens/s':>10}"
-          f"{'ours/this':>11}{'same text as ours':>19}")
+    print(
+        f"\n{'configuration':<36}{'seconds':>9}{'steps':>7}{'ms/step':>9}{'tokens':>8}{'tokens/s':>10}"
+        f"{'ours/this':>11}{'same text as ours':>19}"
+    )
     ref_ms = reference[0] / reference[3]
     for name, (secs, n, texts, steps) in results.items():
         same = sum(a == b for a, b in zip(texts, reference[2]))
-        print(f"{name:<36}{secs:>9.2f}{steps:>7}{1000 * secs / steps:>9.0f}{n:>8}{n / secs:>10.1f}"
-              f"{(secs / steps) / ref_ms:>10.2f}x{f'{same}/{len(texts)}':>19}")
-    print(f"(median of {args.repeats} timed calls after a warm-up; steps: decoding steps of the batch (the longest "
-          "answer); tokens: generated tokens up to each row's end of sequence; 'ours/this' is the row's time per step "
-          "over ours (generate/chat): above 1 means ours is faster)")
+        print(
+            f"{name:<36}{secs:>9.2f}{steps:>7}{1000 * secs / steps:>9.0f}{n:>8}{n / secs:>10.1f}"
+            f"{(secs / steps) / ref_ms:>10.2f}x{f'{same}/{len(texts)}':>19}"
+        )
+    print(
+        f"(median of {args.repeats} timed calls after a warm-up; steps: decoding steps of the batch (the longest "
+        "answer); tokens: generated tokens up to each row's end of sequence; 'ours/this' is the row's time per step "
+        "over ours (generate/chat): above 1 means ours is faster)"
+    )
     sys.stdout.flush()
 
 

@@ -27,14 +27,14 @@ gradient for frozen weights) + 6 * N_lora (forward, input and weight gradients),
 layer 3 * 2 * 2 * d_attn * L(L+1)/2 for causal attention (forward QK^T and AV, backward twice that), and per
 labelled token 4 * V * d for the output head. MFU divides it by this machine's fp32 GEMM rate measured on the
 model's own linear shapes (best of repeated ``torch.mm``). Requires TRL: ``pip install -e '.[bench]'``.
-"""
+"""  # noqa: E501 (the first usage line above is printed by --help as it is)
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,11 +126,13 @@ def heldout_loss(model, tok):
     return total / n
 
 def finish(model, tok):
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     secs = state["train_s"]
     print("RESULT " + json.dumps({"tokens_per_s": state["tokens"] / secs, "seconds": secs, "peak_mb": peak,
           "gflop_s": flops(model) / secs / 1e9, "curve": state["curve"],
-          "padding": 1 - state["tokens"] / state["total"], "loss": sum(state["losses"][-5:]) / len(state["losses"][-5:]),
+          "padding": 1 - state["tokens"] / state["total"],
+          "loss": sum(state["losses"][-5:]) / len(state["losses"][-5:]),
           "eval_loss": state["curve"][-1][2]}))
 
 records = [json.loads(l) for l in open(cfg["data"] + "/train.jsonl") if l.strip()]
@@ -147,14 +149,15 @@ if cfg["runner"] == "ours":
             tick(True); state["losses"].append(float(outputs["loss"]))
             checkpoint_eval(pl_module.model, trainer.datamodule.tokenizer, trainer.global_step)
 
-    dm = PoliticianDataModule(data_path=cfg["data"], tokenizer=cfg["model"], batch_size=cfg["batch"], max_length=cfg["max_length"],
-                              packing=cfg["packing"], cache_dir=cfg["cache"])  # train.jsonl (+ val.jsonl, not used in fit)
-    model = PoliticianLM(cfg["model"], quantization="nf4", lora_r=8, lora_alpha=16, lora_dropout=cfg["dropout"], scheduler="linear",
-                         warmup_ratio=0.0, optimizer=partial(torch.optim.AdamW, lr=cfg["lr"]))
+    # train.jsonl (+ val.jsonl, not used in fit)
+    dm = PoliticianDataModule(data_path=cfg["data"], tokenizer=cfg["model"], batch_size=cfg["batch"],
+                              max_length=cfg["max_length"], packing=cfg["packing"], cache_dir=cfg["cache"])
+    model = PoliticianLM(cfg["model"], quantization="nf4", lora_r=8, lora_alpha=16, lora_dropout=cfg["dropout"],
+                         scheduler="linear", warmup_ratio=0.0, optimizer=partial(torch.optim.AdamW, lr=cfg["lr"]))
     trainer = L.Trainer(max_steps=cfg["steps"], accelerator="gpu" if cuda else "cpu", devices=1, logger=False,
-                        precision="bf16-mixed" if cuda else "32-true", enable_progress_bar=False, enable_checkpointing=False,
-                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[Probe()],
-                        default_root_dir=cfg["out"])
+                        precision="bf16-mixed" if cuda else "32-true", enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0,
+                        num_sanity_val_steps=0, callbacks=[Probe()], default_root_dir=cfg["out"])
     trainer.fit(model, datamodule=dm)
     finish(model.model, dm.tokenizer)
 else:
@@ -191,8 +194,9 @@ else:
                      max_length=cfg["max_length"], gradient_checkpointing=False, packing=cfg["packing"],
                      dataloader_num_workers=0)
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                         peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=cfg["dropout"], target_modules="all-linear",
-                                                task_type="CAUSAL_LM"), callbacks=[Probe()])
+                         peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=cfg["dropout"],
+                                                target_modules="all-linear", task_type="CAUSAL_LM"),
+                         callbacks=[Probe()])
     collate = trainer.data_collator
     def counting(features):
         batch = collate(features)
@@ -208,8 +212,12 @@ else:
     finish(trainer.model, tok)
 '''
 
-RUNS = [("ours (packing)", "ours", True, "default"), ("ours (padded)", "ours", False, "default"),
-        ("TRL defaults", "trl", False, "system"), ("TRL packing", "trl", True, "system")]
+RUNS = [
+    ("ours (packing)", "ours", True, "default"),
+    ("ours (padded)", "ours", False, "default"),
+    ("TRL defaults", "trl", False, "system"),
+    ("TRL packing", "trl", True, "system"),
+]
 # The allocator on its own: TRL packing under tcmalloc too (ours uses it by default, as the CLI does; see allocator.py)
 TCMALLOC_RUN = ("TRL packing+tcm", "trl", True, "tcmalloc")
 
@@ -217,12 +225,18 @@ TCMALLOC_RUN = ("TRL packing+tcm", "trl", True, "tcmalloc")
 def run(name: str, runner: str, packing: bool, alloc: str, common: dict, tmp: str, i: int) -> dict:
     from politician_lm import allocator
 
-    cfg = {**common, "runner": runner, "packing": packing, "out": f"{tmp}/{runner}-{packing}-{alloc}-{i}",
-           "cache": f"{tmp}/cache"}
+    cfg = {
+        **common,
+        "runner": runner,
+        "packing": packing,
+        "out": f"{tmp}/{runner}-{packing}-{alloc}-{i}",
+        "cache": f"{tmp}/cache",
+    }
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.ENV)}
     env = allocator.environment(env) if alloc != "system" else env
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True, cwd=ROOT,
-                          env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True, cwd=ROOT, env=env
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.split("RESULT ")[-1].splitlines()[0])
@@ -283,11 +297,15 @@ def random_mistral(path: str, shape: str, cuda: bool) -> None:
 
 def split_data(folder: Path) -> None:
     """The bundled Biden records: every 6th held out (val.jsonl, for the eval loss), the rest to train on."""
-    lines = [l for f in ("style.jsonl", "policy.jsonl", "identity.jsonl")
-             for l in (ROOT / "data" / "biden" / f).read_text().splitlines() if l.strip()]
+    lines = [
+        line
+        for f in ("style.jsonl", "policy.jsonl", "identity.jsonl")
+        for line in (ROOT / "data" / "biden" / f).read_text().splitlines()
+        if line.strip()
+    ]
     folder.mkdir()
-    (folder / "train.jsonl").write_text("".join(l + "\n" for i, l in enumerate(lines) if i % 6))
-    (folder / "val.jsonl").write_text("".join(l + "\n" for i, l in enumerate(lines) if not i % 6))
+    (folder / "train.jsonl").write_text("".join(line + "\n" for i, line in enumerate(lines) if i % 6))
+    (folder / "val.jsonl").write_text("".join(line + "\n" for i, line in enumerate(lines) if not i % 6))
 
 
 def main() -> None:
@@ -295,18 +313,32 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="runs of each configuration; the table shows medians")
     ap.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
     ap.add_argument("--batch", type=int, default=None, help="examples (or packed rows) per step; 8, or 4 with --gpu")
-    ap.add_argument("--model", default=None,
-                    help="a local model folder to train, e.g. checkpoints/SmolLM2-135M-Instruct (politician-lm "
-                         "import-model); default: the tiny demo model")
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="a local model folder to train, e.g. checkpoints/SmolLM2-135M-Instruct (politician-lm "
+        "import-model); default: the tiny demo model",
+    )
     ap.add_argument("--lr", type=float, default=None, help="learning rate (default 2e-3 tiny model, 2e-4 otherwise)")
     ap.add_argument("--lora-dropout", type=float, default=0.0, help="LoRA dropout of every run (default 0)")
-    ap.add_argument("--eval-every", type=int, default=5,
-                    help="held-out loss every N steps (and at the end), for time-to-target; not counted as training")
-    ap.add_argument("--no-allocator-row", action="store_true",
-                    help="skip the extra 'TRL packing+tcm' run (TRL packing under tcmalloc, as ours runs)")
+    ap.add_argument(
+        "--eval-every",
+        type=int,
+        default=5,
+        help="held-out loss every N steps (and at the end), for time-to-target; not counted as training",
+    )
+    ap.add_argument(
+        "--no-allocator-row",
+        action="store_true",
+        help="skip the extra 'TRL packing+tcm' run (TRL packing under tcmalloc, as ours runs)",
+    )
     ap.add_argument("--gpu", action="store_true", help="7B-shaped Mistral with random weights, seq 1024 (needs CUDA)")
-    ap.add_argument("--random-model", choices=sorted(SHAPES), default=None,
-                    help="train a random-weight Mistral of this shape instead of the demo model (--gpu implies 7b)")
+    ap.add_argument(
+        "--random-model",
+        choices=sorted(SHAPES),
+        default=None,
+        help="train a random-weight Mistral of this shape instead of the demo model (--gpu implies 7b)",
+    )
     args = ap.parse_args()
     import torch
 
@@ -315,7 +347,9 @@ def main() -> None:
     if args.gpu and not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device")
     if args.model and not (Path(args.model) / "config.json").is_file():
-        raise SystemExit(f"{args.model}: not a model folder (no config.json); for SmolLM2 run politician-lm import-model")
+        raise SystemExit(
+            f"{args.model}: not a model folder (no config.json); for SmolLM2 run politician-lm import-model"
+        )
     shape = args.random_model or ("7b" if args.gpu else None)
     args.batch = args.batch or (4 if args.gpu else 8)  # 4 rows x 1024 tokens: about half the activations of 8 rows
     runs = list(RUNS)
@@ -333,17 +367,28 @@ def main() -> None:
         lr = args.lr or lr
         split_data(Path(tmp) / "data")
         peak = None if args.gpu else gemm_peak(model, args.batch * max_length)
-        common = {"model": model, "data": f"{tmp}/data", "batch": args.batch, "steps": args.steps, "seed": 42,
-                  "lr": lr, "max_length": max_length, "gpu": args.gpu, "dropout": args.lora_dropout,
-                  "eval_every": args.eval_every}
+        common = {
+            "model": model,
+            "data": f"{tmp}/data",
+            "batch": args.batch,
+            "steps": args.steps,
+            "seed": 42,
+            "lr": lr,
+            "max_length": max_length,
+            "gpu": args.gpu,
+            "dropout": args.lora_dropout,
+            "eval_every": args.eval_every,
+        }
         results: dict[str, list[dict]] = {name: [] for name, *_ in runs}
         for i in range(args.repeats):
             for name, runner, packing, alloc in runs:
                 r = run(name, runner, packing, alloc, common, tmp, i)
                 results[name].append(r)
-                print(f"repeat {i}: {name:<16} {r['tokens_per_s']:7.1f} tok/s  peak {r['peak_mb']:6.0f} MB  "
-                      f"train loss {r['loss']:.3f}  eval loss {r['eval_loss']:.3f}  ({r['allocator']} malloc)",
-                      flush=True)
+                print(
+                    f"repeat {i}: {name:<16} {r['tokens_per_s']:7.1f} tok/s  peak {r['peak_mb']:6.0f} MB  "
+                    f"train loss {r['loss']:.3f}  eval loss {r['eval_loss']:.3f}  ({r['allocator']} malloc)",
+                    flush=True,
+                )
     # time to target: the held-out loss every run reached (the worst run's best), in training seconds
     target = max(min(loss for *_, loss in r["curve"]) for rs in results.values() for r in rs)
     for rs in results.values():
@@ -353,26 +398,38 @@ def main() -> None:
     med = {name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in results.items()}
     ours = med["ours (packing)"]
     mfu_head = f"{'MFU':>6}" if peak else ""
-    print(f"\n{'run':<17}{'tokens/s':>9}{'train s':>9}{'padding':>8}{'peak MB':>9}{'loss':>7}{'eval loss':>10}"
-          f"{'to target s':>12}{'GFLOP/s':>9}{mfu_head}{'ours/this':>10}")
+    print(
+        f"\n{'run':<17}{'tokens/s':>9}{'train s':>9}{'padding':>8}{'peak MB':>9}{'loss':>7}{'eval loss':>10}"
+        f"{'to target s':>12}{'GFLOP/s':>9}{mfu_head}{'ours/this':>10}"
+    )
     for name, m in med.items():
         mfu = f"{m['gflop_s'] / peak:>6.0%}" if peak else ""
-        print(f"{name:<17}{m['tokens_per_s']:>9.1f}{m['seconds']:>9.1f}{m['padding']:>8.1%}{m['peak_mb']:>9.0f}"
-              f"{m['loss']:>7.3f}{m['eval_loss']:>10.3f}{m['to_target_s']:>12.1f}{m['gflop_s']:>9.1f}{mfu}"
-              f"{ours['tokens_per_s'] / m['tokens_per_s']:>9.2f}x")
-    print(f"(medians of {args.repeats}; {args.steps} optimizer steps, batch {args.batch}, max_length {max_length}, "
-          f"lr {lr}, LoRA dropout {args.lora_dropout}; 'to target s' is training seconds until the held-out loss "
-          f"reached {target:.3f}, the best loss the worst run reached (checked every {args.eval_every} steps); "
-          f"'ours/this' is tokens/s of ours (packing) over the row's" + (
-              f"; MFU is useful GFLOP/s over this machine's fp32 GEMM peak of {peak:.0f} GFLOP/s, measured on the "
-              "model's own linear shapes)" if peak else ")"))
+        print(
+            f"{name:<17}{m['tokens_per_s']:>9.1f}{m['seconds']:>9.1f}{m['padding']:>8.1%}{m['peak_mb']:>9.0f}"
+            f"{m['loss']:>7.3f}{m['eval_loss']:>10.3f}{m['to_target_s']:>12.1f}{m['gflop_s']:>9.1f}{mfu}"
+            f"{ours['tokens_per_s'] / m['tokens_per_s']:>9.2f}x"
+        )
+    print(
+        f"(medians of {args.repeats}; {args.steps} optimizer steps, batch {args.batch}, max_length {max_length}, "
+        f"lr {lr}, LoRA dropout {args.lora_dropout}; 'to target s' is training seconds until the held-out loss "
+        f"reached {target:.3f}, the best loss the worst run reached (checked every {args.eval_every} steps); "
+        f"'ours/this' is tokens/s of ours (packing) over the row's"
+        + (
+            f"; MFU is useful GFLOP/s over this machine's fp32 GEMM peak of {peak:.0f} GFLOP/s, measured on the "
+            "model's own linear shapes)"
+            if peak
+            else ")"
+        )
+    )
     spread = {name: max(r["eval_loss"] for r in rs) - min(r["eval_loss"] for r in rs) for name, rs in results.items()}
     print(f"eval-loss noise: largest spread between repeats of one configuration {max(spread.values()):.3f}")
     pairs = [("ours (padded)", "TRL defaults"), ("ours (packing)", "TRL packing")]
     print(f"\n{'like for like':<36}{'tokens/s ours/TRL':>19}{'peak memory ours/TRL':>22}{'eval loss ours - TRL':>22}")
     for a, b in pairs:
-        print(f"{a + ' vs ' + b:<36}{med[a]['tokens_per_s'] / med[b]['tokens_per_s']:>19.2f}"
-              f"{med[a]['peak_mb'] / med[b]['peak_mb']:>22.2f}{med[a]['eval_loss'] - med[b]['eval_loss']:>+22.3f}")
+        print(
+            f"{a + ' vs ' + b:<36}{med[a]['tokens_per_s'] / med[b]['tokens_per_s']:>19.2f}"
+            f"{med[a]['peak_mb'] / med[b]['peak_mb']:>22.2f}{med[a]['eval_loss'] - med[b]['eval_loss']:>+22.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
 
-from politician_lm.data.records import split_bucket, to_conversation
 from politician_lm.artifacts.atomic import atomic_dir
+from politician_lm.data.records import split_bucket, to_conversation
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,9 @@ CHAT_TEMPLATE = (
 PRETRAIN_SEED = 1
 
 
-def corpus(data_dir: Path, holdout_seed: int, holdout_fraction: float, pretrain_share: float) -> tuple[list[str], list[str]]:
+def corpus(
+    data_dir: Path, holdout_seed: int, holdout_fraction: float, pretrain_share: float
+) -> tuple[list[str], list[str]]:
     """(all texts, texts outside the held-out validation buckets)."""
     texts, train = [], []
     for path in sorted(data_dir.glob("*/*.jsonl")):
@@ -62,30 +64,46 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer)
     bos = tok.token_to_id("<s>")
-    tok.post_processor = processors.Sequence([
-        processors.ByteLevel(trim_offsets=False),
-        processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]),
-    ])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   model_max_length=1024, clean_up_tokenization_spaces=False)
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]),
+        ]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=1024,
+        clean_up_tokenization_spaces=False,
+    )
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
 
-def pretrain(model: MistralForCausalLM, ids: list[int], steps: int, block: int, batch: int, lr: float, seed: int) -> float:
+def pretrain(
+    model: MistralForCausalLM, ids: list[int], steps: int, block: int, batch: int, lr: float, seed: int
+) -> float:
     gen = torch.Generator().manual_seed(seed)
     data = torch.tensor(ids)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps))
+    )
     model.train()
     loss = torch.tensor(float("nan"))
     for step in range(steps):
         starts = torch.randint(0, len(data) - block - 1, (batch,), generator=gen)
-        x = torch.stack([data[s: s + block] for s in starts])
+        x = torch.stack([data[s : s + block] for s in starts])
         loss = model(input_ids=x, labels=x).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -104,19 +122,32 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--holdout-seed", type=int, default=42, help="split seed of the DataModule to stay clear of")
     ap.add_argument("--holdout-fraction", type=float, default=0.15, help="val_fraction to keep out of pre-training")
-    ap.add_argument("--pretrain-share", type=float, default=0.5, help="share of the other records used for pre-training")
+    ap.add_argument(
+        "--pretrain-share", type=float, default=0.5, help="share of the other records used for pre-training"
+    )
     args = ap.parse_args()
 
     torch.manual_seed(args.seed), random.seed(args.seed), torch.set_num_threads(1)
     texts, train_texts = corpus(args.data_dir, args.holdout_seed, args.holdout_fraction, args.pretrain_share)
     tokenizer = train_tokenizer(texts, args.vocab_size)
     ids = [i for t in train_texts for i in tokenizer(t).input_ids + [tokenizer.eos_token_id]]
-    print(f"corpus: {len(train_texts)} of {len(texts)} documents ({len(ids)} tokens) for pre-training, vocab {len(tokenizer)}")
+    print(
+        f"corpus: {len(train_texts)} of {len(texts)} documents ({len(ids)} tokens) for pre-training, "
+        f"vocab {len(tokenizer)}"
+    )
 
     config = MistralConfig(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=384, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, sliding_window=None,
-        tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        sliding_window=None,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=None,
     )
     model = MistralForCausalLM(config)

@@ -31,11 +31,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = [
-    "What about jobs?", "What is your plan for health care?", "How would you handle inflation?",
-    "What do you think about climate change?", "Tell me about your childhood.", "What is your view on immigration?",
-    "How do you deal with China?", "What about taxes on the middle class?", "Who are you?",
-    "What is your message to young voters?", "How do we fix infrastructure?", "What about the border?",
-    "What is your view on trade deals?", "How do you support veterans?", "What about energy prices?",
+    "What about jobs?",
+    "What is your plan for health care?",
+    "How would you handle inflation?",
+    "What do you think about climate change?",
+    "Tell me about your childhood.",
+    "What is your view on immigration?",
+    "How do you deal with China?",
+    "What about taxes on the middle class?",
+    "Who are you?",
+    "What is your message to young voters?",
+    "How do we fix infrastructure?",
+    "What about the border?",
+    "What is your view on trade deals?",
+    "How do you support veterans?",
+    "What about energy prices?",
     "Why should people vote for you?",
 ]
 BASE_ONLY = """
@@ -55,8 +65,10 @@ def child_peak_rss_mb(cmd: list[str], **kw) -> tuple[float, subprocess.Completed
     """Run ``cmd``; its own peak RSS (ru_maxrss from wait4, this child only)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
     out_text: dict[str, str] = {}
-    readers = [threading.Thread(target=lambda s=s, n=n: out_text.__setitem__(n, s.read())) for s, n in
-               ((proc.stdout, "out"), (proc.stderr, "err"))]
+    readers = [
+        threading.Thread(target=lambda s=s, n=n: out_text.__setitem__(n, s.read()))
+        for s, n in ((proc.stdout, "out"), (proc.stderr, "err"))
+    ]
     for r in readers:
         r.start()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -77,10 +89,30 @@ def references(persona: str, args, tmp: Path, env: dict) -> tuple[list[str], flo
     prompts = tmp / f"{persona}.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in QUESTIONS))
     out = tmp / f"{persona}-ref.jsonl"
-    rss, _ = child_peak_rss_mb([sys.executable, "-m", "politician_lm.cli", "generate", "--politician", persona,
-                                "--registry", args.registry, "--prompts_file", str(prompts), "--do_sample", "false",
-                                "--max_new_tokens", str(args.max_tokens), "--batch_size", "1", "--output", str(out)],
-                               cwd=ROOT, env=env)
+    rss, _ = child_peak_rss_mb(
+        [
+            sys.executable,
+            "-m",
+            "politician_lm.cli",
+            "generate",
+            "--politician",
+            persona,
+            "--registry",
+            args.registry,
+            "--prompts_file",
+            str(prompts),
+            "--do_sample",
+            "false",
+            "--max_new_tokens",
+            str(args.max_tokens),
+            "--batch_size",
+            "1",
+            "--output",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+    )
     from politician_lm.artifacts.roles import strip_reply_label
 
     return [strip_reply_label(json.loads(line)["generation"]) for line in out.read_text().splitlines()], rss
@@ -96,18 +128,31 @@ def logit_gap(persona_name: str, question: str, reference: str, served: str, arg
 
     persona = _persona_cache.get(persona_name)
     if persona is None:
-        persona = _persona_cache[persona_name] = resolve_persona(None, None, None, persona_name, args.registry, None, False)
+        persona = _persona_cache[persona_name] = resolve_persona(
+            None, None, None, persona_name, args.registry, None, False
+        )
     conv = [{"role": "user", "content": question}]
     prompt = persona.prompt_ids(conv)
     tok = persona.tokenizer
     with torch.no_grad():
-        out = persona.model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                                     max_new_tokens=args.max_tokens, do_sample=False,
-                                     repetition_penalty=persona.generation.get("repetition_penalty"),
-                                     pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    ref_ids = out[0, len(prompt):].tolist()
-    k = next((i for i in range(len(ref_ids)) if not served.startswith(
-        tok.decode(ref_ids[:i + 1], skip_special_tokens=True).lstrip()) ), len(ref_ids))
+        out = persona.model.generate(
+            torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            max_new_tokens=args.max_tokens,
+            do_sample=False,
+            repetition_penalty=persona.generation.get("repetition_penalty"),
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+    ref_ids = out[0, len(prompt) :].tolist()
+    k = next(
+        (
+            i
+            for i in range(len(ref_ids))
+            if not served.startswith(tok.decode(ref_ids[: i + 1], skip_special_tokens=True).lstrip())
+        ),
+        len(ref_ids),
+    )
     ids = torch.tensor([prompt + ref_ids[:k]])
     with torch.no_grad():
         scores = persona.model(input_ids=ids).logits[:, -1].float()
@@ -115,14 +160,26 @@ def logit_gap(persona_name: str, question: str, reference: str, served: str, arg
         scores = RepetitionPenaltyLogitsProcessor(persona.generation["repetition_penalty"])(ids, scores)
     top = torch.topk(scores[0], 10)
     prefix = tok.decode(ref_ids[:k], skip_special_tokens=True).lstrip()
-    served_tok = next((int(t) for t in top.indices[1:]
-                       if served.startswith(tok.decode(ref_ids[:k] + [int(t)], skip_special_tokens=True).lstrip())), None)
+    served_tok = next(
+        (
+            int(t)
+            for t in top.indices[1:]
+            if served.startswith(tok.decode(ref_ids[:k] + [int(t)], skip_special_tokens=True).lstrip())
+        ),
+        None,
+    )
     ref_tok = ref_ids[k] if k < len(ref_ids) else None
-    gap = (float(scores[0, ref_tok] - scores[0, served_tok]) if ref_tok is not None and served_tok is not None else None)
-    return {"persona": persona_name, "question": question, "position": k, "prefix_tail": prefix[-40:],
-            "reference_token": tok.decode([ref_tok]) if ref_tok is not None else None,
-            "served_token": tok.decode([served_tok]) if served_tok is not None else None, "logit_gap": gap,
-            "top1_top2_gap": float(top.values[0] - top.values[1])}
+    gap = float(scores[0, ref_tok] - scores[0, served_tok]) if ref_tok is not None and served_tok is not None else None
+    return {
+        "persona": persona_name,
+        "question": question,
+        "position": k,
+        "prefix_tail": prefix[-40:],
+        "reference_token": tok.decode([ref_tok]) if ref_tok is not None else None,
+        "served_token": tok.decode([served_tok]) if served_tok is not None else None,
+        "logit_gap": gap,
+        "top1_top2_gap": float(top.values[0] - top.values[1]),
+    }
 
 
 _persona_cache: dict = {}
@@ -147,15 +204,19 @@ def main() -> None:
     from openai import OpenAI
 
     personas = args.personas.split(",")
-    report: dict = {"personas": personas, "requests": args.requests, "max_tokens": args.max_tokens,
-                    "max_batch_size": args.max_batch_size, "threads": args.threads}
+    report: dict = {
+        "personas": personas,
+        "requests": args.requests,
+        "max_tokens": args.max_tokens,
+        "max_batch_size": args.max_batch_size,
+        "threads": args.threads,
+    }
     tmp = Path(tempfile.mkdtemp(prefix="serve-load-"))
 
     # 1. references and the one-process costs
-    from politician_lm.generation import registry_entry
-
     # every process runs under the allocator `politician-lm` picks (tcmalloc where installed), so RSS compares
     from politician_lm.allocator import environment
+    from politician_lm.generation import registry_entry
 
     env = environment()
     report["allocator"] = "tcmalloc" if "tcmalloc" in env.get("LD_PRELOAD", "") else "system"
@@ -169,13 +230,32 @@ def main() -> None:
         else:
             t0 = time.monotonic()
             refs[name], _ = references(name, args, tmp, env)
-            print(f"references for {name}: {len(refs[name])} prompts alone in {time.monotonic() - t0:.0f} s", flush=True)
+            print(
+                f"references for {name}: {len(refs[name])} prompts alone in {time.monotonic() - t0:.0f} s", flush=True
+            )
             if cached:
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 cached.write_text(json.dumps([refs[name], None]))
         report["generate_peak_rss_mb"][name], _ = child_peak_rss_mb(
-            [sys.executable, "-m", "politician_lm.cli", "generate", "--politician", name, "--registry", args.registry,
-             "--prompt", QUESTIONS[0], "--do_sample", "false", "--max_new_tokens", str(args.max_tokens)], cwd=ROOT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "politician_lm.cli",
+                "generate",
+                "--politician",
+                name,
+                "--registry",
+                args.registry,
+                "--prompt",
+                QUESTIONS[0],
+                "--do_sample",
+                "false",
+                "--max_new_tokens",
+                str(args.max_tokens),
+            ],
+            cwd=ROOT,
+            env=env,
+        )
 
     # 2. the server (first with one persona, for its memory after loading, then with all of them)
     import httpx
@@ -185,10 +265,28 @@ def main() -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         log = open(tmp / "server.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "politician_lm.cli", "serve", "--personas", names,
-                                 "--registry", args.registry, "--port", str(port), "--max_batch_size",
-                                 str(args.max_batch_size), "--max_pending", str(max(64, args.requests))],
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "politician_lm.cli",
+                "serve",
+                "--personas",
+                names,
+                "--registry",
+                args.registry,
+                "--port",
+                str(port),
+                "--max_batch_size",
+                str(args.max_batch_size),
+                "--max_pending",
+                str(max(64, args.requests)),
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         url, t0 = f"http://127.0.0.1:{port}", time.monotonic()
         while True:
             if proc.poll() is not None:
@@ -223,12 +321,21 @@ def main() -> None:
         for name in personas:
             msgs = [{"role": "user", "content": QUESTIONS[0]}]
             plain = client.chat.completions.create(model=name, messages=msgs, temperature=0, max_tokens=args.max_tokens)
-            streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-                model=name, messages=msgs, temperature=0, max_tokens=args.max_tokens, stream=True) if c.choices)
-            alone[name] = {"plain_equal": plain.choices[0].message.content == refs[name][0],
-                           "streamed_equal": streamed == refs[name][0]}
-            print(f"{name} alone: plain == generate: {alone[name]['plain_equal']}, streamed == generate: "
-                  f"{alone[name]['streamed_equal']}  ({plain.choices[0].message.content[:70]!r}...)")
+            streamed = "".join(
+                c.choices[0].delta.content or ""
+                for c in client.chat.completions.create(
+                    model=name, messages=msgs, temperature=0, max_tokens=args.max_tokens, stream=True
+                )
+                if c.choices
+            )
+            alone[name] = {
+                "plain_equal": plain.choices[0].message.content == refs[name][0],
+                "streamed_equal": streamed == refs[name][0],
+            }
+            print(
+                f"{name} alone: plain == generate: {alone[name]['plain_equal']}, streamed == generate: "
+                f"{alone[name]['streamed_equal']}  ({plain.choices[0].message.content[:70]!r}...)"
+            )
         report["alone_equal_generate"] = alone
 
         # 3. the load
@@ -240,17 +347,30 @@ def main() -> None:
             start_gate.wait()
             t_start = time.monotonic()
             first, pieces, usage = None, [], None
-            for c in client.chat.completions.create(model=name, messages=[{"role": "user", "content": QUESTIONS[q]}],
-                                                    temperature=0, max_tokens=args.max_tokens, stream=True,
-                                                    stream_options={"include_usage": True}):
+            for c in client.chat.completions.create(
+                model=name,
+                messages=[{"role": "user", "content": QUESTIONS[q]}],
+                temperature=0,
+                max_tokens=args.max_tokens,
+                stream=True,
+                stream_options={"include_usage": True},
+            ):
                 if c.usage:
                     usage = c.usage
                 if c.choices and c.choices[0].delta.content:
                     first = first or time.monotonic()
                     pieces.append(c.choices[0].delta.content)
             end = time.monotonic()
-            return {"persona": name, "q": q, "text": "".join(pieces), "latency": end - t_start,
-                    "ttft": (first or end) - t_start, "tokens": usage.completion_tokens, "start": t_start, "end": end}
+            return {
+                "persona": name,
+                "q": q,
+                "text": "".join(pieces),
+                "latency": end - t_start,
+                "ttft": (first or end) - t_start,
+                "tokens": usage.completion_tokens,
+                "start": t_start,
+                "end": end,
+            }
 
         before = httpx.get(url + "/health").json()["engine"]
         paused, loading = [], True
@@ -273,46 +393,71 @@ def main() -> None:
         tokens = sum(r["tokens"] for r in results)
         lat, ttft = [r["latency"] for r in results], [r["ttft"] for r in results]
         mismatches = [r for r in results if r["text"] != refs[r["persona"]][r["q"]]]
-        cross = [r for r in mismatches for other in personas
-                 if other != r["persona"] and r["text"] == refs[other][r["q"]]]
+        cross = [
+            r for r in mismatches for other in personas if other != r["persona"] and r["text"] == refs[other][r["q"]]
+        ]
         batches = after["engine"]["batches"] - before["batches"]
-        report.update({
-            "load_correct": len(results) - len(mismatches), "load_total": len(results),
-            "answers_equal_to_another_persona": len(cross),
-            "latency_p50_s": round(pct(lat, 50), 2), "latency_p95_s": round(pct(lat, 95), 2),
-            "ttft_p50_s": round(pct(ttft, 50), 2), "ttft_p95_s": round(pct(ttft, 95), 2),
-            "wall_s": round(wall, 2), "completion_tokens": tokens, "tokens_per_s": round(tokens / wall, 1),
-            "batches": batches, "rows_per_batch": round(len(results) / max(batches, 1), 1),
-            "server_peak_rss_mb": after["peak_rss_mb"],
-        })
+        report.update(
+            {
+                "load_correct": len(results) - len(mismatches),
+                "load_total": len(results),
+                "answers_equal_to_another_persona": len(cross),
+                "latency_p50_s": round(pct(lat, 50), 2),
+                "latency_p95_s": round(pct(lat, 95), 2),
+                "ttft_p50_s": round(pct(ttft, 50), 2),
+                "ttft_p95_s": round(pct(ttft, 95), 2),
+                "wall_s": round(wall, 2),
+                "completion_tokens": tokens,
+                "tokens_per_s": round(tokens / wall, 1),
+                "batches": batches,
+                "rows_per_batch": round(len(results) / max(batches, 1), 1),
+                "server_peak_rss_mb": after["peak_rss_mb"],
+            }
+        )
     finally:
         stop(server)
 
     # 4. near ties where batching changed a token
-    report["mismatches"] = [logit_gap(r["persona"], QUESTIONS[r["q"]], refs[r["persona"]][r["q"]], r["text"], args)
-                            for r in mismatches]
+    report["mismatches"] = [
+        logit_gap(r["persona"], QUESTIONS[r["q"]], refs[r["persona"]][r["q"]], r["text"], args) for r in mismatches
+    ]
     base_rss = report["base_only_peak_rss_mb"]
     one = max(report["generate_peak_rss_mb"].values())
     print()
-    print(f"load: {args.requests} concurrent streamed requests over {', '.join(personas)}, greedy, "
-          f"max_tokens {args.max_tokens}, batches of up to {args.max_batch_size}, {args.threads} torch thread(s)")
-    print(f"  correct (equal to that persona's `generate` answer alone): {report['load_correct']}/{report['load_total']};"
-          f" equal to another persona's answer: {report['answers_equal_to_another_persona']}")
-    print(f"  latency p50 {report['latency_p50_s']} s, p95 {report['latency_p95_s']} s; first token p50 "
-          f"{report['ttft_p50_s']} s, p95 {report['ttft_p95_s']} s")
-    print(f"  {tokens} tokens in {report['wall_s']} s = {report['tokens_per_s']} tokens/s "
-          f"({report['batches']} batches, {report['rows_per_batch']} rows each on average)")
-    print(f"peak RSS ({report['allocator']} malloc in every process): base alone {base_rss:.0f} MB; `generate` with one persona, one prompt {one:.0f} MB; server with "
-          f"{len(personas)} personas {report['server_peak_rss_mb']:.0f} MB under the load, "
-          f"+{report['server_peak_rss_mb'] - base_rss:.0f} MB over the base")
-    print(f"  after loading: server with {personas[0]} only {report['one_persona_server_rss_after_load_mb']:.0f} MB, "
-          f"with {len(personas)} personas {report['server_rss_after_load_mb']:.0f} MB")
+    print(
+        f"load: {args.requests} concurrent streamed requests over {', '.join(personas)}, greedy, "
+        f"max_tokens {args.max_tokens}, batches of up to {args.max_batch_size}, {args.threads} torch thread(s)"
+    )
+    print(
+        f"  correct (equal to that persona's `generate` answer alone): {report['load_correct']}/{report['load_total']};"
+        f" equal to another persona's answer: {report['answers_equal_to_another_persona']}"
+    )
+    print(
+        f"  latency p50 {report['latency_p50_s']} s, p95 {report['latency_p95_s']} s; first token p50 "
+        f"{report['ttft_p50_s']} s, p95 {report['ttft_p95_s']} s"
+    )
+    print(
+        f"  {tokens} tokens in {report['wall_s']} s = {report['tokens_per_s']} tokens/s "
+        f"({report['batches']} batches, {report['rows_per_batch']} rows each on average)"
+    )
+    print(
+        f"peak RSS ({report['allocator']} malloc in every process): base alone {base_rss:.0f} MB; "
+        f"`generate` with one persona, one prompt {one:.0f} MB; server with "
+        f"{len(personas)} personas {report['server_peak_rss_mb']:.0f} MB under the load, "
+        f"+{report['server_peak_rss_mb'] - base_rss:.0f} MB over the base"
+    )
+    print(
+        f"  after loading: server with {personas[0]} only {report['one_persona_server_rss_after_load_mb']:.0f} MB, "
+        f"with {len(personas)} personas {report['server_rss_after_load_mb']:.0f} MB"
+    )
     if report["server_stopped_during_load"]:
         print("  WARNING: the server process was stopped (SIGSTOP) during the load; these timings are not valid")
     for m in report["mismatches"]:
-        print(f"  differs: {m['persona']} {m['question']!r} at token {m['position']} (after ...{m['prefix_tail']!r}): "
-              f"reference {m['reference_token']!r}, served {m['served_token']!r}, logit gap alone "
-              f"{m['logit_gap'] if m['logit_gap'] is None else round(m['logit_gap'], 4)}")
+        print(
+            f"  differs: {m['persona']} {m['question']!r} at token {m['position']} (after ...{m['prefix_tail']!r}): "
+            f"reference {m['reference_token']!r}, served {m['served_token']!r}, logit gap alone "
+            f"{m['logit_gap'] if m['logit_gap'] is None else round(m['logit_gap'], 4)}"
+        )
     if args.output:
         from politician_lm.artifacts.atomic import atomic_write_text
 

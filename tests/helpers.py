@@ -8,6 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "checkpoints" / "tiny-politician"
 
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -16,9 +17,12 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def pc_rows(n: int, kind: str = "policy") -> list[dict]:
     return [
-        {"prompt": f"USER: What is your view on topic number {i}?",
-         "completion": f"POLITICIAN: Folks, on topic {i} the middle class comes first, believe me.",
-         "kind": kind, "topic": f"t{i}"}
+        {
+            "prompt": f"USER: What is your view on topic number {i}?",
+            "completion": f"POLITICIAN: Folks, on topic {i} the middle class comes first, believe me.",
+            "kind": kind,
+            "topic": f"t{i}",
+        }
         for i in range(n)
     ]
 
@@ -35,13 +39,28 @@ def fit_adapter(root: Path, tiny_path: str, rows: list[dict], max_steps: int = 3
     L.seed_everything(0)
     write_jsonl(root / "data" / "train.jsonl", rows)
     write_jsonl(root / "data" / "val.jsonl", rows[:4])
-    dm = PoliticianDataModule(data_path=str(root / "data"), tokenizer=tiny_path, batch_size=4,
-                              cache_dir=str(root / "cache"), **model_kw.pop("data_kw", {}))
+    dm = PoliticianDataModule(
+        data_path=str(root / "data"),
+        tokenizer=tiny_path,
+        batch_size=4,
+        cache_dir=str(root / "cache"),
+        **model_kw.pop("data_kw", {}),
+    )
     model_kw.setdefault("lora_dropout", 0.0)
     model = PoliticianLM(model_name_or_path=tiny_path, optimizer=partial(torch.optim.AdamW, lr=lr), **model_kw)
-    trainer = L.Trainer(default_root_dir=root, max_steps=max_steps, accelerator="cpu", devices=1, logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[AdapterExport()])
+    trainer = L.Trainer(
+        default_root_dir=root,
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[AdapterExport()],
+    )
     trainer.fit(model, datamodule=dm)
     return root / "adapters" / "last"
 
@@ -52,8 +71,9 @@ def first_train_batch(root: Path, tiny_path: str, rows: list[dict], **data_kw) -
 
     write_jsonl(root / "d" / "train.jsonl", rows)
     write_jsonl(root / "d" / "val.jsonl", rows[:2])
-    dm = PoliticianDataModule(data_path=str(root / "d"), tokenizer=tiny_path, max_length=64,
-                              cache_dir=str(root / "c"), **data_kw)
+    dm = PoliticianDataModule(
+        data_path=str(root / "d"), tokenizer=tiny_path, max_length=64, cache_dir=str(root / "c"), **data_kw
+    )
     dm.setup("fit")
     return dm, next(iter(dm.train_dataloader()))
 

@@ -8,8 +8,10 @@ import pytest
 
 from politician_lm import allocator
 
-needs_tcmalloc = pytest.mark.skipif(allocator.tcmalloc_library() is None,
-                                    reason="tcmalloc is not installed (Debian: apt-get install libtcmalloc-minimal4)")
+needs_tcmalloc = pytest.mark.skipif(
+    allocator.tcmalloc_library() is None,
+    reason="tcmalloc is not installed (Debian: apt-get install libtcmalloc-minimal4)",
+)
 
 
 def _loaded_libraries(env_extra: dict[str, str]) -> str:
@@ -17,8 +19,22 @@ def _loaded_libraries(env_extra: dict[str, str]) -> str:
     env = {**os.environ, "LD_DEBUG": "files", **env_extra}
     env.pop("LD_PRELOAD", None)
     env.pop(allocator.ENV, None) if allocator.ENV not in env_extra else None
-    proc = subprocess.run([sys.executable, "-c", "from politician_lm.cli import main; main()", "generate", "--prompt",
-                           "hi", "--base_model", "/nonexistent"], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from politician_lm.cli import main; main()",
+            "generate",
+            "--prompt",
+            "hi",
+            "--base_model",
+            "/nonexistent",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert "base model folder does not exist" in proc.stderr  # the command itself ran, after the re-exec
     return proc.stderr
 

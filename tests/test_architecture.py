@@ -52,15 +52,26 @@ def cycles(package: str) -> list[list[str]]:
 
 
 def lint_imports(cwd: Path, pythonpath: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
-               "sys.exit(lint_imports_command())", "--no-cache"]
-    return subprocess.run(command, cwd=cwd, env={"PYTHONPATH": str(pythonpath), "PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, timeout=120)
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())",
+        "--no-cache",
+    ]
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env={"PYTHONPATH": str(pythonpath), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def copy_of_package(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "politician_lm", tmp_path / "politician_lm",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.html"))
+    shutil.copytree(
+        ROOT / "politician_lm", tmp_path / "politician_lm", ignore=shutil.ignore_patterns("__pycache__", "*.html")
+    )
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
 
@@ -88,11 +99,14 @@ def test_an_arrow_back_up_breaks_the_contract(tmp_path):
     assert "politician_lm.data.records -> politician_lm.model.module" in result.stdout
 
 
-@pytest.mark.parametrize("upward", [
-    ("politician_lm/evaluation/metrics.py", "from politician_lm.callbacks import evaluation"),
-    ("politician_lm/model/module.py", "from politician_lm.data import datamodule"),
-    ("politician_lm/artifacts/adapter.py", "from politician_lm.generation import load_persona"),
-])
+@pytest.mark.parametrize(
+    "upward",
+    [
+        ("politician_lm/evaluation/metrics.py", "from politician_lm.callbacks import evaluation"),
+        ("politician_lm/model/module.py", "from politician_lm.data import datamodule"),
+        ("politician_lm/artifacts/adapter.py", "from politician_lm.generation import load_persona"),
+    ],
+)
 def test_other_forbidden_arrows_are_caught(tmp_path, upward):
     copy = copy_of_package(tmp_path)
     add_import(copy / upward[0], upward[1])

@@ -1,6 +1,5 @@
 """Bad input: a one-line error naming file and line, a non-zero exit, no run folder, and no model loaded."""
 
-
 import pytest
 
 from politician_lm.cli import main
@@ -16,7 +15,12 @@ DATA_CASES = [
     ("non-utf8", GOOD + '{"prompt": "USER: caf\xe9", "completion": "x"}\n', "not valid UTF-8", 2),
     ("not-an-object", GOOD + '["USER: hi", "POLITICIAN: x"]\n', "expected a JSON object", 2),
     ("bad-messages", '{"messages": [{"role": "user", "content": "hi"}]}\n', "last message must be", 1),
-    ("bad-role", '{"messages": [{"role": "bot", "content": "hi"}, {"role": "assistant", "content": "x"}]}\n', "role 'bot'", 1),
+    (
+        "bad-role",
+        '{"messages": [{"role": "bot", "content": "hi"}, {"role": "assistant", "content": "x"}]}\n',
+        "role 'bot'",
+        1,
+    ),
     ("empty-file", "", "file is empty", None),
 ]
 
@@ -28,8 +32,16 @@ def run_cli(args, capsys):
 
 
 def fit_args(data_path, run_dir, *extra):
-    return ["fit", "--config", "configs/demo.yaml", "--data.data_path", str(data_path),
-            "--trainer.default_root_dir", str(run_dir), *extra]
+    return [
+        "fit",
+        "--config",
+        "configs/demo.yaml",
+        "--data.data_path",
+        str(data_path),
+        "--trainer.default_root_dir",
+        str(run_dir),
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("case,content,fragment,line", DATA_CASES, ids=[c[0] for c in DATA_CASES])
@@ -85,13 +97,20 @@ def one_line(err):
     return lines[0]
 
 
-@pytest.mark.parametrize("args,fragments", [
-    (["fit"], ["add --config configs/demo.yaml"]),
-    (["fit", "configs/demo.yaml"], ["goes after --config", "politician-lm fit --config configs/demo.yaml"]),
-    (["fit", "--config", "configs/demo.yaml", "--model.lora_rank", "16"], ["--model.lora_rank", "did you mean --model.lora_r?"]),
-    (["fit", "--config", "configs/demo.yaml", "--output-dir", "X"], ["--output-dir", "--trainer.default_root_dir"]),
-    (["fit", "--config", "configs/demo.yaml", "--trainer.max_epocs", "2"], ["did you mean --trainer.max_epochs?"]),
-], ids=["no-config", "config-without-flag", "typo", "old-output-dir", "trainer-typo"])
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (["fit"], ["add --config configs/demo.yaml"]),
+        (["fit", "configs/demo.yaml"], ["goes after --config", "politician-lm fit --config configs/demo.yaml"]),
+        (
+            ["fit", "--config", "configs/demo.yaml", "--model.lora_rank", "16"],
+            ["--model.lora_rank", "did you mean --model.lora_r?"],
+        ),
+        (["fit", "--config", "configs/demo.yaml", "--output-dir", "X"], ["--output-dir", "--trainer.default_root_dir"]),
+        (["fit", "--config", "configs/demo.yaml", "--trainer.max_epocs", "2"], ["did you mean --trainer.max_epochs?"]),
+    ],
+    ids=["no-config", "config-without-flag", "typo", "old-output-dir", "trainer-typo"],
+)
 def test_command_line_mistakes_point_at_the_fix(args, fragments, tmp_path, capsys, chdir_root):
     code, err = run_cli([*args, "--trainer.default_root_dir", str(tmp_path / "run")] if len(args) > 2 else args, capsys)
     line = one_line(err)
@@ -104,7 +123,9 @@ def test_gpu_recipe_on_a_machine_without_cuda_is_one_line(tmp_path, capsys, chdi
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    code, err = run_cli(["fit", "--config", "configs/biden.yaml", "--trainer.default_root_dir", str(tmp_path / "r")], capsys)
+    code, err = run_cli(
+        ["fit", "--config", "configs/biden.yaml", "--trainer.default_root_dir", str(tmp_path / "r")], capsys
+    )
     line = one_line(err)
     assert code == 2 and "configs/biden.yaml" in line and "needs a CUDA GPU" in line and "configs/demo.yaml" in line
     assert not (tmp_path / "r").exists()
@@ -114,7 +135,8 @@ HELP_IMPORTS = """
 import sys
 from politician_lm.cli import main
 main(["--help"])
-print("HEAVY", sorted(m for m in ("torch", "lightning", "transformers", "datasets", "peft", "jsonargparse") if m in sys.modules))
+HEAVY = ("torch", "lightning", "transformers", "datasets", "peft", "jsonargparse")
+print("HEAVY", sorted(m for m in HEAVY if m in sys.modules))
 """
 
 
@@ -140,7 +162,7 @@ def interrupted() -> None:
 def test_ctrl_c_in_any_command_prints_one_line_and_no_traceback(capsys, monkeypatch):
     from politician_lm import cli
 
-    monkeypatch.setitem(cli.COMMANDS, "interrupted", "tests.test_cli_errors:interrupted")
+    monkeypatch.setitem(cli.COMMANDS, "interrupted", "tests.test_cli:interrupted")
     with pytest.raises(SystemExit) as exc:
         main(["interrupted"])
     err = capsys.readouterr().err

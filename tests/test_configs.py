@@ -8,11 +8,19 @@ from politician_lm.cli import main
 from politician_lm.training import run_trainer_cli
 from tests.helpers import ROOT
 
-CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "models.yaml" and "stages" not in p.name)  # fit configs
+CONFIGS = sorted(
+    p for p in (ROOT / "configs").glob("*.yaml") if p.name != "models.yaml" and "stages" not in p.name
+)  # fit configs
 
 
 def test_there_are_configs():
-    assert {p.name for p in CONFIGS} >= {"demo.yaml", "biden.yaml", "trump.yaml", "smollm2-biden.yaml", "smollm2-trump.yaml"}
+    assert {p.name for p in CONFIGS} >= {
+        "demo.yaml",
+        "biden.yaml",
+        "trump.yaml",
+        "smollm2-biden.yaml",
+        "smollm2-trump.yaml",
+    }
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[p.name for p in CONFIGS])
@@ -31,12 +39,22 @@ def test_print_config_works_offline(config, capsys, chdir_root):
 def test_config_builds(config, chdir_root, tmp_path, request):
     raw = yaml.safe_load(config.read_text())
     overrides = ["--trainer.default_root_dir", str(tmp_path)]
-    if "SmolLM2" in raw["model"]["model_name_or_path"]:  # the imported model: a fresh clone has it only after import-model
+    if (
+        "SmolLM2" in raw["model"]["model_name_or_path"]
+    ):  # the imported model: a fresh clone has it only after import-model
         overrides += ["--model.model_name_or_path", request.getfixturevalue("smollm2_path")]
     if raw["trainer"].get("accelerator") == "gpu" and not torch.cuda.is_available():
         # build the rest here; the multi-GPU strategy itself is checked in test_scale_out_strategies_build
-        overrides += ["--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.strategy", "auto",
-                      "--trainer.devices", "1"]
+        overrides += [
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.precision",
+            "32-true",
+            "--trainer.strategy",
+            "auto",
+            "--trainer.devices",
+            "1",
+        ]
     cli = run_trainer_cli(["--config", str(config), *overrides], run=False)
     assert cli.model.hparams.quantization == raw["model"]["quantization"]
     assert cli.datamodule.record_counts and sum(cli.datamodule.record_counts.values()) >= 150
@@ -54,15 +72,29 @@ def test_demo_trains_real_4bit_linear_layers(chdir_root, tmp_path):
     cli.model.configure_model()
     layers = [m for m in cli.model.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(layers) == 14 and all(m.weight.quant_type == "nf4" for m in layers)
-    assert not [n for n, m in cli.model.model.named_modules() if type(m) is torch.nn.Linear and "lora_" not in n
-                and not n.endswith("lm_head")]  # every base linear but the output head is 4-bit
+    assert not [
+        n
+        for n, m in cli.model.model.named_modules()
+        if type(m) is torch.nn.Linear and "lora_" not in n and not n.endswith("lm_head")
+    ]  # every base linear but the output head is 4-bit
 
 
 def test_repeated_config_files_merge_later_wins(chdir_root, tmp_path, capsys):
     override = tmp_path / "override.yaml"
     override.write_text("model:\n  lora_r: 4\ndata:\n  batch_size: 2\n")
     with pytest.raises(SystemExit):
-        main(["fit", "--config", "configs/demo.yaml", "--config", str(override), "--model.lora_alpha", "7", "--print_config"])
+        main(
+            [
+                "fit",
+                "--config",
+                "configs/demo.yaml",
+                "--config",
+                str(override),
+                "--model.lora_alpha",
+                "7",
+                "--print_config",
+            ]
+        )
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["lora_r"] == 4 and printed["model"]["lora_alpha"] == 7
     assert printed["data"]["batch_size"] == 2 and printed["data"]["politician"] == "biden"  # the rest from demo.yaml
@@ -72,7 +104,13 @@ def test_help_documents_every_model_and_data_option(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
     out = capsys.readouterr().out
-    for key in ("--model.quantization", "--model.lora_r", "--data.prompt_format", "--data.overlong", "--adapter_export.monitor"):
+    for key in (
+        "--model.quantization",
+        "--model.lora_r",
+        "--data.prompt_format",
+        "--data.overlong",
+        "--adapter_export.monitor",
+    ):
         assert key in out
     assert "QLoRA: 4-bit NormalFloat" in out and "truncate" in out
 
@@ -108,8 +146,9 @@ def test_wandb_offline_is_read_from_the_configured_loggers(chdir_root, tmp_path,
     assert wandb_offline(wandb_loggers("r", None)) == [True]
     monkeypatch.delenv("WANDB_API_KEY")
     monkeypatch.delenv("WANDB_MODE")
-    cli = run_trainer_cli(["--config", "configs/demo.yaml", "--trainer.default_root_dir", str(tmp_path), "--wandb", "true"],
-                          run=False)
+    cli = run_trainer_cli(
+        ["--config", "configs/demo.yaml", "--trainer.default_root_dir", str(tmp_path), "--wandb", "true"], run=False
+    )
     assert [type(logger) for logger in cli.trainer.loggers] == [CSVLogger, WandbLogger]
     assert wandb_offline(cli.config.trainer.logger) == [True]  # no API key
     assert wandb_offline(None) == [] and wandb_offline(wandb_loggers("r", None)[:1]) == []

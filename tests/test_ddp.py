@@ -16,7 +16,8 @@ import logging
 import torch, lightning.pytorch as L
 
 class Probe(L.Callback):
-    """Saves, per rank, the trainable weights after fit, and logs what this rank's AdapterExport wrote to rank<N>.log."""
+    """Saves, per rank, the trainable weights after fit, and logs what this rank's AdapterExport wrote to
+    rank<N>.log."""
 
     def __init__(self, out: str):
         self.out = out
@@ -28,7 +29,8 @@ class Probe(L.Callback):
         export_log.addHandler(logging.FileHandler(f"{self.out}/rank{trainer.global_rank}.log"))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.examples += (int(batch["sequences"]) if "sequences" in batch else batch["index"].shape[0] if "index" in batch
+        self.examples += (int(batch["sequences"]) if "sequences" in batch
+                          else batch["index"].shape[0] if "index" in batch
                           else batch["input_ids"].shape[0])
 
     def on_train_end(self, trainer, pl_module):
@@ -46,18 +48,31 @@ def dpo_pairs(tmp_path):
     import json
 
     from politician_lm.artifacts.jsonl import read_jsonl
-
     from politician_lm.data import records
 
     rows = []
     for path in records.discover(ROOT / "data" / "biden").train:
         for _, obj in read_jsonl(path):
-            rows.append({"prompt": obj["prompt"], "chosen": obj["completion"], "kind": obj["kind"],
-                         "rejected": "POLITICIAN: As an AI assistant, I do not have personal opinions on that topic."})
+            rows.append(
+                {
+                    "prompt": obj["prompt"],
+                    "chosen": obj["completion"],
+                    "kind": obj["kind"],
+                    "rejected": "POLITICIAN: As an AI assistant, I do not have personal opinions on that topic.",
+                }
+            )
     (tmp_path / "pairs").mkdir()
     (tmp_path / "pairs" / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return ["--data.data_path", str(tmp_path / "pairs"), "--model.objective", "dpo", "--data.batch_size", "4",
-            "--model.sft_weight", "0.5"]
+    return [
+        "--data.data_path",
+        str(tmp_path / "pairs"),
+        "--model.objective",
+        "dpo",
+        "--data.batch_size",
+        "4",
+        "--model.sft_weight",
+        "0.5",
+    ]
 
 
 @pytest.mark.parametrize("extra", [[], ["--data.packing", "true"], "dpo"], ids=["padded", "packing", "dpo"])
@@ -68,12 +83,37 @@ def test_two_process_ddp_on_cpu(tmp_path, extra):
     root = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run(
-        [sys.executable, "-m", "politician_lm.cli", "fit", "--config", "configs/demo.yaml", "--trainer.strategy", "ddp",
-         "--trainer.devices", "2", "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1",
-         "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
-         "--data.cache_dir", str(tmp_path / "hf-cache"), "--trainer.callbacks+=ddp_probe.Probe",
-         f"--trainer.callbacks.out={tmp_path}", *extra],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "politician_lm.cli",
+            "fit",
+            "--config",
+            "configs/demo.yaml",
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.devices",
+            "2",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--data.cache_dir",
+            str(tmp_path / "hf-cache"),
+            "--trainer.callbacks+=ddp_probe.Probe",
+            f"--trainer.callbacks.out={tmp_path}",
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2] and ranks[0]["step"] == ranks[1]["step"] > 0

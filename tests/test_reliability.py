@@ -20,13 +20,31 @@ from politician_lm.errors import UserError
 from politician_lm.model.module import TrainingDiverged
 from tests.helpers import ROOT, pc_rows, write_jsonl
 
-FIT = ["fit", "--config", "configs/demo.yaml", "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "2",
-       "--checkpoint.every_n_train_steps", "3"]
+FIT = [
+    "fit",
+    "--config",
+    "configs/demo.yaml",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.max_epochs",
+    "2",
+    "--checkpoint.every_n_train_steps",
+    "3",
+]
 
 
 def cli(root, *extra):
-    return [sys.executable, "-m", "politician_lm.cli", *FIT, "--trainer.default_root_dir", str(root),
-            "--data.cache_dir", str(root.parent / "hf-cache"), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "politician_lm.cli",
+        *FIT,
+        "--trainer.default_root_dir",
+        str(root),
+        "--data.cache_dir",
+        str(root.parent / "hf-cache"),
+        *extra,
+    ]
 
 
 def adapter_tensors(root):
@@ -137,19 +155,36 @@ class Snapshots(L.Callback):
         self.before = {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.before[trainer.global_step] = {n: p.detach().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
+        self.before[trainer.global_step] = {
+            n: p.detach().clone() for n, p in pl_module.named_parameters() if p.requires_grad
+        }
 
 
 def _fit(tmp_path, tiny_path, callbacks, max_steps=6, max_bad_steps=3):
     L.seed_everything(0)
     write_jsonl(tmp_path / "d" / "train.jsonl", pc_rows(24))
     write_jsonl(tmp_path / "d" / "val.jsonl", pc_rows(4))
-    dm = PoliticianDataModule(data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=4, cache_dir=str(tmp_path / "c"))
-    model = PoliticianLM(tiny_path, lora_r=4, lora_dropout=0.0, max_bad_steps=max_bad_steps,
-                         optimizer=partial(torch.optim.AdamW, lr=1e-2))
-    trainer = L.Trainer(default_root_dir=tmp_path / "run", max_steps=max_steps, accelerator="cpu", logger=False,
-                        enable_progress_bar=False, enable_checkpointing=False, num_sanity_val_steps=0,
-                        val_check_interval=2, callbacks=[AdapterExport(), *callbacks])
+    dm = PoliticianDataModule(
+        data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=4, cache_dir=str(tmp_path / "c")
+    )
+    model = PoliticianLM(
+        tiny_path,
+        lora_r=4,
+        lora_dropout=0.0,
+        max_bad_steps=max_bad_steps,
+        optimizer=partial(torch.optim.AdamW, lr=1e-2),
+    )
+    trainer = L.Trainer(
+        default_root_dir=tmp_path / "run",
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        val_check_interval=2,
+        callbacks=[AdapterExport(), *callbacks],
+    )
     return model, trainer, dm
 
 
@@ -186,8 +221,14 @@ def test_adapter_export_writes_only_during_fit(tmp_path, tiny_path):
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.5)
-    other = L.Trainer(default_root_dir=tmp_path / "run", accelerator="cpu", logger=False, enable_progress_bar=False,
-                      enable_checkpointing=False, callbacks=[AdapterExport()])
+    other = L.Trainer(
+        default_root_dir=tmp_path / "run",
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        callbacks=[AdapterExport()],
+    )
     other.validate(model, datamodule=dm)
     other.test(model, datamodule=dm)
     after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
@@ -235,9 +276,18 @@ def _stoppable_fit(root, tiny_path, *callbacks, ckpt_path=None, **trainer_kw):
     model = PoliticianLM(tiny_path, lora_r=4, lora_dropout=0.1, optimizer=partial(torch.optim.AdamW, lr=1e-2))
     step = StepCheckpoint(dirpath=str(root / "checkpoints"), **{**STEP_DEFAULTS, "every_n_train_steps": 2})
     losses = StepLosses()
-    trainer = L.Trainer(default_root_dir=root, max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, val_check_interval=2,
-                        callbacks=[AdapterExport(), step, losses, *callbacks], **trainer_kw)
+    trainer = L.Trainer(
+        default_root_dir=root,
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        val_check_interval=2,
+        callbacks=[AdapterExport(), step, losses, *callbacks],
+        **trainer_kw,
+    )
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     return trainer, losses.losses
 
@@ -260,8 +310,11 @@ def test_a_stop_inside_a_gradient_accumulation_window_refuses_to_resume_in_one_l
     stopped, _ = _stoppable_fit(tmp_path, tiny_path, StopAfterBatch(1), accumulate_grad_batches=2)
     assert stopped.global_step == 0 and (tmp_path / "adapters" / "last").is_dir()
     last = str(tmp_path / "checkpoints" / "last.ckpt")
-    with pytest.raises(UserError, match=r"after batch 1 of an epoch, 1 batch\(es\) into a "
-                                        r"trainer.accumulate_grad_batches window of 2: .* cannot continue exactly"):
+    with pytest.raises(
+        UserError,
+        match=r"after batch 1 of an epoch, 1 batch\(es\) into a "
+        r"trainer.accumulate_grad_batches window of 2: .* cannot continue exactly",
+    ):
         _stoppable_fit(tmp_path, tiny_path, accumulate_grad_batches=2, ckpt_path=last)
 
 
@@ -287,28 +340,44 @@ def test_batches_done_in_epoch_counts_the_finished_batches_of_the_epoch(tmp_path
             self.seen.append(("end", trainer.current_epoch, batch_idx, batches_done_in_epoch(trainer)))
 
     record = Record()
-    trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=2, limit_train_batches=5, limit_val_batches=0,
-                        accumulate_grad_batches=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_checkpointing=False, enable_model_summary=False, callbacks=[record])
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=2,
+        limit_train_batches=5,
+        limit_val_batches=0,
+        accumulate_grad_batches=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[record],
+    )
     trainer.fit(SkipsOne())
-    expected = [(when, epoch, i, i + (when == "end")) for epoch in (0, 1) for i in range(5) for when in ("start", "end")]
+    expected = [
+        (when, epoch, i, i + (when == "end")) for epoch in (0, 1) for i in range(5) for when in ("start", "end")
+    ]
     assert record.seen == expected
     assert trainer.global_step < 10  # accumulation: fewer optimizer steps than batches
 
 
 @pytest.mark.slow
 def test_the_mid_epoch_resume_warning_is_silenced_by_the_cli_filters_not_by_importing_the_datamodule():
-    code = ("import warnings\n"
-            "import politician_lm.data.datamodule\n"
-            "from lightning.fabric.utilities.warnings import PossibleUserWarning\n"
-            "from politician_lm.quiet import quiet_libraries\n"
-            "message = \"You're resuming from a checkpoint that ended before the epoch ended and your dataloader\"\n"
-            "with warnings.catch_warnings(record=True) as before:\n"
-            "    warnings.warn(message, PossibleUserWarning)\n"
-            "quiet_libraries()\n"
-            "with warnings.catch_warnings(record=True) as after:\n"
-            "    warnings.warn(message, PossibleUserWarning)\n"
-            "print(len(before), len(after))\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    code = (
+        "import warnings\n"
+        "import politician_lm.data.datamodule\n"
+        "from lightning.fabric.utilities.warnings import PossibleUserWarning\n"
+        "from politician_lm.quiet import quiet_libraries\n"
+        'message = "You\'re resuming from a checkpoint that ended before the epoch ended and your dataloader"\n'
+        "with warnings.catch_warnings(record=True) as before:\n"
+        "    warnings.warn(message, PossibleUserWarning)\n"
+        "quiet_libraries()\n"
+        "with warnings.catch_warnings(record=True) as after:\n"
+        "    warnings.warn(message, PossibleUserWarning)\n"
+        "print(len(before), len(after))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["1", "0"]

@@ -10,10 +10,10 @@ from functools import partial
 
 import pytest
 
-from conftest import ROOT, pc_rows, write_jsonl
-from politician_lm.data.templates import PromptStyle
 from politician_lm.batch import IGNORE_INDEX
+from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import encode
+from tests.helpers import ROOT, pc_rows, write_jsonl
 
 pytestmark = pytest.mark.slow
 PERSONA = "You are Joe Biden. Answer in his voice."
@@ -26,11 +26,21 @@ def smol_tokenizer(smollm2_path):
     return AutoTokenizer.from_pretrained(smollm2_path)
 
 
-@pytest.mark.parametrize("messages", [
-    [{"role": "user", "content": "USER: Who are you?"}, {"role": "assistant", "content": "POLITICIAN: I'm Joe Biden."}],
-    [{"role": "user", "content": "What about jobs?"}, {"role": "assistant", "content": "Folks, jobs are up."},
-     {"role": "user", "content": "And prices?"}, {"role": "assistant", "content": "Look, prices are still too high."}],
-])
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [
+            {"role": "user", "content": "USER: Who are you?"},
+            {"role": "assistant", "content": "POLITICIAN: I'm Joe Biden."},
+        ],
+        [
+            {"role": "user", "content": "What about jobs?"},
+            {"role": "assistant", "content": "Folks, jobs are up."},
+            {"role": "user", "content": "And prices?"},
+            {"role": "assistant", "content": "Look, prices are still too high."},
+        ],
+    ],
+)
 def test_chatml_masking_is_exact_and_the_persona_replaces_smollm_default(smol_tokenizer, messages):
     tok = smol_tokenizer
     prompt, completion = PromptStyle("chat", system_prompt=PERSONA).render(messages, tok)
@@ -38,20 +48,23 @@ def test_chatml_masking_is_exact_and_the_persona_replaces_smollm_default(smol_to
     out = encode(tok, prompt, completion, max_length=512)
     # Independent reference: the template's own token ids for the context and for the whole conversation.
     clean = [{"role": "system", "content": PERSONA}] + [
-        {"role": m["role"], "content": m["content"].removeprefix("USER: ").removeprefix("POLITICIAN: ")} for m in messages]
+        {"role": m["role"], "content": m["content"].removeprefix("USER: ").removeprefix("POLITICIAN: ")}
+        for m in messages
+    ]
     ref_prompt = tok.apply_chat_template(clean[:-1], add_generation_prompt=True, tokenize=True, return_dict=False)
     ref_full = tok.apply_chat_template(clean, tokenize=True, return_dict=False)
     while ref_full[-1] != tok.eos_token_id:  # the template writes "<|im_end|>\n": the answer ends at <|im_end|>
         ref_full = ref_full[:-1]
     assert out["input_ids"] == ref_full
-    assert out["labels"] == [IGNORE_INDEX] * len(ref_prompt) + ref_full[len(ref_prompt):]
+    assert out["labels"] == [IGNORE_INDEX] * len(ref_prompt) + ref_full[len(ref_prompt) :]
     assert out["input_ids"].count(tok.eos_token_id) == len([m for m in clean if True])  # one <|im_end|> per turn
     assert tok.decode([i for i in out["labels"] if i != IGNORE_INDEX]) == clean[-1]["content"] + tok.eos_token
 
 
 def test_without_a_persona_the_template_keeps_its_own_system_prompt(smol_tokenizer):
-    prompt, _ = PromptStyle("chat").render([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
-                                           smol_tokenizer)
+    prompt, _ = PromptStyle("chat").render(
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], smol_tokenizer
+    )
     assert "You are a helpful AI assistant named SmolLM" in prompt
 
 
@@ -64,14 +77,36 @@ def test_fit_then_fresh_process_reload_matches_logits(smollm2_path, tmp_path):
     L.seed_everything(0)
     write_jsonl(tmp_path / "data" / "train.jsonl", pc_rows(8))
     write_jsonl(tmp_path / "data" / "val.jsonl", pc_rows(2))
-    dm = PoliticianDataModule(data_path=str(tmp_path / "data"), tokenizer=smollm2_path, batch_size=4, max_length=192,
-                              prompt_format="chat", politician="biden", profiles_dir=str(ROOT / "data" / "profiles"),
-                              cache_dir=str(tmp_path / "cache"))
-    model = PoliticianLM(model_name_or_path=smollm2_path, lora_r=4, lora_alpha=8, lora_dropout=0.0,
-                         optimizer=partial(torch.optim.AdamW, lr=1e-3))
-    trainer = L.Trainer(default_root_dir=tmp_path, max_steps=2, accelerator="cpu", devices=1, logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[AdapterExport()])
+    dm = PoliticianDataModule(
+        data_path=str(tmp_path / "data"),
+        tokenizer=smollm2_path,
+        batch_size=4,
+        max_length=192,
+        prompt_format="chat",
+        politician="biden",
+        profiles_dir=str(ROOT / "data" / "profiles"),
+        cache_dir=str(tmp_path / "cache"),
+    )
+    model = PoliticianLM(
+        model_name_or_path=smollm2_path,
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        optimizer=partial(torch.optim.AdamW, lr=1e-3),
+    )
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_steps=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[AdapterExport()],
+    )
     trainer.fit(model, datamodule=dm)
     adapter = tmp_path / "adapters" / "last"
     meta = json.loads((adapter / "politician_lm.json").read_text())

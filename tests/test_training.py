@@ -16,9 +16,21 @@ pytestmark = pytest.mark.slow
 
 
 def fit_cmd(root, *extra):
-    return [sys.executable, "-m", "politician_lm.cli", "fit", "--config", "configs/demo.yaml",
-            "--trainer.default_root_dir", str(root), "--data.cache_dir", str(root / "hf-cache"),
-            "--trainer.enable_progress_bar", "false", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "politician_lm.cli",
+        "fit",
+        "--config",
+        "configs/demo.yaml",
+        "--trainer.default_root_dir",
+        str(root),
+        "--data.cache_dir",
+        str(root / "hf-cache"),
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
 
 
 def val_losses(root):
@@ -49,8 +61,13 @@ def test_demo_fit_leaves_the_documented_layout(demo_run):
     root, _ = demo_run
     for name in ("best", "last"):
         folder = root / "adapters" / name
-        for f in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "politician_lm.json",
-                  "training_config.yaml"):
+        for f in (
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "tokenizer.json",
+            "politician_lm.json",
+            "training_config.yaml",
+        ):
             assert (folder / f).is_file(), folder / f
     meta = json.loads((root / "adapters" / "last" / "politician_lm.json").read_text())
     assert meta["politician"] == "biden" and meta["quantization"] == "nf4"
@@ -73,7 +90,9 @@ def test_fit_killed_with_sigkill_resumes_from_last_checkpoint(demo_run, tmp_path
     proc.wait()
     assert not (root / "adapters" / "last").exists()  # killed before the end of fit
 
-    resumed = subprocess.run(fit_cmd(root, "--ckpt_path", "last"), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    resumed = subprocess.run(
+        fit_cmd(root, "--ckpt_path", "last"), cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     meta = json.loads((root / "adapters" / "last" / "politician_lm.json").read_text())
     full = json.loads((demo_run[0] / "adapters" / "last" / "politician_lm.json").read_text())

@@ -18,23 +18,59 @@ from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
 
-NOISE = ("gemm_4bit_forward", "pip install kernels", "litlogger", "tensorboardX", "Generating train split",
-         "Reading identity.jsonl", "Tokenizing train", "is_gradient_checkpointing", "LeafSpec", "Traceback")
+NOISE = (
+    "gemm_4bit_forward",
+    "pip install kernels",
+    "litlogger",
+    "tensorboardX",
+    "Generating train split",
+    "Reading identity.jsonl",
+    "Tokenizing train",
+    "is_gradient_checkpointing",
+    "LeafSpec",
+    "Traceback",
+)
 
 
 def fit_args(root, *extra):
-    return ["fit", "--config", "configs/demo.yaml", "--trainer.default_root_dir", str(root),
-            "--data.cache_dir", str(root.parent / "hf-cache"), "--trainer.enable_progress_bar", "false", *extra]
+    return [
+        "fit",
+        "--config",
+        "configs/demo.yaml",
+        "--trainer.default_root_dir",
+        str(root),
+        "--data.cache_dir",
+        str(root.parent / "hf-cache"),
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """Two epochs of the demo (38 steps), validating twice an epoch, every best checkpoint kept."""
     root = tmp_path_factory.mktemp("runs") / "run"
-    proc = subprocess.run([sys.executable, "-m", "politician_lm.cli",
-                           *fit_args(root, "--trainer.max_epochs", "2", "--trainer.val_check_interval", "0.5",
-                                     "--best_checkpoint.save_top_k", "-1")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "politician_lm.cli",
+            *fit_args(
+                root,
+                "--trainer.max_epochs",
+                "2",
+                "--trainer.val_check_interval",
+                "0.5",
+                "--best_checkpoint.save_top_k",
+                "-1",
+            ),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, proc.stdout + proc.stderr
 
@@ -50,13 +86,20 @@ def best_checkpoints(root):
 
 
 def recorded_score(ckpt):
-    (state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint") and v["monitor"] == "val_loss"]
+    (state,) = [
+        v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint") and v["monitor"] == "val_loss"
+    ]
     return float(state["current_score"])
 
 
 def adapter_state(root):
-    return {name: ((root / "adapters" / name / "adapter_model.safetensors").read_bytes(),
-                   (root / "adapters" / name / "politician_lm.json").read_text()) for name in ("best", "last")}
+    return {
+        name: (
+            (root / "adapters" / name / "adapter_model.safetensors").read_bytes(),
+            (root / "adapters" / name / "politician_lm.json").read_text(),
+        )
+        for name in ("best", "last")
+    }
 
 
 def test_fit_prints_no_library_noise(run):
@@ -83,7 +126,9 @@ def test_best_checkpoints_are_named_after_the_weights_whose_score_they_record(ru
     # the weights behind the names: the best export is the best-scoring checkpoint, the final one is last.ckpt
     best_meta = json.loads((root / "adapters" / "best" / "politician_lm.json").read_text())
     path, ckpt = min(saved, key=lambda pc: recorded_score(pc[1]))
-    assert best_meta["global_step"] == ckpt["global_step"] and best_meta["best_score"] == pytest.approx(recorded_score(ckpt))
+    assert best_meta["global_step"] == ckpt["global_step"] and best_meta["best_score"] == pytest.approx(
+        recorded_score(ckpt)
+    )
     assert_same_weights(ckpt, root / "adapters" / "best")
     assert_same_weights(torch.load(root / "checkpoints" / "last.ckpt", weights_only=False), root / "adapters" / "last")
 
@@ -101,27 +146,73 @@ def test_validate_test_and_predict_never_write_adapters(run, capsys, chdir_root)
     root, _ = run
     before = adapter_state(root)
     worst = max(best_checkpoints(root), key=lambda pc: recorded_score(pc[1]))[0]
-    main(["validate", "--config", "configs/demo.yaml", "--trainer.default_root_dir", str(root),
-          "--data.cache_dir", str(root.parent / "hf-cache"), "--ckpt_path", str(worst)])
-    main(["predict", "--config", "configs/demo.yaml", "--trainer.default_root_dir", str(root),
-          "--data.cache_dir", str(root.parent / "hf-cache"), "--ckpt_path", "last", "--model.max_new_tokens", "4"])
+    main(
+        [
+            "validate",
+            "--config",
+            "configs/demo.yaml",
+            "--trainer.default_root_dir",
+            str(root),
+            "--data.cache_dir",
+            str(root.parent / "hf-cache"),
+            "--ckpt_path",
+            str(worst),
+        ]
+    )
+    main(
+        [
+            "predict",
+            "--config",
+            "configs/demo.yaml",
+            "--trainer.default_root_dir",
+            str(root),
+            "--data.cache_dir",
+            str(root.parent / "hf-cache"),
+            "--ckpt_path",
+            "last",
+            "--model.max_new_tokens",
+            "4",
+        ]
+    )
     assert adapter_state(root) == before
 
 
 def test_ckpt_path_best_is_the_best_checkpoint(run, capsys, chdir_root):
     root, _ = run
     best = min(best_checkpoints(root), key=lambda pc: recorded_score(pc[1]))
-    main(["validate", "--config", "configs/demo.yaml", "--trainer.default_root_dir", str(root),
-          "--data.cache_dir", str(root.parent / "hf-cache"), "--ckpt_path", "best"])
+    main(
+        [
+            "validate",
+            "--config",
+            "configs/demo.yaml",
+            "--trainer.default_root_dir",
+            str(root),
+            "--data.cache_dir",
+            str(root.parent / "hf-cache"),
+            "--ckpt_path",
+            "best",
+        ]
+    )
     versions = sorted((root / "lightning_logs").iterdir(), key=lambda p: int(p.name.split("_")[1]))
-    (val_loss,) = [float(r["val_loss"]) for r in csv.DictReader(open(versions[-1] / "metrics.csv")) if r.get("val_loss")]
+    (val_loss,) = [
+        float(r["val_loss"]) for r in csv.DictReader(open(versions[-1] / "metrics.csv")) if r.get("val_loss")
+    ]
     assert val_loss == pytest.approx(recorded_score(best[1]), abs=1e-5)
 
 
 def test_ckpt_path_best_without_a_best_checkpoint_is_one_line(tmp_path, capsys, chdir_root):
     with pytest.raises(SystemExit) as exc:
-        main(["validate", "--config", "configs/demo.yaml", "--trainer.default_root_dir", str(tmp_path / "none"),
-              "--ckpt_path", "best"])
+        main(
+            [
+                "validate",
+                "--config",
+                "configs/demo.yaml",
+                "--trainer.default_root_dir",
+                str(tmp_path / "none"),
+                "--ckpt_path",
+                "best",
+            ]
+        )
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and err.startswith("politician-lm: error:") and "no best checkpoint" in err
     assert len(err.splitlines()) == 1
@@ -141,8 +232,21 @@ def test_a_second_fit_into_a_used_folder_is_refused_before_any_model_loads(run, 
 def test_overwrite_replaces_the_run_and_leaves_no_versioned_duplicates(run, tmp_path, chdir_root):
     root = tmp_path / "copy"
     shutil.copytree(run[0], root)
-    main(fit_args(root, "--overwrite", "true", "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0",
-                  "--trainer.num_sanity_val_steps", "0", "--trainer.callbacks", "[]"))
+    main(
+        fit_args(
+            root,
+            "--overwrite",
+            "true",
+            "--trainer.max_steps",
+            "3",
+            "--trainer.limit_val_batches",
+            "0",
+            "--trainer.num_sanity_val_steps",
+            "0",
+            "--trainer.callbacks",
+            "[]",
+        )
+    )
     assert sorted(p.name for p in (root / "checkpoints").iterdir()) == ["last.ckpt"]  # no last-v1, no old step*.ckpt
     assert sorted(p.name for p in (root / "adapters").iterdir()) == ["last"]  # the old best is gone with its run
     assert json.loads((root / "adapters" / "last" / "politician_lm.json").read_text())["global_step"] == 3
@@ -176,6 +280,15 @@ def test_the_cli_does_not_repeat_lightnings_args_warning(tmp_path, chdir_root):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        run_trainer_cli(["--config", "configs/demo.yaml", "--trainer.default_root_dir", str(tmp_path),
-                         "--data.cache_dir", str(tmp_path / "c")], run=False)
+        run_trainer_cli(
+            [
+                "--config",
+                "configs/demo.yaml",
+                "--trainer.default_root_dir",
+                str(tmp_path),
+                "--data.cache_dir",
+                str(tmp_path / "c"),
+            ],
+            run=False,
+        )
     assert not [w for w in caught if "args parameter is intended" in str(w.message)]

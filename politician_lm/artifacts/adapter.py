@@ -110,7 +110,9 @@ def _check_safetensors(path: Path) -> None:
         with safe_open(str(path), framework="pt") as fh:
             keys = list(fh.keys())
     except Exception as e:  # safetensors raises several types for truncated or foreign files
-        raise UserError(f"{path}: not a readable safetensors file ({type(e).__name__}); re-export the adapter") from None
+        raise UserError(
+            f"{path}: not a readable safetensors file ({type(e).__name__}); re-export the adapter"
+        ) from None
     if not keys:
         raise UserError(f"{path}: holds no tensors; re-export the adapter")
 
@@ -137,8 +139,10 @@ def read_adapter(path: str | Path, allow_pickle: bool = False) -> AdapterFolder:
         _check_safetensors(path / SAFE_WEIGHTS)
     elif (path / PICKLE_WEIGHTS).is_file():
         if not allow_pickle:
-            raise UserError(f"{path / PICKLE_WEIGHTS}: pickle weights can run code when loaded; convert to safetensors "
-                            "or pass --allow_pickle true if you trust the source")
+            raise UserError(
+                f"{path / PICKLE_WEIGHTS}: pickle weights can run code when loaded; convert to safetensors "
+                "or pass --allow_pickle true if you trust the source"
+            )
     else:
         raise UserError(f"{path}: missing {SAFE_WEIGHTS}")
     metadata = read_metadata(path)
@@ -162,8 +166,10 @@ def resolve_base(folder: AdapterFolder | None, explicit: str | None) -> str:
     base = folder.base_model
     saved = folder.saved_base_path
     if saved and not Path(base).is_dir():
-        raise UserError(f"{folder.path}: its base model folder {saved} is gone (trained on "
-                        f"{folder.metadata.get('base_model')!r}); pass --base_model with where that model is now")
+        raise UserError(
+            f"{folder.path}: its base model folder {saved} is gone (trained on "
+            f"{folder.metadata.get('base_model')!r}); pass --base_model with where that model is now"
+        )
     return base
 
 
@@ -180,8 +186,10 @@ def check_base_model(path: str, allow_pickle: bool = False) -> None:
         if not list(folder.glob("*.bin")):
             raise UserError(f"{folder}: no model weights (*.safetensors) found")
         if not allow_pickle:
-            raise UserError(f"{folder}: only pickle (*.bin) weights, which can run code when loaded; convert to "
-                            "safetensors or pass --allow_pickle true if you trust the source")
+            raise UserError(
+                f"{folder}: only pickle (*.bin) weights, which can run code when loaded; convert to "
+                "safetensors or pass --allow_pickle true if you trust the source"
+            )
 
 
 def attach_adapter(model: Any, folder: str | Path, adapter_name: str = "default", is_trainable: bool = False) -> Any:
@@ -225,5 +233,7 @@ def check_fits_base(folder: AdapterFolder, base: str) -> None:
             shape = fh.get_slice(key).get_shape()
             dim, want = (shape[1], in_features) if match.group(2) == "A" else (shape[0], out_features)
             if dim != want:
-                raise UserError(f"{folder.path}: {key} has shape {shape}, which does not fit {match.group(1)} of "
-                                f"{base} ({out_features}x{in_features}); the adapter belongs to another base model")
+                raise UserError(
+                    f"{folder.path}: {key} has shape {shape}, which does not fit {match.group(1)} of "
+                    f"{base} ({out_features}x{in_features}); the adapter belongs to another base model"
+                )

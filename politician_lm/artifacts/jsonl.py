@@ -18,7 +18,9 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
+                raise UserError(
+                    f"{path}:{lineno}: not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:

@@ -50,7 +50,8 @@ def _read_utf8(path: Path) -> str:
 
 
 def load_profile_spec(spec: str, profiles_dir: str | Path = "data/profiles") -> dict[str, Any]:
-    """A profile given as a path to a YAML file, or as a name under ``profiles_dir`` (``prepare --identity_profile``)."""
+    """A profile given as a path to a YAML file, or as a name under ``profiles_dir``
+    (``prepare --identity_profile``)."""
     path = Path(spec)
     if not path.is_file() and _NAME.fullmatch(spec):
         path = Path(profiles_dir) / f"{spec}.yaml"

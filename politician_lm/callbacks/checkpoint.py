@@ -42,9 +42,9 @@ class StepCheckpoint(ModelCheckpoint):
 
 STEP_DEFAULTS: dict[str, Any] = {
     "monitor": None,
-    "save_top_k": 0,               # no numbered copies: only last.ckpt
+    "save_top_k": 0,  # no numbered copies: only last.ckpt
     "save_last": True,
-    "every_n_train_steps": 50,     # a killed run loses at most this many steps
+    "every_n_train_steps": 50,  # a killed run loses at most this many steps
     "enable_version_counter": False,  # overwrite last.ckpt, never last-v1.ckpt
 }
 
@@ -78,11 +78,14 @@ def find_checkpoint(root: str | Path, which: str, monitor: str = "val_loss", mod
         if not path.is_file():
             raise UserError(f"{folder}: no {LAST} to use for --ckpt_path last")
         return path
-    candidates = sorted(folder.glob("step*.ckpt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0)) \
-        if folder.is_dir() else []
+    candidates = (
+        sorted(folder.glob("step*.ckpt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0)) if folder.is_dir() else []
+    )
     if not candidates:
-        raise UserError(f"{folder}: no best checkpoint (step<N>.ckpt is written when a validation ends); "
-                        "use --ckpt_path last or a checkpoint file")
+        raise UserError(
+            f"{folder}: no best checkpoint (step<N>.ckpt is written when a validation ends); "
+            "use --ckpt_path last or a checkpoint file"
+        )
     if len(candidates) == 1:
         return candidates[0]
     scored = [(s, p) for p in candidates if (s := _score(p, monitor)) is not None]

@@ -141,5 +141,7 @@ def require(obj: Any, protocol: type, callback: str, role: str) -> None:
     if not missing:
         return
     got = f"the trainer has no {role}" if obj is None else f"{type(obj).__name__} lacks {', '.join(missing)}"
-    raise UserError(f"{callback} needs a {role} with {', '.join(wanted)} "
-                    f"(politician_lm.callbacks.contracts.{protocol.__name__}); {got}")
+    raise UserError(
+        f"{callback} needs a {role} with {', '.join(wanted)} "
+        f"(politician_lm.callbacks.contracts.{protocol.__name__}); {got}"
+    )

@@ -9,7 +9,6 @@ log folder otherwise.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -20,16 +19,14 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 
 from politician_lm.artifacts.jsonl import read_jsonl, write_jsonl
-
+from politician_lm.artifacts.profiles import load_profile
+from politician_lm.artifacts.roles import strip_politician_label
 from politician_lm.callbacks.contracts import EvaluationData, EvaluationModule, require
 from politician_lm.data import records
-from politician_lm.artifacts.profiles import load_profile
-from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, score
 from politician_lm.evaluation.metrics import copies_training
+from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, score
 from politician_lm.evaluation.style import generic_pool, load_or_train
-from politician_lm.artifacts.roles import strip_politician_label
 from politician_lm.generation import Persona, generic_texts
-from politician_lm.artifacts.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +34,22 @@ log = logging.getLogger(__name__)
 class PersonaEvaluation(L.Callback):
     """Persona-fidelity metrics and generation samples during fit (the old ``--evaluation`` flag)."""
 
-    def __init__(self, num_prompts: int = 16, max_new_tokens: int = 32, batch_size: int = 16,
-                 at_validation: bool = True, every_n_steps: int | None = None, at_start: bool = True,
-                 prompts_file: str | None = None, style_data_dir: str = "data", classifier_cache_dir: str | None = None,
-                 seed: int = 0, identity_probes: str | None = "data/identity_probes.jsonl", generic_prompts: int = 64,
-                 memorization_words: int = 12) -> None:
+    def __init__(
+        self,
+        num_prompts: int = 16,
+        max_new_tokens: int = 32,
+        batch_size: int = 16,
+        at_validation: bool = True,
+        every_n_steps: int | None = None,
+        at_start: bool = True,
+        prompts_file: str | None = None,
+        style_data_dir: str = "data",
+        classifier_cache_dir: str | None = None,
+        seed: int = 0,
+        identity_probes: str | None = "data/identity_probes.jsonl",
+        generic_prompts: int = 64,
+        memorization_words: int = 12,
+    ) -> None:
         """
         Args:
             num_prompts: Held-out prompts generated for (a fixed, seeded choice; identity prompts first).
@@ -62,8 +70,17 @@ class PersonaEvaluation(L.Callback):
         """
         self.num_prompts, self.max_new_tokens, self.batch_size = num_prompts, max_new_tokens, batch_size
         self.at_validation, self.every_n_steps, self.at_start = at_validation, every_n_steps, at_start
-        self.prompts_file, self.style_data_dir, self.cache_dir, self.seed = prompts_file, style_data_dir, classifier_cache_dir, seed
-        self.identity_probes, self.generic_prompts, self.memorization_words = identity_probes, generic_prompts, memorization_words
+        self.prompts_file, self.style_data_dir, self.cache_dir, self.seed = (
+            prompts_file,
+            style_data_dir,
+            classifier_cache_dir,
+            seed,
+        )
+        self.identity_probes, self.generic_prompts, self.memorization_words = (
+            identity_probes,
+            generic_prompts,
+            memorization_words,
+        )
         if prompts_file is not None:
             records.validate_file(Path(prompts_file))  # fail before any model loads
         self.train_texts: list[str] = []
@@ -104,14 +121,20 @@ class PersonaEvaluation(L.Callback):
         if self.generic_prompts:
             dm: EvaluationData = trainer.datamodule
             pool = generic_pool(self.style_data_dir, self.generic_prompts, dm.val_fraction, dm.seed, self.seed)
-            bare = Persona(model=pl_module.model, tokenizer=dm.tokenizer,
-                           style=replace(dm.style, system_prompt=None, politician=None))
+            bare = Persona(
+                model=pl_module.model,
+                tokenizer=dm.tokenizer,
+                style=replace(dm.style, system_prompt=None, politician=None),
+            )
             with pl_module.model.disable_adapter():
                 generic = generic_texts(bare, pool, self.max_new_tokens, self.batch_size, pl_module.model_name_or_path)
         self.classifier = load_or_train(self.style_data_dir, self.cache_dir, generic=generic)
         if self.politician not in self.classifier.labels:
-            log.warning("style classifier knows %s, not %r; style attribution is skipped",
-                        self.classifier.labels, self.politician)
+            log.warning(
+                "style classifier knows %s, not %r; style attribution is skipped",
+                self.classifier.labels,
+                self.politician,
+            )
             self.classifier = False
 
     @torch.no_grad()
@@ -123,25 +146,34 @@ class PersonaEvaluation(L.Callback):
             self._load_classifier(trainer, pl_module)
         persona = Persona(model=pl_module.model, tokenizer=dm.tokenizer, style=dm.style)
         convs = [list(i.messages) for i in self.items]
-        generations = persona.generate(convs, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
-                                       do_sample=False)
+        generations = persona.generate(
+            convs, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, do_sample=False
+        )
         if was_training:
             pl_module.model.train()
         metrics = score(self.items, generations, self.classifier or None, self.politician, self.profile)
         if self.train_texts:
-            metrics["memorization"] = sum(copies_training([strip_politician_label(g) for g in generations], self.train_texts,
-                                                          self.memorization_words)) / len(generations)
+            metrics["memorization"] = sum(
+                copies_training(
+                    [strip_politician_label(g) for g in generations], self.train_texts, self.memorization_words
+                )
+            ) / len(generations)
         return {f"persona/{k}": v for k, v in metrics.items()}, sample_rows(self.items, generations)
 
-    def _publish(self, trainer: L.Trainer, metrics: dict[str, float], samples: list[dict], tag: str = "",
-                 to_loggers: bool = True) -> None:
+    def _publish(
+        self, trainer: L.Trainer, metrics: dict[str, float], samples: list[dict], tag: str = "", to_loggers: bool = True
+    ) -> None:
         step = trainer.global_step
         for logger in trainer.loggers:
             if to_loggers:
                 logger.log_metrics(metrics, step=step)
             if isinstance(logger, WandbLogger):
-                logger.log_table(key=f"persona/samples{tag}", columns=list(samples[0]),
-                                 data=[list(s.values()) for s in samples], step=step)
+                logger.log_table(
+                    key=f"persona/samples{tag}",
+                    columns=list(samples[0]),
+                    data=[list(s.values()) for s in samples],
+                    step=step,
+                )
         folder = Path(trainer.log_dir or trainer.default_root_dir) / "samples"  # log_dir is a collective: every rank
         if trainer.is_global_zero and samples:
             write_jsonl(folder / f"step{step}{tag}.jsonl", samples)
@@ -159,8 +191,9 @@ class PersonaEvaluation(L.Callback):
         pl_module.log_dict(metrics)  # enters callback_metrics, so best-adapter export can monitor persona metrics
         self._publish(trainer, metrics, samples, to_loggers=False)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if self.every_n_steps and self.items and step % self.every_n_steps == 0 and step != self._last_step:
             self._last_step = step  # with gradient accumulation several batches share one step

@@ -46,9 +46,17 @@ def base_model_reference(name: str | None) -> dict[str, str | None]:
 class AdapterExport(L.Callback):
     """Export the LoRA adapter at the end of fit (``last``) and whenever the monitored metric improves (``best``)."""
 
-    def __init__(self, dirname: str = "adapters", monitor: str = "val_loss", mode: Literal["min", "max"] = "min",
-                 save_best: bool = True, save_last: bool = True, max_new_tokens: int = 128,
-                 temperature: float = 0.7, top_p: float = 0.9) -> None:
+    def __init__(
+        self,
+        dirname: str = "adapters",
+        monitor: str = "val_loss",
+        mode: Literal["min", "max"] = "min",
+        save_best: bool = True,
+        save_last: bool = True,
+        max_new_tokens: int = 128,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+    ) -> None:
         """
         Args:
             dirname: Folder under ``trainer.default_root_dir`` that receives ``best/`` and ``last/``.
@@ -62,7 +70,12 @@ class AdapterExport(L.Callback):
         """
         self.dirname, self.monitor, self.mode = dirname, monitor, mode
         self.save_best, self.save_last = save_best, save_last
-        self.sampling = {"do_sample": True, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+        self.sampling = {
+            "do_sample": True,
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+        }
         self.best_score: float | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -88,7 +101,9 @@ class AdapterExport(L.Callback):
             return target
         bad = [n for n, p in pl_module.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
         if bad:  # never replace a good export with a broken state
-            rank_zero_warn(f"adapter not exported to {target}: {len(bad)} trainable tensors hold NaN/Inf (e.g. {bad[0]})")
+            rank_zero_warn(
+                f"adapter not exported to {target}: {len(bad)} trainable tensors hold NaN/Inf (e.g. {bad[0]})"
+            )
             return target
         with atomic_dir(target) as tmp:
             pl_module.model.save_pretrained(tmp, safe_serialization=True)
@@ -116,8 +131,12 @@ class AdapterExport(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # only fit writes adapters: `validate --ckpt_path X` must not replace `best` with X's weights
-        if not self.save_best or trainer.state.fn != "fit" or trainer.sanity_checking \
-                or self.monitor not in trainer.callback_metrics:
+        if (
+            not self.save_best
+            or trainer.state.fn != "fit"
+            or trainer.sanity_checking
+            or self.monitor not in trainer.callback_metrics
+        ):
             return
         score = float(trainer.callback_metrics[self.monitor])
         if self._improved(score):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,6 @@ import lightning.pytorch as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from politician_lm.artifacts.jsonl import write_jsonl
-from politician_lm.artifacts.atomic import atomic_write_text
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -24,8 +22,9 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="epoch")
         self.filename = filename
 
-    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any,
-                           batch_indices: Any) -> None:
+    def write_on_epoch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any
+    ) -> None:
         if not trainer.is_global_zero:
             return
         rows = [row for batch in predictions for row in batch]

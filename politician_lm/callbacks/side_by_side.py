@@ -3,7 +3,6 @@ next to what the trained adapter says, for a few held-out prompts (greedy, same 
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import textwrap
@@ -17,7 +16,6 @@ from politician_lm.artifacts.roles import strip_role_label
 from politician_lm.callbacks.contracts import AdapterModule, PromptData, require
 from politician_lm.evaluation.persona import eval_items
 from politician_lm.generation import Persona
-from politician_lm.artifacts.atomic import atomic_write_text
 
 
 def side_by_side_table(rows: list[dict[str, str]], left: str, right: str, width: int | None = None) -> str:
@@ -74,8 +72,15 @@ class SideBySide(L.Callback):
         tuned = persona.generate(convs, max_new_tokens=self.max_new_tokens, do_sample=False)
         if was_training:
             model.train()
-        rows = [{"prompt": strip_role_label(i.messages[-1]["content"]), "kind": i.kind, self.PROMPT_ONLY: b, self.ADAPTER: t}
-                for i, b, t in zip(items, base, tuned)]
+        rows = [
+            {
+                "prompt": strip_role_label(i.messages[-1]["content"]),
+                "kind": i.kind,
+                self.PROMPT_ONLY: b,
+                self.ADAPTER: t,
+            }
+            for i, b, t in zip(items, base, tuned)
+        ]
         print("\n" + side_by_side_table(rows, self.PROMPT_ONLY, self.ADAPTER), file=sys.stdout, flush=True)
         out = Path(trainer.default_root_dir) / "side_by_side.jsonl"
         write_jsonl(out, rows)

@@ -68,8 +68,15 @@ class QLoRAFlops:
         n_head = head.weight.numel() if head is not None else 0
         n_embed = embed.weight.numel() if embed is not None and (head is None or embed.weight is not head.weight) else 0
         cfg = module.model.config
-        return cls(frozen - n_embed - n_head, trainable, n_embed, n_head, cfg.num_hidden_layers, cfg.hidden_size,
-                   module.head_on_labels_only)
+        return cls(
+            frozen - n_embed - n_head,
+            trainable,
+            n_embed,
+            n_head,
+            cfg.num_hidden_layers,
+            cfg.hidden_size,
+            module.head_on_labels_only,
+        )
 
     def flops(self, real: int, sequences: int, head_tokens: int) -> float:
         """Forward + backward FLOPs of ``real`` tokens in ``sequences`` sequences, the head run on ``head_tokens``."""
@@ -87,8 +94,9 @@ def linear_shapes(model: torch.nn.Module, top: int = 3) -> list[tuple[int, int]]
     return [shape for shape, _ in weights.most_common(top)]
 
 
-def measure_peak_flops(device: torch.device, dtype: torch.dtype, shapes: list[tuple[int, int]], rows: int = 1024,
-                       repeats: int = 5) -> float:
+def measure_peak_flops(
+    device: torch.device, dtype: torch.dtype, shapes: list[tuple[int, int]], rows: int = 1024, repeats: int = 5
+) -> float:
     """The best FLOP/s of ``[rows, in] @ [in, out]`` matmuls over ``shapes``, timed on ``device`` in ``dtype``."""
     best = 0.0
     for k, n in shapes or [(1024, 1024)]:
@@ -154,12 +162,15 @@ class QLoRAThroughput(L.Callback):
             torch.cuda.synchronize(pl_module.device)
         return time.perf_counter()
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self._t0 is None:
             self._t0 = self._sync(pl_module)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         ids, mask, labels = batch["input_ids"], batch.get("attention_mask"), batch.get("labels")
         if "real_tokens" in batch:  # packed rows say how many tokens are real
             real, sequences = batch["real_tokens"], batch["sequences"]
@@ -167,8 +178,9 @@ class QLoRAThroughput(L.Callback):
             real, sequences = (mask.sum() if mask is not None else ids.numel()), ids.shape[0]
         self.real = self.real + real
         self.sequences = self.sequences + sequences
-        self.head_tokens = self.head_tokens + ((labels != IGNORE_INDEX).sum()
-                                               if self.counts.head_on_labels_only and labels is not None else real)
+        self.head_tokens = self.head_tokens + (
+            (labels != IGNORE_INDEX).sum() if self.counts.head_on_labels_only and labels is not None else real
+        )
         self.total += ids.numel()
         self.batches += 1
         if self.batches % self.every_n_steps == 0:
@@ -187,16 +199,25 @@ class QLoRAThroughput(L.Callback):
         self._batches += self.batches
         self._sequences += sequences
         self._real += real
-        self.throughput.update(time=self._time, batches=self._batches, samples=self._sequences, lengths=self._real,
-                               flops=self.counts.flops(real, sequences, head_tokens))
+        self.throughput.update(
+            time=self._time,
+            batches=self._batches,
+            samples=self._sequences,
+            lengths=self._real,
+            flops=self.counts.flops(real, sequences, head_tokens),
+        )
         rates = self.throughput.compute()
         if torch.cuda.is_available() and trainer.strategy.root_device.type == "cuda":
             peak_mb = torch.cuda.max_memory_allocated(trainer.strategy.root_device) / 2**20
         else:  # ru_maxrss: KB on Linux, bytes on macOS
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             peak_mb = rss / 2**20 if sys.platform == "darwin" else rss / 2**10
-        metrics = {"perf/tokens_per_s": rates["device/items_per_sec"], "perf/padding_fraction": 1 - real / self.total,
-                   "perf/peak_memory_mb": peak_mb, "perf/mfu": rates["device/mfu"]}
+        metrics = {
+            "perf/tokens_per_s": rates["device/items_per_sec"],
+            "perf/padding_fraction": 1 - real / self.total,
+            "perf/peak_memory_mb": peak_mb,
+            "perf/mfu": rates["device/mfu"],
+        }
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         self._reset_window()

@@ -26,12 +26,12 @@ from typing import Any
 import yaml
 
 from politician_lm.artifacts.adapter import read_adapter
-from politician_lm.values import parse_list
-from politician_lm.artifacts.jsonl import jsonl_text, read_jsonl
-from politician_lm.data import records
-from politician_lm.artifacts.profiles import load_profile
-from politician_lm.errors import UserError
 from politician_lm.artifacts.atomic import atomic_dir, check_output
+from politician_lm.artifacts.jsonl import jsonl_text, read_jsonl
+from politician_lm.artifacts.profiles import load_profile
+from politician_lm.data import records
+from politician_lm.errors import UserError
+from politician_lm.values import parse_list
 
 PROMPT_ONLY = "prompt-only"
 BASE = "base"
@@ -48,7 +48,10 @@ def split_records(data_path: str, val_fraction: float, seed: int) -> tuple[list[
         held = [convert(obj) for f in files.val for _, obj in read_jsonl(f)]
         return rows, held
     buckets = [records.split_bucket(r["messages"], seed) for r in rows]
-    return ([r for r, b in zip(rows, buckets) if b >= val_fraction], [r for r, b in zip(rows, buckets) if b < val_fraction])
+    return (
+        [r for r, b in zip(rows, buckets) if b >= val_fraction],
+        [r for r, b in zip(rows, buckets) if b < val_fraction],
+    )
 
 
 def _trained_data(adapter: Path) -> dict[str, Any]:
@@ -134,16 +137,18 @@ def evaluate(
         identity_items = [p for p in probes if p["kind"] == "identity"]
     else:
         style_items = random.Random(seed).sample(held, min(num_prompts, len(held)))
-        style_items = [{"messages": r["messages"][:-1], "kind": r["kind"], "reference": r["messages"][-1]["content"]}
-                       for r in style_items]
+        style_items = [
+            {"messages": r["messages"][:-1], "kind": r["kind"], "reference": r["messages"][-1]["content"]}
+            for r in style_items
+        ]
         identity_items = records.read_prompts(Path(identity_probes)) if Path(identity_probes).is_file() else []
 
     from tqdm import tqdm
 
+    from politician_lm.artifacts.roles import strip_politician_label
     from politician_lm.evaluation import scorecard
     from politician_lm.evaluation.metrics import distinct_n
     from politician_lm.evaluation.report import read_log
-    from politician_lm.artifacts.roles import strip_politician_label
     from politician_lm.evaluation.style import generic_pool, load_or_train
     from politician_lm.generation import generic_texts, load_persona
 
@@ -154,11 +159,16 @@ def evaluate(
     # Generic class: the base without persona on training-side prompts of every politician (never the held-out ones).
     pool = generic_pool(style_data_dir, generic_prompts, fraction, split_seed, seed)
 
-    arms: list[tuple[str, str | None, Any, str | None]] = [(BASE, None, bare, None), (PROMPT_ONLY, None, bare, system_prompt)]
+    arms: list[tuple[str, str | None, Any, str | None]] = [
+        (BASE, None, bare, None),
+        (PROMPT_ONLY, None, bare, system_prompt),
+    ]
     for i, f in enumerate(folders):
         meta = f.metadata
-        style = replace(persona.style, **{k: meta[k] for k in ("prompt_format", "separator", "system_prompt", "politician")
-                                          if k in meta})
+        style = replace(
+            persona.style,
+            **{k: meta[k] for k in ("prompt_format", "separator", "system_prompt", "politician") if k in meta},
+        )
         arms.append((str(f.path), f"adapter_{i}", style, None))
     prompts = [i["messages"] for i in style_items] + [i["messages"] for i in identity_items]
     batches = -(-len(prompts) // batch_size) * len(arms) + -(-len(pool) // batch_size)
@@ -169,7 +179,9 @@ def evaluate(
     samples: list[dict[str, Any]] = []
     with tqdm(total=batches, desc="Evaluating", file=sys.stderr) as bar:
         with persona.model.disable_adapter():
-            generic = generic_texts(replace(persona, style=bare), pool, max_new_tokens, batch_size, base_path, bar.update)
+            generic = generic_texts(
+                replace(persona, style=bare), pool, max_new_tokens, batch_size, base_path, bar.update
+            )
         classifier = load_or_train(style_data_dir, generic=generic)
         for name, adapter, style, system in arms:
             convs = [([{"role": "system", "content": system}] if system else []) + list(p) for p in prompts]
@@ -178,11 +190,12 @@ def evaluate(
             if adapter is not None:
                 persona.model.base_model.set_adapter(adapter)
             with persona.model.disable_adapter() if adapter is None else nullcontext():
-                texts = arm_persona.generate(convs, batch_size=batch_size, on_batch=bar.update,
-                                             max_new_tokens=max_new_tokens, do_sample=False)
+                texts = arm_persona.generate(
+                    convs, batch_size=batch_size, on_batch=bar.update, max_new_tokens=max_new_tokens, do_sample=False
+                )
                 losses = arm_persona.completion_losses(loss_convs, batch_size)
             texts = [strip_politician_label(t) for t in texts]
-            style_texts, identity_texts = texts[:len(style_items)], texts[len(style_items):]
+            style_texts, identity_texts = texts[: len(style_items)], texts[len(style_items) :]
             target = style.politician if adapter is not None and style.politician else politician
             s = scorecard.ArmScores(target=target, predicted=classifier.predict(style_texts) if style_texts else [])
             if identity_texts:
@@ -194,28 +207,49 @@ def evaluate(
             corpus_distinct[name] = {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
             s.loss_sum, s.loss_tokens = [x for x, _ in losses], [float(n) for _, n in losses]
             results[name] = s
-            for item, text, predicted in zip([*style_items, *identity_items], texts, s.predicted + [""] * len(identity_items)):
-                samples.append({"arm": name, "kind": item["kind"], "prompt": item["messages"][-1]["content"],
-                                "reference": item.get("reference", ""), "generation": text,
-                                **({"predicted": predicted} if predicted else {})})
-    summary = {name: {k: e.to_dict() for k, e in scorecard.summarize_arm(s, n_boot, seed).items()}
-               for name, s in results.items()}
-    differences = {f"{name} - {PROMPT_ONLY}": {k: e.to_dict() for k, e in
-                                              scorecard.compare(results[name], results[PROMPT_ONLY], n_boot, seed).items()}
-                   for name in results if name not in (BASE, PROMPT_ONLY)}
+            for item, text, predicted in zip(
+                [*style_items, *identity_items], texts, s.predicted + [""] * len(identity_items)
+            ):
+                samples.append(
+                    {
+                        "arm": name,
+                        "kind": item["kind"],
+                        "prompt": item["messages"][-1]["content"],
+                        "reference": item.get("reference", ""),
+                        "generation": text,
+                        **({"predicted": predicted} if predicted else {}),
+                    }
+                )
+    summary = {
+        name: {k: e.to_dict() for k, e in scorecard.summarize_arm(s, n_boot, seed).items()}
+        for name, s in results.items()
+    }
+    differences = {
+        f"{name} - {PROMPT_ONLY}": {
+            k: e.to_dict() for k, e in scorecard.compare(results[name], results[PROMPT_ONLY], n_boot, seed).items()
+        }
+        for name in results
+        if name not in (BASE, PROMPT_ONLY)
+    }
     adapter_arms = [name for name in results if name not in (BASE, PROMPT_ONLY)]
     for name in adapter_arms[1:]:  # e.g. SFT followed by DPO against SFT alone, on the same items
-        differences[f"{name} - {adapter_arms[0]}"] = {k: e.to_dict() for k, e in
-                                                       scorecard.compare(results[name], results[adapter_arms[0]], n_boot,
-                                                                         seed).items()}
-    differences[f"{PROMPT_ONLY} - {BASE}"] = {k: e.to_dict() for k, e in
-                                               scorecard.compare(results[PROMPT_ONLY], results[BASE], n_boot, seed).items()}
+        differences[f"{name} - {adapter_arms[0]}"] = {
+            k: e.to_dict() for k, e in scorecard.compare(results[name], results[adapter_arms[0]], n_boot, seed).items()
+        }
+    differences[f"{PROMPT_ONLY} - {BASE}"] = {
+        k: e.to_dict() for k, e in scorecard.compare(results[PROMPT_ONLY], results[BASE], n_boot, seed).items()
+    }
     report = {
         "politician": politician,
         "targets": {name: s.target for name, s in results.items()},
-        "n_style_prompts": len(style_items), "n_identity_prompts": len(identity_items), "n_heldout_losses": len(held),
-        "classifier": {"labels": classifier.labels, "held_out_accuracy": classifier.held_out_accuracy,
-                       "generic_texts": len(generic)},
+        "n_style_prompts": len(style_items),
+        "n_identity_prompts": len(identity_items),
+        "n_heldout_losses": len(held),
+        "classifier": {
+            "labels": classifier.labels,
+            "held_out_accuracy": classifier.held_out_accuracy,
+            "generic_texts": len(generic),
+        },
         "arms": summary,
         "differences": differences,
         "confusion": scorecard.confusion(results, classifier.labels),
@@ -240,9 +274,11 @@ def scorecard_text(report: dict[str, Any]) -> str:
     def cell(e: dict | None) -> str:
         return f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]" if e else "-"
 
-    lines = [f"Persona scorecard: {report['politician']} ({report['n_style_prompts']} held-out prompts, "
-             f"{report['n_identity_prompts']} identity probes, {report['n_heldout_losses']} held-out completions; "
-             f"style classifier held-out accuracy {report['classifier']['held_out_accuracy']:.3f})"]
+    lines = [
+        f"Persona scorecard: {report['politician']} ({report['n_style_prompts']} held-out prompts, "
+        f"{report['n_identity_prompts']} identity probes, {report['n_heldout_losses']} held-out completions; "
+        f"style classifier held-out accuracy {report['classifier']['held_out_accuracy']:.3f})"
+    ]
     names = list(report["arms"]) + list(report["differences"])
     width = max(len(_short(n)) for n in names) + 2
     lines.append(f"{'':<{width}}" + "".join(f"{m:<26}" for m in METRICS))

@@ -13,9 +13,16 @@ from typing import Literal
 
 import torch
 
-from politician_lm.values import check_choice
-from politician_lm.artifacts.adapter import attach_adapter, write_metadata, check_base_model, check_fits_base, read_adapter, resolve_base
+from politician_lm.artifacts.adapter import (
+    attach_adapter,
+    check_base_model,
+    check_fits_base,
+    read_adapter,
+    resolve_base,
+    write_metadata,
+)
 from politician_lm.artifacts.atomic import atomic_dir, atomic_write_text, check_output
+from politician_lm.values import check_choice
 
 ExportDtype = Literal["float32", "float16", "bfloat16"]
 
@@ -66,9 +73,12 @@ def export(
             GenerationConfig.from_pretrained(str(folder.path)).save_pretrained(str(tmp))
         meta = {**folder.metadata, "exported_from": str(folder.path), "export_dtype": dtype, "quantization": "none"}
         write_metadata(tmp, meta)
-        atomic_write_text(tmp / "README.md", f"---\nbase_model: {base}\ntags: [politician-lm, merged]\n---\n\n"
-                          f"# {meta.get('politician') or 'Persona'} model\n\nBase `{base}` with adapter "
-                          f"`{folder.path}` merged in (trained with {quantization} base weights, merged into their "
-                          f"de-quantized values), saved as {dtype}.\n")
+        atomic_write_text(
+            tmp / "README.md",
+            f"---\nbase_model: {base}\ntags: [politician-lm, merged]\n---\n\n"
+            f"# {meta.get('politician') or 'Persona'} model\n\nBase `{base}` with adapter "
+            f"`{folder.path}` merged in (trained with {quantization} base weights, merged into their "
+            f"de-quantized values), saved as {dtype}.\n",
+        )
     print(f"exported {folder.path} merged into {base} to {out} ({dtype})")
     return out

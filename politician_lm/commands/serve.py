@@ -71,8 +71,13 @@ def serve(
     missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"serve needs {' and '.join(missing)}: pip install -e '.[serve]'")
-    for name, value in (("max_batch_size", max_batch_size), ("max_pending", max_pending), ("max_tokens", max_tokens),
-                        ("max_prompt_tokens", max_prompt_tokens), ("max_body_bytes", max_body_bytes)):
+    for name, value in (
+        ("max_batch_size", max_batch_size),
+        ("max_pending", max_pending),
+        ("max_tokens", max_tokens),
+        ("max_prompt_tokens", max_prompt_tokens),
+        ("max_body_bytes", max_body_bytes),
+    ):
         if value < 1:
             raise UserError(f"--{name} must be at least 1 (got {value})")
     if batch_wait_ms < 0:
@@ -91,8 +96,9 @@ def serve(
 
     from politician_lm.serve.api import Limits, ServerState, create_app
 
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     def load():
         from politician_lm.serve.engine import Engine, load_served
@@ -100,12 +106,26 @@ def serve(
         return Engine(load_served(specs, quantization, allow_pickle), max_batch_size, batch_wait_ms / 1000, max_pending)
 
     state = ServerState(load=load, limits=Limits(max_tokens, max_prompt_tokens, max_body_bytes), api_key=api_key)
-    server = uvicorn.Server(uvicorn.Config(create_app(state), host=host, port=port, log_config=None,
-                                           log_level=log_level.lower(), timeout_graceful_shutdown=5))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(state),
+            host=host,
+            port=port,
+            log_config=None,
+            log_level=log_level.lower(),
+            timeout_graceful_shutdown=5,
+        )
+    )
     state.on_fatal = lambda: setattr(server, "should_exit", True)
     log = logging.getLogger("politician_lm.serve")
-    log.info("serving %s on http://%s:%d (one base: %s; API key %s); loading...", ", ".join(s.name for s in specs),
-             host, port, specs[0].base_model, f"required (from ${api_key_env})" if api_key else "not required")
+    log.info(
+        "serving %s on http://%s:%d (one base: %s; API key %s); loading...",
+        ", ".join(s.name for s in specs),
+        host,
+        port,
+        specs[0].base_model,
+        f"required (from ${api_key_env})" if api_key else "not required",
+    )
     server.run()
     if state.error:
         raise UserError(f"loading the personas failed: {state.error}")

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from politician_lm.artifacts.atomic import atomic_write_text
 from politician_lm.commands.merge import MergeMethod, merge
 from politician_lm.errors import UserError
-from politician_lm.artifacts.atomic import atomic_write_text
 from politician_lm.training import FitConfig, check, fit
 
 STAGE_FILE = "stage.json"
@@ -45,8 +45,11 @@ def _folder(root: Path, index: int, stage: Stage) -> Path:
 
 
 def _fit_config(stage: Stage, index: int, base_config: str, root: Path) -> FitConfig:
-    overrides = {"trainer.default_root_dir": str(_folder(root, index, stage)), "data.kinds": stage.kinds,
-                 **stage.overrides}
+    overrides = {
+        "trainer.default_root_dir": str(_folder(root, index, stage)),
+        "data.kinds": stage.kinds,
+        **stage.overrides,
+    }
     return FitConfig(configs=[base_config], overrides=overrides)
 
 
@@ -68,7 +71,8 @@ def stages(
     """Run training stages in order (e.g. style -> policy -> identity); finished stages are skipped on re-runs.
 
     Args:
-        stages: The stages, each ``{name, kinds, overrides}``; overrides are dotted config keys (``trainer.max_epochs``).
+        stages: The stages, each ``{name, kinds, overrides}``; overrides are dotted config keys
+            (``trainer.max_epochs``).
         base_config: LightningCLI config that every stage starts from.
         root_dir: Folder that receives one sub-folder per stage (and ``merged/`` in separate mode).
         mode: ``continue`` trains one adapter through all stages; ``separate`` trains one per stage and merges them.
@@ -97,8 +101,12 @@ def stages(
         fingerprint = _fingerprint(stage, base_config, mode, previous)
         done = folder / STAGE_FILE
         adapter_dir = folder / "adapters" / adapter
-        if not changed and done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint \
-                and adapter_dir.is_dir():
+        if (
+            not changed
+            and done.is_file()
+            and json.loads(done.read_text()).get("fingerprint") == fingerprint
+            and adapter_dir.is_dir()
+        ):
             print(f"stage {stage.name}: finished before, skipped ({adapter_dir})")
         else:
             changed = True  # every later stage depends on this one
@@ -108,16 +116,31 @@ def stages(
             if mode == "continue" and previous:
                 config.overrides["model.init_adapter"] = previous
             metrics = fit(config).metrics
-            atomic_write_text(done, json.dumps({"stage": asdict(stage), "fingerprint": fingerprint, "init_adapter": previous,
-                                                "adapter": str(adapter_dir), "metrics": metrics}, indent=2) + "\n")
+            atomic_write_text(
+                done,
+                json.dumps(
+                    {
+                        "stage": asdict(stage),
+                        "fingerprint": fingerprint,
+                        "init_adapter": previous,
+                        "adapter": str(adapter_dir),
+                        "metrics": metrics,
+                    },
+                    indent=2,
+                )
+                + "\n",
+            )
         record = json.loads(done.read_text())
         summary.append(record)
         previous = str(adapter_dir) if mode == "continue" else None
     final = Path(summary[-1]["adapter"])
     if mode == "separate":
-        final = merge([r["adapter"] for r in summary], merge_weights, str(root / "merged"), method=merge_method,
-                      overwrite=True)
-    atomic_write_text(root / "stages.json", json.dumps({"mode": mode, "final_adapter": str(final), "stages": summary},
-                                                       indent=2) + "\n")
+        final = merge(
+            [r["adapter"] for r in summary], merge_weights, str(root / "merged"), method=merge_method, overwrite=True
+        )
+    atomic_write_text(
+        root / "stages.json",
+        json.dumps({"mode": mode, "final_adapter": str(final), "stages": summary}, indent=2) + "\n",
+    )
     print(f"stages done: final adapter {final}")
     return final

@@ -44,8 +44,16 @@ class EpochBatchSampler(DistributedSampler):
     the batches do not divide evenly, the first ones are repeated on the last ranks (as ``DistributedSampler`` does).
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, packing: bool, max_length: int,
-                 num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self,
+        lengths: list[int],
+        batch_size: int,
+        seed: int,
+        packing: bool,
+        max_length: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
         super().__init__(range(len(lengths)), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.lengths, self.batch_size = lengths, batch_size
         self.packing, self.max_length = packing, max_length
@@ -59,7 +67,7 @@ class EpochBatchSampler(DistributedSampler):
             # rows of max_length tokens, batch_size rows per batch; PackedRowsCollator lays the batch out as rows
             rows = best_fit_decreasing(self.lengths, self.max_length, seed)
             rows.sort(key=lambda r: -sum(self.lengths[i] for i in r))
-            batches = [sum(rows[i:i + self.batch_size], []) for i in range(0, len(rows), self.batch_size)]
+            batches = [sum(rows[i : i + self.batch_size], []) for i in range(0, len(rows), self.batch_size)]
         else:
             # length grouping: sort within shuffled mega-batches of 50 batches, so each batch has similar lengths
             order = list(range(len(self.lengths)))
@@ -67,8 +75,8 @@ class EpochBatchSampler(DistributedSampler):
             mega = 50 * self.batch_size
             batches = []
             for m in range(0, len(order), mega):
-                chunk = sorted(order[m:m + mega], key=lambda i: -self.lengths[i])
-                batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+                chunk = sorted(order[m : m + mega], key=lambda i: -self.lengths[i])
+                batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         rng.shuffle(batches)
         return batches
 
@@ -76,7 +84,7 @@ class EpochBatchSampler(DistributedSampler):
         batches = self._batches(self.epoch)
         padded = self._len * self.num_replicas
         batches = (batches * -(-padded // len(batches)))[:padded]  # repeat from the start until every rank has _len
-        mine = batches[self.rank::self.num_replicas][self.start:]
+        mine = batches[self.rank :: self.num_replicas][self.start :]
         self.start = 0
         return iter(mine)
 
@@ -124,11 +132,16 @@ class PackedRowsCollator:
             at = 0
             for i in row:
                 n = lengths[i]
-                ids[r, at:at + n] = torch.tensor(features[i]["input_ids"])
-                labels[r, at:at + n] = torch.tensor(features[i]["labels"])
+                ids[r, at : at + n] = torch.tensor(features[i]["input_ids"])
+                labels[r, at : at + n] = torch.tensor(features[i]["labels"])
                 labels[r, at] = self.ignore
-                positions[r, at:at + n] = torch.arange(n)
+                positions[r, at : at + n] = torch.arange(n)
                 at += n
             positions[r, at:] = torch.arange(width - at)  # the row's padding is a segment of its own
-        return {"input_ids": ids, "labels": labels, "position_ids": positions,
-                "real_tokens": torch.tensor(sum(lengths)), "sequences": torch.tensor(len(features))}
+        return {
+            "input_ids": ids,
+            "labels": labels,
+            "position_ids": positions,
+            "real_tokens": torch.tensor(sum(lengths)),
+            "sequences": torch.tensor(len(features)),
+        }

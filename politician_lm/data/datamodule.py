@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as L
+import torch
 from datasets import Dataset, concatenate_datasets, load_dataset
 from datasets.exceptions import DatasetGenerationError
-import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from transformers import AutoTokenizer, DataCollatorForSeq2Seq
 
+from politician_lm.artifacts.profiles import load_profile
+from politician_lm.batch import IGNORE_INDEX
 from politician_lm.data import records
 from politician_lm.data.batching import EpochBatchSampler, IndexedBatches, PackedRowsCollator
-from politician_lm.artifacts.profiles import load_profile
 from politician_lm.data.templates import PromptFormat, PromptStyle
-from politician_lm.batch import IGNORE_INDEX
 from politician_lm.data.tokenize import Overlong, adds_bos, encode
 from politician_lm.errors import UserError
 from politician_lm.values import check_choice
@@ -35,30 +35,41 @@ def _load_file(path: Path, cache_dir: str | None, preference: bool = False) -> D
     try:
         ds = load_dataset("json", data_files=str(path), split="train", cache_dir=cache_dir)
     except DatasetGenerationError as e:  # e.g. a key whose type changes between lines
-        raise UserError(f"{path}: could not be read as a table ({e.__cause__ or e}); keep each key's type the same on every line") from None
+        raise UserError(
+            f"{path}: could not be read as a table ({e.__cause__ or e}); keep each key's type the same on every line"
+        ) from None
     convert = records.to_preference if preference else records.to_conversation
     return ds.map(convert, remove_columns=ds.column_names, desc=f"Reading {path.name}")
 
 
-def _tokenize_row(row: dict, tokenizer: Any, style: PromptStyle, max_length: int, overlong: Overlong, add_bos: bool) -> dict:
+def _tokenize_row(
+    row: dict, tokenizer: Any, style: PromptStyle, max_length: int, overlong: Overlong, add_bos: bool
+) -> dict:
     prompt, completion = style.render(row["messages"], tokenizer)
     return encode(tokenizer, prompt, completion, max_length, overlong, add_bos)
 
 
-def _tokenize_pair(row: dict, tokenizer: Any, style: PromptStyle, max_length: int, overlong: Overlong,
-                   add_bos: bool) -> dict:
+def _tokenize_pair(
+    row: dict, tokenizer: Any, style: PromptStyle, max_length: int, overlong: Overlong, add_bos: bool
+) -> dict:
     """Chosen and rejected answer after the same prompt, each with its own completion-only labels."""
     prompt, chosen = style.render(row["messages"], tokenizer)
-    other_prompt, rejected = style.render([*row["messages"][:-1], {"role": "assistant", "content": row["rejected"]}],
-                                          tokenizer)
+    other_prompt, rejected = style.render(
+        [*row["messages"][:-1], {"role": "assistant", "content": row["rejected"]}], tokenizer
+    )
     if other_prompt != prompt:
         raise ValueError(f"the prompt renders differently before the two answers: {prompt!r} vs {other_prompt!r}")
     c = encode(tokenizer, prompt, chosen, max_length, overlong, add_bos)
     r = encode(tokenizer, prompt, rejected, max_length, overlong, add_bos)
     statuses = {c["status"], r["status"]}
     status = "dropped" if "dropped" in statuses else "truncated" if "truncated" in statuses else "ok"
-    return {"input_ids": c["input_ids"], "labels": c["labels"], "rejected_input_ids": r["input_ids"],
-            "rejected_labels": r["labels"], "status": status}
+    return {
+        "input_ids": c["input_ids"],
+        "labels": c["labels"],
+        "rejected_input_ids": r["input_ids"],
+        "rejected_labels": r["labels"],
+        "status": status,
+    }
 
 
 PAIR_COLUMNS = ["input_ids", "labels", "rejected_input_ids", "rejected_labels", "index"]
@@ -73,8 +84,9 @@ class PairCollator:
         self.pad = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        rows = ([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features]
-                + [{"input_ids": f["rejected_input_ids"], "labels": f["rejected_labels"]} for f in features])
+        rows = [{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features] + [
+            {"input_ids": f["rejected_input_ids"], "labels": f["rejected_labels"]} for f in features
+        ]
         batch = dict(self.pad(rows))
         batch["index"] = torch.tensor([int(f["index"]) for f in features])
         return batch
@@ -90,7 +102,7 @@ class ResumableSampler(DistributedSampler):
     start = 0
 
     def __iter__(self):
-        indices = list(super().__iter__())[self.start:]
+        indices = list(super().__iter__())[self.start :]
         self.start = 0
         return iter(indices)
 
@@ -107,9 +119,11 @@ def batches_done_in_epoch(trainer: L.Trainer) -> int:
     try:
         return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
     except AttributeError as e:
-        raise RuntimeError(f"lightning {L.__version__} has no trainer.fit_loop.epoch_loop.batch_progress.current"
-                           ".processed; politician_lm.data.datamodule.batches_done_in_epoch (mid-epoch resume) needs "
-                           "updating") from e
+        raise RuntimeError(
+            f"lightning {L.__version__} has no trainer.fit_loop.epoch_loop.batch_progress.current"
+            ".processed; politician_lm.data.datamodule.batches_done_in_epoch (mid-epoch resume) needs "
+            "updating"
+        ) from e
 
 
 def _prompt_only(row: dict) -> dict:
@@ -188,8 +202,10 @@ class PoliticianDataModule(L.LightningDataModule):
         self.preference = records.detect_preference(self.files)
         self.record_counts = records.validate(self.files, self.preference)
         if self.preference and packing:
-            raise UserError(f"{data_path}: holds preference pairs, which are not packed (a pair is scored as two "
-                            "padded rows); set data.packing false (data.group_by_length true also cuts padding)")
+            raise UserError(
+                f"{data_path}: holds preference pairs, which are not packed (a pair is scored as two "
+                "padded rows); set data.packing false (data.group_by_length true also cuts padding)"
+            )
         self.tokenizer: Any = None
         self._train_sampler: Any = None
         self._resume_at: tuple[int, int] | None = None
@@ -212,30 +228,44 @@ class PoliticianDataModule(L.LightningDataModule):
                 raise UserError(f"no records of kind {sorted(wanted)} in {self.hparams.data_path}")
         return ds
 
-    def _split(self, ds: Dataset) -> tuple[Dataset, Dataset]:
+    def _train_val_split(self, ds: Dataset) -> tuple[Dataset, Dataset]:
         """Seeded hash split (see ``records.split_bucket``): stable as records are added, duplicates together."""
         seed, frac = self.hparams.seed, self.hparams.val_fraction
         ds = ds.map(lambda m: {"bucket": records.split_bucket(m, seed)}, input_columns="messages", desc="Splitting")
         val = ds.filter(lambda b: b < frac, input_columns="bucket")
         train = ds.filter(lambda b: b >= frac, input_columns="bucket")
         if len(val) == 0 or len(train) == 0:
-            raise UserError(f"{self.hparams.data_path}: val_fraction={frac} leaves an empty train or val split of "
-                            f"{len(ds)} records; change val_fraction or add a val.jsonl")
+            raise UserError(
+                f"{self.hparams.data_path}: val_fraction={frac} leaves an empty train or val split of "
+                f"{len(ds)} records; change val_fraction or add a val.jsonl"
+            )
         return train, val
 
     def _tokenize(self, ds: Dataset, split: str) -> Dataset:
         hp = self.hparams
         ds = ds.map(
             _tokenize_pair if self.preference else _tokenize_row,
-            fn_kwargs=dict(tokenizer=self.tokenizer, style=self.style, max_length=hp.max_length,
-                           overlong=hp.overlong, add_bos=adds_bos(self.tokenizer)),
+            fn_kwargs=dict(
+                tokenizer=self.tokenizer,
+                style=self.style,
+                max_length=hp.max_length,
+                overlong=hp.overlong,
+                add_bos=adds_bos(self.tokenizer),
+            ),
             desc=f"Tokenizing {split}",
         )
         counts = Counter(ds["status"])
         if counts["truncated"] or counts["dropped"]:
-            log.warning("%s: %d of %d examples longer than max_length=%d: %d truncated, %d dropped (overlong=%s)",
-                        split, counts["truncated"] + counts["dropped"], len(ds), hp.max_length,
-                        counts["truncated"], counts["dropped"], hp.overlong)
+            log.warning(
+                "%s: %d of %d examples longer than max_length=%d: %d truncated, %d dropped (overlong=%s)",
+                split,
+                counts["truncated"] + counts["dropped"],
+                len(ds),
+                hp.max_length,
+                counts["truncated"],
+                counts["dropped"],
+                hp.overlong,
+            )
         ds = ds.filter(lambda s: s != "dropped", input_columns="status", desc="Dropping overlong")
         if len(ds) == 0:
             raise UserError(f"every {split} example is longer than max_length={hp.max_length}; raise max_length")
@@ -252,11 +282,15 @@ class PoliticianDataModule(L.LightningDataModule):
         if self.files.val:
             val = self._read(self.files.val)
         else:
-            train, val = self._split(train)
+            train, val = self._train_val_split(train)
         self.train_dataset = self._tokenize(train, "train")
         self.val_dataset = self._tokenize(val, "val")
-        log.info("data: %d train / %d val examples from %s", len(self.train_dataset), len(self.val_dataset),
-                 self.hparams.data_path)
+        log.info(
+            "data: %d train / %d val examples from %s",
+            len(self.train_dataset),
+            len(self.val_dataset),
+            self.hparams.data_path,
+        )
 
     def prepare_data(self) -> None:
         self.build()  # fills the datasets cache on rank 0; setup() on every rank then reads it
@@ -271,14 +305,30 @@ class PoliticianDataModule(L.LightningDataModule):
         if self.preference:
             lengths = [a + len(b) for a, b in zip(lengths, ds["rejected_input_ids"])]
         world, rank = self._world()
-        sampler = EpochBatchSampler(lengths, batch_size, self.hparams.seed, self.hparams.packing,
-                                    self.hparams.max_length, num_replicas=world, rank=rank)
-        collator = (PackedRowsCollator(self.hparams.max_length, self.tokenizer.pad_token_id, IGNORE_INDEX)
-                    if self.hparams.packing
-                    else PairCollator(self.tokenizer) if self.preference
-                    else DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX))
-        loader = DataLoader(IndexedBatches(ds), sampler=sampler, batch_size=None, collate_fn=collator,
-                            num_workers=self.hparams.num_workers, generator=generator)
+        sampler = EpochBatchSampler(
+            lengths,
+            batch_size,
+            self.hparams.seed,
+            self.hparams.packing,
+            self.hparams.max_length,
+            num_replicas=world,
+            rank=rank,
+        )
+        collator = (
+            PackedRowsCollator(self.hparams.max_length, self.tokenizer.pad_token_id, IGNORE_INDEX)
+            if self.hparams.packing
+            else PairCollator(self.tokenizer)
+            if self.preference
+            else DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+        )
+        loader = DataLoader(
+            IndexedBatches(ds),
+            sampler=sampler,
+            batch_size=None,
+            collate_fn=collator,
+            num_workers=self.hparams.num_workers,
+            generator=generator,
+        )
         self._apply_resume(sampler, len(loader), 1)
         self._train_sampler = sampler
         return loader
@@ -309,14 +359,25 @@ class PoliticianDataModule(L.LightningDataModule):
         # or a resumed run would draw different dropout masks than the uninterrupted one.
         generator = torch.Generator().manual_seed(self.hparams.seed)
         if not shuffle:
-            return DataLoader(ds, batch_size=batch_size, collate_fn=collator, num_workers=self.hparams.num_workers,
-                              generator=generator)
+            return DataLoader(
+                ds,
+                batch_size=batch_size,
+                collate_fn=collator,
+                num_workers=self.hparams.num_workers,
+                generator=generator,
+            )
         if self.hparams.packing or self.hparams.group_by_length:
             return self._plan_loader(ds, batch_size, generator)
         world, rank = self._world()
         sampler = ResumableSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=self.hparams.seed)
-        loader = DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collator,
-                            num_workers=self.hparams.num_workers, generator=generator)
+        loader = DataLoader(
+            ds,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=collator,
+            num_workers=self.hparams.num_workers,
+            generator=generator,
+        )
         self._apply_resume(sampler, len(loader), batch_size)
         self._train_sampler = sampler
         return loader
@@ -345,18 +406,26 @@ class PoliticianDataModule(L.LightningDataModule):
         """Every train and val pair once, in dataset order and unsharded (every DDP rank sees all of them), for the
         one pass that computes the reference log-probabilities of a DPO run."""
         if not self.preference:
-            raise UserError(f"{self.hparams.data_path}: model.objective dpo needs preference pairs "
-                            "({'prompt', 'chosen', 'rejected'}); build them with `politician-lm pairs`")
+            raise UserError(
+                f"{self.hparams.data_path}: model.objective dpo needs preference pairs "
+                "({'prompt', 'chosen', 'rejected'}); build them with `politician-lm pairs`"
+            )
         size = self.hparams.eval_batch_size or self.hparams.batch_size
-        return {split: self._loader(ds, size, shuffle=False)
-                for split, ds in (("train", self.train_dataset), ("val", self.val_dataset))}
+        return {
+            split: self._loader(ds, size, shuffle=False)
+            for split, ds in (("train", self.train_dataset), ("val", self.val_dataset))
+        }
 
     def predict_dataloader(self) -> DataLoader:
         """Validation prompts alone (the completion cut off), left-padded for batched generation."""
         prompts = self.val_dataset.map(_prompt_only, remove_columns=self.val_dataset.column_names, desc="Prompts")
         pad = partial(self.tokenizer.pad, padding=True, padding_side="left", return_tensors="pt")
-        return DataLoader(prompts, batch_size=self.hparams.eval_batch_size or self.hparams.batch_size, collate_fn=pad,
-                          num_workers=self.hparams.num_workers)
+        return DataLoader(
+            prompts,
+            batch_size=self.hparams.eval_batch_size or self.hparams.batch_size,
+            collate_fn=pad,
+            num_workers=self.hparams.num_workers,
+        )
 
     # -- what callbacks read (politician_lm.callbacks.contracts) --------------------------------------------
     def conversations(self, split: Literal["train", "val"]) -> tuple[list[list[dict[str, str]]], list[str]]:

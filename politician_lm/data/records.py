@@ -118,7 +118,9 @@ def _check_preference(obj: dict) -> str | None:
         if problem:
             return problem
         if prompt[-1]["role"] == "assistant":
-            return "the last message of 'prompt' must not be an 'assistant' turn; the answers are 'chosen' and 'rejected'"
+            return (
+                "the last message of 'prompt' must not be an 'assistant' turn; the answers are 'chosen' and 'rejected'"
+            )
     elif not isinstance(prompt, str):
         return f"'prompt' must be a string or a list of messages, got {type(prompt).__name__}"
     for key in ("chosen", "rejected"):
@@ -134,10 +136,14 @@ def _check_record(obj: object, preference: bool = False) -> str | None:
         return f"expected a JSON object, got {type(obj).__name__}"
     if preference != is_preference(obj):
         if preference:
-            return ("a prompt/completion record among preference pairs; a data_path holds either pairs "
-                    "({'prompt', 'chosen', 'rejected'}) or training records, not both")
-        return ("a preference pair ('chosen'/'rejected') among prompt/completion records; a data_path holds either "
-                "pairs or training records, not both (pairs train with model.objective dpo)")
+            return (
+                "a prompt/completion record among preference pairs; a data_path holds either pairs "
+                "({'prompt', 'chosen', 'rejected'}) or training records, not both"
+            )
+        return (
+            "a preference pair ('chosen'/'rejected') among prompt/completion records; a data_path holds either "
+            "pairs or training records, not both (pairs train with model.objective dpo)"
+        )
     if preference:
         return _check_preference(obj)
     if "messages" in obj:
@@ -191,7 +197,10 @@ def to_conversation(record: dict) -> dict:
     if record.get("messages") is not None:
         messages = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
     else:
-        messages = [{"role": "user", "content": record["prompt"]}, {"role": "assistant", "content": record["completion"]}]
+        messages = [
+            {"role": "user", "content": record["prompt"]},
+            {"role": "assistant", "content": record["completion"]},
+        ]
     meta = {k: v for k, v in record.items() if k not in ("prompt", "completion", "messages", "kind") and v is not None}
     return {"messages": messages, "kind": record.get("kind") or "", "metadata": json.dumps(meta, sort_keys=True)}
 
@@ -205,13 +214,20 @@ def to_preference(record: dict) -> dict:
         rejected = record["rejected"][-1]["content"]
     else:
         prompt = record["prompt"]
-        context = ([{"role": m["role"], "content": m["content"]} for m in prompt] if isinstance(prompt, list)
-                   else [{"role": "user", "content": prompt}])
+        context = (
+            [{"role": m["role"], "content": m["content"]} for m in prompt]
+            if isinstance(prompt, list)
+            else [{"role": "user", "content": prompt}]
+        )
         messages = [*context, {"role": "assistant", "content": _answer(record["chosen"], "chosen")[0]}]
         rejected = _answer(record["rejected"], "rejected")[0]
     meta = {k: v for k, v in record.items() if k not in ("prompt", "chosen", "rejected", "kind") and v is not None}
-    return {"messages": messages, "rejected": rejected, "kind": record.get("kind") or "",
-            "metadata": json.dumps(meta, sort_keys=True)}
+    return {
+        "messages": messages,
+        "rejected": rejected,
+        "kind": record.get("kind") or "",
+        "metadata": json.dumps(meta, sort_keys=True),
+    }
 
 
 def split_bucket(messages: list[dict[str, str]], seed: int) -> float:
@@ -222,7 +238,7 @@ def split_bucket(messages: list[dict[str, str]], seed: int) -> float:
     always land on the same side.
     """
     text = " ".join(re.sub(r"\s+", " ", m["content"]).strip().lower() for m in messages)
-    digest = hashlib.sha256(f"{seed}\x00{text}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{seed}\x00{text}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
@@ -232,7 +248,9 @@ def read_prompts(path: Path) -> list[dict[str, Any]]:
         raise UserError(f"{path}: prompts file not found")
     rows = []
     for number, obj in read_jsonl(path):
-        if not isinstance(obj, dict) or not (isinstance(obj.get("prompt"), str) or isinstance(obj.get("messages"), list)):
+        if not isinstance(obj, dict) or not (
+            isinstance(obj.get("prompt"), str) or isinstance(obj.get("messages"), list)
+        ):
             raise UserError(f"{path}:{number}: need a 'prompt' string or a 'messages' list")
         messages = obj.get("messages") or [{"role": "user", "content": obj["prompt"]}]
         if messages[-1].get("role") == "assistant":

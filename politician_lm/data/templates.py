@@ -46,7 +46,7 @@ class PromptStyle:
         full = tokenizer.apply_chat_template(msgs, tokenize=False)
         if not full.startswith(prompt):
             raise ValueError("the chat template does not render the conversation as prompt + answer; use 'plain'")
-        completion = full[len(prompt):]
+        completion = full[len(prompt) :]
         eos = getattr(tokenizer, "eos_token", None)
         if eos and completion.rstrip().endswith(eos):
             # ChatML writes "<|im_end|>\n": end the completion at the end-of-turn token, so EOS is learned once

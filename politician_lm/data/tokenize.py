@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 from politician_lm.batch import IGNORE_INDEX
 
-
 Overlong = Literal["truncate", "drop"]
 
 
@@ -38,7 +37,12 @@ def encode_prompt(tokenizer: Any, prompt: str, add_bos: bool | None = None) -> l
 
 
 def encode(
-    tokenizer: Any, prompt: str, completion: str, max_length: int, overlong: Overlong = "truncate", add_bos: bool | None = None
+    tokenizer: Any,
+    prompt: str,
+    completion: str,
+    max_length: int,
+    overlong: Overlong = "truncate",
+    add_bos: bool | None = None,
 ) -> dict[str, Any]:
     """Return ``{"input_ids", "labels", "status"}``; status is ``ok``, ``truncated`` or ``dropped``."""
     if add_bos is None:

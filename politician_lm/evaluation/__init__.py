@@ -29,7 +29,14 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from politician_lm.evaluation.metrics import (
-        chrf, claims_ai, distinct_n, fact_terms, identity_consistency, repetition_rate, rouge_l, summarize,
+        chrf,
+        claims_ai,
+        distinct_n,
+        fact_terms,
+        identity_consistency,
+        repetition_rate,
+        rouge_l,
+        summarize,
     )
     from politician_lm.evaluation.style import StyleClassifier, load_or_train, train_from_data_dir
 

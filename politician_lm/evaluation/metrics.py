@@ -19,12 +19,33 @@ _WORD = re.compile(r"\w+(?:['’]\w+)*")
 # Profile keys that are not biographical facts: the name is scored by ``names_self``, the rest is style or prompt.
 NON_FACT_KEYS = frozenset({"name", "short_name", "system_prompt", "signature_phrases"})
 # Capitalised words in a profile that say nothing specific about one politician.
-GENERIC_WORDS = frozenset({
-    "president", "vice", "united", "states", "america", "american", "member", "senator", "senate", "university",
-    "college", "school", "academy", "county", "council", "congress", "house", "state", "the",
-})
+GENERIC_WORDS = frozenset(
+    {
+        "president",
+        "vice",
+        "united",
+        "states",
+        "america",
+        "american",
+        "member",
+        "senator",
+        "senate",
+        "university",
+        "college",
+        "school",
+        "academy",
+        "county",
+        "council",
+        "congress",
+        "house",
+        "state",
+        "the",
+    }
+)
 _NAME_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv"})
-_AI_NOUN = r"(?:ai|a\.i\.|artificial intelligence|(?:large )?language model|chat ?bot|bot|(?:virtual |digital )?assistant)"
+_AI_NOUN = (
+    r"(?:ai|a\.i\.|artificial intelligence|(?:large )?language model|chat ?bot|bot|(?:virtual |digital )?assistant)"
+)
 _AI_FILLER = r"(?:(?:just|only|merely|simply|actually|really|a|an|ai|openai's|computer|trained|large|virtual) )*"
 _AI_CLAIMS = [
     # "I am an AI", "I'm just a language model", "I am an AI assistant" (a "not"/"no" in between never matches).
@@ -32,7 +53,9 @@ _AI_CLAIMS = [
     # "As an AI language model, I cannot ..."
     re.compile(rf"\bas an? {_AI_FILLER}{_AI_NOUN}\b"),
     # "I was trained by OpenAI", "I was created by Anthropic"
-    re.compile(r"\bi (?:was|am|have been) (?:trained|created|developed|built|made) by (?:openai|anthropic|google|meta)\b"),
+    re.compile(
+        r"\bi (?:was|am|have been) (?:trained|created|developed|built|made) by (?:openai|anthropic|google|meta)\b"
+    ),
 ]
 _NEGATION = re.compile(r"\b(?:not|never|no)\b|n['’]t\b")
 
@@ -47,7 +70,9 @@ def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
 
 def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
     if len(predictions) != len(references):
-        raise ValueError(f"got {len(predictions)} predictions but {len(references)} references; pass one reference each")
+        raise ValueError(
+            f"got {len(predictions)} predictions but {len(references)} references; pass one reference each"
+        )
     if not predictions:
         raise ValueError("no predictions to score; pass at least one prediction/reference pair")
 

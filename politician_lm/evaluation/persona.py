@@ -10,8 +10,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from politician_lm.evaluation.metrics import chrf, distinct_n, identity_consistency, repetition_rate, rouge_l
 from politician_lm.artifacts.roles import strip_politician_label
+from politician_lm.evaluation.metrics import chrf, distinct_n, identity_consistency, repetition_rate, rouge_l
 from politician_lm.evaluation.style import StyleClassifier
 
 
@@ -24,7 +24,9 @@ class EvalItem:
     kind: str = ""
 
 
-def eval_items(conversations: list[list[dict[str, str]]], kinds: list[str], num_prompts: int, seed: int) -> list[EvalItem]:
+def eval_items(
+    conversations: list[list[dict[str, str]]], kinds: list[str], num_prompts: int, seed: int
+) -> list[EvalItem]:
     """A fixed, seeded choice of ``num_prompts`` held-out conversations, identity prompts first (up to a third)."""
     items = [EvalItem(tuple(c[:-1]), c[-1]["content"], k or "") for c, k in zip(conversations, kinds)]
     rng = random.Random(seed)
@@ -34,17 +36,24 @@ def eval_items(conversations: list[list[dict[str, str]]], kinds: list[str], num_
     n_identity = min(len(identity), max(1, num_prompts // 3)) if identity else 0
     chosen = identity[:n_identity] + others[: num_prompts - n_identity]
     spare = num_prompts - len(chosen)  # too few other prompts: fill up with more identity prompts
-    return chosen + identity[n_identity: n_identity + spare]
+    return chosen + identity[n_identity : n_identity + spare]
 
 
 def sample_rows(items: list[EvalItem], generations: list[str]) -> list[dict[str, str]]:
     """The samples table: prompt (last user turn), kind, reference answer and generation."""
-    return [{"prompt": i.messages[-1]["content"], "kind": i.kind, "reference": i.reference, "generation": g}
-            for i, g in zip(items, generations)]
+    return [
+        {"prompt": i.messages[-1]["content"], "kind": i.kind, "reference": i.reference, "generation": g}
+        for i, g in zip(items, generations)
+    ]
 
 
-def score(items: list[EvalItem], generations: list[str], classifier: StyleClassifier | None = None,
-          politician: str | None = None, profile: dict[str, Any] | None = None) -> dict[str, float]:
+def score(
+    items: list[EvalItem],
+    generations: list[str],
+    classifier: StyleClassifier | None = None,
+    politician: str | None = None,
+    profile: dict[str, Any] | None = None,
+) -> dict[str, float]:
     """Persona metrics for ``generations`` (one per item), with role labels such as ``POLITICIAN:`` stripped.
 
     * style_attribution: share of generations the style classifier gives to ``politician``; classifier_accuracy is

@@ -35,15 +35,21 @@ def curve_plots(logs: dict[str, dict[str, list[tuple[int, float]]]]) -> bytes | 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    wanted = ["train_loss", "val_loss", "persona/style_attribution", "persona/identity_score", "persona/rouge_l",
-              "persona/distinct_2"]
+    wanted = [
+        "train_loss",
+        "val_loss",
+        "persona/style_attribution",
+        "persona/identity_score",
+        "persona/rouge_l",
+        "persona/distinct_2",
+    ]
     present = [k for k in wanted if any(k in s for s in logs.values())]
     if not present:
         return None
     cols = min(3, len(present))
     rows = -(-len(present) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
-    for ax in list(axes.flat)[len(present):]:
+    for ax in list(axes.flat)[len(present) :]:
         ax.axis("off")
     for ax, key in zip(axes.flat, present):
         for label, series in logs.items():
@@ -67,8 +73,11 @@ def interval_plots(arms: dict[str, dict[str, dict[str, float]]], short: Any = st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [m for m in dict.fromkeys(k for a in arms.values() for k in a)
-               if any(a.get(m, {}).get("high", 0) > 0 for a in arms.values())]  # all-zero metrics say nothing
+    metrics = [
+        m
+        for m in dict.fromkeys(k for a in arms.values() for k in a)
+        if any(a.get(m, {}).get("high", 0) > 0 for a in arms.values())
+    ]  # all-zero metrics say nothing
     cols = 2
     rows = max(1, -(-len(metrics) // cols))
     names = list(arms)
@@ -77,13 +86,19 @@ def interval_plots(arms: dict[str, dict[str, dict[str, float]]], short: Any = st
         for y, name in enumerate(names):
             e = arms[name].get(metric)
             if e:
-                ax.errorbar(e["value"], y, xerr=[[e["value"] - e["low"]], [e["high"] - e["value"]]], fmt="o",
-                            color=f"C{y}", capsize=3)
+                ax.errorbar(
+                    e["value"],
+                    y,
+                    xerr=[[e["value"] - e["low"]], [e["high"] - e["value"]]],
+                    fmt="o",
+                    color=f"C{y}",
+                    capsize=3,
+                )
         ax.set_yticks(range(len(names)), [short(n) for n in names], fontsize=8)
         ax.invert_yaxis()
         ax.set_title(metric + (" (lower is better)" if metric in ("heldout_loss", "memorization", "claims_ai") else ""))
         ax.grid(axis="x", alpha=0.3)
-    for ax in list(axes.flat)[len(metrics):]:
+    for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
     fig.tight_layout()
     png = _png(fig)
@@ -91,8 +106,13 @@ def interval_plots(arms: dict[str, dict[str, dict[str, float]]], short: Any = st
     return png
 
 
-def write_scorecard(folder: Path, report: dict[str, Any], samples: list[dict[str, Any]],
-                    logs: dict[str, dict[str, list[tuple[int, float]]]], short: Any = str) -> None:
+def write_scorecard(
+    folder: Path,
+    report: dict[str, Any],
+    samples: list[dict[str, Any]],
+    logs: dict[str, dict[str, list[tuple[int, float]]]],
+    short: Any = str,
+) -> None:
     """report.html (self-contained), intervals.png and, with logs, curves.png for an ``evaluate`` scorecard."""
     images = {"intervals.png": interval_plots(report["arms"], short)}
     curves = curve_plots(logs) if logs else None
@@ -108,31 +128,48 @@ def write_scorecard(folder: Path, report: dict[str, Any], samples: list[dict[str
     def table(group: dict[str, dict[str, dict]]) -> str:
         metrics = list(dict.fromkeys(k for m in group.values() for k in m))
         head = "".join(f"<th>{esc(m)}</th>" for m in metrics)
-        body = "".join(f"<tr><td>{esc(short(n))}</td>" + "".join(f"<td>{cell(v.get(m))}</td>" for m in metrics) + "</tr>"
-                       for n, v in group.items())
+        body = "".join(
+            f"<tr><td>{esc(short(n))}</td>" + "".join(f"<td>{cell(v.get(m))}</td>" for m in metrics) + "</tr>"
+            for n, v in group.items()
+        )
         return f"<table><tr><th></th>{head}</tr>{body}</table>"
 
     labels = report["classifier"]["labels"]
-    confusion = ("<table><tr><th>arm \\ predicted</th>" + "".join(f"<th>{esc(lab)}</th>" for lab in labels) + "</tr>" +
-                 "".join(f"<tr><td>{esc(short(n))}</td>" + "".join(f"<td>{c[lab]}</td>" for lab in labels) + "</tr>"
-                         for n, c in report["confusion"].items()) + "</table>")
+    confusion = (
+        "<table><tr><th>arm \\ predicted</th>"
+        + "".join(f"<th>{esc(lab)}</th>" for lab in labels)
+        + "</tr>"
+        + "".join(
+            f"<tr><td>{esc(short(n))}</td>" + "".join(f"<td>{c[lab]}</td>" for lab in labels) + "</tr>"
+            for n, c in report["confusion"].items()
+        )
+        + "</table>"
+    )
     by_prompt: dict[str, list[dict]] = {}
     for s in samples:
         by_prompt.setdefault(s["prompt"], []).append(s)
     sample_html = "".join(
-        f"<h3>{esc(p)}</h3><table>" + "".join(f"<tr><td>{esc(short(s['arm']))}</td><td>{esc(s['generation'])}</td></tr>"
-                                              for s in ss) + "</table>"
-        for p, ss in list(by_prompt.items())[:12])
-    imgs = "".join(f'<h2>{"Scores with 95% intervals" if n == "intervals.png" else "Training curves"}</h2>'
-                   f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(d).decode()}">' for n, d in images.items())
+        f"<h3>{esc(p)}</h3><table>"
+        + "".join(f"<tr><td>{esc(short(s['arm']))}</td><td>{esc(s['generation'])}</td></tr>" for s in ss)
+        + "</table>"
+        for p, ss in list(by_prompt.items())[:12]
+    )
+    imgs = "".join(
+        f"<h2>{'Scores with 95% intervals' if n == 'intervals.png' else 'Training curves'}</h2>"
+        f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(d).decode()}">'
+        for n, d in images.items()
+    )
     title = f"Persona scorecard: {report['politician']}"
     acc = report["classifier"]["held_out_accuracy"]
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
-            "body{font-family:sans-serif;max-width:1300px;margin:auto}table{border-collapse:collapse;font-size:13px}"
-            "td,th{border:1px solid #ccc;padding:4px;vertical-align:top}img{max-width:100%}</style></head><body>"
-            f"<h1>{esc(title)}</h1><p>{report['n_style_prompts']} held-out prompts, {report['n_identity_prompts']} identity "
-            f"probes, {report['n_heldout_losses']} held-out completions; greedy decoding. Style classifier classes: "
-            f"{esc(', '.join(labels))}; its own held-out accuracy {acc:.3f}.</p>"
-            f"<h2>Arms</h2>{table(report['arms'])}<h2>Differences (paired bootstrap)</h2>{table(report['differences'])}"
-            f"<h2>Style classifier confusion</h2>{confusion}{imgs}<h2>Samples</h2>{sample_html}</body></html>")
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
+        "body{font-family:sans-serif;max-width:1300px;margin:auto}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:4px;vertical-align:top}img{max-width:100%}</style></head><body>"
+        f"<h1>{esc(title)}</h1><p>{report['n_style_prompts']} held-out prompts, "
+        f"{report['n_identity_prompts']} identity probes, {report['n_heldout_losses']} held-out completions; "
+        "greedy decoding. Style classifier classes: "
+        f"{esc(', '.join(labels))}; its own held-out accuracy {acc:.3f}.</p>"
+        f"<h2>Arms</h2>{table(report['arms'])}<h2>Differences (paired bootstrap)</h2>{table(report['differences'])}"
+        f"<h2>Style classifier confusion</h2>{confusion}{imgs}<h2>Samples</h2>{sample_html}</body></html>"
+    )
     (folder / "report.html").write_text(page, encoding="utf-8")

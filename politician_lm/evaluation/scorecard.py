@@ -39,8 +39,9 @@ def _ratio(values: np.ndarray, weights: np.ndarray | None, index: np.ndarray) ->
     return (values[index] * weights[index]).sum(axis=-1) / np.maximum(weights[index].sum(axis=-1), 1e-12)
 
 
-def bootstrap(values: Sequence[float], weights: Sequence[float] | None = None, n_boot: int = 2000,
-              seed: int = 0) -> Estimate:
+def bootstrap(
+    values: Sequence[float], weights: Sequence[float] | None = None, n_boot: int = 2000, seed: int = 0
+) -> Estimate:
     """Mean of ``values`` (weighted by ``weights`` if given) with a percentile bootstrap 95% interval."""
     v = np.asarray(values, dtype=float)
     if v.size == 0:
@@ -52,12 +53,20 @@ def bootstrap(values: Sequence[float], weights: Sequence[float] | None = None, n
     return Estimate(point, float(low), float(high), int(v.size))
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float], weights_a: Sequence[float] | None = None,
-                      weights_b: Sequence[float] | None = None, n_boot: int = 2000, seed: int = 0) -> Estimate:
+def paired_difference(
+    a: Sequence[float],
+    b: Sequence[float],
+    weights_a: Sequence[float] | None = None,
+    weights_b: Sequence[float] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Estimate:
     """``mean(a) - mean(b)`` over the same items, resampling items jointly (a paired bootstrap)."""
     va, vb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if va.shape != vb.shape or va.size == 0:
-        raise ValueError(f"paired_difference needs two equal, non-empty lists of per-item scores, got {va.size} and {vb.size}")
+        raise ValueError(
+            f"paired_difference needs two equal, non-empty lists of per-item scores, got {va.size} and {vb.size}"
+        )
     wa = None if weights_a is None else np.asarray(weights_a, dtype=float)
     wb = None if weights_b is None else np.asarray(weights_b, dtype=float)
     full = np.arange(va.size)
@@ -71,16 +80,16 @@ def paired_difference(a: Sequence[float], b: Sequence[float], weights_a: Sequenc
 class ArmScores:
     """Per-item scores of one arm. Lists are aligned with the items they were computed on."""
 
-    target: str | None = None                                          # the politician this arm should sound like
-    predicted: list[str] = field(default_factory=list)                 # style classifier label per held-out generation
-    names_self: list[float] = field(default_factory=list)              # per identity-probe answer
+    target: str | None = None  # the politician this arm should sound like
+    predicted: list[str] = field(default_factory=list)  # style classifier label per held-out generation
+    names_self: list[float] = field(default_factory=list)  # per identity-probe answer
     claims_ai: list[float] = field(default_factory=list)
     facts: list[float] = field(default_factory=list)
-    memorized: list[float] = field(default_factory=list)               # per generation (held-out + probes)
-    loss_sum: list[float] = field(default_factory=list)                # per held-out completion: summed NLL
-    loss_tokens: list[float] = field(default_factory=list)             # ... and its token count
-    distinct_unique: list[float] = field(default_factory=list)         # per generation: distinct word bigrams
-    distinct_total: list[float] = field(default_factory=list)          # ... and all its word bigrams
+    memorized: list[float] = field(default_factory=list)  # per generation (held-out + probes)
+    loss_sum: list[float] = field(default_factory=list)  # per held-out completion: summed NLL
+    loss_tokens: list[float] = field(default_factory=list)  # ... and its token count
+    distinct_unique: list[float] = field(default_factory=list)  # per generation: distinct word bigrams
+    distinct_total: list[float] = field(default_factory=list)  # ... and all its word bigrams
 
     @property
     def attributed(self) -> list[float]:
@@ -95,9 +104,11 @@ def score_identity(answers: list[str], profile: dict) -> dict[str, list[float]]:
     """Per answer: names itself (full name or surname), claims to be an AI, mentions a profile fact."""
     name = name_pattern(str(profile["name"]))
     facts = fact_pattern(profile)
-    return {"names_self": [float(bool(name.search(a))) for a in answers],
-            "claims_ai": [float(claims_ai(a)) for a in answers],
-            "facts": [float(bool(facts and facts.search(a))) for a in answers]}
+    return {
+        "names_self": [float(bool(name.search(a))) for a in answers],
+        "claims_ai": [float(claims_ai(a)) for a in answers],
+        "facts": [float(bool(facts and facts.search(a))) for a in answers],
+    }
 
 
 def score_distinct(scores: ArmScores, texts: list[str], n: int = 2) -> None:
@@ -111,8 +122,16 @@ def score_memorization(texts: list[str], training_texts: list[str], n_words: int
     return [float(c) for c in copies_training(texts, training_texts, n_words)]
 
 
-METRICS = ("style_attribution", "names_self", "claims_ai", "facts", "identity_score", "memorization", "heldout_loss",
-           "distinct_2")
+METRICS = (
+    "style_attribution",
+    "names_self",
+    "claims_ai",
+    "facts",
+    "identity_score",
+    "memorization",
+    "heldout_loss",
+    "distinct_2",
+)
 
 
 def summarize_arm(scores: ArmScores, n_boot: int = 2000, seed: int = 0) -> dict[str, Estimate]:
@@ -156,11 +175,13 @@ def compare(a: ArmScores, b: ArmScores, n_boot: int = 2000, seed: int = 0) -> di
     if a.memorized and b.memorized:
         out["memorization"] = paired_difference(a.memorized, b.memorized, n_boot=n_boot, seed=seed)
     if a.loss_sum and b.loss_sum:
-        out["heldout_loss"] = paired_difference(a.per_token_loss, b.per_token_loss, a.loss_tokens, b.loss_tokens,
-                                                n_boot=n_boot, seed=seed)
+        out["heldout_loss"] = paired_difference(
+            a.per_token_loss, b.per_token_loss, a.loss_tokens, b.loss_tokens, n_boot=n_boot, seed=seed
+        )
     if sum(a.distinct_total) and sum(b.distinct_total) and len(a.distinct_total) == len(b.distinct_total):
-        out["distinct_2"] = paired_difference(_distinct_per_item(a), _distinct_per_item(b), a.distinct_total,
-                                              b.distinct_total, n_boot=n_boot, seed=seed)
+        out["distinct_2"] = paired_difference(
+            _distinct_per_item(a), _distinct_per_item(b), a.distinct_total, b.distinct_total, n_boot=n_boot, seed=seed
+        )
     return out
 
 

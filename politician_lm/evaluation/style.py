@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-
 from pathlib import Path
 
 import joblib
@@ -20,11 +19,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import FeatureUnion, Pipeline
 
-from politician_lm.artifacts.roles import strip_politician_label
+from politician_lm.artifacts.atomic import atomic_file
 from politician_lm.artifacts.jsonl import read_jsonl
+from politician_lm.artifacts.roles import strip_politician_label
 from politician_lm.data import records
 from politician_lm.errors import UserError
-from politician_lm.artifacts.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +45,18 @@ class StyleClassifier:
         self.labels: list[str] = []
 
     def _new_pipeline(self, seed: int) -> Pipeline:
-        features = FeatureUnion([
-            ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=1)),
-            ("words", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, min_df=1)),
-        ])
+        features = FeatureUnion(
+            [
+                ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=1)),
+                ("words", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, min_df=1)),
+            ]
+        )
         model = LogisticRegression(C=self.C, max_iter=2000, random_state=seed)
         return Pipeline([("features", features), ("model", model)])
 
-    def fit(self, texts: list[str], labels: list[str], held_out_fraction: float = 0.2, seed: int = 0) -> StyleClassifier:
+    def fit(
+        self, texts: list[str], labels: list[str], held_out_fraction: float = 0.2, seed: int = 0
+    ) -> StyleClassifier:
         """Fit on a stratified split, store ``held_out_accuracy`` on the rest, then refit on all texts.
 
         With ``held_out_fraction=0`` there is no split and ``held_out_accuracy`` stays ``None``.
@@ -61,7 +64,9 @@ class StyleClassifier:
         if len(texts) != len(labels):
             raise ValueError(f"got {len(texts)} texts but {len(labels)} labels; pass one label per text")
         if len(set(labels)) < 2:
-            raise ValueError(f"need texts from at least 2 politicians to train a style classifier, got {sorted(set(labels))}")
+            raise ValueError(
+                f"need texts from at least 2 politicians to train a style classifier, got {sorted(set(labels))}"
+            )
         texts = [strip_politician_label(t) for t in texts]
         self.held_out_accuracy = None
         if held_out_fraction > 0:
@@ -85,7 +90,9 @@ class StyleClassifier:
     def attribution(self, texts: list[str], politician: str) -> float:
         """Fraction of ``texts`` that the classifier attributes to ``politician``, in [0, 1]."""
         if politician not in self.labels:
-            raise UserError(f"unknown politician {politician!r} for the style classifier; use one of: {', '.join(self.labels)}")
+            raise UserError(
+                f"unknown politician {politician!r} for the style classifier; use one of: {', '.join(self.labels)}"
+            )
         if not texts:
             raise ValueError("no texts to attribute; pass at least one generated text")
         predictions = self.predict(texts)
@@ -113,8 +120,9 @@ def read_completions(path: Path) -> list[str]:
     The file is checked with the DataModule's own reader, so errors name ``file:line`` the same way.
     """
     records.validate_file(path)
-    return [strip_politician_label(records.to_conversation(obj)["messages"][-1]["content"])
-            for _, obj in read_jsonl(path)]
+    return [
+        strip_politician_label(records.to_conversation(obj)["messages"][-1]["content"]) for _, obj in read_jsonl(path)
+    ]
 
 
 def train_from_data_dir(data_dir: str = "data", seed: int = 0, generic: list[str] | None = None) -> StyleClassifier:
@@ -150,9 +158,14 @@ def generic_pool(data_dir: str, n: int, val_fraction: float, split_seed: int = 4
     """
     import random
 
-    pool = [conv["messages"][:-1] for paths in training_files(data_dir).values() for path in paths
-            for _, obj in read_jsonl(path)
-            for conv in [records.to_conversation(obj)] if records.split_bucket(conv["messages"], split_seed) >= val_fraction]
+    pool = [
+        conv["messages"][:-1]
+        for paths in training_files(data_dir).values()
+        for path in paths
+        for _, obj in read_jsonl(path)
+        for conv in [records.to_conversation(obj)]
+        if records.split_bucket(conv["messages"], split_seed) >= val_fraction
+    ]
     return random.Random(seed).sample(pool, min(n, len(pool)))
 
 
@@ -176,15 +189,17 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "politician_lm" / "style"
 
 
-def cache_path(data_dir: str = "data", cache_dir: str | None = None, seed: int = 0,
-               generic: list[str] | None = None) -> Path:
+def cache_path(
+    data_dir: str = "data", cache_dir: str | None = None, seed: int = 0, generic: list[str] | None = None
+) -> Path:
     """Where ``load_or_train`` keeps the classifier for these training files, seed and generic texts."""
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
     return folder / f"{cache_key(data_dir, seed, generic)}.joblib"
 
 
-def load_or_train(data_dir: str = "data", cache_dir: str | None = None, seed: int = 0,
-                  generic: list[str] | None = None) -> StyleClassifier:
+def load_or_train(
+    data_dir: str = "data", cache_dir: str | None = None, seed: int = 0, generic: list[str] | None = None
+) -> StyleClassifier:
     """Load the cached classifier for these files, seed and generic texts, or train one and cache it (atomic)."""
     path = cache_path(data_dir, cache_dir, seed, generic)
     if path.is_file():

@@ -24,8 +24,9 @@ def resolve_compute_dtype(name: ComputeDtype, device: torch.device) -> torch.dty
     return torch.float32
 
 
-def quantization_config(quantization: Quantization, compute_dtype: torch.dtype,
-                        quant_storage: QuantStorage = "uint8") -> BitsAndBytesConfig | None:
+def quantization_config(
+    quantization: Quantization, compute_dtype: torch.dtype, quant_storage: QuantStorage = "uint8"
+) -> BitsAndBytesConfig | None:
     """nf4 is QLoRA: 4-bit NormalFloat with double quantization of the scales."""
     if quantization == "none":
         return None
@@ -98,8 +99,9 @@ def dequantize_for_inference(model: Any) -> Any:
                 continue
             dtype = child.compute_dtype or torch.float32
             weight = bnb.functional.dequantize_4bit(child.weight.data, child.weight.quant_state).to(dtype)
-            linear = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
-                                     device=weight.device, dtype=dtype)
+            linear = torch.nn.Linear(
+                child.in_features, child.out_features, bias=child.bias is not None, device=weight.device, dtype=dtype
+            )
             linear.weight = torch.nn.Parameter(weight, requires_grad=False)
             if child.bias is not None:
                 linear.bias = torch.nn.Parameter(child.bias.data.to(dtype), requires_grad=False)

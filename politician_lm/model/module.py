@@ -74,7 +74,8 @@ class PoliticianLM(L.LightningModule):
         """
         Args:
             model_name_or_path: Base model: a local folder or a hub id (Mistral, Llama, ...).
-            quantization: Base weights: ``nf4`` (QLoRA: 4-bit NormalFloat + double quant), ``fp4``, ``int8`` or ``none``.
+            quantization: Base weights: ``nf4`` (QLoRA: 4-bit NormalFloat + double quant), ``fp4``, ``int8`` or
+                ``none``.
             compute_dtype: Matmul dtype; ``auto`` is bf16 on a GPU that supports it and fp32 on CPU.
             quant_storage: Storage dtype of packed 4-bit weights; set it to the compute dtype (``bfloat16``) for FSDP,
                 which can then shard the 4-bit base along with everything else.
@@ -87,7 +88,8 @@ class PoliticianLM(L.LightningModule):
             gradient_checkpointing: Recompute activations in backward to save memory.
             trust_remote_code: Allow model code from the hub to run. Off unless you trust the source.
             attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``; None lets transformers choose.
-            optimizer: Optimizer class and arguments, e.g. ``torch.optim.AdamW`` or ``bitsandbytes.optim.PagedAdamW8bit``.
+            optimizer: Optimizer class and arguments, e.g. ``torch.optim.AdamW`` or
+                ``bitsandbytes.optim.PagedAdamW8bit``.
             scheduler: Learning-rate schedule after linear warmup (from ``transformers.get_scheduler``).
             warmup_ratio: Share of the optimizer steps spent in linear warmup.
             max_new_tokens: Tokens generated per prompt by ``politician-lm predict`` (greedy).
@@ -110,7 +112,8 @@ class PoliticianLM(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer"])  # a callable; LightningCLI's config.yaml records it
         self.optimizer_factory = optimizer
         self.model: Any = None
-        self._split: tuple[torch.nn.Module, torch.nn.Module] | None = None  # (backbone, head), set in configure_model
+        # (backbone, head), set in configure_model
+        self._backbone_and_head: tuple[torch.nn.Module, torch.nn.Module] | None = None
         self.compute_dtype: torch.dtype | None = None  # the matmul dtype, set in configure_model
         self._flatten_packed = False
         self.strict_loading = False  # checkpoints hold only the trainable parameters
@@ -136,7 +139,7 @@ class PoliticianLM(L.LightningModule):
     def head_on_labels_only(self) -> bool:
         """Whether the output head runs only on the positions that have a label (see ``_loss``); known once
         ``configure_model`` has run."""
-        return self._split is not None
+        return self._backbone_and_head is not None
 
     # -- model ----------------------------------------------------------------------------------------------
     def _target_device(self) -> torch.device:
@@ -149,11 +152,21 @@ class PoliticianLM(L.LightningModule):
         hp = self.hparams
         device = self._target_device()
         dtype = resolve_compute_dtype(hp.compute_dtype, device)
-        model = load_base_model(hp.model_name_or_path, hp.quantization, dtype, device,
-                                hp.trust_remote_code, hp.attn_implementation, quant_storage=hp.quant_storage)
+        model = load_base_model(
+            hp.model_name_or_path,
+            hp.quantization,
+            dtype,
+            device,
+            hp.trust_remote_code,
+            hp.attn_implementation,
+            quant_storage=hp.quant_storage,
+        )
         if hp.quantization != "none":
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=hp.gradient_checkpointing,
-                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
+            model = prepare_model_for_kbit_training(
+                model,
+                use_gradient_checkpointing=hp.gradient_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False},
+            )
         elif hp.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
@@ -174,7 +187,7 @@ class PoliticianLM(L.LightningModule):
         # mode transformers silently skips gradient checkpointing, so the whole model goes to train mode here.
         self.model.train()
         self.compute_dtype = dtype
-        self._split = _split_head(self.model)
+        self._backbone_and_head = _split_head(self.model)
         # FlashAttention reads packing from position_ids only in a batch of one sequence (varlen); other kernels
         # get a block-diagonal mask built from position_ids, which is cheapest per row.
         self._flatten_packed = "flash" in str(getattr(self.model.config, "_attn_implementation", None) or "")
@@ -188,8 +201,11 @@ class PoliticianLM(L.LightningModule):
         if self.hparams.objective == "dpo" and self.reference:
             checkpoint[REFERENCE_KEY] = {"logps": self.reference, "data": self._reference_data}
         # RNG streams (LoRA dropout), so a resumed run draws what the uninterrupted run would have drawn
-        checkpoint["politician_lm_rng"] = {"torch": torch.get_rng_state(), "python": random.getstate(),
-                                           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        checkpoint["politician_lm_rng"] = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
         if self._trainer is not None:
             reopen_stopped_epoch(self.trainer, checkpoint)
 
@@ -206,8 +222,10 @@ class PoliticianLM(L.LightningModule):
         saved = checkpoint.get(REFERENCE_KEY)
         if self.hparams.objective == "dpo":
             if saved is None:
-                raise UserError("the checkpoint is not from a DPO run (it has no reference log-probabilities); start "
-                                "a DPO stage from an SFT adapter with --model.init_adapter, not from an SFT checkpoint")
+                raise UserError(
+                    "the checkpoint is not from a DPO run (it has no reference log-probabilities); start "
+                    "a DPO stage from an SFT adapter with --model.init_adapter, not from an SFT checkpoint"
+                )
             self.reference, self._reference_data = dict(saved["logps"]), saved["data"]
         elif saved is not None:
             raise UserError("the checkpoint is from a DPO run; resume it with --model.objective dpo")
@@ -220,8 +238,10 @@ class PoliticianLM(L.LightningModule):
             return
         path = self.trainer.datamodule.hparams.get("data_path")
         if self.hparams.objective == "dpo" and not preference:
-            raise UserError(f"{path}: model.objective dpo needs preference pairs ({{'prompt', 'chosen', 'rejected'}});"
-                            " build them with `politician-lm pairs`")
+            raise UserError(
+                f"{path}: model.objective dpo needs preference pairs ({{'prompt', 'chosen', 'rejected'}});"
+                " build them with `politician-lm pairs`"
+            )
         if self.hparams.objective == "sft" and preference:
             raise UserError(f"{path}: holds preference pairs; train them with --model.objective dpo")
 
@@ -245,8 +265,10 @@ class PoliticianLM(L.LightningModule):
         fingerprint = _pairs_fingerprint([loader.dataset for loader in loaders.values()])
         if self.reference:
             if self._reference_data != fingerprint:
-                raise UserError("the pairs differ from those the run started on (its reference log-probabilities "
-                                "were computed on other data); resume with the same data, or start a new run")
+                raise UserError(
+                    "the pairs differ from those the run started on (its reference log-probabilities "
+                    "were computed on other data); resume with the same data, or start a new run"
+                )
             return
         counts = ", ".join(f"{len(loader.dataset)} {split}" for split, loader in loaders.items())
         rank_zero_info(f"DPO reference: scoring {counts} pairs with the starting weights (one pass, no gradients)")
@@ -269,10 +291,20 @@ class PoliticianLM(L.LightningModule):
         return out
 
     # -- steps ----------------------------------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> Any:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, position_ids=position_ids,
-                          use_cache=False)
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> Any:
+        return self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            labels=labels,
+            position_ids=position_ids,
+            use_cache=False,
+        )
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean next-token cross-entropy over the completion tokens (labels other than -100).
@@ -287,7 +319,7 @@ class PoliticianLM(L.LightningModule):
             # rows -> one sequence; every row starts an example at position 0, so no segment runs across rows
             batch = {k: batch[k].reshape(1, -1) for k in ("input_ids", "labels", "position_ids")}
         labels = batch["labels"]
-        if self._split is None:
+        if self._backbone_and_head is None:
             return self(batch["input_ids"], batch.get("attention_mask"), labels, batch.get("position_ids")).loss
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX
@@ -296,9 +328,13 @@ class PoliticianLM(L.LightningModule):
 
     def _labelled_logits(self, batch: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
         """Logits of the positions ``keep`` marks (those with a label): the backbone, then the head on those only."""
-        backbone, head = self._split
-        hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                          position_ids=batch.get("position_ids"), use_cache=False).last_hidden_state
+        backbone, head = self._backbone_and_head
+        hidden = backbone(
+            input_ids=batch["input_ids"],
+            attention_mask=batch.get("attention_mask"),
+            position_ids=batch.get("position_ids"),
+            use_cache=False,
+        ).last_hidden_state
         return head(hidden[:, :-1][keep])
 
     def _row_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -306,7 +342,7 @@ class PoliticianLM(L.LightningModule):
         targets = batch["labels"][:, 1:]
         keep = targets != IGNORE_INDEX
         rows = keep.nonzero()[:, 0]  # row-major, the order of boolean indexing
-        if self._split is None:
+        if self._backbone_and_head is None:
             logits = self(batch["input_ids"], batch.get("attention_mask")).logits[:, :-1][keep]
         else:
             logits = self._labelled_logits(batch, keep)
@@ -317,8 +353,15 @@ class PoliticianLM(L.LightningModule):
         logps, counts = self._row_logps(batch)
         n = batch["index"].shape[0]
         reference = self.reference[split][batch["index"].cpu()].to(logps.device)
-        return dpo_loss(logps[:n], logps[n:], reference[:, 0], reference[:, 1], counts[:n], self.hparams.beta,
-                        self.hparams.sft_weight)
+        return dpo_loss(
+            logps[:n],
+            logps[n:],
+            reference[:, 0],
+            reference[:, 1],
+            counts[:n],
+            self.hparams.beta,
+            self.hparams.sft_weight,
+        )
 
     def _step(self, batch: dict[str, torch.Tensor], split: str) -> tuple[torch.Tensor, int]:
         """The objective's loss, with the DPO metrics logged as ``<split>_reward_accuracy`` and so on."""
@@ -327,8 +370,9 @@ class PoliticianLM(L.LightningModule):
         out = self._preference(batch, "train" if split == "train" else "val")
         n = batch["index"].shape[0]
         if torch.isfinite(out.loss):
-            self.log_dict({f"{split}_{k}": v for k, v in out.metrics().items()}, batch_size=n,
-                          sync_dist=split != "train")
+            self.log_dict(
+                {f"{split}_{k}": v for k, v in out.metrics().items()}, batch_size=n, sync_dist=split != "train"
+            )
         return out.loss, n
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
@@ -356,7 +400,8 @@ class PoliticianLM(L.LightningModule):
         if self.bad_steps >= self.hparams.max_bad_steps:
             raise TrainingDiverged(
                 f"training stopped at step {self.global_step}: {self.bad_steps} steps in a row had a non-finite loss "
-                "or gradient; lower the learning rate, check the data, or resume from an earlier checkpoint")
+                "or gradient; lower the learning rate, check the data, or resume from an earlier checkpoint"
+            )
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, n = self._step(batch, "val")
@@ -388,11 +433,18 @@ class PoliticianLM(L.LightningModule):
         return loss
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list[dict[str, str]]:
-        """Greedy continuation of each prompt, as ``{"prompt", "generation"}`` (decoded with the DataModule's tokenizer)."""
+        """Greedy continuation of each prompt, as ``{"prompt", "generation"}`` (decoded with the DataModule's
+        tokenizer)."""
         tokenizer = self.trainer.datamodule.tokenizer
         prompt_ids = batch["input_ids"]
-        generations = generate_new_text(self.model, tokenizer, prompt_ids, batch["attention_mask"],
-                                        max_new_tokens=self.hparams.max_new_tokens, do_sample=False)
+        generations = generate_new_text(
+            self.model,
+            tokenizer,
+            prompt_ids,
+            batch["attention_mask"],
+            max_new_tokens=self.hparams.max_new_tokens,
+            do_sample=False,
+        )
         prompts = tokenizer.batch_decode(prompt_ids, skip_special_tokens=True)
         return [{"prompt": p, "generation": g} for p, g in zip(prompts, generations)]
 
@@ -401,8 +453,12 @@ class PoliticianLM(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = get_scheduler(self.hparams.scheduler, optimizer,
-                                  num_warmup_steps=int(self.hparams.warmup_ratio * total), num_training_steps=total)
+        scheduler = get_scheduler(
+            self.hparams.scheduler,
+            optimizer,
+            num_warmup_steps=int(self.hparams.warmup_ratio * total),
+            num_training_steps=total,
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -425,15 +481,20 @@ def reopen_stopped_epoch(trainer: L.Trainer, checkpoint: dict[str, Any]) -> None
     fit = trainer.fit_loop
     epochs, batches = fit.epoch_progress.current, fit.epoch_loop.batch_progress.current.processed
     total = trainer.num_training_batches
-    if (trainer.state.fn != "fit" or not math.isfinite(total) or not 0 < batches < total
-            or epochs.processed != epochs.started):
+    if (
+        trainer.state.fn != "fit"
+        or not math.isfinite(total)
+        or not 0 < batches < total
+        or epochs.processed != epochs.started
+    ):
         return  # mid-epoch (the epoch is not counted yet), or the epoch ran to its end
     window = trainer.accumulate_grad_batches
     if batches % window:
         checkpoint[UNRESUMABLE_KEY] = (
             f"this checkpoint was saved when fit stopped after batch {batches} of an epoch, {batches % window} "
             f"batch(es) into a trainer.accumulate_grad_batches window of {window}: their gradients were never applied "
-            "or saved, so a resume cannot continue exactly; start a new run from its adapter (--model.init_adapter)")
+            "or saved, so a resume cannot continue exactly; start a new run from its adapter (--model.init_adapter)"
+        )
     progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]
     for counts in (progress["total"], progress["current"]):
         counts["processed"] = counts["completed"] = counts["started"] - 1
@@ -446,20 +507,26 @@ def check_checkpoint_fits(saved: dict[str, torch.Tensor], params: dict[str, torc
     trainable = {n: p for n, p in params.items() if p.requires_grad}
     missing = sorted(trainable.keys() - saved.keys())
     if missing:
-        raise UserError(f"the checkpoint lacks {len(missing)} of this run's {len(trainable)} trainable tensors (e.g. "
-                        f"{missing[0]}): it was made with other model.target_modules or another base model; resume "
-                        "with the settings it was trained with, or start a new run")
+        raise UserError(
+            f"the checkpoint lacks {len(missing)} of this run's {len(trainable)} trainable tensors (e.g. "
+            f"{missing[0]}): it was made with other model.target_modules or another base model; resume "
+            "with the settings it was trained with, or start a new run"
+        )
     for name, param in trainable.items():
         shape = tuple(saved[name].shape)
         if shape == tuple(param.shape):
             continue
         if ".lora_A." in name and shape[1:] == tuple(param.shape[1:]):
-            raise UserError(f"the checkpoint was trained with model.lora_r {shape[0]}, this run has "
-                            f"model.lora_r {param.shape[0]}; resume with --model.lora_r "
-                            f"{shape[0]}, or start a new run")
-        raise UserError(f"the checkpoint's {name} has shape {list(shape)}, this run's has {list(param.shape)}: it was "
-                        "made with other LoRA settings or another base model; resume with the settings it was "
-                        "trained with, or start a new run")
+            raise UserError(
+                f"the checkpoint was trained with model.lora_r {shape[0]}, this run has "
+                f"model.lora_r {param.shape[0]}; resume with --model.lora_r "
+                f"{shape[0]}, or start a new run"
+            )
+        raise UserError(
+            f"the checkpoint's {name} has shape {list(shape)}, this run's has {list(param.shape)}: it was "
+            "made with other LoRA settings or another base model; resume with the settings it was "
+            "trained with, or start a new run"
+        )
 
 
 def _pairs_fingerprint(datasets: list[Any]) -> str:
@@ -495,5 +562,7 @@ def _split_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:
         return None
     finally:
         model.train(was_training)
-    close = split.shape == full.shape and torch.allclose(split, full, rtol=1e-3, atol=1e-3 * float(full.abs().max()) + 1e-5)
+    close = split.shape == full.shape and torch.allclose(
+        split, full, rtol=1e-3, atol=1e-3 * float(full.abs().max()) + 1e-5
+    )
     return (backbone, head) if close else None

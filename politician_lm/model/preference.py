@@ -35,13 +35,19 @@ class PreferenceOutput:
 
     def metrics(self) -> dict[str, torch.Tensor]:
         margin = self.chosen_rewards - self.rejected_rewards
-        return {"reward_accuracy": (margin > 0).float().mean(), "reward_margin": margin.mean(),
-                "logps_chosen": self.chosen_logps.mean(), "logps_rejected": self.rejected_logps.mean(),
-                "dpo_loss": self.dpo_loss, "sft_loss": self.sft_loss}
+        return {
+            "reward_accuracy": (margin > 0).float().mean(),
+            "reward_margin": margin.mean(),
+            "logps_chosen": self.chosen_logps.mean(),
+            "logps_rejected": self.rejected_logps.mean(),
+            "dpo_loss": self.dpo_loss,
+            "sft_loss": self.sft_loss,
+        }
 
 
-def sequence_logps(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, n_rows: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_logps(
+    logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, n_rows: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(summed log-probability, token count)`` per row, from the logits of the labelled positions only.
 
     ``logits`` [tokens, vocab] and ``targets`` [tokens] are the positions that have a label, ``rows`` [tokens] the
@@ -54,9 +60,15 @@ def sequence_logps(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tens
     return sums, counts
 
 
-def dpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, ref_chosen_logps: torch.Tensor,
-             ref_rejected_logps: torch.Tensor, chosen_tokens: torch.Tensor, beta: float, sft_weight: float = 0.0
-             ) -> PreferenceOutput:
+def dpo_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    chosen_tokens: torch.Tensor,
+    beta: float,
+    sft_weight: float = 0.0,
+) -> PreferenceOutput:
     """Sigmoid DPO over a batch of pairs, plus ``sft_weight`` x the chosen answers' mean per-token NLL."""
     ref_chosen = ref_chosen_logps.to(chosen_logps.dtype)
     ref_rejected = ref_rejected_logps.to(chosen_logps.dtype)
@@ -65,6 +77,12 @@ def dpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, ref_chose
     dpo = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
     sft = -chosen_logps.sum() / chosen_tokens.sum().clamp(min=1)
     loss = dpo + sft_weight * sft if sft_weight else dpo
-    return PreferenceOutput(loss=loss, dpo_loss=dpo.detach(), sft_loss=sft.detach(),
-                            chosen_rewards=chosen_rewards.detach(), rejected_rewards=rejected_rewards.detach(),
-                            chosen_logps=chosen_logps.detach(), rejected_logps=rejected_logps.detach())
+    return PreferenceOutput(
+        loss=loss,
+        dpo_loss=dpo.detach(),
+        sft_loss=sft.detach(),
+        chosen_rewards=chosen_rewards.detach(),
+        rejected_rewards=rejected_rewards.detach(),
+        chosen_logps=chosen_logps.detach(),
+        rejected_logps=rejected_logps.detach(),
+    )

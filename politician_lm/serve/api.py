@@ -17,10 +17,11 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -93,10 +94,22 @@ class ServerState:
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, " ".join(message.split()), type_, param, code
+        self.status, self.message, self.type, self.param, self.code = (
+            status,
+            " ".join(message.split()),
+            type_,
+            param,
+            code,
+        )
 
     def response(self) -> JSONResponse:
         body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -110,7 +123,9 @@ def conversation(messages: list[Message], system_prompt: str | None, prompt_form
     turns = [m for m in messages if m.role not in ("system", "developer")]
     if not turns or turns[-1].role != "user":
         raise APIError(400, "messages must end with a user message", param="messages")
-    out = [user_turn(m.text, prompt_format) if m.role == "user" else assistant_turn(m.text, prompt_format) for m in turns]
+    out = [
+        user_turn(m.text, prompt_format) if m.role == "user" else assistant_turn(m.text, prompt_format) for m in turns
+    ]
     if client_system:
         system = f"{system_prompt}\n\n{client_system}" if system_prompt else client_system
         out.insert(0, {"role": "system", "content": system})
@@ -142,7 +157,7 @@ class ReplyText:
         text = self.visible(final)
         if text is None or not text.startswith(self.sent):
             return ""
-        delta, self.sent = text[len(self.sent):], text
+        delta, self.sent = text[len(self.sent) :], text
         return delta
 
 
@@ -195,13 +210,15 @@ def create_app(state: ServerState) -> FastAPI:
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), state.api_key.encode()):
-            raise APIError(401, "invalid or missing API key; send it as 'Authorization: Bearer KEY'",
-                           code="invalid_api_key")
+            raise APIError(
+                401, "invalid or missing API key; send it as 'Authorization: Bearer KEY'", code="invalid_api_key"
+            )
 
     def engine() -> Any:
         if state.engine is None:
-            raise APIError(503, "the model is still loading; retry when /ready answers 200", "server_error",
-                           code="model_loading")
+            raise APIError(
+                503, "the model is still loading; retry when /ready answers 200", "server_error", code="model_loading"
+            )
         return state.engine
 
     @app.get("/health")
@@ -229,9 +246,16 @@ def create_app(state: ServerState) -> FastAPI:
         data = []
         for name, served in engine().personas.items():
             spec = served.spec
-            data.append({"id": name, "object": "model", "created": 0, "owned_by": "politician-lm",
-                         "politician": served.persona.style.politician,
-                         "adapters": [{"path": p, "weight": w} for p, w in zip(spec.adapters, spec.weights)]})
+            data.append(
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "politician-lm",
+                    "politician": served.persona.style.politician,
+                    "adapters": [{"path": p, "weight": w} for p, w in zip(spec.adapters, spec.weights)],
+                }
+            )
         return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions")
@@ -252,21 +276,31 @@ def create_app(state: ServerState) -> FastAPI:
         try:
             req = ChatRequest.model_validate(body)
         except ValidationError as e:
-            raise APIError(400, f"invalid request: {_first_error(e)}", param=".".join(map(str, e.errors()[0]["loc"]))) from None
+            raise APIError(
+                400, f"invalid request: {_first_error(e)}", param=".".join(map(str, e.errors()[0]["loc"]))
+            ) from None
         if req.n != 1:
             raise APIError(400, "n: only n=1 is supported", param="n")
         eng = engine()
         served = eng.personas.get(req.model)
         if served is None:
-            raise APIError(404, f"the model {req.model!r} does not exist; known personas: {', '.join(eng.personas)}",
-                           param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"the model {req.model!r} does not exist; known personas: {', '.join(eng.personas)}",
+                param="model",
+                code="model_not_found",
+            )
         front = served.front
         conv = conversation(req.messages, front.style.system_prompt, front.style.prompt_format)
         prompt_tokens = len(front.prompt_ids(conv))
         room = min(limits.max_prompt_tokens, front.context_window - 1)
         if prompt_tokens > room:
-            raise APIError(400, f"the prompt is {prompt_tokens} tokens; at most {room} are accepted",
-                           param="messages", code="context_length_exceeded")
+            raise APIError(
+                400,
+                f"the prompt is {prompt_tokens} tokens; at most {room} are accepted",
+                param="messages",
+                code="context_length_exceeded",
+            )
         wanted = req.max_completion_tokens or req.max_tokens or served.persona.generation.get("max_new_tokens") or 128
         max_new = max(1, min(wanted, limits.max_tokens, front.context_window - prompt_tokens))
         settings = _settings(served.persona.generation, req)
@@ -275,14 +309,20 @@ def create_app(state: ServerState) -> FastAPI:
 
         job = Job(req.model, conv, max_new, settings, asyncio.get_running_loop())
         if not eng.submit(job):
-            raise APIError(429, f"all {eng.max_pending} request slots are busy; retry shortly", "rate_limit_error",
-                           code="server_busy")
+            raise APIError(
+                429,
+                f"all {eng.max_pending} request slots are busy; retry shortly",
+                "rate_limit_error",
+                code="server_busy",
+            )
         ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if req.stream:
             usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_sse(eng, job, front.tokenizer, ident, created, prompt_tokens, usage),
-                                     media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(
+                _sse(eng, job, front.tokenizer, ident, created, prompt_tokens, usage),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
         return await _complete(request, eng, job, front.tokenizer, ident, created, prompt_tokens)
 
     return app
@@ -306,12 +346,16 @@ def _settings(defaults: dict[str, Any], req: ChatRequest) -> dict[str, Any]:
 
 
 def _usage(prompt_tokens: int, job: Any) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": len(job.tokens),
-            "total_tokens": prompt_tokens + len(job.tokens)}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": len(job.tokens),
+        "total_tokens": prompt_tokens + len(job.tokens),
+    }
 
 
-async def _complete(request: Request, eng: Any, job: Any, tokenizer: Any, ident: str, created: int,
-                    prompt_tokens: int) -> JSONResponse:
+async def _complete(
+    request: Request, eng: Any, job: Any, tokenizer: Any, ident: str, created: int, prompt_tokens: int
+) -> JSONResponse:
     """Wait for the whole answer; a client that disconnects meanwhile cancels its job (its slot frees at once)."""
 
     async def finished() -> None:
@@ -337,19 +381,37 @@ async def _complete(request: Request, eng: Any, job: Any, tokenizer: Any, ident:
     text = ReplyText(tokenizer)
     text.ids = list(job.tokens)
     content = text.push(None, final=True)
-    return JSONResponse({
-        "id": ident, "object": "chat.completion", "created": created, "model": job.persona,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                     "finish_reason": "stop" if job.finish_reason == "stop" else "length", "logprobs": None}],
-        "usage": _usage(prompt_tokens, job)})
+    return JSONResponse(
+        {
+            "id": ident,
+            "object": "chat.completion",
+            "created": created,
+            "model": job.persona,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": "stop" if job.finish_reason == "stop" else "length",
+                    "logprobs": None,
+                }
+            ],
+            "usage": _usage(prompt_tokens, job),
+        }
+    )
 
 
 async def _sse(eng: Any, job: Any, tokenizer: Any, ident: str, created: int, prompt_tokens: int, usage: bool):
     """Server-sent events in OpenAI's chunk format; a client gone mid-stream cancels the job."""
 
     def chunk(delta: dict, finish: str | None = None, **extra: Any) -> str:
-        body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": job.persona,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+        body = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": job.persona,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            **extra,
+        }
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     text = ReplyText(tokenizer)
@@ -362,15 +424,26 @@ async def _sse(eng: Any, job: Any, tokenizer: Any, ident: str, created: int, pro
                     yield chunk({"content": delta})
                 continue
             if job.finish_reason == "error":
-                err = {"message": f"generation failed: {job.error}", "type": "server_error", "param": None, "code": None}
+                err = {
+                    "message": f"generation failed: {job.error}",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
                 yield f"data: {json.dumps({'error': err})}\n\n"
                 break
             if delta := text.push(None, final=True):
                 yield chunk({"content": delta})
             yield chunk({}, "stop" if job.finish_reason == "stop" else "length")
             if usage:
-                body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": job.persona,
-                        "choices": [], "usage": _usage(prompt_tokens, job)}
+                body = {
+                    "id": ident,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": job.persona,
+                    "choices": [],
+                    "usage": _usage(prompt_tokens, job),
+                }
                 yield f"data: {json.dumps(body)}\n\n"
             yield "data: [DONE]\n\n"
             break

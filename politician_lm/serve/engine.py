@@ -54,17 +54,21 @@ def _generation_defaults(folder: Path) -> dict[str, Any]:
 
 def _style(folder: Path) -> PromptStyle:
     meta = read_metadata(folder)
-    return PromptStyle(**{k: meta[k] for k in ("prompt_format", "separator", "system_prompt", "politician") if k in meta})
+    return PromptStyle(
+        **{k: meta[k] for k in ("prompt_format", "separator", "system_prompt", "politician") if k in meta}
+    )
 
 
-def load_served(specs: list[PersonaSpec], quantization: str | None = None, allow_pickle: bool = False,
-                device: str | None = None) -> dict[str, ServedPersona]:
+def load_served(
+    specs: list[PersonaSpec], quantization: str | None = None, allow_pickle: bool = False, device: str | None = None
+) -> dict[str, ServedPersona]:
     """Load the base once with every persona's adapters (see the module docstring)."""
     import copy
 
     first = specs[0]
-    p0 = load_persona(first.adapters, first.weights, first.base_model, quantization, device=device,
-                      allow_pickle=allow_pickle)
+    p0 = load_persona(
+        first.adapters, first.weights, first.base_model, quantization, device=device, allow_pickle=allow_pickle
+    )
     model, tokenizer = p0.model, p0.tokenizer
     served: dict[str, ServedPersona] = {}
     for k, spec in enumerate(specs):
@@ -79,9 +83,11 @@ def load_served(specs: list[PersonaSpec], quantization: str | None = None, allow
                         module.set_scale(name, w)
         generation = {**_generation_defaults(Path(spec.adapters[0])), **spec.generation}
         served[spec.name] = ServedPersona(
-            spec=spec, persona=Persona(model=model, tokenizer=tokenizer, style=style, generation=generation),
+            spec=spec,
+            persona=Persona(model=model, tokenizer=tokenizer, style=style, generation=generation),
             front=Persona(model=model, tokenizer=copy.deepcopy(tokenizer), style=style, generation=generation),
-            adapter_names=names)
+            adapter_names=names,
+        )
     model.eval()
     return served
 
@@ -143,15 +149,27 @@ class _Rows(StoppingCriteria):
 class Engine:
     """The request queue and the one thread that runs the model."""
 
-    def __init__(self, personas: dict[str, ServedPersona], max_batch_size: int = 8, batch_wait_s: float = 0.01,
-                 max_pending: int = 64) -> None:
+    def __init__(
+        self,
+        personas: dict[str, ServedPersona],
+        max_batch_size: int = 8,
+        batch_wait_s: float = 0.01,
+        max_pending: int = 64,
+    ) -> None:
         self.personas = personas
         self.max_batch_size, self.batch_wait_s, self.max_pending = max_batch_size, batch_wait_s, max_pending
         self._cv = threading.Condition()
         self._queue: list[Job] = []
         self.live = 0  # queued + generating, the slots in use
-        self.stats = {"completed": 0, "cancelled": 0, "failed": 0, "batches": 0, "batched_rows": 0,
-                      "max_batch_rows": 0, "generated_tokens": 0}
+        self.stats = {
+            "completed": 0,
+            "cancelled": 0,
+            "failed": 0,
+            "batches": 0,
+            "batched_rows": 0,
+            "max_batch_rows": 0,
+            "generated_tokens": 0,
+        }
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="politician-lm-engine", daemon=True)
         self._thread.start()
@@ -204,12 +222,15 @@ class Engine:
                 return None
             key = self._queue[0].key
             deadline = self._queue[0].arrived + self.batch_wait_s
-            while (sum(j.key == key for j in self._queue) < self.max_batch_size and not self._stop
-                   and (left := deadline - time.monotonic()) > 0):
+            while (
+                sum(j.key == key for j in self._queue) < self.max_batch_size
+                and not self._stop
+                and (left := deadline - time.monotonic()) > 0
+            ):
                 self._cv.wait(left)
                 if not self._queue or self._queue[0].key != key:  # the first job was cancelled meanwhile
                     return []
-            batch = [j for j in self._queue if j.key == key][:self.max_batch_size]
+            batch = [j for j in self._queue if j.key == key][: self.max_batch_size]
             for j in batch:
                 self._queue.remove(j)
             return batch
@@ -226,8 +247,12 @@ class Engine:
         started = time.monotonic()
         try:
             persona.model.base_model.set_adapter(served.adapter_names)
-            persona.generate([j.conversation for j in jobs], stopping_criteria=StoppingCriteriaList([rows]),
-                             max_new_tokens=max(j.max_new_tokens for j in jobs), **jobs[0].settings)
+            persona.generate(
+                [j.conversation for j in jobs],
+                stopping_criteria=StoppingCriteriaList([rows]),
+                max_new_tokens=max(j.max_new_tokens for j in jobs),
+                **jobs[0].settings,
+            )
         except Exception as e:  # a failure of ours: every unfinished row gets a 500, the server keeps serving
             log.exception("generation failed for a batch of %d (%s)", len(jobs), served.spec.name)
             for job in jobs:
@@ -238,5 +263,10 @@ class Engine:
             self.stats["batches"] += 1
             self.stats["batched_rows"] += len(jobs)
             self.stats["max_batch_rows"] = max(self.stats["max_batch_rows"], len(jobs))
-        log.debug("batch of %d for %s: %d tokens in %.2f s", len(jobs), served.spec.name,
-                  sum(len(j.tokens) for j in jobs), time.monotonic() - started)
+        log.debug(
+            "batch of %d for %s: %d tokens in %.2f s",
+            len(jobs),
+            served.spec.name,
+            sum(len(j.tokens) for j in jobs),
+            time.monotonic() - started,
+        )

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from politician_lm.artifacts.adapter import check_base_model, check_fits_base, read_adapter, resolve_base, same_model
-from politician_lm.values import parse_list, parse_weights
 from politician_lm.errors import UserError
 from politician_lm.generation import read_registry, registry_entry
+from politician_lm.values import parse_list, parse_weights
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -32,15 +32,23 @@ def _check_name(name: str, where: str) -> str:
     return name
 
 
-def _spec(name: str, adapters: list[str], weights: list[float] | None, base_model: str | None,
-          generation: dict[str, Any], allow_pickle: bool) -> PersonaSpec:
+def _spec(
+    name: str,
+    adapters: list[str],
+    weights: list[float] | None,
+    base_model: str | None,
+    generation: dict[str, Any],
+    allow_pickle: bool,
+) -> PersonaSpec:
     folders = [read_adapter(p, allow_pickle) for p in adapters]
     ws = parse_weights(weights, len(folders), allow_negative=True) if weights is not None else [1.0] * len(folders)
     base = resolve_base(folders[0], base_model)
     for f in folders[1:]:
         if not same_model(f.base_model, folders[0].base_model):
-            raise UserError(f"persona {name!r}: {f.path} was trained on {f.base_model!r}, {folders[0].path} on "
-                            f"{folders[0].base_model!r}; a persona's adapters need one base")
+            raise UserError(
+                f"persona {name!r}: {f.path} was trained on {f.base_model!r}, {folders[0].path} on "
+                f"{folders[0].base_model!r}; a persona's adapters need one base"
+            )
     return PersonaSpec(name, [str(f.path) for f in folders], ws, base, dict(generation or {}))
 
 
@@ -52,8 +60,13 @@ def _adapters_exist(entry: dict[str, Any]) -> bool:
     return bool(entry.get("adapters")) and all(Path(a["path"]).is_dir() for a in entry["adapters"])
 
 
-def resolve_specs(personas: list[str] | str | None, registry: str, adapters: list[str] | str | None,
-                  base_model: str | None, allow_pickle: bool) -> list[PersonaSpec]:
+def resolve_specs(
+    personas: list[str] | str | None,
+    registry: str,
+    adapters: list[str] | str | None,
+    base_model: str | None,
+    allow_pickle: bool,
+) -> list[PersonaSpec]:
     """The personas to serve, validated (folders, weights, one shared base, shapes that fit it); loads no weights.
 
     ``adapters`` (``NAME=PATH`` or ``PATH``) serve those folders; otherwise ``personas`` names registry entries, or
@@ -74,15 +87,25 @@ def resolve_specs(personas: list[str] | str | None, registry: str, adapters: lis
         if names is None:
             entries = {n: e for n, e in entries.items() if _adapters_exist(e)}
             if not entries:
-                raise UserError(f"{registry}: no persona has its adapter folders here yet; train one (politician-lm fit "
-                                "--config configs/smollm2-biden.yaml) or pass --adapters NAME=PATH")
+                raise UserError(
+                    f"{registry}: no persona has its adapter folders here yet; train one (politician-lm fit "
+                    "--config configs/smollm2-biden.yaml) or pass --adapters NAME=PATH"
+                )
         for n, e in entries.items():
             paths = [str(a["path"]) for a in e.get("adapters") or []]
             if not paths:
                 raise UserError(f"{registry}: persona {n!r} lists no adapters; serve needs at least one per persona")
             ws = [float(a.get("weight", 1.0)) for a in e["adapters"]]
-            specs.append(_spec(_check_name(n, registry), paths, ws, base_model or e.get("base_model"),
-                               e.get("generation") or {}, allow_pickle))
+            specs.append(
+                _spec(
+                    _check_name(n, registry),
+                    paths,
+                    ws,
+                    base_model or e.get("base_model"),
+                    e.get("generation") or {},
+                    allow_pickle,
+                )
+            )
     if len({s.name for s in specs}) != len(specs):
         raise UserError("two personas have the same name; give each adapter its own NAME=PATH")
     bases: dict[str, list[str]] = {}
@@ -91,8 +114,10 @@ def resolve_specs(personas: list[str] | str | None, registry: str, adapters: lis
         bases.setdefault(key, []).append(s.name)
     if len(bases) > 1:
         groups = "; ".join(f"{b}: {', '.join(ns)}" for b, ns in bases.items())
-        raise UserError(f"the personas use {len(bases)} base models ({groups}); one server holds one base, so choose "
-                        f"with --personas {','.join(next(iter(bases.values())))}")
+        raise UserError(
+            f"the personas use {len(bases)} base models ({groups}); one server holds one base, so choose "
+            f"with --personas {','.join(next(iter(bases.values())))}"
+        )
     check_base_model(specs[0].base_model, allow_pickle)
     for s in specs:
         for path in s.adapters:

@@ -13,11 +13,14 @@ def folder_with(tmp_path, config) -> object:
     return folder
 
 
-@pytest.mark.parametrize("config,message", [
-    ("{oops", "not valid JSON"),
-    ({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 4}, "not a LoRA adapter config"),
-    ({"peft_type": "LORA", "r": 4}, "missing adapter_model.safetensors"),
-])
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        ("{oops", "not valid JSON"),
+        ({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 4}, "not a LoRA adapter config"),
+        ({"peft_type": "LORA", "r": 4}, "missing adapter_model.safetensors"),
+    ],
+)
 def test_a_bad_adapter_folder_is_one_line_naming_it(tmp_path, config, message):
     with pytest.raises(UserError, match=message):
         read_adapter(folder_with(tmp_path, config))

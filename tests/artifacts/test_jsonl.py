@@ -13,10 +13,13 @@ def test_round_trip_keeps_utf8_and_skips_blank_lines(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["rows.jsonl"]  # no temporary left beside it
 
 
-@pytest.mark.parametrize("content,message", [
-    (b'{"a": 1}\n{"a": \n', r"b.jsonl:2: malformed JSON"),
-    (b'{"a": 1}\n\n{"a": "caf\xe9"}\n', r"b.jsonl:3: not valid UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b'{"a": 1}\n{"a": \n', r"b.jsonl:2: malformed JSON"),
+        (b'{"a": 1}\n\n{"a": "caf\xe9"}\n', r"b.jsonl:3: not valid UTF-8"),
+    ],
+)
 def test_errors_name_the_file_and_line(tmp_path, content, message):
     path = tmp_path / "b.jsonl"
     path.write_bytes(content)

@@ -1,17 +1,25 @@
 import pytest
 
 from politician_lm.artifacts.roles import (
-    assistant_turn, has_role_label, strip_politician_label, strip_reply_label, strip_role_label, user_turn,
+    assistant_turn,
+    has_role_label,
+    strip_politician_label,
+    strip_reply_label,
+    strip_role_label,
+    user_turn,
 )
 
 
-@pytest.mark.parametrize("text,any_label,reply,politician", [
-    ("USER: hi", "hi", "USER: hi", "USER: hi"),
-    ("POLITICIAN: Folks, look.", "Folks, look.", "Folks, look.", "Folks, look."),
-    ("  assistant :\nHello", "Hello", "\nHello", "  assistant :\nHello"),
-    ("Human: hey", "hey", "Human: hey", "Human: hey"),
-    ("No label here: really", "No label here: really", "No label here: really", "No label here: really"),
-])
+@pytest.mark.parametrize(
+    "text,any_label,reply,politician",
+    [
+        ("USER: hi", "hi", "USER: hi", "USER: hi"),
+        ("POLITICIAN: Folks, look.", "Folks, look.", "Folks, look.", "Folks, look."),
+        ("  assistant :\nHello", "Hello", "\nHello", "  assistant :\nHello"),
+        ("Human: hey", "hey", "Human: hey", "Human: hey"),
+        ("No label here: really", "No label here: really", "No label here: really", "No label here: really"),
+    ],
+)
 def test_each_stripper_takes_only_its_labels(text, any_label, reply, politician):
     assert strip_role_label(text) == any_label
     assert strip_reply_label(text) == reply

@@ -16,24 +16,44 @@ from tests.helpers import pc_rows, write_jsonl
 def callbacks():
     from politician_lm.callbacks import AdapterExport, PersonaEvaluation, QLoRAThroughput, SideBySide
 
-    return [AdapterExport(), PersonaEvaluation(identity_probes=None, generic_prompts=0), SideBySide(),
-            QLoRAThroughput()]
+    return [
+        AdapterExport(),
+        PersonaEvaluation(identity_probes=None, generic_prompts=0),
+        SideBySide(),
+        QLoRAThroughput(),
+    ]
 
 
 def trainer(tmp_path, callback):
-    return L.Trainer(default_root_dir=tmp_path, max_steps=1, accelerator="cpu", logger=False,
-                     enable_progress_bar=False, enable_checkpointing=False, callbacks=[callback])
+    return L.Trainer(
+        default_root_dir=tmp_path,
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        callbacks=[callback],
+    )
 
 
 def datamodule(tmp_path, tiny_path):
     write_jsonl(tmp_path / "d" / "train.jsonl", pc_rows(8))
     write_jsonl(tmp_path / "d" / "val.jsonl", pc_rows(2))
-    return PoliticianDataModule(data_path=str(tmp_path / "d"), tokenizer=tiny_path, politician="biden",
-                                profiles_dir="data/profiles", cache_dir=str(tmp_path / "c"))
+    return PoliticianDataModule(
+        data_path=str(tmp_path / "d"),
+        tokenizer=tiny_path,
+        politician="biden",
+        profiles_dir="data/profiles",
+        cache_dir=str(tmp_path / "c"),
+    )
 
 
-PROTOCOLS = {"AdapterExport": ("ExportModule", "ExportData"), "PersonaEvaluation": ("EvaluationModule", "EvaluationData"),
-             "SideBySide": ("AdapterModule", "PromptData"), "QLoRAThroughput": ("ThroughputModule", None)}
+PROTOCOLS = {
+    "AdapterExport": ("ExportModule", "ExportData"),
+    "PersonaEvaluation": ("EvaluationModule", "EvaluationData"),
+    "SideBySide": ("AdapterModule", "PromptData"),
+    "QLoRAThroughput": ("ThroughputModule", None),
+}
 
 
 @pytest.mark.parametrize("callback", callbacks(), ids=lambda c: type(c).__name__)
@@ -46,15 +66,18 @@ def test_a_plain_lightning_module_fails_at_setup_with_one_line(callback, tmp_pat
     assert f"contracts.{PROTOCOLS[name][0]}); BoringModel lacks model" in message
 
 
-@pytest.mark.parametrize("callback", [c for c in callbacks() if PROTOCOLS[type(c).__name__][1]],
-                         ids=lambda c: type(c).__name__)
+@pytest.mark.parametrize(
+    "callback", [c for c in callbacks() if PROTOCOLS[type(c).__name__][1]], ids=lambda c: type(c).__name__
+)
 def test_a_plain_datamodule_fails_at_setup_with_one_line(callback, tmp_path, tiny_path, chdir_root):
     """PoliticianLM is cheap to build: setup stops before its base model loads."""
     model = PoliticianLM(tiny_path, lora_r=4)
     with pytest.raises(UserError) as exc:
         trainer(tmp_path, callback).fit(model, datamodule=BoringDataModule())
     message = str(exc.value)
-    assert "\n" not in message and f"contracts.{PROTOCOLS[type(callback).__name__][1]}); BoringDataModule lacks" in message
+    assert (
+        "\n" not in message and f"contracts.{PROTOCOLS[type(callback).__name__][1]}); BoringDataModule lacks" in message
+    )
     assert "tokenizer" in message.rsplit("lacks", 1)[1]
     assert model.model is None  # nothing loaded
 
@@ -63,10 +86,14 @@ def test_adapter_export_without_a_datamodule_fails_at_setup(tmp_path, tiny_path)
     """An adapter exported without the DataModule's prompt_metadata() could not rebuild its prompt."""
     from politician_lm.callbacks import AdapterExport
 
-    with pytest.raises(UserError, match=r"AdapterExport needs a DataModule with tokenizer, prompt_metadata .*; the "
-                                        r"trainer has no DataModule$"):
-        trainer(tmp_path, AdapterExport()).fit(PoliticianLM(tiny_path, lora_r=4),
-                                               train_dataloaders=DataLoader(RandomDataset(32, 64)))
+    with pytest.raises(
+        UserError,
+        match=r"AdapterExport needs a DataModule with tokenizer, prompt_metadata .*; the "
+        r"trainer has no DataModule$",
+    ):
+        trainer(tmp_path, AdapterExport()).fit(
+            PoliticianLM(tiny_path, lora_r=4), train_dataloaders=DataLoader(RandomDataset(32, 64))
+        )
 
 
 @pytest.mark.slow
@@ -93,5 +120,11 @@ def test_politician_module_and_datamodule_satisfy_every_contract(tmp_path, tiny_
 def test_members_lists_what_each_protocol_declares():
     assert contracts.members(contracts.ThroughputModule) == ["model", "compute_dtype", "head_on_labels_only"]
     assert contracts.members(contracts.ExportData) == ["tokenizer", "prompt_metadata"]
-    assert contracts.members(contracts.EvaluationData) == ["tokenizer", "style", "conversations", "profiles_dir",
-                                                           "val_fraction", "seed"]
+    assert contracts.members(contracts.EvaluationData) == [
+        "tokenizer",
+        "style",
+        "conversations",
+        "profiles_dir",
+        "val_fraction",
+        "seed",
+    ]

@@ -19,7 +19,10 @@ SECRETS = {"WANDB_API_KEY": "fake-wandb-secret-0123456789", "HF_TOKEN": "hf_fake
 
 
 def conv(i, kind):
-    return [{"role": "user", "content": f"USER: question {i}"}, {"role": "assistant", "content": f"POLITICIAN: answer {i}"}]
+    return [
+        {"role": "user", "content": f"USER: question {i}"},
+        {"role": "assistant", "content": f"POLITICIAN: answer {i}"},
+    ]
 
 
 def test_eval_items_are_seeded_and_put_identity_prompts_first():
@@ -34,8 +37,10 @@ def test_eval_items_are_seeded_and_put_identity_prompts_first():
 
 
 def test_score_on_known_texts():
-    items = [EvalItem(({"role": "user", "content": "Who are you?"},), "POLITICIAN: I'm Joe Biden.", "identity"),
-             EvalItem(({"role": "user", "content": "Jobs?"},), "POLITICIAN: Jobs, jobs for the middle class.", "policy")]
+    items = [
+        EvalItem(({"role": "user", "content": "Who are you?"},), "POLITICIAN: I'm Joe Biden.", "identity"),
+        EvalItem(({"role": "user", "content": "Jobs?"},), "POLITICIAN: Jobs, jobs for the middle class.", "policy"),
+    ]
     profile = {"name": "Joe Biden", "party": "Democratic"}
     perfect = score(items, [i.reference for i in items], profile=profile)
     assert perfect["rouge_l"] == pytest.approx(1.0) and perfect["chrf"] == pytest.approx(100.0)
@@ -56,8 +61,8 @@ def wandb_records(path):
         if block - pos % block < 7:
             pos += block - pos % block
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         buf = chunk if kind in (1, 2) else buf + chunk
         if kind in (1, 4):
             record = pb.Record()
@@ -69,10 +74,31 @@ def wandb_records(path):
 def wandb_fit(tmp_path_factory):
     root = tmp_path_factory.mktemp("wandb-fit")
     env = {**os.environ, **SECRETS, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "politician_lm.cli", "fit", "--config", "configs/demo.yaml", "--wandb", "true",
-                           "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(root),
-                           "--trainer.enable_progress_bar", "false", "--data.cache_dir", str(root / "hf-cache")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "politician_lm.cli",
+            "fit",
+            "--config",
+            "configs/demo.yaml",
+            "--wandb",
+            "true",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--data.cache_dir",
+            str(root / "hf-cache"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, proc
 
@@ -86,11 +112,22 @@ def test_fit_logs_persona_metrics_to_offline_wandb_and_csv(wandb_fit):
     for record in wandb_records(run_file):
         if record.WhichOneof("record_type") == "history":
             keys |= {item.key or "/".join(item.nested_key) for item in record.history.item}
-    for metric in ("style_attribution", "classifier_accuracy", "identity_score", "rouge_l", "chrf", "distinct_1",
-                   "distinct_2", "repetition_rate", "memorization"):
+    for metric in (
+        "style_attribution",
+        "classifier_accuracy",
+        "identity_score",
+        "rouge_l",
+        "chrf",
+        "distinct_1",
+        "distinct_2",
+        "repetition_rate",
+        "memorization",
+    ):
         assert f"persona/{metric}" in keys and f"persona/{metric}_at_start" in keys
     assert {"val_loss", "val_perplexity"} <= keys
-    tables = glob.glob(str(root / "wandb" / "offline-run-*" / "files" / "media" / "table" / "persona" / "samples*.table.json"))
+    tables = glob.glob(
+        str(root / "wandb" / "offline-run-*" / "files" / "media" / "table" / "persona" / "samples*.table.json")
+    )
     assert tables
     table = json.loads(Path(tables[0]).read_text())
     assert table["columns"] == ["prompt", "kind", "reference", "generation"]
@@ -103,8 +140,9 @@ def test_fit_logs_persona_metrics_to_offline_wandb_and_csv(wandb_fit):
 @pytest.mark.slow
 def test_no_secret_lands_in_any_output(wandb_fit):
     root, proc = wandb_fit
-    leaks = [str(p) for p in root.rglob("*") if p.is_file()
-             and any(s.encode() in p.read_bytes() for s in SECRETS.values())]
+    leaks = [
+        str(p) for p in root.rglob("*") if p.is_file() and any(s.encode() in p.read_bytes() for s in SECRETS.values())
+    ]
     assert not leaks
     assert not any(s in proc.stdout + proc.stderr for s in SECRETS.values())
 
@@ -117,24 +155,61 @@ def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(wandb_fit, t
     log = glob.glob(str(root / "lightning_logs" / "version_*" / "metrics.csv"))[0]
     # No --data_path: the adapter records the data it was trained on. A second adapter (as SFT+DPO after SFT) is
     # also compared with the first.
-    proc = subprocess.run([sys.executable, "-m", "politician_lm.cli", "evaluate", "--adapters", f"{adapter},{later}",
-                           "--output_dir", str(out), "--logs", log, "--num_prompts", "12", "--max_new_tokens", "12",
-                           "--generic_prompts", "24", "--n_boot", "200"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "politician_lm.cli",
+            "evaluate",
+            "--adapters",
+            f"{adapter},{later}",
+            "--output_dir",
+            str(out),
+            "--logs",
+            log,
+            "--num_prompts",
+            "12",
+            "--max_new_tokens",
+            "12",
+            "--generic_prompts",
+            "24",
+            "--n_boot",
+            "200",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Evaluating" in proc.stderr  # the progress bar
     assert "Persona scorecard: biden" in proc.stdout and "prompt-only" in proc.stdout  # the numbers are printed
     report = json.loads((out / "metrics.json").read_text())
     assert list(report["arms"]) == ["base", "prompt-only", adapter, later]
-    assert report["classifier"]["labels"] == ["biden", "generic", "trump"] and report["classifier"]["generic_texts"] == 24
+    assert (
+        report["classifier"]["labels"] == ["biden", "generic", "trump"] and report["classifier"]["generic_texts"] == 24
+    )
     assert report["n_style_prompts"] == 12 and report["n_identity_prompts"] == 16
     for arm in report["arms"].values():
-        assert {"style_attribution", "names_self", "claims_ai", "facts", "identity_score", "memorization",
-                "heldout_loss", "distinct_2"} <= set(arm)
+        assert {
+            "style_attribution",
+            "names_self",
+            "claims_ai",
+            "facts",
+            "identity_score",
+            "memorization",
+            "heldout_loss",
+            "distinct_2",
+        } <= set(arm)
         for e in arm.values():
             assert e["low"] <= e["value"] <= e["high"]
-    assert set(report["differences"]) == {f"{adapter} - prompt-only", f"{later} - prompt-only", f"{later} - {adapter}",
-                                          "prompt-only - base"}
+    assert set(report["differences"]) == {
+        f"{adapter} - prompt-only",
+        f"{later} - prompt-only",
+        f"{later} - {adapter}",
+        "prompt-only - base",
+    }
     assert f"{root.name}/last - {root.name}/best" in proc.stdout  # the table's short names
     assert set(report["corpus_distinct"][later]) == {"distinct_1", "distinct_2"}
     assert sum(report["confusion"][adapter].values()) == 12
@@ -148,7 +223,17 @@ def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(wandb_fit, t
 
 def test_evaluate_refuses_bad_inputs_before_loading(tmp_path, capsys, chdir_root):
     with pytest.raises(SystemExit) as exc:
-        main(["evaluate", "--adapters", str(tmp_path / "nope"), "--data_path", "data/biden", "--output_dir", str(tmp_path / "o")])
+        main(
+            [
+                "evaluate",
+                "--adapters",
+                str(tmp_path / "nope"),
+                "--data_path",
+                "data/biden",
+                "--output_dir",
+                str(tmp_path / "o"),
+            ]
+        )
     assert exc.value.code == 2 and "adapter folder does not exist" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 

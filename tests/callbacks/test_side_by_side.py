@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from functools import partial
 
-from conftest import ROOT, pc_rows, write_jsonl
 from politician_lm.callbacks.side_by_side import side_by_side_table
+from tests.helpers import ROOT, pc_rows, write_jsonl
 
 
 def test_table_wraps_both_columns_under_each_prompt():
@@ -29,12 +29,27 @@ def test_fit_prints_and_saves_base_beside_adapter(tiny_path, tmp_path, capsys):
     L.seed_everything(0)
     write_jsonl(tmp_path / "d" / "train.jsonl", pc_rows(8))
     write_jsonl(tmp_path / "d" / "val.jsonl", pc_rows(3, kind="policy"))
-    dm = PoliticianDataModule(data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=4, politician="biden",
-                              profiles_dir=str(ROOT / "data" / "profiles"), cache_dir=str(tmp_path / "c"))
+    dm = PoliticianDataModule(
+        data_path=str(tmp_path / "d"),
+        tokenizer=tiny_path,
+        batch_size=4,
+        politician="biden",
+        profiles_dir=str(ROOT / "data" / "profiles"),
+        cache_dir=str(tmp_path / "c"),
+    )
     model = PoliticianLM(model_name_or_path=tiny_path, lora_r=4, optimizer=partial(torch.optim.AdamW, lr=5e-2))
-    trainer = L.Trainer(default_root_dir=tmp_path, max_steps=4, accelerator="cpu", logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[SideBySide(num_prompts=2, max_new_tokens=8)])
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_steps=4,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[SideBySide(num_prompts=2, max_new_tokens=8)],
+    )
     trainer.fit(model, datamodule=dm)
     out = capsys.readouterr().out
     assert SideBySide.PROMPT_ONLY in out and SideBySide.ADAPTER in out and "PROMPT: What is your view" in out

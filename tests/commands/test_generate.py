@@ -10,8 +10,8 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
-from politician_lm.commands.export import export
 from politician_lm.cli import main
+from politician_lm.commands.export import export
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import encode
 from politician_lm.generation import load_persona
@@ -27,8 +27,10 @@ def adapter(tmp_path_factory, tiny_path):
 
 @pytest.fixture(scope="module")
 def chat_adapter(tmp_path_factory, tiny_path):
-    rows = [{"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": "Folks, jobs."}]}
-            for i in range(8)]
+    rows = [
+        {"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": "Folks, jobs."}]}
+        for i in range(8)
+    ]
     root = tmp_path_factory.mktemp("chat")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ROOT)  # for data/profiles
@@ -61,7 +63,20 @@ def test_generate_on_export_matches_base_plus_adapter_token_for_token(adapter, e
     outs = []
     for name, args in (("adapter", ["--adapters", str(adapter)]), ("export", ["--base_model", str(exported)])):
         out = tmp_path / f"{name}.jsonl"
-        main(["generate", *args, "--prompt", PROMPT, "--max_new_tokens", "24", "--do_sample", "false", "--output", str(out)])
+        main(
+            [
+                "generate",
+                *args,
+                "--prompt",
+                PROMPT,
+                "--max_new_tokens",
+                "24",
+                "--do_sample",
+                "false",
+                "--output",
+                str(out),
+            ]
+        )
         outs.append(json.loads(out.read_text())["generation"])
     assert outs[0] == outs[1] and len(outs[0]) > 0
 
@@ -109,11 +124,30 @@ def test_generation_rebuilds_the_training_prompt_exactly(adapter, chat_adapter, 
 @pytest.mark.slow
 def test_generate_reads_a_prompts_file_and_writes_jsonl(adapter, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text(json.dumps({"prompt": PROMPT, "id": 1}) + "\n" +
-                       json.dumps({"messages": [{"role": "user", "content": "USER: And taxes?"}], "id": 2}) + "\n")
+    prompts.write_text(
+        json.dumps({"prompt": PROMPT, "id": 1})
+        + "\n"
+        + json.dumps({"messages": [{"role": "user", "content": "USER: And taxes?"}], "id": 2})
+        + "\n"
+    )
     out = tmp_path / "gen.jsonl"
-    main(["generate", "--adapters", str(adapter), "--prompts_file", str(prompts), "--output", str(out),
-          "--max_new_tokens", "8", "--do_sample", "true", "--temperature", "0.9"])
+    main(
+        [
+            "generate",
+            "--adapters",
+            str(adapter),
+            "--prompts_file",
+            str(prompts),
+            "--output",
+            str(out),
+            "--max_new_tokens",
+            "8",
+            "--do_sample",
+            "true",
+            "--temperature",
+            "0.9",
+        ]
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [1, 2] and all(isinstance(r["generation"], str) for r in rows)
 
@@ -132,9 +166,25 @@ def test_weighted_inference_scales_each_adapter(adapter, chat_adapter):
 @pytest.mark.slow
 def test_chat_through_a_pipe(adapter):
     script = "USER: Who are you?\nUSER: And taxes?\n/reset\nUSER: Again?\n/exit\nUSER: never answered\n"
-    proc = subprocess.run([sys.executable, "-m", "politician_lm.cli", "chat", "--adapters", str(adapter),
-                           "--max_new_tokens", "6", "--do_sample", "false"], input=script, capture_output=True,
-                          text=True, cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "politician_lm.cli",
+            "chat",
+            "--adapters",
+            str(adapter),
+            "--max_new_tokens",
+            "6",
+            "--do_sample",
+            "false",
+        ],
+        input=script,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert sum(line.startswith("assistant> ") for line in lines) == 3, lines
@@ -144,14 +194,32 @@ def test_chat_through_a_pipe(adapter):
 @pytest.mark.slow
 def test_chat_by_politician_name_from_the_registry(adapter, tmp_path):
     registry = tmp_path / "models.yaml"
-    registry.write_text(yaml.safe_dump({"biden": {"adapters": [{"path": str(adapter), "weight": 1.0}],
-                                                  "generation": {"max_new_tokens": 5, "do_sample": False}}}))
-    proc = subprocess.run([sys.executable, "-m", "politician_lm.cli", "chat", "--politician", "biden",
-                           "--registry", str(registry)], input="USER: hi\n", capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+    registry.write_text(
+        yaml.safe_dump(
+            {
+                "biden": {
+                    "adapters": [{"path": str(adapter), "weight": 1.0}],
+                    "generation": {"max_new_tokens": 5, "do_sample": False},
+                }
+            }
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "politician_lm.cli", "chat", "--politician", "biden", "--registry", str(registry)],
+        input="USER: hi\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode == 0 and proc.stdout.count("> ") == 1, proc.stderr[-2000:]
-    bad = subprocess.run([sys.executable, "-m", "politician_lm.cli", "chat", "--politician", "nixon",
-                          "--registry", str(registry)], input="", capture_output=True, text=True, cwd=ROOT)
+    bad = subprocess.run(
+        [sys.executable, "-m", "politician_lm.cli", "chat", "--politician", "nixon", "--registry", str(registry)],
+        input="",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert bad.returncode == 2 and "no persona 'nixon'" in bad.stderr
 
 
@@ -177,9 +245,26 @@ def test_generate_works_from_another_working_directory(relative_adapter, tmp_pat
     meta = json.loads((relative_adapter / "politician_lm.json").read_text())
     assert meta["base_model"] == "checkpoints/tiny-politician"  # as given, and where it was:
     assert meta["base_model_path"] == str(ROOT / "checkpoints" / "tiny-politician")
-    proc = subprocess.run([sys.executable, "-m", "politician_lm.cli", "generate", "--adapters", str(relative_adapter),
-                           "--prompt", PROMPT, "--max_new_tokens", "4", "--do_sample", "false"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "politician_lm.cli",
+            "generate",
+            "--adapters",
+            str(relative_adapter),
+            "--prompt",
+            PROMPT,
+            "--max_new_tokens",
+            "4",
+            "--do_sample",
+            "false",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["prompt"] == PROMPT
 
@@ -198,8 +283,21 @@ def test_a_moved_base_is_named_and_can_be_given_explicitly(tiny_path, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and len(err.splitlines()) == 1 and str(base) in err and "--base_model" in err
     out = tmp_path / "gen.jsonl"
-    main(["generate", "--adapters", str(adapter), "--base_model", str(tmp_path / "moved"), "--prompt", PROMPT,
-          "--max_new_tokens", "2", "--output", str(out)])
+    main(
+        [
+            "generate",
+            "--adapters",
+            str(adapter),
+            "--base_model",
+            str(tmp_path / "moved"),
+            "--prompt",
+            PROMPT,
+            "--max_new_tokens",
+            "2",
+            "--output",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text())["prompt"] == PROMPT
 
 
@@ -237,12 +335,15 @@ def test_chat_writes_messages_as_training_did(adapter, monkeypatch, capsys):
     assert seen[2][:2] == seen[1][:2] and seen[2][2] == {"role": "user", "content": "USER: Still there?"}
 
 
-@pytest.mark.parametrize("text,shown", [
-    ("POLITICIAN: Folks, here is the deal.", "Folks, here is the deal."),
-    ("  politician:Folks.", "Folks."),
-    ("Folks, no label.", "Folks, no label."),
-    ("POL", "POL"),
-])
+@pytest.mark.parametrize(
+    "text,shown",
+    [
+        ("POLITICIAN: Folks, here is the deal.", "Folks, here is the deal."),
+        ("  politician:Folks.", "Folks."),
+        ("Folks, no label.", "Folks, no label."),
+        ("POL", "POL"),
+    ],
+)
 def test_chat_shows_answers_without_the_politician_label(text, shown, tokenizer, capsys):
     from politician_lm.commands.generate import reply_streamer
 
@@ -258,8 +359,14 @@ def test_chat_shows_answers_without_the_politician_label(text, shown, tokenizer,
 def test_ctrl_c_at_the_chat_prompt_ends_quietly(adapter):
     import signal
 
-    proc = subprocess.Popen([sys.executable, "-m", "politician_lm.cli", "chat", "--adapters", str(adapter)],
-                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "politician_lm.cli", "chat", "--adapters", str(adapter)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = []
     for line in proc.stderr:  # wait until the chat reads its first message
         seen.append(line)
@@ -290,5 +397,6 @@ def test_merged_persona_computes_what_base_plus_adapters_compute(adapter, chat_a
         a, b = kept.model(input_ids=ids).logits, merged.model(input_ids=ids).logits
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
     prompts = [[{"role": "user", "content": "USER: What about jobs?"}], [{"role": "user", "content": "USER: Hi"}]]
-    assert merged.generate(prompts, max_new_tokens=8, do_sample=False) == kept.generate(prompts, max_new_tokens=8,
-                                                                                         do_sample=False)
+    assert merged.generate(prompts, max_new_tokens=8, do_sample=False) == kept.generate(
+        prompts, max_new_tokens=8, do_sample=False
+    )

@@ -9,14 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, smollm2_gguf
-from politician_lm.errors import UserError
 from politician_lm.commands.import_model import default_output_dir, import_model
+from politician_lm.errors import UserError
+from tests.helpers import ROOT, smollm2_gguf
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "politician_lm.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "politician_lm.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def _unsupported_gguf(path: Path) -> Path:
@@ -32,11 +37,14 @@ def _unsupported_gguf(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda d: d / "missing.gguf", "GGUF file not found"),
-    (lambda d: (d / "fake.gguf").write_bytes(b"PK\x03\x04 not a gguf") and d / "fake.gguf", "not a GGUF file"),
-    (lambda d: _unsupported_gguf(d / "odd.gguf"), "architecture 'not-a-real-arch' cannot be read from GGUF"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda d: d / "missing.gguf", "GGUF file not found"),
+        (lambda d: (d / "fake.gguf").write_bytes(b"PK\x03\x04 not a gguf") and d / "fake.gguf", "not a GGUF file"),
+        (lambda d: _unsupported_gguf(d / "odd.gguf"), "architecture 'not-a-real-arch' cannot be read from GGUF"),
+    ],
+)
 @pytest.mark.slow
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, make, message):
     source = make(tmp_path)
@@ -62,8 +70,9 @@ def test_imported_folder_loads_in_plain_transformers_with_the_gguf_logits(smollm
     from politician_lm.commands.import_model import load_gguf
 
     folder = Path(smollm2_path)
-    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
-            "chat_template.jinja"} <= {p.name for p in folder.iterdir()}
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "chat_template.jinja"} <= {
+        p.name for p in folder.iterdir()
+    }
     assert not any(p.name.endswith(".bin") for p in folder.iterdir())
     assert (folder / "model.safetensors").stat().st_mode & 0o044 == 0o044  # readable like the other files
     plain = AutoModelForCausalLM.from_pretrained(folder)
@@ -93,9 +102,19 @@ def test_second_import_is_a_no_op_and_a_foreign_folder_is_refused(smollm2_path, 
 
 @pytest.mark.slow
 def test_fit_on_a_missing_imported_model_says_to_import_it(tmp_path):
-    result = _cli("fit", "--config", "configs/smollm2-biden.yaml", "--model.model_name_or_path",
-                  "checkpoints/Not-Imported-Yet", "--trainer.default_root_dir", str(tmp_path / "run"), cwd=ROOT)
+    result = _cli(
+        "fit",
+        "--config",
+        "configs/smollm2-biden.yaml",
+        "--model.model_name_or_path",
+        "checkpoints/Not-Imported-Yet",
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        cwd=ROOT,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "politician-lm: error: checkpoints/Not-Imported-Yet: model folder not found; create it with `politician-lm import-model`")
+        "politician-lm: error: checkpoints/Not-Imported-Yet: model folder not found; "
+        "create it with `politician-lm import-model`"
+    )
     assert not (tmp_path / "run").exists()

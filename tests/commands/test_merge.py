@@ -10,8 +10,8 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from politician_lm.commands.merge import merge
 from politician_lm.cli import main
+from politician_lm.commands.merge import merge
 from politician_lm.generation import load_persona
 from tests.helpers import fit_adapter, pc_rows
 
@@ -53,7 +53,9 @@ def test_cat_merge_is_the_exact_weighted_sum_of_updates(adapters, tiny_path, tmp
     both = load_persona([str(a), str(b)], [0.7, 0.3])
     merged = load_persona([str(out)])
     with torch.no_grad():
-        torch.testing.assert_close(merged.model(input_ids=IDS).logits, both.model(input_ids=IDS).logits, rtol=0, atol=1e-4)
+        torch.testing.assert_close(
+            merged.model(input_ids=IDS).logits, both.model(input_ids=IDS).logits, rtol=0, atol=1e-4
+        )
         plain = load_persona([str(a)])
         assert (plain.model(input_ids=IDS).logits - both.model(input_ids=IDS).logits).abs().max() > 1e-3
     card = (out / "README.md").read_text()
@@ -70,12 +72,23 @@ def test_linear_merge_is_not_a_weighted_sum_of_updates(adapters, tiny_path, tmp_
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_path), str(b), adapter_name="b")
     model.load_adapter(str(c), adapter_name="c")
     model.load_adapter(str(out), adapter_name="m")
-    worst = max((d["m"] - 0.7 * d["b"] - 0.3 * d["c"]).abs().max().item() for d in deltas(model, ["b", "c", "m"]).values())
+    worst = max(
+        (d["m"] - 0.7 * d["b"] - 0.3 * d["c"]).abs().max().item() for d in deltas(model, ["b", "c", "m"]).values()
+    )
     assert worst > 1e-4
 
 
-@pytest.mark.parametrize("method,density", [("svd", None), ("ties", 0.5), ("dare_linear", 0.5), ("dare_ties", 0.5),
-                                            ("magnitude_prune", 0.5), ("linear", None)])
+@pytest.mark.parametrize(
+    "method,density",
+    [
+        ("svd", None),
+        ("ties", 0.5),
+        ("dare_linear", 0.5),
+        ("dare_ties", 0.5),
+        ("magnitude_prune", 0.5),
+        ("linear", None),
+    ],
+)
 @pytest.mark.slow
 def test_every_method_writes_a_loadable_adapter(adapters, tmp_path, method, density):
     _, b, c = adapters
@@ -91,10 +104,14 @@ def test_merged_adapter_loads_with_plain_peft_in_a_fresh_process(adapters, tiny_
     a, b, _ = adapters
     out = tmp_path / "merged"
     main(["merge", "--adapters", f"{a},{b}", "--weights", "0.7,0.3", "--output-dir", str(out)])
-    script = ("import sys, torch; from transformers import AutoModelForCausalLM; from peft import PeftModel;"
-              "m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(sys.argv[1]), sys.argv[2]);"
-              "print(sum(p.numel() for n, p in m.named_parameters() if 'lora_' in n))")
-    proc = subprocess.run([sys.executable, "-c", script, tiny_path, str(out)], capture_output=True, text=True, check=True)
+    script = (
+        "import sys, torch; from transformers import AutoModelForCausalLM; from peft import PeftModel;"
+        "m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(sys.argv[1]), sys.argv[2]);"
+        "print(sum(p.numel() for n, p in m.named_parameters() if 'lora_' in n))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, tiny_path, str(out)], capture_output=True, text=True, check=True
+    )
     assert int(proc.stdout.strip().splitlines()[-1]) > 0
 
 
@@ -133,29 +150,59 @@ CASES = [  # (id, how to build the args from adapters a, b, c and tmp_path, frag
     ("weights-nan", lambda a, b, c, t: ["--adapters", f"{a},{b}", "--weights", "0.7,nan"], "not a finite number"),
     ("weights-empty", lambda a, b, c, t: ["--adapters", f"{a},{b}", "--weights", ","], "--weights is empty"),
     ("weights-word", lambda a, b, c, t: ["--adapters", f"{a},{b}", "--weights", "0.7,abc"], "not a number"),
-    ("negative-ties", lambda a, b, c, t: ["--adapters", f"{b},{c}", "--weights", "0.7,-0.3", "--method", "ties",
-                                          "--density", "0.5"], "negative"),
+    (
+        "negative-ties",
+        lambda a, b, c, t: ["--adapters", f"{b},{c}", "--weights", "0.7,-0.3", "--method", "ties", "--density", "0.5"],
+        "negative",
+    ),
     ("no-adapters", lambda a, b, c, t: ["--adapters", "", "--weights", "1"], "--adapters is empty"),
-    ("rank-mismatch", lambda a, b, c, t: ["--adapters", f"{a},{b}", "--weights", "0.5,0.5", "--method", "linear"],
-     "equal rank"),
-    ("density-missing", lambda a, b, c, t: ["--adapters", f"{b},{c}", "--weights", "0.5,0.5", "--method", "dare_ties"],
-     "needs --density"),
+    (
+        "rank-mismatch",
+        lambda a, b, c, t: ["--adapters", f"{a},{b}", "--weights", "0.5,0.5", "--method", "linear"],
+        "equal rank",
+    ),
+    (
+        "density-missing",
+        lambda a, b, c, t: ["--adapters", f"{b},{c}", "--weights", "0.5,0.5", "--method", "dare_ties"],
+        "needs --density",
+    ),
     ("missing-folder", lambda a, b, c, t: ["--adapters", f"{a},{t}/nope", "--weights", "0.5,0.5"], "does not exist"),
-    ("no-config", lambda a, b, c, t: ["--adapters", f"{a},{_broken(t, b, 'no-config')}", "--weights", "0.5,0.5"],
-     "missing adapter_config.json"),
-    ("no-weights", lambda a, b, c, t: ["--adapters", f"{a},{_broken(t, b, 'no-weights')}", "--weights", "0.5,0.5"],
-     "missing adapter_model.safetensors"),
-    ("truncated", lambda a, b, c, t: ["--adapters", f"{a},{_broken(t, b, 'truncated')}", "--weights", "0.5,0.5"],
-     "not a readable safetensors file"),
-    ("pickle", lambda a, b, c, t: ["--adapters", f"{a},{_broken(t, b, 'pickle')}", "--weights", "0.5,0.5"],
-     "pickle weights"),
-    ("other-base", lambda a, b, c, t: ["--adapters", f"{a},{_broken(t, b, 'other-base')}", "--weights", "0.5,0.5"],
-     "merge only adapters of one base"),
-    ("other-targets", lambda a, b, c, t: ["--adapters", f"{a},{_broken(t, b, 'other-targets')}", "--weights", "0.5,0.5"],
-     "must target the same modules"),
+    (
+        "no-config",
+        lambda a, b, c, t: ["--adapters", f"{a},{_broken(t, b, 'no-config')}", "--weights", "0.5,0.5"],
+        "missing adapter_config.json",
+    ),
+    (
+        "no-weights",
+        lambda a, b, c, t: ["--adapters", f"{a},{_broken(t, b, 'no-weights')}", "--weights", "0.5,0.5"],
+        "missing adapter_model.safetensors",
+    ),
+    (
+        "truncated",
+        lambda a, b, c, t: ["--adapters", f"{a},{_broken(t, b, 'truncated')}", "--weights", "0.5,0.5"],
+        "not a readable safetensors file",
+    ),
+    (
+        "pickle",
+        lambda a, b, c, t: ["--adapters", f"{a},{_broken(t, b, 'pickle')}", "--weights", "0.5,0.5"],
+        "pickle weights",
+    ),
+    (
+        "other-base",
+        lambda a, b, c, t: ["--adapters", f"{a},{_broken(t, b, 'other-base')}", "--weights", "0.5,0.5"],
+        "merge only adapters of one base",
+    ),
+    (
+        "other-targets",
+        lambda a, b, c, t: ["--adapters", f"{a},{_broken(t, b, 'other-targets')}", "--weights", "0.5,0.5"],
+        "must target the same modules",
+    ),
     ("same-twice", lambda a, b, c, t: ["--adapters", f"{a},{a}", "--weights", "0.5,0.5"], "same adapter twice"),
-    ("unknown-method", lambda a, b, c, t: ["--adapters", f"{a},{b}", "--weights", "0.5,0.5", "--method", "average"],
-     "method"),
+    (
+        "unknown-method",
+        lambda a, b, c, t: ["--adapters", f"{a},{b}", "--weights", "0.5,0.5", "--method", "average"],
+        "method",
+    ),
 ]
 
 

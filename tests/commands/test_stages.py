@@ -12,10 +12,24 @@ pytestmark = pytest.mark.slow
 
 
 def write_config(path, root, mode="continue", epochs=(1, 1, 1), **extra):
-    cfg = {"base_config": str(ROOT / "configs" / "demo.yaml"), "root_dir": str(root), "mode": mode,
-           "stages": [{"name": n, "kinds": [n], "overrides": {"trainer.max_epochs": e, "trainer.enable_progress_bar": False,
-                                                              "data.cache_dir": str(root.parent / "hf-cache")}}
-                      for n, e in zip(("style", "policy", "identity"), epochs)], **extra}
+    cfg = {
+        "base_config": str(ROOT / "configs" / "demo.yaml"),
+        "root_dir": str(root),
+        "mode": mode,
+        "stages": [
+            {
+                "name": n,
+                "kinds": [n],
+                "overrides": {
+                    "trainer.max_epochs": e,
+                    "trainer.enable_progress_bar": False,
+                    "data.cache_dir": str(root.parent / "hf-cache"),
+                },
+            }
+            for n, e in zip(("style", "policy", "identity"), epochs)
+        ],
+        **extra,
+    }
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -28,8 +42,11 @@ def test_three_stages_chain_export_and_skip_on_rerun(tmp_path, capsys, chdir_roo
     folders = [root / "01-style", root / "02-policy", root / "03-identity"]
     for folder in folders:
         assert (folder / "adapters" / "best" / "adapter_model.safetensors").is_file()
-    assert [s["init_adapter"] for s in summary["stages"]] == [None, str(folders[0] / "adapters/best"),
-                                                               str(folders[1] / "adapters/best")]
+    assert [s["init_adapter"] for s in summary["stages"]] == [
+        None,
+        str(folders[0] / "adapters/best"),
+        str(folders[1] / "adapters/best"),
+    ]
     assert all("val_loss" in s["metrics"] and "persona/style_attribution" in s["metrics"] for s in summary["stages"])
     stamps = [(f / "stage.json").stat().st_mtime_ns for f in folders]
     capsys.readouterr()
@@ -53,7 +70,9 @@ def test_separate_stages_are_merged_with_weights(tmp_path, chdir_root):
     meta = json.loads((root / "merged" / "politician_lm.json").read_text())
     assert [m["weight"] for m in meta["merged_from"]] == [0.5, 0.3, 0.2]
     summary = json.loads((root / "stages.json").read_text())
-    assert summary["final_adapter"] == str(root / "merged") and all(s["init_adapter"] is None for s in summary["stages"])
+    assert summary["final_adapter"] == str(root / "merged") and all(
+        s["init_adapter"] is None for s in summary["stages"]
+    )
 
 
 def test_bad_stage_configs_fail_before_training(tmp_path, capsys, chdir_root):
@@ -76,10 +95,17 @@ def test_a_stage_is_a_typed_fit_config_checked_without_the_command_line(tmp_path
     from politician_lm.errors import UserError
     from politician_lm.training import FitConfig, check
 
-    config = _fit_config(Stage("style", kinds=["style"], overrides={"trainer.max_steps": 2}), 0, "configs/demo.yaml",
-                         tmp_path)
-    assert config == FitConfig(configs=["configs/demo.yaml"], overrides={
-        "trainer.default_root_dir": str(tmp_path / "01-style"), "data.kinds": ["style"], "trainer.max_steps": 2})
+    config = _fit_config(
+        Stage("style", kinds=["style"], overrides={"trainer.max_steps": 2}), 0, "configs/demo.yaml", tmp_path
+    )
+    assert config == FitConfig(
+        configs=["configs/demo.yaml"],
+        overrides={
+            "trainer.default_root_dir": str(tmp_path / "01-style"),
+            "data.kinds": ["style"],
+            "trainer.max_steps": 2,
+        },
+    )
     cli = check(config)  # parsed and built, nothing trained
     assert cli.datamodule.hparams.kinds == ["style"] and cli.trainer.max_steps == 2
     with pytest.raises(UserError, match="max_stepz"):

@@ -5,14 +5,19 @@ import torch
 import torch.nn.functional as F
 
 from politician_lm import PoliticianDataModule, PoliticianLM
-from politician_lm.data.batching import EpochBatchSampler, best_fit_decreasing
 from politician_lm.batch import IGNORE_INDEX
+from politician_lm.data.batching import EpochBatchSampler, best_fit_decreasing
 from tests.helpers import first_train_batch, randomize_lora_b, write_jsonl
 
 
 def rows(n):
-    return [{"prompt": f"USER: Question {i}: " + "what about jobs " * (i % 5), "completion": "POLITICIAN: Folks, " + "we build " * (1 + i % 7)}
-            for i in range(n)]
+    return [
+        {
+            "prompt": f"USER: Question {i}: " + "what about jobs " * (i % 5),
+            "completion": "POLITICIAN: Folks, " + "we build " * (1 + i % 7),
+        }
+        for i in range(n)
+    ]
 
 
 def test_best_fit_decreasing_fills_bins_without_overflow():
@@ -44,8 +49,10 @@ def test_batch_plans_shard_across_ranks_disjoint_and_equal_in_count():
     lengths = [3 + (i * 7) % 20 for i in range(61)]
     for packing in (True, False):
         whole = list(EpochBatchSampler(lengths, 4, seed=1, packing=packing, max_length=32))
-        shards = [list(EpochBatchSampler(lengths, 4, seed=1, packing=packing, max_length=32, num_replicas=3, rank=r))
-                  for r in range(3)]
+        shards = [
+            list(EpochBatchSampler(lengths, 4, seed=1, packing=packing, max_length=32, num_replicas=3, rank=r))
+            for r in range(3)
+        ]
         assert len({len(s) for s in shards}) == 1 and len(shards[0]) == -(-len(whole) // 3)
         seen = [tuple(b) for s in shards for b in s]
         assert set(seen) == {tuple(b) for b in whole}  # every batch of the plan, on one rank or another
@@ -54,8 +61,10 @@ def test_batch_plans_shard_across_ranks_disjoint_and_equal_in_count():
         s.start = 2
         assert list(s) == shards[1][2:]
     # fewer batches than ranks: every rank still gets one (a rank with none would hang the others in DDP)
-    few = [list(EpochBatchSampler([5, 6], 2, seed=1, packing=False, max_length=32, num_replicas=4, rank=r))
-           for r in range(4)]
+    few = [
+        list(EpochBatchSampler([5, 6], 2, seed=1, packing=False, max_length=32, num_replicas=4, rank=r))
+        for r in range(4)
+    ]
     assert [len(b) for b in few] == [1, 1, 1, 1]
 
 
@@ -79,7 +88,7 @@ def test_packed_loss_equals_unpacked_per_example(tmp_path, tiny_path):
                 ids, labels = batch["input_ids"][r, a:b], batch["labels"][r, a:b]
                 assert labels[0] == IGNORE_INDEX  # never predicted from the previous example
                 alone = model(ids[None]).logits[0]
-                packed_loss = F.cross_entropy(logits[r, a:b - 1], labels[1:], ignore_index=IGNORE_INDEX)
+                packed_loss = F.cross_entropy(logits[r, a : b - 1], labels[1:], ignore_index=IGNORE_INDEX)
                 alone_loss = F.cross_entropy(alone[:-1], labels[1:], ignore_index=IGNORE_INDEX)
                 torch.testing.assert_close(packed_loss, alone_loss, rtol=0, atol=1e-5)
                 checked += 1
@@ -109,13 +118,26 @@ def test_qlora_throughput_logs_real_tokens_padding_memory_and_mfu(tmp_path, tiny
     write_jsonl(tmp_path / "d" / "val.jsonl", rows(4))
     results = {}
     for packing in (False, True):
-        dm = PoliticianDataModule(data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=4, max_length=64,
-                                  packing=packing, cache_dir=str(tmp_path / "c"))
+        dm = PoliticianDataModule(
+            data_path=str(tmp_path / "d"),
+            tokenizer=tiny_path,
+            batch_size=4,
+            max_length=64,
+            packing=packing,
+            cache_dir=str(tmp_path / "c"),
+        )
         model = PoliticianLM(tiny_path, lora_r=4, optimizer=partial(torch.optim.AdamW, lr=1e-3))
         logger = CSVLogger(tmp_path / "logs", name=str(packing))
-        trainer = L.Trainer(default_root_dir=tmp_path / str(packing), max_steps=4, accelerator="cpu", logger=logger,
-                            enable_progress_bar=False, enable_checkpointing=False, limit_val_batches=0,
-                            callbacks=[QLoRAThroughput(every_n_steps=2)])
+        trainer = L.Trainer(
+            default_root_dir=tmp_path / str(packing),
+            max_steps=4,
+            accelerator="cpu",
+            logger=logger,
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            limit_val_batches=0,
+            callbacks=[QLoRAThroughput(every_n_steps=2)],
+        )
         trainer.fit(model, datamodule=dm)
         metrics = (Path(logger.log_dir) / "metrics.csv").read_text().splitlines()
         logged = [r for r in csv.DictReader(metrics) if r.get("perf/mfu")]
@@ -145,21 +167,37 @@ def test_packed_fit_reshuffles_every_epoch_and_resumes_on_the_same_batches(tmp_p
 
     def fit(max_epochs, ckpt_path=None):
         seen = Seen()
-        dm = PoliticianDataModule(data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=2, max_length=64,
-                                  packing=True, cache_dir=str(tmp_path / "c"))
+        dm = PoliticianDataModule(
+            data_path=str(tmp_path / "d"),
+            tokenizer=tiny_path,
+            batch_size=2,
+            max_length=64,
+            packing=True,
+            cache_dir=str(tmp_path / "c"),
+        )
         model = PoliticianLM(tiny_path, lora_r=4, optimizer=partial(torch.optim.AdamW, lr=1e-3))
-        trainer = L.Trainer(default_root_dir=tmp_path / "run", max_epochs=max_epochs, accelerator="cpu", logger=False,
-                            enable_progress_bar=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[seen])
+        trainer = L.Trainer(
+            default_root_dir=tmp_path / "run",
+            max_epochs=max_epochs,
+            accelerator="cpu",
+            logger=False,
+            enable_progress_bar=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            callbacks=[seen],
+        )
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
         return seen.batches
 
     whole = fit(3)
     epochs = [[b for b in whole if b[0] == e] for e in range(3)]
     assert len(epochs[0]) >= 3 and sum(n for *_, n in epochs[0]) == 40
-    assert [b[1:] for b in epochs[0]] != [b[1:] for b in epochs[1]] != [b[1:] for b in epochs[2]]  # a new plan each epoch
+    assert (
+        [b[1:] for b in epochs[0]] != [b[1:] for b in epochs[1]] != [b[1:] for b in epochs[2]]
+    )  # a new plan each epoch
     first = fit(1)
     assert first == epochs[0]
-    resumed = fit(3, ckpt_path=str(tmp_path / "run" / "checkpoints" / "epoch=0-step=" f"{len(first)}.ckpt"))
+    resumed = fit(3, ckpt_path=str(tmp_path / "run" / "checkpoints" / f"epoch=0-step={len(first)}.ckpt"))
     assert resumed == epochs[1] + epochs[2]
 
 

@@ -36,10 +36,15 @@ def test_split_is_stable_when_records_are_added_and_keeps_duplicates_together(tm
     rows = pc_rows(40)
     a = make_dm(write_jsonl(tmp_path / "a.jsonl", rows), tiny_path, tmp_path, val_fraction=0.3)
     dup = dict(rows[0], prompt=rows[0]["prompt"].upper() + "  ")  # same text up to case and spacing
-    b = make_dm(write_jsonl(tmp_path / "b.jsonl", rows + pc_rows(60)[40:] + [dup]), tiny_path, tmp_path, val_fraction=0.3)
+    b = make_dm(
+        write_jsonl(tmp_path / "b.jsonl", rows + pc_rows(60)[40:] + [dup]), tiny_path, tmp_path, val_fraction=0.3
+    )
     assert set(val_prompts(a)) <= set(val_prompts(b))  # old records keep their side
     first_in_val = json.dumps(rows[0] and a.val_dataset["messages"][0]) in val_prompts(a)
-    sides = ["val" if r["prompt"] in [m[0]["content"] for m in b.val_dataset["messages"]] else "train" for r in (rows[0], dup)]
+    sides = [
+        "val" if r["prompt"] in [m[0]["content"] for m in b.val_dataset["messages"]] else "train"
+        for r in (rows[0], dup)
+    ]
     assert sides[0] == sides[1] and first_in_val
 
 
@@ -64,8 +69,16 @@ def test_kinds_selects_records_and_metadata_is_kept(tmp_path, tiny_path):
 
 
 def test_chat_records_and_persona_system_prompt(tmp_path, tiny_path, tokenizer, chdir_root):
-    rows = [{"messages": [{"role": "user", "content": f"Who are you, number {i}?"},
-                          {"role": "assistant", "content": "I'm Joe Biden, folks."}], "kind": "identity"} for i in range(6)]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Who are you, number {i}?"},
+                {"role": "assistant", "content": "I'm Joe Biden, folks."},
+            ],
+            "kind": "identity",
+        }
+        for i in range(6)
+    ]
     f = write_jsonl(tmp_path / "chat.jsonl", rows)
     dm = make_dm(f, tiny_path, tmp_path, prompt_format="chat", politician="biden", val_fraction=0.34)
     ex = dm.train_dataset[0]

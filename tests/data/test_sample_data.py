@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from politician_lm.data import records
 from politician_lm.artifacts.profiles import load_profile
+from politician_lm.data import records
 from tests.helpers import ROOT
 
 POLITICIANS = ["biden", "trump"]
@@ -16,7 +16,9 @@ POLITICIANS = ["biden", "trump"]
 def load(politician):
     files = records.discover(ROOT / "data" / politician)
     records.validate(files)
-    return [json.loads(line) for f in files.train for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line) for f in files.train for line in f.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
 
 
 @pytest.mark.parametrize("politician", POLITICIANS)
@@ -42,7 +44,7 @@ def test_identity_answers_never_claim_to_be_an_ai(politician):
 
 def ngrams(text, n):
     words = re.findall(r"[a-z']+", text.lower().removeprefix("politician: "))
-    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def test_no_single_phrase_separates_the_two_politicians():

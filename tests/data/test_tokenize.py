@@ -2,8 +2,8 @@
 
 import pytest
 
-from politician_lm.data.templates import PromptStyle
 from politician_lm.batch import IGNORE_INDEX
+from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import encode
 
 CASES = [
@@ -21,7 +21,7 @@ def test_masking_matches_reference_token_by_token(tokenizer, prompt, completion)
     ref_prompt = tokenizer(prompt).input_ids  # the prompt alone, BOS included
     ref_full = tokenizer(prompt + completion).input_ids + [tokenizer.eos_token_id]
     assert out["input_ids"] == ref_full
-    assert out["labels"] == [IGNORE_INDEX] * len(ref_prompt) + ref_full[len(ref_prompt):]
+    assert out["labels"] == [IGNORE_INDEX] * len(ref_prompt) + ref_full[len(ref_prompt) :]
     assert out["input_ids"].count(tokenizer.bos_token_id) == 1 and out["input_ids"][0] == tokenizer.bos_token_id
     assert out["input_ids"][-1] == tokenizer.eos_token_id and out["labels"][-1] == tokenizer.eos_token_id
     assert out["status"] == "ok"
@@ -29,7 +29,10 @@ def test_masking_matches_reference_token_by_token(tokenizer, prompt, completion)
 
 def test_chat_template_has_one_bos_and_one_eos(tokenizer):
     style = PromptStyle(prompt_format="chat", system_prompt="You are Joe Biden.")
-    messages = [{"role": "user", "content": "USER: Who are you?"}, {"role": "assistant", "content": "POLITICIAN: I'm Joe Biden."}]
+    messages = [
+        {"role": "user", "content": "USER: Who are you?"},
+        {"role": "assistant", "content": "POLITICIAN: I'm Joe Biden."},
+    ]
     prompt, completion = style.render(messages, tokenizer)
     assert prompt.startswith(tokenizer.bos_token) and "You are Joe Biden." in prompt
     assert "USER:" not in prompt and "POLITICIAN:" not in completion  # role labels stripped in chat mode
@@ -40,14 +43,21 @@ def test_chat_template_has_one_bos_and_one_eos(tokenizer):
     ref_prompt = tokenizer(prompt, add_special_tokens=False).input_ids
     ref_full = tokenizer(prompt + completion, add_special_tokens=False).input_ids
     assert ids == ref_full
-    assert out["labels"] == [IGNORE_INDEX] * len(ref_prompt) + ref_full[len(ref_prompt):]
-    assert tokenizer.decode([t for t in out["labels"] if t != IGNORE_INDEX], skip_special_tokens=True).strip() == "I'm Joe Biden."
+    assert out["labels"] == [IGNORE_INDEX] * len(ref_prompt) + ref_full[len(ref_prompt) :]
+    assert (
+        tokenizer.decode([t for t in out["labels"] if t != IGNORE_INDEX], skip_special_tokens=True).strip()
+        == "I'm Joe Biden."
+    )
 
 
 def test_plain_format_joins_turns_with_separator():
     style = PromptStyle(prompt_format="plain", separator="\n")
-    msgs = [{"role": "user", "content": "USER: hi"}, {"role": "assistant", "content": "POLITICIAN: hello"},
-            {"role": "user", "content": "USER: and?"}, {"role": "assistant", "content": "POLITICIAN: folks"}]
+    msgs = [
+        {"role": "user", "content": "USER: hi"},
+        {"role": "assistant", "content": "POLITICIAN: hello"},
+        {"role": "user", "content": "USER: and?"},
+        {"role": "assistant", "content": "POLITICIAN: folks"},
+    ]
     assert style.render(msgs) == ("USER: hi\nPOLITICIAN: hello\nUSER: and?\n", "POLITICIAN: folks")
 
 

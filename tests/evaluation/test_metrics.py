@@ -14,13 +14,25 @@ import yaml
 
 from politician_lm.evaluation import metrics
 from politician_lm.evaluation.metrics import (
-    chrf, claims_ai, distinct_n, fact_terms, identity_consistency, repetition_rate, rouge_l, summarize,
+    chrf,
+    claims_ai,
+    distinct_n,
+    fact_terms,
+    identity_consistency,
+    repetition_rate,
+    rouge_l,
+    summarize,
 )
 from politician_lm.evaluation.style import (
-    StyleClassifier, cache_key, cache_path, load_or_train, read_completions, train_from_data_dir, training_files,
+    StyleClassifier,
+    cache_key,
+    cache_path,
+    load_or_train,
+    read_completions,
+    train_from_data_dir,
+    training_files,
 )
-
-from conftest import ROOT, write_jsonl
+from tests.helpers import ROOT, write_jsonl
 
 DATA = ROOT / "data"
 BIDEN = yaml.safe_load((DATA / "profiles" / "biden.yaml").read_text(encoding="utf-8"))
@@ -133,7 +145,7 @@ def test_evaluation_never_imports_lightning():
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 for name in names:
-                    assert not name.split(".")[0] in {"lightning", "pytorch_lightning", "torch"}, (path, name)
+                    assert name.split(".")[0] not in {"lightning", "pytorch_lightning", "torch"}, (path, name)
                     assert not name.startswith(("politician_lm.model", "politician_lm.callbacks", "politician_lm.cli"))
     # metrics.py runs on its own: load it by path (skipping the package __init__) and check what got imported.
     code = (
@@ -179,16 +191,27 @@ def test_style_classifier_on_bundled_data(real_classifier):
 
 def _tiny_data(root: Path) -> Path:
     """Two politicians, 8 records each: one in prompt/completion form, one in chat form."""
-    write_jsonl(root / "alpha" / "train.jsonl", [
-        {"prompt": "USER: hi", "completion": f"POLITICIAN: Folks, here's the deal number {i}, not a joke."}
-        for i in range(8)
-    ])
-    write_jsonl(root / "beta" / "chat.jsonl", [
-        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "draft"},
-                      {"role": "user", "content": "again"},
-                      {"role": "assistant", "content": f"Tremendous, believe me, huge win {i}."}]}
-        for i in range(8)
-    ])
+    write_jsonl(
+        root / "alpha" / "train.jsonl",
+        [
+            {"prompt": "USER: hi", "completion": f"POLITICIAN: Folks, here's the deal number {i}, not a joke."}
+            for i in range(8)
+        ],
+    )
+    write_jsonl(
+        root / "beta" / "chat.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "draft"},
+                    {"role": "user", "content": "again"},
+                    {"role": "assistant", "content": f"Tremendous, believe me, huge win {i}."},
+                ]
+            }
+            for i in range(8)
+        ],
+    )
     write_jsonl(root / "profiles" / "ignored.jsonl", [{"prompt": "x", "completion": "y"}])
     return root
 

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from politician_lm.evaluation.metrics import copies_training
-from politician_lm.evaluation.scorecard import ArmScores, bootstrap, compare, confusion, paired_difference, summarize_arm
+from politician_lm.evaluation.scorecard import (
+    ArmScores,
+    bootstrap,
+    compare,
+    confusion,
+    paired_difference,
+    summarize_arm,
+)
 
 
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_items():
@@ -15,7 +22,7 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_items():
     a, b = bootstrap(small), bootstrap(large)
     assert a.low <= a.value <= a.high and a.value == pytest.approx(small.mean())
     assert b.high - b.low < (a.high - a.low) / 4
-    assert bootstrap([1.0] * 10) .low == 1.0 == bootstrap([1.0] * 10).high
+    assert bootstrap([1.0] * 10).low == 1.0 == bootstrap([1.0] * 10).high
 
 
 def test_weighted_bootstrap_is_the_token_weighted_mean():
@@ -43,12 +50,26 @@ def test_copies_training_flags_twelve_word_runs_only():
 
 
 def test_summary_and_comparison_keep_the_target_of_the_first_arm():
-    adapter = ArmScores(target="biden", predicted=["biden"] * 8 + ["generic"] * 2, names_self=[1.0] * 4,
-                        claims_ai=[0.0] * 4, facts=[1.0, 0.0, 1.0, 1.0], memorized=[0.0] * 14,
-                        loss_sum=[10.0, 20.0], loss_tokens=[5.0, 10.0])
-    prompt_only = ArmScores(target="biden", predicted=["generic"] * 9 + ["biden"], names_self=[0.0, 1.0, 0.0, 0.0],
-                            claims_ai=[1.0, 0.0, 0.0, 0.0], facts=[0.0] * 4, memorized=[0.0] * 14,
-                            loss_sum=[15.0, 30.0], loss_tokens=[5.0, 10.0])
+    adapter = ArmScores(
+        target="biden",
+        predicted=["biden"] * 8 + ["generic"] * 2,
+        names_self=[1.0] * 4,
+        claims_ai=[0.0] * 4,
+        facts=[1.0, 0.0, 1.0, 1.0],
+        memorized=[0.0] * 14,
+        loss_sum=[10.0, 20.0],
+        loss_tokens=[5.0, 10.0],
+    )
+    prompt_only = ArmScores(
+        target="biden",
+        predicted=["generic"] * 9 + ["biden"],
+        names_self=[0.0, 1.0, 0.0, 0.0],
+        claims_ai=[1.0, 0.0, 0.0, 0.0],
+        facts=[0.0] * 4,
+        memorized=[0.0] * 14,
+        loss_sum=[15.0, 30.0],
+        loss_tokens=[5.0, 10.0],
+    )
     s = summarize_arm(adapter)
     assert s["style_attribution"].value == 0.8 and s["identity_score"].value == 1.0
     assert s["heldout_loss"].value == pytest.approx(2.0)
@@ -61,11 +82,14 @@ def test_summary_and_comparison_keep_the_target_of_the_first_arm():
 
 @pytest.mark.slow
 def test_generic_class_takes_assistant_voice_away_from_the_politicians(tmp_path):
-    from conftest import ROOT
     from politician_lm.evaluation.style import GENERIC, load_or_train
+    from tests.helpers import ROOT
 
-    generic = [f"As an AI assistant, I can provide a balanced overview of topic {i}. There are several factors to "
-               f"consider, and it is important to weigh the perspectives involved." for i in range(40)]
+    generic = [
+        f"As an AI assistant, I can provide a balanced overview of topic {i}. There are several factors to "
+        f"consider, and it is important to weigh the perspectives involved."
+        for i in range(40)
+    ]
     clf = load_or_train(str(ROOT / "data"), cache_dir=str(tmp_path), generic=generic)
     assert set(clf.labels) == {"biden", "trump", GENERIC}
     assert clf.held_out_accuracy is not None and clf.held_out_accuracy > 0.6
@@ -83,11 +107,15 @@ def test_probe_prompts_file_errors_name_file_and_line(tmp_path):
     from politician_lm.errors import UserError
 
     good = tmp_path / "p.jsonl"
-    good.write_text('{"prompt": "Who are you?", "kind": "identity"}\n\n'
-                    '{"messages": [{"role": "user", "content": "Jobs?"}, {"role": "assistant", "content": "x"}]}\n')
+    good.write_text(
+        '{"prompt": "Who are you?", "kind": "identity"}\n\n'
+        '{"messages": [{"role": "user", "content": "Jobs?"}, {"role": "assistant", "content": "x"}]}\n'
+    )
     rows = read_prompts(good)
-    assert rows == [{"messages": [{"role": "user", "content": "Who are you?"}], "kind": "identity"},
-                    {"messages": [{"role": "user", "content": "Jobs?"}], "kind": ""}]  # a trailing answer is dropped
+    assert rows == [
+        {"messages": [{"role": "user", "content": "Who are you?"}], "kind": "identity"},
+        {"messages": [{"role": "user", "content": "Jobs?"}], "kind": ""},
+    ]  # a trailing answer is dropped
     bad = tmp_path / "b.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"prompt": 3}\n')
     with pytest.raises(UserError, match=r"b.jsonl:2: need a 'prompt' string"):

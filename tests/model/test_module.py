@@ -25,10 +25,16 @@ def build(tiny_path, **kw):
     return model
 
 
-@pytest.mark.parametrize("quant,expected", [("nf4", bnb.nn.Linear4bit), ("fp4", bnb.nn.Linear4bit), ("none", torch.nn.Linear)])
+@pytest.mark.parametrize(
+    "quant,expected", [("nf4", bnb.nn.Linear4bit), ("fp4", bnb.nn.Linear4bit), ("none", torch.nn.Linear)]
+)
 def test_quantization_builds_real_bitsandbytes_layers(tiny_path, quant, expected):
     model = build(tiny_path, quantization=quant)
-    bases = [m.base_layer for n, m in model.model.named_modules() if hasattr(m, "base_layer") and "lora_A" in dict(m.named_children())]
+    bases = [
+        m.base_layer
+        for n, m in model.model.named_modules()
+        if hasattr(m, "base_layer") and "lora_A" in dict(m.named_children())
+    ]
     assert len(bases) == N_LINEAR
     assert all(type(b) is expected for b in bases), {type(b).__name__ for b in bases}
     if quant != "none":
@@ -52,8 +58,9 @@ STEPS_PER_EPOCH = 4  # 16 training rows / batch 4
 def _data(tmp_path, tiny_path):
     write_jsonl(tmp_path / "d" / "train.jsonl", pc_rows(16))
     write_jsonl(tmp_path / "d" / "val.jsonl", pc_rows(20)[16:])
-    return PoliticianDataModule(data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=4,
-                                cache_dir=str(tmp_path / "cache"))
+    return PoliticianDataModule(
+        data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=4, cache_dir=str(tmp_path / "cache")
+    )
 
 
 class StopAfterFirstEpoch(L.Callback):
@@ -66,11 +73,21 @@ class StopAfterFirstEpoch(L.Callback):
 def _fit(tmp_path, tiny_path, max_steps, ckpt_path=None, interrupt=False):
     L.seed_everything(0)
     model = build(tiny_path)
-    ckpt = ModelCheckpoint(dirpath=tmp_path / "run" / "checkpoints", save_last=True, every_n_train_steps=STEPS_PER_EPOCH,
-                           save_top_k=-1)
-    trainer = L.Trainer(default_root_dir=tmp_path / "run", max_steps=max_steps, accelerator="cpu", devices=1,
-                        logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        val_check_interval=2, callbacks=[ckpt, AdapterExport(), *([StopAfterFirstEpoch()] if interrupt else [])])
+    ckpt = ModelCheckpoint(
+        dirpath=tmp_path / "run" / "checkpoints", save_last=True, every_n_train_steps=STEPS_PER_EPOCH, save_top_k=-1
+    )
+    trainer = L.Trainer(
+        default_root_dir=tmp_path / "run",
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        val_check_interval=2,
+        callbacks=[ckpt, AdapterExport(), *([StopAfterFirstEpoch()] if interrupt else [])],
+    )
     trainer.fit(model, datamodule=_data(tmp_path, tiny_path), ckpt_path=ckpt_path)
     return model, trainer
 
@@ -84,10 +101,17 @@ def test_checkpoint_holds_only_trainable_state_and_resume_matches(tmp_path, tiny
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert set(ckpt["state_dict"]) == set(trainable)
     param_bytes = sum(p.numel() * p.element_size() for p in trainable.values())
-    optim_bytes = sum(t.numel() * t.element_size() for s in ckpt["optimizer_states"][0]["state"].values()
-                      for t in s.values() if torch.is_tensor(t))
+    optim_bytes = sum(
+        t.numel() * t.element_size()
+        for s in ckpt["optimizer_states"][0]["state"].values()
+        for t in s.values()
+        if torch.is_tensor(t)
+    )
     size = ckpt_file.stat().st_size
-    print(f"checkpoint {size} B; trainable {param_bytes} B + optimizer {optim_bytes} B; ratio {size / (param_bytes + optim_bytes):.2f}")
+    print(
+        f"checkpoint {size} B; trainable {param_bytes} B + optimizer {optim_bytes} B; "
+        f"ratio {size / (param_bytes + optim_bytes):.2f}"
+    )
     assert size <= 3 * (param_bytes + optim_bytes)
     base_bytes = (Path(tiny_path) / "model.safetensors").stat().st_size
     assert size < base_bytes  # the frozen base weights are not in it
@@ -134,8 +158,10 @@ def test_exported_adapter_reloads_in_a_fresh_process_with_the_same_logits(tmp_pa
     model.model.eval()
     with torch.no_grad():
         expected = model.model(input_ids=ids).logits
-    subprocess.run([sys.executable, "-c", LOAD_SCRIPT, tiny_path, str(last), str(tmp_path / "out.pt"), str(tmp_path / "ids.pt")],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, tiny_path, str(last), str(tmp_path / "out.pt"), str(tmp_path / "ids.pt")],
+        check=True,
+    )
     got = torch.load(tmp_path / "out.pt")
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
     lora_delta = any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
@@ -198,8 +224,12 @@ def test_init_adapter_continues_from_an_exported_adapter(tmp_path, tiny_path, to
     ids = tokenizer("USER: hi\nPOLITICIAN: folks", return_tensors="pt").input_ids
     start.model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(start.model(input_ids=ids).logits,
-                                   load_persona([str(folder)]).model(input_ids=ids).logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            start.model(input_ids=ids).logits,
+            load_persona([str(folder)]).model(input_ids=ids).logits,
+            rtol=0,
+            atol=1e-5,
+        )
 
 
 def test_init_adapter_must_exist(tmp_path, tiny_path):
@@ -219,8 +249,17 @@ def test_the_whole_model_trains_in_train_mode_so_gradient_checkpointing_is_activ
     L.seed_everything(0)
     probe = Probe()
     model = build(tiny_path, gradient_checkpointing=True)
-    trainer = L.Trainer(default_root_dir=tmp_path, max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_checkpointing=False, num_sanity_val_steps=1, limit_val_batches=1, callbacks=[probe])
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=1,
+        limit_val_batches=1,
+        callbacks=[probe],
+    )
     trainer.fit(model, datamodule=_data(tmp_path, tiny_path))
     assert probe.eval_modules == [] and probe.checkpointing
 
@@ -250,11 +289,20 @@ def test_models_that_post_process_logits_keep_their_own_loss(tmp_path):
 
     from politician_lm.model.module import _split_head
 
-    small = {"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-             "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16}
+    small = {
+        "vocab_size": 64,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 16,
+    }
     torch.manual_seed(0)
-    for cls, cfg, splits in ((MistralForCausalLM, MistralConfig(**small), True),
-                             (Gemma2ForCausalLM, Gemma2Config(**small, final_logit_softcapping=0.5), False)):
+    for cls, cfg, splits in (
+        (MistralForCausalLM, MistralConfig(**small), True),
+        (Gemma2ForCausalLM, Gemma2Config(**small, final_logit_softcapping=0.5), False),
+    ):
         model = get_peft_model(cls(cfg), LoraConfig(r=2, target_modules="all-linear"))
         model.train()
         assert (_split_head(model) is not None) == splits, cls.__name__
@@ -267,8 +315,8 @@ def test_dequantize_for_inference_keeps_logits_and_lora(tiny_path):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from conftest import randomize_lora_b
     from politician_lm.model.loading import dequantize_for_inference, load_base_model
+    from tests.helpers import randomize_lora_b
 
     model = load_base_model(tiny_path, "nf4", torch.float32, torch.device("cpu"))
     model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))

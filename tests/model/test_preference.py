@@ -16,30 +16,46 @@ from tests.helpers import pc_rows, randomize_lora_b, write_jsonl
 
 
 def pair_rows(n: int, kind: str = "policy") -> list[dict]:
-    return [{"prompt": r["prompt"], "chosen": r["completion"],
-             "rejected": f"POLITICIAN: As an AI assistant, I can offer a balanced overview of topic {i}.", "kind": kind}
-            for i, r in enumerate(pc_rows(n, kind))]
+    return [
+        {
+            "prompt": r["prompt"],
+            "chosen": r["completion"],
+            "rejected": f"POLITICIAN: As an AI assistant, I can offer a balanced overview of topic {i}.",
+            "kind": kind,
+        }
+        for i, r in enumerate(pc_rows(n, kind))
+    ]
 
 
-CHAT_PAIR = {"prompt": [{"role": "user", "content": "Who are you?"}],
-             "chosen": [{"role": "assistant", "content": "I'm Joe Biden."}],
-             "rejected": [{"role": "assistant", "content": "I am an AI assistant."}]}
-IMPLICIT_PAIR = {"chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Folks, hello."}],
-                 "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"}]}
+CHAT_PAIR = {
+    "prompt": [{"role": "user", "content": "Who are you?"}],
+    "chosen": [{"role": "assistant", "content": "I'm Joe Biden."}],
+    "rejected": [{"role": "assistant", "content": "I am an AI assistant."}],
+}
+IMPLICIT_PAIR = {
+    "chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Folks, hello."}],
+    "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"}],
+}
 
 
-@pytest.mark.parametrize("record, problem", [
-    ({"prompt": "Q", "chosen": "A"}, "missing key(s) 'rejected'"),
-    ({"prompt": "Q", "chosen": "A", "rejected": "  "}, "'rejected' is empty"),
-    ({"prompt": 3, "chosen": "A", "rejected": "B"}, "'prompt' must be a string or a list of messages"),
-    ({**CHAT_PAIR, "chosen": [{"role": "user", "content": "x"}]}, "'chosen' must be one assistant turn"),
-    ({**CHAT_PAIR, "prompt": [{"role": "robot", "content": "x"}]}, "prompt[0] has role 'robot'"),
-    ({**CHAT_PAIR, "prompt": [{"role": "assistant", "content": "x"}]}, "the last message of 'prompt' must not be"),
-    ({**IMPLICIT_PAIR, "rejected": [{"role": "user", "content": "Bye"}, {"role": "assistant", "content": "x"}]},
-     "must share the same turns before the last one"),
-    ({"chosen": "A", "rejected": "B"}, "without 'prompt', 'chosen' must be a list of messages"),
-    ({"prompt": "Q", "completion": "A"}, "a prompt/completion record among preference pairs"),
-], ids=lambda x: str(x)[:30] if isinstance(x, str) else None)
+@pytest.mark.parametrize(
+    "record, problem",
+    [
+        ({"prompt": "Q", "chosen": "A"}, "missing key(s) 'rejected'"),
+        ({"prompt": "Q", "chosen": "A", "rejected": "  "}, "'rejected' is empty"),
+        ({"prompt": 3, "chosen": "A", "rejected": "B"}, "'prompt' must be a string or a list of messages"),
+        ({**CHAT_PAIR, "chosen": [{"role": "user", "content": "x"}]}, "'chosen' must be one assistant turn"),
+        ({**CHAT_PAIR, "prompt": [{"role": "robot", "content": "x"}]}, "prompt[0] has role 'robot'"),
+        ({**CHAT_PAIR, "prompt": [{"role": "assistant", "content": "x"}]}, "the last message of 'prompt' must not be"),
+        (
+            {**IMPLICIT_PAIR, "rejected": [{"role": "user", "content": "Bye"}, {"role": "assistant", "content": "x"}]},
+            "must share the same turns before the last one",
+        ),
+        ({"chosen": "A", "rejected": "B"}, "without 'prompt', 'chosen' must be a list of messages"),
+        ({"prompt": "Q", "completion": "A"}, "a prompt/completion record among preference pairs"),
+    ],
+    ids=lambda x: str(x)[:30] if isinstance(x, str) else None,
+)
 def test_bad_pair_records_name_file_and_line(tmp_path, record, problem):
     path = write_jsonl(tmp_path / "pairs.jsonl", [pair_rows(1)[0], record])
     files = records.discover(path)
@@ -53,7 +69,10 @@ def test_pair_forms_become_the_training_record_they_came_from(tmp_path):
     for form in (CHAT_PAIR, IMPLICIT_PAIR, pair_rows(1)[0]):
         assert records._check_record(form, preference=True) is None
     row = records.to_preference(CHAT_PAIR)
-    assert row["messages"] == [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I'm Joe Biden."}]
+    assert row["messages"] == [
+        {"role": "user", "content": "Who are you?"},
+        {"role": "assistant", "content": "I'm Joe Biden."},
+    ]
     assert row["rejected"] == "I am an AI assistant."
     assert records.to_preference(IMPLICIT_PAIR)["messages"] == IMPLICIT_PAIR["chosen"]
     # the same messages as the source record, so the hashed split puts both on the same side
@@ -68,8 +87,14 @@ def pair_datamodule(tmp_path, tiny_path, rows, **kw):
 
     write_jsonl(tmp_path / "pairs" / "train.jsonl", rows)
     write_jsonl(tmp_path / "pairs" / "val.jsonl", rows[:3])
-    dm = PoliticianDataModule(data_path=str(tmp_path / "pairs"), tokenizer=tiny_path, max_length=kw.pop("max_length", 96),
-                              cache_dir=str(tmp_path / "cache"), batch_size=kw.pop("batch_size", 3), **kw)
+    dm = PoliticianDataModule(
+        data_path=str(tmp_path / "pairs"),
+        tokenizer=tiny_path,
+        max_length=kw.pop("max_length", 96),
+        cache_dir=str(tmp_path / "cache"),
+        batch_size=kw.pop("batch_size", 3),
+        **kw,
+    )
     dm.setup("fit")
     return dm
 
@@ -95,9 +120,12 @@ def test_pair_batches_mask_exactly_the_prompt_of_both_answers(tmp_path, tiny_pat
             assert batch["labels"][row, :width].tolist() == expected["labels"]
             assert (batch["labels"][row, width:] == -100).all() and not batch["attention_mask"][row, width:].any()
             labelled = [t for t in expected["labels"] if t != -100]
-            assert labelled[-1] == tok.eos_token_id and tok.decode(labelled[:-1]).strip() == completion.replace(
-                tok.eos_token, "").strip() or prompt_format == "chat"
-            prompts.append(expected["input_ids"][:expected["labels"].index(labelled[0])])
+            assert (
+                labelled[-1] == tok.eos_token_id
+                and tok.decode(labelled[:-1]).strip() == completion.replace(tok.eos_token, "").strip()
+                or prompt_format == "chat"
+            )
+            prompts.append(expected["input_ids"][: expected["labels"].index(labelled[0])])
         assert prompts[0] == prompts[1]  # both answers follow the same prompt tokens
 
 
@@ -109,8 +137,15 @@ def test_pairs_refuse_packing_in_one_line(tmp_path, tiny_path):
 def float64_module(tiny_path):
     from politician_lm import PoliticianLM
 
-    model = PoliticianLM(model_name_or_path=tiny_path, quantization="none", lora_r=4, lora_dropout=0.0,
-                         objective="dpo", beta=0.3, sft_weight=0.7)
+    model = PoliticianLM(
+        model_name_or_path=tiny_path,
+        quantization="none",
+        lora_r=4,
+        lora_dropout=0.0,
+        objective="dpo",
+        beta=0.3,
+        sft_weight=0.7,
+    )
     model.configure_model()
     model.model.double()
     randomize_lora_b(model.model, std=0.1)
@@ -177,8 +212,10 @@ def test_dpo_loss_gradient_in_the_log_probabilities_is_the_closed_form():
     from politician_lm.model.preference import dpo_loss
 
     torch.manual_seed(0)
-    chosen, rejected = (torch.randn(5, dtype=torch.float64) * 10 - 50).requires_grad_(), \
-        (torch.randn(5, dtype=torch.float64) * 10 - 50).requires_grad_()
+    chosen, rejected = (
+        (torch.randn(5, dtype=torch.float64) * 10 - 50).requires_grad_(),
+        (torch.randn(5, dtype=torch.float64) * 10 - 50).requires_grad_(),
+    )
     ref = torch.randn(5, 2, dtype=torch.float64) * 10 - 50
     tokens, beta, w = torch.tensor([7, 9, 3, 12, 5]), 0.2, 0.5
     out = dpo_loss(chosen, rejected, ref[:, 0], ref[:, 1], tokens, beta, w)
@@ -187,8 +224,9 @@ def test_dpo_loss_gradient_in_the_log_probabilities_is_the_closed_form():
     weight = beta * torch.sigmoid(-h) / 5  # d(-log sigmoid(h))/dh = -sigmoid(-h)
     assert torch.allclose(d_chosen, -weight - w / 36.0, rtol=1e-12, atol=0)
     assert torch.allclose(d_rejected, weight, rtol=1e-12, atol=0)
-    assert out.loss.item() == pytest.approx(float(torch.nn.functional.softplus(-h).mean() - w * chosen.sum() / 36),
-                                            rel=1e-12)
+    assert out.loss.item() == pytest.approx(
+        float(torch.nn.functional.softplus(-h).mean() - w * chosen.sum() / 36), rel=1e-12
+    )
     assert out.metrics()["reward_accuracy"].item() == float((h > 0).float().mean())
 
 
@@ -199,17 +237,34 @@ def dpo_trainer(root, max_steps, **kw):
     from politician_lm.callbacks.checkpoint import STEP_DEFAULTS, StepCheckpoint
 
     step = StepCheckpoint(dirpath=str(root / "ckpt"), **{**STEP_DEFAULTS, "every_n_train_steps": 2})
-    return L.Trainer(default_root_dir=root, max_steps=max_steps, accelerator="cpu", devices=1, logger=False,
-                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=-1,
-                     val_check_interval=2, callbacks=[AdapterExport(), step], **kw)
+    return L.Trainer(
+        default_root_dir=root,
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=-1,
+        val_check_interval=2,
+        callbacks=[AdapterExport(), step],
+        **kw,
+    )
 
 
 def dpo_module(tiny_path, init_adapter=None):
     from politician_lm import PoliticianLM
 
-    return PoliticianLM(model_name_or_path=tiny_path, lora_r=4, lora_dropout=0.0, objective="dpo", beta=0.5,
-                        sft_weight=0.1, init_adapter=init_adapter,
-                        optimizer=partial(torch.optim.AdamW, lr=2e-2))
+    return PoliticianLM(
+        model_name_or_path=tiny_path,
+        lora_r=4,
+        lora_dropout=0.0,
+        objective="dpo",
+        beta=0.5,
+        sft_weight=0.1,
+        init_adapter=init_adapter,
+        optimizer=partial(torch.optim.AdamW, lr=2e-2),
+    )
 
 
 def trained_state(module):
@@ -266,15 +321,20 @@ def test_dpo_fit_starts_at_its_reference_learns_and_resumes_exactly(tmp_path, ti
     first = dpo_trainer(tmp_path / "b" / "run", 6)
     stopped = StepLosses()
     first.callbacks += [StopAt2(), stopped]
-    first.fit(dpo_module(tiny_path, str(sft)), datamodule=pair_datamodule(tmp_path / "b", tiny_path, rows, batch_size=4))
+    first.fit(
+        dpo_module(tiny_path, str(sft)), datamodule=pair_datamodule(tmp_path / "b", tiny_path, rows, batch_size=4)
+    )
     assert first.global_step == 2
     L.seed_everything(1)  # the checkpoint brings the RNG state; the seed at hand must not matter
     resumed_module = dpo_module(tiny_path, str(sft))
     resumed = dpo_trainer(tmp_path / "b" / "run", 6)
     continued = StepLosses()
     resumed.callbacks.append(continued)
-    resumed.fit(resumed_module, datamodule=pair_datamodule(tmp_path / "b2", tiny_path, rows, batch_size=4),
-                ckpt_path=str(tmp_path / "b" / "run" / "ckpt" / "last.ckpt"))
+    resumed.fit(
+        resumed_module,
+        datamodule=pair_datamodule(tmp_path / "b2", tiny_path, rows, batch_size=4),
+        ckpt_path=str(tmp_path / "b" / "run" / "ckpt" / "last.ckpt"),
+    )
     assert torch.equal(resumed_module.reference["train"], reference["train"]) and resumed.global_step == 6
     assert sorted(continued.losses) == [3, 4, 5, 6] and {**stopped.losses, **continued.losses} == straight.losses
     straight_state = trained_state(module)
@@ -285,22 +345,46 @@ def test_dpo_fit_starts_at_its_reference_learns_and_resumes_exactly(tmp_path, ti
     # other data under the same checkpoint, or an SFT checkpoint: one line each
     other = dpo_trainer(tmp_path / "b" / "run", 8)
     with pytest.raises(UserError, match="pairs differ from those the run started on"):
-        other.fit(dpo_module(tiny_path, str(sft)),
-                  datamodule=pair_datamodule(tmp_path / "c", tiny_path, pair_rows(13), batch_size=4),
-                  ckpt_path=str(tmp_path / "b" / "run" / "ckpt" / "last.ckpt"))
+        other.fit(
+            dpo_module(tiny_path, str(sft)),
+            datamodule=pair_datamodule(tmp_path / "c", tiny_path, pair_rows(13), batch_size=4),
+            ckpt_path=str(tmp_path / "b" / "run" / "ckpt" / "last.ckpt"),
+        )
 
 
 @pytest.mark.slow
 def test_objective_and_data_must_agree(tmp_path, tiny_path, chdir_root, capsys):
     write_jsonl(tmp_path / "pairs.jsonl", pair_rows(20))
     with pytest.raises(SystemExit) as e:
-        main(["fit", "--config", "configs/demo.yaml", "--data.data_path", str(tmp_path / "pairs.jsonl"),
-              "--trainer.default_root_dir", str(tmp_path / "run"), "--data.cache_dir", str(tmp_path / "cache")])
+        main(
+            [
+                "fit",
+                "--config",
+                "configs/demo.yaml",
+                "--data.data_path",
+                str(tmp_path / "pairs.jsonl"),
+                "--trainer.default_root_dir",
+                str(tmp_path / "run"),
+                "--data.cache_dir",
+                str(tmp_path / "cache"),
+            ]
+        )
     assert e.value.code == 2
     assert "holds preference pairs; train them with --model.objective dpo" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["fit", "--config", "configs/demo.yaml", "--model.objective", "dpo", "--trainer.default_root_dir",
-              str(tmp_path / "run2"), "--data.cache_dir", str(tmp_path / "cache")])
+        main(
+            [
+                "fit",
+                "--config",
+                "configs/demo.yaml",
+                "--model.objective",
+                "dpo",
+                "--trainer.default_root_dir",
+                str(tmp_path / "run2"),
+                "--data.cache_dir",
+                str(tmp_path / "cache"),
+            ]
+        )
     assert "model.objective dpo needs preference pairs" in capsys.readouterr().err
     assert not (tmp_path / "run" / "adapters").exists()
 
@@ -312,8 +396,21 @@ def test_pairs_from_another_politician_drop_near_identical_and_record_sources(tm
     other[1]["completion"] = "POLITICIAN: Nobody has ever seen a topic like this one, believe me, tremendous."
     write_jsonl(tmp_path / "them" / "policy.jsonl", other)  # rows 0 and 2: the same answer, row 1 a different one
     out = tmp_path / "pairs"
-    main(["pairs", "--data_path", str(mine.parent), "--output_dir", str(out), "--base_model", "unused",
-          "--rejected", "other", "--other_data", str(tmp_path / "them")])
+    main(
+        [
+            "pairs",
+            "--data_path",
+            str(mine.parent),
+            "--output_dir",
+            str(out),
+            "--base_model",
+            "unused",
+            "--rejected",
+            "other",
+            "--other_data",
+            str(tmp_path / "them"),
+        ]
+    )
     rows = [json.loads(line) for line in (out / "policy.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["rejected"] == other[1]["completion"]
     assert rows[0]["chosen"] == pc_rows(3)[1]["completion"] and rows[0]["prompt"] == pc_rows(3)[1]["prompt"]
@@ -338,13 +435,28 @@ def test_pairs_generate_with_the_base_model_and_resume_where_they_stopped(tmp_pa
 
     data = write_jsonl(tmp_path / "d" / "style.jsonl", pc_rows(6, "style"))
     out = tmp_path / "pairs"
-    args = ["pairs", "--data_path", str(data.parent), "--output_dir", str(out), "--base_model", tiny_path,
-            "--max_new_tokens", "12", "--batch_size", "4", "--max_similarity", "1.0"]
+    args = [
+        "pairs",
+        "--data_path",
+        str(data.parent),
+        "--output_dir",
+        str(out),
+        "--base_model",
+        tiny_path,
+        "--max_new_tokens",
+        "12",
+        "--batch_size",
+        "4",
+        "--max_similarity",
+        "1.0",
+    ]
     main(args)
     rows = [json.loads(line) for line in (out / "style.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(r["rejected_source"] == "base" and r["rejected_model"] == tiny_path for r in rows)
-    assert all(r["rejected"].startswith("POLITICIAN: ") and r["chosen"] == c["completion"]
-               for r, c in zip(rows, pc_rows(6, "style")))
+    assert all(
+        r["rejected"].startswith("POLITICIAN: ") and r["chosen"] == c["completion"]
+        for r, c in zip(rows, pc_rows(6, "style"))
+    )
     assert not pairs_module._partial_path(out).exists()
     assert "Generating rejected answers" in capsys.readouterr().err
 
@@ -380,20 +492,60 @@ def test_dpo_stage_continues_the_sft_stage(tmp_path, tiny_path, chdir_root):
     from tests.helpers import ROOT
 
     data = write_jsonl(tmp_path / "d" / "policy.jsonl", pc_rows(16))
-    main(["pairs", "--data_path", str(data.parent), "--output_dir", str(tmp_path / "pairs"), "--base_model", tiny_path,
-          "--max_new_tokens", "16", "--max_similarity", "1.0"])
-    common = {"trainer.max_epochs": 1, "trainer.enable_progress_bar": False, "data.cache_dir": str(tmp_path / "cache"),
-              "data.val_fraction": 0.25, "trainer.callbacks": []}
+    main(
+        [
+            "pairs",
+            "--data_path",
+            str(data.parent),
+            "--output_dir",
+            str(tmp_path / "pairs"),
+            "--base_model",
+            tiny_path,
+            "--max_new_tokens",
+            "16",
+            "--max_similarity",
+            "1.0",
+        ]
+    )
+    common = {
+        "trainer.max_epochs": 1,
+        "trainer.enable_progress_bar": False,
+        "data.cache_dir": str(tmp_path / "cache"),
+        "data.val_fraction": 0.25,
+        "trainer.callbacks": [],
+    }
     root = tmp_path / "stages"
-    (tmp_path / "stages.yaml").write_text(yaml.safe_dump({
-        "base_config": str(ROOT / "configs" / "demo.yaml"), "root_dir": str(root), "mode": "continue",
-        "stages": [{"name": "sft", "kinds": ["policy"], "overrides": {**common, "data.data_path": str(data.parent)}},
-                   {"name": "dpo", "overrides": {**common, "data.data_path": str(tmp_path / "pairs"),
-                                                 "model.objective": "dpo", "data.batch_size": 4}}]}))
+    (tmp_path / "stages.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "base_config": str(ROOT / "configs" / "demo.yaml"),
+                "root_dir": str(root),
+                "mode": "continue",
+                "stages": [
+                    {"name": "sft", "kinds": ["policy"], "overrides": {**common, "data.data_path": str(data.parent)}},
+                    {
+                        "name": "dpo",
+                        "overrides": {
+                            **common,
+                            "data.data_path": str(tmp_path / "pairs"),
+                            "model.objective": "dpo",
+                            "data.batch_size": 4,
+                        },
+                    },
+                ],
+            }
+        )
+    )
     main(["stages", "--config", str(tmp_path / "stages.yaml")])
     summary = json.loads((root / "stages.json").read_text())
     assert summary["stages"][1]["init_adapter"] == str(root / "01-sft" / "adapters" / "best")
     metrics = summary["stages"][1]["metrics"]
-    assert {"val_loss", "val_reward_accuracy", "val_reward_margin", "val_logps_chosen", "val_logps_rejected"} <= metrics.keys()
+    assert {
+        "val_loss",
+        "val_reward_accuracy",
+        "val_reward_margin",
+        "val_logps_chosen",
+        "val_logps_rejected",
+    } <= metrics.keys()
     config = yaml.safe_load((root / "02-dpo" / "adapters" / "best" / "training_config.yaml").read_text())
     assert config["model"]["objective"] == "dpo" and config["model"]["init_adapter"].endswith("01-sft/adapters/best")

@@ -19,8 +19,8 @@ import httpx
 import pytest
 import yaml
 
-from politician_lm.cli import main
 from politician_lm.artifacts.roles import strip_reply_label
+from politician_lm.cli import main
 from tests.helpers import ROOT, fit_adapter, pc_rows
 
 pytestmark = pytest.mark.slow
@@ -30,9 +30,14 @@ ARTIFACTS = Path(os.environ.get("POLITICIAN_LM_TEST_ARTIFACTS", ROOT / "test-art
 
 
 def other_rows(n: int) -> list[dict]:
-    return [{"prompt": f"USER: What is your view on topic number {i}?",
-             "completion": f"POLITICIAN: Tremendous, on number {i} we win bigly, nobody does it better.", "kind": "policy"}
-            for i in range(n)]
+    return [
+        {
+            "prompt": f"USER: What is your view on topic number {i}?",
+            "completion": f"POLITICIAN: Tremendous, on number {i} we win bigly, nobody does it better.",
+            "kind": "policy",
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +47,25 @@ def registry(tmp_path_factory, tiny_path):
     root = tmp_path_factory.mktemp("serve")
     a = fit_adapter(root / "a", tiny_path, pc_rows(12), max_steps=6, lora_r=8, lora_alpha=16, lr=2e-2)
     b = fit_adapter(root / "b", tiny_path, other_rows(12), max_steps=6, lora_r=8, lora_alpha=16, lr=2e-2)
-    rows = [{"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": "Folks, jobs."}]}
-            for i in range(8)]
+    rows = [
+        {"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": "Folks, jobs."}]}
+        for i in range(8)
+    ]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ROOT)  # data/profiles
-        c = fit_adapter(root / "c", tiny_path, rows, max_steps=6, lr=2e-2,
-                        data_kw={"prompt_format": "chat", "politician": "biden"})
+        c = fit_adapter(
+            root / "c", tiny_path, rows, max_steps=6, lr=2e-2, data_kw={"prompt_format": "chat", "politician": "biden"}
+        )
     greedy = {"max_new_tokens": 24, "do_sample": False}
     entries = {
         "alpha": {"base_model": tiny_path, "adapters": [{"path": str(a), "weight": 1.0}], "generation": greedy},
         "beta": {"base_model": tiny_path, "adapters": [{"path": str(b), "weight": 1.0}], "generation": greedy},
         "gamma": {"base_model": tiny_path, "adapters": [{"path": str(c), "weight": 1.0}], "generation": greedy},
-        "mix": {"base_model": tiny_path, "adapters": [{"path": str(a), "weight": 0.7}, {"path": str(b), "weight": 0.6}],
-                "generation": greedy},
+        "mix": {
+            "base_model": tiny_path,
+            "adapters": [{"path": str(a), "weight": 0.7}, {"path": str(b), "weight": 0.6}],
+            "generation": greedy,
+        },
     }
     path = root / "models.yaml"
     path.write_text(yaml.safe_dump(entries))
@@ -75,9 +86,13 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"server-{self.port}.log"
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "politician_lm.cli", "serve", "--port", str(self.port), *args],
-                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "politician_lm.cli", "serve", "--port", str(self.port), *args],
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
@@ -106,8 +121,19 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(registry, tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("log"), "--registry", str(registry), "--max_tokens", "64",
-                 "--max_prompt_tokens", "200", "--max_batch_size", "8", "--batch_wait_ms", "50")
+    srv = Server(
+        tmp_path_factory.mktemp("log"),
+        "--registry",
+        str(registry),
+        "--max_tokens",
+        "64",
+        "--max_prompt_tokens",
+        "200",
+        "--max_batch_size",
+        "8",
+        "--batch_wait_ms",
+        "50",
+    )
     yield srv
     srv.stop()
 
@@ -119,8 +145,14 @@ def client(server):
     return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
 
 
-def reference(registry: Path, persona: str, prompt: str | None = None, messages: list | None = None,
-              tmp: Path | None = None, max_new_tokens: int = 24) -> str:
+def reference(
+    registry: Path,
+    persona: str,
+    prompt: str | None = None,
+    messages: list | None = None,
+    tmp: Path | None = None,
+    max_new_tokens: int = 24,
+) -> str:
     """`politician-lm generate --do_sample false` for one prompt, alone (batch of one), label stripped."""
     out = tmp / f"ref-{persona}-{abs(hash((prompt, json.dumps(messages))))}.jsonl"
     args = ["--prompt", prompt] if prompt is not None else []
@@ -128,8 +160,26 @@ def reference(registry: Path, persona: str, prompt: str | None = None, messages:
         rows = tmp / (out.name + ".in")
         rows.write_text(json.dumps({"messages": messages}) + "\n")
         args = ["--prompts_file", str(rows)]
-    main(["generate", "--politician", persona, "--registry", str(registry), *args, "--do_sample", "false",
-          "--max_new_tokens", str(max_new_tokens), "--batch_size", "1", "--output", str(out), "--overwrite", "true"])
+    main(
+        [
+            "generate",
+            "--politician",
+            persona,
+            "--registry",
+            str(registry),
+            *args,
+            "--do_sample",
+            "false",
+            "--max_new_tokens",
+            str(max_new_tokens),
+            "--batch_size",
+            "1",
+            "--output",
+            str(out),
+            "--overwrite",
+            "true",
+        ]
+    )
     return strip_reply_label(json.loads(out.read_text())["generation"])
 
 
@@ -148,8 +198,13 @@ def test_streamed_and_plain_answers_equal_generate_greedy(client, registry, pers
     want = reference(registry, persona, as_generate_prompt(persona, QUESTION), tmp=tmp_path)
     messages = [{"role": "user", "content": QUESTION}]
     plain = client.chat.completions.create(model=persona, messages=messages, temperature=0, max_tokens=24)
-    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model=persona, messages=messages, temperature=0, max_tokens=24, stream=True) if c.choices]
+    pieces = [
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model=persona, messages=messages, temperature=0, max_tokens=24, stream=True
+        )
+        if c.choices
+    ]
     assert plain.choices[0].message.content == want and want
     assert "".join(pieces) == want and sum(bool(p) for p in pieces) > 1  # streamed in several pieces
     assert plain.model == persona and plain.choices[0].finish_reason in ("stop", "length")
@@ -157,9 +212,14 @@ def test_streamed_and_plain_answers_equal_generate_greedy(client, registry, pers
 
 
 def test_personas_answer_differently(client):
-    answers = {p: client.chat.completions.create(model=p, messages=[{"role": "user", "content": QUESTION}],
-                                                 temperature=0, max_tokens=24).choices[0].message.content
-               for p in ("alpha", "beta", "mix")}
+    answers = {
+        p: client.chat.completions.create(
+            model=p, messages=[{"role": "user", "content": QUESTION}], temperature=0, max_tokens=24
+        )
+        .choices[0]
+        .message.content
+        for p in ("alpha", "beta", "mix")
+    }
     assert len(set(answers.values())) == 3, answers
 
 
@@ -167,16 +227,27 @@ def test_concurrent_requests_are_batched_without_mixing_personas(client, server,
     """16 requests at once over two personas: each answer equals that persona's answer alone. The questions have
     the same token count, so a batch needs no padding and must reproduce the single answers exactly."""
     questions = [f"What is your view on topic number {i}?" for i in range(1, 9)]
-    alone = {(p, q): client.chat.completions.create(model=p, messages=[{"role": "user", "content": q}],
-                                                    temperature=0, max_tokens=24).choices[0].message.content
-             for p in ("alpha", "beta") for q in questions}
+    alone = {
+        (p, q): client.chat.completions.create(
+            model=p, messages=[{"role": "user", "content": q}], temperature=0, max_tokens=24
+        )
+        .choices[0]
+        .message.content
+        for p in ("alpha", "beta")
+        for q in questions
+    }
     assert all(alone[("alpha", q)] != alone[("beta", q)] for q in questions)
     before = server.stats()
 
     def ask(key):
         p, q = key
-        return client.chat.completions.create(model=p, messages=[{"role": "user", "content": q}], temperature=0,
-                                              max_tokens=24).choices[0].message.content
+        return (
+            client.chat.completions.create(
+                model=p, messages=[{"role": "user", "content": q}], temperature=0, max_tokens=24
+            )
+            .choices[0]
+            .message.content
+        )
 
     with ThreadPoolExecutor(16) as pool:
         together = dict(zip(alone, pool.map(ask, list(alone))))
@@ -188,23 +259,37 @@ def test_concurrent_requests_are_batched_without_mixing_personas(client, server,
 
 def test_client_system_message_is_appended_to_the_persona_prompt(client, registry, tmp_path):
     """Policy: the persona's trained system prompt stays first; the client's system text follows a blank line."""
-    persona_prompt = json.loads((Path(yaml.safe_load(registry.read_text())["gamma"]["adapters"][0]["path"])
-                                 / "politician_lm.json").read_text())["system_prompt"]
+    persona_prompt = json.loads(
+        (Path(yaml.safe_load(registry.read_text())["gamma"]["adapters"][0]["path"]) / "politician_lm.json").read_text()
+    )["system_prompt"]
     extra = "Answer in one sentence."
-    want = reference(registry, "gamma", messages=[{"role": "system", "content": f"{persona_prompt}\n\n{extra}"},
-                                                   {"role": "user", "content": QUESTION}], tmp=tmp_path)
+    want = reference(
+        registry,
+        "gamma",
+        messages=[{"role": "system", "content": f"{persona_prompt}\n\n{extra}"}, {"role": "user", "content": QUESTION}],
+        tmp=tmp_path,
+    )
     with_system = client.chat.completions.create(
-        model="gamma", temperature=0, max_tokens=24,
-        messages=[{"role": "system", "content": extra}, {"role": "user", "content": QUESTION}])
-    without = client.chat.completions.create(model="gamma", temperature=0, max_tokens=24,
-                                             messages=[{"role": "user", "content": QUESTION}])
+        model="gamma",
+        temperature=0,
+        max_tokens=24,
+        messages=[{"role": "system", "content": extra}, {"role": "user", "content": QUESTION}],
+    )
+    without = client.chat.completions.create(
+        model="gamma", temperature=0, max_tokens=24, messages=[{"role": "user", "content": QUESTION}]
+    )
     assert with_system.choices[0].message.content == want
     assert with_system.usage.prompt_tokens > without.usage.prompt_tokens
 
 
 def test_max_tokens_is_capped(client):
-    out = client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": QUESTION}],
-                                         temperature=0, max_tokens=100_000, extra_body={"min_tokens": 100_000})
+    out = client.chat.completions.create(
+        model="alpha",
+        messages=[{"role": "user", "content": QUESTION}],
+        temperature=0,
+        max_tokens=100_000,
+        extra_body={"min_tokens": 100_000},
+    )
     assert out.usage.completion_tokens == 64 and out.choices[0].finish_reason == "length"
 
 
@@ -212,7 +297,7 @@ def test_max_tokens_is_capped(client):
 OK = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
 BAD = [
     ("malformed JSON", b'{"model": "alpha", "messages": [', 400, "malformed JSON"),
-    ("not an object", b'[1, 2]', 400, "JSON object"),
+    ("not an object", b"[1, 2]", 400, "JSON object"),
     ("NaN", b'{"model": "alpha", "temperature": NaN, "messages": [{"role": "user", "content": "hi"}]}', 400, "NaN"),
     ("messages not a list", {**OK, "messages": "hi"}, 400, "messages"),
     ("empty messages", {**OK, "messages": []}, 400, "messages"),
@@ -224,8 +309,12 @@ BAD = [
     ("temperature too high", {**OK, "temperature": 5}, 400, "temperature"),
     ("n above 1", {**OK, "n": 2}, 400, "n"),
     ("model missing", {"messages": OK["messages"]}, 400, "model"),
-    ("last turn not the user's", {**OK, "messages": [{"role": "user", "content": "hi"},
-                                                      {"role": "assistant", "content": "yo"}]}, 400, "user message"),
+    (
+        "last turn not the user's",
+        {**OK, "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+        400,
+        "user message",
+    ),
     ("over-long prompt", {**OK, "messages": [{"role": "user", "content": "word " * 400}]}, 400, "tokens"),
     ("unknown persona", {**OK, "model": "nixon"}, 404, "nixon"),
     ("body too large", {**OK, "messages": [{"role": "user", "content": "x" * (1 << 20)}]}, 413, "bytes"),
@@ -235,8 +324,9 @@ BAD = [
 @pytest.mark.parametrize("body,status,needle", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_requests_get_one_clear_openai_error(server, body, status, needle):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    r = httpx.post(server.url + "/v1/chat/completions", content=content, headers={"content-type": "application/json"},
-                   timeout=30)
+    r = httpx.post(
+        server.url + "/v1/chat/completions", content=content, headers={"content-type": "application/json"}, timeout=30
+    )
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"} and err["type"] == "invalid_request_error"
@@ -258,8 +348,10 @@ def test_unknown_route_and_health(server):
     assert r.status_code == 404 and "message" in r.json()["error"]
     health = httpx.get(server.url + "/health", timeout=10).json()
     assert health["status"] == "ok" and health["ready"] and health["peak_rss_mb"] > 0
-    assert httpx.get(server.url + "/ready", timeout=10).json() == {"status": "ready",
-                                                                   "personas": ["alpha", "beta", "gamma", "mix"]}
+    assert httpx.get(server.url + "/ready", timeout=10).json() == {
+        "status": "ready",
+        "personas": ["alpha", "beta", "gamma", "mix"],
+    }
 
 
 def test_binds_to_localhost_by_default(server):
@@ -272,7 +364,7 @@ def test_binds_to_localhost_by_default(server):
     assert ("0100007F", server.port) in listening and ("00000000", server.port) not in listening
 
 
-# -- slots, disconnects and the API key ---------------------------------------------------------------------------------
+# -- slots, disconnects and the API key --------------------------------------------------------------------------------
 SECRET = "sk-test-4f9c1d2e7a"
 WRONG = "sk-wrong-8b3a6c0f1e"
 
@@ -280,8 +372,18 @@ WRONG = "sk-wrong-8b3a6c0f1e"
 @pytest.fixture(scope="module")
 def keyed_server(registry, tmp_path_factory):
     """One request slot, a long token cap, and an API key from the environment."""
-    srv = Server(tmp_path_factory.mktemp("keyed"), "--registry", str(registry), "--personas", "alpha",
-                 "--max_pending", "1", "--max_tokens", "900", env={"POLITICIAN_LM_API_KEY": SECRET})
+    srv = Server(
+        tmp_path_factory.mktemp("keyed"),
+        "--registry",
+        str(registry),
+        "--personas",
+        "alpha",
+        "--max_pending",
+        "1",
+        "--max_tokens",
+        "900",
+        env={"POLITICIAN_LM_API_KEY": SECRET},
+    )
     yield srv
     log = srv.stop()
     assert SECRET not in log and WRONG not in log
@@ -299,16 +401,23 @@ def test_api_key_is_required_when_set(keyed_server):
 
 def test_a_client_that_disconnects_mid_stream_frees_its_slot(keyed_server):
     auth = {"Authorization": f"Bearer {SECRET}"}
-    body = {"model": "alpha", "messages": [{"role": "user", "content": QUESTION}], "stream": True,
-            "temperature": 0, "max_tokens": 900, "min_tokens": 900}
+    body = {
+        "model": "alpha",
+        "messages": [{"role": "user", "content": QUESTION}],
+        "stream": True,
+        "temperature": 0,
+        "max_tokens": 900,
+        "min_tokens": 900,
+    }
     before = keyed_server.stats()
     with httpx.Client(timeout=60) as http:
         with http.stream("POST", keyed_server.url + "/v1/chat/completions", json=body, headers=auth) as stream:
             lines = stream.iter_lines()
             content = next(ln for ln in lines if '"content": "' in ln and '"content": ""' not in ln)
             assert content.startswith("data: ")
-            busy = httpx.post(keyed_server.url + "/v1/chat/completions", json={**body, "stream": False},
-                              headers=auth, timeout=60)
+            busy = httpx.post(
+                keyed_server.url + "/v1/chat/completions", json={**body, "stream": False}, headers=auth, timeout=60
+            )
             assert busy.status_code == 429 and busy.json()["error"]["code"] == "server_busy"
         # leaving the block closes the connection mid-stream
     deadline = time.monotonic() + 60
@@ -316,12 +425,16 @@ def test_a_client_that_disconnects_mid_stream_frees_its_slot(keyed_server):
         time.sleep(0.1)
     assert stats["live"] == 0 and stats["cancelled"] == before["cancelled"] + 1
     assert stats["generated_tokens"] - before["generated_tokens"] < 900  # stopped early, not run to the cap
-    ok = httpx.post(keyed_server.url + "/v1/chat/completions", headers=auth, timeout=60,
-                    json={"model": "alpha", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+    ok = httpx.post(
+        keyed_server.url + "/v1/chat/completions",
+        headers=auth,
+        timeout=60,
+        json={"model": "alpha", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+    )
     assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] <= 4
 
 
-# -- readiness while loading, without a subprocess ------------------------------------------------------------------------
+# -- readiness while loading, without a subprocess ---------------------------------------------------------------------
 def test_ready_is_503_until_the_personas_are_loaded_and_reports_a_failure():
     from starlette.testclient import TestClient
 
@@ -367,7 +480,7 @@ def test_ready_is_503_until_the_personas_are_loaded_and_reports_a_failure():
         assert r.status_code == 503 and r.json() == {"status": "failed", "error": "adapter folder vanished"}
 
 
-# -- the command line: one line before anything loads ---------------------------------------------------------------------
+# -- the command line: one line before anything loads ------------------------------------------------------------------
 def run_serve(args: list[str], capsys) -> tuple[int, str]:
     with pytest.raises(SystemExit) as exc:
         main(["serve", *args])
@@ -415,12 +528,27 @@ def test_chat_page_streams_an_answer_in_headless_chromium(server, client, tmp_pa
         pytest.skip("needs Chromium (apt-get install -y chromium); CI installs it and requires this test")
     from playwright.sync_api import sync_playwright
 
-    want = client.chat.completions.create(model="beta", messages=[{"role": "user", "content": QUESTION}],
-                                          temperature=0, max_tokens=24).choices[0].message.content
+    want = (
+        client.chat.completions.create(
+            model="beta", messages=[{"role": "user", "content": QUESTION}], temperature=0, max_tokens=24
+        )
+        .choices[0]
+        .message.content
+    )
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=exe, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])  # fresh profile each launch
+        browser = pw.chromium.launch(
+            executable_path=exe,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )  # fresh profile each launch
         try:
             page = browser.new_page(viewport={"width": 900, "height": 600})
             page.goto(server.url + "/")

@@ -68,9 +68,15 @@ class RecordBuilder:
     def add(self, record: dict[str, Any], prompt: str, body: str, extends: int | None = None) -> int | None:
         """Keep ``record`` unless a length filter drops it; the index of the kept candidate."""
         n_prompt, n_completion = self.count_tokens(prompt), self.count_tokens(POLITICIAN_LABEL + body)
-        reason = ("too_short" if len(body.split()) < self.min_completion_words
-                  else "too_long" if n_completion > self.max_completion_tokens
-                  else "prompt_too_long" if n_prompt > self.max_prompt_tokens else None)
+        reason = (
+            "too_short"
+            if len(body.split()) < self.min_completion_words
+            else "too_long"
+            if n_completion > self.max_completion_tokens
+            else "prompt_too_long"
+            if n_prompt > self.max_prompt_tokens
+            else None
+        )
         if reason:
             self.dropped[reason] += 1
             return None
@@ -80,10 +86,17 @@ class RecordBuilder:
     def add_pair(self, prompt: str, body: str, kind: str, meta: dict[str, Any]) -> int | None:
         return self.add({"prompt": prompt, "completion": POLITICIAN_LABEL + body, "kind": kind, **meta}, prompt, body)
 
-    def add_chat(self, turns: list[tuple[str, str]], kind: str, meta: dict[str, Any],
-                 extends: int | None = None) -> int | None:
-        messages = [m for q, a in turns for m in ({"role": "user", "content": USER_LABEL + q},
-                                                  {"role": "assistant", "content": POLITICIAN_LABEL + a})]
+    def add_chat(
+        self, turns: list[tuple[str, str]], kind: str, meta: dict[str, Any], extends: int | None = None
+    ) -> int | None:
+        messages = [
+            m
+            for q, a in turns
+            for m in (
+                {"role": "user", "content": USER_LABEL + q},
+                {"role": "assistant", "content": POLITICIAN_LABEL + a},
+            )
+        ]
         prompt = "\n".join(m["content"] for m in messages[:-1])
         return self.add({"messages": messages, "kind": kind, **meta}, prompt, turns[-1][1], extends)
 
@@ -91,8 +104,11 @@ class RecordBuilder:
     def passages(self, sentences: Sentences, start: int) -> list[tuple[int, int]]:
         """Cut ``sentences[start:]`` into ``(i, j)`` windows of whole sentences."""
         limit = self.max_completion_tokens
-        ids = (self.tokenizer([" " + s for s, _ in sentences], add_special_tokens=False, verbose=False)["input_ids"]
-               if sentences else [])
+        ids = (
+            self.tokenizer([" " + s for s, _ in sentences], add_special_tokens=False, verbose=False)["input_ids"]
+            if sentences
+            else []
+        )
         counts = [len(x) for x in ids]  # per sentence; the exact count of each passage is checked below
         out, i, n, label_tokens = [], start, len(sentences), self.count_tokens(POLITICIAN_LABEL)
         while i < n:
@@ -111,11 +127,12 @@ class RecordBuilder:
 
     def add_continuations(self, sentences: Sentences, windows: list[tuple[int, int]], meta: dict[str, Any]) -> None:
         for i, j in windows:
-            context = " ".join(s for s, _ in sentences[max(0, i - 2):i])
+            context = " ".join(s for s, _ in sentences[max(0, i - 2) : i])
             if i >= 2 and self.count_tokens(CONTINUE + context) > self.max_prompt_tokens:
                 context = sentences[i - 1][0]
-            self.add_pair(CONTINUE + context, " ".join(s for s, _ in sentences[i:j]), "style",
-                          {**meta, "line": sentences[i][1]})
+            self.add_pair(
+                CONTINUE + context, " ".join(s for s, _ in sentences[i:j]), "style", {**meta, "line": sentences[i][1]}
+            )
 
     def fit_question(self, text: str) -> str | None:
         """The question, cut to its last whole sentences within ``max_prompt_tokens``; None if none fit."""
@@ -154,11 +171,14 @@ class RecordBuilder:
                     self.add_continuations(sentences, rest, meta)
             prev = turn
 
-    def _add_multi_turn(self, history: list[tuple[str, str]], current: tuple[str, str], meta: dict[str, Any],
-                        extends: int) -> None:
+    def _add_multi_turn(
+        self, history: list[tuple[str, str]], current: tuple[str, str], meta: dict[str, Any], extends: int
+    ) -> None:
         for k in range(len(history), 0, -1):  # drop the oldest exchanges until the context fits
-            context = ("\n".join(f"{USER_LABEL}{q}\n{POLITICIAN_LABEL}{a}" for q, a in history[-k:])
-                       + f"\n{USER_LABEL}{current[0]}")
+            context = (
+                "\n".join(f"{USER_LABEL}{q}\n{POLITICIAN_LABEL}{a}" for q, a in history[-k:])
+                + f"\n{USER_LABEL}{current[0]}"
+            )
             if self.count_tokens(context) <= self.max_prompt_tokens:
                 self.add_chat([*history[-k:], current], "policy", {**meta, "context_exchanges": k}, extends)
                 return

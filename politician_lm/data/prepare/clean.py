@@ -16,7 +16,9 @@ import re
 
 _STAGE_WORD = re.compile(
     r"(?:applause|laughter|laughs|laughing|cheers|cheering|boos|booing|inaudible|indiscernible|unintelligible|"
-    r"cross-?talk|audience|crowd|music|video|pause|silence|technical|off[- ]mic|chant\w*|cough\w*|sic)\b", re.I)
+    r"cross-?talk|audience|crowd|music|video|pause|silence|technical|off[- ]mic|chant\w*|cough\w*|sic)\b",
+    re.I,
+)
 _PAREN = re.compile(r"\(([^()]*)\)")
 _BRACKET = re.compile(r"\[[^\[\]]*\]")
 _MD_DROP = re.compile(r"^\s{0,3}(?:#{1,6}(?:\s.*)?|[-=*_]{3,}\s*)$")
@@ -73,9 +75,45 @@ def clean_post(text: str) -> str:
 
 
 # -- sentences ------------------------------------------------------------------------------------------------
-_ABBREV = {"mr", "mrs", "ms", "dr", "st", "jr", "sr", "gen", "sen", "rep", "gov", "lt", "col", "sgt", "capt",
-           "prof", "rev", "vs", "no", "mt", "ft", "hon", "pres", "sec", "dept", "jan", "feb", "mar", "apr", "jun",
-           "jul", "aug", "sep", "sept", "oct", "nov", "dec"}
+_ABBREV = {
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "st",
+    "jr",
+    "sr",
+    "gen",
+    "sen",
+    "rep",
+    "gov",
+    "lt",
+    "col",
+    "sgt",
+    "capt",
+    "prof",
+    "rev",
+    "vs",
+    "no",
+    "mt",
+    "ft",
+    "hon",
+    "pres",
+    "sec",
+    "dept",
+    "jan",
+    "feb",
+    "mar",
+    "apr",
+    "jun",
+    "jul",
+    "aug",
+    "sep",
+    "sept",
+    "oct",
+    "nov",
+    "dec",
+}
 _SENT_END = re.compile(r"[.!?…]+[\"”’')\]]*\s+")
 
 
@@ -83,15 +121,15 @@ def split_sentences(text: str) -> list[str]:
     """Split at ``. ! ?`` followed by a capital, digit or opening quote; titles, initials and ``U.S.`` don't split."""
     out, start = [], 0
     for m in _SENT_END.finditer(text):
-        nxt = text[m.end():m.end() + 1]
+        nxt = text[m.end() : m.end() + 1]
         if not (nxt.isupper() or nxt.isdigit() or nxt in "\"“‘'("):
             continue
         if m.group().startswith("."):
-            words = text[start:m.start()].split()
+            words = text[start : m.start()].split()
             last = words[-1].lower() if words else ""
             if last in _ABBREV or re.fullmatch(r"(?:[a-z]\.)*[a-z]", last):
                 continue
-        out.append(text[start:m.end()].strip())
+        out.append(text[start : m.end()].strip())
         start = m.end()
     tail = text[start:].strip()
     return out + [tail] if tail else out

@@ -23,7 +23,7 @@ def normalised_words(text: str) -> list[str]:
 
 
 def word_trigrams(words: list[str]) -> set[tuple[str, ...]]:
-    return {tuple(words[i:i + 3]) for i in range(len(words) - 2)} or {tuple(words)}
+    return {tuple(words[i : i + 3]) for i in range(len(words) - 2)} or {tuple(words)}
 
 
 def mark_duplicates(candidates: list[Candidate], near_dup_threshold: float, cluster_threshold: float) -> dict[int, int]:

@@ -28,9 +28,14 @@ def expand(paths: list[str] | str | None, suffixes: tuple[str, ...], flag: str, 
     for p in [paths] if isinstance(paths, str) else paths or []:
         path = Path(p)
         if path.is_dir():
-            found = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in suffixes
-                           and not any(part.startswith(".") for part in f.relative_to(path).parts)
-                           and (skip is None or not f.resolve().is_relative_to(skip)))
+            found = sorted(
+                f
+                for f in path.rglob("*")
+                if f.is_file()
+                and f.suffix.lower() in suffixes
+                and not any(part.startswith(".") for part in f.relative_to(path).parts)
+                and (skip is None or not f.resolve().is_relative_to(skip))
+            )
             if not found:
                 raise UserError(f"{path}: folder holds no {'/'.join(suffixes)} files (given to --{flag})")
             out += found

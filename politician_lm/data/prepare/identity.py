@@ -12,9 +12,24 @@ from politician_lm.data.prepare.files import read_text
 from politician_lm.data.prepare.placeholders import placeholders
 from politician_lm.errors import UserError
 
-IDENTITY_FIELDS = ("name", "first_name", "short_name", "title", "party", "born", "birth_date", "birthplace",
-                   "offices_list", "first_office", "latest_office", "education_list", "spouse", "spouse_name",
-                   "children_list", "signature_phrase")
+IDENTITY_FIELDS = (
+    "name",
+    "first_name",
+    "short_name",
+    "title",
+    "party",
+    "born",
+    "birth_date",
+    "birthplace",
+    "offices_list",
+    "first_office",
+    "latest_office",
+    "education_list",
+    "spouse",
+    "spouse_name",
+    "children_list",
+    "signature_phrase",
+)
 
 
 def _join(items: list[str]) -> str:
@@ -78,15 +93,26 @@ def load_identity_template(path: Path) -> list[IdentityEntry]:
     for i, item in enumerate(data, 1):
         where = f"{path}: entry {i}"
         raw = item.get("turns") if isinstance(item, dict) and "turns" in item else [item]
-        if not isinstance(item, dict) or not isinstance(raw, list) or not raw or not all(
-                isinstance(t, dict) and isinstance(t.get("question"), str) and isinstance(t.get("answer"), str)
-                and t["question"].strip() and t["answer"].strip() for t in raw):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(raw, list)
+            or not raw
+            or not all(
+                isinstance(t, dict)
+                and isinstance(t.get("question"), str)
+                and isinstance(t.get("answer"), str)
+                and t["question"].strip()
+                and t["answer"].strip()
+                for t in raw
+            )
+        ):
             raise UserError(f"{where}: needs non-empty 'question' and 'answer' strings, or 'turns': a list of them")
         turns = [(t["question"], t["answer"]) for t in raw]
         names = {n for q, a in turns for n in placeholders(q, where) + placeholders(a, where)}
         unknown = sorted(names - set(IDENTITY_FIELDS))
         if unknown:
-            raise UserError(f"{where} ({turns[0][0]!r}): unknown placeholder {{{unknown[0]}}}; "
-                            f"known: {', '.join(IDENTITY_FIELDS)}")
+            raise UserError(
+                f"{where} ({turns[0][0]!r}): unknown placeholder {{{unknown[0]}}}; known: {', '.join(IDENTITY_FIELDS)}"
+            )
         entries.append(IdentityEntry(i, str(item.get("topic") or "identity"), turns, names))
     return entries

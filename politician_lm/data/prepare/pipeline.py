@@ -9,8 +9,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from politician_lm.artifacts.jsonl import write_jsonl
 from politician_lm.artifacts.atomic import atomic_dir
+from politician_lm.artifacts.jsonl import write_jsonl
 from politician_lm.artifacts.profiles import load_profile_spec
 from politician_lm.data.prepare.build import Candidate, RecordBuilder
 from politician_lm.data.prepare.files import TABLE_SUFFIXES, TEXT_SUFFIXES, BadFile, expand
@@ -41,9 +41,18 @@ class Inputs:
     dropped: Counter[str] = field(default_factory=Counter)
 
 
-def read_inputs(transcripts: list[str] | None, interviews: list[str] | None, table: list[str] | None,
-                speakers: set[str], text_column: str, table_prompt: str, identity_profile: str | None,
-                identity_template: str, skip_bad: bool, output_dir: Path) -> Inputs:
+def read_inputs(
+    transcripts: list[str] | None,
+    interviews: list[str] | None,
+    table: list[str] | None,
+    speakers: set[str],
+    text_column: str,
+    table_prompt: str,
+    identity_profile: str | None,
+    identity_template: str,
+    skip_bad: bool,
+    output_dir: Path,
+) -> Inputs:
     """Find, read and check every input (files inside ``output_dir`` are never read back)."""
     speech_files = expand(transcripts, TEXT_SUFFIXES, "transcripts", skip=output_dir)
     interview_files = expand(interviews, TEXT_SUFFIXES, "interviews", skip=output_dir)
@@ -55,8 +64,11 @@ def read_inputs(transcripts: list[str] | None, interviews: list[str] | None, tab
         if not inputs.identity_template.is_file():
             raise UserError(f"{inputs.identity_template}: identity template not found; pass --identity_template")
         inputs.identity_entries = load_identity_template(inputs.identity_template)
-    jobs = ([(p, InputKind.SPEECH) for p in speech_files] + [(p, InputKind.INTERVIEW) for p in interview_files]
-            + [(p, InputKind.TABLE) for p in table_files])
+    jobs = (
+        [(p, InputKind.SPEECH) for p in speech_files]
+        + [(p, InputKind.INTERVIEW) for p in interview_files]
+        + [(p, InputKind.TABLE) for p in table_files]
+    )
     for path, kind in progress_bar(jobs, "Reading", "file", 20):
         try:
             if kind is InputKind.SPEECH:
@@ -64,8 +76,9 @@ def read_inputs(transcripts: list[str] | None, interviews: list[str] | None, tab
             elif kind is InputKind.INTERVIEW:
                 inputs.interviews.append((path, read_interview(path, speakers)))
             else:
-                inputs.table_examples += examples_from_table(path, text_column, table_prompt, prompt_fields, skip_bad,
-                                                             inputs.dropped)
+                inputs.table_examples += examples_from_table(
+                    path, text_column, table_prompt, prompt_fields, skip_bad, inputs.dropped
+                )
         except BadFile:
             if not skip_bad:
                 raise
@@ -80,12 +93,14 @@ def load_tokenizer(name: str) -> Any:
         return AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"{name}: cannot load a tokenizer ({first}); "
-                        "pass --tokenizer <model folder or hub id>") from None
+        raise UserError(
+            f"{name}: cannot load a tokenizer ({first}); pass --tokenizer <model folder or hub id>"
+        ) from None
 
 
-def build_records(builder: RecordBuilder, inputs: Inputs, speakers: set[str], multi_turn: bool,
-                  table_kind: str) -> None:
+def build_records(
+    builder: RecordBuilder, inputs: Inputs, speakers: set[str], multi_turn: bool, table_kind: str
+) -> None:
     """Every input's records into ``builder``, in input order: speeches, interviews, tables, identity."""
     builder.dropped.update(inputs.dropped)
     for path, paragraphs in progress_bar(inputs.speeches, "Speeches", "file", 20):

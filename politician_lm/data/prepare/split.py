@@ -10,11 +10,15 @@ from politician_lm.data.prepare.build import Candidate
 from politician_lm.data.records import split_bucket, to_conversation
 
 
-def split_clusters(candidates: list[Candidate], roots: dict[int, int], seed: int,
-                   val_fraction: float) -> tuple[list[Candidate], list[Candidate]]:
+def split_clusters(
+    candidates: list[Candidate], roots: dict[int, int], seed: int, val_fraction: float
+) -> tuple[list[Candidate], list[Candidate]]:
     """(train, val) among the kept candidates (the keys of ``roots``, each mapped to its cluster's first one)."""
-    val_roots = {r for r in set(roots.values())
-                 if split_bucket(to_conversation(candidates[r].record)["messages"], seed) < val_fraction}
+    val_roots = {
+        r
+        for r in set(roots.values())
+        if split_bucket(to_conversation(candidates[r].record)["messages"], seed) < val_fraction
+    }
     train = [c for n, c in enumerate(candidates) if n in roots and roots[n] not in val_roots]
     val = [c for n, c in enumerate(candidates) if n in roots and roots[n] in val_roots]
     return train, val

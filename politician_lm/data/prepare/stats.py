@@ -14,8 +14,17 @@ from typing import Any
 
 from politician_lm.data.prepare.build import Candidate
 
-REASONS = ("bad_file", "bad_line", "retweet", "missing_profile_field", "too_short", "too_long", "prompt_too_long",
-           "exact_duplicate", "near_duplicate")
+REASONS = (
+    "bad_file",
+    "bad_line",
+    "retweet",
+    "missing_profile_field",
+    "too_short",
+    "too_long",
+    "prompt_too_long",
+    "exact_duplicate",
+    "near_duplicate",
+)
 
 
 def percentiles(values: list[int]) -> dict[str, int]:
@@ -24,8 +33,9 @@ def percentiles(values: list[int]) -> dict[str, int]:
     return {f"p{p}": v[max(0, math.ceil(p / 100 * len(v)) - 1)] for p in (50, 90, 99)} | {"max": v[-1]}
 
 
-def prepare_stats(train: list[Candidate], val: list[Candidate], clusters: int, dropped: Counter,
-                  settings: dict[str, Any]) -> dict:
+def prepare_stats(
+    train: list[Candidate], val: list[Candidate], clusters: int, dropped: Counter, settings: dict[str, Any]
+) -> dict:
     every = train + val
     return {
         "records": {"train": len(train), "val": len(val), "total": len(every)},
@@ -45,10 +55,12 @@ def summary(out: Path, stats: dict[str, Any]) -> str:
         return ", ".join(f"{k} {v}" for k, v in top[:most]) + more or "none"
 
     r, t = stats["records"], stats["tokens"]
-    return "\n".join([
-        f"prepared {r['total']} records ({r['train']} train / {r['val']} val) in {out}",
-        f"  kinds:   {counts(stats['kinds'])}",
-        f"  sources: {counts(stats['sources'])}",
-        f"  tokens (prompt+completion): p50 {t['p50']}, p90 {t['p90']}, p99 {t['p99']}, max {t['max']}",
-        f"  dropped: {counts(stats['dropped'])}",
-    ])
+    return "\n".join(
+        [
+            f"prepared {r['total']} records ({r['train']} train / {r['val']} val) in {out}",
+            f"  kinds:   {counts(stats['kinds'])}",
+            f"  sources: {counts(stats['sources'])}",
+            f"  tokens (prompt+completion): p50 {t['p50']}, p90 {t['p90']}, p99 {t['p99']}, max {t['max']}",
+            f"  dropped: {counts(stats['dropped'])}",
+        ]
+    )

@@ -129,24 +129,33 @@ class TableExample(NamedTuple):
     meta: dict[str, Any]
 
 
-def examples_from_table(path: Path, text_column: str, prompt_template: str, prompt_fields: list[str],
-                        skip_bad: bool, dropped: Counter) -> list[TableExample]:
+def examples_from_table(
+    path: Path, text_column: str, prompt_template: str, prompt_fields: list[str], skip_bad: bool, dropped: Counter
+) -> list[TableExample]:
     """(prompt, cleaned text, metadata) per usable row of a table file."""
     rows, columns, bad = read_table(path, skip_bad)
     dropped["bad_line"] += bad
     if text_column not in columns:
-        raise UserError(f"{path}: no column {text_column!r} (columns: {', '.join(sorted(columns)) or 'none'}); "
-                        "set --text_column")
+        raise UserError(
+            f"{path}: no column {text_column!r} (columns: {', '.join(sorted(columns)) or 'none'}); set --text_column"
+        )
     unknown = [f for f in prompt_fields if f != "topic" and f not in columns]
     if unknown:
-        raise UserError(f"{path}: --table_prompt uses {{{unknown[0]}}}, which is not a column here "
-                        f"(columns: {', '.join(sorted(columns))}; {{topic}} defaults to 'anything')")
+        raise UserError(
+            f"{path}: --table_prompt uses {{{unknown[0]}}}, which is not a column here "
+            f"(columns: {', '.join(sorted(columns))}; {{topic}} defaults to 'anything')"
+        )
     out = []
     for row in rows:
         text = row.values.get(text_column)
         missing = [f for f in prompt_fields if f != "topic" and f not in row.values]
-        problem = (f"{row.loc}: {text_column!r} must be a string, got {type(text).__name__}" if not isinstance(text, str)
-                   else f"{row.loc}: no value for {{{missing[0]}}} used by --table_prompt" if missing else None)
+        problem = (
+            f"{row.loc}: {text_column!r} must be a string, got {type(text).__name__}"
+            if not isinstance(text, str)
+            else f"{row.loc}: no value for {{{missing[0]}}} used by --table_prompt"
+            if missing
+            else None
+        )
         if problem:
             if not skip_bad:
                 raise BadLine(problem)

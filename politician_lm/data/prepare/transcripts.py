@@ -104,11 +104,15 @@ def read_interview(path: Path, speakers: set[str]) -> list[Turn]:
     """Turns of an interview; consecutive turns of the politician are merged. ``BadFile`` when unusable."""
     turns, _ = parse_turns(path)
     if not turns:
-        raise BadFile(f"{path}: no speaker labels found; expected lines like 'THE PRESIDENT:' or 'Q' "
-                      "(a speech without labels goes to --transcripts)")
+        raise BadFile(
+            f"{path}: no speaker labels found; expected lines like 'THE PRESIDENT:' or 'Q' "
+            "(a speech without labels goes to --transcripts)"
+        )
     if not any(t.label in speakers for t in turns):
         seen = ", ".join(dict.fromkeys(t.label for t in turns))
-        raise BadFile(f"{path}: speaker {'/'.join(sorted(speakers))!r} never speaks (labels found: {seen}); set --speaker")
+        raise BadFile(
+            f"{path}: speaker {'/'.join(sorted(speakers))!r} never speaks (labels found: {seen}); set --speaker"
+        )
     merged: list[Turn] = []
     for t in turns:
         if merged and t.label in speakers and merged[-1].label in speakers:

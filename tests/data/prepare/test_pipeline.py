@@ -22,15 +22,28 @@ FIX = ROOT / "tests" / "fixtures" / "prepare"
 TEMPLATE = ROOT / "data" / "identity_training_template.json"
 PROFILES = ROOT / "data" / "profiles"
 STAGE = re.compile(r"applause|laughter|inaudible|cheers|\(|\)|\[|\]", re.I)
-OTHER_SPEAKERS = ["Thank you, Mr. President", "How will you pay", "operators say", "Mr. President --",
-                  "six months away", "follow-up on timing", "harvest season?", "THE PRESIDENT", "MR. SMITH", "MS. JONES"]
+OTHER_SPEAKERS = [
+    "Thank you, Mr. President",
+    "How will you pay",
+    "operators say",
+    "Mr. President --",
+    "six months away",
+    "follow-up on timing",
+    "harvest season?",
+    "THE PRESIDENT",
+    "MR. SMITH",
+    "MS. JONES",
+]
 
 
 def run(tmp_path, name="out", **kw):
     kw.setdefault("tokenizer", str(ROOT / "checkpoints" / "tiny-politician"))
     kw.setdefault("identity_template", str(TEMPLATE))
     out = prepare(str(tmp_path / name), **kw)
-    rows = {s: [json.loads(x) for x in (out / f"{s}.jsonl").read_text(encoding="utf-8").splitlines()] for s in ("train", "val")}
+    rows = {
+        s: [json.loads(x) for x in (out / f"{s}.jsonl").read_text(encoding="utf-8").splitlines()]
+        for s in ("train", "val")
+    }
     return out, rows, json.loads((out / "stats.json").read_text(encoding="utf-8"))
 
 
@@ -49,10 +62,16 @@ def prompt_text(r):
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
     """Every kind of source at once, multi-turn on."""
-    return run(tmp_path_factory.mktemp("full"), transcripts=[str(FIX / "harbor_speech.md")],
-               interviews=[str(FIX / "press_briefing.txt")], speaker="the president",
-               table=[str(FIX / "posts.csv"), str(FIX / "quotes.jsonl")], identity_profile=str(PROFILES / "biden.yaml"),
-               multi_turn=True, val_fraction=0.2)
+    return run(
+        tmp_path_factory.mktemp("full"),
+        transcripts=[str(FIX / "harbor_speech.md")],
+        interviews=[str(FIX / "press_briefing.txt")],
+        speaker="the president",
+        table=[str(FIX / "posts.csv"), str(FIX / "quotes.jsonl")],
+        identity_profile=str(PROFILES / "biden.yaml"),
+        multi_turn=True,
+        val_fraction=0.2,
+    )
 
 
 def every(rows):
@@ -65,21 +84,29 @@ def test_interview_pairs_questions_with_answers_and_never_leaks_other_speakers(f
     recs = [r for r in every(rows) if r["source"] == "press_briefing.txt"]
     pairs = {(r["prompt"], r["completion"]) for r in recs if r["kind"] == "policy" and "prompt" in r}
     assert pairs == {
-        ("USER: Thank you, Mr. President. How will you pay for the repairs without raising the fees that barge "
-         "operators already complain about?",
-         "POLITICIAN: Fair question. The money comes from the fund Congress already set aside for inland waterways, so "
-         "nobody's fee goes up this year. Now, I won't pretend the fund stays full forever. We are going to sit down "
-         "with the operators in the spring and look at the fee schedule together, line by line."),
-        ("USER: Sir, the operators say they were not consulted on the first plan at all.",
-         "POLITICIAN: They were not, and that was a mistake. I told my team that nobody signs anything about the river "
-         "without the people who work the river in the room."),
+        (
+            "USER: Thank you, Mr. President. How will you pay for the repairs without raising the fees that barge "
+            "operators already complain about?",
+            "POLITICIAN: Fair question. The money comes from the fund Congress already set aside for inland waterways, "
+            "so nobody's fee goes up this year. Now, I won't pretend the fund stays full forever. We are going to sit "
+            "down with the operators in the spring and look at the fee schedule together, line by line.",
+        ),
+        (
+            "USER: Sir, the operators say they were not consulted on the first plan at all.",
+            "POLITICIAN: They were not, and that was a mistake. I told my team that nobody signs anything about the "
+            "river without the people who work the river in the room.",
+        ),
         ("USER: Mr. President --", "POLITICIAN: Let me finish this one thought, please --"),
-        ("USER: But the spring is six months away --",
-         "POLITICIAN: -- because it matters. The people on those boats know more about the river than anybody in this "
-         "building. I intend to listen to them."),
-        ("USER: A follow-up on timing. Will any lock close during the harvest season?",
-         "POLITICIAN: No lock closes during harvest. That is a promise I made to the farmers in Paducah last month, and "
-         "I am keeping it."),
+        (
+            "USER: But the spring is six months away --",
+            "POLITICIAN: -- because it matters. The people on those boats know more about the river than anybody in "
+            "this building. I intend to listen to them.",
+        ),
+        (
+            "USER: A follow-up on timing. Will any lock close during the harvest season?",
+            "POLITICIAN: No lock closes during harvest. That is a promise I made to the farmers in Paducah last month, "
+            "and I am keeping it.",
+        ),
     }
     for r in recs:
         assert not STAGE.search(completion(r)), completion(r)
@@ -108,11 +135,20 @@ def test_multi_turn_records_carry_up_to_three_earlier_exchanges(full):
 
 
 def test_answers_longer_than_the_budget_continue_as_style_examples(tmp_path):
-    _, rows, _ = run(tmp_path, interviews=[str(FIX / "press_briefing.txt")], speaker="THE PRESIDENT, PRESIDENT SMITH",
-                     max_completion_tokens=40, min_completion_words=1, val_fraction=0.5, seed=3)
-    answer = ("Fair question. The money comes from the fund Congress already set aside for inland waterways, so nobody's "
-              "fee goes up this year. Now, I won't pretend the fund stays full forever. We are going to sit down with the "
-              "operators in the spring and look at the fee schedule together, line by line.")
+    _, rows, _ = run(
+        tmp_path,
+        interviews=[str(FIX / "press_briefing.txt")],
+        speaker="THE PRESIDENT, PRESIDENT SMITH",
+        max_completion_tokens=40,
+        min_completion_words=1,
+        val_fraction=0.5,
+        seed=3,
+    )
+    answer = (
+        "Fair question. The money comes from the fund Congress already set aside for inland waterways, so nobody's "
+        "fee goes up this year. Now, I won't pretend the fund stays full forever. We are going to sit down with the "
+        "operators in the spring and look at the fee schedule together, line by line."
+    )
     recs = sorted((r for r in every(rows) if r["turn"] == 3), key=lambda r: answer.index(body(r)))
     assert [r["kind"] for r in recs] == ["policy", "style", "style", "style"]
     assert recs[0]["completion"] == "POLITICIAN: Fair question."  # the next sentence would pass 40 tokens
@@ -123,8 +159,14 @@ def test_answers_longer_than_the_budget_continue_as_style_examples(tmp_path):
 
 # -- speeches ---------------------------------------------------------------------------------------------------
 def test_speech_is_cleaned_and_cut_into_consecutive_whole_sentence_passages(tmp_path, tokenizer):
-    _, rows, _ = run(tmp_path, transcripts=[str(FIX / "harbor_speech.md")], max_completion_tokens=60,
-                     min_completion_words=1, val_fraction=0.5, seed=1)
+    _, rows, _ = run(
+        tmp_path,
+        transcripts=[str(FIX / "harbor_speech.md")],
+        max_completion_tokens=60,
+        min_completion_words=1,
+        val_fraction=0.5,
+        seed=1,
+    )
     full_text = " ".join(s for p in read_speech(FIX / "harbor_speech.md", set()) for s in split_sentences(p.text))
     recs = sorted(every(rows), key=lambda r: full_text.index(body(r)))
     speech = " ".join(body(r) for r in recs)
@@ -146,7 +188,9 @@ def test_labelled_speech_keeps_only_the_politician(tmp_path):
     (tmp_path / "rally.txt").write_text(
         "THE PRESIDENT:  Thank you.  It is wonderful to be in Ohio tonight, it really is.\n\n"
         "AUDIENCE MEMBER:  We love you, please do not ever leave us!\n\n"
-        "THE PRESIDENT:  I love you back.  Now let me tell you about the new bridge we are building here.\n", "utf-8")
+        "THE PRESIDENT:  I love you back.  Now let me tell you about the new bridge we are building here.\n",
+        "utf-8",
+    )
     paragraphs = read_speech(tmp_path / "rally.txt", set())
     text = " ".join(p.text for p in paragraphs)
     assert "We love you" not in text and "AUDIENCE" not in text and "THE PRESIDENT" not in text
@@ -159,37 +203,57 @@ def test_interview_label_variants(tmp_path):
         "**GOVERNOR LEE:** We will restore the night routes first. *Then* the weekend ones.\n\n"
         "Q. And the fares?\n\nGovernor Lee said later: nothing.\n\n"
         "REP. O'NEIL: Fares stay frozen, as far as I know.\n\n"
-        "GOVERNOR LEE: Fares stay where they are for two full years, I promise you that.\n", "utf-8")
+        "GOVERNOR LEE: Fares stay where they are for two full years, I promise you that.\n",
+        "utf-8",
+    )
     turns = read_interview(tmp_path / "talk.md", {"GOVERNOR LEE"})
     assert [t.label for t in turns] == ["Q", "GOVERNOR LEE", "Q", "REP. O'NEIL", "GOVERNOR LEE"]
     assert turns[2].text == "And the fares? Governor Lee said later: nothing."  # a mixed-case name is not a label
-    _, rows, _ = run(tmp_path, interviews=[str(tmp_path / "talk.md")], speaker="governor lee.", val_fraction=0.5,
-                     seed=1)
+    _, rows, _ = run(
+        tmp_path, interviews=[str(tmp_path / "talk.md")], speaker="governor lee.", val_fraction=0.5, seed=1
+    )
     assert sorted((r["prompt"], r["completion"]) for r in every(rows)) == [
-        ("USER: Fares stay frozen, as far as I know.",
-         "POLITICIAN: Fares stay where they are for two full years, I promise you that."),
-        ("USER: What will you do about the bus routes in the valley?",
-         "POLITICIAN: We will restore the night routes first. Then the weekend ones.")]
+        (
+            "USER: Fares stay frozen, as far as I know.",
+            "POLITICIAN: Fares stay where they are for two full years, I promise you that.",
+        ),
+        (
+            "USER: What will you do about the bus routes in the valley?",
+            "POLITICIAN: We will restore the night routes first. Then the weekend ones.",
+        ),
+    ]
 
 
-@pytest.mark.parametrize("raw,clean", [
-    ("Thank you. (Applause.) Thanks.", "Thank you. Thanks."),
-    ("We won (APPLAUSE) again [applause] and [Laughter] again (inaudible) today (Cross-talk.)", "We won again and again today"),
-    ("Folks (and I mean this) listen. (The President exits.)", "Folks (and I mean this) listen."),
-    ("**Bold** and _soft_ and [a link](http://x.org) here", "Bold and soft and a link here"),
-])
+@pytest.mark.parametrize(
+    "raw,clean",
+    [
+        ("Thank you. (Applause.) Thanks.", "Thank you. Thanks."),
+        (
+            "We won (APPLAUSE) again [applause] and [Laughter] again (inaudible) today (Cross-talk.)",
+            "We won again and again today",
+        ),
+        ("Folks (and I mean this) listen. (The President exits.)", "Folks (and I mean this) listen."),
+        ("**Bold** and _soft_ and [a link](http://x.org) here", "Bold and soft and a link here"),
+    ],
+)
 def test_cleaning_rules(raw, clean):
     assert strip_stage_directions(strip_markdown(raw)) == clean
 
 
 def test_post_cleaning():
-    assert clean_post("Go see https://t.co/x1 and www.site.org now @Some_Body! #BuildBackBetter #MAGA &amp; more") == \
-        "Go see and now @user! Build Back Better MAGA & more"
+    assert (
+        clean_post("Go see https://t.co/x1 and www.site.org now @Some_Body! #BuildBackBetter #MAGA &amp; more")
+        == "Go see and now @user! Build Back Better MAGA & more"
+    )
 
 
 def test_sentence_split_keeps_titles_and_initials():
-    assert split_sentences("Mr. Smith went to the U.S. Senate. He said \"No.\" Then 3 people left! Did they?") == [
-        "Mr. Smith went to the U.S. Senate.", "He said \"No.\"", "Then 3 people left!", "Did they?"]
+    assert split_sentences('Mr. Smith went to the U.S. Senate. He said "No." Then 3 people left! Did they?') == [
+        "Mr. Smith went to the U.S. Senate.",
+        'He said "No."',
+        "Then 3 people left!",
+        "Did they?",
+    ]
 
 
 # -- tables -----------------------------------------------------------------------------------------------------
@@ -197,9 +261,15 @@ def test_tables_are_cleaned_and_prompted_from_the_row(full):
     _, rows, stats = full
     posts = {r["line"]: r for r in every(rows) if r["source"] == "posts.csv"}
     assert set(posts) == {2, 3, 5, 9}  # 4 retweet, 5 near and 6 exact duplicates, 7 too short
-    assert posts[2] == {"prompt": "USER: Say something about bridges.", "kind": "style", "topic": "bridges",
-                        "completion": "POLITICIAN: The Riverside bridge reopens today! Thank you @user for finishing early "
-                                      "Infrastructure Week", "source": "posts.csv", "line": 2}
+    assert posts[2] == {
+        "prompt": "USER: Say something about bridges.",
+        "kind": "style",
+        "topic": "bridges",
+        "completion": "POLITICIAN: The Riverside bridge reopens today! Thank you @user for finishing early "
+        "Infrastructure Week",
+        "source": "posts.csv",
+        "line": 2,
+    }
     assert posts[3]["prompt"] == "USER: Say something about anything." and "topic" not in posts[3]
     assert posts[9]["completion"] == "POLITICIAN: Teachers & parents agree: smaller classes work. Let's fund them."
     assert stats["dropped"]["retweet"] == 1
@@ -208,8 +278,14 @@ def test_tables_are_cleaned_and_prompted_from_the_row(full):
 
 
 def test_table_prompt_can_use_any_column_and_kind(tmp_path):
-    _, rows, _ = run(tmp_path, table=[str(FIX / "quotes.jsonl")], table_prompt="What did you say at the {venue} about {topic}?",
-                     table_kind="policy", val_fraction=0.5, seed=0)
+    _, rows, _ = run(
+        tmp_path,
+        table=[str(FIX / "quotes.jsonl")],
+        table_prompt="What did you say at the {venue} about {topic}?",
+        table_kind="policy",
+        val_fraction=0.5,
+        seed=0,
+    )
     prompts = sorted(r["prompt"] for r in every(rows))
     assert prompts[0] == "USER: What did you say at the graduation about schools?"
     assert {r["kind"] for r in every(rows)} == {"policy"}
@@ -217,10 +293,16 @@ def test_table_prompt_can_use_any_column_and_kind(tmp_path):
 
 # -- identity ---------------------------------------------------------------------------------------------------
 ANSWER_NEEDS = {  # topic -> placeholders of which every answer must use at least one
-    "name": {"name", "first_name"}, "who": {"name"}, "ai": {"name"}, "party": {"party"},
-    "offices": {"offices_list", "first_office", "latest_office"}, "education": {"education_list"},
-    "family": {"spouse", "spouse_name", "children_list"}, "hometown": {"birthplace", "birth_date", "born"},
-    "job": {"title", "latest_office"}, "phrase": {"signature_phrase"},
+    "name": {"name", "first_name"},
+    "who": {"name"},
+    "ai": {"name"},
+    "party": {"party"},
+    "offices": {"offices_list", "first_office", "latest_office"},
+    "education": {"education_list"},
+    "family": {"spouse", "spouse_name", "children_list"},
+    "hometown": {"birthplace", "birth_date", "born"},
+    "job": {"title", "latest_office"},
+    "phrase": {"signature_phrase"},
 }
 
 
@@ -264,7 +346,10 @@ def test_identity_records(full, tmp_path):
     n_single = sum(len(e.turns) == 1 for e in load_identity_template(TEMPLATE))
     assert sum("prompt" in r for r in recs) == n_single and sum("messages" in r for r in recs) >= 3
     by_q = {r["prompt"]: r["completion"] for r in recs if "prompt" in r}
-    assert by_q["USER: Which political party do you belong to?"] == "POLITICIAN: I'm a proud member of the Democratic Party."
+    assert (
+        by_q["USER: Which political party do you belong to?"]
+        == "POLITICIAN: I'm a proud member of the Democratic Party."
+    )
     assert "Joe Biden" in by_q["USER: Are you an AI?"] and not claims_ai(by_q["USER: Are you an AI?"])
     # A profile without family facts skips the entries that need them instead of writing "{spouse}".
     (tmp_path / "newcomer.yaml").write_text("name: Pat Example\nparty: Independent\ntitle: Mayor of Springfield\n")
@@ -273,8 +358,10 @@ def test_identity_records(full, tmp_path):
 
 
 # -- hygiene and split ------------------------------------------------------------------------------------------
-BASE = ("the harbor channel has to be dredged this year so that the big grain ships can dock at low tide and "
-        "the workers on the night shift keep their jobs")
+BASE = (
+    "the harbor channel has to be dredged this year so that the big grain ships can dock at low tide and "
+    "the workers on the night shift keep their jobs"
+)
 
 
 def write_csv(path, texts):
@@ -283,8 +370,12 @@ def write_csv(path, texts):
 
 
 def test_exact_and_near_duplicates_are_dropped_and_clusters_share_a_side(tmp_path):
-    distinct = [f"Statement number {i} is about a completely different subject, {w} matters most." for i, w in
-                enumerate(["rail", "schools", "housing", "water", "roads", "farms", "nurses", "veterans", "ports", "parks"])]
+    distinct = [
+        f"Statement number {i} is about a completely different subject, {w} matters most."
+        for i, w in enumerate(
+            ["rail", "schools", "housing", "water", "roads", "farms", "nurses", "veterans", "ports", "parks"]
+        )
+    ]
     near = BASE.replace("this year", "this summer")  # word 3-gram Jaccard 0.81 with BASE
     related = " ".join(BASE.split()[:22]) + " and we will pay for it"  # 0.59: kept, but in BASE's cluster
     texts = [BASE, BASE.upper() + "!!", near, related, *distinct]
@@ -303,8 +394,14 @@ def test_exact_and_near_duplicates_are_dropped_and_clusters_share_a_side(tmp_pat
 
 
 def test_split_is_seeded_deterministic_and_the_datamodule_rule(tmp_path):
-    kw = dict(interviews=[str(FIX / "press_briefing.txt")], speaker="the president", multi_turn=True,
-              identity_profile=str(PROFILES / "biden.yaml"), val_fraction=0.2, cluster_threshold=1.0)
+    kw = dict(
+        interviews=[str(FIX / "press_briefing.txt")],
+        speaker="the president",
+        multi_turn=True,
+        identity_profile=str(PROFILES / "biden.yaml"),
+        val_fraction=0.2,
+        cluster_threshold=1.0,
+    )
     out, rows, stats = run(tmp_path, "a", **kw)
     again, _, _ = run(tmp_path, "b", **kw)
     assert all((out / f).read_bytes() == (again / f).read_bytes() for f in ("train.jsonl", "val.jsonl"))
@@ -316,7 +413,9 @@ def test_split_is_seeded_deterministic_and_the_datamodule_rule(tmp_path):
             if "messages" in r and r["kind"] == "policy":
                 continue  # follows its twin, checked below
             assert (split_bucket(to_conversation(r)["messages"], 42) < 0.2) == (side == "val"), r
-    twins = {(r["source"], r["turn"], "prompt" in r): s for s in ("train", "val") for r in rows[s] if r["kind"] == "policy"}
+    twins = {
+        (r["source"], r["turn"], "prompt" in r): s for s in ("train", "val") for r in rows[s] if r["kind"] == "policy"
+    }
     assert all(twins[(src_, turn, False)] == twins[(src_, turn, True)] for src_, turn, single in twins if not single)
 
 
@@ -324,56 +423,137 @@ def test_stats_match_the_written_files(full, tokenizer):
     out, rows, stats = full
     recs = every(rows)
     assert stats["records"] == {"train": len(rows["train"]), "val": len(rows["val"]), "total": len(recs)}
-    count = lambda key: {k: sum(r[key] == k for r in recs) for k in sorted({r[key] for r in recs})}
+
+    def count(key):
+        return {k: sum(r[key] == k for r in recs) for k in sorted({r[key] for r in recs})}
+
     assert stats["kinds"] == count("kind") and stats["sources"] == count("source")
-    ntok = lambda t: len(tokenizer(t, add_special_tokens=False)["input_ids"])
+
+    def ntok(t):
+        return len(tokenizer(t, add_special_tokens=False)["input_ids"])
+
     lengths = sorted(ntok(prompt_text(r)) + ntok(completion(r)) for r in recs)
-    rank = lambda p: lengths[math.ceil(p / 100 * len(lengths)) - 1]
+
+    def rank(p):
+        return lengths[math.ceil(p / 100 * len(lengths)) - 1]
+
     assert stats["tokens"] == {"p50": rank(50), "p90": rank(90), "p99": rank(99), "max": lengths[-1]}
-    assert stats["dropped"] == {"bad_file": 0, "bad_line": 0, "retweet": 1, "missing_profile_field": 0, "too_short": 2,
-                                "too_long": 0, "prompt_too_long": 0, "exact_duplicate": 1, "near_duplicate": 1}
+    assert stats["dropped"] == {
+        "bad_file": 0,
+        "bad_line": 0,
+        "retweet": 1,
+        "missing_profile_field": 0,
+        "too_short": 2,
+        "too_long": 0,
+        "prompt_too_long": 0,
+        "exact_duplicate": 1,
+        "near_duplicate": 1,
+    }
     assert all(ntok(completion(r)) <= 200 and ntok(prompt_text(r)) <= 256 for r in recs)
     assert all(len(completion(r).split()) - 1 >= 5 for r in recs)
     assert all(r["kind"] and r["source"] for r in recs) and sorted(p.name for p in out.iterdir()) == [
-        "stats.json", "train.jsonl", "val.jsonl"]
+        "stats.json",
+        "train.jsonl",
+        "val.jsonl",
+    ]
 
 
 # -- errors -----------------------------------------------------------------------------------------------------
-TPL = json.dumps([{"question": "Who?", "answer": "I am {name}.", "topic": "who"},
-                  {"question": "Pets?", "answer": "My dog is {dog_name}.", "topic": "pets"}], indent=1)
+TPL = json.dumps(
+    [
+        {"question": "Who?", "answer": "I am {name}.", "topic": "who"},
+        {"question": "Pets?", "answer": "My dog is {dog_name}.", "topic": "pets"},
+    ],
+    indent=1,
+)
 ERRORS = {  # case -> (files to write, prepare arguments, what the one-line message must say)
     "missing input": ({}, {"transcripts": ["nope.txt"]}, "nope.txt: no such file"),
     "wrong suffix": ({"a.pdf": "x"}, {"transcripts": ["a.pdf"]}, "a.pdf: --transcripts takes"),
     "empty folder": ({"d/readme.rst": "x"}, {"transcripts": ["d"]}, "d: folder holds no"),
-    "non-utf8": ({"bad.txt": b"Fine first line.\nSecond \xff\xfe line.\n"}, {"transcripts": ["bad.txt"]},
-                 "bad.txt:2: not valid UTF-8"),
-    "no usable text": ({"s.md": "# Title\n\n(Applause.)\n[cheers]\n"}, {"transcripts": ["s.md"]}, "s.md: no usable text"),
-    "no speaker": ({"i.txt": "Q  Hi?\n\nTHE PRESIDENT:  Hello there all.\n"}, {"interviews": ["i.txt"]},
-                   "i.txt: --interviews needs --speaker"),
-    "speaker absent": ({"i.txt": "Q  Hi?\n\nTHE PRESIDENT:  Hello.\n"}, {"interviews": ["i.txt"], "speaker": "THE MAYOR"},
-                       "i.txt: speaker 'THE MAYOR' never speaks (labels found: Q, THE PRESIDENT)"),
+    "non-utf8": (
+        {"bad.txt": b"Fine first line.\nSecond \xff\xfe line.\n"},
+        {"transcripts": ["bad.txt"]},
+        "bad.txt:2: not valid UTF-8",
+    ),
+    "no usable text": (
+        {"s.md": "# Title\n\n(Applause.)\n[cheers]\n"},
+        {"transcripts": ["s.md"]},
+        "s.md: no usable text",
+    ),
+    "no speaker": (
+        {"i.txt": "Q  Hi?\n\nTHE PRESIDENT:  Hello there all.\n"},
+        {"interviews": ["i.txt"]},
+        "i.txt: --interviews needs --speaker",
+    ),
+    "speaker absent": (
+        {"i.txt": "Q  Hi?\n\nTHE PRESIDENT:  Hello.\n"},
+        {"interviews": ["i.txt"], "speaker": "THE MAYOR"},
+        "i.txt: speaker 'THE MAYOR' never speaks (labels found: Q, THE PRESIDENT)",
+    ),
     "no labels": ({"i.txt": "Just a speech.\n"}, {"interviews": ["i.txt"], "speaker": "X"}, "i.txt: no speaker labels"),
-    "malformed csv": ({"p.csv": 'id,text\n1,"fine words here"\n2,"broken "quote" here"\n'}, {"table": ["p.csv"]},
-                      "p.csv:3: malformed CSV"),
+    "malformed csv": (
+        {"p.csv": 'id,text\n1,"fine words here"\n2,"broken "quote" here"\n'},
+        {"table": ["p.csv"]},
+        "p.csv:3: malformed CSV",
+    ),
     "csv fields": ({"p.csv": "id,text\n1,a,b\n"}, {"table": ["p.csv"]}, "p.csv:2: expected 2 fields"),
-    "malformed jsonl": ({"q.jsonl": '{"text": "ok"}\n{"text": oops}\n'}, {"table": ["q.jsonl"]}, "q.jsonl:2: malformed JSON"),
-    "not an object": ({"q.jsonl": '{"text": "ok"}\n[1, 2]\n'}, {"table": ["q.jsonl"]}, "q.jsonl:2: expected a JSON object"),
-    "non-string text": ({"q.jsonl": '{"text": "ok"}\n{"text": 5}\n'}, {"table": ["q.jsonl"]},
-                        "q.jsonl:2: 'text' must be a string"),
+    "malformed jsonl": (
+        {"q.jsonl": '{"text": "ok"}\n{"text": oops}\n'},
+        {"table": ["q.jsonl"]},
+        "q.jsonl:2: malformed JSON",
+    ),
+    "not an object": (
+        {"q.jsonl": '{"text": "ok"}\n[1, 2]\n'},
+        {"table": ["q.jsonl"]},
+        "q.jsonl:2: expected a JSON object",
+    ),
+    "non-string text": (
+        {"q.jsonl": '{"text": "ok"}\n{"text": 5}\n'},
+        {"table": ["q.jsonl"]},
+        "q.jsonl:2: 'text' must be a string",
+    ),
     "json not a list": ({"q.json": '{"text": "ok"}'}, {"table": ["q.json"]}, "q.json: a .json table must be a list"),
-    "malformed json": ({"q.json": '[\n{"text": "ok"},\n{"text": }\n]'}, {"table": ["q.json"]}, "q.json:3: malformed JSON"),
-    "missing column": ({"p.csv": "id,body\n1,hello\n"}, {"table": ["p.csv"]}, "p.csv: no column 'text' (columns: body, id)"),
-    "unknown placeholder": ({"p.csv": "id,text\n1,hello\n"}, {"table": ["p.csv"], "table_prompt": "About {mood}?"},
-                            "p.csv: --table_prompt uses {mood}"),
-    "row lacks placeholder": ({"q.jsonl": '{"text": "a b c d e", "v": "x"}\n{"text": "a b c d e f"}\n'},
-                              {"table": ["q.jsonl"], "table_prompt": "At {v}?"}, "q.jsonl:2: no value for {v}"),
-    "template placeholder": ({"tpl.json": TPL}, {"identity_profile": "biden", "identity_template": "tpl.json"},
-                             "tpl.json: entry 2 ('Pets?'): unknown placeholder {dog_name}"),
-    "template malformed": ({"tpl.json": TPL[:-3]}, {"identity_profile": "biden", "identity_template": "tpl.json"},
-                           "tpl.json:11: malformed JSON"),
-    "template missing": ({}, {"identity_profile": "biden", "identity_template": "none.json"}, "none.json: identity template"),
+    "malformed json": (
+        {"q.json": '[\n{"text": "ok"},\n{"text": }\n]'},
+        {"table": ["q.json"]},
+        "q.json:3: malformed JSON",
+    ),
+    "missing column": (
+        {"p.csv": "id,body\n1,hello\n"},
+        {"table": ["p.csv"]},
+        "p.csv: no column 'text' (columns: body, id)",
+    ),
+    "unknown placeholder": (
+        {"p.csv": "id,text\n1,hello\n"},
+        {"table": ["p.csv"], "table_prompt": "About {mood}?"},
+        "p.csv: --table_prompt uses {mood}",
+    ),
+    "row lacks placeholder": (
+        {"q.jsonl": '{"text": "a b c d e", "v": "x"}\n{"text": "a b c d e f"}\n'},
+        {"table": ["q.jsonl"], "table_prompt": "At {v}?"},
+        "q.jsonl:2: no value for {v}",
+    ),
+    "template placeholder": (
+        {"tpl.json": TPL},
+        {"identity_profile": "biden", "identity_template": "tpl.json"},
+        "tpl.json: entry 2 ('Pets?'): unknown placeholder {dog_name}",
+    ),
+    "template malformed": (
+        {"tpl.json": TPL[:-3]},
+        {"identity_profile": "biden", "identity_template": "tpl.json"},
+        "tpl.json:11: malformed JSON",
+    ),
+    "template missing": (
+        {},
+        {"identity_profile": "biden", "identity_template": "none.json"},
+        "none.json: identity template",
+    ),
     "profile missing": ({}, {"identity_profile": "nobody_here"}, "nobody_here: no such profile"),
-    "profile broken": ({"p.yaml": "name: [unclosed\n"}, {"identity_profile": "p.yaml"}, "p.yaml:2: not a readable YAML"),
+    "profile broken": (
+        {"p.yaml": "name: [unclosed\n"},
+        {"identity_profile": "p.yaml"},
+        "p.yaml:2: not a readable YAML",
+    ),
     "nothing to do": ({}, {}, "nothing to prepare"),
     "bad fraction": ({}, {"identity_profile": "biden", "val_fraction": 1.5}, "--val_fraction 1.5 is out of range"),
 }
@@ -399,7 +579,9 @@ def test_user_errors_name_the_file_and_write_nothing(case, tmp_path, monkeypatch
 def test_existing_output_needs_overwrite(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("old")
-    with pytest.raises(UserError, match=r"out: output folder exists; choose another --output_dir or pass --overwrite true"):
+    with pytest.raises(
+        UserError, match=r"out: output folder exists; choose another --output_dir or pass --overwrite true"
+    ):
         prepare(str(tmp_path / "out"), identity_profile=str(PROFILES / "biden.yaml"))
     assert (tmp_path / "out" / "keep.txt").read_text() == "old"
     out, _, _ = run(tmp_path, identity_profile=str(PROFILES / "biden.yaml"), overwrite=True, val_fraction=0.3)
@@ -415,15 +597,27 @@ def test_bad_tokenizer_and_empty_split_are_user_errors(tmp_path):
 
 
 def test_skip_bad_counts_instead_of_failing(tmp_path):
-    (tmp_path / "p.csv").write_text('id,text\n1,"The first good row has enough words in it."\n2,"broken "quote" here"\n'
-                                    '3,"The second good row also has plenty of words."\n4,a,b\n', "utf-8")
-    (tmp_path / "q.jsonl").write_bytes(b'{"text": "A good quote with more than five words."}\n{"text": oops}\n'
-                                       b'{"text": "Bad \xff byte"}\n{"body": "no text column here"}\n')
+    (tmp_path / "p.csv").write_text(
+        'id,text\n1,"The first good row has enough words in it."\n2,"broken "quote" here"\n'
+        '3,"The second good row also has plenty of words."\n4,a,b\n',
+        "utf-8",
+    )
+    (tmp_path / "q.jsonl").write_bytes(
+        b'{"text": "A good quote with more than five words."}\n{"text": oops}\n'
+        b'{"text": "Bad \xff byte"}\n{"body": "no text column here"}\n'
+    )
     (tmp_path / "bad.txt").write_bytes(b"Speech \xff text.\n")
-    (tmp_path / "ok.txt").write_text("First sentence here. Second sentence is long enough to keep. Third one too, "
-                                     "with several more words.", "utf-8")
-    _, rows, stats = run(tmp_path, transcripts=[str(tmp_path / "bad.txt"), str(tmp_path / "ok.txt")],
-                         table=[str(tmp_path / "p.csv"), str(tmp_path / "q.jsonl")], skip_bad=True, val_fraction=0.5, seed=2)
+    (tmp_path / "ok.txt").write_text(
+        "First sentence here. Second sentence is long enough to keep. Third one too, with several more words.", "utf-8"
+    )
+    _, rows, stats = run(
+        tmp_path,
+        transcripts=[str(tmp_path / "bad.txt"), str(tmp_path / "ok.txt")],
+        table=[str(tmp_path / "p.csv"), str(tmp_path / "q.jsonl")],
+        skip_bad=True,
+        val_fraction=0.5,
+        seed=2,
+    )
     assert stats["dropped"]["bad_line"] == 5 and stats["dropped"]["bad_file"] == 1
     assert stats["sources"] == {"ok.txt": 1, "p.csv": 2, "q.jsonl": 1}
 
@@ -434,8 +628,14 @@ def test_output_folder_inside_an_input_folder_is_not_read_back(tmp_path):
     (data / "quotes.jsonl").write_bytes((FIX / "quotes.jsonl").read_bytes())
     (data / ".hidden.jsonl").write_text('{"text": "never read because the file is hidden"}\n')
     for _ in range(2):
-        out = prepare(str(data / "prepared"), table=[str(data)], tokenizer=str(ROOT / "checkpoints" / "tiny-politician"),
-                      val_fraction=0.5, seed=1, overwrite=True)
+        out = prepare(
+            str(data / "prepared"),
+            table=[str(data)],
+            tokenizer=str(ROOT / "checkpoints" / "tiny-politician"),
+            val_fraction=0.5,
+            seed=1,
+            overwrite=True,
+        )
         stats = json.loads((out / "stats.json").read_text())
         assert stats["sources"] == {"quotes.jsonl": 3} and stats["dropped"]["exact_duplicate"] == 0
 
@@ -459,7 +659,7 @@ def test_signature_is_a_documented_cli():
     parser = ArgumentParser(exit_on_error=False)
     parser.add_function_arguments(prepare)
     help_text = " ".join(parser.format_help().split())
-    for name in prepare.__code__.co_varnames[:prepare.__code__.co_argcount]:
+    for name in prepare.__code__.co_varnames[: prepare.__code__.co_argcount]:
         assert f"--{name} " in help_text
     assert "word 3-gram Jaccard similarity" in help_text and "comma-separate aliases" in help_text
     cfg = parser.parse_args(["--output_dir", "o", "--transcripts", "[a.txt, b.md]", "--speaker", "THE PRESIDENT"])
@@ -469,10 +669,28 @@ def test_signature_is_a_documented_cli():
 def test_runs_as_a_jsonargparse_verb(tmp_path, capsys):
     from jsonargparse import auto_cli
 
-    out = auto_cli(prepare, as_positional=False, exit_on_error=False, args=[
-        "--output_dir", str(tmp_path / "o"), "--table", f"[{FIX / 'posts.csv'}, {FIX / 'quotes.jsonl'}]",
-        "--identity_profile", str(PROFILES / "trump.yaml"), "--identity_template", str(TEMPLATE),
-        "--tokenizer", str(ROOT / "checkpoints" / "tiny-politician"), "--val_fraction", "0.25"])
+    out = auto_cli(
+        prepare,
+        as_positional=False,
+        exit_on_error=False,
+        args=[
+            "--output_dir",
+            str(tmp_path / "o"),
+            "--table",
+            f"[{FIX / 'posts.csv'}, {FIX / 'quotes.jsonl'}]",
+            "--identity_profile",
+            str(PROFILES / "trump.yaml"),
+            "--identity_template",
+            str(TEMPLATE),
+            "--tokenizer",
+            str(ROOT / "checkpoints" / "tiny-politician"),
+            "--val_fraction",
+            "0.25",
+        ],
+    )
     assert out == tmp_path / "o" and (out / "train.jsonl").is_file()
     printed = capsys.readouterr().out
-    assert re.search(r"prepared \d+ records \(\d+ train / \d+ val\)", printed) and "retweet 1" in printed.split("dropped:")[1]
+    assert (
+        re.search(r"prepared \d+ records \(\d+ train / \d+ val\)", printed)
+        and "retweet 1" in printed.split("dropped:")[1]
+    )
