@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from politician_lm.artifacts.jsonl import read_utf8
 from politician_lm.errors import UserError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -37,18 +38,6 @@ def load_profile(politician: str, profiles_dir: str | Path = "data/profiles") ->
     return profile
 
 
-def _read_utf8(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the file ({e.strerror or e})") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise UserError(f"{path}:{line}: not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
-
-
 def load_profile_spec(spec: str, profiles_dir: str | Path = "data/profiles") -> dict[str, Any]:
     """A profile given as a path to a YAML file, or as a name under ``profiles_dir``
     (``prepare --identity_profile``)."""
@@ -58,7 +47,7 @@ def load_profile_spec(spec: str, profiles_dir: str | Path = "data/profiles") -> 
     if not path.is_file():
         raise UserError(f"{spec}: no such profile; pass a YAML path such as {Path(profiles_dir) / 'biden.yaml'}")
     try:
-        profile = yaml.safe_load(_read_utf8(path))
+        profile = yaml.safe_load(read_utf8(path))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise UserError(f"{path}{f':{mark.line + 1}' if mark else ''}: not a readable YAML profile") from None

@@ -268,11 +268,11 @@ def test_the_whole_model_trains_in_train_mode_so_gradient_checkpointing_is_activ
 def test_loss_on_label_positions_equals_the_models_own_loss_and_gradients(tmp_path, tiny_path, packing):
     _, batch = first_train_batch(tmp_path, tiny_path, pc_rows(12), batch_size=4, packing=packing)
     model = build(tiny_path)
-    assert model._split is not None  # Mistral: logits are exactly head(backbone(x))
+    assert model.head_on_labels_only  # Mistral: logits are exactly head(backbone(x))
     randomize_lora_b(model)
     losses, grads = [], []
-    for split in (model._split, None):
-        model._split = split
+    for split in (model._backbone_and_head, None):  # the head on labelled positions only, then on all
+        model._backbone_and_head = split
         model.zero_grad()
         loss = model._loss(batch)
         loss.backward()

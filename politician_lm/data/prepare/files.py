@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from politician_lm.artifacts.jsonl import read_utf8
 from politician_lm.errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
@@ -50,12 +51,4 @@ def expand(paths: list[str] | str | None, suffixes: tuple[str, ...], flag: str, 
 
 def read_text(path: Path) -> str:
     """The file as UTF-8 text; ``BadFile`` naming the line of the first undecodable byte."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the file ({e.strerror or e})") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise BadFile(f"{path}:{line}: not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
+    return read_utf8(path, BadFile)

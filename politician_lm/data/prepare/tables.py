@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from politician_lm.artifacts.jsonl import read_jsonl
 from politician_lm.artifacts.roles import DATA_LABEL, USER_LABEL
 from politician_lm.data.prepare.clean import clean_post
 from politician_lm.data.prepare.files import BadLine, read_text
@@ -39,24 +40,8 @@ class _BadLines:
 
 
 def _jsonl_rows(path: Path, fail: _BadLines) -> list[Row]:
-    try:
-        raw_lines = path.read_bytes().splitlines()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the file ({e.strerror or e})") from None
     rows: list[Row] = []
-    for lineno, raw in enumerate(raw_lines, 1):
-        try:
-            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-        except UnicodeDecodeError as e:
-            fail(f"{path}:{lineno}: not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8")
-            continue
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            fail(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})")
-            continue
+    for lineno, obj in read_jsonl(path, on_bad_line=fail, allow_bom=True):
         if not isinstance(obj, dict):
             fail(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
             continue
