@@ -438,6 +438,11 @@ class PoliticianDataModule(L.LightningDataModule):
         return list(ds["messages"]), list(ds["kind"])
 
     @property
+    def data_path(self) -> str:
+        """The training data: a JSONL file or a folder of them (``train.jsonl``/``val.jsonl`` or any ``*.jsonl``)."""
+        return self.hparams.data_path
+
+    @property
     def profiles_dir(self) -> str:
         """Folder of ``<politician>.yaml`` profiles."""
         return self.hparams.profiles_dir

@@ -16,7 +16,7 @@ from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import get_scheduler
 
 from politician_lm.artifacts.adapter import attach_adapter, check_fits_base, read_adapter
-from politician_lm.batch import IGNORE_INDEX
+from politician_lm.batch import IGNORE_INDEX, PreferenceSource
 from politician_lm.errors import UserError
 from politician_lm.model.generate import generate_new_text
 from politician_lm.model.loading import ComputeDtype, Quantization, QuantStorage, load_base_model, resolve_compute_dtype
@@ -233,10 +233,12 @@ class PoliticianLM(L.LightningModule):
     # -- DPO reference ----------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         """Objective and data must agree (checked after the data is read, before the model loads)."""
-        preference = getattr(self._trainer.datamodule, "preference", None) if self._trainer is not None else None
-        if preference is None:
+        dm = self._trainer.datamodule if self._trainer is not None else None
+        if not isinstance(dm, PreferenceSource):
+            if self.hparams.objective == "dpo":
+                raise UserError("model.objective dpo needs the PoliticianDataModule (data:) with preference pairs")
             return
-        path = self.trainer.datamodule.hparams.get("data_path")
+        preference, path = dm.preference, dm.data_path
         if self.hparams.objective == "dpo" and not preference:
             raise UserError(
                 f"{path}: model.objective dpo needs preference pairs ({{'prompt', 'chosen', 'rejected'}});"
@@ -259,7 +261,7 @@ class PoliticianLM(L.LightningModule):
         if self.hparams.objective != "dpo":
             return
         dm = self.trainer.datamodule
-        if dm is None or not hasattr(dm, "reference_dataloaders"):
+        if not isinstance(dm, PreferenceSource):
             raise UserError("model.objective dpo needs the PoliticianDataModule (data:) with preference pairs")
         loaders = dm.reference_dataloaders()
         fingerprint = _pairs_fingerprint([loader.dataset for loader in loaders.values()])

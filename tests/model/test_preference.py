@@ -549,3 +549,24 @@ def test_dpo_stage_continues_the_sft_stage(tmp_path, tiny_path, chdir_root):
     } <= metrics.keys()
     config = yaml.safe_load((root / "02-dpo" / "adapters" / "best" / "training_config.yaml").read_text())
     assert config["model"]["objective"] == "dpo" and config["model"]["init_adapter"].endswith("01-sft/adapters/best")
+
+
+def test_dpo_with_a_datamodule_that_has_no_pairs_is_one_line(tiny_path):
+    """The module states what DPO needs from a DataModule (batch.PreferenceSource) instead of probing for names."""
+    import lightning.pytorch as L
+
+    from politician_lm import PoliticianLM
+    from politician_lm.batch import PreferenceSource
+    from politician_lm.errors import UserError
+
+    class Plain(L.LightningDataModule):
+        pass
+
+    assert not isinstance(Plain(), PreferenceSource)
+    model = PoliticianLM(model_name_or_path=tiny_path, objective="dpo")
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False, max_steps=1
+    )
+    with pytest.raises(UserError, match="model.objective dpo needs the PoliticianDataModule"):
+        trainer.fit(model, datamodule=Plain())  # refused at setup, before the base model loads
+    assert model.model is None
