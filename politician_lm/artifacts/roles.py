@@ -41,6 +41,13 @@ def strip_reply_label(text: str) -> str:
     return REPLY_LABEL.sub("", text, count=1)
 
 
+def may_become_reply_label(head: str) -> bool:
+    """A streamed answer's first characters could still grow into ``POLITICIAN:``/``ASSISTANT:`` (or are only
+    whitespace so far), so a streamer holds them back until the label can be stripped."""
+    start = head.lstrip().upper()
+    return any(f"{name}:".startswith(start) for name in REPLY_LABELS)
+
+
 def strip_politician_label(text: str) -> str:
     """Drop a leading ``POLITICIAN:`` only, so a classifier learns the words and not the format."""
     return POLITICIAN_ONLY.sub("", text, count=1)

@@ -8,7 +8,7 @@ from typing import Any
 
 from politician_lm.artifacts.atomic import atomic_write_text, check_output
 from politician_lm.artifacts.jsonl import jsonl_text, read_jsonl
-from politician_lm.artifacts.roles import assistant_turn, strip_reply_label, user_turn
+from politician_lm.artifacts.roles import assistant_turn, may_become_reply_label, strip_reply_label, user_turn
 from politician_lm.errors import UserError
 from politician_lm.generation import Persona, load_persona, registry_entry
 
@@ -146,8 +146,6 @@ def reply_streamer(tokenizer: Any) -> Any:
     """A ``TextStreamer`` that prints the answer as it is generated, without a leading ``POLITICIAN:`` label."""
     from transformers import TextStreamer
 
-    labels = tuple(label + ":" for label in ("POLITICIAN", "ASSISTANT"))
-
     class ReplyStreamer(TextStreamer):
         def __init__(self) -> None:
             super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -156,9 +154,8 @@ def reply_streamer(tokenizer: Any) -> Any:
         def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
             if self.head is not None:
                 self.head += text
-                start = self.head.lstrip().upper()
-                if not stream_end and any(label.startswith(start) for label in labels):
-                    return  # still a prefix of a label (or only whitespace so far)
+                if not stream_end and may_become_reply_label(self.head):
+                    return
                 text, self.head = strip_reply_label(self.head), None
             super().on_finalized_text(text, stream_end)
 

@@ -29,11 +29,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from politician_lm.artifacts.roles import assistant_turn, strip_reply_label, user_turn
+from politician_lm.artifacts.roles import assistant_turn, may_become_reply_label, strip_reply_label, user_turn
 
 log = logging.getLogger("politician_lm.serve")
 PAGE = Path(__file__).with_name("chat.html")
-_LABELS = ("POLITICIAN:", "ASSISTANT:")
 
 
 class TextPart(BaseModel):
@@ -145,9 +144,8 @@ class ReplyText:
             if text.endswith("\ufffd"):
                 return None
             if not self.labelled:
-                head = text.lstrip().upper()
-                if any(label.startswith(head) for label in _LABELS):
-                    return None  # still the start of a label (or only whitespace so far)
+                if may_become_reply_label(text):
+                    return None
                 self.labelled = True
         return strip_reply_label(text)
 

@@ -33,3 +33,22 @@ def test_turns_carry_the_labels_only_in_the_plain_format():
     assert assistant_turn("  Folks.", "plain") == {"role": "assistant", "content": "POLITICIAN: Folks."}
     assert assistant_turn("Folks.", "chat")["content"] == "Folks."
     assert has_role_label("politician: x") and not has_role_label("x: y")
+
+
+@pytest.mark.parametrize(
+    "head,held",
+    [
+        ("", True),
+        ("  ", True),
+        ("POLI", True),
+        (" politician:", True),
+        ("Assis", True),
+        ("POLITICIAN: Folks", False),
+        ("Folks", False),
+        ("USER", False),
+    ],
+)
+def test_a_streamer_holds_back_only_what_may_still_become_a_reply_label(head, held):
+    from politician_lm.artifacts.roles import may_become_reply_label
+
+    assert may_become_reply_label(head) is held
