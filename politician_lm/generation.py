@@ -120,7 +120,8 @@ class Persona:
         return out
 
 
-def _generation_defaults(folder: Path) -> dict[str, Any]:
+def generation_defaults(folder: Path) -> dict[str, Any]:
+    """The sampling settings saved in ``folder``'s ``generation_config.json`` (those ``generate`` accepts)."""
     path = folder / "generation_config.json"
     if not path.is_file():
         return {}
@@ -165,10 +166,8 @@ def load_persona(
     for f in folders:
         check_fits_base(f, base)
     meta_source = folders[0].path if folders else Path(base)
-    meta = read_metadata(meta_source)
-    style = PromptStyle(
-        **{k: meta[k] for k in ("prompt_format", "separator", "system_prompt", "politician") if k in meta}
-    )
+    meta = folders[0].metadata if folders else read_metadata(meta_source)  # read_adapter has read the adapter's
+    style = PromptStyle.from_metadata(meta)
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     quant = quantization or (meta.get("quantization") if folders else None) or "none"
@@ -199,7 +198,7 @@ def load_persona(
     )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    generation = _generation_defaults(folders[0].path if folders else Path(base))
+    generation = generation_defaults(folders[0].path if folders else Path(base))
     return Persona(model=model, tokenizer=tokenizer, style=style, generation=generation)
 
 

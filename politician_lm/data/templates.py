@@ -11,7 +11,8 @@ adapters so generation can rebuild the exact prompt.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from politician_lm.artifacts.roles import strip_role_label
@@ -30,6 +31,11 @@ class PromptStyle:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> PromptStyle:
+        """The style saved in ``politician_lm.json`` (its other keys ignored; missing ones take the defaults)."""
+        return cls(**{f.name: metadata[f.name] for f in fields(cls) if f.name in metadata})
 
     def render(self, messages: list[dict[str, str]], tokenizer: Any = None) -> tuple[str, str]:
         """Return ``(prompt, completion)`` for a conversation whose last turn is the assistant's."""

@@ -15,7 +15,6 @@ client gone (a ``StoppingCriteria`` marks the row finished; ``generate`` ends wh
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -29,7 +28,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from politician_lm.artifacts.adapter import attach_adapter, read_metadata
 from politician_lm.data.templates import PromptStyle
-from politician_lm.generation import SAMPLING_KEYS, Persona, load_persona
+from politician_lm.generation import Persona, generation_defaults, load_persona
 from politician_lm.serve.personas import PersonaSpec
 
 log = logging.getLogger("politician_lm.serve")
@@ -44,19 +43,6 @@ class ServedPersona:
     persona: Persona
     front: Persona
     adapter_names: list[str]
-
-
-def _generation_defaults(folder: Path) -> dict[str, Any]:
-    path = folder / "generation_config.json"
-    cfg = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    return {k: cfg[k] for k in SAMPLING_KEYS if cfg.get(k) is not None}
-
-
-def _style(folder: Path) -> PromptStyle:
-    meta = read_metadata(folder)
-    return PromptStyle(
-        **{k: meta[k] for k in ("prompt_format", "separator", "system_prompt", "politician") if k in meta}
-    )
 
 
 def load_served(
@@ -75,13 +61,16 @@ def load_served(
         if k == 0:
             names, style = [f"adapter_{i}" for i in range(len(spec.adapters))], p0.style  # load_persona's names
         else:
-            names, style = [f"persona{k}_{i}" for i in range(len(spec.adapters))], _style(Path(spec.adapters[0]))
+            names, style = (
+                [f"persona{k}_{i}" for i in range(len(spec.adapters))],
+                PromptStyle.from_metadata(read_metadata(spec.adapters[0])),
+            )
             for name, path, w in zip(names, spec.adapters, spec.weights):
                 model = attach_adapter(model, path, adapter_name=name)
                 for module in model.modules():
                     if hasattr(module, "set_scale") and hasattr(module, "lora_A") and name in module.lora_A:
                         module.set_scale(name, w)
-        generation = {**_generation_defaults(Path(spec.adapters[0])), **spec.generation}
+        generation = {**generation_defaults(Path(spec.adapters[0])), **spec.generation}
         served[spec.name] = ServedPersona(
             spec=spec,
             persona=Persona(model=model, tokenizer=tokenizer, style=style, generation=generation),
