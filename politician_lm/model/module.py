@@ -20,7 +20,7 @@ from politician_lm.batch import IGNORE_INDEX, PreferenceSource
 from politician_lm.errors import UserError
 from politician_lm.model.generate import generate_new_text
 from politician_lm.model.loading import ComputeDtype, Quantization, QuantStorage, load_base_model, resolve_compute_dtype
-from politician_lm.model.preference import PreferenceOutput, dpo_loss, sequence_logps
+from politician_lm.model.preference import PreferenceOutput, dpo_loss, pair_attention_mask, sequence_logps
 
 
 class TrainingDiverged(UserError):
@@ -123,6 +123,7 @@ class PoliticianLM(L.LightningModule):
         # DPO: per split, [pairs, 2] reference log-probabilities (chosen, rejected) indexed by the pair's "index"
         self.reference: dict[str, torch.Tensor] = {}
         self._reference_data: str | None = None  # fingerprint of the pairs the reference was computed on
+        self._reference_is_policy = False  # True from the reference pass until the first training step
 
     # -- what callbacks read (politician_lm.callbacks.contracts) --------------------------------------------
     @property
@@ -239,6 +240,11 @@ class PoliticianLM(L.LightningModule):
                 raise UserError("model.objective dpo needs the PoliticianDataModule (data:) with preference pairs")
             return
         preference, path = dm.preference, dm.data_path
+        if self.hparams.objective == "dpo" and "flash" in str(self.hparams.attn_implementation or ""):
+            raise UserError(
+                f"model.objective dpo scores both answers after one copy of the prompt with a 4D attention mask, "
+                f"which {self.hparams.attn_implementation} cannot take; set model.attn_implementation: sdpa"
+            )
         if self.hparams.objective == "dpo" and not preference:
             raise UserError(
                 f"{path}: model.objective dpo needs preference pairs ({{'prompt', 'chosen', 'rejected'}});"
@@ -276,6 +282,7 @@ class PoliticianLM(L.LightningModule):
         rank_zero_info(f"DPO reference: scoring {counts} pairs with the starting weights (one pass, no gradients)")
         self.reference = {split: self._reference_logps(loader) for split, loader in loaders.items()}
         self._reference_data = fingerprint
+        self._reference_is_policy = True
 
     @torch.no_grad()
     def _reference_logps(self, loader: Any) -> torch.Tensor:
@@ -285,7 +292,7 @@ class PoliticianLM(L.LightningModule):
         try:
             for batch in loader:
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                logps, _ = self._row_logps(batch)
+                logps, _ = self._pair_logps(batch)
                 n = batch["index"].shape[0]
                 out[batch["index"].cpu()] = torch.stack([logps[:n], logps[n:]], dim=1).double().cpu()
         finally:
@@ -339,22 +346,46 @@ class PoliticianLM(L.LightningModule):
         ).last_hidden_state
         return head(hidden[:, :-1][keep])
 
-    def _row_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed log-probability of each row's labelled tokens, and their count; the head runs on those only."""
-        targets = batch["labels"][:, 1:]
-        keep = targets != IGNORE_INDEX
-        rows = keep.nonzero()[:, 0]  # row-major, the order of boolean indexing
+    def _pair_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed log-probability of each answer's labelled tokens and their count: ``[2n]`` each, the n chosen answers
+        then the n rejected ones. One forward pass over pair rows, where both answers follow one copy of the prompt
+        (``politician_lm.batch``); the head runs only on positions that predict an answer token."""
+        n = batch["input_ids"].shape[0]
+        eager = getattr(self.model.config, "_attn_implementation", None) == "eager"
+        mask = pair_attention_mask(batch["segments"], self.compute_dtype if eager else None)
+        chosen, rejected = batch["chosen_targets"], batch["rejected_targets"]
+        keep_c, keep_r = chosen != IGNORE_INDEX, rejected != IGNORE_INDEX
         if self._backbone_and_head is None:
-            logits = self(batch["input_ids"], batch.get("attention_mask")).logits[:, :-1][keep]
+            out = self.model(
+                input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"], use_cache=False
+            )
+            hidden, head = out.logits, (lambda x: x)
         else:
-            logits = self._labelled_logits(batch, keep)
-        return sequence_logps(logits, targets[keep], rows, targets.shape[0])
+            backbone, head = self._backbone_and_head
+            hidden = backbone(
+                input_ids=batch["input_ids"],
+                attention_mask=mask,
+                position_ids=batch["position_ids"],
+                use_cache=False,
+            ).last_hidden_state
+        logits = head(torch.cat([hidden[keep_c], hidden[keep_r]]))
+        targets = torch.cat([chosen[keep_c], rejected[keep_r]])
+        rows = torch.cat([keep_c.nonzero()[:, 0], keep_r.nonzero()[:, 0] + n])  # row-major, as boolean indexing
+        return sequence_logps(logits, targets, rows, 2 * n)
 
     def _preference(self, batch: dict[str, torch.Tensor], split: str) -> PreferenceOutput:
         """DPO on a pair batch: rows [0, n) are the chosen answers, rows [n, 2n) the rejected ones."""
-        logps, counts = self._row_logps(batch)
         n = batch["index"].shape[0]
-        reference = self.reference[split][batch["index"].cpu()].to(logps.device)
+        reference = self.reference[split][batch["index"].cpu()]
+        if self._reference_is_policy and not torch.is_grad_enabled():
+            # no step since the reference pass: the policy's log-probabilities are the reference's (same loader,
+            # same batches), so the validation before training reads them instead of scoring the pairs again
+            counts = torch.cat([(batch[k] != IGNORE_INDEX).sum(1) for k in ("chosen_targets", "rejected_targets")])
+            logps = torch.cat([reference[:, 0], reference[:, 1]]).float()
+            logps, counts = logps.to(self.device), counts.to(self.device)
+        else:
+            logps, counts = self._pair_logps(batch)
+        reference = reference.to(logps.device)
         return dpo_loss(
             logps[:n],
             logps[n:],
@@ -376,6 +407,9 @@ class PoliticianLM(L.LightningModule):
                 {f"{split}_{k}": v for k, v in out.metrics().items()}, batch_size=n, sync_dist=split != "train"
             )
         return out.loss, n
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._reference_is_policy = False
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         loss, n = self._step(batch, "train")

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from politician_lm.batch import SEGMENT_PAD, SEGMENT_PROMPT
+
 
 @dataclass
 class PreferenceOutput:
@@ -58,6 +60,26 @@ def sequence_logps(
     sums = torch.zeros(n_rows, dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
     counts = torch.zeros(n_rows, dtype=torch.long, device=rows.device).index_add(0, rows, torch.ones_like(rows))
     return sums, counts
+
+
+def pair_attention_mask(segments: torch.Tensor, float_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The [rows, 1, L, L] attention mask of pair rows (``politician_lm.batch``): causal, and a token of one answer
+    never sees the other answer; a padding position sees only itself (so no softmax row is empty).
+
+    Boolean (True = attend) for SDPA; with ``float_dtype``, additive (0 or the dtype's minimum) for eager attention.
+    """
+    length = segments.shape[1]
+    pos = torch.arange(length, device=segments.device)
+    causal = pos[None, :] <= pos[:, None]  # [query, key]
+    query, key = segments[:, :, None], segments[:, None, :]
+    allowed = causal & ((key == SEGMENT_PROMPT) | (key == query)) & (query != SEGMENT_PAD)
+    allowed = allowed | (torch.eye(length, dtype=torch.bool, device=segments.device) & (query == SEGMENT_PAD))
+    allowed = allowed[:, None]
+    if float_dtype is None:
+        return allowed
+    return torch.zeros(allowed.shape, dtype=float_dtype, device=segments.device).masked_fill(
+        ~allowed, torch.finfo(float_dtype).min
+    )
 
 
 def dpo_loss(
