@@ -68,9 +68,10 @@ def main() -> None:
 
     from politician_lm.commands.export import export
     from politician_lm.generation import load_persona
+    from politician_lm.model.generate import generate_new_text
     from politician_lm.model.loading import quantization_config
 
-    persona = load_persona(args.adapter, merge_adapters=True)  # what generate and chat load
+    persona = load_persona(args.adapter, merge_adapters=True)
     meta = json.loads((Path(args.adapter) / "politician_lm.json").read_text())
     politician = meta.get("politician") or "biden"
     rows = [
@@ -101,49 +102,74 @@ def main() -> None:
         flush=True,
     )
 
-    results: dict[str, tuple[float, int, list[str], int]] = {}
-
-    def ours(p):
+    def ours(p, share_prefix=True):
         def go():
-            return p.generate(prompts, batch_size=args.batch, max_new_tokens=args.max_new_tokens, do_sample=False)
+            ids = batch["input_ids"]
+            out = generate_new_text(
+                p.model,
+                tok,
+                ids,
+                batch["attention_mask"],
+                share_prefix=share_prefix,
+                do_sample=False,
+                max_new_tokens=args.max_new_tokens,
+            )
+            return out
 
-        secs, texts = timed(go, args.repeats)
-        # the generated token count, from one untimed call of the same model on the same batch
-        with torch.no_grad():
-            out = p.model.generate(**batch, **settings)
-        return secs, count_tokens(out[:, width:], tok.eos_token_id, tok.pad_token_id), texts, out.shape[1] - width
+        return go
 
     def plain(model):
         model.eval()
 
         def go():
             with torch.no_grad():
-                return model.generate(**batch, **settings)
+                out = model.generate(**batch, **settings)
+            return tok.batch_decode(out[:, width:], skip_special_tokens=True), out[:, width:]
 
-        secs, out = timed(go, args.repeats)
-        new = out[:, width:]
-        return (
-            secs,
-            count_tokens(new, tok.eos_token_id, tok.pad_token_id),
-            tok.batch_decode(new, skip_special_tokens=True),
-            new.shape[1],
-        )
+        return go
 
-    results["ours, generate/chat (merged)"] = ours(persona)
-    del persona
-    results["ours, adapter kept (evaluate)"] = ours(load_persona(args.adapter))
+    # Every configuration stays loaded, and the timed calls go round-robin (one call of each, then again), so a
+    # slow minute on a shared machine hits all of them alike.
+    merged = persona  # what generate and chat load: the adapter merged into the de-quantized base
+    kept = load_persona(args.adapter)  # what evaluate and serve load
     q = quantization_config("nf4", torch.float32)
-    nf4 = AutoModelForCausalLM.from_pretrained(
-        base_path, quantization_config=q, dtype=torch.float32, device_map={"": "cpu"}
+    nf4 = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(
+            base_path, quantization_config=q, dtype=torch.float32, device_map={"": "cpu"}
+        ),
+        args.adapter,
     )
-    results["transformers, NF4 base + adapter"] = plain(PeftModel.from_pretrained(nf4, args.adapter))
-    del nf4
-    fp32 = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-    results["transformers, fp32 base + adapter"] = plain(PeftModel.from_pretrained(fp32, args.adapter))
-    del fp32
-    with tempfile.TemporaryDirectory() as tmp:
-        export(args.adapter, f"{tmp}/merged", dtype="float32")
-        results["ours, merged export"] = ours(load_persona(base_model=f"{tmp}/merged"))
+    fp32 = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32), args.adapter)
+    tmp = tempfile.TemporaryDirectory()
+    export(args.adapter, f"{tmp.name}/merged", dtype="float32")
+    exported = load_persona(base_model=f"{tmp.name}/merged")
+    configs = {
+        "ours, generate/chat (merged)": ours(merged),
+        "ours, merged, prompts not shared": ours(merged, share_prefix=False),
+        "ours, adapter kept (evaluate)": ours(kept),
+        "transformers, NF4 base + adapter": plain(nf4),
+        "transformers, fp32 base + adapter": plain(fp32),
+        "ours, merged export": ours(exported),
+    }
+    texts: dict[str, list[str]] = {}
+    for name, go in configs.items():  # warm-up, and the texts
+        texts[name] = go() if name.startswith("ours") else go()[0]
+    with torch.no_grad():  # decoding steps and generated tokens, from one untimed call (same for every greedy row)
+        new = merged.model.generate(**batch, **settings)[:, width:]
+    tokens = {name: count_tokens(new, tok.eos_token_id, tok.pad_token_id) for name in configs}
+    steps = {name: new.shape[1] for name in configs}
+    for name in ("transformers, NF4 base + adapter", "transformers, fp32 base + adapter"):
+        out = configs[name]()[1]
+        tokens[name], steps[name] = count_tokens(out, tok.eos_token_id, tok.pad_token_id), out.shape[1]
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for r in range(args.repeats):
+        for name, go in configs.items():
+            t = time.perf_counter()
+            go()
+            times[name].append(time.perf_counter() - t)
+        print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{t[-1]:.2f}" for t in times.values()), flush=True)
+    results = {name: (statistics.median(times[name]), tokens[name], texts[name], steps[name]) for name in configs}
+    tmp.cleanup()
 
     reference = results["ours, generate/chat (merged)"]
     print(
@@ -158,8 +184,9 @@ def main() -> None:
             f"{(secs / steps) / ref_ms:>10.2f}x{f'{same}/{len(texts)}':>19}"
         )
     print(
-        f"(median of {args.repeats} timed calls after a warm-up; steps: decoding steps of the batch (the longest "
-        "answer); tokens: generated tokens up to each row's end of sequence; 'ours/this' is the row's time per step "
+        f"(median of {args.repeats} timed calls after a warm-up, taken round-robin across configurations; steps: "
+        "decoding steps of the batch (the longest answer); tokens: generated tokens up to each row's end of sequence; "
+        "'ours/this' is the row's time per step "
         "over ours (generate/chat): above 1 means ours is faster)"
     )
     sys.stdout.flush()

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+MIN_SHARED_PREFIX = 8  # tokens; below this the one-row prefill is not worth a second forward call
+
 
 @torch.no_grad()
 def generate_new_text(
@@ -15,9 +17,32 @@ def generate_new_text(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     streamer: Any = None,
+    share_prefix: bool = True,
     **settings: Any,
 ) -> list[str]:
-    """Generate from a left-padded batch with the KV cache and decode only the new tokens of each row."""
+    """Generate from a left-padded batch with the KV cache and decode only the new tokens of each row.
+
+    Prompts that start alike (a persona's system prompt and chat template: 83 of 102 tokens on the demo's prompts)
+    share their prefix's keys and values: the prefix runs once as a batch of one, its cache is repeated for every
+    row, and each row's padding moves between the prefix and the rest of its prompt (masked; position ids come from
+    the mask, so every token keeps its position). Same computation per row, a fraction of the prompt's cost.
+    ``share_prefix=False`` runs every row's whole prompt (for comparison).
+    """
+    width = input_ids.shape[1]
+    kwargs: dict[str, Any] = {}
+    shared = shared_prefix_length(input_ids, attention_mask)
+    if share_prefix and shared >= MIN_SHARED_PREFIX and input_ids.shape[0] > 1:
+        input_ids, attention_mask = move_padding_after_prefix(input_ids, attention_mask, shared)
+        # the decoder alone (LoRA layers sit inside it): the prefix needs keys and values, not logits
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        body = base.get_decoder() if hasattr(base, "get_decoder") else model
+        prefix = body(input_ids=input_ids[:1, :shared], attention_mask=attention_mask[:1, :shared], use_cache=True)
+        # transformers renamed past_key_values to cache (5.2x); the output's field says which name generate takes
+        name = "cache" if "cache" in prefix else "past_key_values"
+        cache = prefix[name]
+        if hasattr(cache, "batch_repeat_interleave"):
+            cache.batch_repeat_interleave(input_ids.shape[0])
+            kwargs[name] = cache
     out = model.generate(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -25,6 +50,35 @@ def generate_new_text(
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         use_cache=True,
+        **kwargs,
         **settings,
     )
-    return tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
+    return tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+
+
+def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
+    """How many leading real tokens every left-padded row has in common, leaving each row at least one token."""
+    rows = [ids[mask.bool()] for ids, mask in zip(input_ids, attention_mask)]
+    shortest = min(len(r) for r in rows)
+    if shortest <= 1:
+        return 0
+    same = torch.stack([r[: shortest - 1] for r in rows]) == rows[0][: shortest - 1]
+    differs = (~same.all(0)).nonzero()
+    return int(differs[0]) if len(differs) else shortest - 1
+
+
+def move_padding_after_prefix(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, shared: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded rows -> ``[prefix][padding][rest of the prompt]``, same width, so the prefix columns line up."""
+    ids, mask = input_ids.clone(), attention_mask.clone()
+    for i, row_mask in enumerate(attention_mask):
+        pads = int((row_mask == 0).sum())
+        if pads == 0:
+            continue
+        real = input_ids[i, pads:]
+        ids[i] = torch.cat([real[:shared], input_ids[i, :pads], real[shared:]])
+        mask[i] = torch.cat(
+            [row_mask.new_ones(shared), row_mask.new_zeros(pads), row_mask.new_ones(len(real) - shared)]
+        )
+    return ids, mask
