@@ -374,7 +374,8 @@ class PoliticianLM(L.LightningModule):
         return sequence_logps(logits, targets, rows, 2 * n)
 
     def _preference(self, batch: dict[str, torch.Tensor], split: str) -> PreferenceOutput:
-        """DPO on a pair batch: rows [0, n) are the chosen answers, rows [n, 2n) the rejected ones."""
+        """DPO on a batch of n pairs (one row each): log-probabilities [0, n) are the chosen answers', [n, 2n) the
+        rejected ones'."""
         n = batch["index"].shape[0]
         reference = self.reference[split][batch["index"].cpu()]
         if self._reference_is_policy and not torch.is_grad_enabled():
