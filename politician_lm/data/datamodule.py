@@ -85,7 +85,7 @@ class PairCollator:
     """
 
     def __init__(self, tokenizer: Any) -> None:
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id  # the DataModule sets it (to EOS where the tokenizer has none)
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         rows = [pair_row(f["input_ids"], f["labels"], f["rejected_input_ids"], f["rejected_labels"]) for f in features]

@@ -58,6 +58,22 @@ def batch_of(tokenizer, prompts):
     )
 
 
+def with_and_without_sharing(model, tok, batch, max_new_tokens: int) -> list[list[str]]:
+    """Greedy answers for the batch, first with the shared prefix, then with every prompt run whole."""
+    return [
+        generate_new_text(
+            model,
+            tok,
+            batch["input_ids"],
+            batch["attention_mask"],
+            share_prefix=share,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+        )
+        for share in (True, False)
+    ]
+
+
 @pytest.mark.parametrize("with_adapter", [False, True])
 def test_sharing_the_prefix_gives_the_same_answers_as_whole_prompts(tiny_path, with_adapter):
     from peft import LoraConfig, get_peft_model
@@ -69,18 +85,7 @@ def test_sharing_the_prefix_gives_the_same_answers_as_whole_prompts(tiny_path, w
         randomize_lora_b(model, std=0.2)
     batch = batch_of(tok, [SYSTEM + q + "\nPOLITICIAN:" for q in QUESTIONS])
     assert shared_prefix_length(batch["input_ids"], batch["attention_mask"]) >= 8
-    runs = [
-        generate_new_text(
-            model,
-            tok,
-            batch["input_ids"],
-            batch["attention_mask"],
-            share_prefix=share,
-            max_new_tokens=24,
-            do_sample=False,
-        )
-        for share in (True, False)
-    ]
+    runs = with_and_without_sharing(model, tok, batch, max_new_tokens=24)
     assert runs[0] == runs[1]
     assert len(set(runs[0])) > 1 and all(runs[0])  # real, different answers, not a row of empty strings
 
@@ -90,18 +95,7 @@ def test_prompts_without_a_common_prefix_generate_as_before(tiny_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_path).eval()
     batch = batch_of(tok, ["USER: Jobs?\nPOLITICIAN:", "What about the border?"])
     assert shared_prefix_length(batch["input_ids"], batch["attention_mask"]) < 8
-    runs = [
-        generate_new_text(
-            model,
-            tok,
-            batch["input_ids"],
-            batch["attention_mask"],
-            share_prefix=share,
-            max_new_tokens=12,
-            do_sample=False,
-        )
-        for share in (True, False)
-    ]
+    runs = with_and_without_sharing(model, tok, batch, max_new_tokens=12)
     assert runs[0] == runs[1] and all(runs[0])
 
 
@@ -118,16 +112,5 @@ def test_smollm2_persona_answers_are_unchanged_by_sharing_the_system_prompt(smol
     ids = [persona.prompt_ids(c) for c in convs]
     batch = tok.pad({"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt")
     assert shared_prefix_length(batch["input_ids"], batch["attention_mask"]) > 20
-    runs = [
-        generate_new_text(
-            model,
-            tok,
-            batch["input_ids"],
-            batch["attention_mask"],
-            share_prefix=share,
-            max_new_tokens=32,
-            do_sample=False,
-        )
-        for share in (True, False)
-    ]
+    runs = with_and_without_sharing(model, tok, batch, max_new_tokens=32)
     assert runs[0] == runs[1] and all(runs[0])
