@@ -85,6 +85,7 @@ class ArmScores:
     names_self: list[float] = field(default_factory=list)  # per identity-probe answer
     claims_ai: list[float] = field(default_factory=list)
     facts: list[float] = field(default_factory=list)
+    prompt_echo: list[float] = field(default_factory=list)  # per identity answer: copies 12+ words of its system prompt
     memorized: list[float] = field(default_factory=list)  # per generation (held-out + probes)
     loss_sum: list[float] = field(default_factory=list)  # per held-out completion: summed NLL
     loss_tokens: list[float] = field(default_factory=list)  # ... and its token count
@@ -111,6 +112,14 @@ def score_identity(answers: list[str], profile: dict) -> dict[str, list[float]]:
     }
 
 
+def score_prompt_echo(answers: list[str], system_prompt: str | None, n_words: int = 12) -> list[float]:
+    """Per answer: does it copy ``n_words`` or more consecutive words of the arm's own system prompt? An arm without a
+    system prompt cannot echo one (all 0)."""
+    if not system_prompt:
+        return [0.0] * len(answers)
+    return [float(c) for c in copies_training(answers, [system_prompt], n_words)]
+
+
 def score_distinct(scores: ArmScores, texts: list[str], n: int = 2) -> None:
     """Per generation, its distinct and total word n-grams: ``distinct_2`` is sum(distinct) / sum(total), the share
     of an answer's bigrams that are not repeats within it (degeneration into loops lowers it)."""
@@ -128,6 +137,7 @@ METRICS = (
     "claims_ai",
     "facts",
     "identity_score",
+    "prompt_echo",
     "memorization",
     "heldout_loss",
     "distinct_2",
@@ -144,6 +154,8 @@ def summarize_arm(scores: ArmScores, n_boot: int = 2000, seed: int = 0) -> dict[
         out["claims_ai"] = bootstrap(scores.claims_ai, n_boot=n_boot, seed=seed)
         out["facts"] = bootstrap(scores.facts, n_boot=n_boot, seed=seed)
         out["identity_score"] = bootstrap(identity_per_item(scores), n_boot=n_boot, seed=seed)
+    if scores.prompt_echo:
+        out["prompt_echo"] = bootstrap(scores.prompt_echo, n_boot=n_boot, seed=seed)
     if scores.memorized:
         out["memorization"] = bootstrap(scores.memorized, n_boot=n_boot, seed=seed)
     if scores.loss_sum:
@@ -172,6 +184,8 @@ def compare(a: ArmScores, b: ArmScores, n_boot: int = 2000, seed: int = 0) -> di
         for key in ("names_self", "claims_ai", "facts"):
             out[key] = paired_difference(getattr(a, key), getattr(b, key), n_boot=n_boot, seed=seed)
         out["identity_score"] = paired_difference(identity_per_item(a), identity_per_item(b), n_boot=n_boot, seed=seed)
+    if a.prompt_echo and b.prompt_echo:
+        out["prompt_echo"] = paired_difference(a.prompt_echo, b.prompt_echo, n_boot=n_boot, seed=seed)
     if a.memorized and b.memorized:
         out["memorization"] = paired_difference(a.memorized, b.memorized, n_boot=n_boot, seed=seed)
     if a.loss_sum and b.loss_sum:

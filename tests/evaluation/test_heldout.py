@@ -1,0 +1,44 @@
+"""The held-out records evaluate scores: the recorded document split and the seeded --max_heldout sample."""
+
+import json
+
+import pytest
+
+from politician_lm.errors import UserError
+from politician_lm.evaluation.heldout import document_rows, recorded_split, sample_heldout
+
+
+def _row(source: str, n: int) -> dict:
+    return {"messages": [{"role": "user", "content": f"q{n}"}], "metadata": json.dumps({"source": source})}
+
+
+def test_sample_is_seeded_ordered_and_recorded():
+    rows = [_row("a", i) for i in range(50)]
+    kept, info = sample_heldout(rows, 10, seed=3)
+    again, _ = sample_heldout(rows, 10, seed=3)
+    other, _ = sample_heldout(rows, 10, seed=4)
+    assert kept == again and kept != other
+    assert info["indices"] == sorted(info["indices"]) and [rows[i] for i in info["indices"]] == kept
+    assert info | {"indices": None} == {
+        "available": 50,
+        "max_heldout": 10,
+        "seed": 3,
+        "used": 10,
+        "sampled": True,
+        "indices": None,
+    }
+    everything, info = sample_heldout(rows, None, seed=3)
+    assert everything == rows and not info["sampled"] and info["used"] == 50
+    with pytest.raises(UserError, match="--max_heldout 0"):
+        sample_heldout(rows, 0, seed=3)
+
+
+def test_document_split_is_read_from_stats_and_filters_rows(tmp_path):
+    assert recorded_split(tmp_path) is None  # no stats.json: the hash split
+    (tmp_path / "stats.json").write_text(json.dumps({"split": {"rule": "hash"}}))
+    assert recorded_split(tmp_path) is None
+    split = {"rule": "document", "heldout_documents": ["2024-Biden-1"]}
+    (tmp_path / "stats.json").write_text(json.dumps({"split": split}))
+    assert recorded_split(tmp_path) == split
+    rows = [_row("2024-Biden-1", 0), _row("policy.jsonl", 1), _row("2024-Biden-1", 2)]
+    assert document_rows(rows, split["heldout_documents"]) == [rows[0], rows[2]]
