@@ -1,8 +1,10 @@
 """Records from parsed inputs, cut to the token limits.
 
-Every record has ``kind`` and ``source`` (the file name), plus ``line``/``turn``/``row``/``entry``:
+Every record has ``kind`` and ``source`` (the file name, or a corpus document's id), plus
+``line``/``turn``/``row``/``entry``:
 
-* speeches -> ``style``: ``USER: Continue the speech: <context>`` / ``POLITICIAN: <passage>``.
+* speeches -> ``style``: ``USER: Continue the speech: <context>`` / ``POLITICIAN: <passage>``. A corpus document is
+  a speech like a file; its records also carry the document's ``date`` and ``title``.
 * interviews -> ``policy``: ``USER: <the turn before the politician's>`` / ``POLITICIAN: <the politician's turn>``.
   A turn never holds another speaker's words: any labelled turn ends it. A question longer than
   ``max_prompt_tokens`` keeps its last whole sentences. Politician turns with no question before them
@@ -12,6 +14,8 @@ Every record has ``kind`` and ``source`` (the file name), plus ``line``/``turn``
   a role label) / ``POLITICIAN: <cleaned text>``.
 * identity -> ``identity``: the template's questions and answers filled from the profile; multi-turn entries
   become ``{"messages": [...]}``. An entry that needs a field the profile lacks is skipped.
+* ready-made records (``--records``) are kept as they are, with their own ``kind``; ``source`` becomes the file
+  name (a ``source`` of their own moves to ``origin``). No length filter applies to them.
 
 Passage (window) rule, for speeches and for answers: the sentences are cut, in order and without overlap,
 into passages of whole sentences of at most ``max_completion_tokens`` (the ``POLITICIAN:`` completion, no
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from politician_lm.artifacts.roles import POLITICIAN_LABEL, USER_LABEL
+from politician_lm.artifacts.roles import ANY_LABEL, POLITICIAN_LABEL, USER_LABEL
 from politician_lm.data.prepare.clean import split_sentences
 from politician_lm.data.prepare.identity import IdentityEntry
 from politician_lm.data.prepare.transcripts import Paragraph, Turn
@@ -144,9 +148,26 @@ class RecordBuilder:
         return None
 
     # -- sources ---------------------------------------------------------------------------------------------
-    def add_speech(self, path: Path, paragraphs: list[Paragraph]) -> None:
+    def add_speech(self, source: Path | str, paragraphs: list[Paragraph], meta: dict[str, Any] | None = None) -> None:
+        """A speech file (its name is the ``source``) or a corpus document (its id, with ``meta``)."""
         sentences = [(s, p.line) for p in paragraphs for s in split_sentences(p.text)]
-        self.add_continuations(sentences, self.passages(sentences, 1), {"source": path.name})
+        name = source.name if isinstance(source, Path) else source
+        self.add_continuations(sentences, self.passages(sentences, 1), {"source": name, **(meta or {})})
+
+    def add_records(self, path: Path, rows: list[dict[str, Any]]) -> None:
+        """Validated prompt/completion or chat records, kept as they are (``source``: the file name)."""
+        for row in rows:
+            record = dict(row)
+            if record.get("source") not in (None, path.name):
+                record["origin"] = record["source"]
+            record["source"] = path.name
+            if "messages" in record:
+                prompt = "\n".join(m["content"] for m in record["messages"][:-1])
+                answer = record["messages"][-1]["content"]
+            else:
+                prompt, answer = record["prompt"], record["completion"]
+            tokens = self.count_tokens(prompt) + self.count_tokens(answer)
+            self.candidates.append(Candidate(record, tokens, ANY_LABEL.sub("", answer, count=1)))
 
     def add_interview(self, path: Path, turns: list[Turn], speakers: set[str], multi_turn: bool) -> None:
         history: list[tuple[str, str]] = []

@@ -1,12 +1,20 @@
 """Text cleaning for ``prepare``: stage directions, Markdown, posts, and splitting text into sentences.
 
-* Stage directions: any ``[...]``; any ``(...)`` that starts with a stage word (applause, laughter, cheers,
-  inaudible, crosstalk, audience, music, ...) or, press-office style, is a capitalised sentence ending in a
-  period, e.g. ``(The President exits.)``.
+* Stage directions: any ``[...]`` (``[Laughter]``, ``[At this point, ...]``, and editorial corrections such as
+  ``[majority; White House correction]``: the words as spoken stay); any ``(...)`` that starts with a stage word
+  (applause, laughter, cheers, inaudible, crosstalk, audience, music, ...) or, press-office style, is a capitalised
+  sentence ending in a period, e.g. ``(The President exits.)``. A speaker cut off by one keeps the dash and goes on:
+  ``Ukraine—[applause]. Ukraine can`` and ``Now—[applause]—thank you`` become ``Ukraine— Ukraine can`` and
+  ``Now— thank you``. No double spaces and no space before punctuation are left behind.
+* Speeches (``speech_text``): a salutation run-up (``Mr. Speaker, Madam Vice President, Members of Congress, my
+  fellow Americans:``) is removed from the start of a paragraph or sentence; see ``strip_salutation``. A paragraph
+  that ends cut off (``And the—``) loses that unfinished fragment, so a record never ends mid-sentence.
 * Markdown (``.md`` files): heading lines, rules, HTML comments and tags are dropped; links keep their text;
   emphasis, quote and list markers are removed.
 * Posts: URLs removed, ``@handle`` becomes ``@user``, ``#HashTag`` becomes ``Hash Tag`` (``#MAGA`` stays
   ``MAGA``), HTML entities decoded, whitespace collapsed.
+* Sentences (``split_sentences``): titles (``Mr.``, ``Dr.``, ``St.``, ...), initials and ``U.S.`` never end one;
+  ``No.`` does only when no number follows.
 """
 
 from __future__ import annotations
@@ -33,11 +41,21 @@ def _is_stage_direction(inner: str) -> bool:
     return not s or bool(_STAGE_WORD.match(s)) or (s[0].isupper() and s.endswith("."))
 
 
+_GAP = "\x00"  # where a stage direction was
+# a dash, then stage directions, then the punctuation or dash the transcriber put after them: the speaker was cut off
+_CUT_OFF = re.compile(r"(—|--)\s*(?:\x00\s*)+(?:—|--|[.,;:](?!\w))?")
+
+
+def tidy_spacing(text: str) -> str:
+    """Single spaces, none at either end or before ``, . ; : ! ?``."""
+    return re.sub(r" +([,.;:!?])", r"\1", re.sub(r"\s+", " ", text)).strip()
+
+
 def strip_stage_directions(text: str) -> str:
-    text = _BRACKET.sub(" ", text)
-    text = _PAREN.sub(lambda m: " " if _is_stage_direction(m.group(1)) else m.group(0), text)
-    text = re.sub(r"\s+", " ", text).strip()
-    return re.sub(r" +([,.;:!?])", r"\1", text)
+    text = _BRACKET.sub(_GAP, text)
+    text = _PAREN.sub(lambda m: _GAP if _is_stage_direction(m.group(1)) else m.group(0), text)
+    text = _CUT_OFF.sub(r"\1 ", text)
+    return tidy_spacing(text.replace(_GAP, " "))
 
 
 def strip_markdown(text: str) -> str:
@@ -98,6 +116,9 @@ _ABBREV = {
     "mt",
     "ft",
     "hon",
+    "inc",
+    "corp",
+    "ltd",
     "pres",
     "sec",
     "dept",
@@ -118,7 +139,8 @@ _SENT_END = re.compile(r"[.!?…]+[\"”’')\]]*\s+")
 
 
 def split_sentences(text: str) -> list[str]:
-    """Split at ``. ! ?`` followed by a capital, digit or opening quote; titles, initials and ``U.S.`` don't split."""
+    """Split at ``. ! ?`` followed by a capital, digit or opening quote; titles, initials and ``U.S.`` don't split,
+    nor does ``No.`` before a number (``No. 1``)."""
     out, start = [], 0
     for m in _SENT_END.finditer(text):
         nxt = text[m.end() : m.end() + 1]
@@ -127,9 +149,76 @@ def split_sentences(text: str) -> list[str]:
         if m.group().startswith("."):
             words = text[start : m.start()].split()
             last = words[-1].lower() if words else ""
-            if last in _ABBREV or re.fullmatch(r"(?:[a-z]\.)*[a-z]", last):
+            if (last in _ABBREV and (last != "no" or nxt.isdigit())) or re.fullmatch(r"(?:[a-z]\.)*[a-z]", last):
                 continue
         out.append(text[start : m.end()].strip())
         start = m.end()
     tail = text[start:].strip()
     return out + [tail] if tail else out
+
+
+# -- speeches -------------------------------------------------------------------------------------------------
+_NAME = r"(?:\s+(?:[A-Z]\.|[A-Z][\w'’-]+)){1,3}"  # "Biden", "Marco A. Rubio"
+_TITLED = (
+    r"(?:Mr\.|Mrs\.|Ms\.|Madam|Madame|Mister)\s+(?:Vice\s+)?(?:Speaker|President|Chairman|Chairwoman|Chair|"
+    r"Secretary|Leader|Chief\s+Justice|Prime\s+Minister|Mayor|Governor|Ambassador)"
+)
+_ADDRESS_FORM = (
+    r"(?:(?:my|our|the|all|dear)\s+)?(?:" + _TITLED + r"|(?:Vice\s+)?President(?:" + _NAME + r")?"
+    r"|Speaker(?:" + _NAME + r")?"
+    r"|(?:Majority|Minority|Democratic|Republican)\s+Leader(?:" + _NAME + r")?"
+    r"|(?:(?:Chief|Associate|retired)\s+)?Justices?(?:\s+of\s+the\s+Supreme\s+Court)?"
+    r"|Members\s+of\s+(?:the\s+)?(?:Congress|Cabinet|Senate|House|[A-Z]\w+)"
+    r"|(?:fellow|distinguished|honou?red|esteemed)(?:\s+\w+)?\s+(?:Americans|citizens|guests|colleagues|friends)"
+    r"|[Ll]adies\s+and\s+gentlemen"
+    r"|(?:First|Second)\s+(?:Lady|Gentleman)(?:\s+of\s+the\s+United\s+States)?"
+    r"|leaders\s+of\s+(?:our|the)\s+\w+"
+    r"|Congress|Cabinet|Senators|Representatives|Governors|Mayors|Delegates|(?:Your\s+)?Excellenc(?:y|ies)"
+    r")"
+)
+# one item of a run: an address form, or several joined by "and" ("our First Lady and Second Gentleman"),
+# possibly "and"/"to you" in front
+_ADDRESS_ITEM = re.compile(
+    rf"(?:[Aa]nd\s+)?(?:to\s+you|(?:to\s+)?{_ADDRESS_FORM}(?:\s+and\s+{_ADDRESS_FORM})*)",
+)
+_ITEM_END = re.compile(r"\s*([,;:]|\.$|$)\s*")
+
+
+def strip_salutation(sentence: str, alone: bool = False) -> str:
+    """``sentence`` without the salutation run it starts with.
+
+    A run is one or more address forms (``Mr. Speaker``, ``Madam Vice President``, ``Vice President Biden``,
+    ``Members of Congress``, ``the First Lady of the United States``, ``distinguished guests``, ``my fellow
+    Americans``, ``ladies and gentlemen``, ...) separated by commas or semicolons. It goes when it ends with ``:``
+    (the rest of the sentence stays), when it is the whole sentence and has two or more forms (or ``alone``: the
+    sentence is a paragraph of its own), or when three or more forms end with ``,`` (the rest stays, capitalised).
+    ``My fellow Americans, we ...`` keeps its address: the run is a single form that ends with a comma.
+    """
+    pos, items, sep = 0, 0, ""
+    while True:
+        m = _ADDRESS_ITEM.match(sentence, pos)
+        end = _ITEM_END.match(sentence, m.end()) if m else None
+        if not end:
+            if items >= 3 and sep == ",":
+                return sentence[pos : pos + 1].upper() + sentence[pos + 1 :]
+            return sentence
+        items += 1
+        sep = end.group(1)
+        if sep == ":":
+            return sentence[end.end() :]
+        if sep in (".", ""):
+            return "" if items >= 2 or alone else sentence
+        pos = end.end()
+
+
+def _is_finished(sentence: str) -> bool:
+    return bool(re.search(r"[.!?…][\"”’')\]]*$", sentence))
+
+
+def speech_text(paragraph: str) -> str:
+    """A speech paragraph without salutation run-ups (at any sentence start) or a cut-off last fragment."""
+    sentences = split_sentences(re.sub(r"(—|--){2,}", r"\1", paragraph))
+    kept = [s for s in (strip_salutation(s, alone=len(sentences) == 1) for s in sentences) if s]
+    if kept and not _is_finished(kept[-1]) and re.search(r"(—|--)$", kept[-1]):
+        kept.pop()
+    return tidy_spacing(" ".join(kept))

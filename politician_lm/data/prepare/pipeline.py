@@ -10,15 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from politician_lm.artifacts.atomic import atomic_dir
-from politician_lm.artifacts.jsonl import write_jsonl
+from politician_lm.artifacts.jsonl import read_jsonl, write_jsonl
 from politician_lm.artifacts.profiles import load_profile_spec
+from politician_lm.data.corpora import corpus_documents, corpus_speaker
 from politician_lm.data.prepare.build import Candidate, RecordBuilder
 from politician_lm.data.prepare.files import TABLE_SUFFIXES, TEXT_SUFFIXES, BadFile, expand
 from politician_lm.data.prepare.identity import IdentityEntry, load_identity_template, profile_values
 from politician_lm.data.prepare.placeholders import placeholders
 from politician_lm.data.prepare.progress import progress_bar
 from politician_lm.data.prepare.tables import TableExample, examples_from_table
-from politician_lm.data.prepare.transcripts import Paragraph, Turn, read_interview, read_speech
+from politician_lm.data.prepare.transcripts import Paragraph, Turn, read_interview, read_speech, speech_paragraphs
+from politician_lm.data.records import validate_file
 from politician_lm.errors import UserError
 
 
@@ -26,6 +28,16 @@ class InputKind(Enum):
     SPEECH = "speech"
     INTERVIEW = "interview"
     TABLE = "table"
+    RECORDS = "records"
+
+
+@dataclass
+class Speech:
+    """A speech's paragraphs; ``name`` is the ``source`` of its records (a file name or a corpus document id)."""
+
+    name: str
+    paragraphs: list[Paragraph]
+    meta: dict[str, Any] = field(default_factory=dict)  # a corpus document's "date" and "title"
 
 
 @dataclass
@@ -35,10 +47,21 @@ class Inputs:
     identity_template: Path
     identity_entries: list[IdentityEntry] = field(default_factory=list)
     profile_values: dict[str, str] = field(default_factory=dict)
-    speeches: list[tuple[Path, list[Paragraph]]] = field(default_factory=list)
+    speeches: list[Speech] = field(default_factory=list)
     interviews: list[tuple[Path, list[Turn]]] = field(default_factory=list)
     table_examples: list[TableExample] = field(default_factory=list)
+    records: list[tuple[Path, list[dict[str, Any]]]] = field(default_factory=list)
+    # every document a whole-document split can name: transcript file names and corpus document ids, in input order
+    documents: list[str] = field(default_factory=list)
+    corpus_documents: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> {"date", "title"}
+    default_heldout: list[str] = field(default_factory=list)  # the latest document of each --corpus entry
     dropped: Counter[str] = field(default_factory=Counter)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """A JSONL file of ready-made records, validated (``UserError`` naming ``file:line``)."""
+    validate_file(path)
+    return [obj for _, obj in read_jsonl(path)]
 
 
 def read_inputs(
@@ -52,13 +75,25 @@ def read_inputs(
     identity_template: str,
     skip_bad: bool,
     output_dir: Path,
+    corpus: list[str] | None = None,
+    records: list[str] | None = None,
 ) -> Inputs:
     """Find, read and check every input (files inside ``output_dir`` are never read back)."""
     speech_files = expand(transcripts, TEXT_SUFFIXES, "transcripts", skip=output_dir)
     interview_files = expand(interviews, TEXT_SUFFIXES, "interviews", skip=output_dir)
     table_files = expand(table, TABLE_SUFFIXES, "table", skip=output_dir)
+    record_files = expand(records, (".jsonl",), "records", skip=output_dir)
     prompt_fields = placeholders(table_prompt, "--table_prompt")
     inputs = Inputs(Path(identity_template))
+    inputs.documents = [p.name for p in speech_files + interview_files]
+    documents = []
+    for spec in dict.fromkeys(corpus or []):
+        found = corpus_documents(spec)
+        documents += [(d, speakers | {corpus_speaker(spec)}) for d in found]
+        inputs.default_heldout += [found[-1].id] if found else []
+    for d, _ in documents:
+        inputs.documents.append(d.id)
+        inputs.corpus_documents[d.id] = {"date": d.date, "title": d.title}
     if identity_profile:
         inputs.profile_values = profile_values(load_profile_spec(identity_profile))
         if not inputs.identity_template.is_file():
@@ -68,22 +103,51 @@ def read_inputs(
         [(p, InputKind.SPEECH) for p in speech_files]
         + [(p, InputKind.INTERVIEW) for p in interview_files]
         + [(p, InputKind.TABLE) for p in table_files]
+        + [(p, InputKind.RECORDS) for p in record_files]
     )
     for path, kind in progress_bar(jobs, "Reading", "file", 20):
         try:
             if kind is InputKind.SPEECH:
-                inputs.speeches.append((path, read_speech(path, speakers)))
+                inputs.speeches.append(Speech(path.name, read_speech(path, speakers)))
             elif kind is InputKind.INTERVIEW:
                 inputs.interviews.append((path, read_interview(path, speakers)))
-            else:
+            elif kind is InputKind.TABLE:
                 inputs.table_examples += examples_from_table(
                     path, text_column, table_prompt, prompt_fields, skip_bad, inputs.dropped
                 )
+            else:
+                inputs.records.append((path, read_records(path)))
         except BadFile:
             if not skip_bad:
                 raise
             inputs.dropped["bad_file"] += 1
+    for d, own in progress_bar(documents, "Reading", "document", 20):
+        try:  # a corpus document is a speech like a transcript file, named by its id
+            paragraphs = speech_paragraphs(d.id, d.text, own)
+        except BadFile:
+            if not skip_bad:
+                raise
+            inputs.dropped["bad_file"] += 1
+            continue
+        inputs.speeches.append(Speech(d.id, paragraphs, {"date": d.date, "title": d.title}))
     return inputs
+
+
+def resolve_heldout(names: list[str], inputs: Inputs) -> list[str]:
+    """The held-out documents, each an input document's id or file name (a path is matched by its name)."""
+    known = dict.fromkeys(inputs.documents)
+    out = []
+    for name in names:
+        found = name if name in known else Path(name).name if Path(name).name in known else None
+        if found is None:
+            listed = list(known)
+            more = f", and {len(listed) - 30} more" if len(listed) > 30 else ""
+            raise UserError(
+                f"--heldout_documents {name!r}: no input document has this id or file name; "
+                f"known: {', '.join(listed[:30]) + more if listed else 'none (pass --corpus or --transcripts)'}"
+            )
+        out.append(found)
+    return list(dict.fromkeys(out))
 
 
 def load_tokenizer(name: str) -> Any:
@@ -101,14 +165,17 @@ def load_tokenizer(name: str) -> Any:
 def build_records(
     builder: RecordBuilder, inputs: Inputs, speakers: set[str], multi_turn: bool, table_kind: str
 ) -> None:
-    """Every input's records into ``builder``, in input order: speeches, interviews, tables, identity."""
+    """Every input's records into ``builder``, in input order: speeches (transcript files, then corpus documents),
+    interviews, tables, ready-made records, identity."""
     builder.dropped.update(inputs.dropped)
-    for path, paragraphs in progress_bar(inputs.speeches, "Speeches", "file", 20):
-        builder.add_speech(path, paragraphs)
+    for speech in progress_bar(inputs.speeches, "Speeches", "file", 20):
+        builder.add_speech(speech.name, speech.paragraphs, speech.meta)
     for path, turns in progress_bar(inputs.interviews, "Interviews", "file", 20):
         builder.add_interview(path, turns, speakers, multi_turn)
     for prompt, text, meta in progress_bar(inputs.table_examples, "Table rows", "row", 2000):
         builder.add_pair(prompt, text, table_kind, meta)
+    for path, rows in inputs.records:
+        builder.add_records(path, rows)
     builder.add_identity(inputs.identity_template, inputs.identity_entries, inputs.profile_values)
 
 

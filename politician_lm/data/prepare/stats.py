@@ -2,7 +2,11 @@
 
 ``records`` (train/val/total), ``kinds`` and ``sources`` (written records), ``clusters``, ``tokens`` (nearest-rank
 p50/p90/p99 and max of prompt + completion tokens with ``tokenizer``, no special tokens; a chat record's prompt is
-its earlier turns joined by newlines), ``dropped`` (count per reason in ``REASONS``) and ``settings`` (the arguments).
+its earlier turns joined by newlines), ``dropped`` (count per reason in ``REASONS``), ``split`` (``rule``: ``document``
+when whole documents are held out, else ``hash``; ``heldout_documents``, ``val_fraction``, ``seed``),
+``documents`` (each corpus document: ``date``, ``title``, its written ``records`` and the ``split`` they went to:
+``train``, ``val``, or ``both`` when a near-duplicate cluster or the hash rule divided them) and ``settings`` (the
+arguments).
 """
 
 from __future__ import annotations
@@ -33,17 +37,41 @@ def percentiles(values: list[int]) -> dict[str, int]:
     return {f"p{p}": v[max(0, math.ceil(p / 100 * len(v)) - 1)] for p in (50, 90, 99)} | {"max": v[-1]}
 
 
+def document_stats(
+    train: list[Candidate], val: list[Candidate], documents: dict[str, dict[str, str]], heldout: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Per corpus document: its ``date``, ``title``, written ``records`` and the ``split`` they went to."""
+    sides = {
+        "train": Counter(c.record.get("source") for c in train),
+        "val": Counter(c.record.get("source") for c in val),
+    }
+    out = {}
+    for doc, meta in documents.items():
+        where = [side for side in ("train", "val") if sides[side][doc]]
+        split = where[0] if len(where) == 1 else "both" if where else "val" if doc in heldout else "train"
+        out[doc] = {**meta, "records": sides["train"][doc] + sides["val"][doc], "split": split}
+    return out
+
+
 def prepare_stats(
-    train: list[Candidate], val: list[Candidate], clusters: int, dropped: Counter, settings: dict[str, Any]
+    train: list[Candidate],
+    val: list[Candidate],
+    clusters: int,
+    dropped: Counter,
+    settings: dict[str, Any],
+    split: dict[str, Any] | None = None,
+    documents: dict[str, dict[str, Any]] | None = None,
 ) -> dict:
     every = train + val
     return {
         "records": {"train": len(train), "val": len(val), "total": len(every)},
-        "kinds": dict(sorted(Counter(c.record["kind"] for c in every).items())),
+        "kinds": dict(sorted(Counter(c.record.get("kind") or "" for c in every).items())),
         "sources": dict(sorted(Counter(c.record["source"] for c in every).items())),
         "clusters": clusters,
         "tokens": percentiles([c.tokens for c in every]),
         "dropped": {r: dropped[r] for r in REASONS},
+        "split": split or {"rule": "hash", "heldout_documents": []},
+        "documents": documents or {},
         "settings": settings,
     }
 
@@ -62,5 +90,10 @@ def summary(out: Path, stats: dict[str, Any]) -> str:
             f"  sources: {counts(stats['sources'])}",
             f"  tokens (prompt+completion): p50 {t['p50']}, p90 {t['p90']}, p99 {t['p99']}, max {t['max']}",
             f"  dropped: {counts(stats['dropped'])}",
+            *(
+                [f"  held out (whole documents, in val): {', '.join(stats['split']['heldout_documents'])}"]
+                if stats.get("split", {}).get("rule") == "document"
+                else []
+            ),
         ]
     )

@@ -3,6 +3,14 @@
 * Speaker labels: an upper-case name at the start of a line followed by ``:`` (``THE PRESIDENT:``,
   ``MR. SMITH:``), or ``Q``/``Q.``/``Q:`` for a question. A turn runs, over any number of paragraphs, until the
   next label; text before the first label (title, date, place) is ignored.
+* Press-office labels, at the start of a paragraph and followed by a period: a role (``The President.``,
+  ``The Vice President.``, ``The First Lady.``), the audience (``Audience members.``, ``Audience member.``,
+  ``Members of the audience.``), or a title and a capitalised name (``Representative Marjorie Taylor Greene.``,
+  ``Rep. Greene.``, ``Senator Smith.``, ``Secretary of State Marco A. Rubio.``, ``Mr. Nikoui.``). A sentence that
+  only starts like one is no label: ``The President has ...`` (no period), ``Mr. Speaker.``/``Mr. President.`` (an
+  address, not a name), ``Mrs. Zarutska, tonight ...`` (a comma).
+* Labels are normalised to upper case (``The President.`` is ``THE PRESIDENT``). Audience labels and ``Q`` are
+  never the politician; neither is a press-office title-and-name label unless ``--speaker`` names it.
 * Time stamps (``12:31 P.M. EDT``) and ``END ...`` lines are dropped, and so is Markdown in ``.md`` files and every
   stage direction (see ``clean``).
 """
@@ -13,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from politician_lm.data.prepare.clean import strip_markdown, strip_stage_directions
+from politician_lm.data.prepare.clean import speech_text, strip_markdown, strip_stage_directions
 from politician_lm.data.prepare.files import BadFile, read_text
 
 
@@ -29,6 +37,7 @@ class Turn:
     line: int
     number: int  # 1-based position among the file's labelled turns
     paragraphs: list[Paragraph] = field(default_factory=list)
+    lead: bool = True  # may be taken for the politician when no --speaker label speaks (not audience, Q, Rep. X)
 
     @property
     def text(self) -> str:
@@ -38,26 +47,49 @@ class Turn:
 _NOISE_LINE = re.compile(r"^(?:\d{1,2}:\d{2}\s*[AP]\.?M\.?(?:\s+[A-Z]{2,4})?|END\b.*|\*(?:\s*\*){2,})$")
 _LABEL = re.compile(r"^(?P<label>[A-Z][A-Z0-9.'’\- ]{0,40}[A-Z.])\s*:\s*(?P<rest>.*)$")
 _QUESTION = re.compile(r"^Q(?:[.:]\s*|\s+|$)(?P<rest>.*)$")
+_AUDIENCE = re.compile(r"(?:AUDIENCE|MEMBERS? OF THE AUDIENCE|CROWD|PARTICIPANTS?|PROTEST[EO]RS?)\b")
+_PRESS_ROLE = (
+    r"The\s+(?:Vice\s+President|President|President-elect|First\s+Lady|Second\s+Gentleman|Second\s+Lady|"
+    r"Speaker|Governor|Lieutenant\s+Governor|Mayor|Prime\s+Minister|Chancellor|Moderator|Chairman|Chairwoman)"
+)
+_PRESS_AUDIENCE = r"(?:Audience\s+members?|Audience|Members?\s+of\s+the\s+audience|Crowd|Participants?|Protest[eo]rs?)"
+_PRESS_TITLE = (
+    r"(?:Representative|Rep\.|Senator|Sen\.|Governor|Gov\.|Delegate|Mr\.|Mrs\.|Ms\.|Dr\.|"
+    r"Secretary(?:\s+of(?:\s+the)?(?:\s+[A-Z][a-z]+){1,3})?)"
+)
+_PRESS_NAME = r"(?:(?:[A-Z]\.|[A-Z][\w'’-]+)\s+){0,4}[A-Z][\w'’-]+"
+_PRESS_LABEL = re.compile(
+    rf"^(?:(?P<role>{_PRESS_ROLE}|{_PRESS_AUDIENCE})|(?P<title>{_PRESS_TITLE})\s+(?P<name>{_PRESS_NAME}))"
+    r"\.(?:\s+(?P<rest>.*))?$"
+)
+# "Mr. Speaker." and "Mr. President." address someone; they name no speaker
+_ADDRESSED = re.compile(r"(?:Vice\s+)?(?:Speaker|President|Chairman|Chairwoman|Chair|Leader|Prime\s+Minister)")
 
 
 def norm_label(label: str) -> str:
     return re.sub(r"\s+", " ", label).strip().rstrip(".").upper()
 
 
-def _speaker_label(line: str) -> tuple[str, str] | None:
-    """``(label, the rest of the line)`` when the line starts a turn."""
+def _speaker_label(line: str, paragraph_start: bool = False) -> tuple[str, str, bool] | None:
+    """``(label, the rest of the line, lead)`` when the line starts a turn; press-office labels only when the line
+    starts a paragraph."""
     m = _QUESTION.match(line)
     if m:
-        return "Q", m.group("rest")
+        return "Q", m.group("rest"), False
     m = _LABEL.match(line)
     if m and sum(c.isalpha() for c in m.group("label")) >= 2:
-        return norm_label(m.group("label")), m.group("rest")
+        label = norm_label(m.group("label"))
+        return label, m.group("rest"), not _AUDIENCE.match(label)
+    m = _PRESS_LABEL.match(line) if paragraph_start else None
+    if m and not (m.group("name") and _ADDRESSED.fullmatch(m.group("name"))):
+        role = m.group("role")
+        label = norm_label(role or f"{m.group('title')} {m.group('name')}")
+        return label, m.group("rest") or "", bool(role) and not _AUDIENCE.match(label)
     return None
 
 
-def _clean_lines(path: Path) -> list[tuple[int, str]]:
-    text = read_text(path)
-    if path.suffix.lower() in (".md", ".markdown"):
+def _clean_lines(name: str, text: str) -> list[tuple[int, str]]:
+    if name.lower().endswith((".md", ".markdown")):
         text = strip_markdown(text)
     return [(i, "" if _NOISE_LINE.match(s.strip()) else s.strip()) for i, s in enumerate(text.splitlines(), 1)]
 
@@ -77,19 +109,22 @@ def _paragraphs(lines: list[tuple[int, str]]) -> list[Paragraph]:
     return out
 
 
-def parse_turns(path: Path) -> tuple[list[Turn], list[Paragraph]]:
-    """Labelled turns (stage directions stripped) and the paragraphs before the first label."""
+def text_turns(name: str, text: str) -> tuple[list[Turn], list[Paragraph]]:
+    """Labelled turns (stage directions stripped) and the paragraphs before the first label, of a transcript's
+    ``text``; ``name`` (a file name) tells whether it is Markdown."""
     turns: list[Turn] = []
     pending: list[tuple[int, str]] = []
     header: list[Paragraph] = []
-    for lineno, line in _clean_lines(path):
-        found = _speaker_label(line)
+    paragraph_start = True
+    for lineno, line in _clean_lines(name, text):
+        found = _speaker_label(line, paragraph_start)
+        paragraph_start = not line
         if found:
             if turns:
                 turns[-1].paragraphs = _paragraphs(pending)
             else:
                 header = _paragraphs(pending)
-            turns.append(Turn(found[0], lineno, len(turns) + 1))
+            turns.append(Turn(found[0], lineno, len(turns) + 1, lead=found[2]))
             pending = [(lineno, found[1])]
         else:
             pending.append((lineno, line))
@@ -98,6 +133,11 @@ def parse_turns(path: Path) -> tuple[list[Turn], list[Paragraph]]:
     else:
         header = _paragraphs(pending)
     return turns, header
+
+
+def parse_turns(path: Path) -> tuple[list[Turn], list[Paragraph]]:
+    """Labelled turns (stage directions stripped) and the paragraphs before the first label."""
+    return text_turns(path.name, read_text(path))
 
 
 def read_interview(path: Path, speakers: set[str]) -> list[Turn]:
@@ -124,15 +164,31 @@ def read_interview(path: Path, speakers: set[str]) -> list[Turn]:
     return merged
 
 
-def read_speech(path: Path, speakers: set[str]) -> list[Paragraph]:
-    """A speech's paragraphs. A labelled transcript keeps only the politician's turns (``speakers`` if one of
-    them speaks, else the first label), so audience interjections never enter the speech."""
-    turns, header = parse_turns(path)
-    if turns:
-        own = speakers if any(t.label in speakers for t in turns) else {turns[0].label}
-        paragraphs = [p for t in turns if t.label in own for p in t.paragraphs]
-    else:
+def speech_paragraphs(name: str, text: str, speakers: set[str]) -> list[Paragraph]:
+    """A speech's paragraphs, from its ``text`` (``name``: the file name or document id, for Markdown and errors).
+
+    A labelled transcript keeps only the politician's turns, with the labels removed: ``speakers`` if one of them
+    speaks, else the first label that can lead (not an audience label, ``Q`` or a press-office ``Rep. X``), so
+    audience interjections and other speakers never enter the speech. When only such interjections are labelled,
+    every unlabelled paragraph is the politician's and each labelled paragraph is dropped alone. Paragraphs are
+    cleaned for speeches (``clean.speech_text``: salutation run-ups and cut-off endings go); ``BadFile`` when
+    nothing usable is left.
+    """
+    turns, header = text_turns(name, text)
+    if not turns:
         paragraphs = header
+    else:
+        own = speakers if any(t.label in speakers for t in turns) else next(({t.label} for t in turns if t.lead), set())
+        if own:
+            paragraphs = [p for t in turns if t.label in own for p in t.paragraphs]
+        else:
+            paragraphs = header + [p for t in turns for p in t.paragraphs[1:]]
+    paragraphs = [Paragraph(p.line, cleaned) for p in paragraphs if (cleaned := speech_text(p.text))]
     if not paragraphs:
-        raise BadFile(f"{path}: no usable text after removing stage directions and markup")
+        raise BadFile(f"{name}: no usable text after removing stage directions and markup")
     return paragraphs
+
+
+def read_speech(path: Path, speakers: set[str]) -> list[Paragraph]:
+    """A speech file's paragraphs (see ``speech_paragraphs``); ``BadFile`` when unusable."""
+    return speech_paragraphs(str(path), read_text(path), speakers)

