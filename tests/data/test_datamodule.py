@@ -68,6 +68,14 @@ def test_kinds_selects_records_and_metadata_is_kept(tmp_path, tiny_path):
     assert json.loads(dm.train_dataset[0]["metadata"])["topic"].startswith("t")
 
 
+def test_a_date_column_is_kept_as_metadata(tmp_path, tiny_path):
+    # prepare writes each address's date ("2024-03-07"), which the JSON reader of datasets parses as a date
+    rows = [r | {"date": f"2024-03-{i + 1:02d}"} for i, r in enumerate(pc_rows(8))]
+    dm = make_dm(write_jsonl(tmp_path / "d.jsonl", rows), tiny_path, tmp_path, val_fraction=0.25)
+    dates = {json.loads(m)["date"][:10] for m in [*dm.train_dataset["metadata"], *dm.val_dataset["metadata"]]}
+    assert dates == {r["date"] for r in rows}
+
+
 def test_chat_records_and_persona_system_prompt(tmp_path, tiny_path, tokenizer, chdir_root):
     rows = [
         {
