@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 import yaml
+from tqdm import tqdm
 
 from politician_lm.artifacts.adapter import (
     attach_adapter,
@@ -92,32 +94,83 @@ class Persona:
 
     @torch.no_grad()
     def completion_losses(
-        self, conversations: list[list[dict[str, str]]], batch_size: int = 8
+        self,
+        conversations: list[list[dict[str, str]]],
+        batch_size: int = 8,
+        on_batch: Callable[[int], Any] | None = None,
     ) -> list[tuple[float, int]]:
         """``(summed NLL, token count)`` of each conversation's last (assistant) turn, rendered as training renders
-        it."""
-        from politician_lm.batch import IGNORE_INDEX
+        it, in the order given.
+
+        As in training, the backbone runs over each batch and the output head only on the positions that predict a
+        completion token, so the prompt's and the padding's logits (rows x width x vocabulary) are never built; the
+        cross-entropy is taken in fp32. Rows are batched longest first (a batch too large for memory fails at once,
+        not at the end). Where the head cannot be split off the model (see ``PoliticianLM``), the model's own
+        logits are used. ``on_batch(1)`` is called after every batch; without it a progress bar is shown on stderr.
+        """
         from politician_lm.data.tokenize import encode
 
         encoded = [
             encode(self.tokenizer, *self.style.render(c, self.tokenizer), self.context_window, add_bos=self._bos)
             for c in conversations
         ]
-        out: list[tuple[float, int]] = []
-        for start in range(0, len(encoded), batch_size):
-            chunk = encoded[start : start + batch_size]
-            width = max(len(e["input_ids"]) for e in chunk)
-            pad = self.tokenizer.pad_token_id
-            ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in chunk])
-            mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in chunk])
-            labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"])) for e in chunk])
-            logits = self.model(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device)).logits
-            targets = labels[:, 1:].to(logits.device)
-            nll = torch.nn.functional.cross_entropy(
-                logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
-            )
-            out += [(float(n.sum()), int((t != IGNORE_INDEX).sum())) for n, t in zip(nll, targets)]
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))  # ties keep input order
+        split = _backbone_and_head(self.model)
+        out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
+        bar = None
+        if on_batch is None:
+            total = -(-len(order) // batch_size)
+            bar = tqdm(total=total, desc="Held-out loss", unit="batch", leave=False, file=sys.stderr)
+            on_batch = bar.update
+        try:
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                for row, loss in zip(rows, self._batch_losses([encoded[i] for i in rows], split)):
+                    out[row] = loss
+                on_batch(1)
+        finally:
+            if bar is not None:
+                bar.close()
         return out
+
+    def _batch_losses(
+        self, chunk: list[dict[str, Any]], split: tuple[torch.nn.Module, torch.nn.Module] | None
+    ) -> list[tuple[float, int]]:
+        """``(summed NLL, labelled token count)`` of each encoded row of one right-padded batch."""
+        from politician_lm.batch import IGNORE_INDEX
+
+        width = max(len(e["input_ids"]) for e in chunk)
+        pad = self.tokenizer.pad_token_id
+        labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"])) for e in chunk])
+        targets = labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        counts = keep.sum(1).tolist()
+        if not any(counts):  # nothing to score (e.g. rows dropped as too long): no forward pass
+            return [(0.0, 0)] * len(chunk)
+        device = self.model.device
+        ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in chunk], device=device)
+        mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in chunk])
+        mask, keep_at = mask.to(device), keep.to(device)
+        if split is None:
+            logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1][keep_at]
+        else:
+            backbone, head = split
+            hidden = backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            logits = head(hidden[:, :-1][keep_at])
+        nll = torch.nn.functional.cross_entropy(logits.float(), targets[keep].to(logits.device), reduction="none")
+        rows = keep.nonzero()[:, 0].to(nll.device)  # row of each labelled position (row-major, as boolean indexing)
+        sums = torch.zeros(len(chunk), dtype=nll.dtype, device=nll.device).index_add_(0, rows, nll)
+        return [(float(s), int(n)) for s, n in zip(sums.tolist(), counts)]
+
+
+def _backbone_and_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """``(backbone, output head)`` of a PEFT-wrapped model, checked as training checks it; None for a plain model
+    (``_split_head`` reads the base out of the PEFT wrapper) or one whose logits are not ``head(backbone(x))``."""
+    if not hasattr(model, "get_base_model"):
+        return None
+    from politician_lm.model.module import _split_head
+
+    return _split_head(model)
 
 
 def generation_defaults(folder: Path) -> dict[str, Any]:

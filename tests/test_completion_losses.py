@@ -1,0 +1,201 @@
+"""``Persona.completion_losses``: the head runs on the completion's positions only, rows are batched longest first,
+and the numbers are those of the full-logits pass it replaced (kept below as the reference), in the caller's order."""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import nullcontext
+from dataclasses import replace
+
+import pytest
+import torch
+
+from politician_lm.batch import IGNORE_INDEX
+from politician_lm.data.templates import PromptStyle
+from politician_lm.data.tokenize import encode
+from politician_lm.generation import load_persona
+from tests.helpers import ROOT, fit_adapter, pc_rows, randomize_lora_b
+
+pytestmark = pytest.mark.slow
+RTOL = 1e-5
+
+
+@torch.no_grad()
+def reference_losses(persona, conversations, batch_size=8, dtype=torch.float32):
+    """The pass before the head was split off: full-vocabulary logits for every position of every row, rows in input
+    order, then a cross-entropy (in ``dtype``; it was fp32) over all positions with the prompt and padding ignored."""
+    encoded = [
+        encode(
+            persona.tokenizer, *persona.style.render(c, persona.tokenizer), persona.context_window, add_bos=persona._bos
+        )
+        for c in conversations
+    ]
+    out = []
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        width = max(len(e["input_ids"]) for e in chunk)
+        pad = persona.tokenizer.pad_token_id
+        ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in chunk])
+        mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in chunk])
+        labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"])) for e in chunk])
+        logits = persona.model(
+            input_ids=ids.to(persona.model.device), attention_mask=mask.to(persona.model.device)
+        ).logits
+        targets = labels[:, 1:].to(logits.device)
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].to(dtype).transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+        )
+        out += [(float(n.sum()), int((t != IGNORE_INDEX).sum())) for n, t in zip(nll, targets)]
+    return out
+
+
+def assert_same(got, want, rtol=RTOL):
+    assert len(got) == len(want)
+    for i, ((loss, n), (ref_loss, ref_n)) in enumerate(zip(got, want)):
+        assert n == ref_n, (i, n, ref_n)
+        assert math.isclose(loss, ref_loss, rel_tol=rtol, abs_tol=1e-6), (i, loss, ref_loss)
+
+
+def conversations(n: int = 11) -> list[list[dict[str, str]]]:
+    """Rows of clearly different lengths (short and long prompts and answers, one and two exchanges), not sorted."""
+    convs = []
+    for i in range(n):
+        words = " ".join(f"point{j}" for j in range((i * 7) % 23))
+        conv = [
+            {"role": "user", "content": f"USER: What is your view on topic number {i}? {words}"},
+            {
+                "role": "assistant",
+                "content": "POLITICIAN: Folks, " + "the middle class comes first. " * (1 + (i * 5) % 6),
+            },
+        ]
+        if i % 3 == 1:
+            conv = [
+                {"role": "user", "content": "USER: Hello."},
+                {"role": "assistant", "content": "POLITICIAN: Here's the deal."},
+                *conv,
+            ]
+        convs.append(conv)
+    return convs
+
+
+@pytest.fixture(scope="module")
+def persona(tmp_path_factory, tiny_path):
+    adapter = fit_adapter(tmp_path_factory.mktemp("ad"), tiny_path, pc_rows(8), lora_r=8, lora_alpha=16, lr=1e-2)
+    persona = load_persona([str(adapter)])
+    randomize_lora_b(persona.model, std=0.2)  # an adapter that clearly moves the losses
+    return persona
+
+
+def test_the_rows_have_different_lengths(persona):
+    lengths = {len(persona.prompt_ids(c[:-1])) for c in conversations()}
+    assert len(lengths) > 5
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_matches_the_full_logits_pass_with_the_adapter(persona, batch_size):
+    convs = conversations()
+    got = persona.completion_losses(convs, batch_size, on_batch=lambda n: None)
+    assert_same(got, reference_losses(persona, convs, batch_size))
+    assert all(n > 0 for _, n in got)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_matches_the_full_logits_pass_with_the_adapter_disabled(persona, batch_size):
+    convs = conversations()
+    with persona.model.disable_adapter():
+        got = persona.completion_losses(convs, batch_size, on_batch=lambda n: None)
+        want = reference_losses(persona, convs, batch_size)
+    assert_same(got, want)
+    with_adapter = persona.completion_losses(convs, batch_size, on_batch=lambda n: None)
+    assert all(abs(a - b) > 1e-3 for (a, _), (b, _) in zip(got, with_adapter))  # the context did turn it off
+
+
+def test_the_head_sees_only_the_completion_positions(persona, monkeypatch):
+    import politician_lm.generation as generation
+
+    convs = conversations()
+    split = generation._backbone_and_head(persona.model)
+    assert split is not None
+    monkeypatch.setattr(generation, "_backbone_and_head", lambda model: split)  # the check's own head call aside
+    head = persona.model.get_base_model().get_output_embeddings()
+    seen: list[int] = []
+    handle = head.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[:-1].numel()))
+    try:
+        got = persona.completion_losses(convs, 4, on_batch=lambda n: None)
+    finally:
+        handle.remove()
+    assert len(seen) == 3 and sum(seen) == sum(n for _, n in got)  # 11 rows in 3 batches, one head call each
+
+
+def test_batches_longest_first_and_reports_each_batch(persona, monkeypatch):
+    convs = conversations()
+    widths: list[int] = []
+    real = type(persona)._batch_losses
+
+    def spy(self, chunk, split):
+        widths.append(max(len(e["input_ids"]) for e in chunk))
+        return real(self, chunk, split)
+
+    monkeypatch.setattr(type(persona), "_batch_losses", spy)
+    calls: list[int] = []
+    persona.completion_losses(convs, 3, on_batch=calls.append)
+    assert calls == [1, 1, 1, 1] and widths == sorted(widths, reverse=True) and widths[0] > widths[-1]
+
+
+def test_without_on_batch_a_progress_bar_is_shown(persona, capsys):
+    persona.completion_losses(conversations(4), 2)
+    err = capsys.readouterr().err
+    assert "Held-out loss" in err and "batch" in err
+
+
+def test_a_model_without_a_separable_head_takes_the_full_logits_path(persona, monkeypatch, tiny_path):
+    import politician_lm.generation as generation
+
+    convs = conversations()
+    monkeypatch.setattr(generation, "_backbone_and_head", lambda model: None)
+    assert_same(persona.completion_losses(convs, 3, on_batch=lambda n: None), reference_losses(persona, convs, 3))
+    monkeypatch.undo()
+    plain = replace(persona, model=load_persona(base_model=tiny_path).model)  # no PEFT wrapper: no split either
+    assert_same(plain.completion_losses(convs, 3, on_batch=lambda n: None), reference_losses(plain, convs, 3))
+
+
+def test_a_row_dropped_as_too_long_scores_zero_tokens(persona):
+    convs = conversations(5)
+    convs.insert(2, [{"role": "user", "content": "word " * 1500}, {"role": "assistant", "content": "Folks."}])
+    got = persona.completion_losses(convs, 3, on_batch=lambda n: None)
+    assert got[2] == (0.0, 0)
+    assert_same(got, reference_losses(persona, convs, 3))
+    assert persona.completion_losses(convs[2:3], 3, on_batch=lambda n: None) == [(0.0, 0)]  # no forward pass at all
+    assert persona.completion_losses([], 3, on_batch=lambda n: None) == []
+
+
+@pytest.fixture(scope="module")
+def smollm2(request):
+    """The SmolLM2 checkpoint of ``politician-lm import-model`` when present, else the session's own import."""
+    local = ROOT / "checkpoints" / "SmolLM2-135M-Instruct"
+    return str(local) if (local / "config.json").is_file() else request.getfixturevalue("smollm2_path")
+
+
+def test_smollm2_matches_the_full_logits_pass(smollm2):
+    """On a 49,152-token vocabulary the old fp32 cross-entropy, a softmax along the strided vocabulary dimension of
+    [rows, vocabulary, positions], is itself off by up to ~4e-5 of a row's sum (CPU); the new one, on contiguous
+    [positions, vocabulary] rows, is within 1e-5 of the same pass in fp64, and within 1e-4 of the old fp32 numbers."""
+    from peft import LoraConfig, get_peft_model
+
+    base = load_persona(base_model=smollm2, quantization="nf4")  # NF4, as the adapters' base is loaded
+    model = get_peft_model(base.model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0))
+    randomize_lora_b(model, std=0.02)
+    model.eval()
+    style = PromptStyle("chat", system_prompt="You are Joe Biden. Answer in his voice.", politician="biden")
+    persona = replace(base, model=model, style=style)
+    rows = [json.loads(line) for line in (ROOT / "data" / "biden" / "policy.jsonl").read_text().splitlines()[:8]]
+    convs = [
+        [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["completion"]}] for r in rows
+    ]
+    assert len({len(persona.prompt_ids(c)) for c in convs}) > 4
+    for context, batch_size in ((nullcontext(), 3), (model.disable_adapter(), 8)):
+        with context:
+            got = persona.completion_losses(convs, batch_size, on_batch=lambda n: None)
+            assert_same(got, reference_losses(persona, convs, batch_size, torch.float64))
+            assert_same(got, reference_losses(persona, convs, batch_size), rtol=1e-4)
