@@ -20,6 +20,9 @@ def test_there_are_configs():
         "trump.yaml",
         "smollm2-biden.yaml",
         "smollm2-trump.yaml",
+        "sotu-biden.yaml",
+        "sotu-trump.yaml",
+        "sotu-obama.yaml",
     }
 
 
@@ -55,6 +58,14 @@ def test_config_builds(config, chdir_root, tmp_path, request):
             "--trainer.devices",
             "1",
         ]
+    prepare_config = ROOT / "configs" / "prepare" / config.name
+    if prepare_config.is_file():  # a real-speech recipe: its data comes from `politician-lm prepare` first
+        from politician_lm.commands.prepare import prepare
+
+        spec = yaml.safe_load(prepare_config.read_text())
+        assert spec["output_dir"] == raw["data"]["data_path"]  # the two configs name the same folder
+        spec |= {"output_dir": str(tmp_path / "data"), "tokenizer": "checkpoints/tiny-politician"}
+        overrides += ["--data.data_path", str(prepare(**spec))]
     cli = run_trainer_cli(["--config", str(config), *overrides], run=False)
     assert cli.model.hparams.quantization == raw["model"]["quantization"]
     assert cli.datamodule.record_counts and sum(cli.datamodule.record_counts.values()) >= 150

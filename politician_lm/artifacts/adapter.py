@@ -33,6 +33,7 @@ class AdapterMetadata(TypedDict, total=False):
     system_prompt: str | None
     politician: str | None
     max_length: int
+    split: dict[str, Any]  # leave-one-speech-out: the held-out documents of the prepared data (its stats.json)
     base_model: str  # as named at training (a folder or a hub id)
     base_model_path: str  # that folder's absolute path at export, when it was a folder
     quantization: str  # of the base during training: nf4 | fp4 | int8 | none

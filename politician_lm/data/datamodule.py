@@ -505,4 +505,5 @@ class PoliticianDataModule(L.LightningDataModule):
 
     def prompt_metadata(self) -> dict[str, Any]:
         """What generation needs to rebuild the training prompt; exported next to every adapter."""
-        return {**self.style.to_dict(), "max_length": self.hparams.max_length}
+        split = records.recorded_split(self.hparams.data_path) if Path(self.hparams.data_path).is_dir() else None
+        return {**self.style.to_dict(), "max_length": self.hparams.max_length, **({"split": split} if split else {})}

@@ -263,3 +263,15 @@ def read_prompts(path: Path) -> list[dict[str, Any]]:
     if not rows:
         raise UserError(f"{path}: no prompts")
     return rows
+
+
+def recorded_split(data_path: str | Path) -> dict[str, Any] | None:
+    """``stats.json``'s ``split`` of a prepared folder when it holds out whole documents, else None."""
+    stats = Path(data_path) / "stats.json"
+    if not stats.is_file():
+        return None
+    try:
+        split = json.loads(stats.read_text(encoding="utf-8")).get("split") or {}
+    except ValueError:
+        raise UserError(f"{stats}: not valid JSON; prepare the folder again") from None
+    return split if split.get("rule") == "document" and split.get("heldout_documents") else None

@@ -13,23 +13,14 @@ import random
 from pathlib import Path
 from typing import Any
 
+from politician_lm.data.records import recorded_split
 from politician_lm.errors import UserError
+
+__all__ = ["DEFAULT_MAX_HELDOUT", "document_rows", "recorded_split", "sample_heldout", "source_of"]
 
 # evaluate's default budget: every held-out record up to this many (about 8 min of loss pass per arm on 2 cores
 # before the fast path; under 2 min with it), a seeded sample beyond.
 DEFAULT_MAX_HELDOUT = 400
-
-
-def recorded_split(data_path: str | Path) -> dict[str, Any] | None:
-    """``stats.json``'s ``split`` of a prepared folder when it holds out whole documents, else None."""
-    stats = Path(data_path) / "stats.json"
-    if not stats.is_file():
-        return None
-    try:
-        split = json.loads(stats.read_text(encoding="utf-8")).get("split") or {}
-    except ValueError:
-        raise UserError(f"{stats}: not valid JSON; prepare the folder again") from None
-    return split if split.get("rule") == "document" and split.get("heldout_documents") else None
 
 
 def source_of(row: dict[str, Any]) -> str | None:
