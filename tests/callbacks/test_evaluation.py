@@ -198,6 +198,7 @@ def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(wandb_fit, t
             "claims_ai",
             "facts",
             "identity_score",
+            "prompt_echo",
             "memorization",
             "heldout_loss",
             "distinct_2",

@@ -1,0 +1,65 @@
+"""The GPU recipes (a 7B base) resolve on a CPU: a typo in configs/biden*.yaml fails here, not on a user's GPU.
+
+No GPU and no hub here, so the model is Mistral-7B's architecture (transformers' ``MistralConfig`` defaults are the
+7B shapes) built on the meta device: no weights are allocated. The LoRA targets, the quantization settings and the
+rest of the config are resolved exactly as ``fit`` resolves them.
+"""
+
+import pytest
+import torch
+import yaml
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, MistralConfig
+
+from politician_lm.model.loading import quantization_config, resolve_compute_dtype
+from politician_lm.training import run_trainer_cli
+from tests.helpers import ROOT
+
+GPU_CONFIGS = sorted(
+    p
+    for p in (ROOT / "configs").glob("*.yaml")
+    if p.name != "models.yaml" and (yaml.safe_load(p.read_text()) or {}).get("trainer", {}).get("accelerator") == "gpu"
+)
+
+
+def test_the_production_recipes_are_found():
+    assert {p.name for p in GPU_CONFIGS} >= {"biden.yaml", "trump.yaml", "biden_ddp.yaml", "biden_fsdp.yaml"}
+
+
+@pytest.mark.parametrize("config", GPU_CONFIGS, ids=[p.name for p in GPU_CONFIGS])
+def test_production_recipe_builds_its_7b_model_on_the_meta_device(config, chdir_root, tmp_path):
+    raw = yaml.safe_load(config.read_text())
+    cpu = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto"]
+    cpu += ["--trainer.precision", "32-true", "--trainer.default_root_dir", str(tmp_path)]
+    if "stages" in config.name:
+        pytest.skip("a stages file lists fit configs; each of them is checked here on its own")
+    cli = run_trainer_cli(["--config", str(config), *cpu], run=False)
+    hp = cli.model.hparams
+    assert "Mistral-7B" in hp.model_name_or_path  # the shapes built below are that model's
+    # The settings resolve as configure_model resolves them on a CUDA device.
+    dtype = resolve_compute_dtype(hp.compute_dtype, torch.device("cuda"))
+    bnb = quantization_config(hp.quantization, dtype, hp.quant_storage)
+    assert bnb is not None and bnb.load_in_4bit and bnb.bnb_4bit_quant_type == raw["model"]["quantization"] == "nf4"
+    assert bnb.bnb_4bit_use_double_quant and bnb.bnb_4bit_compute_dtype == torch.bfloat16
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(MistralConfig(), torch_dtype=torch.bfloat16)
+    lora = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=hp.lora_r,
+        lora_alpha=hp.lora_alpha,
+        lora_dropout=hp.lora_dropout,
+        target_modules=hp.target_modules,
+        use_dora=hp.use_dora,
+        use_rslora=hp.use_rslora,
+    )
+    peft_model = get_peft_model(model, lora)
+    targets = {n.rsplit(".", 1)[-1] for n, m in peft_model.named_modules() if hasattr(m, "lora_A")}
+    # all-linear: every projection of attention and MLP in each of the 32 layers, never the output head
+    assert targets == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert sum(1 for _, m in peft_model.named_modules() if hasattr(m, "lora_A")) == 7 * 32
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert trainable == hp.lora_r * 32 * (4 * 4096 + 2 * 1024 + 4096 + 4096 + 3 * (4096 + 14336))
+    assert (
+        type(cli.model.optimizer_factory([torch.nn.Parameter(torch.zeros(2, 2))])).__name__
+        == (raw["model"]["optimizer"]["class_path"].rsplit(".", 1)[1])
+    )
