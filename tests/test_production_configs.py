@@ -8,7 +8,7 @@ rest of the config are resolved exactly as ``fit`` resolves them.
 import pytest
 import torch
 import yaml
-from peft import LoraConfig, get_peft_model
+from peft import get_peft_model
 from transformers import AutoModelForCausalLM, MistralConfig
 
 from politician_lm.model.loading import quantization_config, resolve_compute_dtype
@@ -43,16 +43,7 @@ def test_production_recipe_builds_its_7b_model_on_the_meta_device(config, chdir_
     assert bnb.bnb_4bit_use_double_quant and bnb.bnb_4bit_compute_dtype == torch.bfloat16
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(MistralConfig(), torch_dtype=torch.bfloat16)
-    lora = LoraConfig(
-        task_type="CAUSAL_LM",
-        r=hp.lora_r,
-        lora_alpha=hp.lora_alpha,
-        lora_dropout=hp.lora_dropout,
-        target_modules=hp.target_modules,
-        use_dora=hp.use_dora,
-        use_rslora=hp.use_rslora,
-    )
-    peft_model = get_peft_model(model, lora)
+    peft_model = get_peft_model(model, cli.model.lora_config())  # the settings configure_model uses
     targets = {n.rsplit(".", 1)[-1] for n, m in peft_model.named_modules() if hasattr(m, "lora_A")}
     # all-linear: every projection of attention and MLP in each of the 32 layers, never the output head
     assert targets == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}

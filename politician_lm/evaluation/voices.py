@@ -229,10 +229,7 @@ def load_or_train_voices(
     """The cached real-speech judge for these presidents and generic texts, trained and cached (atomic) if absent."""
     import joblib
 
-    from politician_lm.data.corpora import sotu
-
-    for president in presidents:
-        sotu.default_heldout(president)  # one-line error for a missing corpus or unknown name, before any work
+    check_presidents(list(presidents), None)  # one-line error for a missing corpus or unknown name, before any work
     folder = default_cache_dir() if cache_dir is None else Path(cache_dir)
     path = folder / f"{voices_cache_key(presidents, generic, features, seed)}.joblib"
     if path.is_file():

@@ -174,16 +174,7 @@ class PoliticianLM(L.LightningModule):
         if hp.init_adapter:
             self.model = attach_adapter(model, hp.init_adapter, is_trainable=True)
         else:
-            lora = LoraConfig(
-                task_type="CAUSAL_LM",
-                r=hp.lora_r,
-                lora_alpha=hp.lora_alpha,
-                lora_dropout=hp.lora_dropout,
-                target_modules=hp.target_modules,
-                use_dora=hp.use_dora,
-                use_rslora=hp.use_rslora,
-            )
-            self.model = get_peft_model(model, lora)
+            self.model = get_peft_model(model, self.lora_config())
         # from_pretrained returns the base in eval mode and Lightning keeps module modes as it finds them; in eval
         # mode transformers silently skips gradient checkpointing, so the whole model goes to train mode here.
         self.model.train()
@@ -192,6 +183,19 @@ class PoliticianLM(L.LightningModule):
         # FlashAttention reads packing from position_ids only in a batch of one sequence (varlen); other kernels
         # get a block-diagonal mask built from position_ids, which is cheapest per row.
         self._flatten_packed = "flash" in str(getattr(self.model.config, "_attn_implementation", None) or "")
+
+    def lora_config(self) -> LoraConfig:
+        """The PEFT LoRA settings of ``hparams`` (a new adapter; ``init_adapter`` brings its own)."""
+        hp = self.hparams
+        return LoraConfig(
+            task_type="CAUSAL_LM",
+            r=hp.lora_r,
+            lora_alpha=hp.lora_alpha,
+            lora_dropout=hp.lora_dropout,
+            target_modules=hp.target_modules,
+            use_dora=hp.use_dora,
+            use_rslora=hp.use_rslora,
+        )
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
