@@ -33,7 +33,7 @@ from politician_lm.artifacts.atomic import atomic_file
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import adds_bos, encode_prompt
 from politician_lm.errors import UserError
-from politician_lm.model.generate import generate_new_text
+from politician_lm.model.generate import MIN_SHARED_PREFIX, generate_new_text, shared_prefix_length
 from politician_lm.model.loading import dequantize_for_inference, load_base_model, resolve_compute_dtype
 from politician_lm.values import parse_list, parse_weights
 
@@ -98,6 +98,7 @@ class Persona:
         conversations: list[list[dict[str, str]]],
         batch_size: int = 8,
         on_batch: Callable[[int], Any] | None = None,
+        share_prefix: bool = True,
     ) -> list[tuple[float, int]]:
         """``(summed NLL, token count)`` of each conversation's last (assistant) turn, rendered as training renders
         it, in the order given.
@@ -107,6 +108,11 @@ class Persona:
         cross-entropy is taken in fp32. Rows are batched longest first (a batch too large for memory fails at once,
         not at the end). Where the head cannot be split off the model (see ``PoliticianLM``), the model's own
         logits are used. ``on_batch(1)`` is called after every batch; without it a progress bar is shown on stderr.
+
+        As in ``generate``, the tokens every row of a batch starts with (the chat template and the persona's system
+        prompt) run once as a batch of one and their keys and values are repeated for every row; the prefix always
+        ends before the first position that predicts a completion token, so every scored position is computed as
+        before, from the same tokens at the same positions. ``share_prefix=False`` runs every row whole (to compare).
         """
         from politician_lm.data.tokenize import encode
 
@@ -125,7 +131,7 @@ class Persona:
         try:
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
-                for row, loss in zip(rows, self._batch_losses([encoded[i] for i in rows], split)):
+                for row, loss in zip(rows, self._batch_losses([encoded[i] for i in rows], split, share_prefix)):
                     out[row] = loss
                 on_batch(1)
         finally:
@@ -134,7 +140,10 @@ class Persona:
         return out
 
     def _batch_losses(
-        self, chunk: list[dict[str, Any]], split: tuple[torch.nn.Module, torch.nn.Module] | None
+        self,
+        chunk: list[dict[str, Any]],
+        split: tuple[torch.nn.Module, torch.nn.Module] | None,
+        share_prefix: bool = True,
     ) -> list[tuple[float, int]]:
         """``(summed NLL, labelled token count)`` of each encoded row of one right-padded batch."""
         from politician_lm.batch import IGNORE_INDEX
@@ -155,12 +164,30 @@ class Persona:
             logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1][keep_at]
         else:
             backbone, head = split
-            hidden = backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-            logits = head(hidden[:, :-1][keep_at])
+            shared = _loss_prefix(ids, mask, keep) if share_prefix else 0
+            if shared:  # the common prefix once, its keys and values repeated for every row
+                prefix = backbone(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], use_cache=True)
+                name = "cache" if "cache" in prefix else "past_key_values"  # see model.generate
+                cache = prefix[name]
+                cache.batch_repeat_interleave(len(chunk))
+                hidden = backbone(input_ids=ids[:, shared:], attention_mask=mask, use_cache=True, **{name: cache})
+            else:
+                hidden = backbone(input_ids=ids, attention_mask=mask, use_cache=False)
+            logits = head(hidden.last_hidden_state[:, :-1][keep_at[:, shared:]])
         nll = torch.nn.functional.cross_entropy(logits.float(), targets[keep].to(logits.device), reduction="none")
         rows = keep.nonzero()[:, 0].to(nll.device)  # row of each labelled position (row-major, as boolean indexing)
         sums = torch.zeros(len(chunk), dtype=nll.dtype, device=nll.device).index_add_(0, rows, nll)
         return [(float(s), int(n)) for s, n in zip(sums.tolist(), counts)]
+
+
+def _loss_prefix(ids: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor) -> int:
+    """Leading tokens every right-padded row shares and none of whose positions is scored (``keep[:, t]`` marks
+    the positions that predict a completion token); 0 when too short to be worth a second forward call."""
+    if len(ids) < 2:
+        return 0
+    scored = keep.any(0).nonzero()
+    shared = min(shared_prefix_length(ids, mask), int(scored[0]) if len(scored) else 0)
+    return shared if shared >= MIN_SHARED_PREFIX else 0
 
 
 def _backbone_and_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:

@@ -133,14 +133,59 @@ def test_batches_longest_first_and_reports_each_batch(persona, monkeypatch):
     widths: list[int] = []
     real = type(persona)._batch_losses
 
-    def spy(self, chunk, split):
+    def spy(self, chunk, split, share_prefix):
         widths.append(max(len(e["input_ids"]) for e in chunk))
-        return real(self, chunk, split)
+        return real(self, chunk, split, share_prefix)
 
     monkeypatch.setattr(type(persona), "_batch_losses", spy)
     calls: list[int] = []
     persona.completion_losses(convs, 3, on_batch=calls.append)
     assert calls == [1, 1, 1, 1] and widths == sorted(widths, reverse=True) and widths[0] > widths[-1]
+
+
+SYSTEM = {"role": "system", "content": "You are Senator Ada Vale of Ohio. Answer in her voice, plainly, as she would."}
+
+
+@pytest.mark.parametrize("batch_size", [2, 5, 16])
+def test_a_shared_system_prompt_runs_once_per_batch_with_the_same_numbers(persona, monkeypatch, batch_size):
+    import politician_lm.generation as generation
+
+    convs = [[SYSTEM, *c] for c in conversations()]
+    shared: list[int] = []
+    real = generation._loss_prefix
+    monkeypatch.setattr(generation, "_loss_prefix", lambda *a: shared.append(real(*a)) or shared[-1])
+    got = persona.completion_losses(convs, batch_size, on_batch=lambda n: None)
+    sizes = [min(batch_size, len(convs) - start) for start in range(0, len(convs), batch_size)]
+    assert len(shared) == len(sizes) and all((n >= 8) == (size > 1) for n, size in zip(shared, sizes))
+    assert_same(got, reference_losses(persona, convs, batch_size))
+    assert_same(got, persona.completion_losses(convs, batch_size, on_batch=lambda n: None, share_prefix=False))
+    with persona.model.disable_adapter():
+        assert_same(
+            persona.completion_losses(convs, batch_size, on_batch=lambda n: None),
+            reference_losses(persona, convs, batch_size),
+        )
+
+
+def test_the_shared_prefix_stops_before_the_first_scored_position(persona):
+    """Two rows whose prompts are equal: the prefix must leave the prompt's last token (it predicts the first
+    completion token) to the per-row pass, or that token's loss would be lost."""
+    import politician_lm.generation as generation
+
+    conv = [SYSTEM, {"role": "user", "content": "USER: Same question."}]
+    convs = [conv + [{"role": "assistant", "content": f"POLITICIAN: Answer {w}."}] for w in ("one", "two")]
+    encoded = [
+        encode(
+            persona.tokenizer, *persona.style.render(c, persona.tokenizer), persona.context_window, add_bos=persona._bos
+        )
+        for c in convs
+    ]
+    first_scored = min(next(i for i, x in enumerate(e["labels"]) if x != IGNORE_INDEX) for e in encoded) - 1
+    width = max(len(e["input_ids"]) for e in encoded)
+    ids = torch.tensor([e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in encoded])
+    mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in encoded])
+    labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"])) for e in encoded])
+    assert generation._loss_prefix(ids, mask, labels[:, 1:] != IGNORE_INDEX) == first_scored
+    assert_same(persona.completion_losses(convs, 2, on_batch=lambda n: None), reference_losses(persona, convs, 2))
 
 
 def test_without_on_batch_a_progress_bar_is_shown(persona, capsys):

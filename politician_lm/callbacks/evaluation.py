@@ -28,6 +28,7 @@ from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, 
 from politician_lm.evaluation.style import generic_pool
 from politician_lm.evaluation.voices import JudgeKind, check_presidents, load_judge
 from politician_lm.generation import Persona, generic_texts
+from politician_lm.model.loading import dequantized
 from politician_lm.values import check_choice, parse_list
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class PersonaEvaluation(L.Callback):
                 tokenizer=dm.tokenizer,
                 style=replace(dm.style, system_prompt=None, politician=None),
             )
-            with pl_module.model.disable_adapter():
+            with pl_module.model.disable_adapter(), dequantized(pl_module.model):
                 generic = generic_texts(bare, pool, self.max_new_tokens, self.batch_size, pl_module.model_name_or_path)
         self.classifier = load_judge(self.judge, self.style_data_dir, self.judge_presidents, generic, self.cache_dir)
         if self.politician not in self.classifier.labels:
@@ -157,9 +158,10 @@ class PersonaEvaluation(L.Callback):
             self._load_classifier(trainer, pl_module)
         persona = Persona(model=pl_module.model, tokenizer=dm.tokenizer, style=dm.style)
         convs = [list(i.messages) for i in self.items]
-        generations = persona.generate(
-            convs, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, do_sample=False
-        )
+        with dequantized(pl_module.model):  # on CPU, as ``generate`` runs: the 4-bit base de-quantized once
+            generations = persona.generate(
+                convs, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, do_sample=False
+            )
         if was_training:
             pl_module.model.train()
         metrics = score(self.items, generations, self.classifier or None, self.politician, self.profile)

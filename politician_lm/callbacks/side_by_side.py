@@ -16,6 +16,7 @@ from politician_lm.artifacts.roles import strip_role_label
 from politician_lm.callbacks.contracts import AdapterModule, PromptData, require
 from politician_lm.evaluation.persona import eval_items
 from politician_lm.generation import Persona
+from politician_lm.model.loading import dequantized
 
 
 def side_by_side_table(rows: list[dict[str, str]], left: str, right: str, width: int | None = None) -> str:
@@ -67,9 +68,10 @@ class SideBySide(L.Callback):
         model.eval()
         persona = Persona(model=model, tokenizer=dm.tokenizer, style=dm.style)
         convs = [list(i.messages) for i in items]
-        with model.disable_adapter():
-            base = persona.generate(convs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        tuned = persona.generate(convs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        with dequantized(model):  # on CPU the 4-bit base de-quantized once, as ``generate`` runs it
+            with model.disable_adapter():
+                base = persona.generate(convs, max_new_tokens=self.max_new_tokens, do_sample=False)
+            tuned = persona.generate(convs, max_new_tokens=self.max_new_tokens, do_sample=False)
         if was_training:
             model.train()
         rows = [

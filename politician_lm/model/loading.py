@@ -5,6 +5,8 @@ The tiny test model and a 7B hub model take exactly the same path: ``AutoModelFo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
@@ -91,19 +93,54 @@ def dequantize_for_inference(model: Any) -> Any:
     de-quantization for each new token, which on CPU costs more than the matmul. Weights take 4x the NF4 memory in
     fp32, so use it for inference on CPU, never during training. LoRA layers keep working: PEFT calls ``base_layer``.
     """
+    for parent, name, child in _four_bit_layers(model):
+        setattr(parent, name, _dequantized_linear(child))
+    return model
+
+
+@contextmanager
+def dequantized(model: Any) -> Iterator[Any]:
+    """``model`` with its 4-bit layers de-quantized (``dequantize_for_inference``) for the ``with`` block only, then
+    the 4-bit layers put back: how the fit-time callbacks generate on CPU with the adapter as it is being trained.
+
+    A no-op off CPU (there the 4-bit kernels are the fast path and a de-quantized copy would cost GPU memory) and
+    for models without 4-bit layers. The frozen base is de-quantized once per block, not at every generated token.
+    """
+    layers = [
+        (parent, name, child) for parent, name, child in _four_bit_layers(model) if child.weight.device.type == "cpu"
+    ]
+    try:
+        for parent, name, child in layers:
+            setattr(parent, name, _dequantized_linear(child))
+        yield model
+    finally:
+        for parent, name, child in layers:
+            setattr(parent, name, child)
+
+
+def _four_bit_layers(model: Any) -> list[tuple[torch.nn.Module, str, Any]]:
+    """``(parent, attribute, layer)`` of every bitsandbytes 4-bit linear layer in ``model``."""
     import bitsandbytes as bnb
 
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if not isinstance(child, bnb.nn.Linear4bit):
-                continue
-            dtype = child.compute_dtype or torch.float32
-            weight = bnb.functional.dequantize_4bit(child.weight.data, child.weight.quant_state).to(dtype)
-            linear = torch.nn.Linear(
-                child.in_features, child.out_features, bias=child.bias is not None, device=weight.device, dtype=dtype
-            )
-            linear.weight = torch.nn.Parameter(weight, requires_grad=False)
-            if child.bias is not None:
-                linear.bias = torch.nn.Parameter(child.bias.data.to(dtype), requires_grad=False)
-            setattr(parent, name, linear)
-    return model
+    return [
+        (parent, name, child)
+        for parent in list(model.modules())
+        for name, child in list(parent.named_children())
+        if isinstance(child, bnb.nn.Linear4bit)
+    ]
+
+
+def _dequantized_linear(child: Any) -> torch.nn.Linear:
+    """A plain ``nn.Linear`` with the weight ``child`` (a 4-bit layer) de-quantizes on every call, in its compute
+    dtype; frozen, like the layer it stands in for."""
+    import bitsandbytes as bnb
+
+    dtype = child.compute_dtype or torch.float32
+    weight = bnb.functional.dequantize_4bit(child.weight.data, child.weight.quant_state).to(dtype)
+    linear = torch.nn.Linear(
+        child.in_features, child.out_features, bias=child.bias is not None, device=weight.device, dtype=dtype
+    )
+    linear.weight = torch.nn.Parameter(weight, requires_grad=False)
+    if child.bias is not None:
+        linear.bias = torch.nn.Parameter(child.bias.data.to(dtype), requires_grad=False)
+    return linear

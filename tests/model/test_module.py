@@ -334,3 +334,41 @@ def test_dequantize_for_inference_keeps_logits_and_lora(tiny_path):
         with model.disable_adapter():
             torch.testing.assert_close(model(input_ids=ids).logits, base_before, rtol=0, atol=1e-6)
     assert (before - base_before).abs().max() > 1e-3  # the adapter is still applied on top
+
+
+def test_dequantized_block_generates_as_generate_does_then_puts_the_4bit_layers_back(tiny_path):
+    """The fit-time callbacks generate inside ``dequantized``: the same tokens as ``load_persona``'s de-quantized
+    model (what ``generate`` runs), the adapter as trained so far, and afterwards the very same 4-bit layers, so
+    training goes on with the weights it had."""
+    import bitsandbytes as bnb
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from politician_lm.model.generate import generate_new_text
+    from politician_lm.model.loading import dequantize_for_inference, dequantized, load_base_model
+    from tests.helpers import randomize_lora_b
+
+    def lora(model):
+        torch.manual_seed(0)  # the same lora_A in both models
+        model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))
+        randomize_lora_b(model, std=0.2)
+        return model.eval()
+
+    trained = lora(load_base_model(tiny_path, "nf4", torch.float32, torch.device("cpu")))
+    reference = lora(dequantize_for_inference(load_base_model(tiny_path, "nf4", torch.float32, torch.device("cpu"))))
+    four_bit = {n: m for n, m in trained.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+    assert four_bit
+    tok = type("Tok", (), {"pad_token_id": 0, "eos_token_id": 2, "batch_decode": lambda self, x, **k: x.tolist()})()
+    ids, mask = torch.tensor([[5, 50, 60, 70], [5, 51, 61, 71]]), torch.ones(2, 4, dtype=torch.long)
+    with torch.no_grad():
+        with dequantized(trained) as model:
+            assert model is trained and not any(isinstance(m, bnb.nn.Linear4bit) for m in trained.modules())
+            got = generate_new_text(trained, tok, ids, mask, max_new_tokens=12, do_sample=False)
+        want = generate_new_text(reference, tok, ids, mask, max_new_tokens=12, do_sample=False)
+        with reference.disable_adapter():
+            base = generate_new_text(reference, tok, ids, mask, max_new_tokens=12, do_sample=False)
+    assert got == want and got != base  # the adapter as trained is applied
+    assert {n: m for n, m in trained.named_modules() if isinstance(m, bnb.nn.Linear4bit)} == four_bit  # same objects
+    with pytest.raises(RuntimeError), dequantized(trained):
+        raise RuntimeError("a failure inside the block")
+    assert {n: m for n, m in trained.named_modules() if isinstance(m, bnb.nn.Linear4bit)} == four_bit
