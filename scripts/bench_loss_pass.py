@@ -8,11 +8,11 @@ every position of every row, rows in input order; copied below as ``old_losses``
 Without ``--adapter`` the base is loaded as ``load_persona`` loads an adapter's base (NF4; on CPU de-quantized once)
 and a fresh LoRA adapter (r 16, all linear layers, random B, as configs/smollm2-biden.yaml trains) is put on it, so
 the pass goes through the PEFT layers as in ``evaluate``. The conversations are prompt/completion records of
-``data/<politician>/*.jsonl`` with the profile's persona system prompt, rendered with the chat template. The two
-passes are timed alternately (one of each per round, after a one-batch warm-up of each); seconds are the median per
-pass. Peak memory is the peak over the pass above the memory in use before it: CUDA allocator bytes on a GPU, the
-process's resident set (sampled every 2 ms) on CPU. On 2 CPU cores a pass of 64 conversations takes about 1.5 min.
-Run it on an otherwise idle machine.
+``data/<politician>/*.jsonl`` with the profile's persona system prompt, rendered with the chat template. The passes
+(old; new without the shared prefix; new) are timed alternately (one of each per round, after a one-batch warm-up
+of each); seconds are the median per pass. Peak memory is the peak over the pass above the memory in use before it:
+CUDA allocator bytes on a GPU, the process's resident set (sampled every 2 ms) on CPU. On 2 CPU cores a pass of 64
+conversations takes about 1.5 min. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -158,7 +158,10 @@ def main() -> None:
     def passes(rows):
         return {
             "old (full logits, input order)": lambda: old_losses(persona, rows, args.batch),
-            "new (head on labels, longest first)": lambda: persona.completion_losses(
+            "new, prefix not shared": lambda: persona.completion_losses(
+                rows, args.batch, on_batch=lambda n: None, share_prefix=False
+            ),
+            "new (head on labels, shared prefix)": lambda: persona.completion_losses(
                 rows, args.batch, on_batch=lambda n: None
             ),
         }
@@ -174,18 +177,16 @@ def main() -> None:
             times[name].append(seconds)
             peaks[name].append(peak)
         print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{t[-1]:.2f} s" for t in times.values()), flush=True)
-    old, new = results.values()
-    assert [n for _, n in new] == [n for _, n in old], "token counts differ"
-    worst = max(abs(a - b) / max(abs(b), 1e-12) for (a, _), (b, _) in zip(new, old))
-    print(f"\n{'pass':<38}{'s/pass':>8}{'peak MiB':>10}")
+    old, *news = results.values()
+    for new in news:
+        assert [n for _, n in new] == [n for _, n in old], "token counts differ"
+    worst = max(abs(a - b) / max(abs(b), 1e-12) for new in news for (a, _), (b, _) in zip(new, old))
+    o, po = statistics.median(next(iter(times.values()))), max(next(iter(peaks.values())))
+    print(f"\n{'pass':<38}{'s/pass':>8}{'peak MiB':>10}{'old/this time':>15}{'peak this/old':>15}")
     for name in times:
-        print(f"{name:<38}{statistics.median(times[name]):>8.2f}{max(peaks[name]) / 2**20:>10.0f}")
-    o, n = (statistics.median(t) for t in times.values())
-    po, pn = (max(p) for p in peaks.values())
-    print(
-        f"old/new time {o / n:.2f}x, peak memory new/old {pn / max(po, 1):.2f}; "
-        f"largest relative difference of a row's summed NLL {worst:.1e}"
-    )
+        t, pk = statistics.median(times[name]), max(peaks[name])
+        print(f"{name:<38}{t:>8.2f}{pk / 2**20:>10.0f}{o / t:>14.2f}x{pk / max(po, 1):>15.2f}")
+    print(f"largest relative difference of a row's summed NLL from the old pass {worst:.1e}")
     sys.stdout.flush()
 
 

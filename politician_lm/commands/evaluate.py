@@ -48,11 +48,8 @@ def split_records(data_path: str, val_fraction: float, seed: int) -> tuple[list[
     if files.val:
         held = [convert(obj) for f in files.val for _, obj in read_jsonl(f)]
         return rows, held
-    buckets = [records.split_bucket(r["messages"], seed) for r in rows]
-    return (
-        [r for r, b in zip(rows, buckets) if b >= val_fraction],
-        [r for r, b in zip(rows, buckets) if b < val_fraction],
-    )
+    val = [records.is_heldout(r["messages"], seed, val_fraction) for r in rows]
+    return [r for r, v in zip(rows, val) if not v], [r for r, v in zip(rows, val) if v]
 
 
 def _trained_data(adapter: Path) -> dict[str, Any]:

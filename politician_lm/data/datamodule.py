@@ -275,11 +275,11 @@ class PoliticianDataModule(L.LightningDataModule):
         return ds
 
     def _train_val_split(self, ds: Dataset) -> tuple[Dataset, Dataset]:
-        """Seeded hash split (see ``records.split_bucket``): stable as records are added, duplicates together."""
+        """Seeded hash split (``records.is_heldout``): stable as records are added, duplicates together."""
         seed, frac = self.hparams.seed, self.hparams.val_fraction
-        ds = ds.map(lambda m: {"bucket": records.split_bucket(m, seed)}, input_columns="messages", desc="Splitting")
-        val = ds.filter(lambda b: b < frac, input_columns="bucket")
-        train = ds.filter(lambda b: b >= frac, input_columns="bucket")
+        ds = ds.map(lambda m: {"val": records.is_heldout(m, seed, frac)}, input_columns="messages", desc="Splitting")
+        val = ds.filter(lambda v: v, input_columns="val")
+        train = ds.filter(lambda v: not v, input_columns="val")
         if len(val) == 0 or len(train) == 0:
             raise UserError(
                 f"{self.hparams.data_path}: val_fraction={frac} leaves an empty train or val split of "
@@ -495,7 +495,7 @@ class PoliticianDataModule(L.LightningDataModule):
 
     @property
     def val_fraction(self) -> float:
-        """Share of records held out by the split rule (``records.split_bucket``) when there is no val.jsonl."""
+        """Share of records held out by the split rule (``records.is_heldout``) when there is no val.jsonl."""
         return self.hparams.val_fraction
 
     @property

@@ -246,6 +246,12 @@ def split_bucket(messages: list[dict[str, str]], seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def is_heldout(messages: list[dict[str, str]], seed: int, val_fraction: float) -> bool:
+    """The project's one hash-split rule: a conversation is held out (val) when its ``split_bucket`` is below
+    ``val_fraction``. The DataModule, ``prepare``, ``evaluate`` and the style judge's generic pool all split by it."""
+    return split_bucket(messages, seed) < val_fraction
+
+
 def read_prompts(path: Path) -> list[dict[str, Any]]:
     """Probe prompts: ``{"prompt", "kind"}`` or ``{"messages", "kind"}`` per line; errors name the file and line."""
     if not path.is_file():

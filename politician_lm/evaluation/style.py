@@ -164,7 +164,7 @@ def generic_pool(data_dir: str, n: int, val_fraction: float, split_seed: int = 4
         for path in paths
         for _, obj in read_jsonl(path)
         for conv in [records.to_conversation(obj)]
-        if records.split_bucket(conv["messages"], split_seed) >= val_fraction
+        if not records.is_heldout(conv["messages"], split_seed, val_fraction)
     ]
     return random.Random(seed).sample(pool, min(n, len(pool)))
 

@@ -1,7 +1,7 @@
 """The train/val split of prepared records.
 
-The hash rule: a cluster goes to val when ``records.split_bucket`` of its first record (as the DataModule sees it) is
-below ``val_fraction``, so the split is the DataModule's own rule, and a cluster never straddles the split.
+The hash rule: a cluster goes to val when ``records.is_heldout`` holds for its first record (as the DataModule sees
+it), so the split is the DataModule's own rule, and a cluster never straddles the split.
 
 The document rule (leave-one-speech-out), when documents are held out: every record of a held-out document goes to
 val, and so does any near-duplicate cluster that touches one; every other document (a transcript file or a corpus
@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from politician_lm.data.prepare.build import Candidate
-from politician_lm.data.records import split_bucket, to_conversation
+from politician_lm.data.records import is_heldout, to_conversation
 
 
 def split_clusters(
@@ -39,7 +39,7 @@ def split_clusters(
             val_roots.add(r)
         elif heldout and names & documents:
             continue
-        elif split_bucket(to_conversation(candidates[r].record)["messages"], seed) < val_fraction:
+        elif is_heldout(to_conversation(candidates[r].record)["messages"], seed, val_fraction):
             val_roots.add(r)
     train = [c for n, c in enumerate(candidates) if n in roots and roots[n] not in val_roots]
     val = [c for n, c in enumerate(candidates) if n in roots and roots[n] in val_roots]
