@@ -7,9 +7,7 @@ are applied together at run time, each LoRA update scaled by its weight, without
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,25 +15,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from tqdm import tqdm
 
-from politician_lm.artifacts.adapter import (
-    attach_adapter,
-    check_base_model,
-    check_fits_base,
-    read_adapter,
-    read_metadata,
-    resolve_base,
-    same_model,
-)
-from politician_lm.artifacts.atomic import atomic_file
+from politician_lm.artifacts.adapter import read_adapter, read_metadata, resolve_base
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import adds_bos, encode_prompt
 from politician_lm.errors import UserError
+from politician_lm.model.adapters import (
+    activate,
+    adapter_names,
+    adapter_weights,
+    attach_weighted,
+    check_fit,
+    check_one_base,
+    merge_weighted,
+)
 from politician_lm.model.generate import MIN_SHARED_PREFIX, generate_new_text, shared_prefix_length
 from politician_lm.model.loading import dequantize_for_inference, load_base_model, resolve_compute_dtype
-from politician_lm.values import parse_list, parse_weights
+from politician_lm.values import parse_list
 
 SAMPLING_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 
@@ -66,15 +63,18 @@ class Persona:
         streamer: Any = None,
         batch_size: int | None = None,
         on_batch: Callable[[int], Any] | None = None,
-        **overrides: Any,
+        **generation_settings: Any,
     ) -> list[str]:
         """Generate the next assistant turn for each conversation, ``batch_size`` at a time (left-padded).
 
-        ``on_batch(1)`` is called after every batch (e.g. a progress bar's ``update``).
+        ``on_batch(1)`` is called after every batch (e.g. a progress bar's ``update``); ``generation_settings`` given
+        here override the persona's ``generation`` for this call.
         """
-        settings = {**self.generation, **{k: v for k, v in overrides.items() if v is not None}}
-        if not settings.get("do_sample", False):
-            settings = {k: v for k, v in settings.items() if k not in ("temperature", "top_p", "top_k")}
+        given = {k: v for k, v in generation_settings.items() if v is not None}  # None: the persona's own setting
+        generation_settings = {**self.generation, **given}
+        if not generation_settings.get("do_sample", False):  # greedy: the sampling knobs would only warn
+            for key in ("temperature", "top_p", "top_k"):
+                generation_settings.pop(key, None)
         size = batch_size or len(conversations)
         texts: list[str] = []
         for start in range(0, len(conversations), size):
@@ -85,9 +85,8 @@ class Persona:
                 padding_side="left",
                 return_tensors="pt",
             ).to(self.model.device)
-            texts += generate_new_text(
-                self.model, self.tokenizer, batch["input_ids"], batch["attention_mask"], streamer=streamer, **settings
-            )
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            texts += generate_new_text(self.model, self.tokenizer, ids, mask, streamer=streamer, **generation_settings)
             if on_batch is not None:
                 on_batch(1)
         return texts
@@ -232,19 +231,12 @@ def load_persona(
     from transformers import AutoTokenizer
 
     folders = [read_adapter(p, allow_pickle) for p in parse_list(adapters, "adapters")] if adapters else []
-    ws = parse_weights(weights, len(folders), allow_negative=True) if weights is not None else [1.0] * len(folders)
-    for f in folders[1:]:
-        if not same_model(f.base_model, folders[0].base_model):
-            raise UserError(
-                f"{f.path}: trained on base model {f.base_model!r}, but {folders[0].path} on "
-                f"{folders[0].base_model!r}; use adapters of one base"
-            )
+    ws = adapter_weights(weights, len(folders))
+    check_one_base(folders)
     base = resolve_base(folders[0] if folders else None, base_model)  # explicit base (e.g. a local copy) wins
     if not base:
         raise UserError("nothing to load: give --adapters, --base_model, or --politician with a registry entry")
-    check_base_model(base, allow_pickle)
-    for f in folders:
-        check_fits_base(f, base)
+    check_fit(base, folders, allow_pickle)
     meta_source = folders[0].path if folders else Path(base)
     meta = folders[0].metadata if folders else read_metadata(meta_source)  # read_adapter has read the adapter's
     style = PromptStyle.from_metadata(meta)
@@ -262,93 +254,16 @@ def load_persona(
     if dev.type == "cpu" and quant in ("nf4", "fp4"):
         dequantize_for_inference(model)  # the same weights, de-quantized once instead of at every generated token
     if folders:
-        names = [f"adapter_{i}" for i in range(len(folders))]
-        for name, folder in zip(names, folders):
-            model = attach_adapter(model, folder.path, adapter_name=name)
-        model.base_model.set_adapter(names)  # all active: their updates add up
-        for module in model.modules():
-            if hasattr(module, "set_scale") and hasattr(module, "lora_A"):
-                for name, w in zip(names, ws):
-                    module.set_scale(name, w)
-        if merge_adapters and _fp32_linear_bases(model):
-            model = model.merge_and_unload(adapter_names=names)
+        names = adapter_names(len(folders))
+        model = attach_weighted(model, [f.path for f in folders], ws, names)
+        activate(model, names)  # all active: their updates add up
+        if merge_adapters:
+            model = merge_weighted(model, names)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(
         str(meta_source) if (meta_source / "tokenizer_config.json").is_file() else base
     )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    generation = generation_defaults(folders[0].path if folders else Path(base))
-    return Persona(model=model, tokenizer=tokenizer, style=style, generation=generation)
-
-
-def _fp32_linear_bases(model: Any) -> bool:
-    """Every LoRA layer wraps a plain fp32 ``nn.Linear`` (so a merge adds the update without rounding it)."""
-    bases = [m.base_layer for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
-    return bool(bases) and all(type(b) is torch.nn.Linear and b.weight.dtype == torch.float32 for b in bases)
-
-
-def _generic_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "politician_lm" / "generic"
-
-
-def generic_texts(
-    persona: Persona,
-    prompts: list[list[dict]],
-    max_new_tokens: int,
-    batch_size: int,
-    base_model: str,
-    on_batch: Callable[[int], Any] | None = None,
-) -> list[str]:
-    """What ``persona`` writes for ``prompts`` (greedy), cached by base model, prompts, style and length.
-
-    Call it with the adapters switched off and a style without a persona system prompt: the texts are the base
-    model's own voice, the style classifier's ``generic`` class.
-    """
-    digest = hashlib.sha256(json.dumps([prompts, persona.style.to_dict(), max_new_tokens], sort_keys=True).encode())
-    base = Path(base_model)
-    for name in ("config.json", "politician_lm_import.json"):
-        if (base / name).is_file():
-            digest.update((base / name).read_bytes())
-    for weights in sorted(base.glob("*.safetensors")):
-        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
-    path = _generic_cache_dir() / f"{digest.hexdigest()}.json"
-    if path.is_file():
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            pass
-    texts = persona.generate(
-        prompts, batch_size=batch_size, on_batch=on_batch, max_new_tokens=max_new_tokens, do_sample=False
-    )
-    with atomic_file(path) as tmp:
-        Path(tmp).write_text(json.dumps(texts), encoding="utf-8")
-    return texts
-
-
-def read_registry(registry: str, instead: str = "--adapters") -> dict[str, Any]:
-    """The model registry (``configs/models.yaml``) as persona name -> entry; one-line errors name the file and what
-    to pass ``instead`` of a registry."""
-    path = Path(registry)
-    if not path.is_file():
-        raise UserError(f"{path}: model registry not found; pass --registry or {instead}")
-    try:
-        entries = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({type(e).__name__})") from None
-    if not isinstance(entries, dict):
-        raise UserError(f"{path}: the registry must map persona names to entries")
-    return entries
-
-
-def registry_entry(politician: str, registry: str) -> dict[str, Any]:
-    """Look up a persona in the model registry (``configs/models.yaml``): base model, adapters + weights, generation."""
-    path = Path(registry)
-    entries = read_registry(registry)
-    if politician not in entries:
-        raise UserError(f"{path}: no persona {politician!r}; known: {', '.join(sorted(entries)) or 'none'}")
-    entry = entries[politician]
-    adapters = entry.get("adapters") or []
-    if not isinstance(entry, dict) or not all(isinstance(a, dict) and "path" in a for a in adapters):
-        raise UserError(f"{path}: persona {politician!r} needs 'adapters' as a list of {{path, weight}}")
-    return entry
+    generation_settings = generation_defaults(folders[0].path if folders else Path(base))
+    return Persona(model=model, tokenizer=tokenizer, style=style, generation=generation_settings)

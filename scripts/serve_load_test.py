@@ -216,7 +216,7 @@ def main() -> None:
     # 1. references and the one-process costs
     # every process runs under the allocator `politician-lm` picks (tcmalloc where installed), so RSS compares
     from politician_lm.allocator import environment
-    from politician_lm.generation import registry_entry
+    from politician_lm.artifacts.registry import registry_entry
 
     env = environment()
     report["allocator"] = "tcmalloc" if "tcmalloc" in env.get("LD_PRELOAD", "") else "system"

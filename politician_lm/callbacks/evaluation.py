@@ -23,11 +23,12 @@ from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.roles import strip_politician_label
 from politician_lm.callbacks.contracts import EvaluationData, EvaluationModule, require
 from politician_lm.data import records
+from politician_lm.evaluation.generic import generic_texts
 from politician_lm.evaluation.metrics import copies_training
 from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, score
 from politician_lm.evaluation.style import generic_pool
 from politician_lm.evaluation.voices import JudgeKind, check_presidents, load_judge
-from politician_lm.generation import Persona, generic_texts
+from politician_lm.generation import Persona
 from politician_lm.model.loading import dequantized
 from politician_lm.values import check_choice, parse_list
 

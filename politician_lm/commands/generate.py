@@ -8,9 +8,10 @@ from typing import Any
 
 from politician_lm.artifacts.atomic import atomic_write_text, check_output
 from politician_lm.artifacts.jsonl import jsonl_text, read_jsonl
+from politician_lm.artifacts.registry import entry_adapters, registry_entry
 from politician_lm.artifacts.roles import assistant_turn, may_become_reply_label, strip_reply_label, user_turn
 from politician_lm.errors import UserError
-from politician_lm.generation import Persona, load_persona, registry_entry
+from politician_lm.generation import Persona, load_persona
 
 REGISTRY = "configs/models.yaml"
 
@@ -25,17 +26,17 @@ def resolve_persona(
     allow_pickle: bool,
 ) -> Persona:
     """Adapters given directly win; otherwise ``politician`` is looked up in the registry."""
-    settings: dict[str, Any] = {}
+    generation_settings: dict[str, Any] = {}
     if not adapters and not base_model:
         if not politician:
             raise UserError("give --adapters (and optionally --weights), --base_model, or --politician NAME")
         entry = registry_entry(politician, registry)
-        adapters = [a["path"] for a in entry.get("adapters", [])] or None
-        weights = [float(a.get("weight", 1.0)) for a in entry.get("adapters", [])] or None
+        paths, entry_weights = entry_adapters(entry)
+        adapters, weights = paths or None, entry_weights or None
         base_model = entry.get("base_model")
-        settings = entry.get("generation") or {}
+        generation_settings = entry.get("generation") or {}
     persona = load_persona(adapters, weights, base_model, quantization, allow_pickle=allow_pickle, merge_adapters=True)
-    persona.generation.update(settings)
+    persona.generation.update(generation_settings)
     return persona
 
 

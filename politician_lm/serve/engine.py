@@ -26,9 +26,10 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from politician_lm.artifacts.adapter import attach_adapter, read_metadata
+from politician_lm.artifacts.adapter import read_metadata
 from politician_lm.data.templates import PromptStyle
 from politician_lm.generation import Persona, generation_defaults, load_persona
+from politician_lm.model.adapters import adapter_names, attach_weighted
 from politician_lm.serve.personas import PersonaSpec
 
 log = logging.getLogger("politician_lm.serve")
@@ -59,17 +60,13 @@ def load_served(
     served: dict[str, ServedPersona] = {}
     for k, spec in enumerate(specs):
         if k == 0:
-            names, style = [f"adapter_{i}" for i in range(len(spec.adapters))], p0.style  # load_persona's names
+            names, style = adapter_names(len(spec.adapters)), p0.style  # load_persona's names
         else:
             names, style = (
-                [f"persona{k}_{i}" for i in range(len(spec.adapters))],
+                adapter_names(len(spec.adapters), prefix=f"persona{k}"),
                 PromptStyle.from_metadata(read_metadata(spec.adapters[0])),
             )
-            for name, path, w in zip(names, spec.adapters, spec.weights):
-                model = attach_adapter(model, path, adapter_name=name)
-                for module in model.modules():
-                    if hasattr(module, "set_scale") and hasattr(module, "lora_A") and name in module.lora_A:
-                        module.set_scale(name, w)
+            model = attach_weighted(model, spec.adapters, spec.weights, names)
         generation = {**generation_defaults(Path(spec.adapters[0])), **spec.generation}
         served[spec.name] = ServedPersona(
             spec=spec,

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from politician_lm.artifacts.adapter import check_base_model, check_fits_base, read_adapter, resolve_base, same_model
+from politician_lm.artifacts.adapter import read_adapter, resolve_base, same_model
+from politician_lm.artifacts.registry import read_registry, registry_entry
 from politician_lm.errors import UserError
-from politician_lm.generation import read_registry, registry_entry
-from politician_lm.values import parse_list, parse_weights
+from politician_lm.model.adapters import adapter_weights, check_fit, check_one_base
+from politician_lm.values import parse_list
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -41,14 +42,9 @@ def _spec(
     allow_pickle: bool,
 ) -> PersonaSpec:
     folders = [read_adapter(p, allow_pickle) for p in adapters]
-    ws = parse_weights(weights, len(folders), allow_negative=True) if weights is not None else [1.0] * len(folders)
+    ws = adapter_weights(weights, len(folders))
     base = resolve_base(folders[0], base_model)
-    for f in folders[1:]:
-        if not same_model(f.base_model, folders[0].base_model):
-            raise UserError(
-                f"persona {name!r}: {f.path} was trained on {f.base_model!r}, {folders[0].path} on "
-                f"{folders[0].base_model!r}; a persona's adapters need one base"
-            )
+    check_one_base(folders, persona=name)
     return PersonaSpec(name, [str(f.path) for f in folders], ws, base, dict(generation or {}))
 
 
@@ -118,8 +114,7 @@ def resolve_specs(
             f"the personas use {len(bases)} base models ({groups}); one server holds one base, so choose "
             f"with --personas {','.join(next(iter(bases.values())))}"
         )
-    check_base_model(specs[0].base_model, allow_pickle)
-    for s in specs:
-        for path in s.adapters:
-            check_fits_base(read_adapter(path, allow_pickle), specs[0].base_model)
+    check_fit(
+        specs[0].base_model, [read_adapter(path, allow_pickle) for s in specs for path in s.adapters], allow_pickle
+    )
     return specs

@@ -1,0 +1,71 @@
+"""The style judge's ``generic`` class: what the base model writes without any persona, cached on disk.
+
+The texts depend only on the base model, the prompts, the prompt style and the length, so ``evaluate`` and the
+fit-time ``PersonaEvaluation`` generate them once per base and reuse them across runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from politician_lm.artifacts.atomic import atomic_file
+
+__all__ = ["generic_texts"]
+
+
+class _Generator(Protocol):
+    """What ``generic_texts`` needs of ``generation.Persona`` (evaluation sits below generation)."""
+
+    style: Any  # a PromptStyle: its to_dict() is part of the cache key
+
+    def generate(
+        self,
+        conversations: list[list[dict[str, str]]],
+        streamer: Any = None,
+        batch_size: int | None = None,
+        on_batch: Callable[[int], Any] | None = None,
+        **generation_settings: Any,
+    ) -> list[str]: ...
+
+
+def _generic_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "politician_lm" / "generic"
+
+
+def generic_texts(
+    persona: _Generator,
+    prompts: list[list[dict]],
+    max_new_tokens: int,
+    batch_size: int,
+    base_model: str,
+    on_batch: Callable[[int], Any] | None = None,
+) -> list[str]:
+    """What ``persona`` writes for ``prompts`` (greedy), cached by base model, prompts, style and length.
+
+    Call it with the adapters switched off and a style without a persona system prompt: the texts are the base
+    model's own voice, the style classifier's ``generic`` class.
+    """
+    digest = hashlib.sha256(json.dumps([prompts, persona.style.to_dict(), max_new_tokens], sort_keys=True).encode())
+    base = Path(base_model)
+    for name in ("config.json", "politician_lm_import.json"):
+        if (base / name).is_file():
+            digest.update((base / name).read_bytes())
+    for weights in sorted(base.glob("*.safetensors")):
+        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    path = _generic_cache_dir() / f"{digest.hexdigest()}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            pass
+    texts = persona.generate(
+        prompts, batch_size=batch_size, on_batch=on_batch, max_new_tokens=max_new_tokens, do_sample=False
+    )
+    with atomic_file(path) as tmp:
+        Path(tmp).write_text(json.dumps(texts), encoding="utf-8")
+    return texts

@@ -1,0 +1,100 @@
+"""Several LoRA adapters on one base model: their names, weights, shared base, attaching, activating and merging.
+
+``load_persona`` (generate, chat, evaluate, pairs) and ``serve`` hold adapters side by side on one PEFT model,
+each LoRA update scaled by its weight at run time, nothing merged unless asked. The names under which they are
+attached are a contract between those callers (``evaluate`` switches to one adapter by name, ``serve`` to one
+persona's set), so they are made here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from politician_lm.artifacts.adapter import AdapterFolder, attach_adapter, check_base_model, check_fits_base, same_model
+from politician_lm.errors import UserError
+from politician_lm.values import parse_weights
+
+__all__ = [
+    "activate",
+    "adapter_names",
+    "adapter_weights",
+    "attach_weighted",
+    "check_fit",
+    "check_one_base",
+    "merge_weighted",
+    "set_weights",
+]
+
+
+def adapter_names(count: int, prefix: str = "adapter") -> list[str]:
+    """The names ``count`` adapters are attached under: ``adapter_0``, ``adapter_1``, ... (``load_persona``'s, so
+    ``adapter_names(n)[i]`` is the i-th adapter given); another ``prefix`` keeps a second persona's set apart."""
+    return [f"{prefix}_{i}" for i in range(count)]
+
+
+def adapter_weights(weights: list[float] | str | None, count: int) -> list[float]:
+    """One weight per adapter (1 each by default); negative weights are allowed (they subtract an update)."""
+    return parse_weights(weights, count, allow_negative=True) if weights is not None else [1.0] * count
+
+
+def check_one_base(folders: Sequence[AdapterFolder], persona: str | None = None) -> None:
+    """Adapters applied together must have been trained on one base; ``persona`` names the served persona."""
+    first = folders[0] if folders else None
+    for f in folders[1:]:
+        if same_model(f.base_model, first.base_model):
+            continue
+        if persona is not None:
+            raise UserError(
+                f"persona {persona!r}: {f.path} was trained on {f.base_model!r}, {first.path} on "
+                f"{first.base_model!r}; a persona's adapters need one base"
+            )
+        raise UserError(
+            f"{f.path}: trained on base model {f.base_model!r}, but {first.path} on "
+            f"{first.base_model!r}; use adapters of one base"
+        )
+
+
+def check_fit(base: str, folders: Sequence[AdapterFolder], allow_pickle: bool = False) -> None:
+    """The base model folder is safe to load and every adapter's tensor shapes fit it (before any weights load)."""
+    check_base_model(base, allow_pickle)
+    for f in folders:
+        check_fits_base(f, base)
+
+
+def set_weights(model: Any, names: Sequence[str], weights: Sequence[float]) -> None:
+    """Scale each named adapter's LoRA update by its weight, in every LoRA layer that holds it."""
+    for module in model.modules():
+        if hasattr(module, "set_scale") and hasattr(module, "lora_A"):
+            for name, weight in zip(names, weights):
+                if name in module.lora_A:
+                    module.set_scale(name, weight)
+
+
+def attach_weighted(
+    model: Any, paths: Sequence[str | Path], weights: Sequence[float], names: Sequence[str] | None = None
+) -> Any:
+    """``model`` (a base, or a PEFT model that gets more adapters) with the adapters in ``paths`` attached under
+    ``names`` (default ``adapter_names``) and scaled by ``weights``; which adapters are active is left as it was."""
+    names = list(names) if names is not None else adapter_names(len(paths))
+    for name, path in zip(names, paths):
+        model = attach_adapter(model, path, adapter_name=name)
+    set_weights(model, names, weights)
+    return model
+
+
+def activate(model: Any, names: str | Sequence[str]) -> None:
+    """Make ``names`` the active adapters of a PEFT model: their (weighted) updates add up, the others are off."""
+    model.base_model.set_adapter(names if isinstance(names, str) else list(names))
+
+
+def merge_weighted(model: Any, names: Sequence[str]) -> Any:
+    """Fold the named adapters' weighted updates into the base weights where those are plain fp32 ``nn.Linear``
+    (each generated token then skips the adapters' matmuls); quantized or half-precision bases are never merged
+    into, since that would round the update, and the PEFT model is returned unchanged."""
+    bases = [m.base_layer for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
+    fp32 = bool(bases) and all(type(b) is torch.nn.Linear and b.weight.dtype == torch.float32 for b in bases)
+    return model.merge_and_unload(adapter_names=list(names)) if fp32 else model
