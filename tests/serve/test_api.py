@@ -21,7 +21,7 @@ import yaml
 
 from politician_lm.artifacts.roles import strip_reply_label
 from politician_lm.cli import main
-from tests.helpers import ROOT, fit_adapter, pc_rows
+from tests.helpers import ROOT, fit_adapter
 
 pytestmark = pytest.mark.slow
 
@@ -29,24 +29,12 @@ QUESTION = "What is your view on topic number 3?"
 ARTIFACTS = Path(os.environ.get("POLITICIAN_LM_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 
 
-def other_rows(n: int) -> list[dict]:
-    return [
-        {
-            "prompt": f"USER: What is your view on topic number {i}?",
-            "completion": f"POLITICIAN: Tremendous, on number {i} we win bigly, nobody does it better.",
-            "kind": "policy",
-        }
-        for i in range(n)
-    ]
-
-
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, tiny_path):
+def registry(tmp_path_factory, tiny_path, voices):
     """Three tiny personas: two plain-format adapters with different voices, one chat-format adapter with the Biden
     system prompt, and a weighted mix of the two plain ones."""
     root = tmp_path_factory.mktemp("serve")
-    a = fit_adapter(root / "a", tiny_path, pc_rows(12), max_steps=6, lora_r=8, lora_alpha=16, lr=2e-2)
-    b = fit_adapter(root / "b", tiny_path, other_rows(12), max_steps=6, lora_r=8, lora_alpha=16, lr=2e-2)
+    a, b = voices
     rows = [
         {"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": "Folks, jobs."}]}
         for i in range(8)
