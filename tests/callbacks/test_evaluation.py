@@ -1,4 +1,5 @@
-"""Persona evaluation: prompt choice, scores, the fit-time callback with real offline W&B, and `evaluate`."""
+"""Persona evaluation: prompt choice, scores, the fit-time callback with real offline W&B (``evaluate`` is tested in
+tests/commands/test_evaluate.py)."""
 
 import csv
 import glob
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from politician_lm.cli import main
 from politician_lm.evaluation.persona import EvalItem, eval_items, score
 from tests.helpers import ROOT
 
@@ -145,98 +145,6 @@ def test_no_secret_lands_in_any_output(wandb_fit):
     ]
     assert not leaks
     assert not any(s in proc.stdout + proc.stderr for s in SECRETS.values())
-
-
-@pytest.mark.slow
-def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(wandb_fit, tmp_path):
-    root, _ = wandb_fit
-    out = tmp_path / "eval"
-    adapter, later = str(root / "adapters" / "best"), str(root / "adapters" / "last")
-    log = glob.glob(str(root / "lightning_logs" / "version_*" / "metrics.csv"))[0]
-    # No --data_path: the adapter records the data it was trained on. A second adapter (as SFT+DPO after SFT) is
-    # also compared with the first.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "politician_lm.cli",
-            "evaluate",
-            "--adapters",
-            f"{adapter},{later}",
-            "--output_dir",
-            str(out),
-            "--logs",
-            log,
-            "--num_prompts",
-            "12",
-            "--max_new_tokens",
-            "12",
-            "--generic_prompts",
-            "24",
-            "--n_boot",
-            "200",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Evaluating" in proc.stderr  # the progress bar
-    assert "Persona scorecard: biden" in proc.stdout and "prompt-only" in proc.stdout  # the numbers are printed
-    report = json.loads((out / "metrics.json").read_text())
-    assert list(report["arms"]) == ["base", "prompt-only", adapter, later]
-    assert (
-        report["classifier"]["labels"] == ["biden", "generic", "trump"] and report["classifier"]["generic_texts"] == 24
-    )
-    assert report["n_style_prompts"] == 12 and report["n_identity_prompts"] == 16
-    for arm in report["arms"].values():
-        assert {
-            "style_attribution",
-            "names_self",
-            "claims_ai",
-            "facts",
-            "identity_score",
-            "prompt_echo",
-            "memorization",
-            "heldout_loss",
-            "distinct_2",
-        } <= set(arm)
-        for e in arm.values():
-            assert e["low"] <= e["value"] <= e["high"]
-    assert set(report["differences"]) == {
-        f"{adapter} - prompt-only",
-        f"{later} - prompt-only",
-        f"{later} - {adapter}",
-        "prompt-only - base",
-    }
-    assert f"{root.name}/last - {root.name}/best" in proc.stdout  # the table's short names
-    assert set(report["corpus_distinct"][later]) == {"distinct_1", "distinct_2"}
-    assert sum(report["confusion"][adapter].values()) == 12
-    page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2 and "Differences (paired bootstrap)" in page
-    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 4 * (12 + 16)
-    # A second run with the same base reuses the cached generic texts.
-    assert list((tmp_path / "xdg" / "politician_lm" / "generic").glob("*.json"))
-
-
-def test_evaluate_refuses_bad_inputs_before_loading(tmp_path, capsys, chdir_root):
-    with pytest.raises(SystemExit) as exc:
-        main(
-            [
-                "evaluate",
-                "--adapters",
-                str(tmp_path / "nope"),
-                "--data_path",
-                "data/biden",
-                "--output_dir",
-                str(tmp_path / "o"),
-            ]
-        )
-    assert exc.value.code == 2 and "adapter folder does not exist" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
 
 
 def test_persona_evaluation_checks_its_prompts_file_up_front(tmp_path):

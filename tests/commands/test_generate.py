@@ -154,13 +154,18 @@ def test_generate_reads_a_prompts_file_and_writes_jsonl(adapter, tmp_path):
 
 @pytest.mark.slow
 def test_weighted_inference_scales_each_adapter(adapter, chat_adapter):
-    """0.5 x adapter + 0.5 x adapter == 1.0 x adapter (same update twice at half scale)."""
+    """0.5 x adapter + 0.5 x adapter == 1.0 x adapter (same update twice at half scale), and a weight of 0 switches
+    an adapter off: each adapter's update is scaled by its own weight."""
     ids = torch.tensor([[1, 40, 400, 77]])
     one = load_persona([str(adapter)])
     with torch.no_grad():
         want = one.model(input_ids=ids).logits
-        half = load_persona([str(adapter), str(chat_adapter)], [1.0, 0.0])
-        torch.testing.assert_close(half.model(input_ids=ids).logits, want, rtol=0, atol=1e-5)
+        halves = load_persona([str(adapter), str(adapter)], [0.5, 0.5])
+        torch.testing.assert_close(halves.model(input_ids=ids).logits, want, rtol=0, atol=1e-5)
+        with one.model.disable_adapter():  # the update is not nothing, so the sums above compare something
+            assert not torch.allclose(one.model(input_ids=ids).logits, want, atol=1e-3)
+        off = load_persona([str(adapter), str(chat_adapter)], [1.0, 0.0])
+        torch.testing.assert_close(off.model(input_ids=ids).logits, want, rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow

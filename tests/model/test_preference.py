@@ -1,5 +1,5 @@
 """Preference tuning: pair records, pair batches, the DPO loss and gradients in float64, a DPO fit with its
-reference and resume, and ``politician-lm pairs``."""
+reference and resume (``politician-lm pairs`` is tested in tests/commands/test_pairs.py)."""
 
 import json
 import math
@@ -437,102 +437,6 @@ def test_objective_and_data_must_agree(tmp_path, tiny_path, chdir_root, capsys):
         )
     assert "model.objective dpo needs preference pairs" in capsys.readouterr().err
     assert not (tmp_path / "run" / "adapters").exists()
-
-
-# -- politician-lm pairs ----------------------------------------------------------------------------------------
-def test_pairs_from_another_politician_drop_near_identical_and_record_sources(tmp_path, capsys):
-    mine = write_jsonl(tmp_path / "me" / "policy.jsonl", pc_rows(3))
-    other = pc_rows(3)
-    other[1]["completion"] = "POLITICIAN: Nobody has ever seen a topic like this one, believe me, tremendous."
-    write_jsonl(tmp_path / "them" / "policy.jsonl", other)  # rows 0 and 2: the same answer, row 1 a different one
-    out = tmp_path / "pairs"
-    main(
-        [
-            "pairs",
-            "--data_path",
-            str(mine.parent),
-            "--output_dir",
-            str(out),
-            "--base_model",
-            "unused",
-            "--rejected",
-            "other",
-            "--other_data",
-            str(tmp_path / "them"),
-        ]
-    )
-    rows = [json.loads(line) for line in (out / "policy.jsonl").read_text().splitlines()]
-    assert len(rows) == 1 and rows[0]["rejected"] == other[1]["completion"]
-    assert rows[0]["chosen"] == pc_rows(3)[1]["completion"] and rows[0]["prompt"] == pc_rows(3)[1]["prompt"]
-    assert rows[0]["rejected_source"] == f"other:{tmp_path / 'them' / 'policy.jsonl'}:2" and rows[0]["topic"] == "t1"
-    assert "dropped 2 near-identical" in capsys.readouterr().err
-    assert records.detect_preference(records.discover(out))
-
-
-def test_pairs_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
-    data = tmp_path / "data.jsonl"
-    data.write_text(json.dumps(pc_rows(1)[0]) + "\n{not json\n")
-    with pytest.raises(SystemExit) as e:
-        main(["pairs", "--data_path", str(data), "--output_dir", str(tmp_path / "out"), "--base_model", "x"])
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and err.startswith(f"politician-lm: error: {data}:2: malformed JSON") and "\n" not in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl"]
-
-
-@pytest.mark.slow
-def test_pairs_generate_with_the_base_model_and_resume_where_they_stopped(tmp_path, tiny_path, capsys, monkeypatch):
-    from politician_lm.commands import pairs as pairs_module
-
-    data = write_jsonl(tmp_path / "d" / "style.jsonl", pc_rows(6, "style"))
-    out = tmp_path / "pairs"
-    args = [
-        "pairs",
-        "--data_path",
-        str(data.parent),
-        "--output_dir",
-        str(out),
-        "--base_model",
-        tiny_path,
-        "--max_new_tokens",
-        "12",
-        "--batch_size",
-        "4",
-        "--max_similarity",
-        "1.0",
-    ]
-    main(args)
-    rows = [json.loads(line) for line in (out / "style.jsonl").read_text().splitlines()]
-    assert len(rows) == 6 and all(r["rejected_source"] == "base" and r["rejected_model"] == tiny_path for r in rows)
-    assert all(
-        r["rejected"].startswith("POLITICIAN: ") and r["chosen"] == c["completion"]
-        for r, c in zip(rows, pc_rows(6, "style"))
-    )
-    assert not pairs_module._partial_path(out).exists()
-    assert "Generating rejected answers" in capsys.readouterr().err
-
-    # a run interrupted after its first batch (Ctrl-C in the second) keeps that batch in the partial file, writes no
-    # output, and the re-run generates only the prompts still missing, ending with what an uninterrupted run wrote
-    from politician_lm.generation import Persona
-
-    real, calls = Persona.generate, []
-
-    def interrupted(self, conversations, **kw):
-        calls.append(len(conversations))
-        if len(calls) == 2 and interrupt:
-            raise KeyboardInterrupt
-        return real(self, conversations, **kw)
-
-    monkeypatch.setattr(Persona, "generate", interrupted)
-    again = tmp_path / "again"
-    interrupt = True
-    with pytest.raises(SystemExit):
-        main(args[:4] + [str(again)] + args[5:])
-    assert not again.exists() and len(pairs_module._partial_path(again).read_text().splitlines()) == 1 + 4
-    interrupt, calls[:] = False, []
-    main(args[:4] + [str(again)] + args[5:])
-    assert calls == [2]  # 6 prompts, 4 already done
-    assert (again / "style.jsonl").read_text() == (out / "style.jsonl").read_text()
-    assert not pairs_module._partial_path(again).exists()
 
 
 @pytest.mark.slow

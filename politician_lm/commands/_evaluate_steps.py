@@ -1,0 +1,82 @@
+"""``evaluate``'s steps that run the model: the arms on one loaded persona, the judge's generic class, and each
+arm's answers and held-out losses. Scoring the texts is ``evaluation.arms``'s job; this module only switches
+adapters and generates."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import nullcontext
+from dataclasses import replace
+from typing import Any
+
+from politician_lm.artifacts.adapter import AdapterFolder
+from politician_lm.artifacts.roles import strip_politician_label
+from politician_lm.evaluation.arms import BASE, PROMPT_ONLY, Arm, ArmContext, ArmRuns, sample_rows, score_arm
+from politician_lm.generation import Persona
+from politician_lm.model.adapters import activate, adapter_names
+
+__all__ = ["build_arms", "run_arms"]
+
+
+def build_arms(persona: Persona, folders: list[AdapterFolder], system_prompt: str | None) -> list[Arm]:
+    """Base, prompt-only, then every adapter under the name ``load_persona`` attached it, rendering prompts as that
+    adapter was trained (its metadata's format, separator, system prompt and politician)."""
+    bare = replace(persona.style, system_prompt=None, politician=None)
+    arms = [Arm(BASE, None, bare), Arm(PROMPT_ONLY, None, bare, system_prompt)]
+    for name, f in zip(adapter_names(len(folders)), folders):
+        keys = ("prompt_format", "separator", "system_prompt", "politician")
+        style = replace(persona.style, **{k: f.metadata[k] for k in keys if k in f.metadata})
+        arms.append(Arm(str(f.path), name, style))
+    return arms
+
+
+def run_arms(
+    persona: Persona,
+    arms: list[Arm],
+    items: list[dict[str, Any]],
+    held_convs: list[list[dict[str, str]]],
+    pool: list[list[dict[str, str]]],
+    base_path: str,
+    judge: tuple[str, str, list[str]],
+    ctx: ArmContext,
+    max_new_tokens: int,
+    batch_size: int,
+) -> ArmRuns:
+    """Generate the judge's generic class (adapters off), train or load the judge, then let every arm answer
+    ``items`` (greedy) and score ``held_convs``'s completions, one progress bar over all of it.
+
+    ``judge`` is ``(kind, style data folder, presidents)``; ``ctx`` is completed with the judge here.
+    """
+    from tqdm import tqdm
+
+    from politician_lm.evaluation.generic import generic_texts
+    from politician_lm.evaluation.voices import load_judge
+
+    prompts = [i["messages"] for i in items]
+    batches = (-(-len(prompts) // batch_size) + -(-len(held_convs) // batch_size)) * len(arms)
+    batches += -(-len(pool) // batch_size)
+    runs = ArmRuns({}, {}, [], None, 0)
+    with tqdm(total=batches, desc="Evaluating", file=sys.stderr) as bar:
+        with persona.model.disable_adapter():
+            bare = replace(persona, style=arms[0].style)
+            generic = generic_texts(bare, pool, max_new_tokens, batch_size, base_path, bar.update)
+        runs.classifier, runs.n_generic = load_judge(judge[0], judge[1], judge[2], generic), len(generic)
+        ctx = replace(ctx, classifier=runs.classifier)
+        for arm in arms:
+            arm_persona = replace(persona, style=arm.style)
+            if arm.adapter is not None:
+                activate(persona.model, arm.adapter)
+            with persona.model.disable_adapter() if arm.adapter is None else nullcontext():
+                texts = arm_persona.generate(
+                    arm.conversations(prompts),
+                    batch_size=batch_size,
+                    on_batch=bar.update,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                )
+                losses = arm_persona.completion_losses(arm.conversations(held_convs), batch_size, on_batch=bar.update)
+            texts = [strip_politician_label(t) for t in texts]
+            scores, runs.corpus_distinct[arm.name] = score_arm(arm, texts, losses, ctx)
+            runs.results[arm.name] = scores
+            runs.samples += sample_rows(arm, items, texts, scores.predicted)
+    return runs

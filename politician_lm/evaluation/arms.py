@@ -1,0 +1,140 @@
+"""The scorecard's arms: who answers (base, prompt-only, each adapter), how each is scored, how two are compared.
+
+An arm is one way of answering the same held-out prompts. Everything here works on the texts and losses an arm
+produced; running the model is ``commands/_evaluate_steps.py``'s job (evaluation sits below generation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from politician_lm.artifacts.profiles import load_profile
+from politician_lm.data.templates import PromptStyle
+from politician_lm.evaluation import scorecard
+from politician_lm.evaluation.metrics import distinct_n
+
+__all__ = [
+    "BASE",
+    "PROMPT_ONLY",
+    "Arm",
+    "ArmContext",
+    "ArmRuns",
+    "differences",
+    "sample_rows",
+    "score_arm",
+    "summaries",
+]
+
+PROMPT_ONLY = "prompt-only"
+BASE = "base"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One column of the scorecard.
+
+    ``adapter`` names the adapter switched on (None: every adapter off, the base itself); ``system_prompt`` is put
+    in front of every conversation (the prompt-only arm's persona prompt); ``style`` renders the prompts exactly as
+    the arm's adapter was trained to see them.
+    """
+
+    name: str
+    adapter: str | None
+    style: PromptStyle
+    system_prompt: str | None = None
+
+    def conversations(self, prompts: list[list[dict[str, str]]]) -> list[list[dict[str, str]]]:
+        """``prompts`` as this arm is asked them (its system prompt first, where it has one)."""
+        head = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return [head + list(p) for p in prompts]
+
+    def target(self, politician: str) -> str:
+        """Whom the arm should sound like: an adapter's own politician (another politician's adapter is scored
+        against that politician), else the evaluation's target."""
+        return self.style.politician if self.adapter is not None and self.style.politician else politician
+
+    @property
+    def persona_prompt(self) -> str | None:
+        """The system prompt the arm answers under, whose verbatim echoes ``prompt_echo`` counts."""
+        return self.system_prompt if self.adapter is None else self.style.system_prompt
+
+
+@dataclass(frozen=True)
+class ArmContext:
+    """What every arm is scored against: the target, its profile, the judge, the training completions."""
+
+    politician: str
+    profile: dict[str, Any]
+    profiles_dir: str
+    classifier: Any  # a StyleClassifier (records or real-voice judge): predict(texts) -> labels
+    train_texts: list[str]
+    memorization_words: int
+    n_style: int  # the first n_style texts answer style prompts, the rest identity probes
+
+
+@dataclass
+class ArmRuns:
+    """Every arm's scores, the corpus-wide distinct-n of its answers, and the samples.jsonl rows."""
+
+    results: dict[str, scorecard.ArmScores]
+    corpus_distinct: dict[str, dict[str, float]]
+    samples: list[dict[str, Any]]
+    classifier: Any
+    n_generic: int
+
+
+def score_arm(
+    arm: Arm, texts: list[str], losses: list[tuple[float, int]], ctx: ArmContext
+) -> tuple[scorecard.ArmScores, dict[str, float]]:
+    """Per-item scores of one arm's answers (``texts``, labels stripped) and held-out ``losses``, and the
+    corpus-wide distinct-1/2 of its answers."""
+    style_texts, identity_texts = texts[: ctx.n_style], texts[ctx.n_style :]
+    target = arm.target(ctx.politician)
+    s = scorecard.ArmScores(target=target, predicted=ctx.classifier.predict(style_texts) if style_texts else [])
+    if identity_texts:
+        profile = ctx.profile if target == ctx.politician else load_profile(target, ctx.profiles_dir)
+        for key, values in scorecard.score_identity(identity_texts, profile).items():
+            setattr(s, key, values)
+        s.prompt_echo = scorecard.score_prompt_echo(identity_texts, arm.persona_prompt, ctx.memorization_words)
+    s.memorized = scorecard.score_memorization(texts, ctx.train_texts, ctx.memorization_words)
+    scorecard.score_distinct(s, texts)
+    s.loss_sum, s.loss_tokens = [x for x, _ in losses], [float(n) for _, n in losses]
+    return s, {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
+
+
+def sample_rows(arm: Arm, items: list[dict[str, Any]], texts: list[str], predicted: list[str]) -> list[dict[str, Any]]:
+    """samples.jsonl rows of one arm: prompt, reference, generation, and the judge's label for style prompts."""
+    labels = predicted + [""] * (len(items) - len(predicted))
+    return [
+        {
+            "arm": arm.name,
+            "kind": item["kind"],
+            "prompt": item["messages"][-1]["content"],
+            "reference": item.get("reference", ""),
+            "generation": text,
+            **({"predicted": label} if label else {}),
+        }
+        for item, text, label in zip(items, texts, labels)
+    ]
+
+
+def summaries(results: dict[str, scorecard.ArmScores], n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
+    """Each arm's metrics with bootstrap 95% intervals, as metrics.json holds them."""
+    return {
+        name: {k: e.to_dict() for k, e in scorecard.summarize_arm(s, n_boot, seed).items()}
+        for name, s in results.items()
+    }
+
+
+def differences(results: dict[str, scorecard.ArmScores], n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
+    """Paired differences ``"a - b"`` on the same items: every adapter against prompt-only (the claim), every later
+    adapter against the first (e.g. SFT followed by DPO against SFT alone), and prompt-only against the base."""
+    adapters = [name for name in results if name not in (BASE, PROMPT_ONLY)]
+    pairs = [(name, PROMPT_ONLY) for name in adapters]
+    pairs += [(name, adapters[0]) for name in adapters[1:]]
+    pairs.append((PROMPT_ONLY, BASE))
+    return {
+        f"{a} - {b}": {k: e.to_dict() for k, e in scorecard.compare(results[a], results[b], n_boot, seed).items()}
+        for a, b in pairs
+    }

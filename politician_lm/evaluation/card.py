@@ -1,0 +1,103 @@
+"""The scorecard as ``metrics.json`` holds it and as the terminal prints it (a plain-text table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from politician_lm.evaluation import scorecard
+from politician_lm.evaluation.arms import ArmRuns, differences, summaries
+from politician_lm.evaluation.inputs import HeldOut
+
+__all__ = ["judge_record", "scorecard_report", "scorecard_text", "short_name"]
+
+
+def scorecard_report(
+    politician: str,
+    runs: ArmRuns,
+    held: HeldOut,
+    judge_kind: str,
+    n_style: int,
+    n_identity: int,
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
+    """metrics.json: every arm's metrics and the paired differences with bootstrap 95% intervals (``n_boot``
+    resamples, ``seed``), what was scored, the split and loss sample, the judge, the confusion matrix."""
+    summary = summaries(runs.results, n_boot, seed)
+    widths = {n: round(e["high"] - e["low"], 4) for n, e in _losses(summary).items()}
+    classifier = judge_record(runs.classifier, judge_kind, runs.n_generic)
+    return {
+        "politician": politician,
+        "targets": {name: s.target for name, s in runs.results.items()},
+        "n_style_prompts": n_style,
+        "n_identity_prompts": n_identity,
+        "n_heldout_losses": len(held.loss_rows),
+        "heldout": held.record() | {"loss_interval_width": widths},
+        "classifier": classifier,
+        "arms": summary,
+        "differences": differences(runs.results, n_boot, seed),
+        "confusion": scorecard.confusion(runs.results, classifier["labels"]),
+        "corpus_distinct": runs.corpus_distinct,
+    }
+
+
+def judge_record(classifier: Any, kind: str, n_generic: int) -> dict[str, Any]:
+    """metrics.json's ``classifier``: which judge, its labels and held-out accuracy, how many generic texts."""
+    return {
+        "judge": kind,
+        "labels": classifier.labels,
+        "held_out_accuracy": classifier.held_out_accuracy,
+        "per_class_accuracy": getattr(classifier, "per_class_accuracy", None),
+        "features": getattr(classifier, "features", "records"),
+        "generic_texts": n_generic,
+    }
+
+
+def _losses(summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    return {name: metrics["heldout_loss"] for name, metrics in summary.items() if "heldout_loss" in metrics}
+
+
+def scorecard_text(report: dict[str, Any]) -> str:
+    """The scorecard as a plain-text table: value [95% interval] per arm and metric, then the differences."""
+    from politician_lm.evaluation.scorecard import METRICS
+
+    def cell(e: dict | None) -> str:
+        return f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]" if e else "-"
+
+    lines = [
+        f"Persona scorecard: {report['politician']} ({report['n_style_prompts']} held-out prompts, "
+        f"{report['n_identity_prompts']} identity probes, {report['n_heldout_losses']} held-out completions; "
+        f"{report['classifier'].get('judge', 'records')} style judge, held-out accuracy "
+        f"{report['classifier']['held_out_accuracy']:.3f})"
+    ]
+    heldout = report.get("heldout") or {}
+    if heldout.get("sampled"):
+        widths = ", ".join(f"{short_name(n)} {w:.3f}" for n, w in heldout.get("loss_interval_width", {}).items())
+        lines.append(
+            f"held-out loss on a seeded sample of {heldout['used']} of {heldout['available']} records "
+            f"(--max_heldout {heldout['max_heldout']}); loss interval widths: {widths}"
+        )
+    names = list(report["arms"]) + list(report["differences"])
+    width = max(len(short_name(n)) for n in names) + 2
+    lines.append(f"{'':<{width}}" + "".join(f"{m:<26}" for m in METRICS))
+    for group in ("arms", "differences"):
+        for name, metrics in report[group].items():
+            lines.append(f"{short_name(name):<{width}}" + "".join(f"{cell(metrics.get(m)):<26}" for m in METRICS))
+        lines.append("")
+    lines.append("style classifier confusion (rows: arm, columns: predicted)")
+    labels = report["classifier"]["labels"]
+    lines.append(f"{'':<{width}}" + "".join(f"{lab:>10}" for lab in labels))
+    for name, counts in report["confusion"].items():
+        lines.append(f"{short_name(name):<{width}}" + "".join(f"{counts[lab]:>10}" for lab in labels))
+    return "\n".join(lines)
+
+
+def short_name(name: str) -> str:
+    """``runs/smollm2-biden/adapters/best`` -> ``smollm2-biden/best``: arm names that fit a table column."""
+    if " - " in name:  # a difference between two arms
+        return " - ".join(short_name(part) for part in name.split(" - "))
+    parts = Path(name).parts
+    if len(parts) >= 3 and parts[-2] == "adapters":
+        return f"{parts[-3]}/{parts[-1]}"
+    return name if len(name) <= 40 else "…" + name[-39:]

@@ -1,0 +1,132 @@
+"""What ``evaluate`` reads before any model loads: the held-out split, the judge, and the prompts every arm answers.
+
+Each step raises its one-line ``UserError`` here, so a bad input fails in seconds, not after the model is loaded.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from politician_lm.artifacts.adapter import AdapterFolder
+from politician_lm.artifacts.jsonl import read_jsonl
+from politician_lm.artifacts.roles import strip_politician_label
+from politician_lm.data import records
+from politician_lm.errors import UserError
+from politician_lm.evaluation.heldout import document_rows, recorded_split, sample_heldout
+from politician_lm.values import check_choice, parse_list
+
+__all__ = ["HeldOut", "choose_judge", "held_out", "probe_items", "split_records", "trained_data", "training_logs"]
+
+JudgeChoice = Literal["auto", "records", "sotu"]
+
+
+def training_logs(logs: list[str] | str | None) -> list[Path]:
+    """The Lightning ``metrics.csv`` files whose curves go into the report, each checked to exist."""
+    log_files = [Path(p) for p in parse_list(logs, "logs")] if logs else []
+    for f in log_files:
+        if not f.is_file():
+            raise UserError(f"{f}: training log not found; pass a Lightning metrics.csv")
+    return log_files
+
+
+def split_records(data_path: str, val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """``(train, held_out)`` conversations of ``data_path``, split exactly as the DataModule splits them."""
+    files = records.discover(data_path)
+    preference = records.detect_preference(files)  # a DPO adapter's pairs: their prompts and chosen answers
+    records.validate(files, preference)
+    convert = records.to_preference if preference else records.to_conversation
+    rows = [convert(obj) for f in files.train for _, obj in read_jsonl(f)]
+    if files.val:
+        held = [convert(obj) for f in files.val for _, obj in read_jsonl(f)]
+        return rows, held
+    val = [records.is_heldout(r["messages"], seed, val_fraction) for r in rows]
+    return [r for r, v in zip(rows, val) if not v], [r for r, v in zip(rows, val) if v]
+
+
+def trained_data(adapter: Path) -> dict[str, Any]:
+    """The ``data`` section of the adapter's ``training_config.yaml`` ({} without one): its data and split."""
+    cfg_file = adapter / "training_config.yaml"
+    return (yaml.safe_load(cfg_file.read_text()) or {}).get("data", {}) if cfg_file.is_file() else {}
+
+
+@dataclass
+class HeldOut:
+    """The split evaluate scores on: training rows (for memorization), held-out rows, the sample whose loss is
+    computed, and how the split was made (for metrics.json)."""
+
+    train_rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    loss_rows: list[dict[str, Any]]
+    info: dict[str, Any]  # the loss sample: available, used, sampled, ...
+    split: dict[str, Any] | None  # the recorded leave-one-speech-out split, None for the hash split
+    val_fraction: float
+    split_seed: int
+
+    def training_completions(self) -> list[str]:
+        """The training answers (speaker labels dropped) a memorized generation would copy."""
+        return [strip_politician_label(r["messages"][-1]["content"]) for r in self.train_rows]
+
+    def record(self) -> dict[str, Any]:
+        """The loss sample and the split, as metrics.json's ``heldout`` records them."""
+        split = self.split or {"rule": "hash", "val_fraction": self.val_fraction, "seed": self.split_seed}
+        return self.info | {"split": split}
+
+
+def held_out(
+    data_path: str,
+    first: AdapterFolder,
+    trained: dict[str, Any],
+    val_fraction: float | None,
+    split_seed: int | None,
+    max_heldout: int | None,
+    seed: int,
+) -> HeldOut:
+    """The held-out records of ``data_path``, split as the ``first`` adapter was trained unless told otherwise."""
+    fraction = val_fraction or float(trained.get("val_fraction", 0.1))
+    split_seed = split_seed if split_seed is not None else int(trained.get("seed", 42))
+    train_rows, held = split_records(data_path, fraction, split_seed)
+    if not held:
+        raise UserError(f"{data_path}: no held-out records at val_fraction={fraction}; raise it or add val.jsonl")
+    # The split the first adapter was trained with (its metadata), else the one the data folder records.
+    split = first.metadata.get("split") or (recorded_split(data_path) if Path(data_path).is_dir() else None)
+    if split:  # leave-one-speech-out: the real-speech numbers are on the held-out documents only
+        held = document_rows(held, split["heldout_documents"])
+        if not held:
+            raise UserError(f"{data_path}: val.jsonl holds no record of {split['heldout_documents']}; prepare again")
+    loss_rows, info = sample_heldout(held, max_heldout, seed)
+    return HeldOut(train_rows, held, loss_rows, info, split, fraction, split_seed)
+
+
+def choose_judge(
+    judge: JudgeChoice, judge_presidents: list[str] | str, split: dict | None, politician: str
+) -> tuple[str, list[str]]:
+    """``(judge kind, presidents)``: ``auto`` is the real-voice judge on a leave-one-speech-out split."""
+    check_choice("judge", judge, JudgeChoice)
+    kind = judge if judge != "auto" else ("sotu" if split else "records")
+    presidents = parse_list(judge_presidents, "judge_presidents")
+    if kind == "sotu":
+        from politician_lm.evaluation.voices import check_presidents
+
+        check_presidents(presidents, politician)
+    return kind, presidents
+
+
+def probe_items(
+    prompts_file: str | None, held: list[dict[str, Any]], num_prompts: int, seed: int, identity_probes: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(style items, identity items)``: the user's prompts file split by kind, else a seeded choice of held-out
+    prompts (each with its real answer as ``reference``) and the identity probes."""
+    if prompts_file:
+        probes = records.read_prompts(Path(prompts_file))
+        return [p for p in probes if p["kind"] != "identity"], [p for p in probes if p["kind"] == "identity"]
+    chosen = random.Random(seed).sample(held, min(num_prompts, len(held)))
+    style_items = [
+        {"messages": r["messages"][:-1], "kind": r["kind"], "reference": r["messages"][-1]["content"]} for r in chosen
+    ]
+    identity_items = records.read_prompts(Path(identity_probes)) if Path(identity_probes).is_file() else []
+    return style_items, identity_items

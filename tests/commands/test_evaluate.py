@@ -1,0 +1,147 @@
+"""``politician-lm evaluate``: the scorecard of every arm with intervals and paired differences, its files and its
+printed table, and bad inputs refused before the model loads. The real-speech path is test_evaluate_real_speech.py.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from politician_lm.cli import main
+from politician_lm.evaluation.arms import BASE, PROMPT_ONLY, Arm, differences
+from politician_lm.evaluation.scorecard import ArmScores
+from tests.helpers import ROOT
+
+
+@pytest.fixture(scope="module")
+def demo_fit(tmp_path_factory):
+    """A short demo fit whose ``best`` and ``last`` adapters (and metrics.csv) evaluate scores."""
+    root = tmp_path_factory.mktemp("demo-fit")
+    args = ["fit", "--config", "configs/demo.yaml", "--trainer.max_epochs", "2", "--trainer.default_root_dir",
+            str(root), "--trainer.enable_progress_bar", "false",
+            "--data.cache_dir", str(root / "hf-cache")]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "politician_lm.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root
+
+
+def test_differences_are_adapter_vs_prompt_only_later_vs_first_and_prompt_only_vs_base():
+    def arm(loss: float) -> ArmScores:
+        return ArmScores(target="biden", predicted=["biden", "generic"], loss_sum=[loss, loss], loss_tokens=[1.0, 1.0])
+
+    results = {BASE: arm(3.0), PROMPT_ONLY: arm(2.5), "sft": arm(2.0), "dpo": arm(1.5)}
+    diff = differences(results, n_boot=50, seed=0)
+    assert list(diff) == ["sft - prompt-only", "dpo - prompt-only", "dpo - sft", "prompt-only - base"]
+    assert diff["dpo - sft"]["heldout_loss"]["value"] == pytest.approx(-0.5)
+    assert diff["prompt-only - base"]["heldout_loss"]["value"] == pytest.approx(-0.5)
+
+
+def test_an_arm_puts_its_system_prompt_first_and_is_scored_against_its_own_politician():
+    from politician_lm.data.templates import PromptStyle
+
+    prompts = [[{"role": "user", "content": "hi"}]]
+    style = PromptStyle(prompt_format="chat", system_prompt="You are Trump.", politician="trump")
+    prompt_only = Arm(PROMPT_ONLY, None, PromptStyle(prompt_format="chat"), "You are Biden.")
+    assert prompt_only.conversations(prompts)[0][0] == {"role": "system", "content": "You are Biden."}
+    assert prompt_only.target("biden") == "biden" and prompt_only.persona_prompt == "You are Biden."
+    other = Arm("runs/trump/adapters/best", "adapter_1", style)
+    assert other.conversations(prompts) == prompts  # the adapter's own template supplies its system prompt
+    assert other.target("biden") == "trump" and other.persona_prompt == "You are Trump."
+
+
+@pytest.mark.slow
+def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(demo_fit, tmp_path):
+    root = demo_fit
+    out = tmp_path / "eval"
+    adapter, later = str(root / "adapters" / "best"), str(root / "adapters" / "last")
+    log = glob.glob(str(root / "lightning_logs" / "version_*" / "metrics.csv"))[0]
+    # No --data_path: the adapter records the data it was trained on. A second adapter (as SFT+DPO after SFT) is
+    # also compared with the first.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "politician_lm.cli",
+            "evaluate",
+            "--adapters",
+            f"{adapter},{later}",
+            "--output_dir",
+            str(out),
+            "--logs",
+            log,
+            "--num_prompts",
+            "12",
+            "--max_new_tokens",
+            "12",
+            "--generic_prompts",
+            "24",
+            "--n_boot",
+            "200",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Evaluating" in proc.stderr  # the progress bar
+    assert "Persona scorecard: biden" in proc.stdout and "prompt-only" in proc.stdout  # the numbers are printed
+    report = json.loads((out / "metrics.json").read_text())
+    assert list(report["arms"]) == ["base", "prompt-only", adapter, later]
+    assert (
+        report["classifier"]["labels"] == ["biden", "generic", "trump"] and report["classifier"]["generic_texts"] == 24
+    )
+    assert report["n_style_prompts"] == 12 and report["n_identity_prompts"] == 16
+    for arm in report["arms"].values():
+        assert {
+            "style_attribution",
+            "names_self",
+            "claims_ai",
+            "facts",
+            "identity_score",
+            "prompt_echo",
+            "memorization",
+            "heldout_loss",
+            "distinct_2",
+        } <= set(arm)
+        for e in arm.values():
+            assert e["low"] <= e["value"] <= e["high"]
+    assert set(report["differences"]) == {
+        f"{adapter} - prompt-only",
+        f"{later} - prompt-only",
+        f"{later} - {adapter}",
+        "prompt-only - base",
+    }
+    assert f"{root.name}/last - {root.name}/best" in proc.stdout  # the table's short names
+    assert set(report["corpus_distinct"][later]) == {"distinct_1", "distinct_2"}
+    assert sum(report["confusion"][adapter].values()) == 12
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "Differences (paired bootstrap)" in page
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4 * (12 + 16)
+    # A second run with the same base reuses the cached generic texts.
+    assert list((tmp_path / "xdg" / "politician_lm" / "generic").glob("*.json"))
+
+
+def test_evaluate_refuses_bad_inputs_before_loading(tmp_path, capsys, chdir_root):
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                "evaluate",
+                "--adapters",
+                str(tmp_path / "nope"),
+                "--data_path",
+                "data/biden",
+                "--output_dir",
+                str(tmp_path / "o"),
+            ]
+        )
+    assert exc.value.code == 2 and "adapter folder does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
