@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from politician_lm import AdapterExport, PoliticianDataModule, PoliticianLM
 from politician_lm.artifacts.adapter import read_adapter
 from politician_lm.errors import UserError
-from politician_lm.model.module import TrainingDiverged
+from politician_lm.model.guard import TrainingDiverged
 from tests.helpers import ROOT, pc_rows, write_jsonl
 
 FIT = [
@@ -73,18 +73,24 @@ def kill_and_resume(root, delay):
     return step
 
 
-def assert_same_adapter(a_root, b_root):
+def assert_same_adapter(a_root, b_root, context=""):
     a, b = adapter_tensors(a_root), adapter_tensors(b_root)
-    assert a.keys() == b.keys()
+    assert a.keys() == b.keys(), context
     for key in a:
-        assert torch.equal(a[key], b[key]), key  # bit for bit: same batches, same dropout, same optimizer state
+        # bit for bit: same batches, same dropout, same optimizer state
+        assert torch.equal(a[key], b[key]), f"{key} {context}".strip()
 
 
 @pytest.mark.slow
 def test_sigkill_mid_fit_then_resume_gives_the_same_adapter(straight, tmp_path):
-    delay = random.Random(os.getpid()).uniform(0.0, 1.5)  # a different moment on every run
-    kill_and_resume(tmp_path / "killed", delay)
-    assert_same_adapter(straight, tmp_path / "killed")
+    """A different kill moment on every run, drawn from a seed that the failure names; POLITICIAN_LM_KILL_SEED
+    reruns that moment (the same delay after the first checkpoint; the step it lands on also depends on load)."""
+    seed = int(os.environ.get("POLITICIAN_LM_KILL_SEED") or random.SystemRandom().randrange(10**6))
+    delay = random.Random(seed).uniform(0.0, 1.5)
+    print(f"kill seed {seed}: rerun this moment with POLITICIAN_LM_KILL_SEED={seed}")
+    step = kill_and_resume(tmp_path / "killed", delay)
+    rerun = f"(killed {delay:.2f} s after the first checkpoint, at step {step}; rerun: POLITICIAN_LM_KILL_SEED={seed})"
+    assert_same_adapter(straight, tmp_path / "killed", rerun)
 
 
 @pytest.mark.slow
@@ -323,7 +329,7 @@ def test_batches_done_in_epoch_counts_the_finished_batches_of_the_epoch(tmp_path
     and ignore gradient accumulation and skipped steps (a Lightning release that changes this fails here)."""
     from lightning.pytorch.demos.boring_classes import BoringModel
 
-    from politician_lm.data.datamodule import batches_done_in_epoch
+    from politician_lm.progress import batches_done_in_epoch
 
     class SkipsOne(BoringModel):
         def training_step(self, batch, batch_idx):

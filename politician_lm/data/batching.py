@@ -92,6 +92,21 @@ class EpochBatchSampler(DistributedSampler):
         return self._len
 
 
+class ResumableSampler(DistributedSampler):
+    """Shuffles as a function of (seed, epoch) (Lightning calls ``set_epoch``) and can start part-way into an epoch.
+
+    Built with the real world size, so DDP keeps it instead of wrapping it. The DataModule sets ``start`` when a
+    run resumes mid-epoch.
+    """
+
+    start = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())[self.start :]
+        self.start = 0
+        return iter(indices)
+
+
 class IndexedBatches(Dataset):
     """A dataset read a batch at a time: ``batches[[i, j, ...]]`` is the list of those examples."""
 
@@ -114,7 +129,7 @@ class PackedRowsCollator:
     row. The first label of each example is masked, so no token is predicted from the previous example. Rows are few
     and nearly full, so padding is small, and attention stays per row (cost rows x max_length^2, not
     (rows x max_length)^2 as when a whole batch is flattened into one sequence for SDPA). With FlashAttention the
-    module flattens the rows into one varlen sequence (see ``PoliticianLM._loss``). ``real_tokens`` counts the
+    module flattens the rows into one varlen sequence (see ``model.scoring.Scorer``). ``real_tokens`` counts the
     non-pad tokens (for throughput).
     """
 

@@ -1,7 +1,7 @@
 """``PoliticianDataModule``: prompt/completion or chat JSONL in, padded completion-only-loss batches out.
 
 Preference pairs (``{"prompt", "chosen", "rejected"}`` or the chat-message form, see ``records``) give pair batches
-for DPO instead: see ``PairCollator``.
+for DPO instead: see ``data.pairs``. The samplers and other collators are in ``data.batching``.
 """
 
 from __future__ import annotations
@@ -16,16 +16,18 @@ import lightning.pytorch as L
 import torch
 from datasets import Dataset, concatenate_datasets, load_dataset
 from datasets.exceptions import DatasetGenerationError
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorForSeq2Seq
 
 from politician_lm.artifacts.profiles import load_profile
-from politician_lm.batch import IGNORE_INDEX, SEGMENT_CHOSEN, SEGMENT_PAD, SEGMENT_PROMPT, SEGMENT_REJECTED
+from politician_lm.batch import IGNORE_INDEX
 from politician_lm.data import records
-from politician_lm.data.batching import EpochBatchSampler, IndexedBatches, PackedRowsCollator
+from politician_lm.data.batching import EpochBatchSampler, IndexedBatches, PackedRowsCollator, ResumableSampler
+from politician_lm.data.pairs import PAIR_COLUMNS, PairCollator, tokenize_pair
 from politician_lm.data.templates import PromptFormat, PromptStyle
 from politician_lm.data.tokenize import Overlong, adds_bos, encode
 from politician_lm.errors import UserError
+from politician_lm.progress import batches_done_in_epoch
 from politician_lm.values import check_choice
 
 log = logging.getLogger(__name__)
@@ -47,129 +49,6 @@ def _tokenize_row(
 ) -> dict:
     prompt, completion = style.render(row["messages"], tokenizer)
     return encode(tokenizer, prompt, completion, max_length, overlong, add_bos)
-
-
-def _tokenize_pair(
-    row: dict, tokenizer: Any, style: PromptStyle, max_length: int, overlong: Overlong, add_bos: bool
-) -> dict:
-    """Chosen and rejected answer after the same prompt, each with its own completion-only labels."""
-    prompt, chosen = style.render(row["messages"], tokenizer)
-    other_prompt, rejected = style.render(
-        [*row["messages"][:-1], {"role": "assistant", "content": row["rejected"]}], tokenizer
-    )
-    if other_prompt != prompt:
-        raise ValueError(f"the prompt renders differently before the two answers: {prompt!r} vs {other_prompt!r}")
-    c = encode(tokenizer, prompt, chosen, max_length, overlong, add_bos)
-    r = encode(tokenizer, prompt, rejected, max_length, overlong, add_bos)
-    statuses = {c["status"], r["status"]}
-    status = "dropped" if "dropped" in statuses else "truncated" if "truncated" in statuses else "ok"
-    return {
-        "input_ids": c["input_ids"],
-        "labels": c["labels"],
-        "rejected_input_ids": r["input_ids"],
-        "rejected_labels": r["labels"],
-        "status": status,
-    }
-
-
-PAIR_COLUMNS = ["input_ids", "labels", "rejected_input_ids", "rejected_labels", "index"]
-
-
-class PairCollator:
-    """A batch of N preference pairs as N rows, each the pair's prompt once, then its chosen answer, then its rejected
-    answer (the layout ``politician_lm.batch`` describes), right-padded; plus ``index``, each pair's row in its
-    dataset (the key of its cached reference log-probabilities).
-
-    The prompt is scored once for both answers: on the demo's pairs (102-token prompts, 50 + 88-token answers) that
-    is 0.64 of the tokens of two padded rows per pair.
-    """
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.pad_id = tokenizer.pad_token_id  # the DataModule sets it (to EOS where the tokenizer has none)
-
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        rows = [pair_row(f["input_ids"], f["labels"], f["rejected_input_ids"], f["rejected_labels"]) for f in features]
-        width = max(len(r["input_ids"]) for r in rows)
-        fill = {
-            "input_ids": self.pad_id,
-            "position_ids": 0,
-            "segments": SEGMENT_PAD,
-            "chosen_targets": IGNORE_INDEX,
-            "rejected_targets": IGNORE_INDEX,
-        }
-        batch = {
-            key: torch.tensor([r[key] + [value] * (width - len(r[key])) for r in rows]) for key, value in fill.items()
-        }
-        batch["index"] = torch.tensor([int(f["index"]) for f in features])
-        batch["real_tokens"] = torch.tensor(sum(len(r["input_ids"]) for r in rows))
-        batch["sequences"] = torch.tensor(len(rows))  # examples: pairs
-        return batch
-
-
-def pair_row(chosen: list[int], chosen_labels: list[int], rejected: list[int], rejected_labels: list[int]) -> dict:
-    """One pair as one row: the shared prompt, the chosen answer's tokens, then the rejected answer's tokens.
-
-    The shared part is the longest common prefix of the two sequences inside both prompts (both answers follow the
-    same prompt tokens; the prefix rule keeps it exact should a tokenizer merge across the prompt's end). Targets sit
-    at the position whose logits predict them, so the last shared position predicts the first token of each answer.
-    """
-    shared = 0
-    limit = min(len(chosen), len(rejected))
-    while (
-        shared < limit
-        and chosen[shared] == rejected[shared]
-        and chosen_labels[shared] == IGNORE_INDEX
-        and rejected_labels[shared] == IGNORE_INDEX
-    ):
-        shared += 1
-    tail = len(rejected) - shared
-    ids = chosen + rejected[shared:]
-    chosen_targets = chosen_labels[1:] + [IGNORE_INDEX] * (tail + 1)
-    rejected_targets = [IGNORE_INDEX] * len(ids)
-    for j in range(max(shared, 1), len(rejected)):  # rejected[j] is predicted by the position holding rejected[j-1]
-        source = j - 1 if j - 1 < shared else len(chosen) + (j - 1 - shared)
-        rejected_targets[source] = rejected_labels[j]
-    return {
-        "input_ids": ids,
-        "position_ids": list(range(len(chosen))) + list(range(shared, len(rejected))),
-        "segments": [SEGMENT_PROMPT] * shared + [SEGMENT_CHOSEN] * (len(chosen) - shared) + [SEGMENT_REJECTED] * tail,
-        "chosen_targets": chosen_targets,
-        "rejected_targets": rejected_targets,
-    }
-
-
-class ResumableSampler(DistributedSampler):
-    """Shuffles as a function of (seed, epoch) (Lightning calls ``set_epoch``) and can start part-way into an epoch.
-
-    Built with the real world size, so DDP keeps it instead of wrapping it. The DataModule sets ``start`` when a
-    run resumes mid-epoch.
-    """
-
-    start = 0
-
-    def __iter__(self):
-        indices = list(super().__iter__())[self.start :]
-        self.start = 0
-        return iter(indices)
-
-
-def batches_done_in_epoch(trainer: L.Trainer) -> int:
-    """Training batches the trainer has finished in its current epoch (stepped, or skipped for a non-finite loss).
-
-    The DataModule's only read of Lightning internals (the fit loop's progress counter). Lightning has no
-    public count of this: ``trainer.global_step`` counts optimizer steps (fewer with gradient accumulation, none for a
-    skipped step), ``trainer.fit_loop.batch_idx`` counts batches started, and its resumable-DataLoader protocol
-    (``state_dict`` on the loader) captures the loader after prefetching has drawn the next batch.
-    tests/test_reliability.py fails if a Lightning release moves or redefines the counter.
-    """
-    try:
-        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
-    except AttributeError as e:
-        raise RuntimeError(
-            f"lightning {L.__version__} has no trainer.fit_loop.epoch_loop.batch_progress.current"
-            ".processed; politician_lm.data.datamodule.batches_done_in_epoch (mid-epoch resume) needs "
-            "updating"
-        ) from e
 
 
 def _prompt_only(row: dict) -> dict:
@@ -290,7 +169,7 @@ class PoliticianDataModule(L.LightningDataModule):
     def _tokenize(self, ds: Dataset, split: str) -> Dataset:
         hp = self.hparams
         ds = ds.map(
-            _tokenize_pair if self.preference else _tokenize_row,
+            tokenize_pair if self.preference else _tokenize_row,
             fn_kwargs=dict(
                 tokenizer=self.tokenizer,
                 style=self.style,
@@ -345,39 +224,47 @@ class PoliticianDataModule(L.LightningDataModule):
         self.build()
 
     # -- loaders --------------------------------------------------------------------------------------------
-    def _plan_loader(self, ds: Dataset, batch_size: int, generator: Any) -> DataLoader:
-        """Packed or length-grouped train batches (see ``data.batching``), sharded across DDP ranks."""
+    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        """Every example once, in order; or with ``shuffle`` the train batches: shuffled per (seed, epoch), packed or
+        length-grouped if asked (``data.batching``), sharded across DDP ranks, and able to resume mid-epoch."""
+        ds = ds.select_columns(PAIR_COLUMNS if self.preference else ["input_ids", "labels"])
+        # A generator of its own: creating a loader iterator must not draw from the global RNG (LoRA dropout),
+        # or a resumed run would draw different dropout masks than the uninterrupted one.
+        generator = torch.Generator().manual_seed(self.hparams.seed)
+        settings: dict[str, Any] = dict(
+            collate_fn=self._collator(), num_workers=self.hparams.num_workers, generator=generator
+        )
+        if not shuffle:
+            return DataLoader(ds, batch_size=batch_size, **settings)
+        world, rank = self._world()
+        hp = self.hparams
+        if hp.packing or hp.group_by_length:  # a batch plan: the sampler yields whole batches
+            sampler: Any = EpochBatchSampler(
+                self._lengths(ds), batch_size, hp.seed, hp.packing, hp.max_length, num_replicas=world, rank=rank
+            )
+            if hp.packing:
+                settings["collate_fn"] = PackedRowsCollator(hp.max_length, self.tokenizer.pad_token_id, IGNORE_INDEX)
+            loader = DataLoader(IndexedBatches(ds), sampler=sampler, batch_size=None, **settings)
+            self._apply_resume(sampler, len(loader), 1)
+        else:
+            sampler = ResumableSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=hp.seed)
+            loader = DataLoader(ds, batch_size=batch_size, sampler=sampler, **settings)
+            self._apply_resume(sampler, len(loader), batch_size)
+        self._train_sampler = sampler
+        return loader
+
+    def _lengths(self, ds: Dataset) -> list[int]:
+        """Tokens of each example (a pair: both answers and the prompt twice), for the batch plans."""
         lengths = [len(ids) for ids in ds["input_ids"]]
         if self.preference:
             lengths = [a + len(b) for a, b in zip(lengths, ds["rejected_input_ids"])]
-        world, rank = self._world()
-        sampler = EpochBatchSampler(
-            lengths,
-            batch_size,
-            self.hparams.seed,
-            self.hparams.packing,
-            self.hparams.max_length,
-            num_replicas=world,
-            rank=rank,
-        )
-        collator = (
-            PackedRowsCollator(self.hparams.max_length, self.tokenizer.pad_token_id, IGNORE_INDEX)
-            if self.hparams.packing
-            else PairCollator(self.tokenizer)
-            if self.preference
-            else DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
-        )
-        loader = DataLoader(
-            IndexedBatches(ds),
-            sampler=sampler,
-            batch_size=None,
-            collate_fn=collator,
-            num_workers=self.hparams.num_workers,
-            generator=generator,
-        )
-        self._apply_resume(sampler, len(loader), 1)
-        self._train_sampler = sampler
-        return loader
+        return lengths
+
+    def _collator(self) -> Any:
+        """Padded rows: pair rows (``data.pairs``) for preference data, else prompt/completion rows."""
+        if self.preference:
+            return PairCollator(self.tokenizer)
+        return DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -394,42 +281,10 @@ class PoliticianDataModule(L.LightningDataModule):
             sampler.set_epoch(epoch)
             sampler.start = done * batch_size
 
-    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        if self.preference:
-            collator: Any = PairCollator(self.tokenizer)
-            ds = ds.select_columns(PAIR_COLUMNS)
-        else:
-            collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
-            ds = ds.select_columns(["input_ids", "labels"])
-        # A generator of its own: creating a loader iterator must not draw from the global RNG (LoRA dropout),
-        # or a resumed run would draw different dropout masks than the uninterrupted one.
-        generator = torch.Generator().manual_seed(self.hparams.seed)
-        if not shuffle:
-            return DataLoader(
-                ds,
-                batch_size=batch_size,
-                collate_fn=collator,
-                num_workers=self.hparams.num_workers,
-                generator=generator,
-            )
-        if self.hparams.packing or self.hparams.group_by_length:
-            return self._plan_loader(ds, batch_size, generator)
-        world, rank = self._world()
-        sampler = ResumableSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=self.hparams.seed)
-        loader = DataLoader(
-            ds,
-            batch_size=batch_size,
-            sampler=sampler,
-            collate_fn=collator,
-            num_workers=self.hparams.num_workers,
-            generator=generator,
-        )
-        self._apply_resume(sampler, len(loader), batch_size)
-        self._train_sampler = sampler
-        return loader
-
     # -- resume: Lightning stores state_dict() in every checkpoint and calls load_state_dict() on resume, before
     # it builds the train loader; a run killed mid-epoch then sees exactly the batches of an uninterrupted run.
+    # Where the epoch stands is read from Lightning's loop counters through politician_lm.progress, as
+    # model.resume reads it.
     def state_dict(self) -> dict[str, int]:
         if self.trainer is None or self._train_sampler is None:
             return {}

@@ -94,9 +94,9 @@ def test_packed_loss_equals_unpacked_per_example(tmp_path, tiny_path):
                 checked += 1
         assert checked >= 3 and checked == int(batch["sequences"])
         # FlashAttention layout: the rows flattened into one sequence give the same loss
-        rows_loss = model._loss(batch)
-        model._flatten_packed = True
-        torch.testing.assert_close(model._loss(batch), rows_loss, rtol=0, atol=1e-5)
+        rows_loss = model.scorer.token_loss(batch)
+        model.scorer.flatten_packed = True
+        torch.testing.assert_close(model.scorer.token_loss(batch), rows_loss, rtol=0, atol=1e-5)
     batches = list(dm.train_dataloader())
     real = sum(int(b["real_tokens"]) for b in batches)
     assert real == sum(len(x) for x in dm.train_dataset["input_ids"])

@@ -271,10 +271,10 @@ def test_loss_on_label_positions_equals_the_models_own_loss_and_gradients(tmp_pa
     assert model.head_on_labels_only  # Mistral: logits are exactly head(backbone(x))
     randomize_lora_b(model)
     losses, grads = [], []
-    for split in (model._backbone_and_head, None):  # the head on labelled positions only, then on all
-        model._backbone_and_head = split
+    for split in (model.scorer.parts, None):  # the head on labelled positions only, then on all
+        model.scorer.parts = split
         model.zero_grad()
-        loss = model._loss(batch)
+        loss = model.scorer.token_loss(batch)
         loss.backward()
         losses.append(loss.detach())
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
@@ -287,7 +287,7 @@ def test_models_that_post_process_logits_keep_their_own_loss(tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import Gemma2Config, Gemma2ForCausalLM, MistralConfig, MistralForCausalLM
 
-    from politician_lm.model.module import _split_head
+    from politician_lm.model.scoring import split_head
 
     small = {
         "vocab_size": 64,
@@ -305,7 +305,7 @@ def test_models_that_post_process_logits_keep_their_own_loss(tmp_path):
     ):
         model = get_peft_model(cls(cfg), LoraConfig(r=2, target_modules="all-linear"))
         model.train()
-        assert (_split_head(model) is not None) == splits, cls.__name__
+        assert (split_head(model) is not None) == splits, cls.__name__
         assert model.training  # the check puts the model back in train mode
 
 

@@ -1,0 +1,85 @@
+"""What ``PoliticianLM`` trains and how: the base loaded (quantized) on its device, made ready for k-bit training and
+gradient checkpointing, with a trainable LoRA adapter (a new one, or ``init_adapter`` to keep training); and the
+optimizer with its learning-rate schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from transformers import get_scheduler
+
+from politician_lm.artifacts.adapter import attach_adapter
+from politician_lm.model.loading import load_base_model
+
+
+def build_trainable_model(
+    model_name_or_path: str,
+    quantization: str,
+    dtype: torch.dtype,
+    device: torch.device,
+    *,
+    quant_storage: str,
+    trust_remote_code: bool,
+    attn_implementation: str | None,
+    gradient_checkpointing: bool,
+    adapter: str | LoraConfig,
+) -> Any:
+    """The PEFT-wrapped model in train mode; ``adapter`` is a PEFT adapter folder to keep training, or the
+    settings of a new adapter."""
+    model = load_base_model(
+        model_name_or_path,
+        quantization,
+        dtype,
+        device,
+        trust_remote_code,
+        attn_implementation,
+        quant_storage=quant_storage,
+    )
+    if quantization != "none":
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    if isinstance(adapter, LoraConfig):
+        model = get_peft_model(model, adapter)
+    else:
+        model = attach_adapter(model, adapter, is_trainable=True)
+    # from_pretrained returns the base in eval mode and Lightning keeps module modes as it finds them; in eval
+    # mode transformers silently skips gradient checkpointing, so the whole model goes to train mode here.
+    model.train()
+    return model
+
+
+def lora_config(hp: Mapping[str, Any]) -> LoraConfig:
+    """The PEFT settings of a new adapter from ``PoliticianLM``'s ``lora_*``, ``target_modules``, ``use_dora`` and
+    ``use_rslora`` hyperparameters."""
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=hp["lora_r"],
+        lora_alpha=hp["lora_alpha"],
+        lora_dropout=hp["lora_dropout"],
+        target_modules=hp["target_modules"],
+        use_dora=hp["use_dora"],
+        use_rslora=hp["use_rslora"],
+    )
+
+
+def optimizer_and_schedule(
+    optimizer: torch.optim.Optimizer, scheduler: str, warmup_ratio: float, total_steps: int
+) -> dict[str, Any]:
+    """Lightning's optimizer configuration: ``scheduler`` (``transformers.get_scheduler``) after linear warmup over
+    ``warmup_ratio`` of the ``total_steps`` optimizer steps, stepped every optimizer step."""
+    schedule = get_scheduler(
+        scheduler,
+        optimizer,
+        num_warmup_steps=int(warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,182 @@
+"""The DPO objective (``model.objective: dpo``) and its reference: the policy at the start of the stage (the base
+plus ``init_adapter``), scored once.
+
+Before the first step one no-grad pass stores the chosen and rejected log-probabilities of every train and val pair
+(``ReferenceCache``), and checkpoints carry them. No second copy of the model is loaded or run, and a resumed run
+keeps the reference of the run it resumes. The loss itself is ``model.preference.dpo_loss``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from politician_lm.batch import IGNORE_INDEX, PreferenceSource
+from politician_lm.errors import UserError
+from politician_lm.model.objectives import REFERENCE_KEY, StepResult, TrainingObjective
+from politician_lm.model.preference import PreferenceOutput, dpo_loss
+from politician_lm.model.scoring import Scorer
+
+NEEDS_PAIRS = "model.objective dpo needs the PoliticianDataModule (data:) with preference pairs"
+
+
+def pairs_fingerprint(datasets: list[Any]) -> str:
+    """A hash of the token ids of every pair, in order: the data a DPO reference belongs to."""
+    digest = hashlib.sha256()
+    for ds in datasets:
+        for column in ("input_ids", "rejected_input_ids"):
+            for ids in ds[column]:
+                digest.update(len(ids).to_bytes(4, "little"))
+                digest.update(torch.tensor(ids, dtype=torch.int64).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class ReferenceCache:
+    """The reference log-probabilities of every pair, the data they belong to, and whether they still equal the
+    policy's (no step since they were computed)."""
+
+    logps: dict[str, torch.Tensor] = field(default_factory=dict)  # per split, [pairs, 2] (chosen, rejected) by "index"
+    data: str | None = None  # fingerprint of the pairs the reference was computed on
+    is_policy: bool = False  # True from the reference pass until the first training step
+
+    def ensure(self, source: PreferenceSource, scorer: Scorer, device: torch.device) -> None:
+        """Score every pair once with the current (starting) weights, unless a checkpoint brought the reference."""
+        loaders = source.reference_dataloaders()
+        fingerprint = pairs_fingerprint([loader.dataset for loader in loaders.values()])
+        if self.logps:
+            if self.data != fingerprint:
+                raise UserError(
+                    "the pairs differ from those the run started on (its reference log-probabilities "
+                    "were computed on other data); resume with the same data, or start a new run"
+                )
+            return
+        counts = ", ".join(f"{len(loader.dataset)} {split}" for split, loader in loaders.items())
+        rank_zero_info(f"DPO reference: scoring {counts} pairs with the starting weights (one pass, no gradients)")
+        self.logps = {split: self.score(scorer, loader, device) for split, loader in loaders.items()}
+        self.data = fingerprint
+        self.is_policy = True
+
+    @staticmethod
+    @torch.no_grad()
+    def score(scorer: Scorer, loader: Any, device: torch.device) -> torch.Tensor:
+        """``[pairs, 2]`` float64 log-probabilities (chosen, rejected) of every pair ``loader`` yields."""
+        was_training = scorer.model.training
+        scorer.model.eval()  # no dropout: the exact policy at the start of the stage
+        out = torch.full((len(loader.dataset), 2), float("nan"), dtype=torch.float64)
+        try:
+            for batch in loader:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                logps, _ = scorer.pair_logps(batch)
+                n = batch["index"].shape[0]
+                out[batch["index"].cpu()] = torch.stack([logps[:n], logps[n:]], dim=1).double().cpu()
+        finally:
+            scorer.model.train(was_training)
+        return out
+
+    def save(self, checkpoint: dict[str, Any]) -> None:
+        if self.logps:
+            checkpoint[REFERENCE_KEY] = {"logps": self.logps, "data": self.data}
+
+    def load(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(REFERENCE_KEY)
+        if saved is None:
+            raise UserError(
+                "the checkpoint is not from a DPO run (it has no reference log-probabilities); start "
+                "a DPO stage from an SFT adapter with --model.init_adapter, not from an SFT checkpoint"
+            )
+        self.logps, self.data = dict(saved["logps"]), saved["data"]
+
+
+class DPO(TrainingObjective):
+    """Sigmoid DPO on preference pairs, plus ``sft_weight`` x the chosen answers' NLL (RPO); logs the rewards."""
+
+    def __init__(self, beta: float, sft_weight: float, attn_implementation: str | None) -> None:
+        self.beta, self.sft_weight, self.attn_implementation = beta, sft_weight, attn_implementation
+        self.reference = ReferenceCache()
+
+    def check_data(self, source: PreferenceSource | None) -> None:
+        if source is None:
+            raise UserError(NEEDS_PAIRS)
+        if "flash" in str(self.attn_implementation or ""):
+            raise UserError(
+                f"model.objective dpo scores both answers after one copy of the prompt with a 4D attention mask, "
+                f"which {self.attn_implementation} cannot take; set model.attn_implementation: sdpa"
+            )
+        if not source.preference:
+            raise UserError(
+                f"{source.data_path}: model.objective dpo needs preference pairs ({{'prompt', 'chosen', 'rejected'}});"
+                " build them with `politician-lm pairs`"
+            )
+
+    def prepare(self, source: PreferenceSource | None, scorer: Scorer, device: torch.device) -> None:
+        if source is None:
+            raise UserError(NEEDS_PAIRS)
+        self.reference.ensure(source, scorer, device)
+
+    def preference(
+        self, scorer: Scorer, batch: dict[str, torch.Tensor], split: str, device: torch.device
+    ) -> PreferenceOutput:
+        """DPO on a batch of n pairs (one row each): log-probabilities [0, n) are the chosen answers', [n, 2n) the
+        rejected ones'; ``split`` (``train`` or ``val``) picks the reference."""
+        n = batch["index"].shape[0]
+        reference = self.reference.logps[split][batch["index"].cpu()]
+        if self.reference.is_policy and not torch.is_grad_enabled():
+            # no step since the reference pass: the policy's log-probabilities are the reference's (same loader,
+            # same batches), so the validation before training reads them instead of scoring the pairs again
+            counts = torch.cat([(batch[k] != IGNORE_INDEX).sum(1) for k in ("chosen_targets", "rejected_targets")])
+            logps = torch.cat([reference[:, 0], reference[:, 1]]).float()
+            logps, counts = logps.to(device), counts.to(device)
+        else:
+            logps, counts = scorer.pair_logps(batch)
+        reference = reference.to(logps.device)
+        return dpo_loss(logps[:n], logps[n:], reference[:, 0], reference[:, 1], counts[:n], self.beta, self.sft_weight)
+
+    def step(self, scorer: Scorer, batch: dict[str, torch.Tensor], split: str, device: torch.device) -> StepResult:
+        out = self.preference(scorer, batch, "train" if split == "train" else "val", device)
+        return StepResult(out.loss, batch["index"].shape[0], out.metrics())
+
+    def on_train_batch_start(self) -> None:
+        self.reference.is_policy = False
+
+    def save(self, checkpoint: dict[str, Any]) -> None:
+        self.reference.save(checkpoint)
+
+    def load(self, checkpoint: dict[str, Any]) -> None:
+        self.reference.load(checkpoint)
+
+
+class DPOHandles:
+    """``PoliticianLM``'s handles on the DPO internals, which tests/model/test_preference.py drives directly; valid
+    when ``model.objective`` is ``dpo``."""
+
+    objective: Any  # a DPO
+    scorer: Scorer
+    device: torch.device
+
+    @property
+    def reference(self) -> dict[str, torch.Tensor]:
+        """Per split, the ``[pairs, 2]`` reference log-probabilities (chosen, rejected)."""
+        return self.objective.reference.logps
+
+    @reference.setter
+    def reference(self, logps: dict[str, torch.Tensor]) -> None:
+        self.objective.reference.logps = logps
+
+    @property
+    def _reference_is_policy(self) -> bool:
+        return self.objective.reference.is_policy
+
+    @_reference_is_policy.setter
+    def _reference_is_policy(self, value: bool) -> None:
+        self.objective.reference.is_policy = value
+
+    def _reference_logps(self, loader: Any) -> torch.Tensor:
+        return self.objective.reference.score(self.scorer, loader, self.device)
+
+    def _preference(self, batch: dict[str, torch.Tensor], split: str) -> PreferenceOutput:
+        return self.objective.preference(self.scorer, batch, split, self.device)

@@ -1,0 +1,123 @@
+"""The policy's forward passes that the objectives score with: the output head runs only on positions that have a
+label, so the prompt tokens' logits (a [tokens, vocab] tensor, and its gradient) are never built. For a 7B model at
+1024 tokens x 8 rows that is about 1 GiB of fp32 logits per batch.
+
+``split_head`` finds out once whether a model's logits are exactly ``head(backbone(x))``; where they are not, the
+model's own full forward pass is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from politician_lm.batch import IGNORE_INDEX
+from politician_lm.model.preference import pair_attention_mask, sequence_logps
+
+
+def split_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """``(backbone, output head)`` of a PEFT-wrapped causal LM whose logits are exactly ``head(backbone(x))``.
+
+    Checked once on a short fixed input (no randomness drawn): models that post-process logits (soft-capping,
+    scaling) or have no separable backbone return None, and training uses the model's own loss.
+    """
+    base = model.get_base_model()
+    backbone, head = getattr(base, getattr(base, "base_model_prefix", ""), None), base.get_output_embeddings()
+    if not isinstance(backbone, torch.nn.Module) or not isinstance(head, torch.nn.Module):
+        return None
+    device = next(head.parameters()).device
+    ids = (torch.arange(16, device=device) * 7919 % base.config.get_text_config().vocab_size).view(2, 8)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            full = model(input_ids=ids, use_cache=False).logits.float()
+            split = head(backbone(input_ids=ids, use_cache=False).last_hidden_state).float()
+    except (TypeError, AttributeError, ValueError):
+        return None
+    finally:
+        model.train(was_training)
+    close = split.shape == full.shape and torch.allclose(
+        split, full, rtol=1e-3, atol=1e-3 * float(full.abs().max()) + 1e-5
+    )
+    return (backbone, head) if close else None
+
+
+@dataclass
+class Scorer:
+    """The forward passes of one built policy (``PoliticianLM.configure_model`` makes it).
+
+    ``parts`` is ``split_head``'s answer; ``flatten_packed`` is set for FlashAttention, which reads packing from
+    ``position_ids`` only in a batch of one sequence (varlen); other kernels get a block-diagonal mask built from
+    ``position_ids``, which is cheapest per row.
+    """
+
+    model: Any  # the PEFT-wrapped causal LM
+    parts: tuple[torch.nn.Module, torch.nn.Module] | None
+    compute_dtype: torch.dtype
+    flatten_packed: bool = False
+
+    def token_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean next-token cross-entropy over the completion tokens (labels other than -100).
+
+        Packed batches carry ``position_ids`` (restarting at every example) and no attention mask: transformers then
+        masks block-diagonally. Falls back to the model's own loss where the head cannot be split off. With
+        FlashAttention, packed rows are flattened into one varlen sequence.
+        """
+        if self.flatten_packed and "position_ids" in batch:
+            # rows -> one sequence; every row starts an example at position 0, so no segment runs across rows
+            batch = {k: batch[k].reshape(1, -1) for k in ("input_ids", "labels", "position_ids")}
+        labels = batch["labels"]
+        if self.parts is None:
+            return self.model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch.get("attention_mask"),
+                labels=labels,
+                position_ids=batch.get("position_ids"),
+                use_cache=False,
+            ).loss
+        targets = labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        logits = self._labelled_logits(batch, keep)
+        return F.cross_entropy(logits.float(), targets[keep])  # no completion token: NaN, as transformers gives
+
+    def _labelled_logits(self, batch: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
+        """Logits of the positions ``keep`` marks (those with a label): the backbone, then the head on those only."""
+        backbone, head = self.parts
+        hidden = backbone(
+            input_ids=batch["input_ids"],
+            attention_mask=batch.get("attention_mask"),
+            position_ids=batch.get("position_ids"),
+            use_cache=False,
+        ).last_hidden_state
+        return head(hidden[:, :-1][keep])
+
+    def pair_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed log-probability of each answer's labelled tokens and their count: ``[2n]`` each, the n chosen answers
+        then the n rejected ones. One forward pass over pair rows, where both answers follow one copy of the prompt
+        (``politician_lm.batch``); the head runs only on positions that predict an answer token."""
+        n = batch["input_ids"].shape[0]
+        eager = getattr(self.model.config, "_attn_implementation", None) == "eager"
+        mask = pair_attention_mask(batch["segments"], self.compute_dtype if eager else None)
+        chosen, rejected = batch["chosen_targets"], batch["rejected_targets"]
+        keep_c, keep_r = chosen != IGNORE_INDEX, rejected != IGNORE_INDEX
+        if self.parts is None:
+            out = self.model(
+                input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"], use_cache=False
+            )
+            hidden, head = out.logits, (lambda x: x)
+        else:
+            backbone, head = self.parts
+            hidden = backbone(
+                input_ids=batch["input_ids"],
+                attention_mask=mask,
+                position_ids=batch["position_ids"],
+                use_cache=False,
+            ).last_hidden_state
+        logits = head(torch.cat([hidden[keep_c], hidden[keep_r]]))
+        targets = torch.cat([chosen[keep_c], rejected[keep_r]])
+        rows = torch.cat([keep_c.nonzero()[:, 0], keep_r.nonzero()[:, 0] + n])  # row-major, as boolean indexing
+        return sequence_logps(logits, targets, rows, 2 * n)
