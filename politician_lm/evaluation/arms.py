@@ -67,7 +67,7 @@ class ArmContext:
     politician: str
     profile: dict[str, Any]
     profiles_dir: str
-    classifier: Any  # a StyleClassifier (records or real-voice judge): predict(texts) -> labels
+    classifier: Any  # the style judge, predict(texts) -> labels; None until run_arms has trained it
     train_texts: list[str]
     memorization_words: int
     n_style: int  # the first n_style texts answer style prompts, the rest identity probes

@@ -43,11 +43,13 @@ def adapter_weights(weights: list[float] | str | None, count: int) -> list[float
 
 def check_one_base(folders: Sequence[AdapterFolder], persona: str | None = None) -> None:
     """Adapters applied together must have been trained on one base; ``persona`` names the served persona."""
-    first = folders[0] if folders else None
+    if not folders:
+        return
+    first = folders[0]
     for f in folders[1:]:
         if same_model(f.base_model, first.base_model):
             continue
-        if persona is not None:
+        if persona is not None:  # serve: the persona whose adapters disagree is the thing to fix
             raise UserError(
                 f"persona {persona!r}: {f.path} was trained on {f.base_model!r}, {first.path} on "
                 f"{first.base_model!r}; a persona's adapters need one base"
