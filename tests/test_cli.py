@@ -124,10 +124,15 @@ def test_gpu_recipe_on_a_machine_without_cuda_is_one_line(tmp_path, capsys, chdi
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     code, err = run_cli(
-        ["fit", "--config", "configs/biden.yaml", "--trainer.default_root_dir", str(tmp_path / "r")], capsys
+        ["fit", "--config", "configs/mistral7b-biden.yaml", "--trainer.default_root_dir", str(tmp_path / "r")], capsys
     )
     line = one_line(err)
-    assert code == 2 and "configs/biden.yaml" in line and "needs a CUDA GPU" in line and "configs/demo.yaml" in line
+    assert (
+        code == 2
+        and "configs/mistral7b-biden.yaml" in line
+        and "needs a CUDA GPU" in line
+        and "configs/demo.yaml" in line
+    )
     assert not (tmp_path / "r").exists()
 
 
@@ -176,3 +181,47 @@ def test_a_config_without_a_base_model_is_one_line_not_the_toy_model(tmp_path, c
     assert code == 2
     assert err.count("\n") == 1 and "model.model_name_or_path is not set" in err and str(config) in err
     assert not (tmp_path / "run").exists()
+
+
+def test_noise_filters_come_back_after_a_catch_warnings_block_dropped_them():
+    """pytest, notebooks and libraries wrap code in ``warnings.catch_warnings()``, which restores the filter list on
+    exit: filters installed inside were lost, and a done-once flag kept the next fit from installing them again."""
+    import warnings
+
+    from politician_lm.quiet import quiet_libraries
+
+    message = "`is_gradient_checkpointing` is deprecated and will be removed in v6."
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        with warnings.catch_warnings():
+            quiet_libraries()  # installed here, dropped when the block exits
+        quiet_libraries()
+        quiet_libraries()  # adds nothing the second time
+        ours = [f for f in warnings.filters if f[1] is not None and "is_gradient_checkpointing" in f[1].pattern]
+        assert len(ours) == 1
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.warn(message, FutureWarning, stacklevel=1)
+        assert caught == []
+
+
+def test_lightning_console_messages_go_through_the_current_stderr():
+    """rich redirects stderr around its live progress display; a handler holding the stderr of import time wrote
+    under the display instead, and the terminal showed the progress block twice."""
+    import contextlib
+    import io
+    import logging
+    import sys
+
+    from politician_lm.quiet import log_through_current_stderr
+
+    handler = logging.StreamHandler(sys.__stderr__)
+    logger = logging.getLogger("lightning.pytorch")
+    logger.addHandler(handler)
+    try:
+        log_through_current_stderr()
+        buffer = io.StringIO()
+        with contextlib.redirect_stderr(buffer):
+            handler.emit(logging.LogRecord("lightning.pytorch", logging.INFO, __file__, 1, "fit stopped", None, None))
+        assert buffer.getvalue() == "fit stopped\n"
+    finally:
+        logger.removeHandler(handler)
