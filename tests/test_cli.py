@@ -124,15 +124,10 @@ def test_gpu_recipe_on_a_machine_without_cuda_is_one_line(tmp_path, capsys, chdi
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     code, err = run_cli(
-        ["fit", "--config", "configs/mistral7b-biden.yaml", "--trainer.default_root_dir", str(tmp_path / "r")], capsys
+        ["fit", "--config", "configs/biden.yaml", "--trainer.default_root_dir", str(tmp_path / "r")], capsys
     )
     line = one_line(err)
-    assert (
-        code == 2
-        and "configs/mistral7b-biden.yaml" in line
-        and "needs a CUDA GPU" in line
-        and "configs/demo.yaml" in line
-    )
+    assert code == 2 and "configs/biden.yaml" in line and "needs a CUDA GPU" in line and "configs/demo.yaml" in line
     assert not (tmp_path / "r").exists()
 
 

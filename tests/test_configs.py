@@ -16,8 +16,8 @@ CONFIGS = sorted(
 def test_there_are_configs():
     assert {p.name for p in CONFIGS} >= {
         "demo.yaml",
-        "mistral7b-biden.yaml",
-        "mistral7b-trump.yaml",
+        "biden.yaml",
+        "trump.yaml",
         "smollm2-biden.yaml",
         "smollm2-trump.yaml",
         "sotu-biden.yaml",
@@ -131,9 +131,9 @@ def test_scale_out_strategies_build():
     from lightning.pytorch.strategies import FSDPStrategy, Strategy
     from transformers.models.mistral.modeling_mistral import MistralDecoderLayer
 
-    ddp = yaml.safe_load((ROOT / "configs" / "mistral7b-biden-ddp.yaml").read_text())
+    ddp = yaml.safe_load((ROOT / "configs" / "biden-ddp.yaml").read_text())
     assert ddp["trainer"]["strategy"] == "ddp" and ddp["trainer"]["devices"] > 1
-    fsdp = yaml.safe_load((ROOT / "configs" / "mistral7b-biden-fsdp.yaml").read_text())
+    fsdp = yaml.safe_load((ROOT / "configs" / "biden-fsdp.yaml").read_text())
     assert fsdp["model"]["quant_storage"] == fsdp["model"]["compute_dtype"] == "bfloat16"
     parser = ArgumentParser()
     parser.add_argument("--strategy", type=Strategy)

@@ -1,4 +1,4 @@
-"""The GPU recipes (a 7B base) resolve on a CPU: a typo in configs/mistral7b-*.yaml fails here, not on a user's GPU.
+"""The GPU recipes (a 7B base) resolve on a CPU: a typo in configs/biden*.yaml or trump.yaml fails here, not on a GPU.
 
 No GPU and no hub here, so the model is Mistral-7B's architecture (transformers' ``MistralConfig`` defaults are the
 7B shapes) built on the meta device: no weights are allocated. The LoRA targets, the quantization settings and the
@@ -24,10 +24,10 @@ GPU_CONFIGS = sorted(
 
 def test_the_production_recipes_are_found():
     assert {p.name for p in GPU_CONFIGS} >= {
-        "mistral7b-biden.yaml",
-        "mistral7b-trump.yaml",
-        "mistral7b-biden-ddp.yaml",
-        "mistral7b-biden-fsdp.yaml",
+        "biden.yaml",
+        "trump.yaml",
+        "biden-ddp.yaml",
+        "biden-fsdp.yaml",
     }
 
 
