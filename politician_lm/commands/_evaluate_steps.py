@@ -40,12 +40,13 @@ def run_arms(
     judge: tuple[str, str, list[str]],
     ctx: ArmContext,
     max_new_tokens: int,
-    batch_size: int,
+    batch_sizes: tuple[int, int],
 ) -> ArmRuns:
     """Generate the judge's generic class (adapters off), train or load the judge, then let every arm answer
     ``items`` (greedy) and score ``held_convs``'s completions, one progress bar over all of it.
 
-    ``judge`` is ``(kind, style data folder, presidents)``; ``ctx`` is completed with the judge here.
+    ``judge`` is ``(kind, style data folder, presidents)``; ``batch_sizes`` is ``(generation, loss pass)``; ``ctx`` is
+    completed with the judge here.
     """
     from tqdm import tqdm
 
@@ -53,7 +54,8 @@ def run_arms(
     from politician_lm.evaluation.voices import load_judge
 
     prompts = [i["messages"] for i in items]
-    batches = (-(-len(prompts) // batch_size) + -(-len(held_convs) // batch_size)) * len(arms)
+    batch_size, loss_batch_size = batch_sizes
+    batches = (-(-len(prompts) // batch_size) + -(-len(held_convs) // loss_batch_size)) * len(arms)
     batches += -(-len(pool) // batch_size)
     runs = ArmRuns({}, {}, [], None, 0)
     with tqdm(total=batches, desc="Evaluating", file=sys.stderr) as bar:
@@ -74,7 +76,9 @@ def run_arms(
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
                 )
-                losses = arm_persona.completion_losses(arm.conversations(held_convs), batch_size, on_batch=bar.update)
+                losses = arm_persona.completion_losses(
+                    arm.conversations(held_convs), loss_batch_size, on_batch=bar.update
+                )
             texts = [strip_politician_label(t) for t in texts]
             scores, runs.corpus_distinct[arm.name] = score_arm(arm, texts, losses, ctx)
             runs.results[arm.name] = scores
