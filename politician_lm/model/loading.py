@@ -137,8 +137,14 @@ def _dequantized_linear(child: Any) -> torch.nn.Linear:
 
     dtype = child.compute_dtype or torch.float32
     weight = bnb.functional.dequantize_4bit(child.weight.data, child.weight.quant_state).to(dtype)
-    linear = torch.nn.Linear(
-        child.in_features, child.out_features, bias=child.bias is not None, device=weight.device, dtype=dtype
+    # skip_init: no random initial weight, so de-quantizing draws nothing from the RNG a resumed fit must replay
+    linear = torch.nn.utils.skip_init(
+        torch.nn.Linear,
+        child.in_features,
+        child.out_features,
+        bias=child.bias is not None,
+        device=weight.device,
+        dtype=dtype,
     )
     linear.weight = torch.nn.Parameter(weight, requires_grad=False)
     if child.bias is not None:

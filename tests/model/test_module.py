@@ -372,3 +372,18 @@ def test_dequantized_block_generates_as_generate_does_then_puts_the_4bit_layers_
     with pytest.raises(RuntimeError), dequantized(trained):
         raise RuntimeError("a failure inside the block")
     assert {n: m for n, m in trained.named_modules() if isinstance(m, bnb.nn.Linear4bit)} == four_bit
+
+
+def test_dequantizing_draws_nothing_from_the_rng(tiny_path):
+    """A resumed fit replays the RNG from its checkpoint: generating inside ``dequantized`` during fit (the
+    callbacks) must not draw from it (a plain ``nn.Linear`` would, for its random initial weight)."""
+    import torch
+
+    from politician_lm.model.loading import dequantize_for_inference, dequantized, load_base_model
+
+    model = load_base_model(tiny_path, "nf4", torch.float32, torch.device("cpu"))
+    state = torch.get_rng_state()
+    with dequantized(model):
+        pass
+    dequantize_for_inference(model)
+    assert torch.equal(torch.get_rng_state(), state)
