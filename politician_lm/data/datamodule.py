@@ -1,21 +1,20 @@
 """``PoliticianDataModule``: prompt/completion or chat JSONL in, padded completion-only-loss batches out.
 
 Preference pairs (``{"prompt", "chosen", "rejected"}`` or the chat-message form, see ``records``) give pair batches
-for DPO instead: see ``data.pairs``. The samplers and other collators are in ``data.batching``.
+for DPO instead: see ``data.pairs``. Reading, the hash split and tokenizing are in ``data.examples``; the samplers and
+other collators in ``data.batching``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as L
 import torch
-from datasets import Dataset, concatenate_datasets, load_dataset
-from datasets.exceptions import DatasetGenerationError
+from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorForSeq2Seq
 
@@ -23,37 +22,15 @@ from politician_lm.artifacts.profiles import load_profile
 from politician_lm.batch import IGNORE_INDEX
 from politician_lm.data import records
 from politician_lm.data.batching import EpochBatchSampler, IndexedBatches, PackedRowsCollator, ResumableSampler
-from politician_lm.data.pairs import PAIR_COLUMNS, PairCollator, tokenize_pair
+from politician_lm.data.examples import hash_split, prompt_only, read_examples, tokenize_examples
+from politician_lm.data.pairs import PAIR_COLUMNS, PairCollator
 from politician_lm.data.templates import PromptFormat, PromptStyle
-from politician_lm.data.tokenize import Overlong, adds_bos, encode
+from politician_lm.data.tokenize import Overlong
 from politician_lm.errors import UserError
 from politician_lm.progress import batches_done_in_epoch
 from politician_lm.values import check_choice
 
 log = logging.getLogger(__name__)
-
-
-def _load_file(path: Path, cache_dir: str | None, preference: bool = False) -> Dataset:
-    try:
-        ds = load_dataset("json", data_files=str(path), split="train", cache_dir=cache_dir)
-    except DatasetGenerationError as e:  # e.g. a key whose type changes between lines
-        raise UserError(
-            f"{path}: could not be read as a table ({e.__cause__ or e}); keep each key's type the same on every line"
-        ) from None
-    convert = records.to_preference if preference else records.to_conversation
-    return ds.map(convert, remove_columns=ds.column_names, desc=f"Reading {path.name}")
-
-
-def _tokenize_row(
-    row: dict, tokenizer: Any, style: PromptStyle, max_length: int, overlong: Overlong, add_bos: bool
-) -> dict:
-    prompt, completion = style.render(row["messages"], tokenizer)
-    return encode(tokenizer, prompt, completion, max_length, overlong, add_bos)
-
-
-def _prompt_only(row: dict) -> dict:
-    n_prompt = next((i for i, t in enumerate(row["labels"]) if t != IGNORE_INDEX), len(row["labels"]))
-    return {"input_ids": row["input_ids"][:n_prompt]}
 
 
 class PoliticianDataModule(L.LightningDataModule):
@@ -145,58 +122,12 @@ class PoliticianDataModule(L.LightningDataModule):
                 self.tokenizer.pad_token = self.tokenizer.eos_token
 
     def _read(self, files: tuple[Path, ...]) -> Dataset:
-        ds = concatenate_datasets([_load_file(p, self.hparams.cache_dir, self.preference) for p in files])
-        if self.hparams.kinds:
-            wanted = set(self.hparams.kinds)
-            ds = ds.filter(lambda kind: kind in wanted, input_columns="kind", desc="Selecting kinds")
-            if len(ds) == 0:
-                raise UserError(f"no records of kind {sorted(wanted)} in {self.hparams.data_path}")
-        return ds
-
-    def _train_val_split(self, ds: Dataset) -> tuple[Dataset, Dataset]:
-        """Seeded hash split (``records.is_heldout``): stable as records are added, duplicates together."""
-        seed, frac = self.hparams.seed, self.hparams.val_fraction
-        ds = ds.map(lambda m: {"val": records.is_heldout(m, seed, frac)}, input_columns="messages", desc="Splitting")
-        val = ds.filter(lambda v: v, input_columns="val")
-        train = ds.filter(lambda v: not v, input_columns="val")
-        if len(val) == 0 or len(train) == 0:
-            raise UserError(
-                f"{self.hparams.data_path}: val_fraction={frac} leaves an empty train or val split of "
-                f"{len(ds)} records; change val_fraction or add a val.jsonl"
-            )
-        return train, val
+        hp = self.hparams
+        return read_examples(files, hp.cache_dir, self.preference, hp.kinds, hp.data_path)
 
     def _tokenize(self, ds: Dataset, split: str) -> Dataset:
         hp = self.hparams
-        ds = ds.map(
-            tokenize_pair if self.preference else _tokenize_row,
-            fn_kwargs=dict(
-                tokenizer=self.tokenizer,
-                style=self.style,
-                max_length=hp.max_length,
-                overlong=hp.overlong,
-                add_bos=adds_bos(self.tokenizer),
-            ),
-            desc=f"Tokenizing {split}",
-        )
-        counts = Counter(ds["status"])
-        if counts["truncated"] or counts["dropped"]:
-            log.warning(
-                "%s: %d of %d examples longer than max_length=%d: %d truncated, %d dropped (overlong=%s)",
-                split,
-                counts["truncated"] + counts["dropped"],
-                len(ds),
-                hp.max_length,
-                counts["truncated"],
-                counts["dropped"],
-                hp.overlong,
-            )
-        ds = ds.filter(lambda s: s != "dropped", input_columns="status", desc="Dropping overlong")
-        if len(ds) == 0:
-            raise UserError(f"every {split} example is longer than max_length={hp.max_length}; raise max_length")
-        if self.preference:  # the key of each pair's cached reference log-probabilities
-            ds = ds.add_column("index", list(range(len(ds))))
-        return ds
+        return tokenize_examples(ds, split, self.tokenizer, self.style, hp.max_length, hp.overlong, self.preference)
 
     def build(self) -> None:
         """Load, split and tokenize (cached on disk by ``datasets``). Safe to call more than once."""
@@ -207,7 +138,8 @@ class PoliticianDataModule(L.LightningDataModule):
         if self.files.val:
             val = self._read(self.files.val)
         else:
-            train, val = self._train_val_split(train)
+            hp = self.hparams
+            train, val = hash_split(train, hp.seed, hp.val_fraction, hp.data_path)
         self.train_dataset = self._tokenize(train, "train")
         self.val_dataset = self._tokenize(val, "val")
         log.info(
@@ -319,7 +251,7 @@ class PoliticianDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         """Validation prompts alone (the completion cut off), left-padded for batched generation."""
-        prompts = self.val_dataset.map(_prompt_only, remove_columns=self.val_dataset.column_names, desc="Prompts")
+        prompts = self.val_dataset.map(prompt_only, remove_columns=self.val_dataset.column_names, desc="Prompts")
         pad = partial(self.tokenizer.pad, padding=True, padding_side="left", return_tensors="pt")
         return DataLoader(
             prompts,
