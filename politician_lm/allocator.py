@@ -4,7 +4,7 @@ PyTorch's CPU allocator has no cache: every activation is a ``malloc``. With gli
 heap once its dynamic mmap threshold has grown, and the freed space is kept, fragmented, for the rest of the run.
 Measured on SmolLM2-135M (NF4 QLoRA, 8 x 155 tokens, fp32, 2 cores): peak RSS 5.9 GB with glibc, 3.1 GB with
 tcmalloc, and a step 4% faster (no page faults from mmap/munmap; system time 11 s -> 2 s over the run). See
-``scripts/bench_vs_trl.py`` and the README's performance section.
+``scripts/bench_vs_trl.py`` and docs/performance.md.
 
 The allocator must be chosen before the process starts, so ``politician-lm`` re-executes itself once with
 ``LD_PRELOAD`` set (Linux only, only if the library is found). ``POLITICIAN_LM_ALLOCATOR=system`` turns this off.

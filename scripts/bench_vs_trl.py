@@ -89,7 +89,7 @@ def checkpoint_eval(model, tok, step):
     state["eval_s"] += spent
 
 def flops(model):
-    """Useful FLOPs of the trained tokens for a frozen (Q)LoRA base (README, Performance): linear layers forward and
+    """Useful FLOPs of the trained tokens for a frozen (Q)LoRA base (docs/performance.md): linear layers forward and
     input-gradient backward 4*N_base per token, LoRA 6*N_lora per token, causal attention 3 * 2*2*d*L(L+1)/2 per
     layer and example of length L, the output head 4*V*d per labelled token only."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -4,7 +4,7 @@ FLOP convention (per real, non-pad token, forward + backward): the frozen base b
 backward to the activations 2·N, no weight gradients), the trainable LoRA weights 6·N_lora, and causal attention
 6·L·d·T (scores and weighted sum: 2·L·d·T forward, twice that backward, T = mean sequence length). N_base leaves out
 the input embedding (a lookup) and the output head, which costs 4·N_head per token it runs on: every token, or only
-the completion tokens when the module says ``head_on_labels_only`` (``PoliticianLM._loss``). ``QLoRAFlops`` holds
+the completion tokens when the module says ``head_on_labels_only`` (``model.scoring.Scorer``). ``QLoRAFlops`` holds
 these counts; Lightning's generic ``measure_flops`` would count the weight gradients a frozen base never computes.
 
 Rates come from Lightning's ``Throughput`` (``lightning.fabric.utilities.throughput``), given the window's real
