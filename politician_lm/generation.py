@@ -30,7 +30,12 @@ from politician_lm.model.adapters import (
     check_one_base,
     merge_weighted,
 )
-from politician_lm.model.generate import MIN_SHARED_PREFIX, generate_new_text, shared_prefix_length
+from politician_lm.model.generate import (
+    MIN_SHARED_PREFIX,
+    generate_new_text,
+    repeated_prefix_cache,
+    shared_prefix_length,
+)
 from politician_lm.model.loading import dequantize_for_inference, load_base_model, resolve_compute_dtype
 from politician_lm.values import parse_list
 
@@ -164,13 +169,11 @@ class Persona:
         else:
             backbone, head = split
             shared = _loss_prefix(ids, mask, keep) if share_prefix else 0
-            if shared:  # the common prefix once, its keys and values repeated for every row
-                prefix = backbone(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], use_cache=True)
-                name = "cache" if "cache" in prefix else "past_key_values"  # see model.generate
-                cache = prefix[name]
-                cache.batch_repeat_interleave(len(chunk))
-                hidden = backbone(input_ids=ids[:, shared:], attention_mask=mask, use_cache=True, **{name: cache})
+            cache = repeated_prefix_cache(backbone, ids, mask, shared) if shared else {}
+            if cache:  # the common prefix ran once; its keys and values stand in for every row's
+                hidden = backbone(input_ids=ids[:, shared:], attention_mask=mask, use_cache=True, **cache)
             else:
+                shared = 0
                 hidden = backbone(input_ids=ids, attention_mask=mask, use_cache=False)
             logits = head(hidden.last_hidden_state[:, :-1][keep_at[:, shared:]])
         nll = torch.nn.functional.cross_entropy(logits.float(), targets[keep].to(logits.device), reduction="none")

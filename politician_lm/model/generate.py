@@ -36,13 +36,7 @@ def generate_new_text(
         # the decoder alone (LoRA layers sit inside it): the prefix needs keys and values, not logits
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         body = base.get_decoder() if hasattr(base, "get_decoder") else model
-        prefix = body(input_ids=input_ids[:1, :shared], attention_mask=attention_mask[:1, :shared], use_cache=True)
-        # transformers renamed past_key_values to cache (5.2x); the output's field says which name generate takes
-        name = "cache" if "cache" in prefix else "past_key_values"
-        cache = prefix[name]
-        if hasattr(cache, "batch_repeat_interleave"):
-            cache.batch_repeat_interleave(input_ids.shape[0])
-            kwargs[name] = cache
+        kwargs = repeated_prefix_cache(body, input_ids, attention_mask, shared)
     out = model.generate(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -54,6 +48,22 @@ def generate_new_text(
         **settings,
     )
     return tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+
+
+def repeated_prefix_cache(
+    body: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, shared: int
+) -> dict[str, Any]:
+    """The keys and values of the first row's ``shared`` leading tokens (run once, as a batch of one), repeated for
+    every row of ``input_ids``, as the keyword argument the model takes them by; ``{}`` where the cache cannot be
+    repeated (then every row runs whole). Used by generation and by ``Persona.completion_losses``."""
+    prefix = body(input_ids=input_ids[:1, :shared], attention_mask=attention_mask[:1, :shared], use_cache=True)
+    # transformers renamed past_key_values to cache (5.2x); the output's field says which name the model takes
+    name = "cache" if "cache" in prefix else "past_key_values"
+    cache = prefix[name]
+    if not hasattr(cache, "batch_repeat_interleave"):
+        return {}
+    cache.batch_repeat_interleave(input_ids.shape[0])
+    return {name: cache}
 
 
 def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
