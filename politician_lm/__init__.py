@@ -19,7 +19,7 @@ _EXPORTS = {
     "PoliticianDataModule": "politician_lm.data.datamodule",
     "PoliticianLM": "politician_lm.model.module",
     "UserError": "politician_lm.errors",
-    "load_persona": "politician_lm.generation",
+    "load_persona": "politician_lm.inference",
     "merge": "politician_lm.commands.merge",
     "export": "politician_lm.commands.export",
 }
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from politician_lm.commands.merge import merge
     from politician_lm.data.datamodule import PoliticianDataModule
     from politician_lm.errors import UserError
-    from politician_lm.generation import load_persona
+    from politician_lm.inference import load_persona
     from politician_lm.model.module import PoliticianLM
 
 

@@ -67,8 +67,8 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from politician_lm.commands.export import export
-    from politician_lm.generation import load_persona
-    from politician_lm.model.generate import generate_new_text
+    from politician_lm.inference import load_persona
+    from politician_lm.model.decoding import generate_new_text
     from politician_lm.model.loading import quantization_config
 
     persona = load_persona(args.adapter, merge_adapters=True)

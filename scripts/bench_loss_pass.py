@@ -111,7 +111,7 @@ def main() -> None:
     from politician_lm.artifacts.profiles import load_profile
     from politician_lm.data.templates import PromptStyle
     from politician_lm.data.tokenize import encode
-    from politician_lm.generation import load_persona
+    from politician_lm.inference import load_persona
 
     if args.adapter:
         persona = load_persona(args.adapter)

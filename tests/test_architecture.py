@@ -104,7 +104,7 @@ def test_an_arrow_back_up_breaks_the_contract(tmp_path):
     [
         ("politician_lm/evaluation/metrics.py", "from politician_lm.callbacks import evaluation"),
         ("politician_lm/model/module.py", "from politician_lm.data import datamodule"),
-        ("politician_lm/artifacts/adapter.py", "from politician_lm.generation import load_persona"),
+        ("politician_lm/artifacts/adapter.py", "from politician_lm.inference import load_persona"),
     ],
 )
 def test_other_forbidden_arrows_are_caught(tmp_path, upward):

@@ -14,7 +14,7 @@ import torch
 from politician_lm.batch import IGNORE_INDEX
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import encode
-from politician_lm.generation import load_persona
+from politician_lm.inference import load_persona
 from tests.helpers import ROOT, fit_adapter, pc_rows, randomize_lora_b
 
 pytestmark = pytest.mark.slow
@@ -112,12 +112,12 @@ def test_matches_the_full_logits_pass_with_the_adapter_disabled(persona, batch_s
 
 
 def test_the_head_sees_only_the_completion_positions(persona, monkeypatch):
-    import politician_lm.generation as generation
+    import politician_lm.inference as inference
 
     convs = conversations()
-    split = generation._backbone_and_head(persona.model)
+    split = inference._backbone_and_head(persona.model)
     assert split is not None
-    monkeypatch.setattr(generation, "_backbone_and_head", lambda model: split)  # the check's own head call aside
+    monkeypatch.setattr(inference, "_backbone_and_head", lambda model: split)  # the check's own head call aside
     head = persona.model.get_base_model().get_output_embeddings()
     seen: list[int] = []
     handle = head.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[:-1].numel()))
@@ -148,12 +148,12 @@ SYSTEM = {"role": "system", "content": "You are Senator Ada Vale of Ohio. Answer
 
 @pytest.mark.parametrize("batch_size", [2, 5, 16])
 def test_a_shared_system_prompt_runs_once_per_batch_with_the_same_numbers(persona, monkeypatch, batch_size):
-    import politician_lm.generation as generation
+    import politician_lm.inference as inference
 
     convs = [[SYSTEM, *c] for c in conversations()]
     shared: list[int] = []
-    real = generation._loss_prefix
-    monkeypatch.setattr(generation, "_loss_prefix", lambda *a: shared.append(real(*a)) or shared[-1])
+    real = inference._loss_prefix
+    monkeypatch.setattr(inference, "_loss_prefix", lambda *a: shared.append(real(*a)) or shared[-1])
     got = persona.completion_losses(convs, batch_size, on_batch=lambda n: None)
     sizes = [min(batch_size, len(convs) - start) for start in range(0, len(convs), batch_size)]
     assert len(shared) == len(sizes) and all((n >= 8) == (size > 1) for n, size in zip(shared, sizes))
@@ -169,7 +169,7 @@ def test_a_shared_system_prompt_runs_once_per_batch_with_the_same_numbers(person
 def test_the_shared_prefix_stops_before_the_first_scored_position(persona):
     """Two rows whose prompts are equal: the prefix must leave the prompt's last token (it predicts the first
     completion token) to the per-row pass, or that token's loss would be lost."""
-    import politician_lm.generation as generation
+    import politician_lm.inference as inference
 
     conv = [SYSTEM, {"role": "user", "content": "USER: Same question."}]
     convs = [conv + [{"role": "assistant", "content": f"POLITICIAN: Answer {w}."}] for w in ("one", "two")]
@@ -184,7 +184,7 @@ def test_the_shared_prefix_stops_before_the_first_scored_position(persona):
     ids = torch.tensor([e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in encoded])
     mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in encoded])
     labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"])) for e in encoded])
-    assert generation._loss_prefix(ids, mask, labels[:, 1:] != IGNORE_INDEX) == first_scored
+    assert inference._loss_prefix(ids, mask, labels[:, 1:] != IGNORE_INDEX) == first_scored
     assert_same(persona.completion_losses(convs, 2, on_batch=lambda n: None), reference_losses(persona, convs, 2))
 
 
@@ -195,10 +195,10 @@ def test_without_on_batch_a_progress_bar_is_shown(persona, capsys):
 
 
 def test_a_model_without_a_separable_head_takes_the_full_logits_path(persona, monkeypatch, tiny_path):
-    import politician_lm.generation as generation
+    import politician_lm.inference as inference
 
     convs = conversations()
-    monkeypatch.setattr(generation, "_backbone_and_head", lambda model: None)
+    monkeypatch.setattr(inference, "_backbone_and_head", lambda model: None)
     assert_same(persona.completion_losses(convs, 3, on_batch=lambda n: None), reference_losses(persona, convs, 3))
     monkeypatch.undo()
     plain = replace(persona, model=load_persona(base_model=tiny_path).model)  # no PEFT wrapper: no split either

@@ -88,7 +88,7 @@ class ExportData(Protocol):
 
 @runtime_checkable
 class PromptData(Protocol):
-    """A DataModule whose prompts ``generation.Persona`` can render and answer."""
+    """A DataModule whose prompts ``inference.Persona`` can render and answer."""
 
     tokenizer: Any
     style: PromptStyle

@@ -28,7 +28,7 @@ from politician_lm.evaluation.metrics import copies_training
 from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, score
 from politician_lm.evaluation.style import generic_pool
 from politician_lm.evaluation.voices import JudgeKind, check_presidents, load_judge
-from politician_lm.generation import Persona
+from politician_lm.inference import Persona
 from politician_lm.model.loading import dequantized
 from politician_lm.values import check_choice, parse_list
 

@@ -15,7 +15,7 @@ from politician_lm.artifacts.jsonl import write_jsonl
 from politician_lm.artifacts.roles import strip_role_label
 from politician_lm.callbacks.contracts import AdapterModule, PromptData, require
 from politician_lm.evaluation.persona import eval_items
-from politician_lm.generation import Persona
+from politician_lm.inference import Persona
 from politician_lm.model.loading import dequantized
 
 

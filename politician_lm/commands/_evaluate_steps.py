@@ -12,7 +12,7 @@ from typing import Any
 from politician_lm.artifacts.adapter import AdapterFolder
 from politician_lm.artifacts.roles import strip_politician_label
 from politician_lm.evaluation.arms import BASE, PROMPT_ONLY, Arm, ArmContext, ArmRuns, sample_rows, score_arm
-from politician_lm.generation import Persona
+from politician_lm.inference import Persona
 from politician_lm.model.adapters import activate, adapter_names
 
 __all__ = ["build_arms", "run_arms"]

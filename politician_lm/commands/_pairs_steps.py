@@ -140,7 +140,7 @@ def generate_rejected(
     import torch
     from tqdm import tqdm
 
-    from politician_lm.generation import load_persona
+    from politician_lm.inference import load_persona
 
     persona = load_persona(base_model=base_model, quantization=quantization)
     if not partial.is_file():

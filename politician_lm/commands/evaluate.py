@@ -119,7 +119,7 @@ def evaluate(
     from politician_lm.evaluation.card import scorecard_report, scorecard_text, short_name
     from politician_lm.evaluation.report import read_log, write_scorecard
     from politician_lm.evaluation.style import generic_pool
-    from politician_lm.generation import load_persona
+    from politician_lm.inference import load_persona
 
     persona = load_persona([str(f.path) for f in folders], base_model=base_model, allow_pickle=allow_pickle)
     arms = build_arms(persona, folders, persona.style.system_prompt or profile.get("system_prompt"))

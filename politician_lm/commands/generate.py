@@ -11,7 +11,7 @@ from politician_lm.artifacts.jsonl import jsonl_text, read_jsonl
 from politician_lm.artifacts.registry import entry_adapters, registry_entry
 from politician_lm.artifacts.roles import assistant_turn, may_become_reply_label, strip_reply_label, user_turn
 from politician_lm.errors import UserError
-from politician_lm.generation import Persona, load_persona
+from politician_lm.inference import Persona, load_persona
 
 REGISTRY = "configs/models.yaml"
 

@@ -21,15 +21,13 @@ from politician_lm.artifacts.adapter import (
     TRAINING_PROGRESS,
     AdapterFolder,
     attach_adapter,
-    check_base_model,
-    check_fits_base,
     read_adapter,
     resolve_base,
-    same_model,
     write_metadata,
 )
 from politician_lm.artifacts.atomic import atomic_dir, atomic_write_text, check_output
 from politician_lm.errors import UserError
+from politician_lm.model.adapters import check_fit, check_one_base
 from politician_lm.values import check_choice, parse_list, parse_weights
 
 MergeMethod = Literal["cat", "linear", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"]
@@ -59,12 +57,9 @@ def validate(
     ws = parse_weights(weights, len(folders), allow_negative=method not in NEEDS_DENSITY)
     if len({str(f.path.resolve()) for f in folders}) != len(folders):
         raise UserError("--adapters lists the same adapter twice; give each once and set its weight")
+    check_one_base(folders)
     base = resolve_base(folders[0], base_model)
     for f in folders:
-        if not same_model(f.base_model, base):
-            raise UserError(
-                f"{f.path}: trained on base model {f.base_model!r}, not {base!r}; merge only adapters of one base"
-            )
         if f.target_modules != folders[0].target_modules:
             raise UserError(
                 f"{f.path}: targets {_modules(f)} but {folders[0].path} targets {_modules(folders[0])}; "
@@ -82,9 +77,7 @@ def validate(
             raise UserError(f"--method {method} needs --density in (0, 1], the share of entries kept (e.g. 0.5)")
     elif density is not None:
         raise UserError(f"--density applies only to {', '.join(sorted(NEEDS_DENSITY))}, not {method}")
-    check_base_model(base, allow_pickle)
-    for f in folders:
-        check_fits_base(f, base)
+    check_fit(base, folders, allow_pickle)
     out = check_output(output_dir, overwrite)
     if any(out.resolve() == f.path.resolve() for f in folders):
         raise UserError(f"{out}: --output_dir is one of the input adapters")

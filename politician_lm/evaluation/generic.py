@@ -19,7 +19,7 @@ __all__ = ["generic_texts"]
 
 
 class _Generator(Protocol):
-    """What ``generic_texts`` needs of ``generation.Persona`` (evaluation sits below generation)."""
+    """What ``generic_texts`` needs of ``inference.Persona`` (evaluation sits below inference)."""
 
     style: Any  # a PromptStyle: its to_dict() is part of the cache key
 

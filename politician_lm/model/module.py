@@ -20,14 +20,15 @@ from politician_lm.batch import PreferenceSource
 from politician_lm.errors import UserError
 from politician_lm.model import resume
 from politician_lm.model.build import build_trainable_model, lora_config, optimizer_and_schedule
+from politician_lm.model.decoding import generate_new_text
 from politician_lm.model.dpo import DPO, DPOHandles
-from politician_lm.model.generate import generate_new_text
 from politician_lm.model.guard import NonFiniteGuard
 from politician_lm.model.loading import ComputeDtype, Quantization, QuantStorage, resolve_compute_dtype
 from politician_lm.model.objectives import SFT, TrainingObjective
 from politician_lm.model.scoring import Scorer, split_head
+from politician_lm.quiet import quiet_libraries
 
-_split_head = split_head  # generation.py imports it from here
+_split_head = split_head  # inference.py imports it from here
 
 
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
@@ -193,7 +194,9 @@ class PoliticianLM(DPOHandles, L.LightningModule):
         return dm if isinstance(dm, PreferenceSource) else None
 
     def setup(self, stage: str) -> None:
-        """Objective and data must agree (checked after the data is read, before the model loads)."""
+        """Objective and data must agree (checked after the data is read, before the model loads). The library noise
+        filters go in here too, so a fit from Python (not the CLI) is as quiet as one from the command line."""
+        quiet_libraries()
         self.objective.check_data(self._data_source())
 
     def on_fit_start(self) -> None:

@@ -28,8 +28,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from politician_lm.artifacts.adapter import read_metadata
 from politician_lm.data.templates import PromptStyle
-from politician_lm.generation import Persona, generation_defaults, load_persona
-from politician_lm.model.adapters import adapter_names, attach_weighted
+from politician_lm.inference import Persona, generation_defaults, load_persona
+from politician_lm.model.adapters import activate, adapter_names, attach_weighted
 from politician_lm.serve.personas import PersonaSpec
 
 log = logging.getLogger("politician_lm.serve")
@@ -232,7 +232,7 @@ class Engine:
         rows = _Rows(jobs, {persona.tokenizer.eos_token_id}, self._finish)
         started = time.monotonic()
         try:
-            persona.model.base_model.set_adapter(served.adapter_names)
+            activate(persona.model, served.adapter_names)
             persona.generate(
                 [j.conversation for j in jobs],
                 stopping_criteria=StoppingCriteriaList([rows]),

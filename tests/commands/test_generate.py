@@ -14,7 +14,7 @@ from politician_lm.cli import main
 from politician_lm.commands.export import export
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import encode
-from politician_lm.generation import load_persona
+from politician_lm.inference import load_persona
 from tests.helpers import ROOT, fit_adapter, pc_rows
 
 PROMPT = "USER: What is your view on topic number 3?"
@@ -319,7 +319,7 @@ def test_exported_files_are_readable_like_the_others(exported):
 # -- chat speaks the training format ------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_chat_writes_messages_as_training_did(adapter, monkeypatch, capsys):
-    from politician_lm.generation import Persona
+    from politician_lm.inference import Persona
 
     seen, original = [], Persona.generate
 
@@ -391,7 +391,7 @@ def test_merged_persona_computes_what_base_plus_adapters_compute(adapter, chat_a
     layers left to run per token."""
     import torch
 
-    from politician_lm.generation import load_persona
+    from politician_lm.inference import load_persona
 
     kept = load_persona([adapter, chat_adapter], [0.7, 0.3])
     merged = load_persona([adapter, chat_adapter], [0.7, 0.3], merge_adapters=True)

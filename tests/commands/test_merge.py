@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from politician_lm.cli import main
 from politician_lm.commands.merge import merge
-from politician_lm.generation import load_persona
+from politician_lm.inference import load_persona
 from tests.helpers import fit_adapter, pc_rows
 
 IDS = torch.tensor([[1, 40, 400, 77, 901, 12, 555, 3]])
@@ -190,7 +190,7 @@ CASES = [  # (id, how to build the args from adapters a, b, c and tmp_path, frag
     (
         "other-base",
         lambda a, b, c, t: ["--adapters", f"{a},{_broken(t, b, 'other-base')}", "--weights", "0.5,0.5"],
-        "merge only adapters of one base",
+        "use adapters of one base",
     ),
     (
         "other-targets",

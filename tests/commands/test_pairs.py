@@ -100,7 +100,7 @@ def test_pairs_generate_with_the_base_model_and_resume_where_they_stopped(tmp_pa
 
     # a run interrupted after its first batch (Ctrl-C in the second) keeps that batch in the partial file, writes no
     # output, and the re-run generates only the prompts still missing, ending with what an uninterrupted run wrote
-    from politician_lm.generation import Persona
+    from politician_lm.inference import Persona
 
     real, calls = Persona.generate, []
 

@@ -219,7 +219,7 @@ def test_init_adapter_continues_from_an_exported_adapter(tmp_path, tiny_path, to
     cfg = start.model.peft_config["default"]
     assert cfg.r == 4 and not cfg.inference_mode  # settings from the adapter, trainable
     assert all(p.requires_grad for n, p in start.named_parameters() if "lora_" in n)
-    from politician_lm.generation import load_persona
+    from politician_lm.inference import load_persona
 
     ids = tokenizer("USER: hi\nPOLITICIAN: folks", return_tensors="pt").input_ids
     start.model.eval()
@@ -344,7 +344,7 @@ def test_dequantized_block_generates_as_generate_does_then_puts_the_4bit_layers_
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from politician_lm.model.generate import generate_new_text
+    from politician_lm.model.decoding import generate_new_text
     from politician_lm.model.loading import dequantize_for_inference, dequantized, load_base_model
     from tests.helpers import randomize_lora_b
 
@@ -387,3 +387,18 @@ def test_dequantizing_draws_nothing_from_the_rng(tiny_path):
         pass
     dequantize_for_inference(model)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_python_api_fit_shows_no_library_deprecation_noise(tmp_path, tiny_path):
+    """A fit from Python, not the CLI, with gradient checkpointing: transformers' ``is_gradient_checkpointing``
+    FutureWarning (raised by PEFT's calls, nothing a user can change) must not reach the user."""
+    import warnings
+
+    from tests.helpers import fit_adapter, pc_rows
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.resetwarnings()
+        warnings.simplefilter("always")
+        fit_adapter(tmp_path, tiny_path, pc_rows(8), max_steps=1, gradient_checkpointing=True)
+    noisy = [str(w.message) for w in caught if "is_gradient_checkpointing" in str(w.message)]
+    assert noisy == []

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from politician_lm.artifacts.roles import user_turn
-from politician_lm.generation import load_persona
+from politician_lm.inference import load_persona
 from politician_lm.serve.engine import Engine, Job, load_served
 from politician_lm.serve.personas import PersonaSpec
 

@@ -30,7 +30,7 @@ from politician_lm.model.adapters import (
     check_one_base,
     merge_weighted,
 )
-from politician_lm.model.generate import (
+from politician_lm.model.decoding import (
     MIN_SHARED_PREFIX,
     generate_new_text,
     repeated_prefix_cache,

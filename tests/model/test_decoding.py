@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from politician_lm.model.generate import generate_new_text, move_padding_after_prefix, shared_prefix_length
+from politician_lm.model.decoding import generate_new_text, move_padding_after_prefix, shared_prefix_length
 from tests.helpers import randomize_lora_b
 
 SYSTEM = "SYSTEM: You are Joe Biden, the 46th president. Answer as yourself, plainly, in the first person.\n"
@@ -102,7 +102,7 @@ def test_prompts_without_a_common_prefix_generate_as_before(tiny_path):
 @pytest.mark.slow
 def test_smollm2_persona_answers_are_unchanged_by_sharing_the_system_prompt(smollm2_path):
     from politician_lm.data.templates import PromptStyle
-    from politician_lm.generation import Persona
+    from politician_lm.inference import Persona
 
     tok = AutoTokenizer.from_pretrained(smollm2_path)
     model = AutoModelForCausalLM.from_pretrained(smollm2_path).eval()
