@@ -1,0 +1,130 @@
+"""Stance probes: a politician's documented policy positions, read from the ``stances:`` list of a profile.
+
+Each entry names a policy (``statement``, asked as "Do you support {statement}?"), the politician's ``position``
+(support or oppose) and a short first-person ``argument`` for it. Ids shared between profiles carry the same
+statement, so one probe can be put to every politician; ``is_heldout_stance`` hashes the id alone, so a held-out
+probe is held out for all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from politician_lm.errors import UserError
+
+POSITIONS = ("support", "oppose")
+FIELDS = ("id", "topic", "statement", "position", "argument")
+OPTIONAL = ("disagrees_with",)
+HELDOUT_FRACTION = 0.25
+_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class Stance:
+    """One policy position: ``position`` ("support" or "oppose") on ``statement``, argued in ``argument``."""
+
+    id: str
+    topic: str
+    statement: str
+    position: str
+    argument: str
+    disagrees_with: tuple[str, ...] = ()
+
+    @property
+    def question(self) -> str:
+        """The probe question: "Do you support {statement}?"."""
+        return f"Do you support {self.statement}?"
+
+    @property
+    def opposite(self) -> str:
+        """The other position ("oppose" for "support" and the reverse)."""
+        return POSITIONS[1] if self.position == POSITIONS[0] else POSITIONS[0]
+
+
+def _text(entry: dict[str, Any], key: str, where: str) -> str:
+    """A required non-empty one-line string field of ``entry``."""
+    value = entry.get(key)
+    if key not in entry or value is None:
+        raise UserError(f"{where}: missing field {key!r}; each stance needs {', '.join(FIELDS)}")
+    if not isinstance(value, str) or not value.strip() or "\n" in value.strip():
+        raise UserError(f"{where}: {key!r} must be a non-empty one-line string, got {type(value).__name__}")
+    return value.strip()
+
+
+def _slug(value: str, key: str, where: str) -> str:
+    """``value`` if it is a lower-case slug (letters, digits, single hyphens), else a UserError."""
+    if not _SLUG.match(value):
+        raise UserError(f"{where}: {key} {value!r} is not a slug; use lower-case letters, digits and hyphens")
+    return value
+
+
+def _statement(value: str, where: str) -> str:
+    """``value`` if it reads inside "Do you support ...?": no capital first letter, no final punctuation."""
+    if value[0].isupper() or value[-1] in ".?!;:,":
+        raise UserError(
+            f"{where}: statement {value!r} must read inside 'Do you support ...?': "
+            "start it lower-case and end it without punctuation"
+        )
+    return value
+
+
+def _others(entry: dict[str, Any], where: str) -> tuple[str, ...]:
+    """The optional ``disagrees_with`` list, as a tuple of slugs."""
+    value = entry.get("disagrees_with") or []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UserError(f"{where}: disagrees_with must be a list of politician names, such as [trump]")
+    return tuple(_slug(v.strip(), "disagrees_with name", where) for v in value)
+
+
+def _stance(entry: Any, where: str) -> Stance:
+    """One validated ``Stance`` from a raw YAML entry."""
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: each stance must be a mapping with {', '.join(FIELDS)}")
+    unknown = sorted(str(k) for k in entry if k not in FIELDS + OPTIONAL)
+    if unknown:
+        raise UserError(f"{where}: unknown field {unknown[0]!r}; a stance has {', '.join(FIELDS + OPTIONAL)}")
+    values = {key: _text(entry, key, where) for key in FIELDS}
+    _slug(values["id"], "id", where)
+    _slug(values["topic"], "topic", where)
+    _statement(values["statement"], where)
+    if values["position"] not in POSITIONS:
+        raise UserError(f"{where}: position {values['position']!r} must be 'support' or 'oppose'")
+    return Stance(**values, disagrees_with=_others(entry, where))
+
+
+def load_stances(profile: dict, source: str = "profile") -> list[Stance]:
+    """The validated ``stances`` of a profile (``[]`` without any); a UserError names ``source`` and the entry."""
+    raw = profile.get("stances")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise UserError(f"{source}: 'stances' must be a list of entries with {', '.join(FIELDS)}")
+    stances: list[Stance] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(raw):
+        label = entry.get("id") if isinstance(entry, dict) else None
+        where = f"{source}: stances[{i}]" + (f" ({label!r})" if isinstance(label, str) else "")
+        stance = _stance(entry, where)
+        if stance.id in seen:
+            raise UserError(f"{where}: duplicate id {stance.id!r}, also stances[{seen[stance.id]}]; make ids unique")
+        seen[stance.id] = i
+        stances.append(stance)
+    return stances
+
+
+def is_heldout_stance(stance_id: str) -> bool:
+    """Whether ``stance_id`` is held out: a stable SHA-256 bucket of the id alone, below ``HELDOUT_FRACTION``."""
+    digest = hashlib.sha256(stance_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < HELDOUT_FRACTION
+
+
+def split_stances(stances: list[Stance]) -> tuple[list[Stance], list[Stance]]:
+    """``(train, heldout)``, in the given order, by ``is_heldout_stance`` of each id."""
+    train = [s for s in stances if not is_heldout_stance(s.id)]
+    heldout = [s for s in stances if is_heldout_stance(s.id)]
+    return train, heldout
