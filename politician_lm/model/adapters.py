@@ -25,6 +25,7 @@ __all__ = [
     "attach_weighted",
     "check_fit",
     "check_one_base",
+    "fold_weighted",
     "merge_weighted",
     "set_weights",
 ]
@@ -100,3 +101,18 @@ def merge_weighted(model: Any, names: Sequence[str]) -> Any:
     bases = [m.base_layer for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
     fp32 = bool(bases) and all(type(b) is torch.nn.Linear and b.weight.dtype == torch.float32 for b in bases)
     return model.merge_and_unload(adapter_names=list(names)) if fp32 else model
+
+
+def fold_weighted(model: Any, names: Sequence[str], into: str) -> None:
+    """Fold the named (already weighted) adapters into one adapter ``into`` by PEFT's exact ``cat`` combination
+    (ranks stacked, update = the sum of the weighted updates, to float rounding; as ``merge`` does) and delete the
+    sources, so a persona made of several adapters is one adapter that a row of a mixed batch can name."""
+    if any(getattr(model.peft_config[n], "use_dora", False) for n in names):
+        raise UserError(f"{into}: DoRA adapters cannot be folded into one; serve them one persona each")
+    model.add_weighted_adapter(list(names), [1.0] * len(names), into, combination_type="cat")
+    model.peft_config[into].use_rslora = False  # the sources' scales are in the stacked A: the update applies at 1
+    for module in model.modules():
+        if isinstance(scaling := getattr(module, "scaling", None), dict) and into in scaling:
+            scaling[into] = 1.0
+    for name in names:
+        model.delete_adapter(name)

@@ -1,177 +1,91 @@
-"""One base model with every persona's adapters, and one thread that batches requests per persona.
+"""The request queue and the one thread that runs the model, one decoding step at a time.
 
-Loading goes through ``load_persona`` (the path ``generate`` and ``chat`` use: the base de-quantized once on CPU,
-the first persona's adapters at their weights), then every further persona's adapters are attached to the same
-model under their own names, each LoRA update scaled by its weight. Nothing is merged, so each persona computes
-exactly what ``politician-lm generate`` computes for it.
+Between two steps the thread (1) runs the adapter changes asked for meanwhile (a persona added or deleted: PEFT
+changes the model's modules, so only this thread may), (2) drops the rows whose clients are gone, (3) lets queued
+requests join the batch, up to ``max_batch_size`` rows, whatever their persona and settings (``scheduler``), and
+(4) decodes one token for every row. A row leaves the moment it ends: end of turn, a stop string, its own
+``max_tokens``, or its client gone. When the batch is empty, the first request waits up to ``batch_wait_s`` for
+others so that requests sent together start together.
 
-Batching policy: a batch holds requests for one persona with the same sampling settings (up to
-``max_batch_size``, gathered for at most ``batch_wait_s`` after the first arrives); personas take turns in the
-order their oldest request arrived. Before each batch the persona's adapters are made the active ones, so another
-persona's adapter never touches a row. Each row stops on its own: end of turn, its own ``max_tokens``, or its
-client gone (a ``StoppingCriteria`` marks the row finished; ``generate`` ends when every row has).
+A persona unloaded at run time takes no new requests at once; its adapter is deleted from the model once no queued
+or running request of it is left, so its open streams finish as they began.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from concurrent.futures import Future
 from typing import Any
 
-import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
-
-from politician_lm.artifacts.adapter import read_metadata
-from politician_lm.data.templates import PromptStyle
-from politician_lm.inference import Persona, generation_defaults, load_persona
-from politician_lm.model.adapters import activate, adapter_names, attach_weighted
+from politician_lm.errors import UserError
 from politician_lm.serve.personas import PersonaSpec
+from politician_lm.serve.sampling import RowSampler, model_defaults
+from politician_lm.serve.scheduler import DecodeBatch, Job, Row
+from politician_lm.serve.served import ServedPersona, ServedSet, load_served
+from politician_lm.serve.text import ReplyText
+
+__all__ = ["Engine", "Job", "ServedPersona", "ServedSet", "load_served"]
 
 log = logging.getLogger("politician_lm.serve")
 
 
-@dataclass
-class ServedPersona:
-    """A persona on the shared model: ``persona`` for generation (worker thread), ``front`` for tokenizing on the
-    server thread (same model and style, its own tokenizer copy: a fast tokenizer is not shared across threads)."""
-
-    spec: PersonaSpec
-    persona: Persona
-    front: Persona
-    adapter_names: list[str]
-
-
-def load_served(
-    specs: list[PersonaSpec], quantization: str | None = None, allow_pickle: bool = False, device: str | None = None
-) -> dict[str, ServedPersona]:
-    """Load the base once with every persona's adapters (see the module docstring)."""
-    import copy
-
-    first = specs[0]
-    p0 = load_persona(
-        first.adapters, first.weights, first.base_model, quantization, device=device, allow_pickle=allow_pickle
-    )
-    model, tokenizer = p0.model, p0.tokenizer
-    served: dict[str, ServedPersona] = {}
-    for k, spec in enumerate(specs):
-        if k == 0:
-            names, style = adapter_names(len(spec.adapters)), p0.style  # load_persona's names
-        else:
-            names, style = (
-                adapter_names(len(spec.adapters), prefix=f"persona{k}"),
-                PromptStyle.from_metadata(read_metadata(spec.adapters[0])),
-            )
-            model = attach_weighted(model, spec.adapters, spec.weights, names)
-        generation = {**generation_defaults(Path(spec.adapters[0])), **spec.generation}
-        served[spec.name] = ServedPersona(
-            spec=spec,
-            persona=Persona(model=model, tokenizer=tokenizer, style=style, generation=generation),
-            front=Persona(model=model, tokenizer=copy.deepcopy(tokenizer), style=style, generation=generation),
-            adapter_names=names,
-        )
-    model.eval()
-    return served
-
-
-@dataclass(eq=False)
-class Job:
-    """One request. The worker thread appends tokens and finishes it; ``events`` carries them to the server thread."""
-
-    persona: str
-    conversation: list[dict[str, str]]
-    max_new_tokens: int
-    settings: dict[str, Any]
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue = field(default_factory=asyncio.Queue)
-    tokens: list[int] = field(default_factory=list)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    finish_reason: str | None = None
-    error: str | None = None
-    arrived: float = field(default_factory=time.monotonic)
-
-    @property
-    def key(self) -> tuple:
-        return self.persona, tuple(sorted(self.settings.items()))
-
-    def _send(self, item: tuple) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
-        except RuntimeError:  # the server's loop is closed (shutdown)
-            pass
-
-
-class _Rows(StoppingCriteria):
-    """Per-row bookkeeping at every generated token: hand the token to its job, and mark the row finished at end of
-    turn, at its own ``max_new_tokens``, or when its client has gone."""
-
-    def __init__(self, jobs: list[Job], eos: set[int], finish: Callable[[Job, str], None]) -> None:
-        self.jobs, self.eos, self.finish = jobs, eos, finish
-        self.done = [False] * len(jobs)
-
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        for i, (job, token) in enumerate(zip(self.jobs, input_ids[:, -1].tolist())):
-            if self.done[i]:
-                continue
-            if job.cancelled.is_set():
-                self.done[i] = True
-                self.finish(job, "cancelled")
-            elif token in self.eos:
-                self.done[i] = True
-                self.finish(job, "stop")
-            else:
-                job.tokens.append(token)
-                job._send(("token", token))
-                if len(job.tokens) >= job.max_new_tokens:
-                    self.done[i] = True
-                    self.finish(job, "length")
-        return torch.tensor(self.done, device=input_ids.device)
-
-
 class Engine:
-    """The request queue and the one thread that runs the model."""
+    """The request queue, the running batch and the one thread that runs the model."""
 
     def __init__(
         self,
-        personas: dict[str, ServedPersona],
+        personas: ServedSet,
         max_batch_size: int = 8,
         batch_wait_s: float = 0.01,
         max_pending: int = 64,
     ) -> None:
-        self.personas = personas
+        self.served = personas
+        self.personas = personas.personas  # name -> ServedPersona: what the routes serve
         self.max_batch_size, self.batch_wait_s, self.max_pending = max_batch_size, batch_wait_s, max_pending
+        self.eos = personas.tokenizer.eos_token_id
+        self.defaults = model_defaults(personas.model)
+        self.batch = DecodeBatch(personas.model, self.eos)
         self._cv = threading.Condition()
         self._queue: list[Job] = []
+        self._tasks: list[Callable[[], None]] = []
+        self._retired: list[ServedPersona] = []
         self.live = 0  # queued + generating, the slots in use
-        self.stats = {
-            "completed": 0,
-            "cancelled": 0,
-            "failed": 0,
-            "batches": 0,
-            "batched_rows": 0,
-            "max_batch_rows": 0,
-            "generated_tokens": 0,
-        }
+        self.stats = dict.fromkeys(
+            (
+                "completed",
+                "cancelled",
+                "failed",
+                "batches",
+                "batched_rows",
+                "joined",
+                "max_batch_rows",
+                "steps",
+                "generated_tokens",
+            ),
+            0,
+        )
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="politician-lm-engine", daemon=True)
         self._thread.start()
 
+    # -- the server thread's side --------------------------------------------------------------------------------
     def submit(self, job: Job) -> bool:
-        """Queue ``job``; False when every slot is taken."""
+        """Queue ``job``; False when every slot is taken, KeyError when its persona is not served (any more)."""
         with self._cv:
+            served = self.personas[job.persona]
             if self.live >= self.max_pending:
                 return False
+            job.served = served
             self.live += 1
             self._queue.append(job)
             self._cv.notify_all()
         return True
 
     def cancel(self, job: Job) -> None:
-        """The client is gone: a queued job leaves at once, a generating row stops at its next token."""
+        """The client is gone: a queued job leaves at once, a running row before the next step."""
         job.cancelled.set()
         with self._cv:
             queued = job in self._queue
@@ -180,6 +94,35 @@ class Engine:
         if queued:
             self._finish(job, "cancelled")
 
+    def add_persona(self, spec: PersonaSpec) -> Future:
+        """Load ``spec`` onto the model between two steps; the future holds its ``ServedPersona`` (or the
+        ``UserError`` that says why not)."""
+        done: Future = Future()
+
+        def task() -> None:
+            try:
+                done.set_result(self.served.add(spec))
+            except Exception as e:  # noqa: BLE001 - handed to the caller
+                done.set_exception(e)
+
+        with self._cv:
+            if spec.name in self.personas:
+                raise UserError(f"persona {spec.name!r} is already loaded; unload it first")
+            self._tasks.append(task)
+            self._cv.notify_all()
+        return done
+
+    def remove_persona(self, name: str) -> ServedPersona:
+        """Take ``name`` off the list at once (KeyError if unknown); its adapter goes when its last row has."""
+        with self._cv:
+            served = self.personas[name]
+            if len(self.personas) == 1:
+                raise UserError(f"{name!r} is the only persona served; load another before unloading it")
+            del self.personas[name]
+            self._retired.append(served)
+            self._cv.notify_all()
+        return served
+
     def close(self) -> None:
         with self._cv:
             self._stop = True
@@ -187,8 +130,9 @@ class Engine:
 
     def snapshot(self) -> dict[str, Any]:
         with self._cv:
-            return {"live": self.live, "queued": len(self._queue), **self.stats}
+            return {"live": self.live, "queued": len(self._queue), "running": len(self.batch), **self.stats}
 
+    # -- the model thread -------------------------------------------------------------------------------------------
     def _finish(self, job: Job, reason: str, error: str | None = None) -> None:
         with self._cv:
             if job.finish_reason is not None:
@@ -200,59 +144,114 @@ class Engine:
             self._cv.notify_all()
         job._send(("done", reason))
 
-    def _take_batch(self) -> list[Job] | None:
+    def _next(self) -> tuple[list[Callable[[], None]], list[Job]] | None:
+        """Wait for work; then the adapter changes to run and the queued jobs that may join now."""
         with self._cv:
-            while not self._queue and not self._stop:
+            while not (self._stop or self._queue or self._tasks or self._retired or len(self.batch)):
                 self._cv.wait()
+            if not len(self.batch) and self._queue:  # idle: let requests sent together start together
+                deadline = self._queue[0].arrived + self.batch_wait_s
+                while (
+                    not self._stop
+                    and not self._tasks
+                    and self._queue
+                    and len(self._queue) < self.max_batch_size
+                    and (left := deadline - time.monotonic()) > 0
+                ):
+                    self._cv.wait(left)
             if self._stop:
                 return None
-            key = self._queue[0].key
-            deadline = self._queue[0].arrived + self.batch_wait_s
-            while (
-                sum(j.key == key for j in self._queue) < self.max_batch_size
-                and not self._stop
-                and (left := deadline - time.monotonic()) > 0
-            ):
-                self._cv.wait(left)
-                if not self._queue or self._queue[0].key != key:  # the first job was cancelled meanwhile
-                    return []
-            batch = [j for j in self._queue if j.key == key][: self.max_batch_size]
-            for j in batch:
-                self._queue.remove(j)
-            return batch
+            tasks, self._tasks = self._tasks, []
+            free = self.max_batch_size - len(self.batch)
+            admitted, self._queue = self._queue[:free], self._queue[free:]
+            return tasks, admitted
 
     def _run(self) -> None:
-        while (batch := self._take_batch()) is not None:
-            if batch:
-                self._generate(batch)
+        while (work := self._next()) is not None:
+            tasks, admitted = work
+            for task in tasks:
+                task()
+            self._settle([not r.job.cancelled.is_set() for r in self.batch.rows], "cancelled")
+            if admitted:
+                self._admit(admitted)
+            if len(self.batch):
+                self._step()
+            self._retire()
 
-    def _generate(self, jobs: list[Job]) -> None:
-        served = self.personas[jobs[0].persona]
-        persona = served.persona
-        rows = _Rows(jobs, {persona.tokenizer.eos_token_id}, self._finish)
-        started = time.monotonic()
-        try:
-            activate(persona.model, served.adapter_names)
-            persona.generate(
-                [j.conversation for j in jobs],
-                stopping_criteria=StoppingCriteriaList([rows]),
-                max_new_tokens=max(j.max_new_tokens for j in jobs),
-                **jobs[0].settings,
-            )
-        except Exception as e:  # a failure of ours: every unfinished row gets a 500, the server keeps serving
-            log.exception("generation failed for a batch of %d (%s)", len(jobs), served.spec.name)
-            for job in jobs:
+    def _row(self, job: Job) -> Row:
+        served = job.served
+        ids = list(job.prompt_ids) if job.prompt_ids is not None else served.persona.prompt_ids(job.conversation)
+        sampler = RowSampler(job.settings, self.defaults, self.eos, job.seed)
+        text = ReplyText(served.persona.tokenizer, job.stop) if job.stop else None
+        return Row(job, served.adapter, ids, sampler, text)
+
+    def _admit(self, jobs: list[Job]) -> None:
+        """Prefill the jobs that may join (a bad setting fails its own row only) and put them in the batch."""
+        rows = []
+        for job in jobs:
+            if job.cancelled.is_set():
+                self._finish(job, "cancelled")
+                continue
+            try:
+                rows.append(self._row(job))
+            except Exception as e:  # noqa: BLE001 - this request's settings: a 500 for it, the others go on
                 self._finish(job, "error", f"{type(e).__name__}: {e}")
-        for job in jobs:  # generate stopped on its own limit (the context window) before the row's
-            self._finish(job, "length")
+        if not rows:
+            return
+        running = len(self.batch)
+        try:
+            firsts = self.batch.prefill(rows)
+        except Exception as e:  # a failure of ours: these rows get a 500, the running ones go on
+            log.exception("prefill failed for %d rows", len(rows))
+            for row in rows:
+                self._finish(row.job, "error", f"{type(e).__name__}: {e}")
+            return
         with self._cv:
-            self.stats["batches"] += 1
-            self.stats["batched_rows"] += len(jobs)
-            self.stats["max_batch_rows"] = max(self.stats["max_batch_rows"], len(jobs))
-        log.debug(
-            "batch of %d for %s: %d tokens in %.2f s",
-            len(jobs),
-            served.spec.name,
-            sum(len(j.tokens) for j in jobs),
-            time.monotonic() - started,
-        )
+            self.stats["batches"] += running == 0
+            self.stats["batched_rows"] += len(rows)
+            self.stats["joined"] += len(rows) if running else 0
+            self.stats["max_batch_rows"] = max(self.stats["max_batch_rows"], len(self.batch))
+        self._advance([None] * running + firsts)
+
+    def _step(self) -> None:
+        try:
+            picked = self.batch.step()
+        except Exception as e:  # a failure of ours: every running row gets a 500, the server keeps serving
+            log.exception("decoding step failed for a batch of %d", len(self.batch))
+            for row in self.batch.clear():
+                self._finish(row.job, "error", f"{type(e).__name__}: {e}")
+            return
+        with self._cv:
+            self.stats["steps"] += 1
+        self._advance(picked)
+
+    def _advance(self, picked: list[int | None]) -> None:
+        """Hand each row its new token (None: none this time) and let the rows that ended leave the batch."""
+        rows, ended = self.batch.rows, {}
+        for row, token in zip(rows, picked):
+            if token is not None and (reason := row.advance(token, self.eos)) is not None:
+                ended[id(row)] = reason
+        self.batch.keep([id(row) not in ended for row in rows])
+        for row in rows:
+            if id(row) in ended:
+                self._finish(row.job, ended[id(row)])
+
+    def _settle(self, keep: list[bool], reason: str) -> None:
+        """Let the rows not kept leave the batch, finished for ``reason``."""
+        rows = self.batch.rows
+        self.batch.keep(keep)
+        for row, kept in zip(rows, keep):
+            if not kept:
+                self._finish(row.job, reason)
+
+    def _retire(self) -> None:
+        """Delete the adapters of unloaded personas that no queued or running request uses any more."""
+        if not self._retired:
+            return
+        with self._cv:
+            used = [j.served for j in self._queue] + [r.job.served for r in self.batch.rows]
+            done = [s for s in self._retired if not any(s is u for u in used)]
+            self._retired = [s for s in self._retired if s not in done]
+        for served in done:
+            self.served.remove(served)
+            log.info("unloaded %s", served.spec.name)

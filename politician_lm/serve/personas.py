@@ -25,6 +25,7 @@ class PersonaSpec:
     weights: list[float]
     base_model: str
     generation: dict[str, Any] = field(default_factory=dict)
+    registry: str | None = None  # where more personas are read by name at run time
 
 
 def _check_name(name: str, where: str) -> str:
@@ -45,7 +46,31 @@ def _spec(
     ws = adapter_weights(weights, len(folders))
     base = resolve_base(folders[0], base_model)
     check_one_base(folders, persona=name)
+    if len(folders) > 1 and any(f.config.use_dora for f in folders):
+        raise UserError(f"persona {name!r}: DoRA adapters cannot be folded into one adapter; serve them one each")
     return PersonaSpec(name, [str(f.path) for f in folders], ws, base, dict(generation or {}))
+
+
+def _entry_spec(
+    name: str, entry: dict[str, Any], registry: str, base_model: str | None, allow_pickle: bool
+) -> PersonaSpec:
+    paths = [str(a["path"]) for a in entry.get("adapters") or []]
+    if not paths:
+        raise UserError(f"{registry}: persona {name!r} lists no adapters; serve needs at least one per persona")
+    ws = [float(a.get("weight", 1.0)) for a in entry["adapters"]]
+    base = base_model or entry.get("base_model")
+    return _spec(_check_name(name, registry), paths, ws, base, entry.get("generation") or {}, allow_pickle)
+
+
+def resolve_one(name: str, path: str | None, registry: str | None) -> PersonaSpec:
+    """A persona to add at run time: the adapter folder at ``path``, else the registry entry ``name``; checked as
+    at start (folder, weights, one base per persona). Safetensors only: a client names the files."""
+    _check_name(name, "lora_name")
+    if path:
+        return _spec(name, [path], None, None, {}, False)
+    if not registry:
+        raise UserError(f"no lora_path for {name!r}, and this server reads no registry; give lora_path")
+    return _entry_spec(name, registry_entry(name, registry), registry, None, False)
 
 
 def registry_names(registry: str) -> list[str]:
@@ -87,21 +112,7 @@ def resolve_specs(
                     f"{registry}: no persona has its adapter folders here yet; train one (politician-lm fit "
                     "--config configs/smollm2-biden.yaml) or pass --adapters NAME=PATH"
                 )
-        for n, e in entries.items():
-            paths = [str(a["path"]) for a in e.get("adapters") or []]
-            if not paths:
-                raise UserError(f"{registry}: persona {n!r} lists no adapters; serve needs at least one per persona")
-            ws = [float(a.get("weight", 1.0)) for a in e["adapters"]]
-            specs.append(
-                _spec(
-                    _check_name(n, registry),
-                    paths,
-                    ws,
-                    base_model or e.get("base_model"),
-                    e.get("generation") or {},
-                    allow_pickle,
-                )
-            )
+        specs += [_entry_spec(n, e, registry, base_model, allow_pickle) for n, e in entries.items()]
     if len({s.name for s in specs}) != len(specs):
         raise UserError("two personas have the same name; give each adapter its own NAME=PATH")
     bases: dict[str, list[str]] = {}
@@ -117,4 +128,6 @@ def resolve_specs(
     check_fit(
         specs[0].base_model, [read_adapter(path, allow_pickle) for s in specs for path in s.adapters], allow_pickle
     )
+    for s in specs:
+        s.registry = registry
     return specs

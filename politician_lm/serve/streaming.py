@@ -13,7 +13,6 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from politician_lm.artifacts.roles import may_become_reply_label, strip_reply_label
 from politician_lm.serve.engine import Engine, Job
 from politician_lm.serve.protocol import (
     APIError,
@@ -27,34 +26,9 @@ from politician_lm.serve.protocol import (
     ErrorResponse,
     Usage,
 )
+from politician_lm.serve.text import ReplyText
 
-
-class ReplyText:
-    """Token ids -> the answer text, incrementally: held back while it could still be a ``POLITICIAN:`` label or ends
-    in an incomplete character, so the streamed pieces add up to exactly the non-streamed answer."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer, self.ids, self.sent, self.labelled = tokenizer, [], "", False
-
-    def visible(self, final: bool) -> str | None:
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if not final:
-            if text.endswith("\ufffd"):
-                return None
-            if not self.labelled:
-                if may_become_reply_label(text):
-                    return None
-                self.labelled = True
-        return strip_reply_label(text)
-
-    def push(self, token: int | None, final: bool = False) -> str:
-        if token is not None:
-            self.ids.append(token)
-        text = self.visible(final)
-        if text is None or not text.startswith(self.sent):
-            return ""
-        delta, self.sent = text[len(self.sent) :], text
-        return delta
+__all__ = ["Answer", "ReplyText", "complete", "sse_event", "stream"]
 
 
 class Answer:
@@ -66,7 +40,8 @@ class Answer:
 
     @property
     def finish_reason(self) -> str:
-        """OpenAI's reason: ``stop`` at end of turn, ``length`` for any cap (the request's or the context's)."""
+        """OpenAI's reason: ``stop`` at end of turn or a stop string, ``length`` for any cap (the request's or the
+        context's)."""
         return "stop" if self.job.finish_reason == "stop" else "length"
 
     @property
@@ -79,7 +54,7 @@ class Answer:
         )
 
     def whole(self) -> ChatCompletion:
-        text = ReplyText(self.tokenizer)
+        text = ReplyText(self.tokenizer, self.job.stop)
         text.ids = list(self.job.tokens)
         message = AssistantMessage(content=text.push(None, final=True))
         return ChatCompletion(
@@ -98,7 +73,8 @@ def sse_event(body: BaseModel) -> str:
 
 async def stream(answer: Answer, include_usage: bool) -> AsyncIterator[str]:
     """Server-sent events in OpenAI's chunk format; a client gone mid-stream cancels the job."""
-    job, text = answer.job, ReplyText(answer.tokenizer)
+    job = answer.job
+    text = ReplyText(answer.tokenizer, job.stop)
 
     def piece(delta: Delta, finish: str | None = None) -> str:
         return sse_event(answer.chunk([ChunkChoice(delta=delta, finish_reason=finish)]))

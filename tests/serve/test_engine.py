@@ -93,7 +93,7 @@ def test_each_row_stops_at_its_own_max_tokens(engine):
 
 
 def test_cancel_frees_the_slot_and_a_full_engine_refuses(engine):
-    one_slot = Engine(engine.personas, max_pending=1, batch_wait_s=0.0)
+    one_slot = Engine(engine.served, max_pending=1, batch_wait_s=0.0)
     long = {"do_sample": False, "min_new_tokens": 400}
 
     async def go() -> tuple[Job, bool]:

@@ -1,0 +1,192 @@
+"""Iteration-level scheduling: the rows that decode together, in one left-padded KV cache, one token per step.
+
+A request joins the running batch between two steps: its prompt runs first (rows of one prompt length at a time,
+so a prompt is never padded), then its keys and values are put beside the running rows', the shorter side padded
+on the left to a common length (masked; each row's position ids come from its own mask, so every token keeps its
+position). A row that finishes or whose client is gone leaves right after the step (its cache rows are dropped by
+index, and columns that are padding for every remaining row are cut off the left). Each row names its persona's
+adapter in PEFT's per-row ``adapter_names`` (LoRA mixed-batch inference; ``__base__`` for the bare base), so rows
+of every persona share each forward pass, and picks its token with its own settings (``sampling.RowSampler``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from politician_lm.serve.sampling import RowSampler
+from politician_lm.serve.text import ReplyText
+
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+@dataclass(eq=False)
+class Job:
+    """One request. The model thread appends tokens and finishes it; ``events`` carries them to the server thread.
+    ``prompt_ids`` may come tokenized (the server checks the prompt's length anyway); ``served`` is set on submit."""
+
+    persona: str
+    conversation: list[dict[str, str]]
+    max_new_tokens: int
+    settings: dict[str, Any]
+    loop: asyncio.AbstractEventLoop
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    prompt_ids: list[int] | None = None
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    tokens: list[int] = field(default_factory=list)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    finish_reason: str | None = None
+    error: str | None = None
+    arrived: float = field(default_factory=time.monotonic)
+    served: Any = None
+
+    def _send(self, item: tuple) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+        except RuntimeError:  # the server's loop is closed (shutdown)
+            pass
+
+
+@dataclass(eq=False)
+class Row:
+    """A job in the batch: its adapter, its tokens so far (prompt, then answer), how it picks, where its text is."""
+
+    job: Job
+    adapter: str
+    ids: list[int]
+    sampler: RowSampler
+    text: ReplyText | None = None  # only for rows with stop strings
+
+    def advance(self, token: int, eos: int) -> str | None:
+        """Take the token just picked: hand it to the job, and say why the row ends here (or None)."""
+        job = self.job
+        if token == eos:
+            return "stop"
+        self.ids.append(token)
+        job.tokens.append(token)
+        job._send(("token", token))
+        if self.text is not None:
+            self.text.push(token)
+            if self.text.stopped:
+                return "stop"
+        return "length" if len(job.tokens) >= job.max_new_tokens else None
+
+
+def _pad_left(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    if n <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = n
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+class DecodeBatch:
+    """The running rows: ``cache`` holds every row's keys and values (left-padded), ``mask`` marks real columns,
+    ``next`` is each row's last picked token (not yet in the cache)."""
+
+    def __init__(self, model: Any, eos: int) -> None:
+        self.model, self.eos = model, eos
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        params = inspect.signature(base.forward).parameters
+        # transformers renamed past_key_values to cache (5.2x); the model's own signature says which it takes
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.keep_arg = "logits_to_keep" in params
+        self.rows: list[Row] = []
+        self.cache: Any = None
+        self.mask: torch.Tensor | None = None
+        self.next: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @torch.no_grad()
+    def _logits(self, ids: torch.Tensor, mask: torch.Tensor, cache: Any, adapters: list[str]) -> torch.Tensor:
+        """One forward pass: the last position's float32 logits per row (as ``generate`` takes them)."""
+        kwargs: dict[str, Any] = {self.cache_arg: cache}
+        if self.keep_arg:
+            kwargs["logits_to_keep"] = 1
+        if hasattr(self.model, "peft_config"):
+            kwargs["adapter_names"] = adapters
+        positions = (mask.sum(1, keepdim=True) - ids.shape[1]) + torch.arange(ids.shape[1], device=ids.device)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
+        return out.logits[:, -1].to(dtype=torch.float32)
+
+    def _pick(self, rows: list[Row], logits: torch.Tensor) -> list[int]:
+        greedy = logits.argmax(-1).tolist()
+        return [
+            greedy[i] if row.sampler.plain_greedy else row.sampler.pick(logits[i : i + 1], row.ids, len(row.job.tokens))
+            for i, row in enumerate(rows)
+        ]
+
+    def prefill(self, rows: list[Row]) -> list[int]:
+        """Run the rows' prompts (one forward per prompt length, unpadded), put them beside the running rows and
+        return each new row's first token. All or none of ``rows`` join."""
+        device = self.model.device
+        groups: dict[int, list[Row]] = {}
+        for row in rows:
+            groups.setdefault(len(row.ids), []).append(row)
+        parts, firsts = [], {}
+        for group in groups.values():
+            ids = torch.tensor([r.ids for r in group], device=device)
+            mask = torch.ones_like(ids)
+            cache = DynamicCache()
+            picked = self._pick(group, self._logits(ids, mask, cache, [r.adapter for r in group]))
+            parts.append((group, cache, mask, picked))
+            firsts.update({id(r): t for r, t in zip(group, picked)})
+        for group, cache, mask, picked in parts:
+            self._join(group, cache, mask, torch.tensor(picked, device=device))
+        return [firsts[id(r)] for r in rows]
+
+    def _join(self, rows: list[Row], cache: Any, mask: torch.Tensor, nxt: torch.Tensor) -> None:
+        if not self.rows:
+            self.rows, self.cache, self.mask, self.next = list(rows), cache, mask, nxt
+            return
+        have, new = self.mask.shape[1], mask.shape[1]
+        width = max(have, new)
+        for mine, theirs in zip(self.cache.layers, cache.layers):
+            mine.keys = torch.cat([_pad_left(mine.keys, width - have, 2), _pad_left(theirs.keys, width - new, 2)])
+            mine.values = torch.cat(
+                [_pad_left(mine.values, width - have, 2), _pad_left(theirs.values, width - new, 2)]
+            )
+        self.mask = torch.cat([_pad_left(self.mask, width - have, 1), _pad_left(mask, width - new, 1)])
+        self.next = torch.cat([self.next, nxt])
+        self.rows += rows
+
+    def step(self) -> list[int]:
+        """One decoding step for every row: feed each row's last token, return each row's next one."""
+        mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
+        logits = self._logits(self.next[:, None], mask, self.cache, [r.adapter for r in self.rows])
+        self.mask = mask
+        picked = self._pick(self.rows, logits)
+        self.next = torch.tensor(picked, device=self.next.device)
+        return picked
+
+    def keep(self, keep: list[bool]) -> None:
+        """Drop the rows not kept (their cache rows with them) and the columns no remaining row uses."""
+        if all(keep):
+            return
+        if not any(keep):
+            self.rows, self.cache, self.mask, self.next = [], None, None, None
+            return
+        index = torch.tensor([i for i, k in enumerate(keep) if k], device=self.mask.device)
+        self.rows = [r for r, k in zip(self.rows, keep) if k]
+        self.mask, self.next = self.mask[index], self.next[index]
+        used = self.mask.any(0).nonzero()
+        cut = int(used[0]) if len(used) else 0
+        self.mask = self.mask[:, cut:]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[index, :, cut:]
+            layer.values = layer.values[index, :, cut:]
+
+    def clear(self) -> list[Row]:
+        """Empty the batch (after a failed step); returns the rows that were in it."""
+        rows, self.rows, self.cache, self.mask, self.next = self.rows, [], None, None, None
+        return rows

@@ -1,0 +1,156 @@
+"""serve.scheduler through the engine: rows of every persona (a weighted mix and the bare base included) decode in
+one forward pass and answer as they do alone; a request joins a running batch at the next step and a finished row
+leaves at once; ``seed`` and ``stop`` per row. Real tiny-model adapters, no HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from politician_lm.artifacts.roles import user_turn
+from politician_lm.serve.engine import Engine, Job, load_served
+from politician_lm.serve.personas import PersonaSpec
+from politician_lm.serve.scheduler import BASE
+from politician_lm.serve.text import ReplyText
+
+pytestmark = pytest.mark.slow
+
+GREEDY = {"do_sample": False}
+SAMPLED = {"do_sample": True, "temperature": 1.0, "top_k": 0}
+QUESTIONS = [f"What is your view on topic number {i}?" for i in range(1, 5)]  # the same length in tokens
+
+
+def ask(question: str) -> list[dict[str, str]]:
+    return [user_turn(question, "plain")]
+
+
+@pytest.fixture(scope="module")
+def engine(voices, tiny_path):
+    a, b = voices
+    specs = [
+        PersonaSpec("alpha", [str(a)], [1.0], tiny_path),
+        PersonaSpec("beta", [str(b)], [1.0], tiny_path),
+        PersonaSpec("mix", [str(a), str(b)], [0.7, 0.6], tiny_path),
+        PersonaSpec("base", [], [], tiny_path),  # the bare base model: its rows name PEFT's __base__
+    ]
+    eng = Engine(load_served(specs), max_batch_size=8, batch_wait_s=0.3, max_pending=16)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+def forwards(engine, monkeypatch) -> list[list[str]]:
+    """The adapters of the rows of every forward pass the engine runs (one list per pass)."""
+    seen: list[list[str]] = []
+    real = engine.batch._logits
+
+    def logits(ids, mask, cache, adapters):
+        seen.append(list(adapters))
+        return real(ids, mask, cache, adapters)
+
+    monkeypatch.setattr(engine.batch, "_logits", logits)
+    return seen
+
+
+def job(loop, persona: str, question: str, n: int, settings: dict, **kw) -> Job:
+    return Job(persona, ask(question), n, settings, loop, **kw)
+
+
+async def done(j: Job) -> Job:
+    while (await asyncio.wait_for(j.events.get(), 120))[0] != "done":
+        pass
+    return j
+
+
+def run(engine: Engine, requests: list[tuple]) -> list[Job]:
+    """Submit ``(persona, question, max_new_tokens, settings, extra Job fields)`` at once; wait for all."""
+
+    async def go() -> list[Job]:
+        loop = asyncio.get_running_loop()
+        jobs = [job(loop, p, q, n, s, **kw) for p, q, n, s, kw in requests]
+        assert all(engine.submit(j) for j in jobs)
+        return [await done(j) for j in jobs]
+
+    return asyncio.run(go())
+
+
+def alone(engine: Engine, persona: str, question: str, n: int = 16, settings: dict = GREEDY, **kw) -> list[int]:
+    (j,) = run(engine, [(persona, question, n, settings, kw)])
+    assert j.error is None, j.error
+    return j.tokens
+
+
+def test_three_personas_a_mix_and_the_base_share_one_forward_pass_and_answer_as_alone(engine, forwards):
+    personas = ["alpha", "beta", "mix", "base"]
+    want = {p: alone(engine, p, q) for p, q in zip(personas, QUESTIONS)}
+    assert len({tuple(t) for t in want.values()}) == 4, want  # four different answers: a mix-up would show
+    forwards.clear()
+    together = run(engine, [(p, q, 16, GREEDY, {}) for p, q in zip(personas, QUESTIONS)])
+    assert {j.persona: j.tokens for j in together} == want
+    adapters = {p: engine.personas[p].adapter for p in personas}
+    assert adapters["base"] == BASE and len(set(adapters.values())) == 4  # the mix is ONE adapter of its own
+    assert any(sorted(f) == sorted(adapters.values()) for f in forwards)  # one forward pass for all four rows
+
+
+def test_a_request_joins_a_running_batch_and_a_finished_row_leaves_at_once(engine, forwards):
+    """A long row is mid-decode when a shorter request (another persona, another prompt length) arrives: it joins
+    at the next step, finishes while the long row still runs, and both answer as they do alone."""
+    long_q, short_q = QUESTIONS[0], "What about jobs?"
+    long_settings = {"do_sample": False, "min_new_tokens": 60}
+    want_long = alone(engine, "alpha", long_q, 60, long_settings)
+    want_short = alone(engine, "beta", short_q, 8)
+    before = engine.snapshot()
+    forwards.clear()
+
+    async def go() -> tuple[Job, Job, int]:
+        loop = asyncio.get_running_loop()
+        first = job(loop, "alpha", long_q, 60, long_settings)
+        assert engine.submit(first)
+        for _ in range(5):  # the long row is decoding
+            assert (await asyncio.wait_for(first.events.get(), 120))[0] == "token"
+        second = job(loop, "beta", short_q, 8, GREEDY)
+        assert engine.submit(second)
+        await done(second)
+        running_when_second_ended = len(first.tokens) if first.finish_reason is None else -1
+        return await done(first), second, running_when_second_ended
+
+    first, second, at = asyncio.run(go())
+    assert second.tokens == want_short and first.tokens == want_long
+    assert 0 < at < 60, at  # the second request ended while the first still ran: it did not wait for it
+    after = engine.snapshot()
+    assert after["joined"] - before["joined"] == 1 and after["batches"] - before["batches"] == 1
+    sizes = [len(f) for f in forwards]
+    both = [i for i, f in enumerate(forwards) if len(f) == 2]
+    assert both and sizes[both[-1] + 1 :] and all(n == 1 for n in sizes[both[-1] + 1 :])  # it left at once
+    assert len(both) == len(second.tokens) - 1 + (second.finish_reason == "stop")  # one joint step per token
+
+
+def test_a_seed_makes_a_sampled_answer_the_same_alone_and_in_a_batch(engine):
+    first = alone(engine, "alpha", QUESTIONS[0], 24, SAMPLED, seed=1234)
+    assert alone(engine, "alpha", QUESTIONS[0], 24, SAMPLED, seed=1234) == first
+    crowd = run(
+        engine,
+        [
+            ("beta", QUESTIONS[1], 24, SAMPLED, {}),
+            ("alpha", QUESTIONS[0], 24, SAMPLED, {"seed": 1234}),
+            ("mix", QUESTIONS[2], 24, SAMPLED, {"seed": 99}),
+        ],
+    )
+    assert crowd[1].tokens == first
+    others = [alone(engine, "alpha", QUESTIONS[0], 24, SAMPLED, seed=s) for s in (1, 2, 3)]
+    assert any(o != first for o in others)  # the seed chooses the draw; sampling did happen
+
+
+def test_a_stop_string_ends_the_row_before_it(engine):
+    full = alone(engine, "alpha", QUESTIONS[0], 24)
+    tokenizer = engine.personas["alpha"].persona.tokenizer
+    whole = ReplyText(tokenizer)
+    whole.ids = full
+    text = whole.push(None, final=True)
+    stop = text.split()[2]  # a word from the middle of the answer
+    (j,) = run(engine, [("alpha", QUESTIONS[0], 24, GREEDY, {"stop": ("zzz-never", stop)})])
+    assert j.finish_reason == "stop" and j.tokens == full[: len(j.tokens)] and len(j.tokens) < len(full)
+    cut = ReplyText(tokenizer, j.stop)
+    cut.ids = j.tokens
+    assert cut.push(None, final=True) == text[: text.index(stop)]
