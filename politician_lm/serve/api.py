@@ -4,6 +4,7 @@ error in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, wi
 * ``protocol.py``: the OpenAI wire shapes (request, completion, chunk, model list, error) and the system-message
   policy;
 * ``routes.py``: the routes, the server's state and limits, the API key check;
+* ``admin.py``: personas loaded and unloaded at run time (``/v1/load_lora_adapter``, ``/v1/unload_lora_adapter``);
 * ``streaming.py``: a job's tokens as one answer or as server-sent events, cancelled when the client goes away.
 """
 
@@ -19,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from politician_lm.serve import admin
 from politician_lm.serve.protocol import APIError, ChatRequest, Message, conversation
 from politician_lm.serve.routes import Limits, ServerState, router
 from politician_lm.serve.streaming import ReplyText
@@ -52,6 +54,7 @@ def create_app(state: ServerState) -> FastAPI:
     app = FastAPI(title="politician-lm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = state  # what routes.server_state hands each route
     app.include_router(router)
+    app.include_router(admin.router)
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

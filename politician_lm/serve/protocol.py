@@ -14,7 +14,7 @@ without its label.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from politician_lm.artifacts.roles import assistant_turn, user_turn
 
 FinishReason = Literal["stop", "length"]
+StopText = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 def _absent_when_none(value: object) -> bool:
@@ -54,8 +55,9 @@ class StreamOptions(_Strict):
 
 
 class ChatRequest(_Strict):
-    """The fields of OpenAI's chat completion request that change the answer; others (``seed``, ``stop``,
-    penalties, ``user``...) are accepted and ignored. ``min_tokens`` is an extension (as in vLLM)."""
+    """The fields of OpenAI's chat completion request that change the answer; fields that would change it in ways
+    this server does not support are refused (``unsupported``), the rest (``user``, ``metadata``...) are ignored.
+    ``min_tokens`` is an extension (as in vLLM)."""
 
     model: str
     messages: list[Message] = Field(min_length=1)
@@ -66,11 +68,60 @@ class ChatRequest(_Strict):
     min_tokens: int | None = Field(default=None, ge=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = None
+    stop: StopText | Annotated[list[StopText], Field(max_length=16)] | None = None
     n: int = 1
 
     @property
     def wants_usage_chunk(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    @property
+    def stops(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+
+def _off(value: object) -> bool:
+    return value in (None, 0, False, "", [], {})
+
+
+# field -> (is it left at a value that changes nothing?, what to do instead)
+UNSUPPORTED = {
+    "n": (lambda v: v in (None, 1), "only n=1 is supported"),
+    "presence_penalty": (_off, "not supported by this server; leave it out or at 0"),
+    "frequency_penalty": (_off, "not supported by this server; leave it out or at 0"),
+    "logit_bias": (_off, "not supported by this server; leave it out"),
+    "logprobs": (_off, "not supported by this server; leave it out or false"),
+    "top_logprobs": (_off, "not supported by this server; leave it out"),
+    "best_of": (lambda v: v in (None, 1), "not supported by this server; leave it out"),
+    "tools": (_off, "tools are not supported by this server"),
+    "functions": (_off, "functions are not supported by this server"),
+    "tool_choice": (lambda v: v in (None, "none", "auto"), "tools are not supported by this server"),
+    "response_format": (lambda v: _off(v) or v == {"type": "text"}, "only text answers are supported"),
+    "audio": (_off, "only text answers are supported"),
+    "modalities": (lambda v: _off(v) or v == ["text"], "only text answers are supported"),
+    "prediction": (_off, "not supported by this server; leave it out"),
+}
+
+
+def unsupported(body: dict) -> APIError | None:
+    """The 400 for the first field set to something this server cannot do (a silent ignore would be wrong)."""
+    for name, (harmless, why) in UNSUPPORTED.items():
+        if name in body and not harmless(body[name]):
+            return APIError(400, f"{name}: {why}", param=name, code="unsupported_parameter")
+    return None
+
+
+class LoadAdapterRequest(_Strict):
+    """``POST /v1/load_lora_adapter``, as vLLM names it: a persona from an adapter folder, or the registry's entry
+    of that name when ``lora_path`` is left out."""
+
+    lora_name: str
+    lora_path: str | None = None
+
+
+class UnloadAdapterRequest(_Strict):
+    lora_name: str
 
 
 # -- responses --------------------------------------------------------------------------------------------------------
@@ -140,14 +191,25 @@ class AdapterCard(BaseModel):
 
 
 class ModelCard(BaseModel):
-    """A persona as an OpenAI model, with what it is made of."""
+    """A persona as an OpenAI model, with what it is made of: as vLLM lists a LoRA adapter, ``parent`` is the base
+    model and ``root`` the adapter folder (the base, for a persona folded from several adapters)."""
 
     id: str
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "politician-lm"
+    root: str
+    parent: str | None
     politician: str | None
     adapters: list[AdapterCard]
+
+
+class DeletedModel(BaseModel):
+    """The answer to an unload, as OpenAI answers a deleted model."""
+
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool = True
 
 
 class ModelList(BaseModel):

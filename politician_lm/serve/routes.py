@@ -15,17 +15,26 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from politician_lm.serve.engine import Engine, Job
-from politician_lm.serve.protocol import AdapterCard, APIError, ChatRequest, ModelCard, ModelList, conversation
+from politician_lm.serve.engine import Engine, Job, ServedPersona
+from politician_lm.serve.protocol import (
+    AdapterCard,
+    APIError,
+    ChatRequest,
+    ModelCard,
+    ModelList,
+    conversation,
+    unsupported,
+)
 from politician_lm.serve.streaming import Answer, complete, stream
 
 PAGE = Path(__file__).with_name("chat.html")
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass
@@ -104,19 +113,13 @@ async def page() -> HTMLResponse:
 
 @router.get("/v1/models")
 async def models(state: AuthorizedState) -> JSONResponse:
-    cards = [
-        ModelCard(
-            id=name,
-            politician=served.persona.style.politician,
-            adapters=[AdapterCard(path=p, weight=w) for p, w in zip(served.spec.adapters, served.spec.weights)],
-        )
-        for name, served in state.ready_engine().personas.items()
-    ]
+    eng = state.ready_engine()
+    cards = [model_card(name, served, eng.served.base_model) for name, served in list(eng.personas.items())]
     return JSONResponse(ModelList(data=cards).model_dump())
 
 
-async def chat_request(request: Request, state: AuthorizedState) -> ChatRequest:
-    """The body as a ``ChatRequest``: 413 over the size limit, 400 for bad JSON (NaN included) or fields."""
+async def json_body(request: Request, state: ServerState) -> dict:
+    """The body as a JSON object: 413 over the size limit, 400 for bad JSON (NaN included) or a non-object."""
     limit = state.limits.max_body_bytes
     if int(request.headers.get("content-length") or 0) > limit:
         raise APIError(413, f"request body over {limit} bytes")
@@ -129,15 +132,46 @@ async def chat_request(request: Request, state: AuthorizedState) -> ChatRequest:
         raise APIError(400, f"malformed JSON: {str(e).splitlines()[0][:120]}") from None
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
+    return body
+
+
+def validated(model: type[M], body: dict) -> M:
+    """``body`` as ``model``, or a 400 naming the first wrong field."""
     try:
-        req = ChatRequest.model_validate(body)
+        return model.model_validate(body)
     except ValidationError as e:
         raise APIError(
             400, f"invalid request: {_first_error(e)}", param=".".join(map(str, e.errors()[0]["loc"]))
         ) from None
-    if req.n != 1:
-        raise APIError(400, "n: only n=1 is supported", param="n")
+
+
+async def chat_request(request: Request, state: AuthorizedState) -> ChatRequest:
+    """The body as a ``ChatRequest``; a field set to something this server cannot do is a 400, not ignored."""
+    body = await json_body(request, state)
+    req = validated(ChatRequest, body)
+    if (refused := unsupported(body)) is not None:
+        raise refused
     return req
+
+
+def model_card(name: str, served: ServedPersona, base: str) -> ModelCard:
+    spec = served.spec
+    return ModelCard(
+        id=name,
+        root=spec.adapters[0] if len(spec.adapters) == 1 else base,
+        parent=base,
+        politician=served.persona.style.politician,
+        adapters=[AdapterCard(path=p, weight=w) for p, w in zip(spec.adapters, spec.weights)],
+    )
+
+
+def unknown_model(name: str, eng: Engine) -> APIError:
+    return APIError(
+        404,
+        f"the model {name!r} does not exist; known personas: {', '.join(eng.personas)}",
+        param="model",
+        code="model_not_found",
+    )
 
 
 @router.post("/v1/chat/completions")
@@ -148,15 +182,11 @@ async def chat_completions(
     eng = state.ready_engine()
     served = eng.personas.get(req.model)
     if served is None:
-        raise APIError(
-            404,
-            f"the model {req.model!r} does not exist; known personas: {', '.join(eng.personas)}",
-            param="model",
-            code="model_not_found",
-        )
+        raise unknown_model(req.model, eng)
     front, limits = served.front, state.limits
     conv = conversation(req.messages, front.style.system_prompt, front.style.prompt_format)
-    prompt_tokens = len(front.prompt_ids(conv))
+    prompt_ids = front.prompt_ids(conv)
+    prompt_tokens = len(prompt_ids)
     room = min(limits.max_prompt_tokens, front.context_window - 1)
     if prompt_tokens > room:
         raise APIError(
@@ -167,8 +197,13 @@ async def chat_completions(
         )
     wanted = req.max_completion_tokens or req.max_tokens or served.persona.generation.get("max_new_tokens") or 128
     max_new = max(1, min(wanted, limits.max_tokens, front.context_window - prompt_tokens))
-    job = Job(req.model, conv, max_new, _settings(served.persona.generation, req), asyncio.get_running_loop())
-    if not eng.submit(job):
+    settings = _settings(served.persona.generation, req)
+    job = Job(req.model, conv, max_new, settings, asyncio.get_running_loop(), req.seed, req.stops, prompt_ids)
+    try:
+        accepted = eng.submit(job)
+    except KeyError:  # unloaded since it was looked up
+        raise unknown_model(req.model, eng) from None
+    if not accepted:
         raise APIError(
             429, f"all {eng.max_pending} request slots are busy; retry shortly", "rate_limit_error", code="server_busy"
         )

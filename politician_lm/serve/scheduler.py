@@ -153,9 +153,7 @@ class DecodeBatch:
         width = max(have, new)
         for mine, theirs in zip(self.cache.layers, cache.layers):
             mine.keys = torch.cat([_pad_left(mine.keys, width - have, 2), _pad_left(theirs.keys, width - new, 2)])
-            mine.values = torch.cat(
-                [_pad_left(mine.values, width - have, 2), _pad_left(theirs.values, width - new, 2)]
-            )
+            mine.values = torch.cat([_pad_left(mine.values, width - have, 2), _pad_left(theirs.values, width - new, 2)])
         self.mask = torch.cat([_pad_left(self.mask, width - have, 1), _pad_left(mask, width - new, 1)])
         self.next = torch.cat([self.next, nxt])
         self.rows += rows

@@ -94,7 +94,9 @@ class ServedSet:
         served = ServedPersona(
             spec=spec,
             persona=Persona(model=self.model, tokenizer=self.tokenizer, style=style, generation=generation),
-            front=Persona(model=self.model, tokenizer=copy.deepcopy(self.tokenizer), style=style, generation=generation),
+            front=Persona(
+                model=self.model, tokenizer=copy.deepcopy(self.tokenizer), style=style, generation=generation
+            ),
             adapter=adapter,
         )
         self.personas[spec.name] = served

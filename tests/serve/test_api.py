@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,90 +18,13 @@ import yaml
 
 from politician_lm.artifacts.roles import strip_reply_label
 from politician_lm.cli import main
-from tests.helpers import ROOT, fit_adapter
+from tests.helpers import ROOT
+from tests.serve.server import BROWSER_ARGS, Server, as_generate_prompt, chromium, reference
 
 pytestmark = pytest.mark.slow
 
 QUESTION = "What is your view on topic number 3?"
 ARTIFACTS = Path(os.environ.get("POLITICIAN_LM_TEST_ARTIFACTS", ROOT / "test-artifacts"))
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory, tiny_path, voices):
-    """Three tiny personas: two plain-format adapters with different voices, one chat-format adapter with the Biden
-    system prompt, and a weighted mix of the two plain ones."""
-    root = tmp_path_factory.mktemp("serve")
-    a, b = voices
-    rows = [
-        {"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": "Folks, jobs."}]}
-        for i in range(8)
-    ]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(ROOT)  # data/profiles
-        c = fit_adapter(
-            root / "c", tiny_path, rows, max_steps=6, lr=2e-2, data_kw={"prompt_format": "chat", "politician": "biden"}
-        )
-    greedy = {"max_new_tokens": 24, "do_sample": False}
-    entries = {
-        "alpha": {"base_model": tiny_path, "adapters": [{"path": str(a), "weight": 1.0}], "generation": greedy},
-        "beta": {"base_model": tiny_path, "adapters": [{"path": str(b), "weight": 1.0}], "generation": greedy},
-        "gamma": {"base_model": tiny_path, "adapters": [{"path": str(c), "weight": 1.0}], "generation": greedy},
-        "mix": {
-            "base_model": tiny_path,
-            "adapters": [{"path": str(a), "weight": 0.7}, {"path": str(b), "weight": 0.6}],
-            "generation": greedy,
-        },
-    }
-    path = root / "models.yaml"
-    path.write_text(yaml.safe_dump(entries))
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`politician-lm serve` in a subprocess; its log is kept for inspection."""
-
-    def __init__(self, tmp: Path, *args: str, env: dict | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp / f"server-{self.port}.log"
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "politician_lm.cli", "serve", "--port", str(self.port), *args],
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-        )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
-            try:
-                if httpx.get(self.url + "/ready", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError("server not ready in 180 s:\n" + self.log_path.read_text()[-3000:])
-
-    def stats(self) -> dict:
-        return httpx.get(self.url + "/health", timeout=10).json()["engine"]
-
-    def stop(self) -> str:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        return self.log_path.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -133,52 +53,16 @@ def client(server):
     return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
 
 
-def reference(
-    registry: Path,
-    persona: str,
-    prompt: str | None = None,
-    messages: list | None = None,
-    tmp: Path | None = None,
-    max_new_tokens: int = 24,
-) -> str:
-    """`politician-lm generate --do_sample false` for one prompt, alone (batch of one), label stripped."""
-    out = tmp / f"ref-{persona}-{abs(hash((prompt, json.dumps(messages))))}.jsonl"
-    args = ["--prompt", prompt] if prompt is not None else []
-    if messages is not None:
-        rows = tmp / (out.name + ".in")
-        rows.write_text(json.dumps({"messages": messages}) + "\n")
-        args = ["--prompts_file", str(rows)]
-    main(
-        [
-            "generate",
-            "--politician",
-            persona,
-            "--registry",
-            str(registry),
-            *args,
-            "--do_sample",
-            "false",
-            "--max_new_tokens",
-            str(max_new_tokens),
-            "--batch_size",
-            "1",
-            "--output",
-            str(out),
-            "--overwrite",
-            "true",
-        ]
-    )
-    return strip_reply_label(json.loads(out.read_text())["generation"])
-
-
-def as_generate_prompt(persona: str, question: str) -> str:
-    return question if persona == "gamma" else f"USER: {question}"  # plain-format personas were trained with labels
-
-
 # -- the OpenAI surface -------------------------------------------------------------------------------------------
-def test_models_lists_every_persona(client):
-    models = client.models.list()
-    assert sorted(m.id for m in models.data) == ["alpha", "beta", "gamma", "mix"]
+def test_models_lists_every_persona_with_its_base_and_adapters(client, registry, tiny_path):
+    models = {m.id: m.model_dump() for m in client.models.list().data}
+    assert sorted(models) == ["alpha", "beta", "gamma", "mix"]
+    entries = yaml.safe_load(registry.read_text())
+    for name, card in models.items():
+        assert card["parent"] == tiny_path, card  # as vLLM lists a LoRA adapter: its base is the parent ...
+        assert card["adapters"] == entries[name]["adapters"]
+    assert models["alpha"]["root"] == entries["alpha"]["adapters"][0]["path"]  # ... and its folder the root
+    assert models["mix"]["root"] == tiny_path  # a mix has no one folder
 
 
 @pytest.mark.parametrize("persona", ["alpha", "beta", "gamma", "mix"])
@@ -281,6 +165,44 @@ def test_max_tokens_is_capped(client):
     assert out.usage.completion_tokens == 64 and out.choices[0].finish_reason == "length"
 
 
+# -- seed and stop -----------------------------------------------------------------------------------------------------
+def test_a_seed_gives_the_same_sampled_answer_twice_alone_and_among_others(client):
+    def sampled(persona: str, seed: int | None) -> str:
+        extra = {"seed": seed} if seed is not None else {}
+        messages = [{"role": "user", "content": QUESTION}]
+        out = client.chat.completions.create(model=persona, messages=messages, temperature=1.0, max_tokens=24, **extra)
+        return out.choices[0].message.content
+
+    first = sampled("alpha", 7)
+    assert sampled("alpha", 7) == first
+    with ThreadPoolExecutor(4) as pool:
+        crowd = list(pool.map(lambda args: sampled(*args), [("beta", 1), ("alpha", 7), ("mix", None), ("alpha", 8)]))
+    assert crowd[1] == first
+    assert {sampled("alpha", s) for s in (1, 2, 3)} - {first}  # the seed chooses the draw; sampling did happen
+
+
+def test_stop_ends_the_answer_before_it_and_a_stream_never_sends_it(client):
+    messages = [{"role": "user", "content": QUESTION}]
+    full = client.chat.completions.create(model="beta", messages=messages, temperature=0, max_tokens=24)
+    words = full.choices[0].message.content.split()
+    assert len(words) >= 3, words
+    stop = words[len(words) // 2]
+    want = full.choices[0].message.content.split(stop)[0]
+    plain = client.chat.completions.create(
+        model="beta", messages=messages, temperature=0, max_tokens=24, stop=["never-said", stop]
+    )
+    chunks = list(
+        client.chat.completions.create(
+            model="beta", messages=messages, temperature=0, max_tokens=24, stop=stop, stream=True
+        )
+    )
+    pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    reasons = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert plain.choices[0].message.content == want == "".join(pieces)
+    assert plain.choices[0].finish_reason == "stop" and reasons == ["stop"]
+    assert plain.usage.completion_tokens < full.usage.completion_tokens  # the row stopped there, not at the cap
+
+
 # -- bad input: one clear message in OpenAI's error shape -------------------------------------------------------------
 OK = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
 BAD = [
@@ -296,6 +218,15 @@ BAD = [
     ("stream a string", {**OK, "stream": "yes"}, 400, "stream"),
     ("temperature too high", {**OK, "temperature": 5}, 400, "temperature"),
     ("n above 1", {**OK, "n": 2}, 400, "n"),
+    ("presence_penalty", {**OK, "presence_penalty": 0.5}, 400, "presence_penalty: not supported"),
+    ("frequency_penalty", {**OK, "frequency_penalty": -1}, 400, "frequency_penalty: not supported"),
+    ("logit_bias", {**OK, "logit_bias": {"5": 10}}, 400, "logit_bias: not supported"),
+    ("logprobs", {**OK, "logprobs": True}, 400, "logprobs: not supported"),
+    ("tools", {**OK, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools are not supported"),
+    ("json answers", {**OK, "response_format": {"type": "json_object"}}, 400, "only text answers"),
+    ("stop empty", {**OK, "stop": ""}, 400, "stop"),
+    ("stop not text", {**OK, "stop": [1]}, 400, "stop"),
+    ("seed not a number", {**OK, "seed": "x"}, 400, "seed"),
     ("model missing", {"messages": OK["messages"]}, 400, "model"),
     (
         "last turn not the user's",
@@ -321,6 +252,26 @@ def test_bad_requests_get_one_clear_openai_error(server, body, status, needle):
     assert needle in err["message"] and "\n" not in err["message"], err
     if status == 404:
         assert err["code"] == "model_not_found" and err["param"] == "model"
+
+
+def test_unsupported_fields_are_refused_unless_left_at_no_effect(server, client):
+    from openai import BadRequestError
+
+    with pytest.raises(BadRequestError) as exc:
+        client.chat.completions.create(model="alpha", messages=OK["messages"], frequency_penalty=0.7)
+    assert exc.value.code == "unsupported_parameter" and exc.value.param == "frequency_penalty"
+    neutral = {
+        "presence_penalty": 0,
+        "frequency_penalty": 0.0,
+        "logit_bias": {},
+        "logprobs": False,
+        "n": 1,
+        "tool_choice": "none",
+        "response_format": {"type": "text"},
+        "user": "someone",
+    }
+    r = httpx.post(server.url + "/v1/chat/completions", json={**OK, **neutral, "max_tokens": 2}, timeout=60)
+    assert r.status_code == 200, r.text
 
 
 def test_unknown_persona_through_the_openai_client(client):
@@ -504,10 +455,6 @@ def test_streamed_pieces_add_up_to_the_answer(tokenizer):
 
 
 # -- the chat page in a real browser -----------------------------------------------------------------------------------
-def chromium() -> str | None:
-    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def test_chat_page_streams_an_answer_in_headless_chromium(server, client, tmp_path):
     exe = chromium()
     if exe is None:
@@ -524,19 +471,7 @@ def test_chat_page_streams_an_answer_in_headless_chromium(server, client, tmp_pa
         .message.content
     )
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=exe,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )  # fresh profile each launch
+        browser = pw.chromium.launch(executable_path=exe, args=BROWSER_ARGS)  # fresh profile each launch
         try:
             page = browser.new_page(viewport={"width": 900, "height": 600})
             page.goto(server.url + "/")

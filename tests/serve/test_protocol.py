@@ -69,7 +69,9 @@ def test_an_event_is_one_data_line_with_json_spacing():
 
 
 def test_the_model_list_and_errors_keep_their_shape():
-    card = ModelCard(id="mix", politician=None, adapters=[AdapterCard(path="a", weight=0.7)])
+    card = ModelCard(
+        id="mix", root="base", parent="base", politician=None, adapters=[AdapterCard(path="a", weight=0.7)]
+    )
     assert ModelList(data=[card]).model_dump() == {
         "object": "list",
         "data": [
@@ -78,6 +80,8 @@ def test_the_model_list_and_errors_keep_their_shape():
                 "object": "model",
                 "created": 0,
                 "owned_by": "politician-lm",
+                "root": "base",
+                "parent": "base",
                 "politician": None,
                 "adapters": [{"path": "a", "weight": 0.7}],
             }
