@@ -19,6 +19,24 @@ POSITIONS = ("support", "oppose")
 FIELDS = ("id", "topic", "statement", "position", "argument")
 OPTIONAL = ("disagrees_with",)
 HELDOUT_FRACTION = 0.25
+
+# Answers that take each side, paired so that the two sides' wordings have the same shape and nearly the same
+# length (a length difference would favour the shorter side's summed likelihood). The stance probe scores them all;
+# training records (``prepare --stances``) open with the first.
+SIDE_ANSWERS: dict[str, tuple[str, ...]] = {
+    "support": (
+        "Yes, I support {s}.",
+        "Yes. I am for {s}.",
+        "I do. I am in favor of {s}.",
+        "Absolutely, I back {s}.",
+    ),
+    "oppose": (
+        "No, I oppose {s}.",
+        "No. I am against {s}.",
+        "I don't. I am opposed to {s}.",
+        "Absolutely not, I reject {s}.",
+    ),
+}
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
 
@@ -42,6 +60,15 @@ class Stance:
     def opposite(self) -> str:
         """The other position ("oppose" for "support" and the reverse)."""
         return POSITIONS[1] if self.position == POSITIONS[0] else POSITIONS[0]
+
+    def answers(self, side: str) -> list[str]:
+        """Every answer in ``SIDE_ANSWERS`` that takes ``side`` on this statement."""
+        return [template.format(s=self.statement) for template in SIDE_ANSWERS[side]]
+
+    @property
+    def answer(self) -> str:
+        """The politician's own answer, for training: their side stated, then their argument."""
+        return f"{self.answers(self.position)[0]} {self.argument}"
 
 
 def _text(entry: dict[str, Any], key: str, where: str) -> str:

@@ -11,7 +11,17 @@ from typing import Any
 
 from politician_lm.artifacts.adapter import AdapterFolder
 from politician_lm.artifacts.roles import strip_politician_label
-from politician_lm.evaluation.arms import BASE, PROMPT_ONLY, Arm, ArmContext, ArmRuns, sample_rows, score_arm
+from politician_lm.evaluation.arms import (
+    BASE,
+    PROMPT_ONLY,
+    Arm,
+    ArmContext,
+    ArmRuns,
+    sample_rows,
+    score_arm,
+    target_stances,
+)
+from politician_lm.evaluation.stances import probe_conversations
 from politician_lm.inference import Persona
 from politician_lm.model.adapters import activate, adapter_names
 
@@ -57,6 +67,8 @@ def run_arms(
     batch_size, loss_batch_size = batch_sizes
     batches = (-(-len(prompts) // batch_size) + -(-len(held_convs) // loss_batch_size)) * len(arms)
     batches += -(-len(pool) // batch_size)
+    probes = {arm.name: [probe_conversations(s) for s in target_stances(arm, ctx)] for arm in arms}
+    batches += sum(len(p) for p in probes.values())  # one batch per stance: its prompt runs once
     runs = ArmRuns({}, {}, [], None, 0)
     with tqdm(total=batches, desc="Evaluating", file=sys.stderr) as bar:
         with persona.model.disable_adapter():
@@ -79,8 +91,13 @@ def run_arms(
                 losses = arm_persona.completion_losses(
                     arm.conversations(held_convs), loss_batch_size, on_batch=bar.update
                 )
+                stance_losses = [
+                    loss
+                    for group in probes[arm.name]
+                    for loss in arm_persona.completion_losses(arm.conversations(group), len(group), bar.update)
+                ]
             texts = [strip_politician_label(t) for t in texts]
-            scores, runs.corpus_distinct[arm.name] = score_arm(arm, texts, losses, ctx)
+            scores, runs.corpus_distinct[arm.name] = score_arm(arm, texts, losses, ctx, stance_losses)
             runs.results[arm.name] = scores
             runs.samples += sample_rows(arm, items, texts, scores.predicted)
     return runs

@@ -57,19 +57,29 @@ class PairItem:
     messages: list[dict[str, str]]
     source: str = "none"
     key: str = ""
-    rejected: str | None = None  # another politician's answer, for an ``other`` source
+    rejected: str | None = None  # another politician's answer (``other``) or the record's ``opposite`` answer
 
     @property
     def context(self) -> list[dict[str, str]]:
         return self.messages[:-1]
 
-    def choose_source(self, sources: list[str], others: dict[str, tuple[str, str]]) -> None:
+    def choose_source(self, sources: list[str], others: dict[str, tuple[str, str, str | None]]) -> None:
         """The first of ``sources`` that has an answer for this prompt (``other`` only where another politician
-        answered the same question), and the item's key in the partial file."""
-        source = next((s for s in sources if s in GENERATED or question(self.context) in others), "none")
+        answered the same question, and on a stance record only where that answer takes the other side;
+        ``opposite`` only where the record carries the answer from the opposite position, as ``prepare --stances``
+        writes it), and the item's key in the partial file."""
+        opposite, other = self.record.get("opposite"), others.get(question(self.context))
+        position = self.record.get("position")
+        has = {
+            "other": other is not None and (position is None or other[2] != position),
+            "opposite": isinstance(opposite, str) and bool(opposite),
+        }
+        source = next((s for s in sources if s in GENERATED or has.get(s, False)), "none")
         self.source = source
         if source == "other":
-            self.rejected, self.source = others[question(self.context)]
+            self.rejected, self.source, _ = others[question(self.context)]
+        elif source == "opposite":
+            self.rejected = opposite
         self.key = hashlib.sha256(json.dumps([source, self.messages]).encode()).hexdigest()
 
 
@@ -85,14 +95,16 @@ def read_items(files: list[Path], kinds: list[str] | None) -> list[PairItem]:
     return items
 
 
-def other_answers(paths: list[str]) -> dict[str, tuple[str, str]]:
-    """``{question: (answer, "other:FILE:LINE")}`` over every record of the other politicians' data."""
-    answers: dict[str, tuple[str, str]] = {}
+def other_answers(paths: list[str]) -> dict[str, tuple[str, str, str | None]]:
+    """``{question: (answer, "other:FILE:LINE", position)}`` over every record of the other politicians' data
+    (``position``: a stance record's side, else None)."""
+    answers: dict[str, tuple[str, str, str | None]] = {}
     for p in paths:
         files = records.discover(p)
         records.validate(files)
         for item in read_items([*files.train, *files.val], None):
-            answers.setdefault(question(item.context), (item.messages[-1]["content"], f"other:{item.file}:{item.line}"))
+            found = (item.messages[-1]["content"], f"other:{item.file}:{item.line}", item.record.get("position"))
+            answers.setdefault(question(item.context), found)
     return answers
 
 

@@ -10,7 +10,9 @@ Metrics per arm, each with a bootstrap 95% interval, and the paired difference o
 style attribution (a classifier that also knows a ``generic`` class: the base model's own answers without persona),
 identity on probe questions worded unlike the training ones, memorization (12-word verbatim copies of training
 completions), the loss on held-out completions and distinct-2 (the share of an answer's word bigrams that are not
-repeats within it: degeneration lowers it; the corpus-wide distinct-1/2 of each arm's answers is reported too).
+repeats within it: degeneration lowers it; the corpus-wide distinct-1/2 of each arm's answers is reported too),
+and stance agreement: the side of each held-out policy statement of the profile the arm takes, read from its
+likelihoods of answers on either side (``evaluation.stances``).
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ from politician_lm.artifacts.adapter import read_adapter
 from politician_lm.artifacts.atomic import atomic_dir, check_output
 from politician_lm.artifacts.jsonl import jsonl_text
 from politician_lm.artifacts.profiles import load_profile
+from politician_lm.artifacts.stances import load_stances
 from politician_lm.errors import UserError
 from politician_lm.evaluation.heldout import DEFAULT_MAX_HELDOUT
 from politician_lm.evaluation.inputs import choose_judge, held_out, probe_items, trained_data, training_logs
-from politician_lm.values import parse_list
+from politician_lm.values import check_choice, parse_list
 
 __all__ = ["evaluate"]
+
+StanceSet = Literal["heldout", "all", "none"]
 
 
 def evaluate(
@@ -56,6 +61,7 @@ def evaluate(
     judge: Literal["auto", "records", "sotu"] = "auto",
     judge_presidents: list[str] | str = "biden,trump,obama",
     max_heldout: int | None = DEFAULT_MAX_HELDOUT,
+    stances: StanceSet = "heldout",
     n_boot: int = 2000,
     overwrite: bool = False,
     allow_pickle: bool = False,
@@ -93,6 +99,9 @@ def evaluate(
         judge_presidents: The presidents the ``sotu`` judge tells apart (besides ``generic``).
         max_heldout: Most held-out records whose loss is computed: a seeded sample (recorded in metrics.json) beyond
             it, so a big held-out set can be traded for time knowingly; the interval widths are reported.
+        stances: Stance statements of the profile to probe (by likelihood, no judge): ``heldout`` (those never in
+            training data or pairs: the headline ``stance_agreement``), ``all`` (the seen ones too, reported as
+            ``stance_agreement_seen``) or ``none``.
         n_boot: Bootstrap resamples per interval.
         overwrite: Replace ``output_dir`` if it exists.
         allow_pickle: Accept pickle (.bin) weights, which can run code when loaded.
@@ -111,6 +120,8 @@ def evaluate(
         raise UserError("no target politician: pass --politician (the adapter's metadata names none)")
     judge_kind, presidents = choose_judge(judge, judge_presidents, held.split, politician)
     profile = load_profile(politician, profiles_dir)
+    check_choice("--stances", stances, StanceSet)
+    load_stances(profile, f"{profiles_dir}/{politician}.yaml")  # a malformed stance fails before any model loads
     style_items, identity_items = probe_items(prompts_file, held.rows, num_prompts, seed, identity_probes)
 
     # Loaded only now: the metrics pull in scikit-learn and nltk, which a bad input or --help never needs.
@@ -126,7 +137,9 @@ def evaluate(
     # Generic class: the base without persona on training-side prompts of every politician (never the held-out ones).
     pool = generic_pool(style_data_dir, generic_prompts, held.val_fraction, held.split_seed, seed)
     train_texts = held.training_completions()
-    ctx = ArmContext(politician, profile, profiles_dir, None, train_texts, memorization_words, len(style_items))
+    ctx = ArmContext(
+        politician, profile, profiles_dir, None, train_texts, memorization_words, len(style_items), stances
+    )
     runs = run_arms(
         persona,
         arms,

@@ -6,7 +6,9 @@ For every record, ``chosen`` is the politician's real answer and ``rejected`` co
 * ``base``: what the base model writes for the prompt without the persona (its own voice: for a chat template with a
   default system prompt, that one), the voice a persona fine-tune should move away from;
 * ``prompt-only``: what the base model writes given only the persona's system prompt (a harder negative);
-* ``other``: another politician's answer to the same question, where ``--other_data`` has one.
+* ``other``: another politician's answer to the same question, where ``--other_data`` has one;
+* ``opposite``: the record's own answer from the opposite position (the ``opposite`` field that ``prepare
+  --stances`` writes for each stance record), for positions no other politician's data answers.
 
 Generation is greedy by default, batched, with a progress bar. Every finished batch is appended to a partial file
 beside the output (``.<name>.partial.jsonl``), so a killed run resumes where it stopped; the output folder is written
@@ -44,7 +46,7 @@ from politician_lm.data.templates import PromptFormat, PromptStyle
 from politician_lm.errors import UserError
 from politician_lm.values import parse_list
 
-SOURCES = ("base", "prompt-only", "other")
+SOURCES = ("base", "prompt-only", "other", "opposite")
 
 
 def _check_options(sources: list[str], max_similarity: float, batch_size: int, max_new_tokens: int) -> None:
@@ -124,7 +126,9 @@ def pairs(
         base_model: Base model folder (or hub id) that writes the rejected answers: the one you fine-tune.
         rejected: Sources of the rejected answer in order of preference, as ``a,b`` or a list: ``base`` (no persona),
             ``prompt-only`` (base given the persona system prompt), ``other`` (another politician's answer to the same
-            question, from ``other_data``; prompts without one fall through to the next source).
+            question, from ``other_data``; prompts without one fall through to the next source), ``opposite`` (the
+            record's answer from the opposite position, written by ``prepare --stances``). Position pairs:
+            ``other,opposite`` with the other politician's prepared stances as ``other_data``.
         politician: Profile name; supplies the persona system prompt for ``prompt-only``.
         other_data: Other politicians' prepared data (files or folders), for ``other``.
         prompt_format: How prompts are rendered for generation: ``plain`` or ``chat``, as the fit will render them.

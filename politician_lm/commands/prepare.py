@@ -49,6 +49,7 @@ def prepare(
     table_kind: str = "style",
     identity_profile: str | None = None,
     identity_template: str = "data/identity_training_template.json",
+    stances: str | None = None,
     records: list[str] | str | None = None,
     multi_turn: bool = False,
     tokenizer: str = "checkpoints/tiny-politician",
@@ -80,6 +81,9 @@ def prepare(
         table_kind: The kind given to table examples (style, policy, ...).
         identity_profile: Profile YAML (path, or a name in data/profiles) -> "identity" examples from the template.
         identity_template: JSON list of identity question/answer templates with {name}-style placeholders.
+        stances: Profile (path, or a name in data/profiles) whose ``stances`` become "stance" examples: "Do you support
+            ...?" answered with the politician's side and argument, each carrying its ``opposite`` answer for
+            ``pairs --rejected opposite``. Held-out statements (``artifacts.stances.is_heldout_stance``) are left out.
         records: JSONL files (or folders of them) of ready-made prompt/completion or messages records, e.g.
             data/biden/policy.jsonl,data/biden/identity.jsonl: validated, kept as they are (their own kind; source
             becomes the file name), deduplicated and split with the rest.
@@ -118,10 +122,10 @@ def prepare(
         )
     )
     out = check_output(output_dir, overwrite)
-    if not (transcripts or corpus or interviews or table or records or identity_profile):
+    if not (transcripts or corpus or interviews or table or records or identity_profile or stances):
         raise UserError(
-            "nothing to prepare: pass --transcripts, --corpus, --interviews, --table, --records and/or "
-            "--identity_profile"
+            "nothing to prepare: pass --transcripts, --corpus, --interviews, --table, --records, --identity_profile "
+            "and/or --stances"
         )
     speakers = {norm_label(s) for s in optional_list(speaker or "", "speaker")}
     if interviews and not speakers:
@@ -151,6 +155,7 @@ def prepare(
         out,
         corpus=corpus,
         records=records,
+        stances=stances,
     )
     heldout = resolve_heldout(inputs.default_heldout if heldout_documents is None else heldout_documents, inputs)
     builder = RecordBuilder(load_tokenizer(tokenizer), max_completion_tokens, min_completion_words, max_prompt_tokens)

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from politician_lm.artifacts.profiles import load_profile
+from politician_lm.artifacts.stances import Stance, is_heldout_stance, load_stances
 from politician_lm.data.templates import PromptStyle
 from politician_lm.evaluation import scorecard
 from politician_lm.evaluation.metrics import distinct_n
+from politician_lm.evaluation.stances import score_stances
 
 __all__ = [
     "BASE",
@@ -24,6 +26,7 @@ __all__ = [
     "sample_rows",
     "score_arm",
     "summaries",
+    "target_stances",
 ]
 
 PROMPT_ONLY = "prompt-only"
@@ -71,6 +74,7 @@ class ArmContext:
     train_texts: list[str]
     memorization_words: int
     n_style: int  # the first n_style texts answer style prompts, the rest identity probes
+    stances: str = "heldout"  # which profile stances are probed: heldout, all or none
 
 
 @dataclass
@@ -84,11 +88,27 @@ class ArmRuns:
     n_generic: int
 
 
+def target_stances(arm: Arm, ctx: ArmContext) -> list[Stance]:
+    """The stance statements an arm is probed on: its target's profile stances, held-out ones only unless
+    ``ctx.stances`` is ``all`` (none for ``none`` or a profile without stances)."""
+    if ctx.stances == "none":
+        return []
+    target = arm.target(ctx.politician)
+    profile = ctx.profile if target == ctx.politician else load_profile(target, ctx.profiles_dir)
+    stances = load_stances(profile, f"{ctx.profiles_dir}/{target}.yaml")
+    return stances if ctx.stances == "all" else [s for s in stances if is_heldout_stance(s.id)]
+
+
 def score_arm(
-    arm: Arm, texts: list[str], losses: list[tuple[float, int]], ctx: ArmContext
+    arm: Arm,
+    texts: list[str],
+    losses: list[tuple[float, int]],
+    ctx: ArmContext,
+    stance_losses: list[tuple[float, int]] = (),
 ) -> tuple[scorecard.ArmScores, dict[str, float]]:
-    """Per-item scores of one arm's answers (``texts``, labels stripped) and held-out ``losses``, and the
-    corpus-wide distinct-1/2 of its answers."""
+    """Per-item scores of one arm's answers (``texts``, labels stripped), held-out ``losses`` and the losses of
+    its stance probes (``evaluation.stances.probe_conversations(target_stances(arm, ctx))``), and the corpus-wide
+    distinct-1/2 of its answers."""
     style_texts, identity_texts = texts[: ctx.n_style], texts[ctx.n_style :]
     target = arm.target(ctx.politician)
     s = scorecard.ArmScores(target=target, predicted=ctx.classifier.predict(style_texts) if style_texts else [])
@@ -100,6 +120,11 @@ def score_arm(
     s.memorized = scorecard.score_memorization(texts, ctx.train_texts, ctx.memorization_words)
     scorecard.score_distinct(s, texts)
     s.loss_sum, s.loss_tokens = [x for x, _ in losses], [float(n) for _, n in losses]
+    if stance_losses:
+        stances = target_stances(arm, ctx)
+        probed = score_stances(stances, list(stance_losses))
+        s.stance_ids, s.stance_sides, s.stance_agree = probed.ids, probed.sides, probed.agree
+        s.stance_heldout = [is_heldout_stance(i) for i in probed.ids]
     return s, {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from politician_lm.evaluation import scorecard
-from politician_lm.evaluation.arms import ArmRuns, differences, summaries
+from politician_lm.evaluation.arms import BASE, PROMPT_ONLY, ArmRuns, differences, summaries
 from politician_lm.evaluation.inputs import HeldOut
 
 __all__ = ["judge_record", "scorecard_report", "scorecard_text", "short_name"]
@@ -39,7 +39,22 @@ def scorecard_report(
         "differences": differences(runs.results, n_boot, seed),
         "confusion": scorecard.confusion(runs.results, classifier["labels"]),
         "corpus_distinct": runs.corpus_distinct,
+        "stances": stance_record(runs.results, n_boot, seed),
     }
+
+
+def stance_record(results: dict[str, scorecard.ArmScores], n_boot: int, seed: int) -> dict[str, Any]:
+    """metrics.json's ``stances``: the side each arm takes per statement, and for every two arms with different
+    targets the share of the held-out statements their targets disagree on where the two take opposite sides."""
+    sides = {name: dict(zip(s.stance_ids, s.stance_sides)) for name, s in results.items() if s.stance_ids}
+    opposition = {}
+    names = [n for n in sides if n not in (BASE, PROMPT_ONLY)]  # adapters: each scored against its own politician
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if results[a].target != results[b].target:
+                if (e := scorecard.opposite_sides(results[a], results[b], n_boot, seed)) is not None:
+                    opposition[f"{a} vs {b}"] = e.to_dict()
+    return {"sides": sides, "opposite_sides": opposition}
 
 
 def judge_record(classifier: Any, kind: str, n_generic: int) -> dict[str, Any]:
@@ -85,6 +100,12 @@ def scorecard_text(report: dict[str, Any]) -> str:
         for name, metrics in report[group].items():
             lines.append(f"{short_name(name):<{width}}" + "".join(f"{cell(metrics.get(m)):<26}" for m in METRICS))
         lines.append("")
+    for pair, e in (report.get("stances") or {}).get("opposite_sides", {}).items():
+        a, b = pair.split(" vs ")
+        lines.append(
+            f"opposite sides on held-out statements their politicians disagree on, {short_name(a)} vs "
+            f"{short_name(b)}: {cell(e)} of {e['n']}"
+        )
     lines.append("style classifier confusion (rows: arm, columns: predicted)")
     labels = report["classifier"]["labels"]
     lines.append(f"{'':<{width}}" + "".join(f"{lab:>10}" for lab in labels))

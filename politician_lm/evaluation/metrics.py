@@ -17,7 +17,8 @@ from sacrebleu.metrics import CHRF
 _WORD = re.compile(r"\w+(?:['’]\w+)*")
 
 # Profile keys that are not biographical facts: the name is scored by ``names_self``, the rest is style or prompt.
-NON_FACT_KEYS = frozenset({"name", "short_name", "system_prompt", "signature_phrases"})
+# (stances are policy positions, scored by the stance probe, not who the politician is)
+NON_FACT_KEYS = frozenset({"name", "short_name", "system_prompt", "signature_phrases", "stances"})
 # Capitalised words in a profile that say nothing specific about one politician.
 GENERIC_WORDS = frozenset(
     {

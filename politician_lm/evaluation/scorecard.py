@@ -91,6 +91,23 @@ class ArmScores:
     loss_tokens: list[float] = field(default_factory=list)  # ... and its token count
     distinct_unique: list[float] = field(default_factory=list)  # per generation: distinct word bigrams
     distinct_total: list[float] = field(default_factory=list)  # ... and all its word bigrams
+    stance_ids: list[str] = field(default_factory=list)  # per stance statement probed (evaluation.stances)
+    stance_sides: list[str] = field(default_factory=list)  # ... the side the arm takes
+    stance_agree: list[float] = field(default_factory=list)  # ... 1.0 when that is its target's documented side
+    stance_heldout: list[bool] = field(default_factory=list)  # ... whether training data and pairs never saw it
+
+    def stance_subset(self, heldout: bool) -> list[float]:
+        """Stance agreement per held-out statement (``heldout``), or per statement seen in training."""
+        return [a for a, h in zip(self.stance_agree, self.stance_heldout) if h == heldout]
+
+    def held_out_sides(self, documented: bool = False) -> dict[str, str]:
+        """Per held-out statement, the side the arm takes, or (``documented``) its target's documented side."""
+        flip = {"support": "oppose", "oppose": "support"}
+        return {
+            i: side if agree or not documented else flip[side]
+            for i, side, agree, h in zip(self.stance_ids, self.stance_sides, self.stance_agree, self.stance_heldout)
+            if h
+        }
 
     @property
     def attributed(self) -> list[float]:
@@ -141,6 +158,8 @@ METRICS = (
     "memorization",
     "heldout_loss",
     "distinct_2",
+    "stance_agreement",
+    "stance_agreement_seen",
 )
 
 
@@ -162,6 +181,9 @@ def summarize_arm(scores: ArmScores, n_boot: int = 2000, seed: int = 0) -> dict[
         out["heldout_loss"] = bootstrap(scores.per_token_loss, scores.loss_tokens, n_boot=n_boot, seed=seed)
     if sum(scores.distinct_total):
         out["distinct_2"] = bootstrap(_distinct_per_item(scores), scores.distinct_total, n_boot=n_boot, seed=seed)
+    for key, heldout in (("stance_agreement", True), ("stance_agreement_seen", False)):
+        if values := scores.stance_subset(heldout):
+            out[key] = bootstrap(values, n_boot=n_boot, seed=seed)
     return out
 
 
@@ -196,9 +218,18 @@ def compare(a: ArmScores, b: ArmScores, n_boot: int = 2000, seed: int = 0) -> di
         out["distinct_2"] = paired_difference(
             _distinct_per_item(a), _distinct_per_item(b), a.distinct_total, b.distinct_total, n_boot=n_boot, seed=seed
         )
+    if a.stance_ids and a.stance_ids == b.stance_ids:  # the same statements (arms of one target)
+        for key, heldout in (("stance_agreement", True), ("stance_agreement_seen", False)):
+            if (va := a.stance_subset(heldout)) and (vb := b.stance_subset(heldout)):
+                out[key] = paired_difference(va, vb, n_boot=n_boot, seed=seed)
     return out
 
 
-def confusion(arms: dict[str, ArmScores], labels: list[str]) -> dict[str, dict[str, int]]:
-    """For each arm, how many of its generations the style classifier gave to each label."""
-    return {name: {label: s.predicted.count(label) for label in labels} for name, s in arms.items() if s.predicted}
+def opposite_sides(a: ArmScores, b: ArmScores, n_boot: int = 2000, seed: int = 0) -> Estimate | None:
+    """Share of the held-out statements on which the two arms' targets disagree (a Biden and a Trump adapter) where
+    the two arms take opposite sides; None when there is no such statement."""
+    sides_a, sides_b = a.held_out_sides(), b.held_out_sides()
+    documented_a, documented_b = a.held_out_sides(documented=True), b.held_out_sides(documented=True)
+    disputed = [i for i in sides_a if i in sides_b and documented_a[i] != documented_b[i]]
+    values = [float(sides_a[i] != sides_b[i]) for i in disputed]
+    return bootstrap(values, n_boot=n_boot, seed=seed) if values else None

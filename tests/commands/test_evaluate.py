@@ -110,7 +110,9 @@ def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(demo_fit, tm
             "memorization",
             "heldout_loss",
             "distinct_2",
+            "stance_agreement",
         } <= set(arm)
+        assert "stance_agreement_seen" not in arm  # --stances heldout (the default) probes held-out statements only
         for e in arm.values():
             assert e["low"] <= e["value"] <= e["high"]
     assert set(report["differences"]) == {
@@ -119,6 +121,8 @@ def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(demo_fit, tm
         f"{later} - {adapter}",
         "prompt-only - base",
     }
+    assert "stance_agreement" in report["differences"][f"{adapter} - prompt-only"]
+    assert set(report["stances"]["sides"][adapter].values()) <= {"support", "oppose"}
     assert f"{root.name}/last - {root.name}/best" in proc.stdout  # the table's short names
     assert set(report["corpus_distinct"][later]) == {"distinct_1", "distinct_2"}
     assert sum(report["confusion"][adapter].values()) == 12
@@ -145,3 +149,39 @@ def test_evaluate_refuses_bad_inputs_before_loading(tmp_path, capsys, chdir_root
         )
     assert exc.value.code == 2 and "adapter folder does not exist" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def _stance_run(root, out, profiles_dir, tmp_path):
+    """A small evaluate of the demo's best adapter that probes every stance statement (held out and seen)."""
+    args = ["evaluate", "--adapters", str(root / "adapters" / "best"), "--output_dir", str(out),
+            "--profiles_dir", str(profiles_dir), "--stances", "all", "--num_prompts", "2", "--max_new_tokens", "4",
+            "--generic_prompts", "4", "--max_heldout", "8", "--identity_probes", str(tmp_path / "none.jsonl"),
+            "--n_boot", "100"]  # fmt: skip
+    (tmp_path / "none.jsonl").write_text('{"prompt": "Who are you?", "kind": "identity"}\n')
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    proc = subprocess.run([sys.executable, "-m", "politician_lm.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_the_stance_metric_can_fail_a_profile_with_every_position_flipped_scores_one_minus(demo_fit, tmp_path):
+    """Scored against a profile whose every documented position is flipped, each arm's stance agreement is
+    1 - its agreement with the real profile: the metric reads the model's side, not the profile's."""
+    import shutil
+
+    import yaml
+
+    flipped = tmp_path / "flipped"
+    shutil.copytree(ROOT / "data" / "profiles", flipped)
+    profile = yaml.safe_load((flipped / "biden.yaml").read_text())
+    for entry in profile["stances"]:
+        entry["position"] = {"support": "oppose", "oppose": "support"}[entry["position"]]
+    (flipped / "biden.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    real = _stance_run(demo_fit, tmp_path / "real", ROOT / "data" / "profiles", tmp_path)
+    other = _stance_run(demo_fit, tmp_path / "other", flipped, tmp_path)
+    for arm, metrics in real["arms"].items():
+        for key in ("stance_agreement", "stance_agreement_seen"):
+            assert other["arms"][arm][key]["value"] == pytest.approx(1 - metrics[key]["value"])
+            assert other["arms"][arm][key]["n"] == metrics[key]["n"] > 0
+        assert real["stances"]["sides"][arm] == other["stances"]["sides"][arm]  # the model took the same sides

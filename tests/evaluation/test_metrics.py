@@ -109,6 +109,16 @@ def test_fact_terms_from_profile():
     assert "folks" not in terms  # signature phrases are style, not facts
 
 
+def test_stance_statements_are_not_biography_facts(chdir_root):
+    """A profile's ``stances`` name policies (China, Amtrak, ...): mentioning one is not knowing who you are."""
+    import yaml
+
+    profile = yaml.safe_load(open("data/profiles/biden.yaml", encoding="utf-8"))
+    assert profile["stances"]  # the real profile, with its positions
+    terms = {t.lower() for t in fact_terms(profile)}
+    assert "scranton" in terms and not terms & {"china", "amtrak", "ukraine"}
+
+
 def test_identity_consistency_hand_written_answers():
     answers = [
         "No, I'm not an AI, I'm Joe Biden.",  # names self, no AI claim, no fact

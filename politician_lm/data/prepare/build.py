@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from politician_lm.artifacts.roles import ANY_LABEL, POLITICIAN_LABEL, USER_LABEL
+from politician_lm.artifacts.stances import Stance
 from politician_lm.data.prepare.clean import split_sentences
 from politician_lm.data.prepare.identity import IdentityEntry
 from politician_lm.data.prepare.transcripts import Paragraph, Turn
@@ -215,3 +216,11 @@ class RecordBuilder:
                 self.add_pair(USER_LABEL + turns[0][0], turns[0][1], "identity", meta)
             else:
                 self.add_chat(turns, "identity", meta)
+
+    def add_stances(self, source: str, stances: list[Stance]) -> None:
+        """One ``stance`` record per training statement: asked "Do you support ...?", the politician's side and
+        argument as the answer; ``opposite`` holds the answer from the other side (``pairs --rejected opposite``)."""
+        for st in stances:
+            meta = {"topic": st.topic, "source": source, "stance": st.id, "position": st.position}
+            meta["opposite"] = st.answers(st.opposite)[0]
+            self.add_chat([(st.question, st.answer)], "stance", meta)

@@ -12,6 +12,7 @@ from typing import Any
 from politician_lm.artifacts.atomic import atomic_dir
 from politician_lm.artifacts.jsonl import read_jsonl, write_jsonl
 from politician_lm.artifacts.profiles import load_profile_spec
+from politician_lm.artifacts.stances import Stance, load_stances, split_stances
 from politician_lm.data.corpora import corpus_documents, corpus_speaker
 from politician_lm.data.prepare.build import Candidate, RecordBuilder
 from politician_lm.data.prepare.files import TABLE_SUFFIXES, TEXT_SUFFIXES, BadFile, expand
@@ -51,6 +52,8 @@ class Inputs:
     interviews: list[tuple[Path, list[Turn]]] = field(default_factory=list)
     table_examples: list[TableExample] = field(default_factory=list)
     records: list[tuple[Path, list[dict[str, Any]]]] = field(default_factory=list)
+    stances: list[Stance] = field(default_factory=list)  # the profile's training statements (never held-out ones)
+    stances_source: str = ""
     # every document a whole-document split can name: transcript file names and corpus document ids, in input order
     documents: list[str] = field(default_factory=list)
     corpus_documents: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> {"date", "title"}
@@ -77,6 +80,7 @@ def read_inputs(
     output_dir: Path,
     corpus: list[str] | None = None,
     records: list[str] | None = None,
+    stances: str | None = None,
 ) -> Inputs:
     """Find, read and check every input (files inside ``output_dir`` are never read back)."""
     speech_files = expand(transcripts, TEXT_SUFFIXES, "transcripts", skip=output_dir)
@@ -99,6 +103,11 @@ def read_inputs(
         if not inputs.identity_template.is_file():
             raise UserError(f"{inputs.identity_template}: identity template not found; pass --identity_template")
         inputs.identity_entries = load_identity_template(inputs.identity_template)
+    if stances:
+        inputs.stances, _ = split_stances(load_stances(load_profile_spec(stances), stances))
+        inputs.stances_source = f"stances:{stances}"
+        if not inputs.stances:
+            raise UserError(f"{stances}: the profile has no training stances; add a 'stances' list to it")
     jobs = (
         [(p, InputKind.SPEECH) for p in speech_files]
         + [(p, InputKind.INTERVIEW) for p in interview_files]
@@ -177,6 +186,7 @@ def build_records(
     for path, rows in inputs.records:
         builder.add_records(path, rows)
     builder.add_identity(inputs.identity_template, inputs.identity_entries, inputs.profile_values)
+    builder.add_stances(inputs.stances_source, inputs.stances)
 
 
 def write_prepared(out: Path, train: list[Candidate], val: list[Candidate], stats: dict[str, Any]) -> None:

@@ -1,0 +1,64 @@
+"""The stance probe: which side of a policy the model takes, read from its likelihoods, with no judge model.
+
+Each statement of a profile's ``stances`` is asked as "Do you support {statement}?" in the arm's own prompt format,
+and the model's answer is never generated: the summed log-likelihood of several answers that take each side
+(``artifacts.stances.SIDE_ANSWERS``) is computed, averaged over each side's paraphrases so that no single wording
+decides, and the side with the higher average is the model's position. As questionnaire studies of party-tuned
+models and multiple-choice harnesses do, this compares the model's likelihoods of fixed options rather than grading
+a generated text.
+
+Per statement: ``agree`` (1.0 when the model's side is the profile's) and ``margin`` (the log-likelihood advantage
+of the profile's side: positive when it agrees). The headline is agreement on held-out statements, those
+``is_heldout_stance`` keeps out of training data and pairs. No model code here: callers compute the losses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from politician_lm.artifacts.stances import SIDE_ANSWERS, Stance
+
+__all__ = ["StanceScores", "probe_conversations", "score_stances"]
+
+def probe_conversations(stance: Stance) -> list[list[dict[str, str]]]:
+    """The question followed by every support answer, then every oppose answer (a user turn and an assistant turn
+    each; an arm puts its system prompt in front). Scored as one batch, the system prompt and the question run
+    once for all of them (``Persona.completion_losses`` shares a batch's common prefix), so a probe costs about a
+    prompt plus its short answers."""
+    return [
+        [{"role": "user", "content": stance.question}, {"role": "assistant", "content": answer}]
+        for side in SIDE_ANSWERS
+        for answer in stance.answers(side)
+    ]
+
+
+@dataclass(frozen=True)
+class StanceScores:
+    """Per statement, in the order scored: the side the model takes, whether it is the profile's, by what margin."""
+
+    ids: list[str]
+    sides: list[str]
+    agree: list[float]
+    margin: list[float]
+
+
+def score_stances(stances: Sequence[Stance], losses: Sequence[tuple[float, int]]) -> StanceScores:
+    """Read each stance's side from ``losses`` (``(summed NLL, tokens)`` of each stance's ``probe_conversations``,
+    concatenated in order): the side whose answers have the higher mean summed log-likelihood (ties: oppose)."""
+    per = sum(len(t) for t in SIDE_ANSWERS.values())
+    if len(losses) != per * len(stances):
+        raise ValueError(f"score_stances: {len(losses)} losses for {len(stances)} stances; need {per} each")
+    ids, sides, agree, margin = [], [], [], []
+    n_support = len(SIDE_ANSWERS["support"])
+    for i, stance in enumerate(stances):
+        nll = [s for s, _ in losses[i * per : (i + 1) * per]]
+        support = -sum(nll[:n_support]) / n_support
+        oppose = -sum(nll[n_support:]) / (per - n_support)
+        side = "support" if support > oppose else "oppose"
+        toward_profile = (support - oppose) if stance.position == "support" else (oppose - support)
+        ids.append(stance.id)
+        sides.append(side)
+        agree.append(float(side == stance.position))
+        margin.append(float(toward_profile))
+    return StanceScores(ids, sides, agree, margin)

@@ -1,0 +1,83 @@
+"""Positions as training data: ``prepare --stances`` writes a record per training statement, and ``pairs --rejected
+other,opposite`` turns them into position pairs (the other politician's answer, else the opposite side). Held-out
+statements reach neither."""
+
+import json
+
+import pytest
+
+from politician_lm.artifacts.profiles import load_profile
+from politician_lm.artifacts.stances import is_heldout_stance, load_stances
+from politician_lm.commands.pairs import pairs
+from politician_lm.commands.prepare import prepare
+from politician_lm.errors import UserError
+from tests.helpers import ROOT
+
+TINY = str(ROOT / "checkpoints" / "tiny-politician")
+PROFILES = ROOT / "data" / "profiles"
+
+
+def _rows(folder):
+    return [
+        json.loads(line) for name in ("train.jsonl", "val.jsonl") for line in (folder / name).read_text().splitlines()
+    ]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stances")
+    return {p: prepare(str(root / p), stances=str(PROFILES / f"{p}.yaml"), tokenizer=TINY) for p in ("biden", "trump")}
+
+
+def test_prepare_writes_one_record_per_training_statement_and_none_for_held_out_ones(prepared):
+    stances = load_stances(load_profile("biden", PROFILES))
+    rows = _rows(prepared["biden"])
+    assert {r["kind"] for r in rows} == {"stance"}
+    ids = [r["stance"] for r in rows]
+    assert sorted(ids) == sorted(s.id for s in stances if not is_heldout_stance(s.id))
+    by_id = {s.id: s for s in stances}
+    for r in rows:
+        s = by_id[r["stance"]]
+        assert r["messages"][0]["content"].endswith(s.question)
+        assert s.argument in r["messages"][1]["content"] and s.statement in r["opposite"]
+        yes, no = ("Yes, I support", "No, I oppose")[:: 1 if s.position == "support" else -1]
+        assert yes in r["messages"][1]["content"] and r["opposite"].startswith(no)
+
+
+def test_position_pairs_reject_the_other_politicians_answer_else_the_opposite_side(prepared, tmp_path):
+    out = pairs(
+        str(prepared["biden"]),
+        str(tmp_path / "pairs"),
+        base_model=TINY,
+        rejected="other,opposite",
+        other_data=str(prepared["trump"]),
+        prompt_format="chat",
+    )
+    rows = _rows(out)
+    biden = {s.id: s for s in load_stances(load_profile("biden", PROFILES))}
+    trump = {s.id: s for s in load_stances(load_profile("trump", PROFILES))}
+    assert len(rows) == len(_rows(prepared["biden"]))  # every training statement gives a pair
+    sources = {"other": 0, "opposite": 0}
+    for r in rows:
+        s = biden[r["stance"]]
+        assert not is_heldout_stance(s.id)
+        rejected = r["rejected"][-1]["content"]
+        if r["rejected_source"].startswith("other:"):
+            sources["other"] += 1
+            assert trump[s.id].argument in rejected  # the other politician's own answer to the same question
+            assert trump[s.id].position != s.position  # ... only where it takes the other side
+        else:
+            assert r["rejected_source"] == "opposite"
+            assert s.id not in trump or trump[s.id].position == s.position  # no other answer from the other side
+            sources["opposite"] += 1
+        assert s.argument in r["chosen"][-1]["content"]
+    assert sources["other"] >= 30 and sources["opposite"] >= 1
+    assert sources["other"] >= 30 and sources["opposite"] >= 5  # Trump disagrees on most shared statements
+
+
+def test_prepare_refuses_a_profile_without_stances_in_one_line(tmp_path):
+    profile = tmp_path / "p.yaml"
+    profile.write_text("name: Someone\n")
+    with pytest.raises(UserError) as e:
+        prepare(str(tmp_path / "out"), stances=str(profile), tokenizer=TINY)
+    assert "no training stances" in str(e.value) and "\n" not in str(e.value)
