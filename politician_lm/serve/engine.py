@@ -168,22 +168,34 @@ class Engine:
 
     def _run(self) -> None:
         while (work := self._next()) is not None:
-            tasks, admitted = work
-            for task in tasks:
-                task()
-            self._settle([not r.job.cancelled.is_set() for r in self.batch.rows], "cancelled")
-            if admitted:
-                self._admit(admitted)
-            if len(self.batch):
-                self._step()
-            self._retire()
+            try:
+                self._once(*work)
+            except Exception as e:  # a bug of ours: the running rows get a 500, the thread keeps serving
+                log.exception("the engine's step failed")
+                for row in self.batch.clear():
+                    self._finish(row.job, "error", f"{type(e).__name__}: {e}")
+        if self.batch.adapters is not None:
+            self.batch.adapters.release()  # closed: the model's forward is PEFT's own again
+
+    def _once(self, tasks: list[Callable[[], None]], admitted: list[Job]) -> None:
+        """Between two steps: adapter changes, rows gone, rows joining; then one step."""
+        for task in tasks:
+            task()
+        if tasks and self.batch.adapters is not None:
+            self.batch.adapters.rehook()  # a new adapter may wrap modules the others did not
+        self._settle([not r.job.cancelled.is_set() for r in self.batch.rows], "cancelled")
+        if admitted:
+            self._admit(admitted)
+        if len(self.batch):
+            self._step()
+        self._retire()
 
     def _row(self, job: Job) -> Row:
         served = job.served
         ids = list(job.prompt_ids) if job.prompt_ids is not None else served.persona.prompt_ids(job.conversation)
         sampler = RowSampler(job.settings, self.defaults, self.eos, job.seed)
         text = ReplyText(served.persona.tokenizer, job.stop) if job.stop else None
-        return Row(job, served.adapter, ids, sampler, text)
+        return Row(job, served.adapter, ids, sampler, text, served.prefix)
 
     def _admit(self, jobs: list[Job]) -> None:
         """Prefill the jobs that may join (a bad setting fails its own row only) and put them in the batch."""

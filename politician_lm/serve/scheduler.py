@@ -1,12 +1,14 @@
 """Iteration-level scheduling: the rows that decode together, in one left-padded KV cache, one token per step.
 
-A request joins the running batch between two steps: its prompt runs first (rows of one prompt length at a time,
-so a prompt is never padded), then its keys and values are put beside the running rows', the shorter side padded
-on the left to a common length (masked; each row's position ids come from its own mask, so every token keeps its
-position). A row that finishes or whose client is gone leaves right after the step (its cache rows are dropped by
-index, and columns that are padding for every remaining row are cut off the left). Each row names its persona's
-adapter in PEFT's per-row ``adapter_names`` (LoRA mixed-batch inference; ``__base__`` for the bare base), so rows
-of every persona share each forward pass, and picks its token with its own settings (``sampling.RowSampler``).
+A request joins the running batch between two steps. Its prompt runs first: rows of one prompt length at a time,
+so a prompt is never padded, and without the head all prompts of its persona start with (system prompt, template),
+whose keys and values are computed once per persona and reused (``Prefix``, prefix caching as vLLM does it). Then
+its keys and values are put beside the running rows', the shorter side padded on the left to a common length
+(masked; each row's position ids come from its own mask, so every token keeps its position). A row that finishes
+or whose client is gone leaves right after the step (its cache rows are dropped by index, and columns that are
+padding for every remaining row are cut off the left). Each row names its persona's adapter in PEFT's per-row
+``adapter_names`` (LoRA mixed-batch inference; ``__base__`` for the bare base), so rows of every persona share
+each forward pass, and picks its token with its own settings (``sampling.RowSampler``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from politician_lm.model.decoding import MIN_SHARED_PREFIX
 from politician_lm.serve.sampling import RowSampler
 from politician_lm.serve.text import ReplyText
 
@@ -56,6 +59,21 @@ class Job:
 
 
 @dataclass(eq=False)
+class Prefix:
+    """A persona's prompt head (the tokens all its prompts start with: system prompt, template), run once through
+    the model on the first request that needs it; its keys and values stand in for those tokens in every later
+    prompt of that persona that starts with exactly them (the same tokens at the same positions: the same keys)."""
+
+    ids: list[int]
+    layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def covers(self, ids: list[int]) -> int:
+        """How many leading tokens of ``ids`` this prefix stands for (0: none; it always leaves one to run)."""
+        n = len(self.ids)
+        return n if n >= MIN_SHARED_PREFIX and len(ids) > n and ids[:n] == self.ids else 0
+
+
+@dataclass(eq=False)
 class Row:
     """A job in the batch: its adapter, its tokens so far (prompt, then answer), how it picks, where its text is."""
 
@@ -64,6 +82,7 @@ class Row:
     ids: list[int]
     sampler: RowSampler
     text: ReplyText | None = None  # only for rows with stop strings
+    prefix: Prefix | None = None  # its persona's, when the prompt starts with it
 
     def advance(self, token: int, eos: int) -> str | None:
         """Take the token just picked: hand it to the job, and say why the row ends here (or None)."""
@@ -78,6 +97,38 @@ class Row:
             if self.text.stopped:
                 return "stop"
         return "length" if len(job.tokens) >= job.max_new_tokens else None
+
+
+class RowAdapters:
+    """PEFT's per-row ``adapter_names`` without PEFT's per-call cost: given ``adapter_names=``, PEFT walks the whole
+    model twice and registers a hook on every LoRA layer at each forward (20 ms and more a step on SmolLM2); here
+    the same hooks are registered once and read the current rows' names from ``names``. ``rehook`` after adapters
+    are added (an adapter may wrap modules the others did not)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.names, self.handles = model, None, []
+        self.rehook()
+
+    def release(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    def rehook(self) -> None:
+        from peft.tuners.lora import LoraLayer
+        from peft.utils.other import AuxiliaryTrainingWrapper
+
+        self.release()
+        self.handles = [
+            module.register_forward_pre_hook(self._hook, with_kwargs=True)
+            for module in self.model.modules()
+            if isinstance(module, (LoraLayer, AuxiliaryTrainingWrapper))
+        ]
+
+    def _hook(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if self.names is not None:
+            kwargs["adapter_names"] = self.names
+        return args, kwargs
 
 
 def _pad_left(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
@@ -99,6 +150,7 @@ class DecodeBatch:
         # transformers renamed past_key_values to cache (5.2x); the model's own signature says which it takes
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
         self.keep_arg = "logits_to_keep" in params
+        self.adapters = RowAdapters(model) if hasattr(model, "peft_config") else None
         self.rows: list[Row] = []
         self.cache: Any = None
         self.mask: torch.Tensor | None = None
@@ -113,10 +165,14 @@ class DecodeBatch:
         kwargs: dict[str, Any] = {self.cache_arg: cache}
         if self.keep_arg:
             kwargs["logits_to_keep"] = 1
-        if hasattr(self.model, "peft_config"):
-            kwargs["adapter_names"] = adapters
         positions = (mask.sum(1, keepdim=True) - ids.shape[1]) + torch.arange(ids.shape[1], device=ids.device)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
+        if self.adapters is not None:
+            self.adapters.names = adapters
+        try:
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
+        finally:
+            if self.adapters is not None:
+                self.adapters.names = None
         return out.logits[:, -1].to(dtype=torch.float32)
 
     def _pick(self, rows: list[Row], logits: torch.Tensor) -> list[int]:
@@ -127,23 +183,38 @@ class DecodeBatch:
         ]
 
     def prefill(self, rows: list[Row]) -> list[int]:
-        """Run the rows' prompts (one forward per prompt length, unpadded), put them beside the running rows and
-        return each new row's first token. All or none of ``rows`` join."""
+        """Run the rows' prompts (one forward per prompt length, unpadded; a persona's prompt head comes from its
+        ``Prefix``), put them beside the running rows and return each new row's first token. All or none join."""
         device = self.model.device
-        groups: dict[int, list[Row]] = {}
+        groups: dict[tuple[int, int], list[Row]] = {}
         for row in rows:
-            groups.setdefault(len(row.ids), []).append(row)
+            shared = row.prefix.covers(row.ids) if row.prefix is not None else 0
+            groups.setdefault((len(row.ids), shared), []).append(row)
         parts, firsts = [], {}
-        for group in groups.values():
-            ids = torch.tensor([r.ids for r in group], device=device)
-            mask = torch.ones_like(ids)
+        for (_, shared), group in groups.items():
+            ids = torch.tensor([r.ids[shared:] for r in group], device=device)
+            mask = torch.ones(len(group), len(group[0].ids), dtype=torch.long, device=device)
             cache = DynamicCache()
+            if shared:
+                heads = [self._head(r) for r in group]
+                for i, layer in enumerate(zip(*heads)):
+                    cache.update(torch.cat([k for k, _ in layer]), torch.cat([v for _, v in layer]), i)
             picked = self._pick(group, self._logits(ids, mask, cache, [r.adapter for r in group]))
             parts.append((group, cache, mask, picked))
             firsts.update({id(r): t for r, t in zip(group, picked)})
         for group, cache, mask, picked in parts:
             self._join(group, cache, mask, torch.tensor(picked, device=device))
         return [firsts[id(r)] for r in rows]
+
+    def _head(self, row: Row) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The keys and values of the row's persona prefix, run once (as a batch of one) on first use."""
+        prefix = row.prefix
+        if prefix.layers is None:
+            ids = torch.tensor([prefix.ids], device=self.model.device)
+            cache = DynamicCache()
+            self._logits(ids, torch.ones_like(ids), cache, [row.adapter])
+            prefix.layers = [(layer.keys, layer.values) for layer in cache.layers]
+        return prefix.layers
 
     def _join(self, rows: list[Row], cache: Any, mask: torch.Tensor, nxt: torch.Tensor) -> None:
         if not self.rows:

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from politician_lm.artifacts.adapter import read_adapter, read_metadata, same_model
+from politician_lm.artifacts.roles import user_turn
 from politician_lm.data.templates import PromptStyle
 from politician_lm.errors import UserError
 from politician_lm.inference import Persona, generation_defaults, load_persona
 from politician_lm.model.adapters import adapter_names, attach_weighted, check_fit, fold_weighted
 from politician_lm.serve.personas import PersonaSpec
 from politician_lm.serve.sampling import SETTINGS
-from politician_lm.serve.scheduler import BASE
+from politician_lm.serve.scheduler import BASE, Prefix
 
 
 @dataclass(eq=False)
@@ -35,6 +36,7 @@ class ServedPersona:
     persona: Persona
     front: Persona
     adapter: str
+    prefix: Prefix | None = None
 
 
 @dataclass
@@ -99,8 +101,17 @@ class ServedSet:
             ),
             adapter=adapter,
         )
+        served.prefix = prompt_head(served.persona)
         self.personas[spec.name] = served
         return served
+
+
+def prompt_head(persona: Persona) -> Prefix:
+    """The tokens every prompt of ``persona`` starts with (its system prompt and template, up to the user's words):
+    what two one-letter questions have in common."""
+    a, b = (persona.prompt_ids([user_turn(t, persona.style.prompt_format)]) for t in ("a", "b"))
+    n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return Prefix(a[:n])
 
 
 def load_served(

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import yaml
 
 from politician_lm.artifacts.roles import user_turn
+from politician_lm.inference import load_persona
 from politician_lm.serve.engine import Engine, Job, load_served
 from politician_lm.serve.personas import PersonaSpec
 from politician_lm.serve.scheduler import BASE
@@ -21,32 +23,43 @@ SAMPLED = {"do_sample": True, "temperature": 1.0, "top_k": 0}
 QUESTIONS = [f"What is your view on topic number {i}?" for i in range(1, 5)]  # the same length in tokens
 
 
-def ask(question: str) -> list[dict[str, str]]:
-    return [user_turn(question, "plain")]
+def ask(question: str, prompt_format: str = "plain") -> list[dict[str, str]]:
+    return [user_turn(question, prompt_format)]
 
 
 @pytest.fixture(scope="module")
-def engine(voices, tiny_path):
+def engine(voices, registry, tiny_path):
     a, b = voices
+    (chat_adapter,) = [
+        e["adapters"][0]["path"] for n, e in yaml.safe_load(registry.read_text()).items() if n == "gamma"
+    ]
     specs = [
         PersonaSpec("alpha", [str(a)], [1.0], tiny_path),
         PersonaSpec("beta", [str(b)], [1.0], tiny_path),
         PersonaSpec("mix", [str(a), str(b)], [0.7, 0.6], tiny_path),
         PersonaSpec("base", [], [], tiny_path),  # the bare base model: its rows name PEFT's __base__
+        PersonaSpec("gamma", [chat_adapter], [1.0], tiny_path),  # chat format, a system prompt: a long prompt head
     ]
     eng = Engine(load_served(specs), max_batch_size=8, batch_wait_s=0.3, max_pending=16)
     yield eng
     eng.close()
 
 
+class Passes(list):
+    """The forward passes the engine runs: the adapters of their rows (``self``) and their input widths."""
+
+    widths: list[int]
+
+
 @pytest.fixture
-def forwards(engine, monkeypatch) -> list[list[str]]:
-    """The adapters of the rows of every forward pass the engine runs (one list per pass)."""
-    seen: list[list[str]] = []
+def forwards(engine, monkeypatch) -> Passes:
+    seen = Passes()
+    seen.widths = []
     real = engine.batch._logits
 
     def logits(ids, mask, cache, adapters):
         seen.append(list(adapters))
+        seen.widths.append(ids.shape[1])
         return real(ids, mask, cache, adapters)
 
     monkeypatch.setattr(engine.batch, "_logits", logits)
@@ -54,7 +67,7 @@ def forwards(engine, monkeypatch) -> list[list[str]]:
 
 
 def job(loop, persona: str, question: str, n: int, settings: dict, **kw) -> Job:
-    return Job(persona, ask(question), n, settings, loop, **kw)
+    return Job(persona, ask(question, "chat" if persona == "gamma" else "plain"), n, settings, loop, **kw)
 
 
 async def done(j: Job) -> Job:
@@ -154,3 +167,20 @@ def test_a_stop_string_ends_the_row_before_it(engine):
     cut = ReplyText(tokenizer, j.stop)
     cut.ids = j.tokens
     assert cut.push(None, final=True) == text[: text.index(stop)]
+
+
+def test_a_persona_prompt_head_runs_once_and_answers_stay_as_generate(engine, forwards):
+    """gamma's prompts start with its system prompt and chat template: that head runs once, later prompts run
+    only their own tokens after it, and every answer equals ``generate``'s for the prompt alone."""
+    gamma = engine.personas["gamma"]
+    head = len(gamma.prefix.ids)
+    assert head >= 8, head
+    want = load_persona(gamma.spec.adapters, [1.0], gamma.spec.base_model).generate(
+        [ask(q, "chat") for q in QUESTIONS[:2]], batch_size=1, max_new_tokens=16, do_sample=False
+    )
+    got = [alone(engine, "gamma", q) for q in QUESTIONS[:2]]
+    tokenizer = gamma.persona.tokenizer
+    assert [tokenizer.decode(t, skip_special_tokens=True).strip() for t in got] == [w.strip() for w in want]
+    prompt = len(gamma.persona.prompt_ids(ask(QUESTIONS[1], "chat")))
+    assert forwards.widths.count(head) <= 1 and forwards.widths.count(prompt) == 0  # never the whole prompt again
+    assert prompt - head in forwards.widths  # the second question ran only its own tokens
