@@ -1,17 +1,25 @@
-"""Acceptance and load test of ``politician-lm serve`` on real personas (default: the SmolLM2 demo adapters).
+"""Load test of ``politician-lm serve`` against an anchor, side by side in one run (issue 26, item 6).
 
-1. References: ``politician-lm generate --politician P --do_sample false --batch_size 1`` (every prompt alone), in a
-   child process per persona; its peak RSS is the cost of one persona in one process. A child that loads only the
-   base (same path: NF4, de-quantized once) and generates gives the base's peak RSS.
-2. A server with every persona (``politician-lm serve``), checked with the official ``openai`` client: it lists the
-   personas, and a streamed and a plain answer for each persona, served alone, equal the reference.
-3. The load: ``--requests`` concurrent streamed requests spread over the personas, every answer compared with that
-   persona's reference. Where an answer differs, the first differing token is located and the logit gap between the
-   reference token and the served one (alone, after the persona's logits processors) is printed.
-4. Latency p50/p95 (and time to first token), tokens/s, and the server's peak RSS (VmHWM) against the base's.
+Three servers get the same requests (streamed, greedy, arrival times spread evenly over ``--spread`` seconds, the
+personas taking turns), one load size at a time (``--requests 32,128``), each on a fresh server:
 
-    python scripts/serve_load_test.py                       # biden + trump, 32 requests, 64 tokens, batches of 16
-    python scripts/serve_load_test.py --output runs/serve-load.json
+* ``before``: ``politician-lm serve`` at git revision ``--before`` (default: the commit before continuous batching
+  came in), run from a git worktree of that revision;
+* ``after``: ``politician-lm serve`` of this checkout;
+* ``transformers``: ``transformers serve --continuous-batching`` on the merged export (``politician-lm export``) of
+  the first persona; it holds one model, so every request goes to it, with that persona's system prompt sent as a
+  system message (so its prompts have the tokens ours have). Its paged KV cache is sized from the free memory
+  unless ``--transformers_args '--cb-num-blocks N'`` says otherwise, and its peak RSS shows that.
+
+Reported per server and load: tokens/s over the load's wall time, first-token and total latency p50/p95, peak RSS
+(VmHWM of the server's processes), and for ours how many answers equal ``politician-lm generate --do_sample false
+--batch_size 1`` for their persona (computed first, every prompt alone), with the logit gap at the first token that
+differs (``after`` only). Also each of our servers' RSS after loading one persona and three (the two and a 50/50
+mix of them), the target being at most 1.1x. One table, then the ratios after/before and after/transformers.
+
+    python scripts/serve_load_test.py                                  # biden + trump, 32 and 128 requests
+    python scripts/serve_load_test.py --before 4cb77c4 --output runs/serve-load.json
+    python scripts/serve_load_test.py --servers after --requests 2     # a quick check of this checkout only
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import socket
 import statistics
 import subprocess
@@ -26,8 +35,9 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = [
@@ -48,124 +58,244 @@ QUESTIONS = [
     "What about energy prices?",
     "Why should people vote for you?",
 ]
-BASE_ONLY = """
-import sys, torch
-from politician_lm.model.loading import dequantize_for_inference, load_base_model
-from transformers import AutoTokenizer
-base = sys.argv[1]
-model = dequantize_for_inference(load_base_model(base, "nf4", torch.float32, torch.device("cpu"))).eval()
-tok = AutoTokenizer.from_pretrained(base)
-ids = tok("What about jobs?", return_tensors="pt")
-with torch.no_grad():
-    model.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=tok.eos_token_id)
-"""
+SERVERS = ("before", "after", "transformers")
 
 
-def child_peak_rss_mb(cmd: list[str], **kw) -> tuple[float, subprocess.CompletedProcess]:
-    """Run ``cmd``; its own peak RSS (ru_maxrss from wait4, this child only)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
-    out_text: dict[str, str] = {}
-    readers = [
-        threading.Thread(target=lambda s=s, n=n: out_text.__setitem__(n, s.read()))
-        for s, n in ((proc.stdout, "out"), (proc.stderr, "err"))
-    ]
-    for r in readers:
-        r.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    for r in readers:
-        r.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    done = subprocess.CompletedProcess(cmd, proc.returncode, out_text.get("out", ""), out_text.get("err", ""))
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:4])}... failed:\n{done.stderr[-3000:]}")
-    return usage.ru_maxrss / 1024, done
-
-
-def pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def references(persona: str, args, tmp: Path, env: dict) -> tuple[list[str], float]:
-    prompts = tmp / f"{persona}.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in QUESTIONS))
-    out = tmp / f"{persona}-ref.jsonl"
-    rss, _ = child_peak_rss_mb(
-        [
-            sys.executable,
-            "-m",
-            "politician_lm.cli",
-            "generate",
-            "--politician",
-            persona,
-            "--registry",
-            args.registry,
-            "--prompts_file",
-            str(prompts),
-            "--do_sample",
-            "false",
-            "--max_new_tokens",
-            str(args.max_tokens),
-            "--batch_size",
-            "1",
-            "--output",
-            str(out),
-        ],
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, cmd[:5]))}... failed:\n{done.stderr[-3000:]}")
+    return done
+
+
+def tree_peak_rss_mb(pid: int) -> float:
+    """VmHWM summed over ``pid`` and its descendants (a server may run helper processes)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return round(total, 1)
+
+
+def absolute_registry(args, tmp: Path) -> tuple[Path, list[str]]:
+    """The personas' registry entries with absolute paths (a worktree runs elsewhere), plus a third persona, a
+    50/50 mix of the first two, for the memory check; returns the file and the three names."""
+    from politician_lm.artifacts.registry import registry_entry
+
+    entries, names = {}, args.personas.split(",")
+    for name in names:
+        entry = dict(registry_entry(name, args.registry))
+        if Path(entry.get("base_model", "")).exists():
+            entry["base_model"] = str(Path(entry["base_model"]).resolve())
+        entry["adapters"] = [{**a, "path": str(Path(a["path"]).resolve())} for a in entry["adapters"]]
+        entries[name] = entry
+    mix = f"{names[0]}-{names[1]}-mix"
+    entries[mix] = {
+        **entries[names[0]],
+        "adapters": [{"path": entries[n]["adapters"][0]["path"], "weight": 0.5} for n in names[:2]],
+    }
+    path = tmp / "registry.yaml"
+    path.write_text(yaml.safe_dump(entries, sort_keys=False))
+    return path, [*names[:2], mix]
+
+
+def asked(persona: str, question: str, registry: Path) -> str:
+    """The user turn as the server renders it (``USER:``-labelled for a plain-format persona, as in training)."""
+    from politician_lm.artifacts.adapter import read_metadata
+    from politician_lm.artifacts.roles import user_turn
+
+    adapter = yaml.safe_load(registry.read_text())[persona]["adapters"][0]["path"]
+    return user_turn(question, read_metadata(adapter).get("prompt_format", "plain"))["content"]
+
+
+def references(persona: str, registry: Path, args, tmp: Path, env: dict) -> list[str]:
+    """``generate``'s greedy answer to every question, each prompt alone (cached in ``--cache``)."""
+    from politician_lm.artifacts.roles import strip_reply_label
+
+    cached = Path(args.cache) / f"{persona}-{args.max_tokens}.json" if args.cache else None
+    if cached and cached.is_file():
+        return json.loads(cached.read_text())[0]
+    prompts, out = tmp / f"{persona}.jsonl", tmp / f"{persona}-ref.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": asked(persona, q, registry)}) + "\n" for q in QUESTIONS))
+    t0 = time.monotonic()
+    run(
+        [sys.executable, "-m", "politician_lm.cli", "generate", "--politician", persona, "--registry", str(registry)]
+        + ["--prompts_file", str(prompts), "--do_sample", "false", "--max_new_tokens", str(args.max_tokens)]
+        + ["--batch_size", "1", "--output", str(out)],
         cwd=ROOT,
         env=env,
     )
-    from politician_lm.artifacts.roles import strip_reply_label
+    refs = [strip_reply_label(json.loads(line)["generation"]) for line in out.read_text().splitlines()]
+    print(f"references for {persona}: {len(refs)} prompts alone in {time.monotonic() - t0:.0f} s", flush=True)
+    if cached:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps([refs, None]))
+    return refs
 
-    return [strip_reply_label(json.loads(line)["generation"]) for line in out.read_text().splitlines()], rss
+
+class Server:
+    """One server process: ours (``serve`` from a checkout) or ``transformers serve``; ready once it answers."""
+
+    def __init__(self, cmd: list[str], cwd: Path, env: dict, log: Path, ready_path: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url, self.log = f"http://127.0.0.1:{self.port}", log
+        with open(log, "w") as fh:
+            self.proc = subprocess.Popen(
+                [*cmd, "--port", str(self.port)], cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT
+            )
+        import httpx
+
+        t0 = time.monotonic()
+        while True:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited ({' '.join(cmd[:4])}):\n" + log.read_text()[-3000:])
+            try:
+                if httpx.get(self.url + ready_path, timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() - t0 > 900:
+                self.stop()
+                raise SystemExit("server not ready in 900 s:\n" + log.read_text()[-3000:])
+            time.sleep(0.2)
+        self.ready_s = round(time.monotonic() - t0, 1)
+
+    def peak_rss_mb(self) -> float:
+        return tree_peak_rss_mb(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
-def logit_gap(persona_name: str, question: str, reference: str, served: str, args) -> dict:
-    """The first token where ``served`` leaves ``reference``: the reference token, the served token, and the gap
-    between their scores when the prompt runs alone (after the persona's logits processors, as greedy sees them)."""
+def ours(checkout: Path, personas: list[str], registry: Path, args, env: dict, log: Path) -> Server:
+    cmd = [sys.executable, "-m", "politician_lm.cli", "serve", "--personas", ",".join(personas)]
+    cmd += ["--registry", str(registry), "--max_batch_size", str(args.max_batch_size)]
+    cmd += ["--max_pending", str(max(64, max(args.sizes))), "--max_tokens", str(max(args.max_tokens, 512))]
+    return Server(cmd, checkout, {**env, "PYTHONPATH": str(checkout)}, log, "/ready")
+
+
+def transformers_server(export: Path, args, env: dict, log: Path) -> Server:
+    exe = Path(sys.executable).with_name("transformers")
+    cmd = [str(exe), "serve", str(export), "--continuous-batching", "--device", "cpu", "--log-level", "warning"]
+    return Server([*cmd, *shlex.split(args.transformers_args)], ROOT, env, log, "/v1/models")
+
+
+def load(server: Server, model: dict[str, str], system: dict[str, str | None], size: int, args) -> list[dict]:
+    """``size`` streamed greedy requests, personas in turn, the i-th sent at ``i * spread / (size - 1)`` s."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=3600)
+    names = list(model)
+    jobs = [(names[i % len(names)], (i // len(names)) % len(QUESTIONS)) for i in range(size)]
+    start, results = time.monotonic() + 0.5, [None] * size
+
+    def ask(i: int) -> None:
+        persona, q = jobs[i]
+        time.sleep(max(0.0, start + i * args.spread / max(size - 1, 1) - time.monotonic()))
+        messages = [{"role": "user", "content": QUESTIONS[q]}]
+        if system.get(persona):
+            messages.insert(0, {"role": "system", "content": system[persona]})
+        t0, first, pieces, usage = time.monotonic(), None, [], None
+        for c in client.chat.completions.create(
+            model=model[persona],
+            messages=messages,
+            temperature=0,
+            max_tokens=args.max_tokens,
+            stream=True,
+            stream_options={"include_usage": True},
+        ):
+            usage = c.usage or usage
+            if c.choices and c.choices[0].delta.content:
+                first = first or time.monotonic()
+                pieces.append(c.choices[0].delta.content)
+        end = time.monotonic()
+        results[i] = {"persona": persona, "q": q, "text": "".join(pieces), "start": t0, "end": end}
+        results[i].update(ttft=(first or end) - t0, latency=end - t0, tokens=usage.completion_tokens if usage else 0)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def summary(results: list[dict], refs: dict[str, list[str]] | None) -> dict:
+    wall = max(r["end"] for r in results) - min(r["start"] for r in results)
+    tokens = sum(r["tokens"] for r in results)
+    lat, ttft = [r["latency"] for r in results], [r["ttft"] for r in results]
+    out = {
+        "tokens": tokens,
+        "wall_s": round(wall, 2),
+        "tokens_per_s": round(tokens / wall, 1),
+        "ttft_p50_s": round(pct(ttft, 50), 2),
+        "ttft_p95_s": round(pct(ttft, 95), 2),
+        "latency_p50_s": round(pct(lat, 50), 2),
+        "latency_p95_s": round(pct(lat, 95), 2),
+    }
+    if refs is not None:
+        out["equal_to_generate"] = sum(r["text"] == refs[r["persona"]][r["q"]] for r in results)
+    return out
+
+
+def logit_gap(persona_name: str, question: str, reference: str, served: str, registry: Path, args) -> dict:
+    """The first token where ``served`` leaves ``reference``, and the gap between the scores of the reference token
+    and the served one when the prompt runs alone (after the persona's repetition penalty, as greedy sees them)."""
     import torch
     from transformers import RepetitionPenaltyLogitsProcessor
 
+    from politician_lm.artifacts.roles import strip_reply_label
     from politician_lm.commands.generate import resolve_persona
 
-    persona = _persona_cache.get(persona_name)
-    if persona is None:
-        persona = _persona_cache[persona_name] = resolve_persona(
-            None, None, None, persona_name, args.registry, None, False
-        )
-    conv = [{"role": "user", "content": question}]
-    prompt = persona.prompt_ids(conv)
+    persona = _personas.get(persona_name) or _personas.setdefault(
+        persona_name, resolve_persona(None, None, None, persona_name, str(registry), None, False)
+    )
+    prompt = persona.prompt_ids([{"role": "user", "content": asked(persona_name, question, registry)}])
     tok = persona.tokenizer
+    penalty = persona.generation.get("repetition_penalty")
     with torch.no_grad():
         out = persona.model.generate(
             torch.tensor([prompt]),
             attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
             max_new_tokens=args.max_tokens,
             do_sample=False,
-            repetition_penalty=persona.generation.get("repetition_penalty"),
+            repetition_penalty=penalty,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
         )
     ref_ids = out[0, len(prompt) :].tolist()
-    k = next(
-        (
-            i
-            for i in range(len(ref_ids))
-            if not served.startswith(tok.decode(ref_ids[: i + 1], skip_special_tokens=True).lstrip())
-        ),
-        len(ref_ids),
-    )
+
+    def text(ids: list[int]) -> str:
+        return strip_reply_label(tok.decode(ids, skip_special_tokens=True)).lstrip()
+
+    decoded = [text(ref_ids[: i + 1]) for i in range(len(ref_ids))]
+    k = next((i for i, text in enumerate(decoded) if not served.startswith(text)), len(ref_ids))
     ids = torch.tensor([prompt + ref_ids[:k]])
     with torch.no_grad():
         scores = persona.model(input_ids=ids).logits[:, -1].float()
-    if persona.generation.get("repetition_penalty"):
-        scores = RepetitionPenaltyLogitsProcessor(persona.generation["repetition_penalty"])(ids, scores)
+    if penalty:
+        scores = RepetitionPenaltyLogitsProcessor(penalty)(ids, scores)
     top = torch.topk(scores[0], 10)
-    prefix = tok.decode(ref_ids[:k], skip_special_tokens=True).lstrip()
     served_tok = next(
-        (
-            int(t)
-            for t in top.indices[1:]
-            if served.startswith(tok.decode(ref_ids[:k] + [int(t)], skip_special_tokens=True).lstrip())
-        ),
+        (int(t) for t in top.indices[1:] if served.startswith(text(ref_ids[:k] + [int(t)]))),
         None,
     )
     ref_tok = ref_ids[k] if k < len(ref_ids) else None
@@ -174,294 +304,179 @@ def logit_gap(persona_name: str, question: str, reference: str, served: str, arg
         "persona": persona_name,
         "question": question,
         "position": k,
-        "prefix_tail": prefix[-40:],
         "reference_token": tok.decode([ref_tok]) if ref_tok is not None else None,
         "served_token": tok.decode([served_tok]) if served_tok is not None else None,
         "logit_gap": gap,
-        "top1_top2_gap": float(top.values[0] - top.values[1]),
     }
 
 
-_persona_cache: dict = {}
+_personas: dict = {}
+
+
+def before_revision() -> str:
+    """The commit before the one that brought continuous batching (serve/scheduler.py)."""
+    added = run(
+        ["git", "log", "--diff-filter=A", "--format=%H", "--", "politician_lm/serve/scheduler.py"], cwd=ROOT
+    ).stdout.split()
+    if not added:
+        raise SystemExit("no commit adds politician_lm/serve/scheduler.py here; pass --before REV")
+    return added[-1] + "~1"
+
+
+def measure_ours(label: str, checkout: Path, ctx: dict, args) -> dict:
+    """One of our servers: RSS with one persona and with three, then a fresh server per load size."""
+    names, registry, env, tmp = ctx["names"], ctx["registry"], ctx["env"], ctx["tmp"]
+    report: dict = {}
+    for count in (1, 3):
+        server = ours(checkout, names[:count], registry, args, env, tmp / f"{label}-rss{count}.log")
+        report[f"rss_{count}_personas_mb"] = server.peak_rss_mb()
+        server.stop()
+    for size in args.sizes:
+        server = ours(checkout, names[:2], registry, args, env, tmp / f"{label}-{size}.log")
+        try:
+            load(server, {n: n for n in names[:2]}, {}, 2, args)  # warm-up: every persona once
+            results = load(server, {n: n for n in names[:2]}, {}, size, args)
+            report[size] = {**summary(results, ctx["refs"]), "peak_rss_mb": server.peak_rss_mb()}
+            report[size]["differs"] = [r for r in results if r["text"] != ctx["refs"][r["persona"]][r["q"]]]
+        finally:
+            server.stop()
+        print(f"{label} {size}: {json.dumps({k: v for k, v in report[size].items() if k != 'differs'})}", flush=True)
+    return report
+
+
+def measure_transformers(ctx: dict, args) -> dict:
+    from politician_lm.artifacts.adapter import read_metadata
+
+    first = ctx["names"][0]
+    adapter = yaml.safe_load(ctx["registry"].read_text())[first]["adapters"][0]["path"]
+    export = Path(args.cache or ctx["tmp"]) / f"{first}-merged"
+    if not export.is_dir():
+        cmd = [sys.executable, "-m", "politician_lm.cli", "export", "--adapter", adapter, "--output_dir", str(export)]
+        run(cmd, cwd=ROOT, env=ctx["env"])
+    system = read_metadata(adapter).get("system_prompt")
+    report: dict = {}
+    for size in args.sizes:
+        server = transformers_server(export, args, ctx["env"], ctx["tmp"] / f"transformers-{size}.log")
+        try:
+            model = {n: str(export) for n in ctx["names"][:2]}  # one model holds every request
+            load(server, model, dict.fromkeys(model, system), 2, args)
+            report[size] = {**summary(load(server, model, dict.fromkeys(model, system), size, args), None)}
+            report[size]["peak_rss_mb"] = server.peak_rss_mb()
+        finally:
+            server.stop()
+        print(f"transformers {size}: {json.dumps(report[size])}", flush=True)
+    return report
+
+
+ROWS = [
+    ("tokens/s", "tokens_per_s"),
+    ("first token p50 (s)", "ttft_p50_s"),
+    ("first token p95 (s)", "ttft_p95_s"),
+    ("latency p50 (s)", "latency_p50_s"),
+    ("latency p95 (s)", "latency_p95_s"),
+    ("peak RSS (MB)", "peak_rss_mb"),
+    ("equal to generate", "equal_to_generate"),
+]
+
+
+def table(report: dict, args) -> str:
+    servers = [s for s in SERVERS if s in report]
+    head = ["", *servers]
+    if {"before", "after"} <= set(servers):
+        head.append("after/before")
+    if {"transformers", "after"} <= set(servers):
+        head.append("after/transformers")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def ratio(a, b) -> str:
+        return f"{a / b:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else ""
+
+    for size in args.sizes:
+        lines.append(f"| **{size} requests** |" + " |" * (len(head) - 1))
+        for label, key in ROWS:
+            cells = [report[s][size].get(key, "n/a") for s in servers]
+            if key == "equal_to_generate":
+                cells = [f"{c}/{size}" if c != "n/a" else c for c in cells]
+            row = [label, *map(str, cells)]
+            for other in ("before", "transformers"):
+                if f"after/{other}" in head:
+                    a, b = report["after"][size].get(key), report[other][size].get(key)
+                    row.append("" if key == "equal_to_generate" else ratio(a, b))
+            lines.append("| " + " | ".join(row) + " |")
+    for s in ("before", "after"):
+        if s in report:
+            one, three = report[s]["rss_1_personas_mb"], report[s]["rss_3_personas_mb"]
+            rss = f"RSS after loading one persona {one:.0f} MB, three {three:.0f} MB ({three / one:.2f}x)"
+            lines.append(f"\n{s}: {rss}")
+    return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--personas", default="biden,trump")
+    p.add_argument("--personas", default="biden,trump", help="two registry personas")
     p.add_argument("--registry", default="configs/models.yaml")
-    p.add_argument("--requests", type=int, default=32)
+    p.add_argument("--requests", default="32,128", help="load sizes, each on a fresh server")
+    p.add_argument("--spread", type=float, default=4.0, help="seconds over which the requests of a load arrive")
     p.add_argument("--max_tokens", type=int, default=64)
     p.add_argument("--max_batch_size", type=int, default=16)
     p.add_argument("--threads", type=int, default=1, help="torch threads of every process (OMP_NUM_THREADS)")
+    p.add_argument("--before", help="git revision of the 'before' server (default: before continuous batching)")
+    p.add_argument("--servers", default=",".join(SERVERS), help="which of before,after,transformers to run")
+    p.add_argument(
+        "--transformers_args",
+        default="",
+        help="more options of `transformers serve` (e.g. '--cb-num-blocks 512': by default its paged KV cache takes a "
+        "share of the free memory, which its peak RSS then shows)",
+    )
     p.add_argument("--output", help="also write the numbers as JSON here")
-    p.add_argument("--cache", help="folder keeping the references and their RSS between runs (they are deterministic)")
+    p.add_argument("--cache", help="folder keeping the references and the merged export between runs")
     args = p.parse_args()
+    args.sizes = [int(n) for n in args.requests.split(",")]
+    servers = args.servers.split(",")
     os.chdir(ROOT)
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    from openai import OpenAI
-
-    personas = args.personas.split(",")
-    report: dict = {
-        "personas": personas,
-        "requests": args.requests,
-        "max_tokens": args.max_tokens,
-        "max_batch_size": args.max_batch_size,
-        "threads": args.threads,
-    }
-    tmp = Path(tempfile.mkdtemp(prefix="serve-load-"))
-
-    # 1. references and the one-process costs
-    # every process runs under the allocator `politician-lm` picks (tcmalloc where installed), so RSS compares
     from politician_lm.allocator import environment
-    from politician_lm.artifacts.registry import registry_entry
 
-    env = environment()
-    report["allocator"] = "tcmalloc" if "tcmalloc" in env.get("LD_PRELOAD", "") else "system"
-    base = registry_entry(personas[0], args.registry)["base_model"]
-    report["base_only_peak_rss_mb"], _ = child_peak_rss_mb([sys.executable, "-c", BASE_ONLY, base], cwd=ROOT, env=env)
-    refs, report["generate_peak_rss_mb"] = {}, {}
-    for name in personas:
-        cached = Path(args.cache) / f"{name}-{args.max_tokens}.json" if args.cache else None
-        if cached and cached.is_file():  # texts only: greedy answers do not depend on the allocator
-            refs[name] = json.loads(cached.read_text())[0]
-        else:
-            t0 = time.monotonic()
-            refs[name], _ = references(name, args, tmp, env)
-            print(
-                f"references for {name}: {len(refs[name])} prompts alone in {time.monotonic() - t0:.0f} s", flush=True
-            )
-            if cached:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                cached.write_text(json.dumps([refs[name], None]))
-        report["generate_peak_rss_mb"][name], _ = child_peak_rss_mb(
-            [
-                sys.executable,
-                "-m",
-                "politician_lm.cli",
-                "generate",
-                "--politician",
-                name,
-                "--registry",
-                args.registry,
-                "--prompt",
-                QUESTIONS[0],
-                "--do_sample",
-                "false",
-                "--max_new_tokens",
-                str(args.max_tokens),
-            ],
-            cwd=ROOT,
-            env=env,
-        )
-
-    # 2. the server (first with one persona, for its memory after loading, then with all of them)
-    import httpx
-
-    def start(names: str) -> tuple[subprocess.Popen, str, float]:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        log = open(tmp / "server.log", "w")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "politician_lm.cli",
-                "serve",
-                "--personas",
-                names,
-                "--registry",
-                args.registry,
-                "--port",
-                str(port),
-                "--max_batch_size",
-                str(args.max_batch_size),
-                "--max_pending",
-                str(max(64, args.requests)),
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        url, t0 = f"http://127.0.0.1:{port}", time.monotonic()
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit("server exited:\n" + (tmp / "server.log").read_text()[-3000:])
-            try:
-                if httpx.get(url + "/ready", timeout=5).status_code == 200:
-                    return proc, url, time.monotonic() - t0
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-
-    def stop(proc: subprocess.Popen) -> None:
-        proc.terminate()
+    env = {**environment(), "OMP_NUM_THREADS": str(args.threads)}  # the allocator politician-lm picks, everywhere
+    tmp = Path(tempfile.mkdtemp(prefix="serve-load-"))
+    registry, names = absolute_registry(args, tmp)
+    refs = {n: references(n, registry, args, tmp, env) for n in names[:2]}
+    ctx = {"names": names, "registry": registry, "env": env, "tmp": tmp, "refs": refs}
+    report: dict = {"personas": names[:2], "sizes": args.sizes, "spread_s": args.spread, "max_tokens": args.max_tokens}
+    report["max_batch_size"], report["threads"] = args.max_batch_size, args.threads
+    if "before" in servers:
+        rev = args.before or before_revision()
+        worktree = tmp / "before"
+        run(["git", "worktree", "add", "--detach", str(worktree), rev], cwd=ROOT)
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-    server, url, _ = start(personas[0])
-    report["one_persona_server_rss_after_load_mb"] = httpx.get(url + "/health").json()["peak_rss_mb"]
-    stop(server)
-    server, url, ready_s = start(args.personas)
-    try:
-        report["server_ready_s"] = round(ready_s, 1)
-        report["server_rss_after_load_mb"] = httpx.get(url + "/health").json()["peak_rss_mb"]
-        client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
-
-        listed = sorted(m.id for m in client.models.list().data)
-        print(f"models: {listed}")
-        assert listed == sorted(personas), listed
-        alone = {}
-        for name in personas:
-            msgs = [{"role": "user", "content": QUESTIONS[0]}]
-            plain = client.chat.completions.create(model=name, messages=msgs, temperature=0, max_tokens=args.max_tokens)
-            streamed = "".join(
-                c.choices[0].delta.content or ""
-                for c in client.chat.completions.create(
-                    model=name, messages=msgs, temperature=0, max_tokens=args.max_tokens, stream=True
-                )
-                if c.choices
-            )
-            alone[name] = {
-                "plain_equal": plain.choices[0].message.content == refs[name][0],
-                "streamed_equal": streamed == refs[name][0],
-            }
-            print(
-                f"{name} alone: plain == generate: {alone[name]['plain_equal']}, streamed == generate: "
-                f"{alone[name]['streamed_equal']}  ({plain.choices[0].message.content[:70]!r}...)"
-            )
-        report["alone_equal_generate"] = alone
-
-        # 3. the load
-        jobs = [(personas[i % len(personas)], (i // len(personas)) % len(QUESTIONS)) for i in range(args.requests)]
-        start_gate = threading.Barrier(len(jobs))
-
-        def ask(job):
-            name, q = job
-            start_gate.wait()
-            t_start = time.monotonic()
-            first, pieces, usage = None, [], None
-            for c in client.chat.completions.create(
-                model=name,
-                messages=[{"role": "user", "content": QUESTIONS[q]}],
-                temperature=0,
-                max_tokens=args.max_tokens,
-                stream=True,
-                stream_options={"include_usage": True},
-            ):
-                if c.usage:
-                    usage = c.usage
-                if c.choices and c.choices[0].delta.content:
-                    first = first or time.monotonic()
-                    pieces.append(c.choices[0].delta.content)
-            end = time.monotonic()
-            return {
-                "persona": name,
-                "q": q,
-                "text": "".join(pieces),
-                "latency": end - t_start,
-                "ttft": (first or end) - t_start,
-                "tokens": usage.completion_tokens,
-                "start": t_start,
-                "end": end,
-            }
-
-        before = httpx.get(url + "/health").json()["engine"]
-        paused, loading = [], True
-
-        def watch() -> None:  # a stopped server (SIGSTOP, e.g. by a benchmark sharing the machine) spoils the timings
-            while loading:
-                with open(f"/proc/{server.pid}/stat") as fh:
-                    if fh.read().rsplit(")", 1)[1].split()[0] == "T":
-                        paused.append(time.monotonic())
-                time.sleep(0.05)
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        with ThreadPoolExecutor(len(jobs)) as pool:
-            results = list(pool.map(ask, jobs))
-        loading = False
-        report["server_stopped_during_load"] = bool(paused)
-        after = httpx.get(url + "/health").json()
-        wall = max(r["end"] for r in results) - min(r["start"] for r in results)
-        tokens = sum(r["tokens"] for r in results)
-        lat, ttft = [r["latency"] for r in results], [r["ttft"] for r in results]
-        mismatches = [r for r in results if r["text"] != refs[r["persona"]][r["q"]]]
-        cross = [
-            r for r in mismatches for other in personas if other != r["persona"] and r["text"] == refs[other][r["q"]]
-        ]
-        batches = after["engine"]["batches"] - before["batches"]
-        report.update(
-            {
-                "load_correct": len(results) - len(mismatches),
-                "load_total": len(results),
-                "answers_equal_to_another_persona": len(cross),
-                "latency_p50_s": round(pct(lat, 50), 2),
-                "latency_p95_s": round(pct(lat, 95), 2),
-                "ttft_p50_s": round(pct(ttft, 50), 2),
-                "ttft_p95_s": round(pct(ttft, 95), 2),
-                "wall_s": round(wall, 2),
-                "completion_tokens": tokens,
-                "tokens_per_s": round(tokens / wall, 1),
-                "batches": batches,
-                "rows_per_batch": round(len(results) / max(batches, 1), 1),
-                "server_peak_rss_mb": after["peak_rss_mb"],
-            }
-        )
-    finally:
-        stop(server)
-
-    # 4. near ties where batching changed a token
-    report["mismatches"] = [
-        logit_gap(r["persona"], QUESTIONS[r["q"]], refs[r["persona"]][r["q"]], r["text"], args) for r in mismatches
-    ]
-    base_rss = report["base_only_peak_rss_mb"]
-    one = max(report["generate_peak_rss_mb"].values())
+            report["before_revision"] = run(["git", "rev-parse", "HEAD"], cwd=worktree).stdout.strip()
+            report["before"] = measure_ours("before", worktree, ctx, args)
+        finally:
+            run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT)
+    if "after" in servers:
+        report["after"] = measure_ours("after", ROOT, ctx, args)
+    if "transformers" in servers:
+        report["transformers"] = measure_transformers(ctx, args)
     print()
     print(
-        f"load: {args.requests} concurrent streamed requests over {', '.join(personas)}, greedy, "
-        f"max_tokens {args.max_tokens}, batches of up to {args.max_batch_size}, {args.threads} torch thread(s)"
+        f"{', '.join(names[:2])}; {args.max_tokens} new tokens, greedy; arrivals over {args.spread:g} s; batches of up "
+        f"to {args.max_batch_size}; {args.threads} torch thread(s) per process; transformers: {names[0]} only"
     )
-    print(
-        f"  correct (equal to that persona's `generate` answer alone): {report['load_correct']}/{report['load_total']};"
-        f" equal to another persona's answer: {report['answers_equal_to_another_persona']}"
-    )
-    print(
-        f"  latency p50 {report['latency_p50_s']} s, p95 {report['latency_p95_s']} s; first token p50 "
-        f"{report['ttft_p50_s']} s, p95 {report['ttft_p95_s']} s"
-    )
-    print(
-        f"  {tokens} tokens in {report['wall_s']} s = {report['tokens_per_s']} tokens/s "
-        f"({report['batches']} batches, {report['rows_per_batch']} rows each on average)"
-    )
-    print(
-        f"peak RSS ({report['allocator']} malloc in every process): base alone {base_rss:.0f} MB; "
-        f"`generate` with one persona, one prompt {one:.0f} MB; server with "
-        f"{len(personas)} personas {report['server_peak_rss_mb']:.0f} MB under the load, "
-        f"+{report['server_peak_rss_mb'] - base_rss:.0f} MB over the base"
-    )
-    print(
-        f"  after loading: server with {personas[0]} only {report['one_persona_server_rss_after_load_mb']:.0f} MB, "
-        f"with {len(personas)} personas {report['server_rss_after_load_mb']:.0f} MB"
-    )
-    if report["server_stopped_during_load"]:
-        print("  WARNING: the server process was stopped (SIGSTOP) during the load; these timings are not valid")
-    for m in report["mismatches"]:
-        print(
-            f"  differs: {m['persona']} {m['question']!r} at token {m['position']} (after ...{m['prefix_tail']!r}): "
-            f"reference {m['reference_token']!r}, served {m['served_token']!r}, logit gap alone "
-            f"{m['logit_gap'] if m['logit_gap'] is None else round(m['logit_gap'], 4)}"
-        )
+    print(table(report, args))
+    if "after" in report:
+        for size in args.sizes:
+            report["after"][size]["differs"] = [
+                logit_gap(r["persona"], QUESTIONS[r["q"]], refs[r["persona"]][r["q"]], r["text"], registry, args)
+                for r in report["after"][size]["differs"]
+            ]
+            for m in report["after"][size]["differs"]:
+                print(f"  after {size}: differs {m}")
+    for s in ("before",):
+        for size in args.sizes:
+            report.get(s, {}).get(size, {}).pop("differs", None)
     if args.output:
         from politician_lm.artifacts.atomic import atomic_write_text
 
-        atomic_write_text(args.output, json.dumps(report, indent=2) + "\n")
+        atomic_write_text(args.output, json.dumps(report, indent=2, default=str) + "\n")
         print(f"wrote {args.output}")
 
 
