@@ -1,6 +1,7 @@
 """``PersonaEvaluation``: generate for a fixed set of held-out prompts during fit and log persona metrics.
 
-Metrics (see ``politician_lm.evaluation.persona.score``) go to every configured logger under ``persona/``; at a
+Metrics (see ``politician_lm.evaluation.persona.score``, plus ``stance_agreement`` on the profile's held-out stance
+statements, read from likelihoods as ``evaluate`` reads it) go to every configured logger under ``persona/``; at a
 validation they also enter ``callback_metrics``, so ``AdapterExport``/``ModelCheckpoint`` can monitor them. The
 run before training (Lightning's sanity check) is logged with the suffix ``_at_start`` as the baseline. Samples
 (prompt, reference, generation) become a W&B Table under ``WandbLogger`` and ``samples/step<N>.jsonl`` in the
@@ -21,11 +22,13 @@ from lightning.pytorch.loggers import WandbLogger
 from politician_lm.artifacts.jsonl import read_jsonl, write_jsonl
 from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.roles import strip_politician_label
+from politician_lm.artifacts.stances import is_heldout_stance, load_stances
 from politician_lm.callbacks.contracts import EvaluationData, EvaluationModule, require
 from politician_lm.data import records
 from politician_lm.evaluation.generic import generic_texts
 from politician_lm.evaluation.metrics import copies_training
 from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, score
+from politician_lm.evaluation.stances import probe_conversations, score_stances
 from politician_lm.evaluation.style import generic_pool
 from politician_lm.evaluation.voices import JudgeKind, check_presidents, load_judge
 from politician_lm.inference import Persona
@@ -163,6 +166,7 @@ class PersonaEvaluation(L.Callback):
             generations = persona.generate(
                 convs, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, do_sample=False
             )
+            stance = self._stance_agreement(persona)
         if was_training:
             pl_module.model.train()
         metrics = score(self.items, generations, self.classifier or None, self.politician, self.profile)
@@ -172,7 +176,22 @@ class PersonaEvaluation(L.Callback):
                     [strip_politician_label(g) for g in generations], self.train_texts, self.memorization_words
                 )
             ) / len(generations)
+        if stance is not None:
+            metrics["stance_agreement"] = stance
         return {f"persona/{k}": v for k, v in metrics.items()}, sample_rows(self.items, generations)
+
+    def _stance_agreement(self, persona: Persona) -> float | None:
+        """Agreement with the profile's held-out stance statements (``evaluation.stances``), None without any."""
+        held = [s for s in load_stances(self.profile or {}, str(self.politician)) if is_heldout_stance(s.id)]
+        if not held:
+            return None
+        losses = [
+            loss
+            for stance in held
+            for group in [probe_conversations(stance)]
+            for loss in persona.completion_losses(group, len(group), on_batch=lambda _: None)
+        ]
+        return sum(score_stances(held, losses).agree) / len(held)
 
     def _publish(
         self, trainer: L.Trainer, metrics: dict[str, float], samples: list[dict], tag: str = "", to_loggers: bool = True

@@ -5,6 +5,7 @@ adapters and generates."""
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
@@ -81,6 +82,7 @@ def run_arms(
             if arm.adapter is not None:
                 activate(persona.model, arm.adapter)
             with persona.model.disable_adapter() if arm.adapter is None else nullcontext():
+                started = time.perf_counter()
                 texts = arm_persona.generate(
                     arm.conversations(prompts),
                     batch_size=batch_size,
@@ -88,14 +90,19 @@ def run_arms(
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
                 )
+                generated = time.perf_counter()
                 losses = arm_persona.completion_losses(
                     arm.conversations(held_convs), loss_batch_size, on_batch=bar.update
                 )
+                scored = time.perf_counter()
                 stance_losses = [
                     loss
                     for group in probes[arm.name]
                     for loss in arm_persona.completion_losses(arm.conversations(group), len(group), bar.update)
                 ]
+                for part, seconds in (("generation", generated - started), ("heldout_loss", scored - generated),
+                                      ("stances", time.perf_counter() - scored)):  # fmt: skip
+                    runs.seconds[part] = runs.seconds.get(part, 0.0) + seconds
             texts = [strip_politician_label(t) for t in texts]
             scores, runs.corpus_distinct[arm.name] = score_arm(arm, texts, losses, ctx, stance_losses)
             runs.results[arm.name] = scores

@@ -6,7 +6,7 @@ produced; running the model is ``commands/_evaluate_steps.py``'s job (evaluation
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from politician_lm.artifacts.profiles import load_profile
@@ -86,6 +86,7 @@ class ArmRuns:
     samples: list[dict[str, Any]]
     classifier: Any
     n_generic: int
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each part, summed over arms
 
 
 def target_stances(arm: Arm, ctx: ArmContext) -> list[Stance]:

@@ -40,6 +40,7 @@ def scorecard_report(
         "confusion": scorecard.confusion(runs.results, classifier["labels"]),
         "corpus_distinct": runs.corpus_distinct,
         "stances": stance_record(runs.results, n_boot, seed),
+        "seconds": {part: round(t, 1) for part, t in runs.seconds.items()},
     }
 
 

@@ -21,6 +21,7 @@ from politician_lm.artifacts.stances import SIDE_ANSWERS, Stance
 
 __all__ = ["StanceScores", "probe_conversations", "score_stances"]
 
+
 def probe_conversations(stance: Stance) -> list[list[dict[str, str]]]:
     """The question followed by every support answer, then every oppose answer (a user turn and an assistant turn
     each; an arm puts its system prompt in front). Scored as one batch, the system prompt and the question run

@@ -122,6 +122,7 @@ def test_fit_logs_persona_metrics_to_offline_wandb_and_csv(wandb_fit):
         "distinct_2",
         "repetition_rate",
         "memorization",
+        "stance_agreement",  # the biden profile's held-out stance statements
     ):
         assert f"persona/{metric}" in keys and f"persona/{metric}_at_start" in keys
     assert {"val_loss", "val_perplexity"} <= keys
