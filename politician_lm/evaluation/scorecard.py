@@ -233,3 +233,8 @@ def opposite_sides(a: ArmScores, b: ArmScores, n_boot: int = 2000, seed: int = 0
     disputed = [i for i in sides_a if i in sides_b and documented_a[i] != documented_b[i]]
     values = [float(sides_a[i] != sides_b[i]) for i in disputed]
     return bootstrap(values, n_boot=n_boot, seed=seed) if values else None
+
+
+def confusion(arms: dict[str, ArmScores], labels: list[str]) -> dict[str, dict[str, int]]:
+    """For each arm, how many of its generations the style classifier gave to each label."""
+    return {name: {label: s.predicted.count(label) for label in labels} for name, s in arms.items() if s.predicted}
