@@ -28,7 +28,7 @@ from politician_lm.data import records
 from politician_lm.evaluation.generic import generic_texts
 from politician_lm.evaluation.metrics import copies_training
 from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, score
-from politician_lm.evaluation.stances import probe_conversations, score_stances
+from politician_lm.evaluation.stances import probe_losses, score_stances
 from politician_lm.evaluation.style import generic_pool
 from politician_lm.evaluation.voices import JudgeKind, check_presidents, load_judge
 from politician_lm.inference import Persona
@@ -185,12 +185,7 @@ class PersonaEvaluation(L.Callback):
         held = [s for s in load_stances(self.profile or {}, str(self.politician)) if is_heldout_stance(s.id)]
         if not held:
             return None
-        losses = [
-            loss
-            for stance in held
-            for group in [probe_conversations(stance)]
-            for loss in persona.completion_losses(group, len(group), on_batch=lambda _: None)
-        ]
+        losses = probe_losses(held, lambda group: persona.completion_losses(group, len(group), on_batch=lambda _: None))
         return sum(score_stances(held, losses).agree) / len(held)
 
     def _publish(

@@ -22,7 +22,7 @@ from politician_lm.evaluation.arms import (
     score_arm,
     target_stances,
 )
-from politician_lm.evaluation.stances import probe_conversations
+from politician_lm.evaluation.stances import probe_losses
 from politician_lm.inference import Persona
 from politician_lm.model.adapters import activate, adapter_names
 
@@ -68,8 +68,7 @@ def run_arms(
     batch_size, loss_batch_size = batch_sizes
     batches = (-(-len(prompts) // batch_size) + -(-len(held_convs) // loss_batch_size)) * len(arms)
     batches += -(-len(pool) // batch_size)
-    probes = {arm.name: [probe_conversations(s) for s in target_stances(arm, ctx)] for arm in arms}
-    batches += sum(len(p) for p in probes.values())  # one batch per stance: its prompt runs once
+    batches += sum(len(target_stances(arm, ctx)) for arm in arms)  # one batch per stance: its prompt runs once
     runs = ArmRuns({}, {}, [], None, 0)
     with tqdm(total=batches, desc="Evaluating", file=sys.stderr) as bar:
         with persona.model.disable_adapter():
@@ -95,11 +94,12 @@ def run_arms(
                     arm.conversations(held_convs), loss_batch_size, on_batch=bar.update
                 )
                 scored = time.perf_counter()
-                stance_losses = [
-                    loss
-                    for group in probes[arm.name]
-                    for loss in arm_persona.completion_losses(arm.conversations(group), len(group), bar.update)
-                ]
+                stance_losses = probe_losses(
+                    target_stances(arm, ctx),
+                    lambda group, p=arm_persona, a=arm: p.completion_losses(
+                        a.conversations(group), len(group), bar.update
+                    ),
+                )
                 for part, seconds in (("generation", generated - started), ("heldout_loss", scored - generated),
                                       ("stances", time.perf_counter() - scored)):  # fmt: skip
                     runs.seconds[part] = runs.seconds.get(part, 0.0) + seconds

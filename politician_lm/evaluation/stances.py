@@ -14,12 +14,12 @@ of the profile's side: positive when it agrees). The headline is agreement on he
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from politician_lm.artifacts.stances import SIDE_ANSWERS, Stance
 
-__all__ = ["StanceScores", "probe_conversations", "score_stances"]
+__all__ = ["StanceScores", "probe_conversations", "probe_losses", "score_stances"]
 
 
 def probe_conversations(stance: Stance) -> list[list[dict[str, str]]]:
@@ -32,6 +32,14 @@ def probe_conversations(stance: Stance) -> list[list[dict[str, str]]]:
         for side in SIDE_ANSWERS
         for answer in stance.answers(side)
     ]
+
+
+def probe_losses(
+    stances: Sequence[Stance], losses_of: Callable[[list[list[dict[str, str]]]], list[tuple[float, int]]]
+) -> list[tuple[float, int]]:
+    """Every stance's ``probe_conversations`` scored as one batch by ``losses_of`` (an arm's
+    ``completion_losses`` with its system prompt put in front), concatenated in order for ``score_stances``."""
+    return [loss for stance in stances for loss in losses_of(probe_conversations(stance))]
 
 
 @dataclass(frozen=True)
