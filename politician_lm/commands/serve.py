@@ -54,8 +54,11 @@ def serve(
         base_model: Base model folder for every persona (default: the registry's, else the adapters' own).
         host: Address to bind; 127.0.0.1 answers only this machine. Use 0.0.0.0 to listen on every interface.
         port: TCP port.
-        max_batch_size: Most requests generated together (same persona and sampling settings).
-        batch_wait_ms: How long the first request of a batch waits for others to join it.
+        max_batch_size: Most requests decoded together, one token each per step, whatever their persona and
+            sampling settings; a request beyond them queues and joins at the step after a row ends.
+        batch_wait_ms: When nothing is generating, how long the first request waits for others (less once
+            max_batch_size are queued) so that requests sent together start together; a request that arrives
+            while others generate joins the batch at the next step without waiting.
         max_pending: Request slots (queued + generating); a request beyond them gets 429.
         max_tokens: Cap on a request's max_tokens (longer requests are cut there, finish_reason "length").
         max_prompt_tokens: Longest prompt in tokens, as rendered with the persona system prompt (400 beyond it).
