@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -75,6 +76,17 @@ class Server:
             self.proc.wait()
         self.log.close()
         return self.log_path.read_text()
+
+
+def serving(tmp: Path, registry: Path, *args: str, api_key: str | None = None, unlogged=()) -> Iterator[Server]:
+    """A module fixture's server (``yield from``): `politician-lm serve --registry REGISTRY ARGS...`, with ``api_key``
+    as its API key when given; stopped after the module, its log then holding neither the key nor ``unlogged``."""
+    server = Server(
+        tmp, "--registry", str(registry), *args, env={"POLITICIAN_LM_API_KEY": api_key} if api_key else None
+    )
+    yield server
+    log = server.stop()
+    assert not [s for s in (api_key, *unlogged) if s and s in log], "a secret is in the server's log"
 
 
 def reference(

@@ -19,7 +19,7 @@ import yaml
 from politician_lm.artifacts.roles import strip_reply_label
 from politician_lm.cli import main
 from tests.helpers import ROOT
-from tests.serve.server import BROWSER_ARGS, Server, as_generate_prompt, chromium, reference
+from tests.serve.server import BROWSER_ARGS, as_generate_prompt, chromium, reference, serving
 
 pytestmark = pytest.mark.slow
 
@@ -29,21 +29,8 @@ ARTIFACTS = Path(os.environ.get("POLITICIAN_LM_TEST_ARTIFACTS", ROOT / "test-art
 
 @pytest.fixture(scope="module")
 def server(registry, tmp_path_factory):
-    srv = Server(
-        tmp_path_factory.mktemp("log"),
-        "--registry",
-        str(registry),
-        "--max_tokens",
-        "64",
-        "--max_prompt_tokens",
-        "200",
-        "--max_batch_size",
-        "8",
-        "--batch_wait_ms",
-        "50",
-    )
-    yield srv
-    srv.stop()
+    limits = ("--max_tokens", "64", "--max_prompt_tokens", "200", "--max_batch_size", "8", "--batch_wait_ms", "50")
+    yield from serving(tmp_path_factory.mktemp("log"), registry, *limits)
 
 
 @pytest.fixture(scope="module")
@@ -311,21 +298,8 @@ WRONG = "sk-wrong-8b3a6c0f1e"
 @pytest.fixture(scope="module")
 def keyed_server(registry, tmp_path_factory):
     """One request slot, a long token cap, and an API key from the environment."""
-    srv = Server(
-        tmp_path_factory.mktemp("keyed"),
-        "--registry",
-        str(registry),
-        "--personas",
-        "alpha",
-        "--max_pending",
-        "1",
-        "--max_tokens",
-        "900",
-        env={"POLITICIAN_LM_API_KEY": SECRET},
-    )
-    yield srv
-    log = srv.stop()
-    assert SECRET not in log and WRONG not in log
+    limits = ("--personas", "alpha", "--max_pending", "1", "--max_tokens", "900")
+    yield from serving(tmp_path_factory.mktemp("keyed"), registry, *limits, api_key=SECRET, unlogged=(WRONG,))
 
 
 def test_api_key_is_required_when_set(keyed_server):

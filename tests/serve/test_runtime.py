@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from tests.serve.server import BROWSER_ARGS, Server, chromium, reference
+from tests.serve.server import BROWSER_ARGS, Server, chromium, reference, serving
 
 pytestmark = pytest.mark.slow
 
@@ -24,19 +24,9 @@ LONG = 600  # tokens: a stream that stays open while adapters come and go
 
 @pytest.fixture(scope="module")
 def srv(registry, tmp_path_factory):
-    server = Server(
-        tmp_path_factory.mktemp("runtime"),
-        "--registry",
-        str(registry),
-        "--personas",
-        "alpha",
-        "--max_tokens",
-        str(LONG),
-        env={"POLITICIAN_LM_API_KEY": SECRET},
+    yield from serving(
+        tmp_path_factory.mktemp("runtime"), registry, "--personas", "alpha", "--max_tokens", str(LONG), api_key=SECRET
     )
-    yield server
-    log = server.stop()
-    assert SECRET not in log
 
 
 def post(server: Server, path: str, body: dict, headers: dict | None = AUTH) -> httpx.Response:
