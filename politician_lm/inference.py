@@ -211,6 +211,17 @@ def generation_defaults(folder: Path) -> dict[str, Any]:
     return {k: cfg[k] for k in SAMPLING_KEYS if cfg.get(k) is not None}
 
 
+def load_tokenizer(source: Path, base: str) -> Any:
+    """The tokenizer saved in ``source`` (the first adapter's folder, or an exported model), else the base model's;
+    its pad token is EOS where it has none. ``serve`` uses the first persona's for every persona."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(source) if (source / "tokenizer_config.json").is_file() else base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_persona(
     adapters: list[str] | str | None = None,
     weights: list[float] | str | None = None,
@@ -231,8 +242,6 @@ def load_persona(
     matmuls. The result is a fixed persona: callers that switch adapters on and off (``evaluate``, ``serve``) keep
     them separate. Quantized or half-precision weights are never merged into (that would round the update).
     """
-    from transformers import AutoTokenizer
-
     folders = [read_adapter(p, allow_pickle) for p in parse_list(adapters, "adapters")] if adapters else []
     ws = adapter_weights(weights, len(folders))
     check_one_base(folders)
@@ -263,10 +272,6 @@ def load_persona(
         if merge_adapters:
             model = merge_weighted(model, names)
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(
-        str(meta_source) if (meta_source / "tokenizer_config.json").is_file() else base
-    )
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(meta_source, base)
     generation_settings = generation_defaults(folders[0].path if folders else Path(base))
     return Persona(model=model, tokenizer=tokenizer, style=style, generation=generation_settings)

@@ -122,15 +122,9 @@ def merge(
         allow_pickle: Accept pickle (.bin) weights, which can run code when loaded.
     """
     folders, ws, base = validate(adapters, weights, output_dir, method, density, base_model, overwrite, allow_pickle)
-    import torch
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from politician_lm.model.loading import empty_model
 
-    # Merging reads only LoRA tensors, so the base is built from its config with uninitialised memory that is
-    # never written: a 7B base costs address space, not RAM.
-    with init_empty_weights():
-        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
-    skeleton = skeleton.to_empty(device="cpu").to(torch.float32)
+    skeleton = empty_model(base)  # merging reads only LoRA tensors: the base's weights are never written or read
     names = [f"source_{i}" for i in range(len(folders))]
     model = skeleton
     for name, folder in zip(names, folders):

@@ -23,6 +23,7 @@ __all__ = [
     "adapter_names",
     "adapter_weights",
     "attach_weighted",
+    "bake_weight",
     "check_fit",
     "check_one_base",
     "fold_weighted",
@@ -116,3 +117,23 @@ def fold_weighted(model: Any, names: Sequence[str], into: str) -> None:
             scaling[into] = 1.0
     for name in names:
         model.delete_adapter(name)
+
+
+def bake_weight(model: Any, name: str) -> None:
+    """Move adapter ``name``'s scale (its weight x alpha / r, or / sqrt(r) with rsLoRA) into its A matrices, as
+    ``fold_weighted`` leaves a folded adapter: the update applies at scale 1, and the adapter's config says so
+    (alpha = r, no rsLoRA), so saved it applies its weighted update alone, in PEFT or vLLM. (PEFT's
+    ``add_weighted_adapter`` combines a single adapter by its ``linear`` method, a square root of the scale on A and
+    on B, which a negative weight has not.)"""
+    for module in model.modules():
+        scaling = getattr(module, "scaling", None)
+        if not isinstance(scaling, dict) or name not in scaling:
+            continue
+        if name in getattr(module, "lora_A", {}):
+            module.lora_A[name].weight.data *= scaling[name]
+        elif name in getattr(module, "lora_embedding_A", {}):
+            module.lora_embedding_A[name].data *= scaling[name]
+        scaling[name] = 1.0
+    config = model.peft_config[name]
+    config.lora_alpha, config.use_rslora = config.r, False
+    config.alpha_pattern = dict(config.rank_pattern or {})  # per-module alpha = that module's rank: scale 1 there too

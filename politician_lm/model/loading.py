@@ -118,6 +118,17 @@ def dequantized(model: Any) -> Iterator[Any]:
             setattr(parent, name, child)
 
 
+def empty_model(base: str) -> Any:
+    """``base``'s modules in fp32 with uninitialised weights, built from its config alone: enough to attach, combine
+    and save LoRA adapters (which read only their own tensors); a 7B base costs address space, not RAM."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig
+
+    with init_empty_weights():
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
+    return skeleton.to_empty(device="cpu").to(torch.float32)
+
+
 def _four_bit_layers(model: Any) -> list[tuple[torch.nn.Module, str, Any]]:
     """``(parent, attribute, layer)`` of every bitsandbytes 4-bit linear layer in ``model``."""
     import bitsandbytes as bnb
