@@ -22,13 +22,13 @@ from lightning.pytorch.loggers import WandbLogger
 from politician_lm.artifacts.jsonl import read_jsonl, write_jsonl
 from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.roles import strip_politician_label
-from politician_lm.artifacts.stances import is_heldout_stance, load_stances
+from politician_lm.artifacts.stances import load_stances, split_stances
 from politician_lm.callbacks.contracts import EvaluationData, EvaluationModule, require
 from politician_lm.data import records
 from politician_lm.evaluation.generic import generic_texts
 from politician_lm.evaluation.metrics import copies_training
 from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, score
-from politician_lm.evaluation.stances import probe_losses, score_stances
+from politician_lm.evaluation.stances import probe
 from politician_lm.evaluation.style import generic_pool
 from politician_lm.evaluation.voices import JudgeKind, check_presidents, load_judge
 from politician_lm.inference import Persona
@@ -182,11 +182,9 @@ class PersonaEvaluation(L.Callback):
 
     def _stance_agreement(self, persona: Persona) -> float | None:
         """Agreement with the profile's held-out stance statements (``evaluation.stances``), None without any."""
-        held = [s for s in load_stances(self.profile or {}, str(self.politician)) if is_heldout_stance(s.id)]
-        if not held:
-            return None
-        losses = probe_losses(held, lambda group: persona.completion_losses(group, len(group), on_batch=lambda _: None))
-        return sum(score_stances(held, losses).agree) / len(held)
+        held = split_stances(load_stances(self.profile or {}, str(self.politician)))[1]
+        scores = probe(held, lambda group: persona.completion_losses(group, len(group), on_batch=lambda _: None))
+        return scores.agreement if scores else None
 
     def _publish(
         self, trainer: L.Trainer, metrics: dict[str, float], samples: list[dict], tag: str = "", to_loggers: bool = True

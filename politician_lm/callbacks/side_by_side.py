@@ -1,5 +1,6 @@
 """``SideBySide``: at the end of fit, print what the base model says with only the persona's system prompt
-next to what the trained adapter says, for a few held-out prompts (greedy, same prompt for both)."""
+next to what the trained adapter says, for a few held-out prompts (greedy, same prompt for both), under a row with
+each side's agreement with the profile's held-out stance statements (``evaluation.stances``)."""
 
 from __future__ import annotations
 
@@ -12,19 +13,28 @@ import lightning.pytorch as L
 import torch
 
 from politician_lm.artifacts.jsonl import write_jsonl
+from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.roles import strip_role_label
+from politician_lm.artifacts.stances import Stance, load_stances, split_stances
 from politician_lm.callbacks.contracts import AdapterModule, PromptData, require
 from politician_lm.evaluation.persona import eval_items
+from politician_lm.evaluation.stances import probe
 from politician_lm.inference import Persona
 from politician_lm.model.loading import dequantized
 
 
-def side_by_side_table(rows: list[dict[str, str]], left: str, right: str, width: int | None = None) -> str:
-    """A plain-text table: for each row its prompt across the page, then ``left`` and ``right`` in two columns."""
+def side_by_side_table(
+    rows: list[dict[str, str]], left: str, right: str, width: int | None = None, summary: tuple[str, str] | None = None
+) -> str:
+    """A plain-text table: for each row its prompt across the page, then ``left`` and ``right`` in two columns;
+    ``summary`` is a line for each column under the header."""
     width = width or min(shutil.get_terminal_size((120, 24)).columns, 140)
     col = (width - 3) // 2
     rule = "=" * width
-    lines = [rule, f"{left:<{col}} | {right}", rule]
+    lines = [rule, f"{left:<{col}} | {right}"]
+    if summary:
+        lines.append(f"{summary[0]:<{col}} | {summary[1]}")
+    lines.append(rule)
     for row in rows:
         lines += textwrap.wrap(f"PROMPT: {row['prompt']}", width) or [""]
         lines.append("-" * width)
@@ -36,20 +46,25 @@ def side_by_side_table(rows: list[dict[str, str]], left: str, right: str, width:
     return "\n".join(lines)
 
 
+STANCE_ROW = "held-out stance agreement (statements never trained on)"
+
+
 class SideBySide(L.Callback):
     """After fit: held-out answers of the base given the persona system prompt beside the adapter's answers."""
 
     PROMPT_ONLY = "base + persona prompt"
     ADAPTER = "adapter"
 
-    def __init__(self, num_prompts: int = 4, max_new_tokens: int = 64, seed: int = 1) -> None:
+    def __init__(self, num_prompts: int = 4, max_new_tokens: int = 64, seed: int = 1, stances: bool = True) -> None:
         """
         Args:
             num_prompts: Held-out prompts to show (a seeded choice from the validation split).
             max_new_tokens: Longest answer per prompt (greedy decoding).
             seed: Seed of the prompt choice.
+            stances: Also show each side's agreement with the profile's held-out stance statements (read from
+                likelihoods, a second or two; skipped when the profile has none).
         """
-        self.num_prompts, self.max_new_tokens, self.seed = num_prompts, max_new_tokens, seed
+        self.num_prompts, self.max_new_tokens, self.seed, self.stances = num_prompts, max_new_tokens, seed, stances
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
@@ -68,10 +83,14 @@ class SideBySide(L.Callback):
         model.eval()
         persona = Persona(model=model, tokenizer=dm.tokenizer, style=dm.style)
         convs = [list(i.messages) for i in items]
+        held = self._heldout_stances(dm)
+        scores = []
         with dequantized(model):  # on CPU the 4-bit base de-quantized once, as ``generate`` runs it
             with model.disable_adapter():
                 base = persona.generate(convs, max_new_tokens=self.max_new_tokens, do_sample=False)
+                scores.append(probe(held, lambda g: persona.completion_losses(g, len(g), on_batch=lambda _: None)))
             tuned = persona.generate(convs, max_new_tokens=self.max_new_tokens, do_sample=False)
+            scores.append(probe(held, lambda g: persona.completion_losses(g, len(g), on_batch=lambda _: None)))
         if was_training:
             model.train()
         rows = [
@@ -83,7 +102,23 @@ class SideBySide(L.Callback):
             }
             for i, b, t in zip(items, base, tuned)
         ]
-        print("\n" + side_by_side_table(rows, self.PROMPT_ONLY, self.ADAPTER), file=sys.stdout, flush=True)
+        summary = None
+        if held:
+            rows.append({"prompt": STANCE_ROW, "kind": "stance_agreement", "n_statements": len(held),
+                         self.PROMPT_ONLY: scores[0].agreement, self.ADAPTER: scores[1].agreement,
+                         "mean_margin": {self.PROMPT_ONLY: scores[0].mean_margin,
+                                         self.ADAPTER: scores[1].mean_margin}})  # fmt: skip
+            n = len(held)
+            summary = tuple(f"held-out stances: {x.agreement:.2f} agree ({sum(x.agree):.0f}/{n})" for x in scores)
+        table = side_by_side_table(rows[: len(items)], self.PROMPT_ONLY, self.ADAPTER, summary=summary)
+        print("\n" + table, file=sys.stdout, flush=True)
         out = Path(trainer.default_root_dir) / "side_by_side.jsonl"
         write_jsonl(out, rows)
         print(f"(also in {out}; greedy, step {trainer.global_step})", flush=True)
+
+    def _heldout_stances(self, dm: PromptData) -> list[Stance]:
+        """The profile's held-out stance statements (never trained on), [] when off or without a profile."""
+        politician, profiles_dir = dm.style.politician, getattr(dm, "profiles_dir", None)
+        if not (self.stances and politician and profiles_dir):
+            return []
+        return split_stances(load_stances(load_profile(politician, profiles_dir), politician))[1]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from politician_lm.artifacts.stances import SIDE_ANSWERS, Stance
 
-__all__ = ["StanceScores", "probe_conversations", "probe_losses", "score_stances"]
+__all__ = ["StanceScores", "probe", "probe_conversations", "probe_losses", "score_stances"]
 
 
 def probe_conversations(stance: Stance) -> list[list[dict[str, str]]]:
@@ -51,6 +51,16 @@ class StanceScores:
     agree: list[float]
     margin: list[float]
 
+    @property
+    def agreement(self) -> float:
+        """Share of statements on which the model takes the profile's side."""
+        return sum(self.agree) / len(self.agree)
+
+    @property
+    def mean_margin(self) -> float:
+        """Mean log-likelihood advantage of the profile's side (positive: toward the profile)."""
+        return sum(self.margin) / len(self.margin)
+
 
 def score_stances(stances: Sequence[Stance], losses: Sequence[tuple[float, int]]) -> StanceScores:
     """Read each stance's side from ``losses`` (``(summed NLL, tokens)`` of each stance's ``probe_conversations``,
@@ -71,3 +81,10 @@ def score_stances(stances: Sequence[Stance], losses: Sequence[tuple[float, int]]
         agree.append(float(side == stance.position))
         margin.append(float(toward_profile))
     return StanceScores(ids, sides, agree, margin)
+
+
+def probe(
+    stances: Sequence[Stance], losses_of: Callable[[list[list[dict[str, str]]]], list[tuple[float, int]]]
+) -> StanceScores | None:
+    """``probe_losses`` then ``score_stances`` (None without stances): what the fit-time callbacks report."""
+    return score_stances(stances, probe_losses(stances, losses_of)) if stances else None

@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from functools import partial
 
+import pytest
+
+from politician_lm.artifacts.profiles import load_profile
+from politician_lm.artifacts.stances import load_stances, split_stances
 from politician_lm.callbacks.side_by_side import side_by_side_table
+from politician_lm.evaluation.stances import probe
+from politician_lm.inference import Persona
+from politician_lm.model.loading import dequantized
 from tests.helpers import ROOT, pc_rows, write_jsonl
 
 
@@ -54,6 +61,23 @@ def test_fit_prints_and_saves_base_beside_adapter(tiny_path, tmp_path, capsys):
     out = capsys.readouterr().out
     assert SideBySide.PROMPT_ONLY in out and SideBySide.ADAPTER in out and "PROMPT: What is your view" in out
     rows = [json.loads(line) for line in (tmp_path / "side_by_side.jsonl").read_text().splitlines()]
+    *rows, stances = rows
     assert len(rows) == 2 and not rows[0]["prompt"].startswith("USER:")
     # Both columns really ran: the adapter (lr 5e-2, 4 steps) changed at least one greedy answer.
     assert any(r[SideBySide.PROMPT_ONLY] != r[SideBySide.ADAPTER] for r in rows)
+    # The stance row: each side's agreement on the biden profile's held-out statements, as the probe reads it
+    # for that side (adapter off, then on), shown under the header.
+    held = split_stances(load_stances(load_profile("biden", str(ROOT / "data" / "profiles"))))[1]
+    assert stances["kind"] == "stance_agreement" and stances["n_statements"] == len(held) > 0
+    persona = Persona(model=model.model, tokenizer=dm.tokenizer, style=dm.style)
+    model.model.eval()  # as the callback scores (LoRA dropout off)
+    with torch.no_grad(), dequantized(model.model):
+        with model.model.disable_adapter():
+            want = [probe(held, lambda g: persona.completion_losses(g, len(g), on_batch=lambda _: None))]
+        want.append(probe(held, lambda g: persona.completion_losses(g, len(g), on_batch=lambda _: None)))
+    assert [stances[SideBySide.PROMPT_ONLY], stances[SideBySide.ADAPTER]] == [w.agreement for w in want]
+    margins = stances["mean_margin"]
+    assert margins[SideBySide.PROMPT_ONLY] != margins[SideBySide.ADAPTER]  # so the two sides cannot be swapped
+    got = [margins[SideBySide.PROMPT_ONLY], margins[SideBySide.ADAPTER]]
+    assert got == pytest.approx([w.mean_margin for w in want])
+    assert out.count("held-out stances:") == 2
