@@ -22,6 +22,7 @@ from politician_lm.hints import TRAINER_COMMANDS, config_names, obvious_mistake
 COMMANDS: dict[str, str] = {
     "merge": "politician_lm.commands.merge:merge",
     "export": "politician_lm.commands.export:export",
+    "export-vllm": "politician_lm.commands.export_vllm:export_vllm",
     "generate": "politician_lm.commands.generate:generate",
     "chat": "politician_lm.commands.generate:chat",
     "evaluate": "politician_lm.commands.evaluate:evaluate",
