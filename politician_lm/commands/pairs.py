@@ -106,7 +106,7 @@ def pairs(
     prompt_format: PromptFormat = "plain",
     separator: str = "\n",
     system_prompt: str | None = None,
-    kinds: list[str] | None = None,
+    kinds: list[str] | str | None = None,
     profiles_dir: str = "data/profiles",
     quantization: str = "nf4",
     max_new_tokens: int = 128,
@@ -134,7 +134,7 @@ def pairs(
         prompt_format: How prompts are rendered for generation: ``plain`` or ``chat``, as the fit will render them.
         separator: Text after each context turn in the ``plain`` format.
         system_prompt: Persona system prompt for ``prompt-only`` (overrides the profile's).
-        kinds: Only records of these kinds (e.g. ``[style, policy]``); None keeps all.
+        kinds: Only records of these kinds, as ``style,policy`` or a list; None keeps all.
         profiles_dir: Folder of ``<politician>.yaml`` profiles.
         quantization: The base model's weights while generating: ``nf4`` (as QLoRA trains it), ``none``, ...
         max_new_tokens: Longest rejected answer.
@@ -155,6 +155,7 @@ def pairs(
     others = other_answers(parse_list(other_data, "other_data")) if "other" in sources else {}
     out = check_output(output_dir, overwrite)
     names = _check_names(data_path, input_files)
+    kinds = parse_list(kinds, "kinds") if kinds is not None else None
     items = read_items(input_files, kinds)
     if not items:
         raise UserError(f"{data_path}: no records of kind {kinds}")

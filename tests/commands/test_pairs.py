@@ -59,6 +59,19 @@ def test_pairs_from_another_politician_drop_near_identical_and_record_sources(tm
     assert records.detect_preference(records.discover(out))
 
 
+def test_kinds_is_given_as_on_the_command_line(tmp_path):
+    """``--kinds policy`` (a plain word, as ``--rejected`` takes ``a,b``) keeps only those records."""
+    style = [{**r, "kind": "style", "prompt": r["prompt"].replace("view", "style")} for r in pc_rows(2)]
+    write_jsonl(tmp_path / "me" / "all.jsonl", pc_rows(2) + style)
+    loud = "POLITICIAN: Nobody has ever seen a topic like this one, believe me, tremendous."
+    write_jsonl(tmp_path / "them" / "all.jsonl", [{**r, "completion": loud} for r in pc_rows(2) + style])
+    out = tmp_path / "pairs"
+    args = ["pairs", "--data_path", str(tmp_path / "me"), "--output_dir", str(out), "--base_model", "unused"]
+    main(args + ["--rejected", "other", "--other_data", str(tmp_path / "them"), "--kinds", "policy"])
+    rows = [json.loads(line) for line in (out / "all.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == [r["prompt"] for r in pc_rows(2)]
+
+
 def test_pairs_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     data = tmp_path / "data.jsonl"
     data.write_text(json.dumps(pc_rows(1)[0]) + "\n{not json\n")
