@@ -247,6 +247,26 @@ def test_unsupported_fields_are_refused_unless_left_at_no_effect(server, client)
     with pytest.raises(BadRequestError) as exc:
         client.chat.completions.create(model="alpha", messages=OK["messages"], frequency_penalty=0.7)
     assert exc.value.code == "unsupported_parameter" and exc.value.param == "frequency_penalty"
+    refused = {  # every field serve cannot honour, each set to a value that would change the answer
+        "n": 2,
+        "presence_penalty": 0.5,
+        "frequency_penalty": -1,
+        "logit_bias": {"5": 10},
+        "logprobs": True,
+        "top_logprobs": 2,
+        "best_of": 2,
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "functions": [{"name": "f"}],
+        "tool_choice": "required",
+        "response_format": {"type": "json_object"},
+        "audio": {"voice": "alloy", "format": "wav"},
+        "modalities": ["text", "audio"],
+        "prediction": {"type": "content", "content": "x"},
+    }
+    for name, value in refused.items():
+        r = httpx.post(server.url + "/v1/chat/completions", json={**OK, name: value, "max_tokens": 2}, timeout=60)
+        err = r.json()["error"] if r.status_code == 400 else r.text
+        assert r.status_code == 400 and err["code"] == "unsupported_parameter" and err["param"] == name, (name, err)
     neutral = {
         "presence_penalty": 0,
         "frequency_penalty": 0.0,
