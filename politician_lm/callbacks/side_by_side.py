@@ -85,12 +85,16 @@ class SideBySide(L.Callback):
         convs = [list(i.messages) for i in items]
         held = self._heldout_stances(dm)
         scores = []
+
+        def losses_of(group: list[list[dict[str, str]]]) -> list[tuple[float, int]]:
+            return persona.completion_losses(group, len(group), on_batch=lambda _: None)
+
         with dequantized(model):  # on CPU the 4-bit base de-quantized once, as ``generate`` runs it
             with model.disable_adapter():
                 base = persona.generate(convs, max_new_tokens=self.max_new_tokens, do_sample=False)
-                scores.append(probe(held, lambda g: persona.completion_losses(g, len(g), on_batch=lambda _: None)))
+                scores.append(probe(held, losses_of))
             tuned = persona.generate(convs, max_new_tokens=self.max_new_tokens, do_sample=False)
-            scores.append(probe(held, lambda g: persona.completion_losses(g, len(g), on_batch=lambda _: None)))
+            scores.append(probe(held, losses_of))
         if was_training:
             model.train()
         rows = [
