@@ -307,6 +307,9 @@ def logit_gap(persona_name: str, question: str, reference: str, served: str, reg
         "reference_token": tok.decode([ref_tok]) if ref_tok is not None else None,
         "served_token": tok.decode([served_tok]) if served_tok is not None else None,
         "logit_gap": gap,
+        "reference_regenerated": text(ref_ids) == reference,  # False: the scores above are not the reference's
+        "reference": reference[:120],
+        "served": served[:120],
     }
 
 

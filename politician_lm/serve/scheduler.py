@@ -184,7 +184,9 @@ class DecodeBatch:
 
     def prefill(self, rows: list[Row]) -> list[int]:
         """Run the rows' prompts (one forward per prompt length, unpadded; a persona's prompt head comes from its
-        ``Prefix``), put them beside the running rows and return each new row's first token. All or none join."""
+        ``Prefix``), put them beside the running rows and return each new row's first token, in the order the rows
+        now sit in the batch (one prompt length after another, which need not be the order given). All or none
+        join."""
         device = self.model.device
         groups: dict[tuple[int, int], list[Row]] = {}
         for row in rows:
@@ -204,7 +206,7 @@ class DecodeBatch:
             firsts.update({id(r): t for r, t in zip(group, picked)})
         for group, cache, mask, picked in parts:
             self._join(group, cache, mask, torch.tensor(picked, device=device))
-        return [firsts[id(r)] for r in rows]
+        return [firsts[id(r)] for r in self.rows[len(self.rows) - len(rows) :]]
 
     def _head(self, row: Row) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The keys and values of the row's persona prefix, run once (as a batch of one) on first use."""

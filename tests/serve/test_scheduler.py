@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 GREEDY = {"do_sample": False}
 SAMPLED = {"do_sample": True, "temperature": 1.0, "top_k": 0}
-QUESTIONS = [f"What is your view on topic number {i}?" for i in range(1, 5)]  # the same length in tokens
+QUESTIONS = [f"What is your view on topic number {i}?" for i in range(1, 5)]
 
 
 def ask(question: str, prompt_format: str = "plain") -> list[dict[str, str]]:
@@ -104,6 +104,23 @@ def test_three_personas_a_mix_and_the_base_share_one_forward_pass_and_answer_as_
     adapters = {p: engine.personas[p].adapter for p in personas}
     assert adapters["base"] == BASE and len(set(adapters.values())) == 4  # the mix is ONE adapter of its own
     assert any(sorted(f) == sorted(adapters.values()) for f in forwards)  # one forward pass for all four rows
+
+
+def test_rows_of_different_prompt_lengths_sent_together_each_get_their_own_first_token(engine, forwards):
+    """Prompts of different lengths prefill in separate forward passes (one per length) and join the batch group by
+    group, not in the order sent: each job must still get its own first token (a server once streamed one row's
+    first token to another request under load). The tiny model opens every answer with the same label token, so
+    each prompt here already ends with it and the first token picked is the answer's first word."""
+    requests = [("alpha", QUESTIONS[0]), ("beta", "What about jobs?"), ("alpha", QUESTIONS[3])]
+    label = alone(engine, "alpha", QUESTIONS[0], 2)  # "POLITICIAN:"
+    ids = [engine.personas[p].persona.prompt_ids(ask(q)) + label for p, q in requests]
+    assert len(ids[0]) == len(ids[2]) != len(ids[1])  # the third joins with the first, before the second
+    want = [alone(engine, p, q, 6, prompt_ids=i) for (p, q), i in zip(requests, ids)]
+    assert len({t[0] for t in want}) > 1, want  # different first tokens: a swap would show
+    forwards.clear()
+    together = run(engine, [(p, q, 6, GREEDY, {"prompt_ids": i}) for (p, q), i in zip(requests, ids)])
+    assert len(set(forwards.widths[:2])) == 2  # two prompt lengths: two prefill passes
+    assert [j.tokens for j in together] == want
 
 
 def test_a_request_joins_a_running_batch_and_a_finished_row_leaves_at_once(engine, forwards):
