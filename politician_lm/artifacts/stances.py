@@ -155,3 +155,8 @@ def split_stances(stances: list[Stance]) -> tuple[list[Stance], list[Stance]]:
     train = [s for s in stances if not is_heldout_stance(s.id)]
     heldout = [s for s in stances if is_heldout_stance(s.id)]
     return train, heldout
+
+
+def heldout_stances(profile: dict, source: str = "profile") -> list[Stance]:
+    """The profile's held-out statements (never in training data or pairs): what the fit-time probes report."""
+    return split_stances(load_stances(profile, source))[1]

@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import WandbLogger
 from politician_lm.artifacts.jsonl import read_jsonl, write_jsonl
 from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.roles import strip_politician_label
-from politician_lm.artifacts.stances import load_stances, split_stances
+from politician_lm.artifacts.stances import heldout_stances
 from politician_lm.callbacks.contracts import EvaluationData, EvaluationModule, require
 from politician_lm.data import records
 from politician_lm.evaluation.generic import generic_texts
@@ -182,7 +182,7 @@ class PersonaEvaluation(L.Callback):
 
     def _stance_agreement(self, persona: Persona) -> float | None:
         """Agreement with the profile's held-out stance statements (``evaluation.stances``), None without any."""
-        held = split_stances(load_stances(self.profile or {}, str(self.politician)))[1]
+        held = heldout_stances(self.profile or {}, str(self.politician))
         scores = probe(held, lambda group: persona.completion_losses(group, len(group), on_batch=lambda _: None))
         return scores.agreement if scores else None
 

@@ -15,7 +15,7 @@ import torch
 from politician_lm.artifacts.jsonl import write_jsonl
 from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.roles import strip_role_label
-from politician_lm.artifacts.stances import Stance, load_stances, split_stances
+from politician_lm.artifacts.stances import Stance, heldout_stances
 from politician_lm.callbacks.contracts import AdapterModule, PromptData, require
 from politician_lm.evaluation.persona import eval_items
 from politician_lm.evaluation.stances import probe
@@ -125,4 +125,4 @@ class SideBySide(L.Callback):
         politician, profiles_dir = dm.style.politician, getattr(dm, "profiles_dir", None)
         if not (self.stances and politician and profiles_dir):
             return []
-        return split_stances(load_stances(load_profile(politician, profiles_dir), politician))[1]
+        return heldout_stances(load_profile(politician, profiles_dir), politician)
