@@ -160,3 +160,13 @@ def split_stances(stances: list[Stance]) -> tuple[list[Stance], list[Stance]]:
 def heldout_stances(profile: dict, source: str = "profile") -> list[Stance]:
     """The profile's held-out statements (never in training data or pairs): what the fit-time probes report."""
     return split_stances(load_stances(profile, source))[1]
+
+
+def own_side(opposite: str, position: str) -> str:
+    """The politician's side sentence ("No, I oppose X.") from the record's ``opposite`` one ("Yes, I support X.")
+    and ``position``: both are the first ``SIDE_ANSWERS`` template of their side, around the same statement."""
+    other = POSITIONS[1] if position == POSITIONS[0] else POSITIONS[0]
+    head, tail = SIDE_ANSWERS[other][0].split("{s}")
+    if position not in POSITIONS or not (opposite.startswith(head) and opposite.endswith(tail)):
+        raise UserError(f"opposite answer {opposite!r} is not {SIDE_ANSWERS[other][0]!r}; re-run prepare --stances")
+    return SIDE_ANSWERS[position][0].format(s=opposite[len(head) : len(opposite) - len(tail)])

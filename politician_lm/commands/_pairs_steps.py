@@ -15,6 +15,7 @@ from typing import Any
 
 from politician_lm.artifacts.jsonl import jsonl_line, read_jsonl
 from politician_lm.artifacts.roles import strip_role_label
+from politician_lm.artifacts.stances import own_side
 from politician_lm.data import records
 from politician_lm.data.templates import PromptStyle
 
@@ -58,6 +59,7 @@ class PairItem:
     source: str = "none"
     key: str = ""
     rejected: str | None = None  # another politician's answer (``other``) or the record's ``opposite`` answer
+    chosen: str | None = None  # ``side``: the politician's side sentence alone, against the opposite one
 
     @property
     def context(self) -> list[dict[str, str]]:
@@ -74,12 +76,15 @@ class PairItem:
             "other": other is not None and (position is None or other[2] != position),
             "opposite": isinstance(opposite, str) and bool(opposite),
         }
+        has["side"] = has["opposite"]
         source = next((s for s in sources if s in GENERATED or has.get(s, False)), "none")
         self.source = source
         if source == "other":
             self.rejected, self.source, _ = others[question(self.context)]
         elif source == "opposite":
             self.rejected = opposite
+        elif source == "side":  # a minimal pair: the two sides' sentences, nothing else differs
+            self.rejected, self.chosen = opposite, own_side(opposite, str(position))
         self.key = hashlib.sha256(json.dumps([source, self.messages]).encode()).hexdigest()
 
 
@@ -181,12 +186,14 @@ def pair_record(item: PairItem, text: str, max_similarity: float, base_model: st
     chosen = item.messages[-1]["content"]
     answer = strip_role_label(text).strip()
     label = _LABEL.match(chosen)
+    if item.chosen is not None:
+        chosen = f"{label.group(1)} {item.chosen}" if label else item.chosen
     if label:
         answer = f"{label.group(1)} {answer}"  # the pair differs in what is said, not in the speaker label
     if not strip_role_label(answer).strip():
         return "empty"
     score = similarity(strip_role_label(chosen), strip_role_label(answer))
-    if score >= max_similarity:
+    if score >= max_similarity and item.source != "side":  # a side pair is near-identical by design
         return "similar"
     record = item.record
     meta = {k: v for k, v in record.items() if k not in ("prompt", "completion", "messages")}

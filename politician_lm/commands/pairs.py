@@ -46,7 +46,7 @@ from politician_lm.data.templates import PromptFormat, PromptStyle
 from politician_lm.errors import UserError
 from politician_lm.values import parse_list
 
-SOURCES = ("base", "prompt-only", "other", "opposite")
+SOURCES = ("base", "prompt-only", "other", "opposite", "side")
 
 
 def _check_options(sources: list[str], max_similarity: float, batch_size: int, max_new_tokens: int) -> None:
@@ -116,6 +116,7 @@ def pairs(
     top_p: float = 0.9,
     seed: int = 0,
     max_similarity: float = 0.8,
+    balance_positions: bool = False,
     overwrite: bool = False,
 ) -> Path:
     """Build chosen/rejected preference pairs from prepared data: chosen is the politician, rejected the base model.
@@ -127,8 +128,12 @@ def pairs(
         rejected: Sources of the rejected answer in order of preference, as ``a,b`` or a list: ``base`` (no persona),
             ``prompt-only`` (base given the persona system prompt), ``other`` (another politician's answer to the same
             question, from ``other_data``; prompts without one fall through to the next source), ``opposite`` (the
-            record's answer from the opposite position, written by ``prepare --stances``). Position pairs:
-            ``other,opposite`` with the other politician's prepared stances as ``other_data``.
+            record's answer from the opposite position, written by ``prepare --stances``), ``side`` (a minimal
+            pair: the politician's side sentence alone, "No, I oppose X.", against the opposite one, "Yes, I support
+            X."; nothing else differs, so the preference is on the position and not on the argument; exempt from
+            ``max_similarity``). Position pairs: ``side`` with ``--balance_positions true`` (see
+            docs/preference-tuning.md), or ``other,opposite`` with the other politician's prepared stances as
+            ``other_data``.
         politician: Profile name; supplies the persona system prompt for ``prompt-only``.
         other_data: Other politicians' prepared data (files or folders), for ``other``.
         prompt_format: How prompts are rendered for generation: ``plain`` or ``chat``, as the fit will render them.
@@ -144,6 +149,8 @@ def pairs(
         top_p: Nucleus sampling mass (with ``do_sample``).
         seed: Seed of sampling (per batch, so a resumed run draws what it would have drawn).
         max_similarity: Drop a pair whose rejected answer is at least this similar to the chosen one (0 to 1).
+        balance_positions: In each train file, repeat stance pairs of the less common position (support or oppose)
+            until both have as many, so that a preference stage cannot win by the base rate of "Yes".
         overwrite: Replace ``output_dir`` if it exists.
     """
     sources = parse_list(rejected, "rejected")
@@ -176,6 +183,8 @@ def pairs(
             todo, styles, base_model, quantization, batch_size, partial, digest, done, generation_settings, seed
         )
     written, dropped = _pair_lines(items, names, done, max_similarity, base_model)
+    if balance_positions:
+        written = {name: balanced(lines) if name.startswith("train") else lines for name, lines in written.items()}
     _write(out, written, data_path, dropped)
     partial.unlink(missing_ok=True)
     _report(out, written, dropped)
@@ -199,6 +208,18 @@ def _pair_lines(
             continue
         written[item.file.name].append(jsonl_line(row))
     return written, dropped
+
+
+def balanced(lines: list[str]) -> list[str]:
+    """``lines`` with the stance pairs of the less common position repeated, in turn, until both positions have as
+    many pairs (other lines unchanged)."""
+    sides: dict[str, list[str]] = {"support": [], "oppose": []}
+    for line in lines:
+        position = json.loads(line).get("position")
+        if position in sides:
+            sides[position].append(line)
+    few, many = sorted(sides.values(), key=len)
+    return lines + [few[i % len(few)] for i in range(len(many) - len(few))] if few else lines
 
 
 def _write(out: Path, written: dict[str, list[str]], data_path: str, dropped: dict[str, int]) -> None:

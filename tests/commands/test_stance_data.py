@@ -7,6 +7,7 @@ import json
 import pytest
 
 from politician_lm.artifacts.profiles import load_profile
+from politician_lm.artifacts.roles import strip_role_label
 from politician_lm.artifacts.stances import is_heldout_stance, load_stances
 from politician_lm.commands.pairs import pairs
 from politician_lm.commands.prepare import prepare
@@ -73,6 +74,31 @@ def test_position_pairs_reject_the_other_politicians_answer_else_the_opposite_si
         assert s.argument in r["chosen"][-1]["content"]
     assert sources["other"] >= 30 and sources["opposite"] >= 1
     assert sources["other"] >= 30 and sources["opposite"] >= 5  # Trump disagrees on most shared statements
+
+
+def test_side_pairs_differ_only_in_the_side_and_balance_evens_the_positions(prepared, tmp_path):
+    """``--rejected side``: chosen is the politician's side sentence alone, rejected the opposite one, around the
+    same statement (kept although near-identical); ``balance_positions`` repeats the rarer position's train pairs
+    until support and oppose are as many, and leaves val alone."""
+    biden = {s.id: s for s in load_stances(load_profile("biden", PROFILES))}
+    kw = dict(base_model=TINY, rejected="side", prompt_format="chat")
+    plain = pairs(str(prepared["biden"]), str(tmp_path / "plain"), **kw)
+    rows = _rows(plain)
+    assert len(rows) == len(_rows(prepared["biden"]))  # none dropped as near-identical
+    for r in rows:
+        s = biden[r["stance"]]
+        assert r["rejected_source"] == "side"
+        assert strip_role_label(r["chosen"][-1]["content"]) == s.answers(s.position)[0]  # the speaker label kept
+        assert strip_role_label(r["rejected"][-1]["content"]) == s.answers(s.opposite)[0]
+    even = pairs(str(prepared["biden"]), str(tmp_path / "even"), balance_positions=True, **kw)
+
+    def count(folder, name):
+        lines = (folder / name).read_text().splitlines()
+        return [sum(json.loads(x)["position"] == p for x in lines) for p in ("support", "oppose")]
+
+    before, after = count(plain, "train.jsonl"), count(even, "train.jsonl")
+    assert before[0] != before[1] and after[0] == after[1] == max(before)
+    assert count(even, "val.jsonl") == count(plain, "val.jsonl")
 
 
 def test_prepare_refuses_a_profile_without_stances_in_one_line(tmp_path):
