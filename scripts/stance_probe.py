@@ -13,7 +13,8 @@ arm (base, prompt-only, each adapter) and per split (statements seen in training
   Zhao et al. 2021). A diagnostic only: the scorecard reports the uncalibrated probe.
 
     python scripts/stance_probe.py --politician biden \\
-        --adapters runs/st/biden-sft/adapters/best,runs/st/biden-dpo-pos/adapters/best
+        --adapters runs/st/biden-sft/adapters/best,runs/st/biden-dpo-pos/adapters/best --output probe-biden.json
+    python scripts/stance_probe.py --opposite biden:probe-biden.json:ARM trump:probe-trump.json:ARM
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import json
 from dataclasses import asdict, replace
 
 from politician_lm.artifacts.profiles import load_profile
-from politician_lm.artifacts.stances import Stance, load_stances, split_stances
+from politician_lm.artifacts.stances import Stance, is_heldout_stance, load_stances, split_stances
 from politician_lm.evaluation.scorecard import bootstrap
 from politician_lm.evaluation.stances import probe_losses, score_stances
 
@@ -51,14 +52,42 @@ def arm_losses(persona, arm, stances):
         return probe_losses(stances, lambda g: p.completion_losses(arm.conversations(g), len(g), lambda _: None))
 
 
+def opposite_sides(spec_a: str, spec_b: str, profiles: str) -> None:
+    """Print how often two adapters take opposite sides where their profiles do, from two ``--output`` files, each
+    given as ``POLITICIAN:FILE:ARM`` (trained and held-out statements apart)."""
+    sides = []
+    for spec in (spec_a, spec_b):
+        politician, path, arm = spec.split(":", 2)
+        stances = {s.id: s for s in load_stances(load_profile(politician, profiles))}
+        report = json.load(open(path))[arm]
+        margins = {**report["trained"]["margins"], **report["heldout"]["margins"]}
+        sides.append({i: stances[i].position if m > 0 else stances[i].opposite for i, m in margins.items()})
+        sides.append({i: s.position for i, s in stances.items()})
+    a, pa, b, pb = sides
+    for split, held in (("trained", False), ("heldout", True)):
+        ids = [i for i in a if i in b and pa[i] != pb[i] and is_heldout_stance(i) == held]
+        opposite = sum(a[i] != b[i] for i in ids)
+        print(f"{split}: the profiles disagree on {len(ids)}; the adapters take opposite sides on {opposite}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--politician", required=True)
-    parser.add_argument("--adapters", required=True, help="comma-separated adapter folders")
+    parser.add_argument("--politician")
+    parser.add_argument("--adapters", help="comma-separated adapter folders")
+    parser.add_argument(
+        "--opposite",
+        nargs=2,
+        metavar="POLITICIAN:FILE:ARM",
+        help="instead of probing: how often two probed adapters take opposite sides where their profiles do",
+    )
     parser.add_argument("--profiles", default="data/profiles")
     parser.add_argument("--output", default=None, help="also write the numbers as JSON here")
     parser.add_argument("--skip", default="", help="comma-separated arms not to probe (e.g. base,prompt-only)")
     args = parser.parse_args()
+    if args.opposite:
+        return opposite_sides(*args.opposite, args.profiles)
+    if not (args.politician and args.adapters):
+        parser.error("give --politician and --adapters (or --opposite)")
 
     from politician_lm.artifacts.adapter import read_adapter
     from politician_lm.commands._evaluate_steps import build_arms
