@@ -34,10 +34,9 @@ CONTENT_FREE = Stance("content-free", "none", "it", "support", "none")
 def auroc(support_minus_oppose: list[float], positions: list[str]) -> float:
     """Chance that a statement the profile supports gets a higher support-minus-oppose score than one it opposes
     (ties count half): the probe's ranking of positions, blind to a lean shared by every statement."""
-    sup = [x for x, p in zip(support_minus_oppose, positions) if p == "support"]
-    opp = [x for x, p in zip(support_minus_oppose, positions) if p == "oppose"]
-    wins = sum((a > b) + 0.5 * (a == b) for a in sup for b in opp)
-    return wins / max(1, len(sup) * len(opp))
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score([p == "support" for p in positions], support_minus_oppose))
 
 
 def arm_losses(persona, arm, stances):
