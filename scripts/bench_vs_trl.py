@@ -339,6 +339,18 @@ def main() -> None:
         default=None,
         help="train a random-weight Mistral of this shape instead of the demo model (--gpu implies 7b)",
     )
+    ap.add_argument(
+        "--random-dir",
+        default=None,
+        help="build the random-weight model in this folder and keep it (reused if it holds one), e.g. for a "
+        "following `politician-lm fit --config configs/biden.yaml --model.model_name_or_path DIR`",
+    )
+    ap.add_argument(
+        "--only",
+        choices=("packing", "padded"),
+        default=None,
+        help="run one like-for-like pair only (ours and TRL, packing or padded), e.g. to fit a short GPU lease",
+    )
     args = ap.parse_args()
     import torch
 
@@ -352,7 +364,7 @@ def main() -> None:
         )
     shape = args.random_model or ("7b" if args.gpu else None)
     args.batch = args.batch or (4 if args.gpu else 8)  # 4 rows x 1024 tokens: about half the activations of 8 rows
-    runs = list(RUNS)
+    runs = [r for r in RUNS if args.only is None or r[2] == (args.only == "packing")]
     if not args.gpu and not args.no_allocator_row and allocator.tcmalloc_library():
         runs.append(TCMALLOC_RUN)
     with tempfile.TemporaryDirectory() as tmp:
@@ -360,8 +372,9 @@ def main() -> None:
         if args.model:
             model, lr = str(Path(args.model).resolve()), 2e-4
         if shape:
-            model, lr = f"{tmp}/mistral-{shape}-random", 2e-4
-            random_mistral(model, shape, args.gpu)
+            model, lr = str(Path(args.random_dir).resolve()) if args.random_dir else f"{tmp}/mistral-{shape}-random", 2e-4
+            if not (Path(model) / "config.json").is_file():
+                random_mistral(model, shape, args.gpu)
         if args.gpu:
             max_length = 1024
         lr = args.lr or lr
@@ -396,7 +409,7 @@ def main() -> None:
             r["to_target_s"] = time_to(r["curve"], target)
     keys = ("tokens_per_s", "seconds", "padding", "peak_mb", "loss", "eval_loss", "gflop_s", "to_target_s")
     med = {name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in results.items()}
-    ours = med["ours (packing)"]
+    ours = med.get("ours (packing)") or med["ours (padded)"]
     mfu_head = f"{'MFU':>6}" if peak else ""
     print(
         f"\n{'run':<17}{'tokens/s':>9}{'train s':>9}{'padding':>8}{'peak MB':>9}{'loss':>7}{'eval loss':>10}"
@@ -426,6 +439,8 @@ def main() -> None:
     pairs = [("ours (padded)", "TRL defaults"), ("ours (packing)", "TRL packing")]
     print(f"\n{'like for like':<36}{'tokens/s ours/TRL':>19}{'peak memory ours/TRL':>22}{'eval loss ours - TRL':>22}")
     for a, b in pairs:
+        if a not in med:
+            continue
         print(
             f"{a + ' vs ' + b:<36}{med[a]['tokens_per_s'] / med[b]['tokens_per_s']:>19.2f}"
             f"{med[a]['peak_mb'] / med[b]['peak_mb']:>22.2f}{med[a]['eval_loss'] - med[b]['eval_loss']:>+22.3f}"

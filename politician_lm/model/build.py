@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from peft import LoraConfig, get_peft_model
 from transformers import get_scheduler
 
 from politician_lm.artifacts.adapter import attach_adapter
@@ -38,13 +38,14 @@ def build_trainable_model(
         attn_implementation,
         quant_storage=quant_storage,
     )
-    if quantization != "none":
-        model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
-    elif gradient_checkpointing:
+    # Not PEFT's prepare_model_for_kbit_training: it casts every weight that is not 4-bit (embeddings, head, norms)
+    # to fp32, and an fp32 norm weight turns the residual stream and every saved activation fp32 under bf16
+    # autocast. On an H200 (7B shapes) that cost 1.5x TRL's peak memory at 0.74x its tokens/s (docs/performance.md).
+    # The base keeps the compute dtype it was loaded in; the LoRA weights stay fp32 (PEFT's default), the matmuls
+    # run in the compute dtype. On CPU the compute dtype is fp32, so nothing changes there.
+    for param in model.parameters():
+        param.requires_grad = False
+    if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     if isinstance(adapter, LoraConfig):
