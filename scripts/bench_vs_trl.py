@@ -372,7 +372,9 @@ def main() -> None:
         if args.model:
             model, lr = str(Path(args.model).resolve()), 2e-4
         if shape:
-            model, lr = str(Path(args.random_dir).resolve()) if args.random_dir else f"{tmp}/mistral-{shape}-random", 2e-4
+            model, lr = f"{tmp}/mistral-{shape}-random", 2e-4
+            if args.random_dir:
+                model = str(Path(args.random_dir).resolve())
             if not (Path(model) / "config.json").is_file():
                 random_mistral(model, shape, args.gpu)
         if args.gpu:
