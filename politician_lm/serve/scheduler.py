@@ -1,9 +1,9 @@
 """Iteration-level scheduling: the rows that decode together, in one left-padded KV cache, one token per step.
 
-A request joins the running batch between two steps. Its prompt runs first: rows of one prompt length at a time,
-so a prompt is never padded, and without the head all prompts of its persona start with (system prompt, template),
-whose keys and values are computed once per persona and reused (``Prefix``, prefix caching as vLLM does it). Then
-its keys and values are put beside the running rows', the shorter side padded on the left to a common length
+A request joins the running batch between two steps. The prompts of the requests admitted together run first, in
+one forward pass (left-padded, masked), without the head all prompts of a persona start with (system prompt,
+template), whose keys and values are computed once per persona and reused (``Prefix``, prefix caching as vLLM does
+it). Then their keys and values are put beside the running rows', the shorter side padded on the left to a common length
 (masked; each row's position ids come from its own mask, so every token keeps its position). A row that finishes
 or whose client is gone leaves right after the step (its cache rows are dropped by index, and columns that are
 padding for every remaining row are cut off the left). Each row names its persona's adapter in PEFT's per-row
@@ -166,6 +166,7 @@ class DecodeBatch:
         if self.keep_arg:
             kwargs["logits_to_keep"] = 1
         positions = (mask.sum(1, keepdim=True) - ids.shape[1]) + torch.arange(ids.shape[1], device=ids.device)
+        positions = positions.clamp(min=0)  # a padding column's (masked) may fall below 0; real ones never do
         if self.adapters is not None:
             self.adapters.names = adapters
         try:
@@ -183,30 +184,37 @@ class DecodeBatch:
         ]
 
     def prefill(self, rows: list[Row]) -> list[int]:
-        """Run the rows' prompts (one forward per prompt length, unpadded; a persona's prompt head comes from its
-        ``Prefix``), put them beside the running rows and return each new row's first token, in the order the rows
-        now sit in the batch (one prompt length after another, which need not be the order given). All or none
-        join."""
+        """Run the new rows' prompts in one forward pass, put them beside the running rows and return each new row's
+        first token, in the order given (the order they now sit in the batch). All or none join.
+
+        A persona's prompt head comes from its ``Prefix`` (keys and values, left-padded to the longest head of these
+        rows); the rest of each prompt is left-padded to the longest rest. A row's real columns are therefore its
+        head, padding, then the rest of its prompt; the mask hides the padding and every position id comes from the
+        row's own mask, so each token is computed at its own position, as if its prompt had run alone."""
         device = self.model.device
-        groups: dict[tuple[int, int], list[Row]] = {}
-        for row in rows:
-            shared = row.prefix.covers(row.ids) if row.prefix is not None else 0
-            groups.setdefault((len(row.ids), shared), []).append(row)
-        parts, firsts = [], {}
-        for (_, shared), group in groups.items():
-            ids = torch.tensor([r.ids[shared:] for r in group], device=device)
-            mask = torch.ones(len(group), len(group[0].ids), dtype=torch.long, device=device)
-            cache = DynamicCache()
-            if shared:
-                heads = [self._head(r) for r in group]
-                for i, layer in enumerate(zip(*heads)):
-                    cache.update(torch.cat([k for k, _ in layer]), torch.cat([v for _, v in layer]), i)
-            picked = self._pick(group, self._logits(ids, mask, cache, [r.adapter for r in group]))
-            parts.append((group, cache, mask, picked))
-            firsts.update({id(r): t for r, t in zip(group, picked)})
-        for group, cache, mask, picked in parts:
-            self._join(group, cache, mask, torch.tensor(picked, device=device))
-        return [firsts[id(r)] for r in self.rows[len(self.rows) - len(rows) :]]
+        shared = [row.prefix.covers(row.ids) if row.prefix is not None else 0 for row in rows]
+        rest = [len(row.ids) - s for row, s in zip(rows, shared)]
+        head_width, width = max(shared), max(rest)
+        ids = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+        mask = torch.zeros(len(rows), head_width + width, dtype=torch.long, device=device)
+        for i, (row, s, n) in enumerate(zip(rows, shared, rest)):
+            ids[i, width - n :] = torch.tensor(row.ids[s:], device=device)
+            mask[i, head_width - s : head_width] = 1
+            mask[i, head_width + width - n :] = 1
+        cache = DynamicCache()
+        if head_width:
+            heads = {i: self._head(row) for i, (row, s) in enumerate(zip(rows, shared)) if s}
+            template = next(iter(heads.values()))
+            for layer, (k0, v0) in enumerate(template):
+                keys, values = [], []
+                for i, s in enumerate(shared):
+                    k, v = heads[i][layer] if s else (k0[:, :, :0], v0[:, :, :0])
+                    keys.append(_pad_left(k, head_width - s, 2))
+                    values.append(_pad_left(v, head_width - s, 2))
+                cache.update(torch.cat(keys), torch.cat(values), layer)
+        picked = self._pick(rows, self._logits(ids, mask, cache, [r.adapter for r in rows]))
+        self._join(rows, cache, mask, torch.tensor(picked, device=device))
+        return picked
 
     def _head(self, row: Row) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The keys and values of the row's persona prefix, run once (as a batch of one) on first use."""

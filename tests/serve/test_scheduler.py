@@ -50,6 +50,10 @@ class Passes(list):
 
     widths: list[int]
 
+    def clear(self) -> None:
+        super().clear()
+        self.widths.clear()
+
 
 @pytest.fixture
 def forwards(engine, monkeypatch) -> Passes:
@@ -107,10 +111,10 @@ def test_three_personas_a_mix_and_the_base_share_one_forward_pass_and_answer_as_
 
 
 def test_rows_of_different_prompt_lengths_sent_together_each_get_their_own_first_token(engine, forwards):
-    """Prompts of different lengths prefill in separate forward passes (one per length) and join the batch group by
-    group, not in the order sent: each job must still get its own first token (a server once streamed one row's
-    first token to another request under load). The tiny model opens every answer with the same label token, so
-    each prompt here already ends with it and the first token picked is the answer's first word."""
+    """Prompts of different lengths sent together prefill in one left-padded forward pass: each job must still get
+    its own first token (a server once streamed one row's first token to another request under load, when each
+    length ran alone and joined the batch group by group). The tiny model opens every answer with the same label
+    token, so each prompt here already ends with it and the first token picked is the answer's first word."""
     requests = [("alpha", QUESTIONS[0]), ("beta", "What about jobs?"), ("alpha", QUESTIONS[3])]
     label = alone(engine, "alpha", QUESTIONS[0], 2)  # "POLITICIAN:"
     ids = [engine.personas[p].persona.prompt_ids(ask(q)) + label for p, q in requests]
@@ -119,8 +123,23 @@ def test_rows_of_different_prompt_lengths_sent_together_each_get_their_own_first
     assert len({t[0] for t in want}) > 1, want  # different first tokens: a swap would show
     forwards.clear()
     together = run(engine, [(p, q, 6, GREEDY, {"prompt_ids": i}) for (p, q), i in zip(requests, ids)])
-    assert len(set(forwards.widths[:2])) == 2  # two prompt lengths: two prefill passes
+    assert len(forwards[0]) == 3 and forwards.widths[1] == 1  # one prefill pass for both lengths, then decoding
     assert [j.tokens for j in together] == want
+
+
+def test_rows_with_and_without_a_prompt_head_prefill_in_one_pass_and_answer_as_alone(engine, forwards):
+    """gamma's rows start from its cached prompt head, the others run whole: sent together they share one
+    prefill pass (heads left-padded to one width, the rest of each prompt left-padded after them) and each answer
+    is the one its prompt gets alone."""
+    requests = [("gamma", QUESTIONS[0]), ("base", QUESTIONS[1]), ("alpha", "Jobs?"), ("gamma", QUESTIONS[2])]
+    want = [alone(engine, p, q) for p, q in requests]
+    assert len({tuple(t) for t in want}) == len(want), want
+    forwards.clear()
+    together = run(engine, [(p, q, 16, GREEDY, {}) for p, q in requests])
+    assert [j.error for j in together] == [None] * len(requests)
+    assert [j.tokens for j in together] == want
+    assert sorted(forwards[0]) == sorted(engine.personas[p].adapter for p, _ in requests)  # all four in pass one
+    assert forwards.widths[1:] == [1] * (len(forwards.widths) - 1)  # every later pass decodes one token a row
 
 
 def test_a_request_joins_a_running_batch_and_a_finished_row_leaves_at_once(engine, forwards):
