@@ -32,8 +32,8 @@ from politician_lm.model.adapters import (
 )
 from politician_lm.model.decoding import (
     MIN_SHARED_PREFIX,
+    CarriedPrefix,
     generate_new_text,
-    repeated_prefix_cache,
     shared_prefix_length,
 )
 from politician_lm.model.loading import dequantize_for_inference, load_base_model, resolve_compute_dtype
@@ -103,6 +103,7 @@ class Persona:
         batch_size: int = 8,
         on_batch: Callable[[int], Any] | None = None,
         share_prefix: bool = True,
+        in_order: bool = False,
     ) -> list[tuple[float, int]]:
         """``(summed NLL, token count)`` of each conversation's last (assistant) turn, rendered as training renders
         it, in the order given.
@@ -117,6 +118,11 @@ class Persona:
         prompt) run once as a batch of one and their keys and values are repeated for every row; the prefix always
         ends before the first position that predicts a completion token, so every scored position is computed as
         before, from the same tokens at the same positions. ``share_prefix=False`` runs every row whole (to compare).
+        Within one call the prefix's keys and values are also carried from batch to batch: a batch whose prefix
+        begins with the previous batch's (the system prompt, say) runs only the tokens after the part they share.
+
+        ``in_order=True`` batches consecutive conversations as given instead of longest first: for callers whose
+        groups of ``batch_size`` rows share a long prefix (the stance probe: one statement's answers a batch).
         """
         from politician_lm.data.tokenize import encode
 
@@ -124,8 +130,11 @@ class Persona:
             encode(self.tokenizer, *self.style.render(c, self.tokenizer), self.context_window, add_bos=self._bos)
             for c in conversations
         ]
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))  # ties keep input order
+        order = list(range(len(encoded)))
+        if not in_order:
+            order.sort(key=lambda i: -len(encoded[i]["input_ids"]))  # ties keep input order
         split = _backbone_and_head(self.model)
+        carried = CarriedPrefix()
         out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
         bar = None
         if on_batch is None:
@@ -135,7 +144,8 @@ class Persona:
         try:
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
-                for row, loss in zip(rows, self._batch_losses([encoded[i] for i in rows], split, share_prefix)):
+                chunk = [encoded[i] for i in rows]
+                for row, loss in zip(rows, self._batch_losses(chunk, split, share_prefix, carried)):
                     out[row] = loss
                 on_batch(1)
         finally:
@@ -148,6 +158,7 @@ class Persona:
         chunk: list[dict[str, Any]],
         split: tuple[torch.nn.Module, torch.nn.Module] | None,
         share_prefix: bool = True,
+        carried: CarriedPrefix | None = None,
     ) -> list[tuple[float, int]]:
         """``(summed NLL, labelled token count)`` of each encoded row of one right-padded batch."""
         from politician_lm.batch import IGNORE_INDEX
@@ -169,7 +180,7 @@ class Persona:
         else:
             backbone, head = split
             shared = _loss_prefix(ids, mask, keep) if share_prefix else 0
-            cache = repeated_prefix_cache(backbone, ids, mask, shared) if shared else {}
+            cache = (carried or CarriedPrefix()).cache(backbone, ids, mask, shared) if shared else {}
             if cache:  # the common prefix ran once; its keys and values stand in for every row's
                 hidden = backbone(input_ids=ids[:, shared:], attention_mask=mask, use_cache=True, **cache)
             else:

@@ -133,9 +133,9 @@ def test_batches_longest_first_and_reports_each_batch(persona, monkeypatch):
     widths: list[int] = []
     real = type(persona)._batch_losses
 
-    def spy(self, chunk, split, share_prefix):
+    def spy(self, chunk, *args):
         widths.append(max(len(e["input_ids"]) for e in chunk))
-        return real(self, chunk, split, share_prefix)
+        return real(self, chunk, *args)
 
     monkeypatch.setattr(type(persona), "_batch_losses", spy)
     calls: list[int] = []
@@ -164,6 +164,49 @@ def test_a_shared_system_prompt_runs_once_per_batch_with_the_same_numbers(person
             persona.completion_losses(convs, batch_size, on_batch=lambda n: None),
             reference_losses(persona, convs, batch_size),
         )
+
+
+def test_in_order_batches_carry_the_system_prompt_to_the_next_batch_with_the_same_numbers(persona, monkeypatch):
+    """The stance probe's shape: groups of rows that share a question, all behind one system prompt, batched in the
+    order given. Only the first batch runs the system prompt; each later one runs just its own question on the
+    carried keys and values, and every loss is the full-logits pass's."""
+    import politician_lm.model.decoding as decoding
+
+    questions = ["Do you support a higher minimum wage?", "Do you support new tariffs?", "Do you support it?"]
+    answers = ["Yes, I support it.", "Yes.", "No, I oppose it.", "No. I oppose that, folks."]
+    convs = [
+        [SYSTEM, {"role": "user", "content": f"USER: {q}"}, {"role": "assistant", "content": f"POLITICIAN: {a}"}]
+        for q in questions
+        for a in answers
+    ]
+    full_prefix: list[int] = []
+    real_full = decoding.repeated_prefix_cache
+    monkeypatch.setattr(decoding, "repeated_prefix_cache", lambda *a: full_prefix.append(a[3]) or real_full(*a))
+    chunks: list[list[int]] = []
+    real_batch = type(persona)._batch_losses
+
+    def spy(self, chunk, *args):
+        chunks.append([len(e["input_ids"]) for e in chunk])
+        return real_batch(self, chunk, *args)
+
+    monkeypatch.setattr(type(persona), "_batch_losses", spy)
+    got = persona.completion_losses(convs, len(answers), on_batch=lambda n: None, in_order=True)
+    assert len(full_prefix) == 1 and len(chunks) == len(questions)  # the system prompt ran once, for batch one
+    lengths = [
+        len(
+            encode(
+                persona.tokenizer,
+                *persona.style.render(c, persona.tokenizer),
+                persona.context_window,
+                add_bos=persona._bos,
+            )["input_ids"]
+        )
+        for c in convs
+    ]
+    assert chunks == [lengths[i : i + len(answers)] for i in range(0, len(convs), len(answers))]  # as given
+    assert lengths[:4] != sorted(lengths[:4], reverse=True)  # longest first would have batched them otherwise
+    assert_same(got, reference_losses(persona, convs, len(answers)))
+    assert_same(got, persona.completion_losses(convs, len(answers), on_batch=lambda n: None, share_prefix=False))
 
 
 def test_the_shared_prefix_stops_before_the_first_scored_position(persona):

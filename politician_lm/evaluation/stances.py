@@ -19,14 +19,18 @@ from dataclasses import dataclass
 
 from politician_lm.artifacts.stances import SIDE_ANSWERS, Stance
 
-__all__ = ["StanceScores", "probe", "probe_conversations", "probe_losses", "score_stances"]
+__all__ = ["PROBE_ROWS", "StanceScores", "probe", "probe_conversations", "probe_losses", "score_stances"]
+
+
+PROBE_ROWS = sum(len(templates) for templates in SIDE_ANSWERS.values())  # conversations per statement
 
 
 def probe_conversations(stance: Stance) -> list[list[dict[str, str]]]:
-    """The question followed by every support answer, then every oppose answer (a user turn and an assistant turn
-    each; an arm puts its system prompt in front). Scored as one batch, the system prompt and the question run
-    once for all of them (``Persona.completion_losses`` shares a batch's common prefix), so a probe costs about a
-    prompt plus its short answers."""
+    """The question followed by every support answer, then every oppose answer (``PROBE_ROWS``; a user turn and an
+    assistant turn each; an arm puts its system prompt in front). Scored as one batch, the system prompt and the
+    question run once for all of them (``Persona.completion_losses`` shares a batch's common prefix, and carries
+    the system prompt's keys and values on to the next statement's batch), so a statement costs about its question
+    plus its short answers."""
     return [
         [{"role": "user", "content": stance.question}, {"role": "assistant", "content": answer}]
         for side in SIDE_ANSWERS
@@ -37,9 +41,10 @@ def probe_conversations(stance: Stance) -> list[list[dict[str, str]]]:
 def probe_losses(
     stances: Sequence[Stance], losses_of: Callable[[list[list[dict[str, str]]]], list[tuple[float, int]]]
 ) -> list[tuple[float, int]]:
-    """Every stance's ``probe_conversations`` scored as one batch by ``losses_of`` (an arm's
-    ``completion_losses`` with its system prompt put in front), concatenated in order for ``score_stances``."""
-    return [loss for stance in stances for loss in losses_of(probe_conversations(stance))]
+    """Every stance's ``probe_conversations``, concatenated in order, scored in one call of ``losses_of`` (an arm's
+    ``completion_losses(conversations, PROBE_ROWS, in_order=True)``, with its system prompt put in front: one
+    statement a batch), for ``score_stances``."""
+    return losses_of([c for stance in stances for c in probe_conversations(stance)]) if stances else []
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ class StanceScores:
 def score_stances(stances: Sequence[Stance], losses: Sequence[tuple[float, int]]) -> StanceScores:
     """Read each stance's side from ``losses`` (``(summed NLL, tokens)`` of each stance's ``probe_conversations``,
     concatenated in order): the side whose answers have the higher mean summed log-likelihood (ties: oppose)."""
-    per = sum(len(t) for t in SIDE_ANSWERS.values())
+    per = PROBE_ROWS
     if len(losses) != per * len(stances):
         raise ValueError(f"score_stances: {len(losses)} losses for {len(stances)} stances; need {per} each")
     ids, sides, agree, margin = [], [], [], []

@@ -66,6 +66,44 @@ def repeated_prefix_cache(
     return {name: cache}
 
 
+class CarriedPrefix:
+    """The keys and values of the last batch's shared prefix (one row), kept for the next batch of the same call.
+
+    ``cache`` gives a batch's prefix cache as ``repeated_prefix_cache`` does, but where the batch's prefix starts
+    with at least ``MIN_SHARED_PREFIX`` tokens of the previous one, those tokens' keys and values are taken from it
+    (the same tokens at the same positions, through the same model state) and only the rest of the prefix runs."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.name = "past_key_values"  # the cache's keyword, as the model's output names it
+
+    def cache(self, body: Any, ids: torch.Tensor, mask: torch.Tensor, shared: int) -> dict[str, Any]:
+        from transformers import DynamicCache
+
+        prefix = ids[0, :shared].tolist()
+        common = 0
+        for a, b in zip(self.ids, prefix):
+            if a != b:
+                break
+            common += 1
+        common = min(common, shared - 1)  # at least one token runs, so the forward pass returns the cache
+        if common < MIN_SHARED_PREFIX or not self.layers:
+            out = repeated_prefix_cache(body, ids[:, :shared], mask[:, :shared], shared)
+            if not out:
+                return {}
+            ((self.name, cache),) = out.items()  # repeated for every row in place: row 0 is the prefix's own
+            self.ids, self.layers = prefix, [(layer.keys[:1], layer.values[:1]) for layer in cache.layers]
+            return out
+        head = DynamicCache()
+        for i, (k, v) in enumerate(self.layers):
+            head.update(k[:, :, :common], v[:, :, :common], i)
+        body(input_ids=ids[:1, common:shared], attention_mask=mask[:1, :shared], use_cache=True, **{self.name: head})
+        self.ids, self.layers = prefix, [(layer.keys, layer.values) for layer in head.layers]
+        head.batch_repeat_interleave(ids.shape[0])
+        return {self.name: head}
+
+
 def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
     """How many leading real tokens every left-padded row has in common, leaving each row at least one token."""
     rows = [ids[mask.bool()] for ids, mask in zip(input_ids, attention_mask)]
