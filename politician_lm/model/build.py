@@ -42,9 +42,7 @@ def build_trainable_model(
     # to fp32, and an fp32 norm weight turns the residual stream and every saved activation fp32 under bf16
     # autocast. On an H200 (7B shapes) that cost 1.5x TRL's peak memory at 0.74x its tokens/s (docs/performance.md).
     # The base keeps the compute dtype it was loaded in; the LoRA weights stay fp32 (PEFT's default), the matmuls
-    # run in the compute dtype. On CPU the compute dtype is fp32, so nothing changes there.
-    for param in model.parameters():
-        param.requires_grad = False
+    # run in the compute dtype. On CPU the compute dtype is fp32, so nothing changes there. PEFT freezes the base.
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
