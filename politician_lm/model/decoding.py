@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
+from transformers import DynamicCache
+
+from politician_lm.model.kv_cache import growing
 
 MIN_SHARED_PREFIX = 8  # tokens; below this the one-row prefill is not worth a second forward call
 
@@ -31,12 +35,17 @@ def generate_new_text(
     width = input_ids.shape[1]
     kwargs: dict[str, Any] = {}
     shared = shared_prefix_length(input_ids, attention_mask)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if share_prefix and shared >= MIN_SHARED_PREFIX and input_ids.shape[0] > 1:
         input_ids, attention_mask = move_padding_after_prefix(input_ids, attention_mask, shared)
         # the decoder alone (LoRA layers sit inside it): the prefix needs keys and values, not logits
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
         body = base.get_decoder() if hasattr(base, "get_decoder") else model
         kwargs = repeated_prefix_cache(body, input_ids, attention_mask, shared)
+    if not kwargs and settings.get("num_beams", 1) == 1:  # beam search reorders rows: its own cache is fine
+        name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        kwargs = {name: DynamicCache(config=base.config)}
+    for cache in kwargs.values():
+        growing(cache)  # decoding appends in place instead of copying the whole cache every step
     out = model.generate(
         input_ids=input_ids,
         attention_mask=attention_mask,
