@@ -1,11 +1,12 @@
 """A key/value cache that grows in place: decoding appends a token's keys and values without copying the cache.
 
 transformers' ``DynamicLayer`` appends by ``torch.cat``, which copies a layer's whole cache at every step: for 64
-rows of SmolLM2 that is about 0.7 GB of copying per token, a third of ``evaluate``'s generation time on 2 CPU cores.
+rows of SmolLM2 about 0.7 GB of copying per token (on 2 CPU cores, 64 prompts x 64 new tokens took 0.95x as long
+with it: 19.0 and 20.2 s against 20.0 and 20.9 s without, alternated; the answers identical).
 ``GrowingLayer`` keeps the keys and values in a buffer with room to spare, writes each step's tokens into it and
 returns views of the filled part. The views hold the same numbers in the same shape, so attention computes the same
-thing; only the copying is gone (a buffer is re-allocated, with half its length again to spare, when it is full or
-when the cache was replaced from outside: a row dropped, rows joined, a prefix repeated for every row).
+thing; only the copying is gone (a buffer is re-allocated, with ``SPARE`` more tokens of room, when it is full or when
+the cache was replaced from outside: a row dropped, a prefix repeated for every row).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _append(
         and buffer.shape[-2] >= need
     )
     if not in_place:
-        room = need + max(SPARE, need // 2)
+        room = need + SPARE
         buffer = new.new_empty((*new.shape[:-2], room, new.shape[-1]))
         if have:
             buffer[..., :have, :] = filled

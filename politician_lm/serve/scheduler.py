@@ -24,7 +24,6 @@ import torch
 from transformers import DynamicCache
 
 from politician_lm.model.decoding import MIN_SHARED_PREFIX
-from politician_lm.model.kv_cache import growing
 from politician_lm.serve.sampling import RowSampler
 from politician_lm.serve.text import ReplyText
 
@@ -229,8 +228,8 @@ class DecodeBatch:
 
     def _join(self, rows: list[Row], cache: Any, mask: torch.Tensor, nxt: torch.Tensor) -> None:
         if not self.rows:
-            self.rows, self.cache, self.mask, self.next = list(rows), growing(cache), mask, nxt
-            return  # growing: each step appends its token in place rather than copying the cache
+            self.rows, self.cache, self.mask, self.next = list(rows), cache, mask, nxt
+            return
         have, new = self.mask.shape[1], mask.shape[1]
         width = max(have, new)
         for mine, theirs in zip(self.cache.layers, cache.layers):
