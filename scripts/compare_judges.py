@@ -141,7 +141,7 @@ def main() -> None:
             if split != "held-out":
                 cv.append((accuracy, balanced))
                 continue
-            went = {c: dict(collections.Counter(pred[gold == c].tolist())) for c in sorted(set(gold))}
+            went = {str(c): dict(collections.Counter(pred[gold == c].tolist())) for c in sorted(set(gold))}
             line = f"held-out {accuracy:.3f} (balanced {balanced:.3f}); held-out class -> judged as: {went}"
         print(f"{name:15s} cv {np.mean([a for a, _ in cv]):.3f} (balanced {np.mean([b for _, b in cv]):.3f})  {line}")
 
