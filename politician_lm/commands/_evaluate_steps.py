@@ -41,6 +41,11 @@ def build_arms(persona: Persona, folders: list[AdapterFolder], system_prompt: st
     return arms
 
 
+def first_tokens(tokenizer: Any, texts: list[str], n: int) -> list[str]:
+    """Each text cut to its first ``n`` tokens, as an answer of at most ``n`` new tokens would be."""
+    return tokenizer.batch_decode([ids[:n] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]])
+
+
 def run_arms(
     persona: Persona,
     arms: list[Arm],
@@ -75,6 +80,9 @@ def run_arms(
             bare = replace(persona, style=arms[0].style)
             generic = generic_texts(bare, pool, max_new_tokens, batch_size, base_path, bar.update)
         runs.classifier, runs.n_generic = load_judge(judge[0], judge[1], judge[2], generic), len(generic)
+        references = [strip_politician_label(i.get("reference", "")) for i in items[: ctx.n_style]]
+        if references and all(references):  # the real continuations, cut to the answers' length, judged alike
+            runs.real_speech = runs.classifier.predict(first_tokens(persona.tokenizer, references, max_new_tokens))
         ctx = replace(ctx, classifier=runs.classifier)
         for arm in arms:
             arm_persona = replace(persona, style=arm.style)

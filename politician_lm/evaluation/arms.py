@@ -87,6 +87,7 @@ class ArmRuns:
     classifier: Any
     n_generic: int
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each part, summed over arms
+    real_speech: list[str] = field(default_factory=list)  # the judge's labels of the style prompts' references
 
 
 def target_stances(arm: Arm, ctx: ArmContext) -> list[Stance]:

@@ -37,11 +37,32 @@ def scorecard_report(
         "classifier": classifier,
         "arms": summary,
         "differences": differences(runs.results, n_boot, seed),
-        "confusion": scorecard.confusion(runs.results, classifier["labels"]),
+        "confusion": scorecard.confusion(runs.results, classifier["labels"]) | real_speech_row(runs, classifier),
+        "real_speech": real_speech_record(runs, politician, n_boot, seed),
         "corpus_distinct": runs.corpus_distinct,
         "stances": stance_record(runs.results, n_boot, seed),
         "seconds": {part: round(t, 1) for part, t in runs.seconds.items()},
     }
+
+
+REAL_SPEECH = "real speech"
+
+
+def real_speech_row(runs: ArmRuns, classifier: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """The confusion matrix's row for the real speech: the judge's labels of the style prompts' references."""
+    if not runs.real_speech:
+        return {}
+    return {REAL_SPEECH: {label: runs.real_speech.count(label) for label in classifier["labels"]}}
+
+
+def real_speech_record(runs: ArmRuns, politician: str, n_boot: int, seed: int) -> dict[str, Any] | None:
+    """metrics.json's ``real_speech``: how often the judge attributes the politician's own continuation of each
+    style prompt (cut to the answers' length) to the politician: the most a persona's ``style_attribution`` can
+    be expected to reach with this judge."""
+    if not runs.real_speech:
+        return None
+    own = [float(label == politician) for label in runs.real_speech]
+    return {"style_attribution": scorecard.bootstrap(own, n_boot=n_boot, seed=seed).to_dict()}
 
 
 def stance_record(results: dict[str, scorecard.ArmScores], n_boot: int, seed: int) -> dict[str, Any]:
@@ -101,6 +122,11 @@ def scorecard_text(report: dict[str, Any]) -> str:
         for name, metrics in report[group].items():
             lines.append(f"{short_name(name):<{width}}" + "".join(f"{cell(metrics.get(m)):<26}" for m in METRICS))
         lines.append("")
+    if real := report.get("real_speech"):
+        lines.append(
+            f"{REAL_SPEECH}: the held-out continuation of each style prompt, cut to the answers' length, judged "
+            f"{report['politician']}: {cell(real['style_attribution'])} (the judge's ceiling for style_attribution)"
+        )
     for pair, e in (report.get("stances") or {}).get("opposite_sides", {}).items():
         a, b = pair.split(" vs ")
         lines.append(

@@ -126,6 +126,10 @@ def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(demo_fit, tm
     assert f"{root.name}/last - {root.name}/best" in proc.stdout  # the table's short names
     assert set(report["corpus_distinct"][later]) == {"distinct_1", "distinct_2"}
     assert sum(report["confusion"][adapter].values()) == 12
+    # the real speech: each style prompt's own held-out continuation, cut to the answers' length, judged alike
+    real = report["real_speech"]["style_attribution"]
+    assert real["n"] == 12 and real["value"] * 12 == report["confusion"]["real speech"]["biden"]
+    assert sum(report["confusion"]["real speech"].values()) == 12 and "real speech: the held-out" in proc.stdout
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "Differences (paired bootstrap)" in page
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
@@ -185,3 +189,15 @@ def test_the_stance_metric_can_fail_a_profile_with_every_position_flipped_scores
             assert other["arms"][arm][key]["value"] == pytest.approx(1 - metrics[key]["value"])
             assert other["arms"][arm][key]["n"] == metrics[key]["n"] > 0
         assert real["stances"]["sides"][arm] == other["stances"]["sides"][arm]  # the model took the same sides
+
+
+def test_real_speech_is_cut_to_the_answers_length_in_tokens(tiny_path):
+    from transformers import AutoTokenizer
+
+    from politician_lm.commands._evaluate_steps import first_tokens
+
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    texts = ["Folks, let me tell you something about this country of ours and what it can do.", "Short."]
+    cut = first_tokens(tok, texts, 6)
+    assert len(tok(cut[0], add_special_tokens=False)["input_ids"]) == 6 and texts[0].startswith(cut[0])
+    assert cut[1] == "Short."
