@@ -21,6 +21,7 @@ from politician_lm.artifacts.adapter import read_adapter, read_metadata, resolve
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import adds_bos, encode_prompt
 from politician_lm.errors import UserError
+from politician_lm.evaluation.stances import PROBE_ROWS
 from politician_lm.model.adapters import (
     activate,
     adapter_names,
@@ -191,6 +192,14 @@ class Persona:
         rows = keep.nonzero()[:, 0].to(nll.device)  # row of each labelled position (row-major, as boolean indexing)
         sums = torch.zeros(len(chunk), dtype=nll.dtype, device=nll.device).index_add_(0, rows, nll)
         return [(float(s), int(n)) for s, n in zip(sums.tolist(), counts)]
+
+    def stance_losses(
+        self, conversations: list[list[dict[str, str]]], on_batch: Callable[[int], Any] | None = None
+    ) -> list[tuple[float, int]]:
+        """``completion_losses`` as the stance probe scores its conversations (``evaluation.stances``): one
+        statement's ``PROBE_ROWS`` answers a batch, in the order given, so the system prompt runs once per call and
+        each question once for its answers. No progress bar unless ``on_batch`` is given."""
+        return self.completion_losses(conversations, PROBE_ROWS, on_batch or (lambda _: None), in_order=True)
 
 
 def _loss_prefix(ids: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor) -> int:

@@ -26,7 +26,7 @@ from dataclasses import asdict, replace
 from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.stances import Stance, is_heldout_stance, load_stances, split_stances
 from politician_lm.evaluation.scorecard import bootstrap
-from politician_lm.evaluation.stances import PROBE_ROWS, probe_losses, score_stances
+from politician_lm.evaluation.stances import probe_losses, score_stances
 
 CONTENT_FREE = Stance("content-free", "none", "it", "support", "none")
 
@@ -48,9 +48,7 @@ def arm_losses(persona, arm, stances):
     if arm.adapter is not None:
         activate(persona.model, arm.adapter)
     with persona.model.disable_adapter() if arm.adapter is None else nullcontext():
-        return probe_losses(
-            stances, lambda g: p.completion_losses(arm.conversations(g), PROBE_ROWS, lambda _: None, in_order=True)
-        )
+        return probe_losses(stances, lambda g: p.stance_losses(arm.conversations(g)))
 
 
 def opposite_sides(spec_a: str, spec_b: str, profiles: str) -> None:

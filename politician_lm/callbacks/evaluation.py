@@ -28,7 +28,7 @@ from politician_lm.data import records
 from politician_lm.evaluation.generic import generic_texts
 from politician_lm.evaluation.metrics import copies_training
 from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, score
-from politician_lm.evaluation.stances import PROBE_ROWS, probe
+from politician_lm.evaluation.stances import probe
 from politician_lm.evaluation.style import generic_pool
 from politician_lm.evaluation.voices import JudgeKind, check_presidents, load_judge
 from politician_lm.inference import Persona
@@ -183,9 +183,7 @@ class PersonaEvaluation(L.Callback):
     def _stance_agreement(self, persona: Persona) -> float | None:
         """Agreement with the profile's held-out stance statements (``evaluation.stances``), None without any."""
         held = heldout_stances(self.profile or {}, str(self.politician))
-        scores = probe(
-            held, lambda convs: persona.completion_losses(convs, PROBE_ROWS, on_batch=lambda _: None, in_order=True)
-        )
+        scores = probe(held, persona.stance_losses)
         return scores.agreement if scores else None
 
     def _publish(

@@ -18,7 +18,7 @@ from politician_lm.artifacts.roles import strip_role_label
 from politician_lm.artifacts.stances import Stance, heldout_stances
 from politician_lm.callbacks.contracts import AdapterModule, PromptData, require
 from politician_lm.evaluation.persona import eval_items
-from politician_lm.evaluation.stances import PROBE_ROWS, probe
+from politician_lm.evaluation.stances import probe
 from politician_lm.inference import Persona
 from politician_lm.model.loading import dequantized
 
@@ -86,15 +86,12 @@ class SideBySide(L.Callback):
         held = self._heldout_stances(dm)
         scores = []
 
-        def losses_of(group: list[list[dict[str, str]]]) -> list[tuple[float, int]]:
-            return persona.completion_losses(group, PROBE_ROWS, on_batch=lambda _: None, in_order=True)
-
         with dequantized(model):  # on CPU the 4-bit base de-quantized once, as ``generate`` runs it
             with model.disable_adapter():
                 base = persona.generate(convs, max_new_tokens=self.max_new_tokens, do_sample=False)
-                scores.append(probe(held, losses_of))
+                scores.append(probe(held, persona.stance_losses))
             tuned = persona.generate(convs, max_new_tokens=self.max_new_tokens, do_sample=False)
-            scores.append(probe(held, losses_of))
+            scores.append(probe(held, persona.stance_losses))
         if was_training:
             model.train()
         rows = [

@@ -22,7 +22,7 @@ from politician_lm.evaluation.arms import (
     score_arm,
     target_stances,
 )
-from politician_lm.evaluation.stances import PROBE_ROWS, probe_losses
+from politician_lm.evaluation.stances import probe_losses
 from politician_lm.inference import Persona
 from politician_lm.model.adapters import activate, adapter_names
 
@@ -104,9 +104,7 @@ def run_arms(
                 scored = time.perf_counter()
                 stance_losses = probe_losses(
                     target_stances(arm, ctx),
-                    lambda group, p=arm_persona, a=arm: p.completion_losses(
-                        a.conversations(group), PROBE_ROWS, bar.update, in_order=True
-                    ),
+                    lambda group, p=arm_persona, a=arm: p.stance_losses(a.conversations(group), bar.update),
                 )
                 for part, seconds in (("generation", generated - started), ("heldout_loss", scored - generated),
                                       ("stances", time.perf_counter() - scored)):  # fmt: skip

@@ -21,9 +21,7 @@ __all__ = ["GrowingLayer", "growing"]
 SPARE = 128  # tokens of room added at least when a buffer is (re-)allocated
 
 
-def _append(
-    filled: torch.Tensor, buffer: torch.Tensor | None, new: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _append(filled: torch.Tensor, buffer: torch.Tensor | None, new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``filled`` (a view of the first columns of ``buffer``, or any tensor) with ``new`` appended along dim -2, as
     a view of a buffer with room for more; ``(view, buffer)``."""
     have = filled.shape[-2] if filled.dim() == new.dim() else 0  # DynamicLayer starts from an empty 1-d tensor
@@ -71,4 +69,3 @@ def growing(cache: Any) -> Any:
         if type(layer) is DynamicLayer:
             layer.__class__ = GrowingLayer
     return cache
-

@@ -58,11 +58,15 @@ def test_generation_with_the_growing_cache_answers_as_transformers_own_cache(tin
     from tests.helpers import randomize_lora_b
 
     tok = tiny_tokenizer(tiny_path)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_path), LoraConfig(r=4, target_modules="all-linear"))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_path), LoraConfig(r=4, target_modules="all-linear")
+    )
     randomize_lora_b(model.eval(), std=0.2)
     for prompts in ([SYSTEM + q + "\nPOLITICIAN:" for q in QUESTIONS], ["USER: Jobs?\nPOLITICIAN:", "What about it?"]):
         batch = batch_of(tok, prompts)
-        ours = generate_new_text(model, tok, batch["input_ids"], batch["attention_mask"], max_new_tokens=40, do_sample=False)
+        ours = generate_new_text(
+            model, tok, batch["input_ids"], batch["attention_mask"], max_new_tokens=40, do_sample=False
+        )
         out = model.generate(**batch, max_new_tokens=40, do_sample=False, pad_token_id=tok.pad_token_id)
         theirs = tok.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         assert ours == theirs and all(ours)
