@@ -57,6 +57,7 @@ def run_arms(
     ctx: ArmContext,
     max_new_tokens: int,
     batch_sizes: tuple[int, int],
+    repetition_penalty: float = 1.0,
 ) -> ArmRuns:
     """Generate the judge's generic class (adapters off), train or load the judge, then let every arm answer
     ``items`` (greedy) and score ``held_convs``'s completions, one progress bar over all of it.
@@ -78,7 +79,7 @@ def run_arms(
     with tqdm(total=batches, desc="Evaluating", file=sys.stderr) as bar:
         with persona.model.disable_adapter():
             bare = replace(persona, style=arms[0].style)
-            generic = generic_texts(bare, pool, max_new_tokens, batch_size, base_path, bar.update)
+            generic = generic_texts(bare, pool, max_new_tokens, batch_size, base_path, bar.update, repetition_penalty)
         runs.classifier, runs.n_generic = load_judge(judge[0], judge[1], judge[2], generic), len(generic)
         references = [strip_politician_label(i.get("reference", "")) for i in items[: ctx.n_style]]
         if references and all(references):  # the real continuations, cut to the answers' length, judged alike
@@ -95,6 +96,7 @@ def run_arms(
                     batch_size=batch_size,
                     on_batch=bar.update,
                     max_new_tokens=max_new_tokens,
+                    repetition_penalty=repetition_penalty,
                     do_sample=False,
                 )
                 generated = time.perf_counter()

@@ -108,6 +108,8 @@ def scorecard_text(report: dict[str, Any]) -> str:
         f"{report['classifier'].get('judge', 'records')} style judge, held-out accuracy "
         f"{report['classifier']['held_out_accuracy']:.3f})"
     ]
+    if (penalty := (report.get("decoding") or {}).get("repetition_penalty", 1.0)) != 1.0:
+        lines[0] += f"; greedy with repetition penalty {penalty}"
     heldout = report.get("heldout") or {}
     if heldout.get("sampled"):
         widths = ", ".join(f"{short_name(n)} {w:.3f}" for n, w in heldout.get("loss_interval_width", {}).items())

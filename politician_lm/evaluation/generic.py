@@ -44,13 +44,16 @@ def generic_texts(
     batch_size: int,
     base_model: str,
     on_batch: Callable[[int], Any] | None = None,
+    repetition_penalty: float = 1.0,
 ) -> list[str]:
-    """What ``persona`` writes for ``prompts`` (greedy), cached by base model, prompts, style and length.
+    """What ``persona`` writes for ``prompts`` (greedy, with ``repetition_penalty``), cached by base model, prompts,
+    style, length and penalty.
 
     Call it with the adapters switched off and a style without a persona system prompt: the texts are the base
     model's own voice, the style classifier's ``generic`` class.
     """
-    digest = hashlib.sha256(json.dumps([prompts, persona.style.to_dict(), max_new_tokens], sort_keys=True).encode())
+    key = [prompts, persona.style.to_dict(), max_new_tokens] + ([repetition_penalty] if repetition_penalty != 1 else [])
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
     base = Path(base_model)
     for name in ("config.json", "politician_lm_import.json"):
         if (base / name).is_file():
@@ -64,7 +67,12 @@ def generic_texts(
         except ValueError:
             pass
     texts = persona.generate(
-        prompts, batch_size=batch_size, on_batch=on_batch, max_new_tokens=max_new_tokens, do_sample=False
+        prompts,
+        batch_size=batch_size,
+        on_batch=on_batch,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        repetition_penalty=repetition_penalty,
     )
     with atomic_file(path) as tmp:
         Path(tmp).write_text(json.dumps(texts), encoding="utf-8")

@@ -83,6 +83,8 @@ def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(demo_fit, tm
             "24",
             "--n_boot",
             "200",
+            "--repetition_penalty",
+            "1.3",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -99,6 +101,8 @@ def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(demo_fit, tm
         report["classifier"]["labels"] == ["biden", "generic", "trump"] and report["classifier"]["generic_texts"] == 24
     )
     assert report["n_style_prompts"] == 12 and report["n_identity_prompts"] == 16
+    assert report["decoding"] == {"greedy": True, "max_new_tokens": 12, "repetition_penalty": 1.3}
+    assert "greedy with repetition penalty 1.3" in proc.stdout
     for arm in report["arms"].values():
         assert {
             "style_attribution",
@@ -201,3 +205,34 @@ def test_real_speech_is_cut_to_the_answers_length_in_tokens(tiny_path):
     cut = first_tokens(tok, texts, 6)
     assert len(tok(cut[0], add_special_tokens=False)["input_ids"]) == 6 and texts[0].startswith(cut[0])
     assert cut[1] == "Short."
+
+
+def test_a_repetition_penalty_that_is_not_positive_is_refused_before_loading(demo_fit, tmp_path, capsys, chdir_root):
+    adapter = str(demo_fit / "adapters" / "best")
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--adapters", adapter, "--output_dir", str(tmp_path / "o"), "--repetition_penalty", "0"])
+    assert exc.value.code == 2 and "--repetition_penalty must be above 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_generic_class_is_generated_and_cached_with_the_repetition_penalty(tmp_path, monkeypatch):
+    from politician_lm.data.templates import PromptStyle
+    from politician_lm.evaluation.generic import generic_texts
+
+    class Recorder:  # what generic_texts needs of a Persona: its style and generate
+        style = PromptStyle(prompt_format="chat")
+
+        def __init__(self):
+            self.calls = []
+
+        def generate(self, conversations, streamer=None, batch_size=None, on_batch=None, **settings):
+            self.calls.append(settings)
+            return [f"answer {len(self.calls)}" for _ in conversations]
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    persona, prompts = Recorder(), [[{"role": "user", "content": "Jobs?"}]]
+    plain = generic_texts(persona, prompts, 8, 4, str(tmp_path))
+    penalized = generic_texts(persona, prompts, 8, 4, str(tmp_path), repetition_penalty=1.2)
+    assert [c["repetition_penalty"] for c in persona.calls] == [1.0, 1.2] and plain != penalized
+    assert generic_texts(persona, prompts, 8, 4, str(tmp_path), repetition_penalty=1.2) == penalized  # cached
+    assert len(persona.calls) == 2
