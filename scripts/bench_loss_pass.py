@@ -2,7 +2,8 @@
 the completion's positions, rows batched longest first) against the pass it replaced (full-vocabulary logits for
 every position of every row, rows in input order; copied below as ``old_losses``).
 
-    python scripts/bench_loss_pass.py                      # SmolLM2 NF4 + a LoRA adapter, 64 conversations, batch 16
+    python scripts/bench_loss_pass.py                      # SmolLM2 NF4 + a LoRA adapter, 64 conversations, batch 8
+    python scripts/bench_loss_pass.py --old_batch 16       # the old pass at its own old default batch
     python scripts/bench_loss_pass.py --adapter runs/smollm2-biden/adapters/best --repeats 5
 
 Without ``--adapter`` the base is loaded as ``load_persona`` loads an adapter's base (NF4; on CPU de-quantized once)
@@ -102,7 +103,13 @@ def main() -> None:
     ap.add_argument("--adapter", default=None, help="a trained adapter folder (default: a fresh random LoRA)")
     ap.add_argument("--politician", default="biden")
     ap.add_argument("--n", type=int, default=64, help="conversations")
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=8, help="rows a batch (evaluate's --loss_batch_size default)")
+    ap.add_argument(
+        "--old_batch",
+        type=int,
+        default=None,
+        help="the old pass's batch (default: --batch; 16 was its default in evaluate)",
+    )
     ap.add_argument("--repeats", type=int, default=2, help="timed passes of each (median)")
     args = ap.parse_args()
     import torch
@@ -150,14 +157,15 @@ def main() -> None:
     vocab = persona.model.get_output_embeddings().weight.shape[0]
     print(
         f"{len(convs)} conversations ({min(lengths)}-{max(lengths)} tokens, mean {statistics.mean(lengths):.0f}), "
-        f"batch {args.batch}, vocabulary {vocab}, {persona.model.device}, {torch.get_num_threads()} threads, "
+        f"batch {args.batch} (old pass {args.old_batch or args.batch}), "
+        f"vocabulary {vocab}, {persona.model.device}, {torch.get_num_threads()} threads, "
         f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
 
     def passes(rows):
         return {
-            "old (full logits, input order)": lambda: old_losses(persona, rows, args.batch),
+            "old (full logits, input order)": lambda: old_losses(persona, rows, args.old_batch or args.batch),
             "new, prefix not shared": lambda: persona.completion_losses(
                 rows, args.batch, on_batch=lambda n: None, share_prefix=False
             ),
