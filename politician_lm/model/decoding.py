@@ -41,7 +41,10 @@ def generate_new_text(
         # the decoder alone (LoRA layers sit inside it): the prefix needs keys and values, not logits
         body = base.get_decoder() if hasattr(base, "get_decoder") else model
         kwargs = repeated_prefix_cache(body, input_ids, attention_mask, shared)
-    if not kwargs and settings.get("num_beams", 1) == 1:  # beam search reorders rows: its own cache is fine
+    # a fresh cache that grows in place, unless the model keeps its own kind of cache (transformers' own check) or
+    # beam search will reorder the rows (then generate's cache is as good)
+    dynamic = getattr(base, "_supports_default_dynamic_cache", lambda: True)()
+    if not kwargs and dynamic and settings.get("num_beams", 1) == 1:
         name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
         kwargs = {name: DynamicCache(config=base.config)}
     for cache in kwargs.values():
