@@ -173,6 +173,7 @@ def _stance_run(root, out, profiles_dir, tmp_path):
     return json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_the_stance_metric_can_fail_a_profile_with_every_position_flipped_scores_one_minus(demo_fit, tmp_path):
     """Scored against a profile whose every documented position is flipped, each arm's stance agreement is
     1 - its agreement with the real profile: the metric reads the model's side, not the profile's."""
@@ -207,6 +208,7 @@ def test_real_speech_is_cut_to_the_answers_length_in_tokens(tiny_path):
     assert cut[1] == "Short."
 
 
+@pytest.mark.slow  # the demo fit it needs takes seconds
 def test_a_repetition_penalty_that_is_not_positive_is_refused_before_loading(demo_fit, tmp_path, capsys, chdir_root):
     adapter = str(demo_fit / "adapters" / "best")
     with pytest.raises(SystemExit) as exc:

@@ -3,6 +3,7 @@ copying the cache at every step, and the same greedy answers."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 from transformers.cache_utils import DynamicLayer
@@ -52,6 +53,7 @@ def test_a_decoding_step_writes_into_the_buffer_instead_of_copying_the_cache():
     assert keys.shape[-2] == 6 + 11
 
 
+@pytest.mark.slow
 def test_generation_with_the_growing_cache_answers_as_transformers_own_cache(tiny_path):
     from peft import LoraConfig, get_peft_model
 
