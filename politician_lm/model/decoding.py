@@ -45,8 +45,7 @@ def generate_new_text(
     # beam search will reorder the rows (then generate's cache is as good)
     dynamic = getattr(base, "_supports_default_dynamic_cache", lambda: True)()
     if not kwargs and dynamic and settings.get("num_beams", 1) == 1:
-        name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-        kwargs = {name: DynamicCache(config=base.config)}
+        kwargs = {cache_keyword(base): DynamicCache(config=base.config)}
     for cache in kwargs.values():
         growing(cache)  # decoding appends in place instead of copying the whole cache every step
     out = model.generate(
@@ -60,6 +59,12 @@ def generate_new_text(
         **settings,
     )
     return tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+
+
+def cache_keyword(model: Any) -> str:
+    """The keyword ``model``'s forward takes its key/value cache by: transformers renamed ``past_key_values`` to
+    ``cache`` (5.2x), and the model's own signature says which."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def repeated_prefix_cache(
@@ -91,8 +96,6 @@ class CarriedPrefix:
         self.name = "past_key_values"  # the cache's keyword, as the model's output names it
 
     def cache(self, body: Any, ids: torch.Tensor, mask: torch.Tensor, shared: int) -> dict[str, Any]:
-        from transformers import DynamicCache
-
         prefix = ids[0, :shared].tolist()
         common = 0
         for a, b in zip(self.ids, prefix):

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from politician_lm.model.decoding import MIN_SHARED_PREFIX
+from politician_lm.model.decoding import MIN_SHARED_PREFIX, cache_keyword
 from politician_lm.serve.sampling import RowSampler
 from politician_lm.serve.text import ReplyText
 
@@ -147,8 +147,7 @@ class DecodeBatch:
         self.model, self.eos = model, eos
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         params = inspect.signature(base.forward).parameters
-        # transformers renamed past_key_values to cache (5.2x); the model's own signature says which it takes
-        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.cache_arg = cache_keyword(base)
         self.keep_arg = "logits_to_keep" in params
         self.adapters = RowAdapters(model) if hasattr(model, "peft_config") else None
         self.rows: list[Row] = []
