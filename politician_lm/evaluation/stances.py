@@ -42,8 +42,7 @@ def probe_losses(
     stances: Sequence[Stance], losses_of: Callable[[list[list[dict[str, str]]]], list[tuple[float, int]]]
 ) -> list[tuple[float, int]]:
     """Every stance's ``probe_conversations``, concatenated in order, scored in one call of ``losses_of`` (an arm's
-    ``completion_losses(conversations, PROBE_ROWS, in_order=True)``, with its system prompt put in front: one
-    statement a batch), for ``score_stances``."""
+    ``Persona.stance_losses``, with its system prompt put in front: one statement a batch), for ``score_stances``."""
     return losses_of([c for stance in stances for c in probe_conversations(stance)]) if stances else []
 
 
