@@ -45,14 +45,24 @@ GENERIC_WORDS = frozenset(
 )
 _NAME_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv"})
 _AI_NOUN = (
-    r"(?:ai|a\.i\.|artificial intelligence|(?:large )?language model|chat ?bot|bot|(?:virtual |digital )?assistant)"
+    r"(?:ai|a\.i\.|artificial intelligence|(?:large )?language model|chat ?bot|bot|robot|computer program"
+    r"|(?:virtual |digital )?assistant)"
 )
-_AI_FILLER = r"(?:(?:just|only|merely|simply|actually|really|a|an|ai|openai's|computer|trained|large|virtual) )*"
+# Between "I'm" and the noun: adverbs ("just", "only"), then at most an article and three describing words ("a
+# helpful AI", "a curious and creative AI"). Never a preposition, a relative word or an -ing word, so "I'm a big fan
+# of AI", "I'm a believer that AI ..." and "I'm making AI safe" are not claims; without an article nothing may come
+# between ("I'm worried AI will ..." is not one either).
+_AI_ADVERB = r"(?:(?:just|only|merely|simply|actually|really|basically|literally) )*"
+_AI_DESCRIBING = (
+    r"(?:(?!(?:of|for|about|with|on|in|to|like|who|that|which|than|by|from|at|as|against|not|no|never)\b)"
+    r"(?![\w'’-]*ing\b)[\w'’-]+ ){0,3}"
+)
+_AI_FILLER = rf"{_AI_ADVERB}(?:(?:an?|your|one) {_AI_DESCRIBING})?"
 _AI_CLAIMS = [
-    # "I am an AI", "I'm just a language model", "I am an AI assistant" (a "not"/"no" in between never matches).
+    # "I am an AI", "I'm just a language model", "I'm a helpful AI system" (a "not"/"no" in between never matches).
     re.compile(rf"\b(?:i am|i'm|i’m|im)\s+{_AI_FILLER}{_AI_NOUN}\b(?!\s*\?)"),
     # "As an AI language model, I cannot ..."
-    re.compile(rf"\bas an? {_AI_FILLER}{_AI_NOUN}\b"),
+    re.compile(rf"\bas an? {_AI_ADVERB}(?:(?:ai|computer|trained|large|virtual|helpful|openai's) )*{_AI_NOUN}\b"),
     # "I was trained by OpenAI", "I was created by Anthropic"
     re.compile(
         r"\bi (?:was|am|have been) (?:trained|created|developed|built|made) by (?:openai|anthropic|google|meta)\b"

@@ -96,6 +96,19 @@ def test_chrf_known_values():
         ("We need rules for artificial intelligence so it works for working families.", False),
         ("I'm an AI? Come on, man. I'm Joe Biden.", False),
         ("I'm Joe Biden, and I'm proud of Scranton.", False),
+        # what SmolLM2 says: describing words between the article and the noun, a program rather than an AI
+        ("I'm a helpful AI system designed by SmolLM, trained by the internet.", True),
+        ("I'm a curious and creative AI designed to help users.", True),
+        ("No, I'm a computer program. I'm a computer program.", True),
+        ("I'm your virtual assistant for today.", True),
+        ("As a helpful assistant, I can't take sides.", True),
+        # talk about AI is not a claim to be one
+        ("I'm a big fan of AI, folks.", False),
+        ("I'm worried AI will take good jobs.", False),
+        ("I'm a firm believer that AI should work for people.", False),
+        ("I'm making AI work for working families.", False),
+        ("As a result AI is everywhere.", False),
+        ("I'm not a computer program, I'm Joe.", False),
     ],
 )
 def test_claims_ai_cases(text, expected):
