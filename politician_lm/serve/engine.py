@@ -267,3 +267,5 @@ class Engine:
         for served in done:
             self.served.remove(served)
             log.info("unloaded %s", served.spec.name)
+        if done and self.batch.adapters is not None:
+            self.batch.adapters.rehook()  # the deleted adapters' stacked weights go with them

@@ -6,9 +6,9 @@ template), whose keys and values are computed once per persona and reused (``Pre
 it). Then their keys and values are put beside the running rows', the shorter side padded on the left to a common length
 (masked; each row's position ids come from its own mask, so every token keeps its position). A row that finishes
 or whose client is gone leaves right after the step (its cache rows are dropped by index, and columns that are
-padding for every remaining row are cut off the left). Each row names its persona's adapter in PEFT's per-row
-``adapter_names`` (LoRA mixed-batch inference; ``__base__`` for the bare base), so rows of every persona share
-each forward pass, and picks its token with its own settings (``sampling.RowSampler``).
+padding for every remaining row are cut off the left). Each row names its persona's adapter (``__base__`` for the
+bare base, as in PEFT's per-row ``adapter_names``; ``row_lora.RowAdapters`` applies them), so rows of every persona
+share each forward pass, and picks its token with its own settings (``sampling.RowSampler``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 from transformers import DynamicCache
 
 from politician_lm.model.decoding import MIN_SHARED_PREFIX, cache_keyword
+from politician_lm.serve.row_lora import RowAdapters
 from politician_lm.serve.sampling import RowSampler
 from politician_lm.serve.text import ReplyText
 
@@ -97,38 +98,6 @@ class Row:
             if self.text.stopped:
                 return "stop"
         return "length" if len(job.tokens) >= job.max_new_tokens else None
-
-
-class RowAdapters:
-    """PEFT's per-row ``adapter_names`` without PEFT's per-call cost: given ``adapter_names=``, PEFT walks the whole
-    model twice and registers a hook on every LoRA layer at each forward (20 ms and more a step on SmolLM2); here
-    the same hooks are registered once and read the current rows' names from ``names``. ``rehook`` after adapters
-    are added (an adapter may wrap modules the others did not)."""
-
-    def __init__(self, model: Any) -> None:
-        self.model, self.names, self.handles = model, None, []
-        self.rehook()
-
-    def release(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
-
-    def rehook(self) -> None:
-        from peft.tuners.lora import LoraLayer
-        from peft.utils.other import AuxiliaryTrainingWrapper
-
-        self.release()
-        self.handles = [
-            module.register_forward_pre_hook(self._hook, with_kwargs=True)
-            for module in self.model.modules()
-            if isinstance(module, (LoraLayer, AuxiliaryTrainingWrapper))
-        ]
-
-    def _hook(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        if self.names is not None:
-            kwargs["adapter_names"] = self.names
-        return args, kwargs
 
 
 def _pad_left(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
