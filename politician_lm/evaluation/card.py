@@ -58,11 +58,17 @@ def real_speech_row(runs: ArmRuns, classifier: dict[str, Any]) -> dict[str, dict
 def real_speech_record(runs: ArmRuns, politician: str, n_boot: int, seed: int) -> dict[str, Any] | None:
     """metrics.json's ``real_speech``: how often the judge attributes the politician's own continuation of each
     style prompt (cut to the answers' length) to the politician: the most a persona's ``style_attribution`` can
-    be expected to reach with this judge."""
+    be expected to reach with this judge; and each adapter's paired difference to it on the same prompts
+    (``"<adapter> - real speech"``: how far the adapter is from sounding as the politician did)."""
     if not runs.real_speech:
         return None
     own = [float(label == politician) for label in runs.real_speech]
-    return {"style_attribution": scorecard.bootstrap(own, n_boot=n_boot, seed=seed).to_dict()}
+    gaps = {
+        f"{name} - {REAL_SPEECH}": scorecard.paired_difference(s.attributed, own, n_boot=n_boot, seed=seed).to_dict()
+        for name, s in runs.results.items()
+        if name not in (BASE, PROMPT_ONLY) and len(s.predicted) == len(own)
+    }
+    return {"style_attribution": scorecard.bootstrap(own, n_boot=n_boot, seed=seed).to_dict(), "differences": gaps}
 
 
 def stance_record(results: dict[str, scorecard.ArmScores], n_boot: int, seed: int) -> dict[str, Any]:
@@ -129,6 +135,8 @@ def scorecard_text(report: dict[str, Any]) -> str:
             f"{REAL_SPEECH}: the held-out continuation of each style prompt, cut to the answers' length, judged "
             f"{report['politician']}: {cell(real['style_attribution'])} (the judge's ceiling for style_attribution)"
         )
+        for pair, e in real.get("differences", {}).items():
+            lines.append(f"  style_attribution, {short_name(pair.split(' - ')[0])} - {REAL_SPEECH}: {cell(e)}")
     for pair, e in (report.get("stances") or {}).get("opposite_sides", {}).items():
         a, b = pair.split(" vs ")
         lines.append(

@@ -164,9 +164,12 @@ def write_scorecard(
     real_speech = (
         f" The politician's own held-out continuations of the style prompts, cut to the answers' length, are judged "
         f"theirs {cell(real['style_attribution'])}: the most style attribution can show with this judge."
+        + "".join(f" {esc(short(p))}: {cell(e)}." for p, e in real.get("differences", {}).items())
         if real
         else ""
     )
+    penalty = (report.get("decoding") or {}).get("repetition_penalty", 1.0)
+    decoding = "greedy decoding" + (f" with repetition penalty {penalty}" if penalty != 1.0 else "")
     acc = report["classifier"]["held_out_accuracy"]
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
@@ -174,7 +177,7 @@ def write_scorecard(
         "td,th{border:1px solid #ccc;padding:4px;vertical-align:top}img{max-width:100%}</style></head><body>"
         f"<h1>{esc(title)}</h1><p>{report['n_style_prompts']} held-out prompts, "
         f"{report['n_identity_prompts']} identity probes, {report['n_heldout_losses']} held-out completions; "
-        "greedy decoding. Style classifier classes: "
+        f"{decoding}. Style classifier classes: "
         f"{esc(', '.join(labels))}; its own held-out accuracy {acc:.3f}.{real_speech}</p>"
         f"<h2>Arms</h2>{table(report['arms'])}<h2>Differences (paired bootstrap)</h2>{table(report['differences'])}"
         f"<h2>Style classifier confusion</h2>{confusion}{imgs}<h2>Samples</h2>{sample_html}</body></html>"

@@ -134,6 +134,12 @@ def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(demo_fit, tm
     real = report["real_speech"]["style_attribution"]
     assert real["n"] == 12 and real["value"] * 12 == report["confusion"]["real speech"]["biden"]
     assert sum(report["confusion"]["real speech"].values()) == 12 and "real speech: the held-out" in proc.stdout
+    # each adapter's paired difference to it, on the same 12 prompts
+    assert set(report["real_speech"]["differences"]) == {f"{adapter} - real speech", f"{later} - real speech"}
+    gap = report["real_speech"]["differences"][f"{adapter} - real speech"]
+    own = report["arms"][adapter]["style_attribution"]["value"]
+    assert gap["n"] == 12 and abs(gap["value"] - (own - real["value"])) < 1e-9 and gap["low"] <= gap["value"]
+    assert f"style_attribution, {root.name}/best - real speech:" in proc.stdout
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "Differences (paired bootstrap)" in page
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
