@@ -22,38 +22,16 @@ ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = ["What about jobs?", "What is your plan for health care?", "How do you deal with China?", "Who are you?"]
 
 
-class PeftRows:
-    """PEFT's own mixed batch: each LoRA layer is given the rows' ``adapter_names`` (what the scheduler did before)."""
-
-    def __init__(self, model) -> None:
-        from peft.tuners.lora import LoraLayer
-
-        self.names = None
-        self.handles = [
-            m.register_forward_pre_hook(self._hook, with_kwargs=True)
-            for m in model.modules()
-            if isinstance(m, LoraLayer)
-        ]
-
-    def _hook(self, module, args, kwargs):
-        if self.names is not None:
-            kwargs["adapter_names"] = self.names
-        return args, kwargs
-
-    def release(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-
 def run(served, kind: str, rows: int, warmup: int, steps: int) -> tuple[float, list[list[int]]]:
+    from politician_lm.serve.row_lora import RowAdapters
     from politician_lm.serve.sampling import RowSampler, model_defaults
     from politician_lm.serve.scheduler import DecodeBatch, Job, Row
 
     model, eos = served.model, served.tokenizer.eos_token_id
     batch = DecodeBatch(model, eos)
-    if kind == "peft":
+    if kind == "peft":  # PEFT's own mixed batch in every layer, as the scheduler ran it before
         batch.adapters.release()
-        batch.adapters = PeftRows(model)
+        batch.adapters = RowAdapters(model, stacked=False)
     names, loop, defaults = list(served.personas), asyncio.new_event_loop(), model_defaults(model)
     batch_rows = []
     for i in range(rows):

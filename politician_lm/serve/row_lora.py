@@ -53,10 +53,11 @@ def _fusable(layer: Any) -> bool:
 
 class RowAdapters:
     """Each row of a forward pass names its adapter (``names``, PEFT's ``__base__`` for none); set it before the
-    forward and back to None after. With ``names`` None every layer is PEFT's own."""
+    forward and back to None after. With ``names`` None every layer is PEFT's own. ``stacked=False`` gives every
+    layer PEFT's own mixed batch (what ``scripts/bench_serve_step.py`` compares against)."""
 
-    def __init__(self, model: Any) -> None:
-        self.model, self.handles, self.stacks = model, [], {}
+    def __init__(self, model: Any, stacked: bool = True) -> None:
+        self.model, self.stacked, self.handles, self.stacks = model, stacked, [], {}
         self._names: list[str] | None = None
         self._plans: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor] | None] = {}
         self.rehook()
@@ -84,7 +85,7 @@ class RowAdapters:
 
         self.release()
         for module in self.model.modules():
-            if isinstance(module, LoraLayer) and _fusable(module):
+            if self.stacked and isinstance(module, LoraLayer) and _fusable(module):
                 self.stacks[module] = _Stack(module)
                 module.forward = self._forward_of(module)
             elif isinstance(module, (LoraLayer, AuxiliaryTrainingWrapper)):

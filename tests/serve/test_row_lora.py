@@ -73,3 +73,16 @@ def test_without_names_and_after_release_every_layer_is_peft_own(served):
         after = model(input_ids=ids).logits
     assert torch.equal(before, during) and torch.equal(before, after)
     assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+def test_unstacked_rows_are_peft_mixed_batch_in_every_layer(served):
+    model = served.model
+    names = [served.personas["alpha"].adapter, BASE, served.personas["mix"].adapter]
+    ids = torch.randint(3, 200, (1, 4), generator=torch.Generator().manual_seed(2)).repeat(len(names), 1)
+    rows = RowAdapters(model, stacked=False)
+    try:
+        assert not rows.stacks and rows.handles  # no layer stacked: every one gets the names by the hook
+        ours = logits(model, ids, rows, names)
+    finally:
+        rows.release()
+    assert torch.equal(ours, logits(model, ids, None, names))
