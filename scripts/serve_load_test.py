@@ -326,6 +326,16 @@ def before_revision() -> str:
     return added[-1] + "~1"
 
 
+def engine_time(server: Server) -> dict | None:
+    """The model thread's prefill and decoding time over the server's life (None where the server has no counters:
+    older revisions), from its ``/health``."""
+    import httpx
+
+    engine = httpx.get(server.url + "/health", timeout=30).json().get("engine") or {}
+    keys = ("prefills", "prefill_seconds", "steps", "step_seconds")
+    return {k: round(engine[k], 2) for k in keys} if all(k in engine for k in keys) else None
+
+
 def measure_ours(label: str, checkout: Path, ctx: dict, args) -> dict:
     """One of our servers: RSS with one persona and with three, then a fresh server per load size."""
     names, registry, env, tmp = ctx["names"], ctx["registry"], ctx["env"], ctx["tmp"]
@@ -340,6 +350,7 @@ def measure_ours(label: str, checkout: Path, ctx: dict, args) -> dict:
             load(server, {n: n for n in names[:2]}, {}, 2, args)  # warm-up: every persona once
             results = load(server, {n: n for n in names[:2]}, {}, size, args)
             report[size] = {**summary(results, ctx["refs"]), "peak_rss_mb": server.peak_rss_mb()}
+            report[size]["engine"] = engine_time(server)
             report[size]["differs"] = [r for r in results if r["text"] != ctx["refs"][r["persona"]][r["q"]]]
         finally:
             server.stop()
@@ -406,6 +417,13 @@ def table(report: dict, args) -> str:
                     a, b = report["after"][size].get(key), report[other][size].get(key)
                     row.append("" if key == "equal_to_generate" else ratio(a, b))
             lines.append("| " + " | ".join(row) + " |")
+    for s in ("before", "after"):
+        for size in args.sizes:
+            if s in report and (e := report[s][size].get("engine")):
+                lines.append(
+                    f"\n{s}, {size} requests (warm-up included): {e['prefills']} prefill forwards took "
+                    f"{e['prefill_seconds']} s, {e['steps']} decoding steps {e['step_seconds']} s"
+                )
     for s in ("before", "after"):
         if s in report:
             one, three = report[s]["rss_1_personas_mb"], report[s]["rss_3_personas_mb"]

@@ -64,9 +64,12 @@ class Engine:
                 "max_batch_rows",
                 "steps",
                 "generated_tokens",
+                "prefills",
             ),
             0,
         )
+        # the model thread's time, in seconds: where a load's wall time goes (scripts/serve_load_test.py prints it)
+        self.stats.update(prefill_seconds=0.0, step_seconds=0.0)
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="politician-lm-engine", daemon=True)
         self._thread.start()
@@ -210,7 +213,7 @@ class Engine:
                 self._finish(job, "error", f"{type(e).__name__}: {e}")
         if not rows:
             return
-        running = len(self.batch)
+        running, started = len(self.batch), time.perf_counter()
         try:
             firsts = self.batch.prefill(rows)
         except Exception as e:  # a failure of ours: these rows get a 500, the running ones go on
@@ -219,6 +222,8 @@ class Engine:
                 self._finish(row.job, "error", f"{type(e).__name__}: {e}")
             return
         with self._cv:
+            self.stats["prefills"] += 1
+            self.stats["prefill_seconds"] += time.perf_counter() - started
             self.stats["batches"] += running == 0
             self.stats["batched_rows"] += len(rows)
             self.stats["joined"] += len(rows) if running else 0
@@ -226,6 +231,7 @@ class Engine:
         self._advance([None] * running + firsts)
 
     def _step(self) -> None:
+        started = time.perf_counter()
         try:
             picked = self.batch.step()
         except Exception as e:  # a failure of ours: every running row gets a 500, the server keeps serving
@@ -235,6 +241,7 @@ class Engine:
             return
         with self._cv:
             self.stats["steps"] += 1
+            self.stats["step_seconds"] += time.perf_counter() - started
         self._advance(picked)
 
     def _advance(self, picked: list[int | None]) -> None:

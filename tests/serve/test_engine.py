@@ -84,6 +84,9 @@ def test_batched_rows_match_their_answers_alone_and_never_mix_personas(engine):
     assert {(j.persona, j.conversation[0]["content"][len("USER: ") :]): text(engine, j) for j in together} == alone
     assert after["completed"] - before["completed"] == len(alone)
     assert after["batches"] - before["batches"] < len(alone) and after["max_batch_rows"] > 1  # rows shared batches
+    # the model thread's time is counted: every prefill forward and every decoding step, timed
+    assert 0 < after["prefills"] - before["prefills"] <= after["batched_rows"] - before["batched_rows"]
+    assert after["prefill_seconds"] > before["prefill_seconds"] and after["step_seconds"] > before["step_seconds"]
 
 
 def test_each_row_stops_at_its_own_max_tokens(engine):
