@@ -348,9 +348,11 @@ def measure_ours(label: str, checkout: Path, ctx: dict, args) -> dict:
         server = ours(checkout, names[:2], registry, args, env, tmp / f"{label}-{size}.log")
         try:
             load(server, {n: n for n in names[:2]}, {}, 2, args)  # warm-up: every persona once
+            warm = engine_time(server)
             results = load(server, {n: n for n in names[:2]}, {}, size, args)
             report[size] = {**summary(results, ctx["refs"]), "peak_rss_mb": server.peak_rss_mb()}
-            report[size]["engine"] = engine_time(server)
+            done = engine_time(server)
+            report[size]["engine"] = {k: round(done[k] - warm[k], 2) for k in done} if warm and done else None
             report[size]["differs"] = [r for r in results if r["text"] != ctx["refs"][r["persona"]][r["q"]]]
         finally:
             server.stop()
@@ -421,7 +423,7 @@ def table(report: dict, args) -> str:
         for size in args.sizes:
             if s in report and (e := report[s][size].get("engine")):
                 lines.append(
-                    f"\n{s}, {size} requests (warm-up included): {e['prefills']} prefill forwards took "
+                    f"\n{s}, {size} requests: {e['prefills']} prefill forwards took "
                     f"{e['prefill_seconds']} s, {e['steps']} decoding steps {e['step_seconds']} s"
                 )
     for s in ("before", "after"):
