@@ -333,7 +333,7 @@ def engine_time(server: Server) -> dict | None:
 
     engine = httpx.get(server.url + "/health", timeout=30).json().get("engine") or {}
     keys = ("prefills", "prefill_seconds", "steps", "step_seconds")
-    return {k: round(engine[k], 2) for k in keys} if all(k in engine for k in keys) else None
+    return {k: engine[k] for k in keys} if all(k in engine for k in keys) else None
 
 
 def measure_ours(label: str, checkout: Path, ctx: dict, args) -> dict:
