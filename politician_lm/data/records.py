@@ -32,14 +32,17 @@ ROLES = ("system", "user", "assistant")
 
 @dataclass(frozen=True)
 class DataFiles:
-    """The JSONL files behind one ``data_path``: ``val`` is empty when a split must be made."""
+    """The JSONL files behind one ``data_path``: ``val`` is empty when a split must be made; ``test`` (a prepared
+    folder's held-out documents) is read by ``evaluate`` only, never by fit."""
 
     train: tuple[Path, ...]
     val: tuple[Path, ...] = ()
+    test: tuple[Path, ...] = ()
 
 
 def discover(data_path: str | Path) -> DataFiles:
-    """Resolve ``data_path`` (a ``.jsonl`` file, a folder of them, or a folder with ``train.jsonl``/``val.jsonl``)."""
+    """Resolve ``data_path`` (a ``.jsonl`` file, a folder of them, or a folder with ``train.jsonl``, ``val.jsonl``
+    and ``test.jsonl``)."""
     path = Path(data_path)
     if not path.exists():
         raise UserError(f"{path}: data path does not exist; pass a .jsonl file or a folder of .jsonl files")
@@ -48,8 +51,8 @@ def discover(data_path: str | Path) -> DataFiles:
             raise UserError(f"{path}: expected a .jsonl file (one JSON object per line)")
         return DataFiles(train=(path,))
     if (path / "train.jsonl").is_file():
-        val = path / "val.jsonl"
-        return DataFiles(train=(path / "train.jsonl",), val=(val,) if val.is_file() else ())
+        val, test = path / "val.jsonl", path / "test.jsonl"
+        return DataFiles((path / "train.jsonl",), (val,) if val.is_file() else (), (test,) if test.is_file() else ())
     files = tuple(sorted(p for p in path.glob("*.jsonl") if p.is_file()))
     if not files:
         raise UserError(f"{path}: folder holds no .jsonl files")
@@ -186,7 +189,7 @@ def validate_file(path: Path, preference: bool = False) -> int:
 
 def validate(files: DataFiles, preference: bool = False) -> dict[Path, int]:
     """Validate every file (as preference pairs when ``preference``); return the record count per file."""
-    return {p: validate_file(p, preference) for p in (*files.train, *files.val)}
+    return {p: validate_file(p, preference) for p in (*files.train, *files.val, *files.test)}
 
 
 def to_conversation(record: dict) -> dict:

@@ -1,9 +1,9 @@
 """Which held-out records ``evaluate`` scores: the split ``prepare`` recorded, and a seeded budget.
 
-A folder prepared from a corpus holds out whole documents (leave-one-speech-out, ``stats.json``'s ``split``). Its
-``val.jsonl`` also holds a hash-split share of the other inputs (policy and identity records); the real-speech
-numbers are the records of the held-out documents only, so ``evaluate`` keeps those for its style prompts and its
-loss. ``sample_heldout`` takes a seeded sample when there are more than ``max_heldout``.
+A folder prepared from a corpus holds out whole documents (leave-one-speech-out, ``stats.json``'s ``split``) in
+its ``test.jsonl``, which fit never reads; ``evaluate`` keeps the records of those documents for its style prompts
+and its loss (a folder prepared before test.jsonl existed has them in ``val.jsonl``, beside other records).
+``sample_heldout`` takes a seeded sample when there are more than ``max_heldout``.
 """
 
 from __future__ import annotations

@@ -35,14 +35,15 @@ def training_logs(logs: list[str] | str | None) -> list[Path]:
 
 
 def split_records(data_path: str, val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """``(train, held_out)`` conversations of ``data_path``, split exactly as the DataModule splits them."""
+    """``(train, held_out)`` conversations of ``data_path``: a prepared folder's ``test.jsonl`` (its held-out
+    documents) where it has one, else the validation split exactly as the DataModule makes it."""
     files = records.discover(data_path)
     preference = records.detect_preference(files)  # a DPO adapter's pairs: their prompts and chosen answers
     records.validate(files, preference)
     convert = records.to_preference if preference else records.to_conversation
     rows = [convert(obj) for f in files.train for _, obj in read_jsonl(f)]
-    if files.val:
-        held = [convert(obj) for f in files.val for _, obj in read_jsonl(f)]
+    if files.test or files.val:
+        held = [convert(obj) for f in files.test or files.val for _, obj in read_jsonl(f)]
         return rows, held
     val = [records.is_heldout(r["messages"], seed, val_fraction) for r in rows]
     return [r for r, v in zip(rows, val) if not v], [r for r, v in zip(rows, val) if v]
@@ -97,7 +98,7 @@ def held_out(
     if split:  # leave-one-speech-out: the real-speech numbers are on the held-out documents only
         held = document_rows(held, split["heldout_documents"])
         if not held:
-            raise UserError(f"{data_path}: val.jsonl holds no record of {split['heldout_documents']}; prepare again")
+            raise UserError(f"{data_path}: test.jsonl holds no record of {split['heldout_documents']}; prepare again")
     loss_rows, info = sample_heldout(held, max_heldout, seed)
     return HeldOut(train_rows, held, loss_rows, info, split, fraction, split_seed)
 

@@ -42,8 +42,11 @@ def test_evaluate_judges_the_held_out_address_with_the_real_voices(tmp_path):
     assert report["classifier"]["labels"] == ["biden", "generic", "obama", "trump"]
     assert set(report["classifier"]["per_class_accuracy"]) == {"biden", "generic", "obama", "trump"}
     # The split came from stats.json; style prompts and losses are records of the held-out address only.
-    held = [json.loads(line) for line in (data / "val.jsonl").read_text().splitlines()]
+    held = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()]
     address = {r["prompt"] for r in held if r["source"] == "2024-Biden-1"}
+    assert len(address) == len(held)  # test.jsonl is the held-out address; fit validated on val.jsonl, without it
+    val = [json.loads(line) for line in (data / "val.jsonl").read_text().splitlines()]
+    assert val and not {r["source"] for r in val} & {"2024-Biden-1"}
     assert report["heldout"]["split"]["heldout_documents"] == ["2024-Biden-1"]
     assert report["heldout"]["available"] == len(address) and report["heldout"]["used"] == 20
     assert report["heldout"]["sampled"] and len(report["heldout"]["indices"]) == 20

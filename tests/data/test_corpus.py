@@ -42,7 +42,8 @@ def prompt_text(r):
 def read_rows(out):
     return {
         s: [json.loads(x) for x in (out / f"{s}.jsonl").read_text(encoding="utf-8").splitlines()]
-        for s in ("train", "val")
+        for s in ("train", "val", "test")
+        if s != "test" or (out / "test.jsonl").is_file()
     }
 
 
@@ -136,7 +137,7 @@ def speech_file(path, topic, n=6):
     return str(path)
 
 
-def test_heldout_transcript_goes_wholly_to_val_and_records_are_hash_split(tmp_path):
+def test_heldout_transcript_goes_wholly_to_test_and_the_rest_is_hash_split(tmp_path):
     files = [speech_file(tmp_path / f"{t}.txt", t) for t in ("roads", "schools", "farms")]
     written = [
         {
@@ -159,9 +160,15 @@ def test_heldout_transcript_goes_wholly_to_val_and_records_are_hash_split(tmp_pa
         seed=3,
     )
     rows, stats = read_rows(out), json.loads((out / "stats.json").read_text())
-    assert {r["source"] for r in rows["val"]} == {"schools.txt", "extra.jsonl"}
-    assert {r["source"] for r in rows["train"]} == {"roads.txt", "farms.txt", "extra.jsonl"}
-    assert stats["sources"]["schools.txt"] == sum(r["source"] == "schools.txt" for r in rows["val"]) > 0
+    # the held-out document is all of test and none of train or val, which fit validates and selects on
+    assert {r["source"] for r in rows["test"]} == {"schools.txt"}
+    assert stats["sources"]["schools.txt"] == len(rows["test"]) > 0
+    # every other record, the training documents' paragraphs too, is split by the hash rule
+    assert {r["source"] for r in rows["train"] + rows["val"]} == {"roads.txt", "farms.txt", "extra.jsonl"}
+    assert {r["source"] for r in rows["val"]} & {"roads.txt", "farms.txt"}
+    assert stats["records"] == {"train": len(rows["train"]), "val": len(rows["val"]), "test": len(rows["test"])} | {
+        "total": sum(map(len, rows.values()))
+    }
     assert stats["split"] == {"rule": "document", "heldout_documents": ["schools.txt"], "val_fraction": 0.5, "seed": 3}
     kept = sorted((r for r in rows["train"] + rows["val"] if r["source"] == "extra.jsonl"), key=written_order(written))
     assert kept == [r | {"source": "extra.jsonl", "origin": "written-for-the-test"} for r in written]
@@ -173,7 +180,7 @@ def written_order(written):
     return lambda r: prompts.index(r["prompt"])
 
 
-def test_a_cluster_that_touches_a_heldout_document_goes_to_val(tmp_path):
+def test_a_cluster_that_touches_a_heldout_document_goes_to_test(tmp_path):
     base = (
         "the harbor channel has to be dredged this year so that the big grain ships can dock at low tide and "
         "the workers on the night shift keep their jobs"
@@ -181,18 +188,20 @@ def test_a_cluster_that_touches_a_heldout_document_goes_to_val(tmp_path):
     related = " ".join(base.split()[:22]) + " and we will pay for it"  # word 3-gram Jaccard 0.59 with base
     (tmp_path / "a.txt").write_text(f"Thank you all.\n\n{related[0].upper() + related[1:]}.\n", encoding="utf-8")
     (tmp_path / "b.txt").write_text(f"Good evening.\n\n{base[0].upper() + base[1:]}.\n", encoding="utf-8")
-    (tmp_path / "c.txt").write_text("Hello there.\n\nThe county will build a new library on the hill next year.\n")
+    places = ("library on the hill", "pool by the school", "clinic on Main Street", "bus depot", "fire station")
+    for n, place in enumerate(places):  # the training documents: one record each, split train/val by the hash rule
+        (tmp_path / f"c{n}.txt").write_text(f"Hello there.\n\nThe county will build a new {place} next year.\n")
     out = prepare(
         str(tmp_path / "out"),
         transcripts=str(tmp_path),
         heldout_documents="b.txt",
         tokenizer=TINY,
         min_completion_words=1,
+        val_fraction=0.5,
     )
     rows = read_rows(out)
-    assert sorted(r["source"] for r in rows["val"]) == ["a.txt", "b.txt"] and [r["source"] for r in rows["train"]] == [
-        "c.txt"
-    ]
+    assert sorted(r["source"] for r in rows["test"]) == ["a.txt", "b.txt"]
+    assert sorted(r["source"] for r in rows["train"] + rows["val"]) == [f"c{n}.txt" for n in range(len(places))]
 
 
 # -- the installed corpus ---------------------------------------------------------------------------------------
@@ -227,7 +236,7 @@ def corpus_run(tmp_path_factory):
 
 def test_corpus_records_are_clean_whole_sentences(corpus_run):
     _, rows, _ = corpus_run
-    for r in rows["train"] + rows["val"]:
+    for r in rows["train"] + rows["val"] + rows["test"]:
         for text in (prompt_text(r), completion(r)):
             assert "[" not in text and "]" not in text and "The President." not in text, text
             assert "  " not in text and not re.search(r" [,.;:!?]|—[.,]", text), text
@@ -241,8 +250,8 @@ def test_corpus_holds_out_the_latest_address_of_each_president(corpus_run):
     _, rows, stats = corpus_run
     heldout = [default_heldout(p) for p in PRESIDENTS]
     assert heldout[0] == "2024-Biden-1" and heldout[2] == "2016-Obama-1"
-    assert {r["source"] for r in rows["val"]} == set(heldout)
-    assert not {r["source"] for r in rows["train"]} & set(heldout)
+    assert {r["source"] for r in rows["test"]} == set(heldout)
+    assert not {r["source"] for r in rows["train"] + rows["val"]} & set(heldout)
     assert stats["split"] == {"rule": "document", "heldout_documents": heldout, "val_fraction": 0.1, "seed": 42}
     every = {d.id: d for p in PRESIDENTS for d in documents(p)}
     assert set(stats["documents"]) == set(every)
@@ -251,7 +260,7 @@ def test_corpus_holds_out_the_latest_address_of_each_president(corpus_run):
             "date": every[doc].date,
             "title": every[doc].title,
             "records": stats["sources"][doc],
-            "split": "val" if doc in heldout else "train",
+            "split": "test" if doc in heldout else "train+val",  # 10% of a training address validates
         }
 
 
@@ -269,7 +278,8 @@ def test_corpus_with_ready_made_records_and_no_heldout(tmp_path):
     assert stats["split"]["rule"] == "hash" and stats["split"]["heldout_documents"] == []
     assert {"policy.jsonl", "identity.jsonl", "2022-Biden-1"} <= {r["source"] for r in rows["val"]}
     assert {r["kind"] for r in rows["train"] + rows["val"]} == {"style", "policy", "identity"}
-    assert "both" in {d["split"] for d in stats["documents"].values()}
+    assert "train+val" in {d["split"] for d in stats["documents"].values()}
+    assert "test" not in rows and stats["records"]["test"] == 0
 
 
 # -- no address text in the repository -----------------------------------------------------------------------

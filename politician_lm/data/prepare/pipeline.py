@@ -189,9 +189,11 @@ def build_records(
     builder.add_stances(inputs.stances_source, inputs.stances)
 
 
-def write_prepared(out: Path, train: list[Candidate], val: list[Candidate], stats: dict[str, Any]) -> None:
-    """``train.jsonl``, ``val.jsonl`` and ``stats.json``, written to a temporary folder renamed into place."""
+def write_prepared(out: Path, parts: dict[str, list[Candidate]], stats: dict[str, Any]) -> None:
+    """``train.jsonl``, ``val.jsonl``, ``test.jsonl`` (when documents are held out) and ``stats.json``, written to a
+    temporary folder renamed into place."""
     with atomic_dir(out) as tmp:
-        for name, candidates in (("train.jsonl", train), ("val.jsonl", val)):
-            write_jsonl(tmp / name, (c.record for c in candidates))
+        for part, candidates in parts.items():
+            if candidates or part != "test":
+                write_jsonl(tmp / f"{part}.jsonl", (c.record for c in candidates))
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,12 +1,13 @@
-"""The train/val split of prepared records.
+"""The train/val/test split of prepared records.
 
 The hash rule: a cluster goes to val when ``records.is_heldout`` holds for its first record (as the DataModule sees
 it), so the split is the DataModule's own rule, and a cluster never straddles the split.
 
 The document rule (leave-one-speech-out), when documents are held out: every record of a held-out document goes to
-val, and so does any near-duplicate cluster that touches one; every other document (a transcript file or a corpus
-document) stays whole in train, with any cluster that touches it; the records of the other inputs (tables,
-ready-made records, identity) follow the hash rule.
+test, and so does any near-duplicate cluster that touches one; every other cluster, records of the training
+documents and of the other inputs (tables, ready-made records, identity) alike, follows the hash rule into train or
+val. So val (what ``fit`` validates on, and what ``val_loss`` selects learning rates, epochs and ``adapters/best``
+by) never holds a word of the held-out documents, and test is read by ``evaluate`` alone.
 """
 
 from __future__ import annotations
@@ -23,27 +24,23 @@ def split_clusters(
     seed: int,
     val_fraction: float,
     heldout: set[str] | frozenset[str] = frozenset(),
-    documents: set[str] | frozenset[str] = frozenset(),
-) -> tuple[list[Candidate], list[Candidate]]:
-    """(train, val) among the kept candidates (the keys of ``roots``, each mapped to its cluster's first one).
+) -> tuple[list[Candidate], list[Candidate], list[Candidate]]:
+    """(train, val, test) among the kept candidates (the keys of ``roots``, each mapped to its cluster's first one).
 
-    ``heldout``: the held-out documents (``source`` of their records); ``documents``: every document's name, kept
-    whole when any document is held out.
+    ``heldout``: the held-out documents (``source`` of their records); test is empty without them.
     """
-    sources = {r: set() for r in set(roots.values())}
+    sources: dict[int, set] = {r: set() for r in set(roots.values())}
     for n, r in roots.items():
         sources[r].add(candidates[n].record.get("source"))
-    val_roots = set()
+    side = {}
     for r, names in sources.items():
-        if heldout and names & heldout:
-            val_roots.add(r)
-        elif heldout and names & documents:
-            continue
-        elif is_heldout(to_conversation(candidates[r].record)["messages"], seed, val_fraction):
-            val_roots.add(r)
-    train = [c for n, c in enumerate(candidates) if n in roots and roots[n] not in val_roots]
-    val = [c for n, c in enumerate(candidates) if n in roots and roots[n] in val_roots]
-    return train, val
+        held = is_heldout(to_conversation(candidates[r].record)["messages"], seed, val_fraction)
+        side[r] = "test" if names & heldout else "val" if held else "train"
+    parts: dict[str, list[Candidate]] = {"train": [], "val": [], "test": []}
+    for n, c in enumerate(candidates):
+        if n in roots:
+            parts[side[roots[n]]].append(c)
+    return parts["train"], parts["val"], parts["test"]
 
 
 def split_entry(heldout: list[str], val_fraction: float, seed: int) -> dict[str, Any]:

@@ -1,12 +1,12 @@
 """``stats.json`` of a prepared folder and the summary ``prepare`` prints.
 
-``records`` (train/val/total), ``kinds`` and ``sources`` (written records), ``clusters``, ``tokens`` (nearest-rank
+``records`` (train/val/test/total), ``kinds`` and ``sources`` (written records), ``clusters``, ``tokens`` (nearest-rank
 p50/p90/p99 and max of prompt + completion tokens with ``tokenizer``, no special tokens; a chat record's prompt is
 its earlier turns joined by newlines), ``dropped`` (count per reason in ``REASONS``), ``split`` (``rule``: ``document``
 when whole documents are held out, else ``hash``; ``heldout_documents``, ``val_fraction``, ``seed``),
 ``documents`` (each corpus document: ``date``, ``title``, its written ``records`` and the ``split`` they went to:
-``train``, ``val``, or ``both`` when a near-duplicate cluster or the hash rule divided them) and ``settings`` (the
-arguments).
+``test`` for a held-out document, else ``train``, ``val`` or ``train+val`` as the hash rule divided them) and
+``settings`` (the arguments).
 """
 
 from __future__ import annotations
@@ -38,40 +38,37 @@ def percentiles(values: list[int]) -> dict[str, int]:
 
 
 def document_stats(
-    train: list[Candidate], val: list[Candidate], documents: dict[str, dict[str, str]], heldout: list[str]
+    parts: dict[str, list[Candidate]], documents: dict[str, dict[str, str]], heldout: list[str]
 ) -> dict[str, dict[str, Any]]:
-    """Per corpus document: its ``date``, ``title``, written ``records`` and the ``split`` they went to."""
-    sides = {
-        "train": Counter(c.record.get("source") for c in train),
-        "val": Counter(c.record.get("source") for c in val),
-    }
+    """Per corpus document: its ``date``, ``title``, written ``records`` and the ``split`` (or splits) they went to."""
+    sides = {part: Counter(c.record.get("source") for c in rows) for part, rows in parts.items()}
     out = {}
     for doc, meta in documents.items():
-        where = [side for side in ("train", "val") if sides[side][doc]]
-        split = where[0] if len(where) == 1 else "both" if where else "val" if doc in heldout else "train"
-        out[doc] = {**meta, "records": sides["train"][doc] + sides["val"][doc], "split": split}
+        where = [part for part in sides if sides[part][doc]]
+        split = "+".join(where) if where else "test" if doc in heldout else "train"
+        out[doc] = {**meta, "records": sum(sides[part][doc] for part in sides), "split": split}
     return out
 
 
 def prepare_stats(
-    train: list[Candidate],
-    val: list[Candidate],
+    parts: dict[str, list[Candidate]],
     clusters: int,
     dropped: Counter,
     settings: dict[str, Any],
-    split: dict[str, Any] | None = None,
-    documents: dict[str, dict[str, Any]] | None = None,
+    split: dict[str, Any],
+    documents: dict[str, dict[str, str]] | None = None,
 ) -> dict:
-    every = train + val
+    """``stats.json`` of ``parts`` (``train``, ``val``, ``test``: the candidates written to each file)."""
+    every = [c for rows in parts.values() for c in rows]
     return {
-        "records": {"train": len(train), "val": len(val), "total": len(every)},
+        "records": {part: len(rows) for part, rows in parts.items()} | {"total": len(every)},
         "kinds": dict(sorted(Counter(c.record.get("kind") or "" for c in every).items())),
         "sources": dict(sorted(Counter(c.record["source"] for c in every).items())),
         "clusters": clusters,
         "tokens": percentiles([c.tokens for c in every]),
         "dropped": {r: dropped[r] for r in REASONS},
-        "split": split or {"rule": "hash", "heldout_documents": []},
-        "documents": documents or {},
+        "split": split,
+        "documents": document_stats(parts, documents or {}, split["heldout_documents"]),
         "settings": settings,
     }
 
@@ -85,13 +82,15 @@ def summary(out: Path, stats: dict[str, Any]) -> str:
     r, t = stats["records"], stats["tokens"]
     return "\n".join(
         [
-            f"prepared {r['total']} records ({r['train']} train / {r['val']} val) in {out}",
+            f"prepared {r['total']} records ({r['train']} train / {r['val']} val"
+            + (f" / {r['test']} test" if r.get("test") else "")
+            + f") in {out}",
             f"  kinds:   {counts(stats['kinds'])}",
             f"  sources: {counts(stats['sources'])}",
             f"  tokens (prompt+completion): p50 {t['p50']}, p90 {t['p90']}, p99 {t['p99']}, max {t['max']}",
             f"  dropped: {counts(stats['dropped'])}",
             *(
-                [f"  held out (whole documents, in val): {', '.join(stats['split']['heldout_documents'])}"]
+                [f"  held out (whole documents, in test): {', '.join(stats['split']['heldout_documents'])}"]
                 if stats.get("split", {}).get("rule") == "document"
                 else []
             ),

@@ -44,6 +44,7 @@ def run(tmp_path, name="out", **kw):
         s: [json.loads(x) for x in (out / f"{s}.jsonl").read_text(encoding="utf-8").splitlines()]
         for s in ("train", "val")
     }
+    assert not (out / "test.jsonl").exists()  # no document held out: no test file
     return out, rows, json.loads((out / "stats.json").read_text(encoding="utf-8"))
 
 
@@ -433,7 +434,7 @@ def test_split_is_seeded_deterministic_and_the_datamodule_rule(tmp_path):
 def test_stats_match_the_written_files(full, tokenizer):
     out, rows, stats = full
     recs = every(rows)
-    assert stats["records"] == {"train": len(rows["train"]), "val": len(rows["val"]), "total": len(recs)}
+    assert stats["records"] == {"train": len(rows["train"]), "val": len(rows["val"]), "test": 0, "total": len(recs)}
 
     def count(key):
         return {k: sum(r[key] == k for r in recs) for k in sorted({r[key] for r in recs})}
