@@ -101,6 +101,9 @@ class PoliticianDataModule(L.LightningDataModule):
             politician=politician,
         )
         self.files = records.discover(data_path)
+        if records.val_holds_heldout(self.files, data_path):
+            msg = "%s: val.jsonl holds the held-out documents, so val_loss would select on them; prepare it again"
+            log.warning(msg, data_path)
         self.preference = records.detect_preference(self.files)
         self.record_counts = records.validate(self.files, self.preference)
         if self.preference and packing:

@@ -284,3 +284,9 @@ def recorded_split(data_path: str | Path) -> dict[str, Any] | None:
     except ValueError:
         raise UserError(f"{stats}: not valid JSON; prepare the folder again") from None
     return split if split.get("rule") == "document" and split.get("heldout_documents") else None
+
+
+def val_holds_heldout(files: DataFiles, data_path: str | Path) -> bool:
+    """A folder prepared before ``test.jsonl`` existed: its ``val.jsonl`` holds the held-out documents, so fit's
+    ``val_loss`` (and ``adapters/best``) would select on them."""
+    return bool(files.val) and not files.test and recorded_split(data_path) is not None

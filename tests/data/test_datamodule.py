@@ -118,6 +118,22 @@ def test_overlong_examples_are_counted_in_the_log(tmp_path, tiny_path, caplog):
     assert "train: 2 of 12 examples longer than max_length=48: 0 truncated, 2 dropped" in caplog.text
 
 
+def test_a_folder_whose_val_holds_the_held_out_documents_is_named_in_a_warning(tmp_path, tiny_path, caplog):
+    write_jsonl(tmp_path / "d" / "train.jsonl", pc_rows(10))
+    write_jsonl(tmp_path / "d" / "val.jsonl", pc_rows(3))
+    split = {"rule": "document", "heldout_documents": ["2024-Biden-1"], "val_fraction": 0.1, "seed": 42}
+    (tmp_path / "d" / "stats.json").write_text(json.dumps({"split": split}))
+    with caplog.at_level("WARNING"):  # prepared before test.jsonl existed: val is the held-out address
+        make_dm(tmp_path / "d", tiny_path, tmp_path)
+    assert "val.jsonl holds the held-out documents, so val_loss would select on them" in caplog.text
+    caplog.clear()
+    write_jsonl(tmp_path / "d" / "test.jsonl", pc_rows(2))
+    with caplog.at_level("WARNING"):  # as prepare writes it now: fit never reads test.jsonl
+        dm = make_dm(tmp_path / "d", tiny_path, tmp_path)
+    assert "held-out documents" not in caplog.text
+    assert len(dm.train_dataset) + len(dm.val_dataset) == 13
+
+
 def test_tokenized_data_is_cached_on_disk(tmp_path, tiny_path):
     f = write_jsonl(tmp_path / "d.jsonl", pc_rows(20))
     dm = make_dm(f, tiny_path, tmp_path)
