@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from politician_lm.data.templates import PromptStyle
 
-Split = Literal["train", "val"]
+Split = Literal["train", "val", "test"]
 
 
 # -- LightningModule ----------------------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ class SideBySide(L.Callback):
     def __init__(self, num_prompts: int = 4, max_new_tokens: int = 64, seed: int = 1, stances: bool = True) -> None:
         """
         Args:
-            num_prompts: Held-out prompts to show (a seeded choice from the validation split).
+            num_prompts: Held-out prompts to show (a seeded choice from the held-out documents, ``test.jsonl``, of a
+                prepared folder that has them; else from the validation split).
             max_new_tokens: Longest answer per prompt (greedy decoding).
             seed: Seed of the prompt choice.
             stances: Also show each side's agreement with the profile's held-out stance statements (read from
@@ -76,7 +77,7 @@ class SideBySide(L.Callback):
         if not trainer.is_global_zero or trainer.interrupted:
             return
         dm: PromptData = trainer.datamodule
-        items = eval_items(*dm.conversations("val"), self.num_prompts, self.seed)
+        items = eval_items(*dm.conversations("test"), self.num_prompts, self.seed)  # the held-out documents
         items = [items[-1], *items[:-1]] if len(items) > 1 else items  # a policy/style prompt first, identity later
         model = pl_module.model
         was_training = model.training

@@ -59,7 +59,7 @@ class PoliticianDataModule(L.LightningDataModule):
     ) -> None:
         """
         Args:
-            data_path: A .jsonl file, a folder of .jsonl files, or a folder with train.jsonl (+ val.jsonl).
+            data_path: A .jsonl file, a folder of .jsonl files, or a folder with train.jsonl (+ val/test.jsonl).
             tokenizer: Tokenizer path or hub id; the CLI links it to ``model.model_name_or_path``.
             politician: Profile name in ``profiles_dir`` (e.g. ``biden``); supplies the chat system prompt.
             prompt_format: ``plain`` (texts as written, joined by ``separator``) or ``chat`` (tokenizer chat template).
@@ -264,13 +264,14 @@ class PoliticianDataModule(L.LightningDataModule):
         )
 
     # -- what callbacks read (politician_lm.callbacks.contracts) --------------------------------------------
-    def conversations(self, split: Literal["train", "val"]) -> tuple[list[list[dict[str, str]]], list[str]]:
-        """The messages and the ``kind`` of every example of ``split`` as trained on (after ``kinds``, the split and
-        the overlong drops); reads the data on first use."""
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    def conversations(self, split: Literal["train", "val", "test"]) -> tuple[list[list[dict[str, str]]], list[str]]:
+        """Messages and ``kind`` of every example of ``split`` as trained on (after ``kinds``, the split and overlong
+        drops); ``test``: the held-out documents (``test.jsonl``) or, without them, val. Reads data on first use."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
         self.build()
-        ds = self.train_dataset if split == "train" else self.val_dataset
+        test = self._read(self.files.test) if split == "test" and self.files.test else None
+        ds = self.train_dataset if split == "train" else test if test is not None else self.val_dataset
         return list(ds["messages"]), list(ds["kind"])
 
     @property

@@ -113,8 +113,9 @@ def test_politician_module_and_datamodule_satisfy_every_contract(tmp_path, tiny_
     messages, kinds = dm.conversations("val")
     assert len(messages) == len(kinds) == 2 and messages[0][-1]["role"] == "assistant" and kinds == ["policy"] * 2
     assert len(dm.conversations("train")[0]) == 8
-    with pytest.raises(ValueError, match="split must be 'train' or 'val'"):
-        dm.conversations("test")
+    assert dm.conversations("test") == (messages, kinds)  # no test.jsonl: the held-out records are val
+    with pytest.raises(ValueError, match="split must be 'train', 'val' or 'test'"):
+        dm.conversations("dev")
 
 
 def test_members_lists_what_each_protocol_declares():

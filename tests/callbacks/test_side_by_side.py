@@ -36,6 +36,15 @@ def test_fit_prints_and_saves_base_beside_adapter(tiny_path, tmp_path, capsys):
     L.seed_everything(0)
     write_jsonl(tmp_path / "d" / "train.jsonl", pc_rows(8))
     write_jsonl(tmp_path / "d" / "val.jsonl", pc_rows(3, kind="policy"))
+    address = [  # a prepared folder's held-out documents: shown at the end of fit, never trained or validated on
+        {
+            "prompt": f"USER: Continue the speech: The harbor {i}.",
+            "completion": "POLITICIAN: We dredge it.",
+            "kind": "style",
+        }
+        for i in range(3)
+    ]
+    write_jsonl(tmp_path / "d" / "test.jsonl", address)
     dm = PoliticianDataModule(
         data_path=str(tmp_path / "d"),
         tokenizer=tiny_path,
@@ -59,7 +68,8 @@ def test_fit_prints_and_saves_base_beside_adapter(tiny_path, tmp_path, capsys):
     )
     trainer.fit(model, datamodule=dm)
     out = capsys.readouterr().out
-    assert SideBySide.PROMPT_ONLY in out and SideBySide.ADAPTER in out and "PROMPT: What is your view" in out
+    assert SideBySide.PROMPT_ONLY in out and SideBySide.ADAPTER in out and "PROMPT: Continue the speech" in out
+    assert "What is your view" not in out  # the validation split's prompts are not the ones shown
     rows = [json.loads(line) for line in (tmp_path / "side_by_side.jsonl").read_text().splitlines()]
     *rows, stances = rows
     assert len(rows) == 2 and not rows[0]["prompt"].startswith("USER:")
