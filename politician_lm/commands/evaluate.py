@@ -72,8 +72,9 @@ def evaluate(
     Args:
         adapters: Adapter folders, as ``a,b`` or a list; the first one's politician is the target.
         output_dir: Folder for metrics.json, report.html and samples.jsonl (written atomically).
-        data_path: JSONL file or folder whose held-out split gives the prompts and the loss (default: the data the
-            first adapter was trained on).
+        data_path: JSONL file or folder whose held-out records give the prompts and the loss: a prepared folder's
+            test.jsonl (its held-out documents, which fit never reads), else its validation split (default: the data
+            the first adapter was trained on).
         merged: Merged adapter folders (from ``politician-lm merge``) to score as well.
         base_model: Base model (default: the adapters' base).
         politician: Target politician (default: from the first adapter's metadata).
