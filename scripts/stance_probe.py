@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.stances import Stance, is_heldout_stance, load_stances, split_stances
@@ -40,15 +40,10 @@ def auroc(support_minus_oppose: list[float], positions: list[str]) -> float:
 
 
 def arm_losses(persona, arm, stances):
-    from contextlib import nullcontext
+    from politician_lm.commands._evaluate_steps import arm_persona
 
-    from politician_lm.model.adapters import activate
-
-    p = replace(persona, style=arm.style)
-    if arm.adapter is not None:
-        activate(persona.model, arm.adapter)
-    with persona.model.disable_adapter() if arm.adapter is None else nullcontext():
-        return probe_losses(stances, lambda g: p.stance_losses(arm.conversations(g)))
+    with arm_persona(persona, arm) as answering:
+        return probe_losses(stances, lambda g: answering.stance_losses(arm.conversations(g)))
 
 
 def opposite_sides(spec_a: str, spec_b: str, profiles: str) -> None:

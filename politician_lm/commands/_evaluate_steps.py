@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -26,7 +27,7 @@ from politician_lm.evaluation.stances import probe_losses
 from politician_lm.inference import Persona
 from politician_lm.model.adapters import activate, adapter_names
 
-__all__ = ["build_arms", "run_arms"]
+__all__ = ["arm_persona", "build_arms", "run_arms"]
 
 
 def build_arms(persona: Persona, folders: list[AdapterFolder], system_prompt: str | None) -> list[Arm]:
@@ -39,6 +40,16 @@ def build_arms(persona: Persona, folders: list[AdapterFolder], system_prompt: st
         style = replace(persona.style, **{k: f.metadata[k] for k in keys if k in f.metadata})
         arms.append(Arm(str(f.path), name, style))
     return arms
+
+
+@contextmanager
+def arm_persona(persona: Persona, arm: Arm) -> Iterator[Persona]:
+    """``persona`` as ``arm`` answers: its adapter switched on (every adapter off for the base and prompt-only arms)
+    and its prompt style. The one place an arm's model state is set, for ``run_arms`` and the stance-probe script."""
+    if arm.adapter is not None:
+        activate(persona.model, arm.adapter)
+    with persona.model.disable_adapter() if arm.adapter is None else nullcontext():
+        yield replace(persona, style=arm.style)
 
 
 def first_tokens(tokenizer: Any, texts: list[str], n: int) -> list[str]:
@@ -86,12 +97,9 @@ def run_arms(
             runs.real_speech = runs.classifier.predict(first_tokens(persona.tokenizer, references, max_new_tokens))
         ctx = replace(ctx, classifier=runs.classifier)
         for arm in arms:
-            arm_persona = replace(persona, style=arm.style)
-            if arm.adapter is not None:
-                activate(persona.model, arm.adapter)
-            with persona.model.disable_adapter() if arm.adapter is None else nullcontext():
+            with arm_persona(persona, arm) as answering:
                 started = time.perf_counter()
-                texts = arm_persona.generate(
+                texts = answering.generate(
                     arm.conversations(prompts),
                     batch_size=batch_size,
                     on_batch=bar.update,
@@ -100,13 +108,13 @@ def run_arms(
                     do_sample=False,
                 )
                 generated = time.perf_counter()
-                losses = arm_persona.completion_losses(
+                losses = answering.completion_losses(
                     arm.conversations(held_convs), loss_batch_size, on_batch=bar.update
                 )
                 scored = time.perf_counter()
                 stance_losses = probe_losses(
                     target_stances(arm, ctx),
-                    lambda group, p=arm_persona, a=arm: p.stance_losses(a.conversations(group), bar.update),
+                    lambda group, p=answering, a=arm: p.stance_losses(a.conversations(group), bar.update),
                 )
                 for part, seconds in (("generation", generated - started), ("heldout_loss", scored - generated),
                                       ("stances", time.perf_counter() - scored)):  # fmt: skip
