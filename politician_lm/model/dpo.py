@@ -1,14 +1,16 @@
-"""The DPO objective (``model.objective: dpo``) and its reference: the policy at the start of the stage (the base
-plus ``init_adapter``), scored once.
+"""The preference objectives: DPO (``model.objective: dpo``) with its reference, the policy at the start of the
+stage (the base plus ``init_adapter``) scored once, and reference-free SimPO (``model.objective: simpo``).
 
 Before the first step one no-grad pass stores the chosen and rejected log-probabilities of every train and val pair
 (``ReferenceCache``), and checkpoints carry them. No second copy of the model is loaded or run, and a resumed run
-keeps the reference of the run it resumes. The loss itself is ``model.preference.dpo_loss``.
+keeps the reference of the run it resumes. The losses themselves are ``model.preference.dpo_loss`` and
+``simpo_loss``; ``objective_for`` picks the strategy.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,11 +19,12 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from politician_lm.batch import IGNORE_INDEX, PreferenceSource
 from politician_lm.errors import UserError
-from politician_lm.model.objectives import REFERENCE_KEY, StepResult, TrainingObjective
-from politician_lm.model.preference import PreferenceOutput, dpo_loss
+from politician_lm.model.objectives import REFERENCE_KEY, SFT, StepResult, TrainingObjective
+from politician_lm.model.preference import PreferenceOutput, dpo_loss, simpo_loss
 from politician_lm.model.scoring import Scorer
 
-NEEDS_PAIRS = "model.objective dpo needs the PoliticianDataModule (data:) with preference pairs"
+NEEDS_PAIRS = "model.objective {} needs the PoliticianDataModule (data:) with preference pairs"
+OBJECTIVES = ("sft", "dpo", "simpo")
 
 
 def pairs_fingerprint(datasets: list[Any]) -> str:
@@ -95,27 +98,29 @@ class ReferenceCache:
 class DPO(TrainingObjective):
     """Sigmoid DPO on preference pairs, plus ``sft_weight`` x the chosen answers' NLL (RPO); logs the rewards."""
 
+    name = "dpo"
+
     def __init__(self, beta: float, sft_weight: float, attn_implementation: str | None) -> None:
         self.beta, self.sft_weight, self.attn_implementation = beta, sft_weight, attn_implementation
         self.reference = ReferenceCache()
 
     def check_data(self, source: PreferenceSource | None) -> None:
         if source is None:
-            raise UserError(NEEDS_PAIRS)
+            raise UserError(NEEDS_PAIRS.format(self.name))
         if "flash" in str(self.attn_implementation or ""):
             raise UserError(
-                f"model.objective dpo scores both answers after one copy of the prompt with a 4D attention mask, "
-                f"which {self.attn_implementation} cannot take; set model.attn_implementation: sdpa"
+                f"model.objective {self.name} scores both answers after one copy of the prompt with a 4D attention "
+                f"mask, which {self.attn_implementation} cannot take; set model.attn_implementation: sdpa"
             )
         if not source.preference:
             raise UserError(
-                f"{source.data_path}: model.objective dpo needs preference pairs ({{'prompt', 'chosen', 'rejected'}});"
-                " build them with `politician-lm pairs`"
+                f"{source.data_path}: model.objective {self.name} needs preference pairs "
+                "({'prompt', 'chosen', 'rejected'}); build them with `politician-lm pairs`"
             )
 
     def prepare(self, source: PreferenceSource | None, scorer: Scorer, device: torch.device) -> None:
         if source is None:
-            raise UserError(NEEDS_PAIRS)
+            raise UserError(NEEDS_PAIRS.format(self.name))
         self.reference.ensure(source, scorer, device)
 
     def preference(
@@ -148,6 +153,56 @@ class DPO(TrainingObjective):
 
     def load(self, checkpoint: dict[str, Any]) -> None:
         self.reference.load(checkpoint)
+
+
+class SimPO(DPO):
+    """Reference-free SimPO on preference pairs (``simpo_loss``), plus ``sft_weight`` x the chosen answers' NLL: no
+    reference pass, nothing added to checkpoints. ``gamma`` is the target reward margin."""
+
+    name = "simpo"
+
+    def __init__(self, beta: float, gamma: float, sft_weight: float, attn_implementation: str | None) -> None:
+        super().__init__(beta, sft_weight, attn_implementation)
+        self.gamma = gamma
+
+    def prepare(self, source: PreferenceSource | None, scorer: Scorer, device: torch.device) -> None:
+        if source is None:
+            raise UserError(NEEDS_PAIRS.format(self.name))
+
+    def preference(
+        self, scorer: Scorer, batch: dict[str, torch.Tensor], split: str, device: torch.device
+    ) -> PreferenceOutput:
+        """SimPO on a batch of n pairs: log-probabilities [0, n) are the chosen answers', [n, 2n) the rejected."""
+        n = batch["index"].shape[0]
+        logps, counts = scorer.pair_logps(batch)
+        return simpo_loss(logps[:n], logps[n:], counts[:n], counts[n:], self.beta, self.gamma, self.sft_weight)
+
+    def on_train_batch_start(self) -> None:
+        pass
+
+    def save(self, checkpoint: dict[str, Any]) -> None:
+        pass
+
+    def load(self, checkpoint: dict[str, Any]) -> None:
+        if checkpoint.get(REFERENCE_KEY) is not None:
+            raise UserError("the checkpoint is from a DPO run; resume it with --model.objective dpo")
+
+
+def objective_for(
+    objective: str, beta: float, gamma: float, sft_weight: float, attn_implementation: str | None
+) -> TrainingObjective:
+    """The strategy ``model.objective`` names, its options checked in one line each."""
+    if objective not in OBJECTIVES:
+        raise UserError(f"unknown model.objective {objective!r}; use {', '.join(map(repr, OBJECTIVES))}")
+    if beta <= 0 or not math.isfinite(beta) or sft_weight < 0 or not math.isfinite(sft_weight):
+        raise UserError(f"model.beta must be > 0 and model.sft_weight >= 0, got {beta} and {sft_weight}")
+    if not math.isfinite(gamma):
+        raise UserError(f"model.gamma must be a finite number, got {gamma}")
+    if objective == "dpo":
+        return DPO(beta, sft_weight, attn_implementation)
+    if objective == "simpo":
+        return SimPO(beta, gamma, sft_weight, attn_implementation)
+    return SFT()
 
 
 class DPOHandles:

@@ -7,7 +7,6 @@ steps) and ``resume`` (what a checkpoint needs to resume exactly).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import lightning.pytorch as L
@@ -17,14 +16,13 @@ from peft import LoraConfig
 
 from politician_lm.artifacts.adapter import check_fits_base, read_adapter
 from politician_lm.batch import PreferenceSource
-from politician_lm.errors import UserError
 from politician_lm.model import resume
 from politician_lm.model.build import build_trainable_model, lora_config, optimizer_and_schedule
 from politician_lm.model.decoding import generate_new_text
-from politician_lm.model.dpo import DPO, DPOHandles
+from politician_lm.model.dpo import DPOHandles, objective_for
 from politician_lm.model.guard import NonFiniteGuard
 from politician_lm.model.loading import ComputeDtype, Quantization, QuantStorage, resolve_compute_dtype
-from politician_lm.model.objectives import SFT, TrainingObjective
+from politician_lm.model.objectives import TrainingObjective
 from politician_lm.model.scoring import Scorer, split_head
 from politician_lm.quiet import quiet_libraries
 
@@ -32,7 +30,7 @@ _split_head = split_head  # inference.py imports it from here
 
 
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
-Objective = Literal["sft", "dpo"]
+Objective = Literal["sft", "dpo", "simpo"]
 
 
 class PoliticianLM(DPOHandles, L.LightningModule):
@@ -72,6 +70,7 @@ class PoliticianLM(DPOHandles, L.LightningModule):
         objective: Objective = "sft",
         beta: float = 0.1,
         sft_weight: float = 0.0,
+        gamma: float = 0.0,
     ) -> None:
         """
         Args:
@@ -99,22 +98,22 @@ class PoliticianLM(DPOHandles, L.LightningModule):
                 an error after this many in a row.
             init_adapter: Start from this PEFT adapter folder (e.g. a previous stage's ``adapters/best``) and keep
                 training it; its LoRA settings (r, alpha, targets, DoRA, rsLoRA) replace the ``lora_*`` options.
-            objective: ``sft`` (completion cross-entropy) or ``dpo`` (preference pairs from ``politician-lm pairs``;
-                the reference is the policy at the start of the stage, scored once before the first step).
-            beta: DPO only: strength of the pull away from the reference (the implicit reward's scale).
-            sft_weight: DPO only: weight of an added SFT loss on the chosen answers (RPO); 0 is plain DPO.
+            objective: ``sft`` (completion cross-entropy), ``dpo`` (preference pairs from ``politician-lm pairs``;
+                the reference is the policy at the start of the stage, scored once before the first step) or
+                ``simpo`` (the same pairs, reference-free: rewards are beta x the mean per-token log-probability).
+            beta: DPO: strength of the pull away from the reference (the implicit reward's scale); SimPO: the
+                reward's scale (the SimPO paper uses about 2).
+            sft_weight: DPO and SimPO: weight of an added SFT loss on the chosen answers (RPO); 0: none.
+            gamma: SimPO only: the target reward margin between chosen and rejected answers.
         """
         super().__init__()
-        if objective not in ("sft", "dpo"):
-            raise UserError(f"unknown model.objective {objective!r}; use 'sft' or 'dpo'")
-        if beta <= 0 or not math.isfinite(beta) or sft_weight < 0 or not math.isfinite(sft_weight):
-            raise UserError(f"model.beta must be > 0 and model.sft_weight >= 0, got {beta} and {sft_weight}")
+        objective_ = objective_for(objective, beta, gamma, sft_weight, attn_implementation)  # one-line errors first
         if init_adapter is not None:
             check_fits_base(read_adapter(init_adapter), model_name_or_path)  # a clear error now, before any load
         self.save_hyperparameters(ignore=["optimizer"])  # a callable; LightningCLI's config.yaml records it
         self.optimizer_factory = optimizer
         # the one place the objective is looked at: from here on the strategy decides
-        self.objective: TrainingObjective = DPO(beta, sft_weight, attn_implementation) if objective == "dpo" else SFT()
+        self.objective: TrainingObjective = objective_
         self.model: Any = None
         self.scorer: Scorer | None = None  # the forward passes, set in configure_model
         self.compute_dtype: torch.dtype | None = None  # the matmul dtype, set in configure_model

@@ -1,5 +1,5 @@
-"""The DPO objective as plain tensor functions (no Lightning): per-sequence completion log-probabilities and the
-sigmoid DPO loss with an optional SFT term on the chosen answers (RPO).
+"""The preference objectives as plain tensor functions (no Lightning): per-sequence completion log-probabilities,
+the sigmoid DPO loss with an optional SFT term on the chosen answers (RPO), and reference-free SimPO.
 
 DPO (Rafailov et al., 2023) on a pair (prompt x, chosen y_w, rejected y_l), with the policy pi and the reference
 pi_ref (the policy at the start of the stage):
@@ -11,6 +11,14 @@ where log pi(y|x) sums the log-probabilities of the answer's tokens (those with 
 rewards are beta * (log pi - log pi_ref); "reward accuracy" is the share of pairs whose chosen reward is higher.
 With ``sft_weight`` > 0 the loss adds that weight times the mean per-token NLL of the chosen answers (RPO,
 Pang et al., 2024), which keeps the chosen answers likely while the margin grows.
+
+SimPO (Meng et al., 2024) has no reference: the reward is the length-normalised log-probability,
+
+    r(y) = beta * log pi(y|x) / |y|,    loss_simpo = -log sigmoid(r(y_w) - r(y_l) - gamma)
+
+DPO's rewards are measured from the reference, so a lean the reference shares across all pairs (an instruct model's
+"Yes" to every "Do you support ...?") is invisible to it; SimPO's are absolute, so pairs the policy gets wrong weigh
+more until the lean is gone.
 """
 
 from __future__ import annotations
@@ -102,6 +110,33 @@ def dpo_loss(
     return PreferenceOutput(
         loss=loss,
         dpo_loss=dpo.detach(),
+        sft_loss=sft.detach(),
+        chosen_rewards=chosen_rewards.detach(),
+        rejected_rewards=rejected_rewards.detach(),
+        chosen_logps=chosen_logps.detach(),
+        rejected_logps=rejected_logps.detach(),
+    )
+
+
+def simpo_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    chosen_tokens: torch.Tensor,
+    rejected_tokens: torch.Tensor,
+    beta: float,
+    gamma: float,
+    sft_weight: float = 0.0,
+) -> PreferenceOutput:
+    """SimPO over a batch of pairs (rewards: ``beta`` x the mean per-token log-probability; target margin ``gamma``),
+    plus ``sft_weight`` x the chosen answers' mean per-token NLL, as ``dpo_loss`` adds it."""
+    chosen_rewards = beta * chosen_logps / chosen_tokens.clamp(min=1).to(chosen_logps.dtype)
+    rejected_rewards = beta * rejected_logps / rejected_tokens.clamp(min=1).to(rejected_logps.dtype)
+    simpo = -F.logsigmoid(chosen_rewards - rejected_rewards - gamma).mean()
+    sft = -chosen_logps.sum() / chosen_tokens.sum().clamp(min=1)
+    loss = simpo + sft_weight * sft if sft_weight else simpo
+    return PreferenceOutput(
+        loss=loss,
+        dpo_loss=simpo.detach(),
         sft_loss=sft.detach(),
         chosen_rewards=chosen_rewards.detach(),
         rejected_rewards=rejected_rewards.detach(),
