@@ -55,7 +55,14 @@ class SideBySide(L.Callback):
     PROMPT_ONLY = "base + persona prompt"
     ADAPTER = "adapter"
 
-    def __init__(self, num_prompts: int = 4, max_new_tokens: int = 64, seed: int = 1, stances: bool = True) -> None:
+    def __init__(
+        self,
+        num_prompts: int = 4,
+        max_new_tokens: int = 64,
+        seed: int = 1,
+        stances: bool = True,
+        repetition_penalty: float = 1.0,
+    ) -> None:
         """
         Args:
             num_prompts: Held-out prompts to show (a seeded choice from the held-out documents, ``test.jsonl``, of a
@@ -64,8 +71,11 @@ class SideBySide(L.Callback):
             seed: Seed of the prompt choice.
             stances: Also show each side's agreement with the profile's held-out stance statements (read from
                 likelihoods, a second or two; skipped when the profile has none).
+            repetition_penalty: Both sides' greedy decoding with this penalty on tokens already in the answer (1.2
+                is what ``chat``'s presets use; 1.0: none, as ``evaluate`` decodes by default).
         """
         self.num_prompts, self.max_new_tokens, self.seed, self.stances = num_prompts, max_new_tokens, seed, stances
+        self.repetition_penalty = repetition_penalty
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
@@ -89,9 +99,9 @@ class SideBySide(L.Callback):
 
         with dequantized(model):  # on CPU the 4-bit base de-quantized once, as ``generate`` runs it
             with model.disable_adapter():
-                base = persona.generate(convs, max_new_tokens=self.max_new_tokens, do_sample=False)
+                base = persona.generate(convs, **self._decoding())
                 scores.append(probe(held, persona.stance_losses))
-            tuned = persona.generate(convs, max_new_tokens=self.max_new_tokens, do_sample=False)
+            tuned = persona.generate(convs, **self._decoding())
             scores.append(probe(held, persona.stance_losses))
         if was_training:
             model.train()
@@ -116,7 +126,11 @@ class SideBySide(L.Callback):
         print("\n" + table, file=sys.stdout, flush=True)
         out = Path(trainer.default_root_dir) / "side_by_side.jsonl"
         write_jsonl(out, rows)
-        print(f"(also in {out}; greedy, step {trainer.global_step})", flush=True)
+        penalty = f", repetition penalty {self.repetition_penalty:g}" if self.repetition_penalty != 1.0 else ""
+        print(f"(also in {out}; greedy{penalty}, step {trainer.global_step})", flush=True)
+
+    def _decoding(self) -> dict:
+        return dict(max_new_tokens=self.max_new_tokens, do_sample=False, repetition_penalty=self.repetition_penalty)
 
     def _heldout_stances(self, dm: PromptData) -> list[Stance]:
         """The profile's held-out stance statements (never trained on), [] when off or without a profile."""

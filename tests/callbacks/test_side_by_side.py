@@ -95,3 +95,50 @@ def test_fit_prints_and_saves_base_beside_adapter(tiny_path, tmp_path, capsys):
     got = [margins[SideBySide.PROMPT_ONLY], margins[SideBySide.ADAPTER]]
     assert got == pytest.approx([w.mean_margin for w in want])
     assert out.count("held-out stances:") == 2
+
+
+def test_repetition_penalty_decodes_both_sides_as_chat_does(tiny_path, tmp_path, capsys):
+    """With ``repetition_penalty`` both columns are the greedy answers under that penalty (as ``chat``'s presets
+    decode), not plain greedy ones, and the footer says so."""
+    import lightning.pytorch as L
+    import torch
+
+    from politician_lm import PoliticianDataModule, PoliticianLM
+    from politician_lm.callbacks import SideBySide
+    from politician_lm.evaluation.persona import eval_items
+
+    L.seed_everything(0)
+    write_jsonl(tmp_path / "d" / "train.jsonl", pc_rows(8))
+    write_jsonl(tmp_path / "d" / "val.jsonl", pc_rows(3, kind="policy"))
+    dm = PoliticianDataModule(
+        data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=4, cache_dir=str(tmp_path / "c")
+    )
+    model = PoliticianLM(model_name_or_path=tiny_path, lora_r=4, optimizer=partial(torch.optim.AdamW, lr=5e-2))
+    callback = SideBySide(num_prompts=2, max_new_tokens=16, stances=False, repetition_penalty=2.0)
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_steps=4,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[callback],
+    )
+    trainer.fit(model, datamodule=dm)
+    assert "greedy, repetition penalty 2, step 4" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (tmp_path / "side_by_side.jsonl").read_text().splitlines()]
+    items = eval_items(*dm.conversations("test"), 2, callback.seed)
+    items = [items[-1], *items[:-1]]
+    convs = [list(i.messages) for i in items]
+    persona = Persona(model=model.model, tokenizer=dm.tokenizer, style=dm.style)
+    model.model.eval()
+    with torch.no_grad(), dequantized(model.model):
+        with model.model.disable_adapter():
+            base = persona.generate(convs, max_new_tokens=16, do_sample=False, repetition_penalty=2.0)
+        tuned = persona.generate(convs, max_new_tokens=16, do_sample=False, repetition_penalty=2.0)
+        plain = persona.generate(convs, max_new_tokens=16, do_sample=False)
+    assert [r[SideBySide.PROMPT_ONLY] for r in rows] == base and [r[SideBySide.ADAPTER] for r in rows] == tuned
+    assert tuned != plain  # the penalty changed the adapter's answers here, so the columns are not plain greedy
