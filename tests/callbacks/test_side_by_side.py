@@ -26,11 +26,35 @@ def test_table_wraps_both_columns_under_each_prompt():
     assert body[0].endswith("| Folks, jobs are up.") and len(body) >= 5  # the long answer wraps, the short one ends
 
 
+def fit_with(tmp_path, tiny_path, dm, callback):
+    """4 steps of the tiny model (lr 5e-2, so the adapter changes answers) with ``callback``; the module."""
+    import lightning.pytorch as L
+    import torch
+
+    from politician_lm import PoliticianLM
+
+    model = PoliticianLM(model_name_or_path=tiny_path, lora_r=4, optimizer=partial(torch.optim.AdamW, lr=5e-2))
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_steps=4,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[callback],
+    )
+    trainer.fit(model, datamodule=dm)
+    return model
+
+
 def test_fit_prints_and_saves_base_beside_adapter(tiny_path, tmp_path, capsys):
     import lightning.pytorch as L
     import torch
 
-    from politician_lm import PoliticianDataModule, PoliticianLM
+    from politician_lm import PoliticianDataModule
     from politician_lm.callbacks import SideBySide
 
     L.seed_everything(0)
@@ -53,20 +77,7 @@ def test_fit_prints_and_saves_base_beside_adapter(tiny_path, tmp_path, capsys):
         profiles_dir=str(ROOT / "data" / "profiles"),
         cache_dir=str(tmp_path / "c"),
     )
-    model = PoliticianLM(model_name_or_path=tiny_path, lora_r=4, optimizer=partial(torch.optim.AdamW, lr=5e-2))
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        max_steps=4,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=[SideBySide(num_prompts=2, max_new_tokens=8)],
-    )
-    trainer.fit(model, datamodule=dm)
+    model = fit_with(tmp_path, tiny_path, dm, SideBySide(num_prompts=2, max_new_tokens=8))
     out = capsys.readouterr().out
     assert SideBySide.PROMPT_ONLY in out and SideBySide.ADAPTER in out and "PROMPT: Continue the speech" in out
     assert "What is your view" not in out  # the validation split's prompts are not the ones shown
@@ -103,7 +114,7 @@ def test_repetition_penalty_decodes_both_sides_as_chat_does(tiny_path, tmp_path,
     import lightning.pytorch as L
     import torch
 
-    from politician_lm import PoliticianDataModule, PoliticianLM
+    from politician_lm import PoliticianDataModule
     from politician_lm.callbacks import SideBySide
     from politician_lm.evaluation.persona import eval_items
 
@@ -113,21 +124,8 @@ def test_repetition_penalty_decodes_both_sides_as_chat_does(tiny_path, tmp_path,
     dm = PoliticianDataModule(
         data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=4, cache_dir=str(tmp_path / "c")
     )
-    model = PoliticianLM(model_name_or_path=tiny_path, lora_r=4, optimizer=partial(torch.optim.AdamW, lr=5e-2))
     callback = SideBySide(num_prompts=2, max_new_tokens=16, stances=False, repetition_penalty=2.0)
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        max_steps=4,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=[callback],
-    )
-    trainer.fit(model, datamodule=dm)
+    model = fit_with(tmp_path, tiny_path, dm, callback)
     assert "greedy, repetition penalty 2, step 4" in capsys.readouterr().out
     rows = [json.loads(line) for line in (tmp_path / "side_by_side.jsonl").read_text().splitlines()]
     items = eval_items(*dm.conversations("test"), 2, callback.seed)
