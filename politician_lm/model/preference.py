@@ -104,12 +104,25 @@ def dpo_loss(
     ref_rejected = ref_rejected_logps.to(chosen_logps.dtype)
     chosen_rewards = beta * (chosen_logps - ref_chosen)
     rejected_rewards = beta * (rejected_logps - ref_rejected)
-    dpo = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
+    return _with_sft(0.0, chosen_rewards, rejected_rewards, chosen_logps, rejected_logps, chosen_tokens, sft_weight)
+
+
+def _with_sft(
+    margin: float,
+    chosen_rewards: torch.Tensor,
+    rejected_rewards: torch.Tensor,
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    chosen_tokens: torch.Tensor,
+    sft_weight: float,
+) -> PreferenceOutput:
+    """-log sigmoid(chosen - rejected reward - ``margin``) averaged over pairs, plus ``sft_weight`` x the chosen
+    answers' mean per-token NLL: the loss of DPO (margin 0, rewards from the reference) and of SimPO."""
+    preference = -F.logsigmoid(chosen_rewards - rejected_rewards - margin).mean()
     sft = -chosen_logps.sum() / chosen_tokens.sum().clamp(min=1)
-    loss = dpo + sft_weight * sft if sft_weight else dpo
     return PreferenceOutput(
-        loss=loss,
-        dpo_loss=dpo.detach(),
+        loss=preference + sft_weight * sft if sft_weight else preference,
+        dpo_loss=preference.detach(),
         sft_loss=sft.detach(),
         chosen_rewards=chosen_rewards.detach(),
         rejected_rewards=rejected_rewards.detach(),
@@ -131,15 +144,4 @@ def simpo_loss(
     plus ``sft_weight`` x the chosen answers' mean per-token NLL, as ``dpo_loss`` adds it."""
     chosen_rewards = beta * chosen_logps / chosen_tokens.clamp(min=1).to(chosen_logps.dtype)
     rejected_rewards = beta * rejected_logps / rejected_tokens.clamp(min=1).to(rejected_logps.dtype)
-    simpo = -F.logsigmoid(chosen_rewards - rejected_rewards - gamma).mean()
-    sft = -chosen_logps.sum() / chosen_tokens.sum().clamp(min=1)
-    loss = simpo + sft_weight * sft if sft_weight else simpo
-    return PreferenceOutput(
-        loss=loss,
-        dpo_loss=simpo.detach(),
-        sft_loss=sft.detach(),
-        chosen_rewards=chosen_rewards.detach(),
-        rejected_rewards=rejected_rewards.detach(),
-        chosen_logps=chosen_logps.detach(),
-        rejected_logps=rejected_logps.detach(),
-    )
+    return _with_sft(gamma, chosen_rewards, rejected_rewards, chosen_logps, rejected_logps, chosen_tokens, sft_weight)
