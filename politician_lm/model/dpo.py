@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from politician_lm.batch import IGNORE_INDEX, PreferenceSource
 from politician_lm.errors import UserError
-from politician_lm.model.objectives import REFERENCE_KEY, SFT, StepResult, TrainingObjective
+from politician_lm.model.objectives import REFERENCE_KEY, SFT, SIMPO_KEY, StepResult, TrainingObjective
 from politician_lm.model.preference import PreferenceOutput, dpo_loss, simpo_loss
 from politician_lm.model.scoring import Scorer
 
@@ -157,7 +157,7 @@ class DPO(TrainingObjective):
 
 class SimPO(DPO):
     """Reference-free SimPO on preference pairs (``simpo_loss``), plus ``sft_weight`` x the chosen answers' NLL: no
-    reference pass, nothing added to checkpoints. ``gamma`` is the target reward margin."""
+    reference pass; checkpoints carry only a mark of the objective. ``gamma`` is the target reward margin."""
 
     name = "simpo"
 
@@ -181,11 +181,16 @@ class SimPO(DPO):
         pass
 
     def save(self, checkpoint: dict[str, Any]) -> None:
-        pass
+        checkpoint[SIMPO_KEY] = True  # no reference to carry: a mark, so other objectives refuse the checkpoint
 
     def load(self, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get(REFERENCE_KEY) is not None:
             raise UserError("the checkpoint is from a DPO run; resume it with --model.objective dpo")
+        if not checkpoint.get(SIMPO_KEY):
+            raise UserError(
+                "the checkpoint is not from a SimPO run; start a SimPO stage from an SFT adapter with "
+                "--model.init_adapter, not from an SFT checkpoint"
+            )
 
 
 def objective_for(

@@ -19,6 +19,8 @@ from politician_lm.model.scoring import Scorer
 # The checkpoint key a DPO run keeps its reference log-probabilities under (part of the checkpoint format); an SFT
 # run refuses a checkpoint that has it.
 REFERENCE_KEY = "politician_lm_dpo_reference"
+# The checkpoint key a SimPO run marks its checkpoints with (it has no reference to carry); other objectives refuse it.
+SIMPO_KEY = "politician_lm_simpo"
 
 
 class StepResult(NamedTuple):
@@ -77,3 +79,5 @@ class SFT(TrainingObjective):
     def load(self, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get(REFERENCE_KEY) is not None:
             raise UserError("the checkpoint is from a DPO run; resume it with --model.objective dpo")
+        if checkpoint.get(SIMPO_KEY):
+            raise UserError("the checkpoint is from a SimPO run; resume it with --model.objective simpo")

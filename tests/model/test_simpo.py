@@ -130,3 +130,15 @@ def test_simpo_fit_learns_the_pairs_without_a_reference(tmp_path, tiny_path):
     ckpt = torch.load(tmp_path / "run" / "ckpt" / "last.ckpt", weights_only=False)
     assert "politician_lm_dpo_reference" not in ckpt  # nothing to carry: no reference
     assert (tmp_path / "run" / "adapters" / "last" / "adapter_model.safetensors").is_file()
+
+    # its checkpoint resumes only as SimPO, and SimPO resumes no other objective's checkpoint: one line each
+    from politician_lm import PoliticianLM
+
+    sft = PoliticianLM(model_name_or_path=tiny_path)
+    with pytest.raises(UserError, match="from a SimPO run; resume it with --model.objective simpo"):
+        sft.objective.load(ckpt)
+    simpo_module(tiny_path).objective.load(ckpt)  # its own: accepted
+    with pytest.raises(UserError, match="not from a SimPO run"):
+        simpo_module(tiny_path).objective.load({k: v for k, v in ckpt.items() if k != "politician_lm_simpo"})
+    with pytest.raises(UserError, match="from a DPO run"):
+        simpo_module(tiny_path).objective.load({**ckpt, "politician_lm_dpo_reference": {"logps": {}}})
