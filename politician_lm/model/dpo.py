@@ -95,14 +95,14 @@ class ReferenceCache:
         self.logps, self.data = dict(saved["logps"]), saved["data"]
 
 
-class DPO(TrainingObjective):
-    """Sigmoid DPO on preference pairs, plus ``sft_weight`` x the chosen answers' NLL (RPO); logs the rewards."""
+class PairObjective(TrainingObjective):
+    """What DPO and SimPO share: preference pairs scored after one copy of the prompt, ``beta`` and ``sft_weight``,
+    and a step that is the pairs' ``preference`` loss with its rewards logged."""
 
-    name = "dpo"
+    name = ""
 
     def __init__(self, beta: float, sft_weight: float, attn_implementation: str | None) -> None:
         self.beta, self.sft_weight, self.attn_implementation = beta, sft_weight, attn_implementation
-        self.reference = ReferenceCache()
 
     def check_data(self, source: PreferenceSource | None) -> None:
         if source is None:
@@ -121,6 +121,29 @@ class DPO(TrainingObjective):
     def prepare(self, source: PreferenceSource | None, scorer: Scorer, device: torch.device) -> None:
         if source is None:
             raise UserError(NEEDS_PAIRS.format(self.name))
+
+    def preference(
+        self, scorer: Scorer, batch: dict[str, torch.Tensor], split: str, device: torch.device
+    ) -> PreferenceOutput:
+        """The loss of a batch of n pairs (one row each); ``split`` is ``train`` or ``val``."""
+        raise NotImplementedError
+
+    def step(self, scorer: Scorer, batch: dict[str, torch.Tensor], split: str, device: torch.device) -> StepResult:
+        out = self.preference(scorer, batch, "train" if split == "train" else "val", device)
+        return StepResult(out.loss, batch["index"].shape[0], out.metrics())
+
+
+class DPO(PairObjective):
+    """Sigmoid DPO on preference pairs, plus ``sft_weight`` x the chosen answers' NLL (RPO); logs the rewards."""
+
+    name = "dpo"
+
+    def __init__(self, beta: float, sft_weight: float, attn_implementation: str | None) -> None:
+        super().__init__(beta, sft_weight, attn_implementation)
+        self.reference = ReferenceCache()
+
+    def prepare(self, source: PreferenceSource | None, scorer: Scorer, device: torch.device) -> None:
+        super().prepare(source, scorer, device)
         self.reference.ensure(source, scorer, device)
 
     def preference(
@@ -141,10 +164,6 @@ class DPO(TrainingObjective):
         reference = reference.to(logps.device)
         return dpo_loss(logps[:n], logps[n:], reference[:, 0], reference[:, 1], counts[:n], self.beta, self.sft_weight)
 
-    def step(self, scorer: Scorer, batch: dict[str, torch.Tensor], split: str, device: torch.device) -> StepResult:
-        out = self.preference(scorer, batch, "train" if split == "train" else "val", device)
-        return StepResult(out.loss, batch["index"].shape[0], out.metrics())
-
     def on_train_batch_start(self) -> None:
         self.reference.is_policy = False
 
@@ -155,7 +174,7 @@ class DPO(TrainingObjective):
         self.reference.load(checkpoint)
 
 
-class SimPO(DPO):
+class SimPO(PairObjective):
     """Reference-free SimPO on preference pairs (``simpo_loss``), plus ``sft_weight`` x the chosen answers' NLL: no
     reference pass; checkpoints carry only a mark of the objective. ``gamma`` is the target reward margin."""
 
@@ -165,10 +184,6 @@ class SimPO(DPO):
         super().__init__(beta, sft_weight, attn_implementation)
         self.gamma = gamma
 
-    def prepare(self, source: PreferenceSource | None, scorer: Scorer, device: torch.device) -> None:
-        if source is None:
-            raise UserError(NEEDS_PAIRS.format(self.name))
-
     def preference(
         self, scorer: Scorer, batch: dict[str, torch.Tensor], split: str, device: torch.device
     ) -> PreferenceOutput:
@@ -176,9 +191,6 @@ class SimPO(DPO):
         n = batch["index"].shape[0]
         logps, counts = scorer.pair_logps(batch)
         return simpo_loss(logps[:n], logps[n:], counts[:n], counts[n:], self.beta, self.gamma, self.sft_weight)
-
-    def on_train_batch_start(self) -> None:
-        pass
 
     def save(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[SIMPO_KEY] = True  # no reference to carry: a mark, so other objectives refuse the checkpoint

@@ -107,13 +107,12 @@ class PoliticianLM(DPOHandles, L.LightningModule):
             gamma: SimPO only: the target reward margin between chosen and rejected answers.
         """
         super().__init__()
-        objective_ = objective_for(objective, beta, gamma, sft_weight, attn_implementation)  # one-line errors first
+        # the one place the objective is looked at (one-line errors first): from here on the strategy decides
+        self.objective: TrainingObjective = objective_for(objective, beta, gamma, sft_weight, attn_implementation)
         if init_adapter is not None:
             check_fits_base(read_adapter(init_adapter), model_name_or_path)  # a clear error now, before any load
         self.save_hyperparameters(ignore=["optimizer"])  # a callable; LightningCLI's config.yaml records it
         self.optimizer_factory = optimizer
-        # the one place the objective is looked at: from here on the strategy decides
-        self.objective: TrainingObjective = objective_
         self.model: Any = None
         self.scorer: Scorer | None = None  # the forward passes, set in configure_model
         self.compute_dtype: torch.dtype | None = None  # the matmul dtype, set in configure_model
