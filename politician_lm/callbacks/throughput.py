@@ -171,6 +171,13 @@ class QLoRAThroughput(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        for part in batch.values() if "pairs" in batch else [batch]:  # pairs with anchor records: both count
+            self._count(part)
+        self.batches += 1
+        if self.batches % self.every_n_steps == 0:
+            self._log(trainer, self.seconds + self._sync(pl_module) - self._t0)
+
+    def _count(self, batch: dict[str, Any]) -> None:
         ids, mask, labels = batch["input_ids"], batch.get("attention_mask"), batch.get("labels")
         if "real_tokens" in batch:  # packed rows say how many tokens are real
             real, sequences = batch["real_tokens"], batch["sequences"]
@@ -182,9 +189,6 @@ class QLoRAThroughput(L.Callback):
             (labels != IGNORE_INDEX).sum() if self.counts.head_on_labels_only and labels is not None else real
         )
         self.total += ids.numel()
-        self.batches += 1
-        if self.batches % self.every_n_steps == 0:
-            self._log(trainer, self.seconds + self._sync(pl_module) - self._t0)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._t0 is not None:  # validation inside a window does not count as training time

@@ -160,3 +160,30 @@ class PackedRowsCollator:
             "real_tokens": torch.tensor(sum(lengths)),
             "sequences": torch.tensor(len(features)),
         }
+
+
+def start_at(loader: Any, resume: tuple[int, int] | None, n_batches: int) -> Any:
+    """``loader``'s sampler, set where a resumed fit left it: ``resume`` is ``(epoch, batches done in it)`` from the
+    checkpoint (None: a fresh start); an epoch with all ``n_batches`` done resumes at the next epoch's start."""
+    sampler = loader.sampler
+    if resume is not None:
+        epoch, done = resume
+        sampler.set_epoch(epoch + 1 if done >= n_batches else epoch)
+        sampler.start = 0 if done >= n_batches else done * (loader.batch_size or 1)
+    return sampler
+
+
+class Cycled:
+    """A train loader repeated without end, its sampler's epoch as Lightning sets it: batches drawn alongside a main
+    loader by ``CombinedLoader(..., "min_size")``, which then stops when the main loader does."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    @property
+    def sampler(self) -> Any:  # what Lightning calls set_epoch on
+        return self.loader.sampler
+
+    def __iter__(self) -> Any:
+        while True:
+            yield from self.loader

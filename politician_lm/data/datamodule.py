@@ -15,14 +15,13 @@ from typing import Any, Literal
 import lightning.pytorch as L
 import torch
 from datasets import Dataset
+from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorForSeq2Seq
 
 from politician_lm.artifacts.profiles import load_profile
 from politician_lm.batch import IGNORE_INDEX
-from politician_lm.data import records
-from politician_lm.data.batching import EpochBatchSampler, IndexedBatches, PackedRowsCollator, ResumableSampler
-from politician_lm.data.examples import hash_split, prompt_only, read_examples, tokenize_examples
+from politician_lm.data import batching, examples, records
 from politician_lm.data.pairs import PAIR_COLUMNS, PairCollator
 from politician_lm.data.templates import PromptFormat, PromptStyle
 from politician_lm.data.tokenize import Overlong
@@ -56,6 +55,7 @@ class PoliticianDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         packing: bool = False,
         group_by_length: bool = False,
+        anchor_path: str | None = None,
     ) -> None:
         """
         Args:
@@ -80,6 +80,9 @@ class PoliticianDataModule(L.LightningDataModule):
                 causal mask, so examples never attend to each other. Validation stays unpacked. Under DDP each rank
                 takes its share of the batches.
             group_by_length: Without packing, batch examples of similar length together (less padding).
+            anchor_path: Preference stages: SFT records (e.g. the SFT stage's prepared folder) mixed into training.
+                Each batch of pairs comes with ``batch_size`` of their training records, whose completion NLL the
+                objective adds at ``model.anchor_weight``; their val and held-out records are never read.
 
         Preference pairs (``{"prompt", "chosen", "rejected"}``, see ``politician-lm pairs``) are read, split and
         validated the same way and batched as pairs for ``model.objective: dpo``; ``batch_size`` then counts pairs
@@ -106,6 +109,7 @@ class PoliticianDataModule(L.LightningDataModule):
             log.warning(msg, data_path)
         self.preference = records.detect_preference(self.files)
         self.record_counts = records.validate(self.files, self.preference)
+        self.anchor_files = examples.anchor_files(anchor_path, self.preference, data_path) if anchor_path else None
         if self.preference and packing:
             raise UserError(
                 f"{data_path}: holds preference pairs, which are not packed (a pair is scored as two "
@@ -116,6 +120,7 @@ class PoliticianDataModule(L.LightningDataModule):
         self._resume_at: tuple[int, int] | None = None
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
+        self.anchor_dataset: Dataset | None = None
 
     # -- building -------------------------------------------------------------------------------------------
     def _load_tokenizer(self) -> None:
@@ -126,31 +131,30 @@ class PoliticianDataModule(L.LightningDataModule):
 
     def _read(self, files: tuple[Path, ...]) -> Dataset:
         hp = self.hparams
-        return read_examples(files, hp.cache_dir, self.preference, hp.kinds, hp.data_path)
+        return examples.read_examples(files, hp.cache_dir, self.preference, hp.kinds, hp.data_path)
 
-    def _tokenize(self, ds: Dataset, split: str) -> Dataset:
-        hp = self.hparams
-        return tokenize_examples(ds, split, self.tokenizer, self.style, hp.max_length, hp.overlong, self.preference)
+    def _tokenize(self, ds: Dataset, split: str, pairs: bool | None = None) -> Dataset:
+        hp, pairs = self.hparams, self.preference if pairs is None else pairs
+        return examples.tokenize_examples(ds, split, self.tokenizer, self.style, hp.max_length, hp.overlong, pairs)
 
     def build(self) -> None:
         """Load, split and tokenize (cached on disk by ``datasets``). Safe to call more than once."""
         if self.train_dataset is not None:
             return
         self._load_tokenizer()
-        train = self._read(self.files.train)
+        hp, train = self.hparams, self._read(self.files.train)
         if self.files.val:
             val = self._read(self.files.val)
         else:
-            hp = self.hparams
-            train, val = hash_split(train, hp.seed, hp.val_fraction, hp.data_path)
+            train, val = examples.hash_split(train, hp.seed, hp.val_fraction, hp.data_path)
         self.train_dataset = self._tokenize(train, "train")
         self.val_dataset = self._tokenize(val, "val")
-        log.info(
-            "data: %d train / %d val examples from %s",
-            len(self.train_dataset),
-            len(self.val_dataset),
-            self.hparams.data_path,
-        )
+        if self.anchor_files is not None:
+            anchor = examples.read_anchor(self.anchor_files, hp.cache_dir, hp.seed, hp.val_fraction, hp.anchor_path)
+            self.anchor_dataset = self._tokenize(anchor, "anchor", pairs=False)
+        n_anchor = f" (+ {len(self.anchor_dataset)} anchor records)" if self.anchor_dataset is not None else ""
+        log.info("data: %d train / %d val examples%s from %s", len(self.train_dataset), len(self.val_dataset), n_anchor,
+                 hp.data_path)  # fmt: skip
 
     def prepare_data(self) -> None:
         self.build()  # fills the datasets cache on rank 0; setup() on every rank then reads it
@@ -159,62 +163,44 @@ class PoliticianDataModule(L.LightningDataModule):
         self.build()
 
     # -- loaders --------------------------------------------------------------------------------------------
-    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool, pairs: bool | None = None) -> DataLoader:
         """Every example once, in order; or with ``shuffle`` the train batches: shuffled per (seed, epoch), packed or
-        length-grouped if asked (``data.batching``), sharded across DDP ranks, and able to resume mid-epoch."""
-        ds = ds.select_columns(PAIR_COLUMNS if self.preference else ["input_ids", "labels"])
+        length-grouped if asked (``data.batching``), sharded across DDP ranks, and able to resume mid-epoch.
+        ``pairs`` (default: whether the data holds pairs) picks pair or prompt/completion batches."""
+        pairs = self.preference if pairs is None else pairs
+        ds = ds.select_columns(PAIR_COLUMNS if pairs else ["input_ids", "labels"])
         # A generator of its own: creating a loader iterator must not draw from the global RNG (LoRA dropout),
         # or a resumed run would draw different dropout masks than the uninterrupted one.
         generator = torch.Generator().manual_seed(self.hparams.seed)
         settings: dict[str, Any] = dict(
-            collate_fn=self._collator(), num_workers=self.hparams.num_workers, generator=generator
+            collate_fn=self._collator(pairs), num_workers=self.hparams.num_workers, generator=generator
         )
         if not shuffle:
             return DataLoader(ds, batch_size=batch_size, **settings)
         world, rank = self._world()
         hp = self.hparams
         if hp.packing or hp.group_by_length:  # a batch plan: the sampler yields whole batches
-            sampler: Any = EpochBatchSampler(
-                self._lengths(ds), batch_size, hp.seed, hp.packing, hp.max_length, num_replicas=world, rank=rank
-            )
+            lengths = [len(ids) for ids in ds["input_ids"]]  # a pair: both answers and the prompt twice
+            if pairs:
+                lengths = [a + len(b) for a, b in zip(lengths, ds["rejected_input_ids"])]
+            plan = batching.EpochBatchSampler(lengths, batch_size, hp.seed, hp.packing, hp.max_length, world, rank)
             if hp.packing:
-                settings["collate_fn"] = PackedRowsCollator(hp.max_length, self.tokenizer.pad_token_id, IGNORE_INDEX)
-            loader = DataLoader(IndexedBatches(ds), sampler=sampler, batch_size=None, **settings)
-            self._apply_resume(sampler, len(loader), 1)
-        else:
-            sampler = ResumableSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=hp.seed)
-            loader = DataLoader(ds, batch_size=batch_size, sampler=sampler, **settings)
-            self._apply_resume(sampler, len(loader), batch_size)
-        self._train_sampler = sampler
-        return loader
+                settings["collate_fn"] = batching.PackedRowsCollator(
+                    hp.max_length, self.tokenizer.pad_token_id, IGNORE_INDEX
+                )
+            return DataLoader(batching.IndexedBatches(ds), sampler=plan, batch_size=None, **settings)
+        sampler = batching.ResumableSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=hp.seed)
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, **settings)
 
-    def _lengths(self, ds: Dataset) -> list[int]:
-        """Tokens of each example (a pair: both answers and the prompt twice), for the batch plans."""
-        lengths = [len(ids) for ids in ds["input_ids"]]
-        if self.preference:
-            lengths = [a + len(b) for a, b in zip(lengths, ds["rejected_input_ids"])]
-        return lengths
-
-    def _collator(self) -> Any:
+    def _collator(self, pairs: bool) -> Any:
         """Padded rows: pair rows (``data.pairs``) for preference data, else prompt/completion rows."""
-        if self.preference:
+        if pairs:
             return PairCollator(self.tokenizer)
         return DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
-    def _apply_resume(self, sampler: Any, n_batches: int, batch_size: int) -> None:
-        if self._resume_at is None:  # set by load_state_dict() when fit resumes from a checkpoint
-            return
-        epoch, done = self._resume_at
-        self._resume_at = None
-        if done >= n_batches:  # an end-of-epoch checkpoint resumes at the next epoch's start
-            sampler.set_epoch(epoch + 1)
-        else:
-            sampler.set_epoch(epoch)
-            sampler.start = done * batch_size
 
     # -- resume: Lightning stores state_dict() in every checkpoint and calls load_state_dict() on resume, before
     # it builds the train loader; a run killed mid-epoch then sees exactly the batches of an uninterrupted run.
@@ -229,8 +215,19 @@ class PoliticianDataModule(L.LightningDataModule):
         if "epoch" in state:
             self._resume_at = (int(state["epoch"]), int(state["batches_done"]))
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, self.hparams.batch_size, shuffle=True)
+    def train_dataloader(self) -> DataLoader | CombinedLoader:
+        """The train batches; with ``anchor_path``, ``{"pairs": ..., "anchor": ...}`` batches, as many per epoch as
+        there are pair batches, the anchor's drawn in order and cycled (reshuffled every epoch)."""
+        resume, self._resume_at = self._resume_at, None  # set by load_state_dict() when fit resumes
+        loader = self._loader(self.train_dataset, self.hparams.batch_size, shuffle=True)
+        self._train_sampler = batching.start_at(loader, resume, len(loader))
+        if self.anchor_dataset is None:
+            return loader
+        anchor = self._loader(self.anchor_dataset, self.hparams.batch_size, shuffle=True, pairs=False)
+        if resume:  # where the anchor stood: its epoch ends with the pairs', and it may have cycled
+            resume = (resume[0] + 1, 0) if resume[1] >= len(loader) else (resume[0], resume[1] % len(anchor))
+        batching.start_at(anchor, resume, len(anchor))
+        return CombinedLoader({"pairs": loader, "anchor": batching.Cycled(anchor)}, "min_size")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, self.hparams.eval_batch_size or self.hparams.batch_size, shuffle=False)
@@ -254,7 +251,9 @@ class PoliticianDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         """Validation prompts alone (the completion cut off), left-padded for batched generation."""
-        prompts = self.val_dataset.map(prompt_only, remove_columns=self.val_dataset.column_names, desc="Prompts")
+        prompts = self.val_dataset.map(
+            examples.prompt_only, remove_columns=self.val_dataset.column_names, desc="Prompts"
+        )
         pad = partial(self.tokenizer.pad, padding=True, padding_side="left", return_tensors="pt")
         return DataLoader(
             prompts,

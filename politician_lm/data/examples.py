@@ -114,3 +114,26 @@ def prompt_only(row: dict) -> dict:
     """A tokenized row cut before its first labelled token (what ``predict`` generates from)."""
     n_prompt = next((i for i, t in enumerate(row["labels"]) if t != IGNORE_INDEX), len(row["labels"]))
     return {"input_ids": row["input_ids"][:n_prompt]}
+
+
+def anchor_files(anchor_path: str, preference: bool, data_path: str) -> records.DataFiles:
+    """The files of ``data.anchor_path``, checked before any heavy work: only a preference stage takes an anchor,
+    and an anchor is prompt/completion records, not pairs."""
+    if not preference:
+        raise UserError(
+            f"{data_path}: holds SFT records, and data.anchor_path only anchors a preference stage; drop anchor_path"
+        )
+    files = records.discover(anchor_path)
+    if records.detect_preference(files):
+        raise UserError(
+            f"{anchor_path}: data.anchor_path holds preference pairs; give it SFT records (e.g. the SFT stage's data)"
+        )
+    records.validate(files)
+    return files
+
+
+def read_anchor(files: records.DataFiles, cache_dir: str | None, seed: int, val_fraction: float, path: str) -> Dataset:
+    """An anchor's training records only: its ``train.jsonl``, or the train side of the hash split an SFT fit on it
+    makes (same ``seed`` and ``val_fraction``), so its validation and held-out records stay unseen."""
+    train = read_examples(files.train, cache_dir, False, None, path)
+    return train if files.val else hash_split(train, seed, val_fraction, path)[0]

@@ -100,6 +100,7 @@ class PairObjective(TrainingObjective):
     and a step that is the pairs' ``preference`` loss with its rewards logged."""
 
     name = ""
+    anchor_weight = 1.0  # of the anchor records' NLL, where batches carry them (objective_for sets it)
 
     def __init__(self, beta: float, sft_weight: float, attn_implementation: str | None) -> None:
         self.beta, self.sft_weight, self.attn_implementation = beta, sft_weight, attn_implementation
@@ -128,9 +129,17 @@ class PairObjective(TrainingObjective):
         """The loss of a batch of n pairs (one row each); ``split`` is ``train`` or ``val``."""
         raise NotImplementedError
 
-    def step(self, scorer: Scorer, batch: dict[str, torch.Tensor], split: str, device: torch.device) -> StepResult:
-        out = self.preference(scorer, batch, "train" if split == "train" else "val", device)
-        return StepResult(out.loss, batch["index"].shape[0], out.metrics())
+    def step(self, scorer: Scorer, batch: dict[str, Any], split: str, device: torch.device) -> StepResult:
+        """The pairs' loss; a training batch with anchor records (``data.anchor_path``: ``{"pairs", "anchor"}``)
+        adds ``anchor_weight`` x their mean completion NLL, logged as ``anchor_nll``."""
+        anchor = batch["anchor"] if "pairs" in batch else None
+        pairs = batch["pairs"] if anchor is not None else batch
+        out = self.preference(scorer, pairs, "train" if split == "train" else "val", device)
+        loss, metrics = out.loss, out.metrics()
+        if anchor is not None:
+            nll = scorer.token_loss(anchor)
+            loss, metrics = loss + self.anchor_weight * nll, {**metrics, "anchor_nll": nll.detach()}
+        return StepResult(loss, pairs["index"].shape[0], metrics)
 
 
 class DPO(PairObjective):
@@ -206,7 +215,12 @@ class SimPO(PairObjective):
 
 
 def objective_for(
-    objective: str, beta: float, gamma: float, sft_weight: float, attn_implementation: str | None
+    objective: str,
+    beta: float,
+    gamma: float,
+    sft_weight: float,
+    attn_implementation: str | None,
+    anchor_weight: float = 1.0,
 ) -> TrainingObjective:
     """The strategy ``model.objective`` names, its options checked in one line each."""
     if objective not in OBJECTIVES:
@@ -215,11 +229,17 @@ def objective_for(
         raise UserError(f"model.beta must be > 0 and model.sft_weight >= 0, got {beta} and {sft_weight}")
     if not math.isfinite(gamma):
         raise UserError(f"model.gamma must be a finite number, got {gamma}")
-    if objective == "dpo":
-        return DPO(beta, sft_weight, attn_implementation)
-    if objective == "simpo":
-        return SimPO(beta, gamma, sft_weight, attn_implementation)
-    return SFT()
+    if anchor_weight < 0 or not math.isfinite(anchor_weight):
+        raise UserError(f"model.anchor_weight must be a finite number >= 0, got {anchor_weight}")
+    if objective == "sft":
+        return SFT()
+    pair: PairObjective = (
+        DPO(beta, sft_weight, attn_implementation)
+        if objective == "dpo"
+        else SimPO(beta, gamma, sft_weight, attn_implementation)
+    )
+    pair.anchor_weight = anchor_weight
+    return pair
 
 
 class DPOHandles:

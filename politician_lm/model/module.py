@@ -71,6 +71,7 @@ class PoliticianLM(DPOHandles, L.LightningModule):
         beta: float = 0.1,
         sft_weight: float = 0.0,
         gamma: float = 0.0,
+        anchor_weight: float = 1.0,
     ) -> None:
         """
         Args:
@@ -105,10 +106,13 @@ class PoliticianLM(DPOHandles, L.LightningModule):
                 reward's scale (the SimPO paper uses about 2).
             sft_weight: DPO and SimPO: weight of an added SFT loss on the chosen answers (RPO); 0: none.
             gamma: SimPO only: the target reward margin between chosen and rejected answers.
+            anchor_weight: DPO and SimPO with ``data.anchor_path``: weight of the anchor records' completion NLL.
         """
         super().__init__()
         # the one place the objective is looked at (one-line errors first): from here on the strategy decides
-        self.objective: TrainingObjective = objective_for(objective, beta, gamma, sft_weight, attn_implementation)
+        self.objective: TrainingObjective = objective_for(
+            objective, beta, gamma, sft_weight, attn_implementation, anchor_weight
+        )
         if init_adapter is not None:
             check_fits_base(read_adapter(init_adapter), model_name_or_path)  # a clear error now, before any load
         self.save_hyperparameters(ignore=["optimizer"])  # a callable; LightningCLI's config.yaml records it
