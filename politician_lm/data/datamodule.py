@@ -1,9 +1,6 @@
-"""``PoliticianDataModule``: prompt/completion or chat JSONL in, padded completion-only-loss batches out.
-
-Preference pairs (``{"prompt", "chosen", "rejected"}`` or the chat-message form, see ``records``) give pair batches
-for DPO instead: see ``data.pairs``. Reading, the hash split and tokenizing are in ``data.examples``; the samplers and
-other collators in ``data.batching``.
-"""
+"""``PoliticianDataModule``: prompt/completion or chat JSONL in, padded completion-only-loss batches out; preference
+pairs give pair batches instead (``data.pairs``). Reading, the hash split and tokenizing are in ``data.examples``;
+the samplers and other collators in ``data.batching``."""
 
 from __future__ import annotations
 
@@ -151,7 +148,8 @@ class PoliticianDataModule(L.LightningDataModule):
         self.val_dataset = self._tokenize(val, "val")
         if self.anchor_files is not None:
             anchor = examples.read_anchor(self.anchor_files, hp.cache_dir, hp.seed, hp.val_fraction, hp.anchor_path)
-            self.anchor_dataset = self._tokenize(anchor, "anchor", pairs=False)
+            anchor = self._tokenize(anchor, "anchor", pairs=False)
+            self.anchor_dataset = anchor.add_column("index", list(range(len(anchor))))  # for model.anchor's scores
         n_anchor = f" (+ {len(self.anchor_dataset)} anchor records)" if self.anchor_dataset is not None else ""
         log.info("data: %d train / %d val examples%s from %s", len(self.train_dataset), len(self.val_dataset), n_anchor,
                  hp.data_path)  # fmt: skip
@@ -168,7 +166,9 @@ class PoliticianDataModule(L.LightningDataModule):
         length-grouped if asked (``data.batching``), sharded across DDP ranks, and able to resume mid-epoch.
         ``pairs`` (default: whether the data holds pairs) picks pair or prompt/completion batches."""
         pairs = self.preference if pairs is None else pairs
-        ds = ds.select_columns(PAIR_COLUMNS if pairs else ["input_ids", "labels"])
+        ds = ds.select_columns(
+            PAIR_COLUMNS if pairs else [c for c in ("input_ids", "labels", "index") if c in ds.features]
+        )
         # A generator of its own: creating a loader iterator must not draw from the global RNG (LoRA dropout),
         # or a resumed run would draw different dropout masks than the uninterrupted one.
         generator = torch.Generator().manual_seed(self.hparams.seed)
@@ -230,7 +230,7 @@ class PoliticianDataModule(L.LightningDataModule):
         return CombinedLoader({"pairs": loader, "anchor": batching.Cycled(anchor)}, "min_size")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, self.hparams.eval_batch_size or self.hparams.batch_size, shuffle=False)
+        return self._loader(self.val_dataset, self._eval_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
@@ -243,24 +243,22 @@ class PoliticianDataModule(L.LightningDataModule):
                 f"{self.hparams.data_path}: model.objective dpo needs preference pairs "
                 "({'prompt', 'chosen', 'rejected'}); build them with `politician-lm pairs`"
             )
-        size = self.hparams.eval_batch_size or self.hparams.batch_size
-        return {
-            split: self._loader(ds, size, shuffle=False)
-            for split, ds in (("train", self.train_dataset), ("val", self.val_dataset))
-        }
+        pairs = (("train", self.train_dataset), ("val", self.val_dataset))
+        return {split: self._loader(ds, self._eval_size, False) for split, ds in pairs}
+
+    def anchor_dataloader(self) -> DataLoader | None:
+        """Every anchor record once, in order and unsharded, for the pass that scores them at the stage's start."""
+        return None if self.anchor_dataset is None else self._loader(self.anchor_dataset, self._eval_size, False, False)
 
     def predict_dataloader(self) -> DataLoader:
         """Validation prompts alone (the completion cut off), left-padded for batched generation."""
-        prompts = self.val_dataset.map(
-            examples.prompt_only, remove_columns=self.val_dataset.column_names, desc="Prompts"
-        )
+        prompts = self.val_dataset.map(examples.prompt_only, remove_columns=self.val_dataset.column_names)
         pad = partial(self.tokenizer.pad, padding=True, padding_side="left", return_tensors="pt")
-        return DataLoader(
-            prompts,
-            batch_size=self.hparams.eval_batch_size or self.hparams.batch_size,
-            collate_fn=pad,
-            num_workers=self.hparams.num_workers,
-        )
+        return DataLoader(prompts, batch_size=self._eval_size, collate_fn=pad, num_workers=self.hparams.num_workers)
+
+    @property
+    def _eval_size(self) -> int:
+        return self.hparams.eval_batch_size or self.hparams.batch_size
 
     # -- what callbacks read (politician_lm.callbacks.contracts) --------------------------------------------
     def conversations(self, split: Literal["train", "val", "test"]) -> tuple[list[list[dict[str, str]]], list[str]]:

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from politician_lm.batch import IGNORE_INDEX, PreferenceSource
 from politician_lm.errors import UserError
+from politician_lm.model.anchor import Anchor
 from politician_lm.model.objectives import REFERENCE_KEY, SFT, SIMPO_KEY, StepResult, TrainingObjective
 from politician_lm.model.preference import PreferenceOutput, dpo_loss, simpo_loss
 from politician_lm.model.scoring import Scorer
@@ -100,10 +101,10 @@ class PairObjective(TrainingObjective):
     and a step that is the pairs' ``preference`` loss with its rewards logged."""
 
     name = ""
-    anchor_weight = 1.0  # of the anchor records' NLL, where batches carry them (objective_for sets it)
 
     def __init__(self, beta: float, sft_weight: float, attn_implementation: str | None) -> None:
         self.beta, self.sft_weight, self.attn_implementation = beta, sft_weight, attn_implementation
+        self.anchor = Anchor()  # data.anchor_path's records, where the DataModule has them
 
     def check_data(self, source: PreferenceSource | None) -> None:
         if source is None:
@@ -122,6 +123,7 @@ class PairObjective(TrainingObjective):
     def prepare(self, source: PreferenceSource | None, scorer: Scorer, device: torch.device) -> None:
         if source is None:
             raise UserError(NEEDS_PAIRS.format(self.name))
+        self.anchor.ensure(source, scorer, device)
 
     def preference(
         self, scorer: Scorer, batch: dict[str, torch.Tensor], split: str, device: torch.device
@@ -131,15 +133,21 @@ class PairObjective(TrainingObjective):
 
     def step(self, scorer: Scorer, batch: dict[str, Any], split: str, device: torch.device) -> StepResult:
         """The pairs' loss; a training batch with anchor records (``data.anchor_path``: ``{"pairs", "anchor"}``)
-        adds ``anchor_weight`` x their mean completion NLL, logged as ``anchor_nll``."""
+        adds their penalty (``model.anchor``)."""
         anchor = batch["anchor"] if "pairs" in batch else None
         pairs = batch["pairs"] if anchor is not None else batch
         out = self.preference(scorer, pairs, "train" if split == "train" else "val", device)
         loss, metrics = out.loss, out.metrics()
         if anchor is not None:
-            nll = scorer.token_loss(anchor)
-            loss, metrics = loss + self.anchor_weight * nll, {**metrics, "anchor_nll": nll.detach()}
+            penalty, logged = self.anchor.penalty(scorer, anchor)
+            loss, metrics = loss + penalty, {**metrics, **logged}
         return StepResult(loss, pairs["index"].shape[0], metrics)
+
+    def save(self, checkpoint: dict[str, Any]) -> None:
+        self.anchor.save(checkpoint)
+
+    def load(self, checkpoint: dict[str, Any]) -> None:
+        self.anchor.load(checkpoint)
 
 
 class DPO(PairObjective):
@@ -177,9 +185,11 @@ class DPO(PairObjective):
         self.reference.is_policy = False
 
     def save(self, checkpoint: dict[str, Any]) -> None:
+        super().save(checkpoint)
         self.reference.save(checkpoint)
 
     def load(self, checkpoint: dict[str, Any]) -> None:
+        super().load(checkpoint)
         self.reference.load(checkpoint)
 
 
@@ -202,9 +212,11 @@ class SimPO(PairObjective):
         return simpo_loss(logps[:n], logps[n:], counts[:n], counts[n:], self.beta, self.gamma, self.sft_weight)
 
     def save(self, checkpoint: dict[str, Any]) -> None:
+        super().save(checkpoint)
         checkpoint[SIMPO_KEY] = True  # no reference to carry: a mark, so other objectives refuse the checkpoint
 
     def load(self, checkpoint: dict[str, Any]) -> None:
+        super().load(checkpoint)
         if checkpoint.get(REFERENCE_KEY) is not None:
             raise UserError("the checkpoint is from a DPO run; resume it with --model.objective dpo")
         if not checkpoint.get(SIMPO_KEY):
@@ -238,7 +250,7 @@ def objective_for(
         if objective == "dpo"
         else SimPO(beta, gamma, sft_weight, attn_implementation)
     )
-    pair.anchor_weight = anchor_weight
+    pair.anchor.weight = anchor_weight
     return pair
 
 

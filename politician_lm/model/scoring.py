@@ -84,6 +84,22 @@ class Scorer:
         logits = self._labelled_logits(batch, keep)
         return F.cross_entropy(logits.float(), targets[keep])  # no completion token: NaN, as transformers gives
 
+    def row_nll(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean next-token cross-entropy of each row's completion tokens, ``[rows]``, in fp32 or finer (unpacked rows)."""
+        targets = batch["labels"][:, 1:]
+        keep = targets != IGNORE_INDEX
+        if self.parts is None:
+            logits = self.model(
+                input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
+            ).logits[:, :-1][keep]
+        else:
+            logits = self._labelled_logits(batch, keep)
+        nll = F.cross_entropy(
+            logits.to(torch.promote_types(logits.dtype, torch.float32)), targets[keep], reduction="none"
+        )
+        sums = nll.new_zeros(len(targets)).index_add(0, keep.nonzero()[:, 0], nll)
+        return sums / keep.sum(1).clamp(min=1).to(sums)
+
     def _labelled_logits(self, batch: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
         """Logits of the positions ``keep`` marks (those with a label): the backbone, then the head on those only."""
         backbone, head = self.parts

@@ -1,6 +1,6 @@
 """Anchor records in a preference stage (``data.anchor_path``, ``model.anchor_weight``): every training batch of
-pairs comes with SFT records whose completion NLL is added to the loss, read from the anchor's training split only,
-and resumed where the run stopped."""
+pairs comes with SFT records from the anchor's training split, whose completion NLL may not rise above the stage's
+start without a cost; the starting NLL and the anchor's place are kept across a resume."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def batches(loader, epoch):
     return [b for b, _, _ in loader] if hasattr(loader, "flattened") else list(loader)
 
 
-def test_the_loss_is_the_pairs_loss_plus_the_weighted_anchor_nll(tmp_path, tiny_path):
+def test_the_loss_is_the_pairs_loss_plus_the_weighted_rise_of_the_anchor_nll(tmp_path, tiny_path):
     dm = pair_datamodule(tmp_path, tiny_path, pair_rows(6), batch_size=2, anchor_path=anchor_folder(tmp_path))
     assert len(dm.anchor_dataset) == 10  # train.jsonl only: the anchor's val records are never read
     epoch = batches(dm.train_dataloader(), 0)
@@ -43,14 +43,51 @@ def test_the_loss_is_the_pairs_loss_plus_the_weighted_anchor_nll(tmp_path, tiny_
     module.configure_model()
     module.model.double()
     randomize_lora_b(module.model, std=0.1)
+
+    def own_nll(i):  # one anchor record alone, token by token from the full logits, float64
+        row = dm.anchor_dataset[i]
+        logprobs = torch.log_softmax(module.model(input_ids=torch.tensor([row["input_ids"]])).logits[0], dim=-1)
+        picked = [-logprobs[t - 1, row["labels"][t]] for t in range(1, len(row["labels"])) if row["labels"][t] != -100]
+        return torch.stack(picked).mean()
+
+    module.objective.prepare(dm, module.scorer, module.device)  # the starting weights' NLL of every record
+    start = module.objective.anchor.reference
+    assert start.dtype == torch.float64 and len(start) == 10
+    assert torch.allclose(start, torch.stack([own_nll(i) for i in range(10)]).detach(), rtol=1e-10)
     step = module.objective.step
-    with_anchor = step(module.scorer, batch, "train", module.device)
-    pairs_only = step(module.scorer, batch["pairs"], "train", module.device)
-    nll = module.scorer.token_loss(batch["anchor"])
-    assert torch.allclose(with_anchor.loss, pairs_only.loss + 0.3 * nll, rtol=1e-12)
-    assert float(with_anchor.metrics["anchor_nll"]) == pytest.approx(float(nll), rel=1e-12)
-    assert with_anchor.size == pairs_only.size == 2  # counted in pairs
-    assert "anchor_nll" not in pairs_only.metrics  # validation batches are pairs alone
+    at_start = step(module.scorer, batch, "train", module.device)
+    assert float(at_start.metrics["anchor_rise"]) < 1e-10  # nothing to pay before the weights move
+
+    randomize_lora_b(module.model, std=0.1, seed=1)  # the weights move; half the records now above their start
+    module.objective.anchor.reference = start + torch.tensor([-0.5, 0.5] * 5, dtype=torch.float64)
+    rises = []
+    for batch in epoch:
+        with_anchor = step(module.scorer, batch, "train", module.device)
+        pairs_only = step(module.scorer, batch["pairs"], "train", module.device)
+        each = [
+            (own_nll(i) - module.objective.anchor.reference[i]).clamp(min=0) for i in batch["anchor"]["index"].tolist()
+        ]
+        rise = torch.stack(each).mean()
+        assert torch.allclose(with_anchor.loss, pairs_only.loss + 0.3 * rise, rtol=1e-10)
+        assert float(with_anchor.metrics["anchor_rise"]) == pytest.approx(float(rise), rel=1e-10, abs=1e-12)
+        assert with_anchor.size == pairs_only.size == 2  # counted in pairs
+        assert "anchor_rise" not in pairs_only.metrics  # validation batches are pairs alone
+        rises += [float(r) for r in each]
+    assert min(rises) == 0 < max(rises)  # the hinge: records below their start cost nothing
+
+    # the starting NLL travels in checkpoints: a resumed run keeps it, and refuses to score it from moved weights
+    ckpt = {}
+    module.objective.save(ckpt)
+    resumed = simpo_module(tiny_path)
+    resumed.objective.load(ckpt)
+    assert torch.equal(resumed.objective.anchor.reference, module.objective.anchor.reference)
+    bare = simpo_module(tiny_path)
+    bare.objective.load({"politician_lm_simpo": True})  # saved by a run without an anchor
+    with pytest.raises(UserError, match="saved without data.anchor_path, so its anchor's starting NLL is unknown"):
+        bare.objective.anchor.ensure(dm, module.scorer, module.device)
+    other = pair_datamodule(tmp_path / "o", tiny_path, pair_rows(6), anchor_path=anchor_folder(tmp_path / "o", 8))
+    with pytest.raises(UserError, match="has 8 training records where the run started with 10"):
+        resumed.objective.anchor.ensure(other, module.scorer, module.device)
 
 
 def test_a_resumed_fit_continues_the_anchor_where_it_stopped(tmp_path, tiny_path):
@@ -89,26 +126,39 @@ def test_a_bad_anchor_weight_fails_in_one_line(tiny_path):
         simpo_module(tiny_path, anchor_weight=-1.0)
 
 
-@pytest.mark.slow
-def test_an_anchored_simpo_fit_trains_on_both(tmp_path, tiny_path):
+def anchored_fit(tmp_path, tiny_path, weight):
+    """Six SimPO steps on pairs that push down the anchor's kind of text (the AI answer chosen over the persona's)."""
     import lightning.pytorch as L
 
     from politician_lm.callbacks.throughput import QLoRAThroughput
     from tests.model.test_preference import dpo_trainer
 
     L.seed_everything(0)
-    dm = pair_datamodule(tmp_path, tiny_path, pair_rows(8), batch_size=4, anchor_path=anchor_folder(tmp_path))
-    module = simpo_module(tiny_path, quantization="nf4", optimizer=partial(torch.optim.AdamW, lr=2e-2))
-    nll = []
+    rows = [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in pair_rows(8)]
+    dm = pair_datamodule(tmp_path, tiny_path, rows, batch_size=4, anchor_path=anchor_folder(tmp_path))
+    module = simpo_module(
+        tiny_path, quantization="nf4", anchor_weight=weight, optimizer=partial(torch.optim.AdamW, lr=2e-2)
+    )
+    rise = []
 
     class Probe(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            nll.append(float(trainer.callback_metrics["train_anchor_nll"]))
+            rise.append(float(trainer.callback_metrics["train_anchor_rise"]))
 
     trainer = dpo_trainer(tmp_path / "run", 6)
     throughput = QLoRAThroughput(every_n_steps=2)
     trainer.callbacks += [Probe(), throughput]
     trainer.fit(module, datamodule=dm)
-    assert len(nll) == 6 and nll[-1] < nll[0]  # the anchor records are learned alongside the pairs
-    assert "val_anchor_nll" not in trainer.callback_metrics
+    assert "val_anchor_rise" not in trainer.callback_metrics  # validation: the pairs alone
     assert throughput._sequences == 6 * (4 + 4)  # throughput counts both: 4 pair rows and 4 anchor rows a step
+    ckpt = torch.load(tmp_path / "run" / "ckpt" / "last.ckpt", weights_only=False)
+    assert ckpt["politician_lm_anchor_reference"].shape == (len(dm.anchor_dataset),)
+    return rise
+
+
+@pytest.mark.slow
+def test_the_anchor_holds_back_what_the_pairs_push_down(tmp_path, tiny_path):
+    free, held = anchored_fit(tmp_path / "free", tiny_path, 0.0), anchored_fit(tmp_path / "held", tiny_path, 5.0)
+    assert free[0] < 1e-6 and held[0] < 1e-6  # nothing to pay at the start
+    assert free[-1] > 0.1  # the pairs alone raise the anchor records' NLL ...
+    assert held[-1] < free[-1] / 2  # ... and the anchor's penalty holds it back
