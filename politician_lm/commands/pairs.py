@@ -184,7 +184,7 @@ def pairs(
         )
     written, dropped = _pair_lines(items, names, done, max_similarity, base_model)
     if balance_positions:
-        written = {name: balanced(lines) if name.startswith("train") else lines for name, lines in written.items()}
+        written = {name: balanced(rows) if name.startswith("train") else rows for name, rows in written.items()}
     _write(out, written, data_path, dropped)
     partial.unlink(missing_ok=True)
     _report(out, written, dropped)
@@ -194,8 +194,8 @@ def pairs(
 def _pair_lines(
     items: list[PairItem], names: list[str], done: dict[str, str], max_similarity: float, base_model: str
 ) -> tuple[dict[str, list[str]], dict[str, int]]:
-    """The pair lines of each output file, and how many items were dropped for each reason."""
-    written: dict[str, list[str]] = {name: [] for name in names}
+    """The pair records of each output file, and how many items were dropped for each reason."""
+    written: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     dropped = {"similar": 0, "empty": 0, "no source": 0}
     for item in items:
         if item.source == "none":
@@ -206,38 +206,37 @@ def _pair_lines(
         if isinstance(row, str):
             dropped[row] += 1
             continue
-        written[item.file.name].append(jsonl_line(row))
+        written[item.file.name].append(row)
     return written, dropped
 
 
-def balanced(lines: list[str]) -> list[str]:
-    """``lines`` with the stance pairs of the less common position repeated, in turn, until both positions have as
-    many pairs (other lines unchanged)."""
-    sides: dict[str, list[str]] = {"support": [], "oppose": []}
-    for line in lines:
-        position = json.loads(line).get("position")
-        if position in sides:
-            sides[position].append(line)
+def balanced(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with the stance pairs of the less common position repeated, in turn, until both positions have as
+    many pairs (other rows unchanged)."""
+    sides: dict[str, list[dict[str, Any]]] = {"support": [], "oppose": []}
+    for row in rows:
+        if row.get("position") in sides:
+            sides[row["position"]].append(row)
     few, many = sorted(sides.values(), key=len)
-    return lines + [few[i % len(few)] for i in range(len(many) - len(few))] if few else lines
+    return rows + [few[i % len(few)] for i in range(len(many) - len(few))] if few else rows
 
 
-def _write(out: Path, written: dict[str, list[str]], data_path: str, dropped: dict[str, int]) -> None:
+def _write(out: Path, written: dict[str, list[dict[str, Any]]], data_path: str, dropped: dict[str, int]) -> None:
     if not any(written.values()):
         raise UserError(
             f"{data_path}: every pair was dropped ({dropped}); lower --max_similarity or use another source"
         )
     with atomic_dir(out) as tmp:
-        for name, lines in written.items():
-            if lines:  # a file of nothing but dropped pairs would be an empty (invalid) data file
-                (tmp / name).write_text("".join(lines), encoding="utf-8")
+        for name, rows in written.items():
+            if rows:  # a file of nothing but dropped pairs would be an empty (invalid) data file
+                (tmp / name).write_text("".join(map(jsonl_line, rows)), encoding="utf-8")
 
 
-def _report(out: Path, written: dict[str, list[str]], dropped: dict[str, Any]) -> None:
+def _report(out: Path, written: dict[str, list[dict[str, Any]]], dropped: dict[str, Any]) -> None:
     by_source: dict[str, int] = {}
-    for lines in written.values():
-        for line in lines:
-            src = json.loads(line)["rejected_source"].split(":")[0]
+    for rows in written.values():
+        for row in rows:
+            src = row["rejected_source"].split(":")[0]
             by_source[src] = by_source.get(src, 0) + 1
     total = sum(len(v) for v in written.values())
     print(
