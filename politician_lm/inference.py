@@ -7,7 +7,6 @@ are applied together at run time, each LoRA update scaled by its weight, without
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from politician_lm.artifacts.adapter import read_adapter, read_metadata, resolve_base
+from politician_lm.batch import IGNORE_INDEX
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import adds_bos, encode_prompt
 from politician_lm.errors import UserError
@@ -37,10 +37,14 @@ from politician_lm.model.decoding import (
     generate_new_text,
     shared_prefix_length,
 )
-from politician_lm.model.loading import dequantize_for_inference, load_base_model, resolve_compute_dtype
+from politician_lm.model.loading import (
+    dequantize_for_inference,
+    generation_defaults,
+    load_base_model,
+    load_tokenizer,
+    resolve_compute_dtype,
+)
 from politician_lm.values import parse_list
-
-SAMPLING_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 
 
 @dataclass
@@ -144,6 +148,8 @@ class Persona:
             on_batch = bar.update
         try:
             for start in range(0, len(order), batch_size):
+                if in_order and share_prefix and split and start % (PREFILL * batch_size) == 0:
+                    self._prefill(carried, split[0], [encoded[i] for i in order[start:]], batch_size)
                 rows = order[start : start + batch_size]
                 chunk = [encoded[i] for i in rows]
                 for row, loss in zip(rows, self._batch_losses(chunk, split, share_prefix, carried)):
@@ -154,6 +160,24 @@ class Persona:
                 bar.close()
         return out
 
+    def _prefill(self, carried: CarriedPrefix, body: Any, rest: list[dict[str, Any]], batch_size: int) -> None:
+        """Run the shared prefixes (a stance probe's questions) of the next ``PREFILL`` batches of ``rest`` in one
+        pass (``CarriedPrefix.prefill``), where a batch of one each would run them."""
+        prefixes = []
+        for start in range(0, min(len(rest), PREFILL * batch_size), batch_size):
+            ids, mask, targets = self._padded(rest[start : start + batch_size])
+            if shared := _loss_prefix(ids, mask, targets != IGNORE_INDEX):
+                prefixes.append(ids[0, :shared].tolist())
+        carried.prefill(body, prefixes, self.tokenizer.pad_token_id)
+
+    def _padded(self, chunk: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``chunk`` right-padded: ids, attention mask, and the next-token targets (``IGNORE_INDEX`` unscored)."""
+        width, pad = max(len(e["input_ids"]) for e in chunk), self.tokenizer.pad_token_id
+        ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in chunk])
+        mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in chunk])
+        labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"])) for e in chunk])
+        return ids, mask, labels[:, 1:]
+
     def _batch_losses(
         self,
         chunk: list[dict[str, Any]],
@@ -162,19 +186,13 @@ class Persona:
         carried: CarriedPrefix | None = None,
     ) -> list[tuple[float, int]]:
         """``(summed NLL, labelled token count)`` of each encoded row of one right-padded batch."""
-        from politician_lm.batch import IGNORE_INDEX
-
-        width = max(len(e["input_ids"]) for e in chunk)
-        pad = self.tokenizer.pad_token_id
-        labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"])) for e in chunk])
-        targets = labels[:, 1:]
+        ids, mask, targets = self._padded(chunk)
         keep = targets != IGNORE_INDEX
         counts = keep.sum(1).tolist()
         if not any(counts):  # nothing to score (e.g. rows dropped as too long): no forward pass
             return [(0.0, 0)] * len(chunk)
         device = self.model.device
-        ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in chunk], device=device)
-        mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in chunk])
+        ids = ids.to(device)
         mask, keep_at = mask.to(device), keep.to(device)
         if split is None:
             logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1][keep_at]
@@ -202,6 +220,9 @@ class Persona:
         return self.completion_losses(conversations, PROBE_ROWS, on_batch or (lambda _: None), in_order=True)
 
 
+PREFILL = 16  # in-order batches whose prefixes run ahead together (their keys and values are held until used)
+
+
 def _loss_prefix(ids: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor) -> int:
     """Leading tokens every right-padded row shares and none of whose positions is scored (``keep[:, t]`` marks
     the positions that predict a completion token); 0 when too short to be worth a second forward call."""
@@ -220,26 +241,6 @@ def _backbone_and_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | 
     from politician_lm.model.module import _split_head
 
     return _split_head(model)
-
-
-def generation_defaults(folder: Path) -> dict[str, Any]:
-    """The sampling settings saved in ``folder``'s ``generation_config.json`` (those ``generate`` accepts)."""
-    path = folder / "generation_config.json"
-    if not path.is_file():
-        return {}
-    cfg = json.loads(path.read_text(encoding="utf-8"))
-    return {k: cfg[k] for k in SAMPLING_KEYS if cfg.get(k) is not None}
-
-
-def load_tokenizer(source: Path, base: str) -> Any:
-    """The tokenizer saved in ``source`` (the first adapter's folder, or an exported model), else the base model's;
-    its pad token is EOS where it has none. ``serve`` uses the first persona's for every persona."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(source) if (source / "tokenizer_config.json").is_file() else base)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def load_persona(

@@ -168,8 +168,9 @@ def test_a_shared_system_prompt_runs_once_per_batch_with_the_same_numbers(person
 
 def test_in_order_batches_carry_the_system_prompt_to_the_next_batch_with_the_same_numbers(persona, monkeypatch):
     """The stance probe's shape: groups of rows that share a question, all behind one system prompt, batched in the
-    order given. Only the first batch runs the system prompt; each later one runs just its own question on the
-    carried keys and values, and every loss is the full-logits pass's."""
+    order given. The system prompt runs once, then every group's question in one pass (a row each, right-padded),
+    then each group's answers on its question's keys and values; every loss is the full-logits pass's."""
+    import politician_lm.inference as inference
     import politician_lm.model.decoding as decoding
 
     questions = ["Do you support a higher minimum wage?", "Do you support new tariffs?", "Do you support it?"]
@@ -190,8 +191,18 @@ def test_in_order_batches_carry_the_system_prompt_to_the_next_batch_with_the_sam
         return real_batch(self, chunk, *args)
 
     monkeypatch.setattr(type(persona), "_batch_losses", spy)
-    got = persona.completion_losses(convs, len(answers), on_batch=lambda n: None, in_order=True)
-    assert len(full_prefix) == 1 and len(chunks) == len(questions)  # the system prompt ran once, for batch one
+    backbone = inference._backbone_and_head(persona.model)[0]
+    forwards: list[tuple[int, int]] = []  # (rows, tokens) of every backbone pass
+    hook = backbone.register_forward_pre_hook(
+        lambda m, a, kw: forwards.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        got = persona.completion_losses(convs, len(answers), on_batch=lambda n: None, in_order=True)
+    finally:
+        hook.remove()
+    assert len(full_prefix) == 1 and len(chunks) == len(questions)  # the system prompt ran once
+    # after the output head's 2-row check (model.scoring.split_head): the system prompt, the questions, the answers
+    assert [rows for rows, _ in forwards] == [2, 2, 1, len(questions)] + [len(answers)] * len(questions)
     lengths = [
         len(
             encode(

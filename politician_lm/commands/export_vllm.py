@@ -123,8 +123,7 @@ def export_vllm(
         if f.path.resolve().is_relative_to(out.resolve()):
             raise UserError(f"{out}: --output_dir holds the adapter {f.path}; choose another folder")
 
-    from politician_lm.inference import generation_defaults, load_tokenizer
-    from politician_lm.model.loading import empty_model
+    from politician_lm.model.loading import empty_model, generation_defaults, load_tokenizer
     from politician_lm.serve.vllm_template import persona_template
 
     base = specs[0].base_model

@@ -5,12 +5,16 @@ The tiny test model and a 7B hub model take exactly the same path: ``AutoModelFo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+SAMPLING_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 
 Quantization = Literal["nf4", "fp4", "int8", "none"]
 ComputeDtype = Literal["auto", "float32", "bfloat16", "float16"]
@@ -161,3 +165,23 @@ def _dequantized_linear(child: Any) -> torch.nn.Linear:
     if child.bias is not None:
         linear.bias = torch.nn.Parameter(child.bias.data.to(dtype), requires_grad=False)
     return linear
+
+
+def generation_defaults(folder: Path) -> dict[str, Any]:
+    """The sampling settings saved in ``folder``'s ``generation_config.json`` (those ``generate`` accepts)."""
+    path = folder / "generation_config.json"
+    if not path.is_file():
+        return {}
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    return {k: cfg[k] for k in SAMPLING_KEYS if cfg.get(k) is not None}
+
+
+def load_tokenizer(source: Path, base: str) -> Any:
+    """The tokenizer saved in ``source`` (the first adapter's folder, or an exported model), else the base model's;
+    its pad token is EOS where it has none. ``serve`` uses the first persona's for every persona."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(source) if (source / "tokenizer_config.json").is_file() else base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -85,7 +85,7 @@ class Scorer:
         return F.cross_entropy(logits.float(), targets[keep])  # no completion token: NaN, as transformers gives
 
     def row_nll(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean next-token cross-entropy of each row's completion tokens, ``[rows]``, in fp32 or finer (unpacked rows)."""
+        """Mean next-token cross-entropy of each row's completion tokens, ``[rows]``, fp32 or finer (unpacked rows)."""
         targets = batch["labels"][:, 1:]
         keep = targets != IGNORE_INDEX
         if self.parts is None:

@@ -19,8 +19,9 @@ from politician_lm.artifacts.adapter import read_adapter, read_metadata, same_mo
 from politician_lm.artifacts.roles import user_turn
 from politician_lm.data.templates import PromptStyle
 from politician_lm.errors import UserError
-from politician_lm.inference import Persona, generation_defaults, load_persona
+from politician_lm.inference import Persona, load_persona
 from politician_lm.model.adapters import adapter_names, attach_weighted, check_fit, fold_weighted
+from politician_lm.model.loading import generation_defaults
 from politician_lm.serve.personas import PersonaSpec
 from politician_lm.serve.sampling import SETTINGS
 from politician_lm.serve.scheduler import BASE, Prefix
