@@ -234,13 +234,15 @@ def _loss_prefix(ids: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor) -> i
 
 
 def _backbone_and_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:
-    """``(backbone, output head)`` of a PEFT-wrapped model, checked as training checks it; None for a plain model
-    (``_split_head`` reads the base out of the PEFT wrapper) or one whose logits are not ``head(backbone(x))``."""
+    """``(backbone, output head)`` of a PEFT-wrapped model, checked as training checks it (once per model: two small
+    forward passes); None for a plain model or one whose logits are not ``head(backbone(x))``."""
     if not hasattr(model, "get_base_model"):
         return None
-    from politician_lm.model.module import _split_head
+    if "_politician_lm_split" not in model.__dict__:  # the check reads the architecture, not the adapters' state
+        from politician_lm.model.module import _split_head
 
-    return _split_head(model)
+        model.__dict__["_politician_lm_split"] = _split_head(model)
+    return model.__dict__["_politician_lm_split"]
 
 
 def load_persona(

@@ -201,8 +201,8 @@ def test_in_order_batches_carry_the_system_prompt_to_the_next_batch_with_the_sam
     finally:
         hook.remove()
     assert len(full_prefix) == 1 and len(chunks) == len(questions)  # the system prompt ran once
-    # after the output head's 2-row check (model.scoring.split_head): the system prompt, the questions, the answers
-    assert [rows for rows, _ in forwards] == [2, 2, 1, len(questions)] + [len(answers)] * len(questions)
+    # the system prompt, the questions together, each group's answers (the head's check ran once, above)
+    assert [rows for rows, _ in forwards] == [1, len(questions)] + [len(answers)] * len(questions)
     lengths = [
         len(
             encode(
