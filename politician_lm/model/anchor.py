@@ -2,11 +2,12 @@
 stage learned while DPO or SimPO trains on pairs.
 
 Before the first step one no-grad pass stores each anchor record's mean completion NLL under the starting weights
-(the stage's reference, as DPO's), and checkpoints carry it. Each training step then adds ``anchor_weight`` x the
-mean over the batch's anchor records of ``max(0, NLL now - NLL at the start)``: a record costs nothing until the
-policy's likelihood of it falls below the start's (DPO-Positive's hinge, Pal et al. 2024, applied to the SFT
-records instead of the chosen answers). Plain NLL on the same records was measured first and rejected: it keeps
-training on them, so the held-out address's loss rose twice as much as with no anchor (docs/preference-tuning.md).
+(the stage's reference, as DPO's), and checkpoints carry it with a hash of the records' tokens. Each training step
+then adds ``anchor_weight`` x the mean over the batch's anchor records of ``max(0, NLL now - NLL at the start)``: a
+record costs nothing until the policy's likelihood of it falls below the start's (DPO-Positive's hinge, Pal et al.
+2024, applied to the SFT records instead of the chosen answers). Plain NLL on the same records was measured first
+and rejected: it keeps training on them, so the held-out address's loss rose twice as much as with no anchor
+(docs/preference-tuning.md). On this corpus neither keeps the held-out loss within 0.02 of SFT's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from politician_lm.errors import UserError
+from politician_lm.model.objectives import token_fingerprint
 from politician_lm.model.scoring import Scorer
 
 ANCHOR_KEY = "politician_lm_anchor_reference"  # part of the checkpoint format
@@ -28,6 +30,7 @@ class Anchor:
     def __init__(self, weight: float = 1.0) -> None:
         self.weight = weight
         self.reference: torch.Tensor | None = None  # [records] float64, by the records' "index"
+        self.data: str | None = None  # fingerprint of the records scored
         self.resumed = False
 
     def ensure(self, source: Any, scorer: Scorer, device: torch.device) -> None:
@@ -35,11 +38,12 @@ class Anchor:
         loader = source.anchor_dataloader() if hasattr(source, "anchor_dataloader") else None
         if loader is None:
             return
+        fingerprint = token_fingerprint([loader.dataset], ("input_ids", "labels"))
         if self.reference is not None:
-            if len(self.reference) != len(loader.dataset):
+            if self.data != fingerprint:
                 raise UserError(
-                    f"data.anchor_path has {len(loader.dataset)} training records where the run started with "
-                    f"{len(self.reference)}; resume with the same anchor, or start a new run"
+                    f"data.anchor_path's {len(loader.dataset)} training records differ from the {len(self.reference)} "
+                    "the run started with; resume with the same anchor, or start a new run"
                 )
             return
         if self.resumed:
@@ -48,7 +52,7 @@ class Anchor:
                 "resume without data.anchor_path, or start a new run"
             )
         rank_zero_info(f"anchor: scoring {len(loader.dataset)} records with the starting weights (no gradients)")
-        self.reference = self.score(scorer, loader, device)
+        self.reference, self.data = self.score(scorer, loader, device), fingerprint
 
     @staticmethod
     @torch.no_grad()
@@ -75,7 +79,9 @@ class Anchor:
 
     def save(self, checkpoint: dict[str, Any]) -> None:
         if self.reference is not None:
-            checkpoint[ANCHOR_KEY] = self.reference
+            checkpoint[ANCHOR_KEY] = {"nll": self.reference, "data": self.data}
 
     def load(self, checkpoint: dict[str, Any]) -> None:
-        self.reference, self.resumed = checkpoint.get(ANCHOR_KEY), True
+        saved, self.resumed = checkpoint.get(ANCHOR_KEY), True
+        if saved is not None:
+            self.reference, self.data = saved["nll"], saved["data"]

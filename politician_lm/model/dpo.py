@@ -9,7 +9,6 @@ keeps the reference of the run it resumes. The losses themselves are ``model.pre
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +19,14 @@ from lightning.pytorch.utilities import rank_zero_info
 from politician_lm.batch import IGNORE_INDEX, PreferenceSource
 from politician_lm.errors import UserError
 from politician_lm.model.anchor import Anchor
-from politician_lm.model.objectives import REFERENCE_KEY, SFT, SIMPO_KEY, StepResult, TrainingObjective
+from politician_lm.model.objectives import (
+    REFERENCE_KEY,
+    SFT,
+    SIMPO_KEY,
+    StepResult,
+    TrainingObjective,
+    token_fingerprint,
+)
 from politician_lm.model.preference import PreferenceOutput, dpo_loss, simpo_loss
 from politician_lm.model.scoring import Scorer
 
@@ -30,13 +36,7 @@ OBJECTIVES = ("sft", "dpo", "simpo")
 
 def pairs_fingerprint(datasets: list[Any]) -> str:
     """A hash of the token ids of every pair, in order: the data a DPO reference belongs to."""
-    digest = hashlib.sha256()
-    for ds in datasets:
-        for column in ("input_ids", "rejected_input_ids"):
-            for ids in ds[column]:
-                digest.update(len(ids).to_bytes(4, "little"))
-                digest.update(torch.tensor(ids, dtype=torch.int64).numpy().tobytes())
-    return digest.hexdigest()
+    return token_fingerprint(datasets, ("input_ids", "rejected_input_ids"))
 
 
 @dataclass

@@ -7,6 +7,7 @@ Every method has a do-nothing default except ``step``, so an objective states on
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any, NamedTuple
 
@@ -21,6 +22,17 @@ from politician_lm.model.scoring import Scorer
 REFERENCE_KEY = "politician_lm_dpo_reference"
 # The checkpoint key a SimPO run marks its checkpoints with (it has no reference to carry); other objectives refuse it.
 SIMPO_KEY = "politician_lm_simpo"
+
+
+def token_fingerprint(datasets: list[Any], columns: tuple[str, ...]) -> str:
+    """A hash of the token ids of every row's ``columns``, in order: the data a stored score belongs to."""
+    digest = hashlib.sha256()
+    for ds in datasets:
+        for column in columns:
+            for ids in ds[column]:
+                digest.update(len(ids).to_bytes(4, "little"))
+                digest.update(torch.tensor(ids, dtype=torch.int64).numpy().tobytes())
+    return digest.hexdigest()
 
 
 class StepResult(NamedTuple):

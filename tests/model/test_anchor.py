@@ -4,7 +4,9 @@ start without a cost; the starting NLL and the anchor's place are kept across a 
 
 from __future__ import annotations
 
+import json
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,9 +87,13 @@ def test_the_loss_is_the_pairs_loss_plus_the_weighted_rise_of_the_anchor_nll(tmp
     bare.objective.load({"politician_lm_simpo": True})  # saved by a run without an anchor
     with pytest.raises(UserError, match="saved without data.anchor_path, so its anchor's starting NLL is unknown"):
         bare.objective.anchor.ensure(dm, module.scorer, module.device)
-    other = pair_datamodule(tmp_path / "o", tiny_path, pair_rows(6), anchor_path=anchor_folder(tmp_path / "o", 8))
-    with pytest.raises(UserError, match="has 8 training records where the run started with 10"):
-        resumed.objective.anchor.ensure(other, module.scorer, module.device)
+    for n, edit in ((8, ""), (10, " Changed.")):  # another size, or the same size with other words
+        anchor = anchor_folder(tmp_path / f"o{n}", n)
+        rows = [json.loads(line) for line in open(f"{anchor}/train.jsonl")]
+        write_jsonl(Path(anchor) / "train.jsonl", [{**r, "completion": r["completion"] + edit} for r in rows])
+        other = pair_datamodule(tmp_path / f"o{n}", tiny_path, pair_rows(6), anchor_path=anchor)
+        with pytest.raises(UserError, match=f"'s {n} training records differ from the 10 the run started with"):
+            resumed.objective.anchor.ensure(other, module.scorer, module.device)
 
 
 def test_a_resumed_fit_continues_the_anchor_where_it_stopped(tmp_path, tiny_path):
@@ -152,7 +158,7 @@ def anchored_fit(tmp_path, tiny_path, weight):
     assert "val_anchor_rise" not in trainer.callback_metrics  # validation: the pairs alone
     assert throughput._sequences == 6 * (4 + 4)  # throughput counts both: 4 pair rows and 4 anchor rows a step
     ckpt = torch.load(tmp_path / "run" / "ckpt" / "last.ckpt", weights_only=False)
-    assert ckpt["politician_lm_anchor_reference"].shape == (len(dm.anchor_dataset),)
+    assert ckpt["politician_lm_anchor_reference"]["nll"].shape == (len(dm.anchor_dataset),)
     return rise
 
 
