@@ -77,9 +77,9 @@ class PoliticianDataModule(L.LightningDataModule):
                 causal mask, so examples never attend to each other. Validation stays unpacked. Under DDP each rank
                 takes its share of the batches.
             group_by_length: Without packing, batch examples of similar length together (less padding).
-            anchor_path: Preference stages: SFT records (e.g. the SFT stage's prepared folder) mixed into training.
-                Each batch of pairs comes with ``batch_size`` of their training records, whose completion NLL the
-                objective adds at ``model.anchor_weight``; their val and held-out records are never read.
+            anchor_path: Preference stages: SFT records (e.g. the SFT stage's prepared folder) trained beside the
+                pairs: each batch of pairs comes with ``batch_size`` of their training records, and the objective
+                pays ``model.anchor_weight`` x their NLL's rise above the stage's start; val/test never read.
 
         Preference pairs (``{"prompt", "chosen", "rejected"}``, see ``politician-lm pairs``) are read, split and
         validated the same way and batched as pairs for ``model.objective: dpo``; ``batch_size`` then counts pairs

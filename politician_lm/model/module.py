@@ -106,7 +106,8 @@ class PoliticianLM(DPOHandles, L.LightningModule):
                 reward's scale (the SimPO paper uses about 2).
             sft_weight: DPO and SimPO: weight of an added SFT loss on the chosen answers (RPO); 0: none.
             gamma: SimPO only: the target reward margin between chosen and rejected answers.
-            anchor_weight: DPO and SimPO with ``data.anchor_path``: weight of the anchor records' completion NLL.
+            anchor_weight: DPO and SimPO with ``data.anchor_path``: weight of the penalty on an anchor record's NLL
+                rising above the stage's start (``model.anchor``).
         """
         super().__init__()
         # the one place the objective is looked at (one-line errors first): from here on the strategy decides
