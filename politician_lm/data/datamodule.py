@@ -252,7 +252,8 @@ class PoliticianDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         """Validation prompts alone (the completion cut off), left-padded for batched generation."""
-        prompts = self.val_dataset.map(examples.prompt_only, remove_columns=self.val_dataset.column_names)
+        val = self.val_dataset
+        prompts = val.map(examples.prompt_only, remove_columns=val.column_names, desc="Prompts")
         pad = partial(self.tokenizer.pad, padding=True, padding_side="left", return_tensors="pt")
         return DataLoader(prompts, batch_size=self._eval_size, collate_fn=pad, num_workers=self.hparams.num_workers)
 

@@ -52,22 +52,7 @@ class Anchor:
                 "resume without data.anchor_path, or start a new run"
             )
         rank_zero_info(f"anchor: scoring {len(loader.dataset)} records with the starting weights (no gradients)")
-        self.reference, self.data = self.score(scorer, loader, device), fingerprint
-
-    @staticmethod
-    @torch.no_grad()
-    def score(scorer: Scorer, loader: Any, device: torch.device) -> torch.Tensor:
-        """``[records]`` float64 mean completion NLL of every record ``loader`` yields (in eval mode: no dropout)."""
-        was_training = scorer.model.training
-        scorer.model.eval()
-        out = torch.full((len(loader.dataset),), float("nan"), dtype=torch.float64)
-        try:
-            for batch in loader:
-                batch = {k: v.to(device) for k, v in batch.items()}
-                out[batch["index"].cpu()] = scorer.row_nll(batch).double().cpu()
-        finally:
-            scorer.model.train(was_training)
-        return out
+        self.reference, self.data = scorer.by_index(loader, device, scorer.row_nll), fingerprint
 
     def penalty(self, scorer: Scorer, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``weight`` x the batch's mean rise of NLL above the start, and what to log (``anchor_nll``, its mean

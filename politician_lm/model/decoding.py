@@ -107,9 +107,7 @@ class CarriedPrefix:
             return
         device = body.get_input_embeddings().weight.device
         if self.layers and self.ids[:common] == prefixes[0][:common]:  # carried from the previous batch
-            cache = DynamicCache()
-            for i, (k, v) in enumerate(self.layers):
-                cache.update(k[:, :, :common], v[:, :, :common], i)
+            cache = _cache_of(self.layers, common)
         else:
             start = torch.tensor([prefixes[0][:common]], device=device)
             out = repeated_prefix_cache(body, start, torch.ones_like(start), common)
@@ -129,9 +127,7 @@ class CarriedPrefix:
     def cache(self, body: Any, ids: torch.Tensor, mask: torch.Tensor, shared: int) -> dict[str, Any]:
         prefix = ids[0, :shared].tolist()
         if (ready := self.ready.pop(tuple(prefix), None)) is not None:  # run ahead by ``prefill``
-            head = DynamicCache()
-            for i, (k, v) in enumerate(ready):
-                head.update(k, v, i)
+            head = _cache_of(ready, len(prefix))
             self.ids, self.layers = prefix, ready
             head.batch_repeat_interleave(ids.shape[0])
             return {self.name: head}
@@ -148,13 +144,19 @@ class CarriedPrefix:
             ((self.name, cache),) = out.items()  # repeated for every row in place: row 0 is the prefix's own
             self.ids, self.layers = prefix, [(layer.keys[:1], layer.values[:1]) for layer in cache.layers]
             return out
-        head = DynamicCache()
-        for i, (k, v) in enumerate(self.layers):
-            head.update(k[:, :, :common], v[:, :, :common], i)
+        head = _cache_of(self.layers, common)
         body(input_ids=ids[:1, common:shared], attention_mask=mask[:1, :shared], use_cache=True, **{self.name: head})
         self.ids, self.layers = prefix, [(layer.keys, layer.values) for layer in head.layers]
         head.batch_repeat_interleave(ids.shape[0])
         return {self.name: head}
+
+
+def _cache_of(layers: list[tuple[torch.Tensor, torch.Tensor]], tokens: int) -> DynamicCache:
+    """A one-row cache holding the first ``tokens`` keys and values of each layer in ``layers``."""
+    cache = DynamicCache()
+    for i, (k, v) in enumerate(layers):
+        cache.update(k[:, :, :tokens], v[:, :, :tokens], i)
+    return cache
 
 
 def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:

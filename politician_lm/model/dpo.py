@@ -66,21 +66,14 @@ class ReferenceCache:
         self.is_policy = True
 
     @staticmethod
-    @torch.no_grad()
     def score(scorer: Scorer, loader: Any, device: torch.device) -> torch.Tensor:
         """``[pairs, 2]`` float64 log-probabilities (chosen, rejected) of every pair ``loader`` yields."""
-        was_training = scorer.model.training
-        scorer.model.eval()  # no dropout: the exact policy at the start of the stage
-        out = torch.full((len(loader.dataset), 2), float("nan"), dtype=torch.float64)
-        try:
-            for batch in loader:
-                batch = {k: v.to(device) for k, v in batch.items()}
-                logps, _ = scorer.pair_logps(batch)
-                n = batch["index"].shape[0]
-                out[batch["index"].cpu()] = torch.stack([logps[:n], logps[n:]], dim=1).double().cpu()
-        finally:
-            scorer.model.train(was_training)
-        return out
+
+        def chosen_and_rejected(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            logps, n = scorer.pair_logps(batch)[0], batch["index"].shape[0]
+            return torch.stack([logps[:n], logps[n:]], dim=1)
+
+        return scorer.by_index(loader, device, chosen_and_rejected)
 
     def save(self, checkpoint: dict[str, Any]) -> None:
         if self.logps:

@@ -8,6 +8,7 @@ model's own full forward pass is used.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,26 @@ class Scorer:
         keep = targets != IGNORE_INDEX
         logits = self._labelled_logits(batch, keep)
         return F.cross_entropy(logits.float(), targets[keep])  # no completion token: NaN, as transformers gives
+
+    @torch.no_grad()
+    def by_index(
+        self, loader: Any, device: torch.device, score: Callable[[dict[str, torch.Tensor]], torch.Tensor]
+    ) -> torch.Tensor:
+        """float64 ``score(batch)`` (a row per example) of every example ``loader`` yields, placed by its ``index``,
+        in eval mode (no dropout): what a stage keeps from its starting weights (DPO's reference, the anchor's NLL)."""
+        was_training = self.model.training
+        self.model.eval()
+        out = None
+        try:
+            for batch in loader:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                rows = score(batch).double().cpu()
+                if out is None:
+                    out = torch.full((len(loader.dataset), *rows.shape[1:]), float("nan"), dtype=torch.float64)
+                out[batch["index"].cpu()] = rows
+        finally:
+            self.model.train(was_training)
+        return out
 
     def row_nll(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean next-token cross-entropy of each row's completion tokens, ``[rows]``, fp32 or finer (unpacked rows)."""
