@@ -48,9 +48,15 @@ def fit_adapter(root: Path, tiny_path: str, rows: list[dict], max_steps: int = 3
     )
     model_kw.setdefault("lora_dropout", 0.0)
     model = PoliticianLM(model_name_or_path=tiny_path, optimizer=partial(torch.optim.AdamW, lr=lr), **model_kw)
-    trainer = L.Trainer(
-        default_root_dir=root,
-        max_steps=max_steps,
+    quiet_trainer(root, max_steps, [AdapterExport()]).fit(model, datamodule=dm)
+    return root / "adapters" / "last"
+
+
+def quiet_trainer(root: Path, max_steps: int, callbacks: list, **settings):
+    """A short CPU ``L.Trainer`` that prints, logs, checkpoints and validates nothing (``settings`` override)."""
+    import lightning.pytorch as L
+
+    quiet = dict(
         accelerator="cpu",
         devices=1,
         logger=False,
@@ -59,10 +65,8 @@ def fit_adapter(root: Path, tiny_path: str, rows: list[dict], max_steps: int = 3
         enable_checkpointing=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        callbacks=[AdapterExport()],
     )
-    trainer.fit(model, datamodule=dm)
-    return root / "adapters" / "last"
+    return L.Trainer(default_root_dir=root, max_steps=max_steps, callbacks=callbacks, **{**quiet, **settings})
 
 
 def first_train_batch(root: Path, tiny_path: str, rows: list[dict], **data_kw) -> tuple:

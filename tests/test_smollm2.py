@@ -13,7 +13,7 @@ import pytest
 from politician_lm.batch import IGNORE_INDEX
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import encode
-from tests.helpers import ROOT, pc_rows, write_jsonl
+from tests.helpers import ROOT, pc_rows, quiet_trainer, write_jsonl
 
 pytestmark = pytest.mark.slow
 PERSONA = "You are Joe Biden. Answer in his voice."
@@ -94,20 +94,7 @@ def test_fit_then_fresh_process_reload_matches_logits(smollm2_path, tmp_path):
         lora_dropout=0.0,
         optimizer=partial(torch.optim.AdamW, lr=1e-3),
     )
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        max_steps=2,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=[AdapterExport()],
-    )
-    trainer.fit(model, datamodule=dm)
+    quiet_trainer(tmp_path, 2, [AdapterExport()]).fit(model, datamodule=dm)
     adapter = tmp_path / "adapters" / "last"
     meta = json.loads((adapter / "politician_lm.json").read_text())
     assert meta["prompt_format"] == "chat" and "Joe Biden" in meta["system_prompt"]

@@ -13,7 +13,7 @@ from politician_lm.callbacks.side_by_side import side_by_side_table
 from politician_lm.evaluation.stances import PROBE_ROWS, probe
 from politician_lm.inference import Persona
 from politician_lm.model.loading import dequantized
-from tests.helpers import ROOT, pc_rows, write_jsonl
+from tests.helpers import ROOT, pc_rows, quiet_trainer, write_jsonl
 
 
 def test_table_wraps_both_columns_under_each_prompt():
@@ -28,25 +28,12 @@ def test_table_wraps_both_columns_under_each_prompt():
 
 def fit_with(tmp_path, tiny_path, dm, callback):
     """4 steps of the tiny model (lr 5e-2, so the adapter changes answers) with ``callback``; the module."""
-    import lightning.pytorch as L
     import torch
 
     from politician_lm import PoliticianLM
 
     model = PoliticianLM(model_name_or_path=tiny_path, lora_r=4, optimizer=partial(torch.optim.AdamW, lr=5e-2))
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        max_steps=4,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=[callback],
-    )
-    trainer.fit(model, datamodule=dm)
+    quiet_trainer(tmp_path, 4, [callback]).fit(model, datamodule=dm)
     return model
 
 

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from politician_lm import AdapterExport, PoliticianDataModule, PoliticianLM
-from tests.helpers import first_train_batch, pc_rows, randomize_lora_b, write_jsonl
+from tests.helpers import first_train_batch, pc_rows, quiet_trainer, randomize_lora_b, write_jsonl
 
 N_LINEAR = 2 * 7  # tiny model: 2 decoder layers x (q, k, v, o, gate, up, down)
 
@@ -249,16 +249,8 @@ def test_the_whole_model_trains_in_train_mode_so_gradient_checkpointing_is_activ
     L.seed_everything(0)
     probe = Probe()
     model = build(tiny_path, gradient_checkpointing=True)
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=1,
-        limit_val_batches=1,
-        callbacks=[probe],
+    trainer = quiet_trainer(
+        tmp_path, 1, [probe], num_sanity_val_steps=1, limit_val_batches=1, enable_model_summary=True
     )
     trainer.fit(model, datamodule=_data(tmp_path, tiny_path))
     assert probe.eval_modules == [] and probe.checkpointing
