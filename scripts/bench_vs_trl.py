@@ -332,6 +332,12 @@ def main() -> None:
         action="store_true",
         help="skip the extra 'TRL packing+tcm' run (TRL packing under tcmalloc, as ours runs)",
     )
+    ap.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="run every configuration under the C library's malloc (a machine without tcmalloc: ours then runs as "
+        "`politician-lm` does with POLITICIAN_LM_ALLOCATOR=system); implies --no-allocator-row",
+    )
     ap.add_argument("--gpu", action="store_true", help="7B-shaped Mistral with random weights, seq 1024 (needs CUDA)")
     ap.add_argument(
         "--random-model",
@@ -365,7 +371,9 @@ def main() -> None:
     shape = args.random_model or ("7b" if args.gpu else None)
     args.batch = args.batch or (4 if args.gpu else 8)  # 4 rows x 1024 tokens: about half the activations of 8 rows
     runs = [r for r in RUNS if args.only is None or r[2] == (args.only == "packing")]
-    if not args.gpu and not args.no_allocator_row and allocator.tcmalloc_library():
+    if args.system_malloc:
+        runs = [(name, runner, packing, "system") for name, runner, packing, _ in runs]
+    elif not args.gpu and not args.no_allocator_row and allocator.tcmalloc_library():
         runs.append(TCMALLOC_RUN)
     with tempfile.TemporaryDirectory() as tmp:
         model, max_length, lr = str(ROOT / "checkpoints" / "tiny-politician"), 256, 2e-3

@@ -64,7 +64,12 @@ def sequence_logps(
     row each one belongs to. Computed in float32 at least (float64 stays float64).
     """
     logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-    token_logps = -F.cross_entropy(logits, targets, reduction="none")
+    return row_sums(-F.cross_entropy(logits, targets, reduction="none"), rows, n_rows)
+
+
+def row_sums(token_logps: torch.Tensor, rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(summed value, token count)`` per row of per-token values ``token_logps`` [tokens], ``rows`` naming each
+    token's row."""
     sums = torch.zeros(n_rows, dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
     counts = torch.zeros(n_rows, dtype=torch.long, device=rows.device).index_add(0, rows, torch.ones_like(rows))
     return sums, counts

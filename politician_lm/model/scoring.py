@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from politician_lm.batch import IGNORE_INDEX
-from politician_lm.model.preference import pair_attention_mask, sequence_logps
+from politician_lm.model.head_loss import fusable, head_nll
+from politician_lm.model.preference import pair_attention_mask, row_sums, sequence_logps
 
 
 def split_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:
@@ -82,8 +83,7 @@ class Scorer:
             ).loss
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX
-        logits = self._labelled_logits(batch, keep)
-        return F.cross_entropy(logits.float(), targets[keep])  # no completion token: NaN, as transformers gives
+        return self._nll(self._labelled_hidden(batch, keep), targets[keep]).mean()  # none labelled: NaN, as in HF
 
     @torch.no_grad()
     def by_index(
@@ -113,24 +113,32 @@ class Scorer:
             logits = self.model(
                 input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
             ).logits[:, :-1][keep]
+            nll = F.cross_entropy(
+                logits.to(torch.promote_types(logits.dtype, torch.float32)), targets[keep], reduction="none"
+            )
         else:
-            logits = self._labelled_logits(batch, keep)
-        nll = F.cross_entropy(
-            logits.to(torch.promote_types(logits.dtype, torch.float32)), targets[keep], reduction="none"
-        )
+            nll = self._nll(self._labelled_hidden(batch, keep), targets[keep])
         sums = nll.new_zeros(len(targets)).index_add(0, keep.nonzero()[:, 0], nll)
         return sums / keep.sum(1).clamp(min=1).to(sums)
 
-    def _labelled_logits(self, batch: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
-        """Logits of the positions ``keep`` marks (those with a label): the backbone, then the head on those only."""
-        backbone, head = self.parts
-        hidden = backbone(
+    def _labelled_hidden(self, batch: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
+        """The backbone's last hidden states at the positions ``keep`` marks (those with a label)."""
+        hidden = self.parts[0](
             input_ids=batch["input_ids"],
             attention_mask=batch.get("attention_mask"),
             position_ids=batch.get("position_ids"),
             use_cache=False,
         ).last_hidden_state
-        return head(hidden[:, :-1][keep])
+        return hidden[:, :-1][keep]
+
+    def _nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Each position's NLL of its target through the head, float32 or finer: chunked with the gradient taken in
+        the same pass (``head_loss``) for a frozen linear head, else the head's logits and cross-entropy."""
+        head = self.parts[1]
+        if fusable(head):
+            return head_nll(hidden, head, targets)
+        logits = head(hidden)
+        return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets, reduction="none")
 
     def pair_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed log-probability of each answer's labelled tokens and their count: ``[2n]`` each, the n chosen answers
@@ -141,20 +149,14 @@ class Scorer:
         mask = pair_attention_mask(batch["segments"], self.compute_dtype if eager else None)
         chosen, rejected = batch["chosen_targets"], batch["rejected_targets"]
         keep_c, keep_r = chosen != IGNORE_INDEX, rejected != IGNORE_INDEX
-        if self.parts is None:
-            out = self.model(
-                input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"], use_cache=False
-            )
-            hidden, head = out.logits, (lambda x: x)
-        else:
-            backbone, head = self.parts
-            hidden = backbone(
-                input_ids=batch["input_ids"],
-                attention_mask=mask,
-                position_ids=batch["position_ids"],
-                use_cache=False,
-            ).last_hidden_state
-        logits = head(torch.cat([hidden[keep_c], hidden[keep_r]]))
         targets = torch.cat([chosen[keep_c], rejected[keep_r]])
         rows = torch.cat([keep_c.nonzero()[:, 0], keep_r.nonzero()[:, 0] + n])  # row-major, as boolean indexing
-        return sequence_logps(logits, targets, rows, 2 * n)
+        if self.parts is None:
+            logits = self.model(
+                input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"], use_cache=False
+            ).logits
+            return sequence_logps(torch.cat([logits[keep_c], logits[keep_r]]), targets, rows, 2 * n)
+        hidden = self.parts[0](
+            input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"], use_cache=False
+        ).last_hidden_state
+        return row_sums(-self._nll(torch.cat([hidden[keep_c], hidden[keep_r]]), targets), rows, 2 * n)
