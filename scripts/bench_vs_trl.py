@@ -4,6 +4,7 @@
     python scripts/bench_vs_trl.py                 # CPU, tiny demo model (overhead-bound: says little), 3 repeats
     python scripts/bench_vs_trl.py --gpu           # 7B-shaped Mistral (random weights from the config), seq 1024
     python scripts/bench_vs_trl.py --random-model small --repeats 1   # the random-model path, on a CPU
+    python scripts/bench_vs_trl.py --model checkpoints/SmolLM2-135M-Instruct --system-malloc   # no tcmalloc for any run
 
 Every run is a separate child process (one process tree, alternating configurations so machine noise hits all
 alike); the table shows medians. Runs: ours with padding-free packing, ours padded (default), TRL with its default
