@@ -37,6 +37,7 @@ from politician_lm.model.decoding import (
     generate_new_text,
     shared_prefix_length,
 )
+from politician_lm.model.head_loss import token_nll
 from politician_lm.model.loading import (
     dequantize_for_inference,
     generation_defaults,
@@ -192,21 +193,17 @@ class Persona:
         if not any(counts):  # nothing to score (e.g. rows dropped as too long): no forward pass
             return [(0.0, 0)] * len(chunk)
         device = self.model.device
-        ids = ids.to(device)
-        mask, keep_at = mask.to(device), keep.to(device)
+        ids, mask, keep_at, labels = ids.to(device), mask.to(device), keep.to(device), targets[keep].to(device)
         if split is None:
             logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1][keep_at]
+            nll = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
         else:
             backbone, head = split
             shared = _loss_prefix(ids, mask, keep) if share_prefix else 0
             cache = (carried or CarriedPrefix()).cache(backbone, ids, mask, shared) if shared else {}
-            if cache:  # the common prefix ran once; its keys and values stand in for every row's
-                hidden = backbone(input_ids=ids[:, shared:], attention_mask=mask, use_cache=True, **cache)
-            else:
-                shared = 0
-                hidden = backbone(input_ids=ids, attention_mask=mask, use_cache=False)
-            logits = head(hidden.last_hidden_state[:, :-1][keep_at[:, shared:]])
-        nll = torch.nn.functional.cross_entropy(logits.float(), targets[keep].to(logits.device), reduction="none")
+            shared = shared if cache else 0  # with a cache the common prefix ran once, for every row
+            hidden = backbone(input_ids=ids[:, shared:], attention_mask=mask, use_cache=bool(cache), **cache)
+            nll = token_nll(hidden.last_hidden_state[:, :-1][keep_at[:, shared:]], head, labels)  # as training's
         rows = keep.nonzero()[:, 0].to(nll.device)  # row of each labelled position (row-major, as boolean indexing)
         sums = torch.zeros(len(chunk), dtype=nll.dtype, device=nll.device).index_add_(0, rows, nll)
         return [(float(s), int(n)) for s, n in zip(sums.tolist(), counts)]

@@ -118,13 +118,16 @@ def test_the_head_sees_only_the_completion_positions(persona, monkeypatch):
     split = inference._backbone_and_head(persona.model)
     assert split is not None
     monkeypatch.setattr(inference, "_backbone_and_head", lambda model: split)  # the check's own head call aside
-    head = persona.model.get_base_model().get_output_embeddings()
     seen: list[int] = []
-    handle = head.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[:-1].numel()))
-    try:
-        got = persona.completion_losses(convs, 4, on_batch=lambda n: None)
-    finally:
-        handle.remove()
+    real = inference.token_nll
+
+    def spy(hidden, head, targets):  # what the output head is given: the hidden states it runs on
+        assert head is split[1]
+        seen.append(hidden.shape[:-1].numel())
+        return real(hidden, head, targets)
+
+    monkeypatch.setattr(inference, "token_nll", spy)
+    got = persona.completion_losses(convs, 4, on_batch=lambda n: None)
     assert len(seen) == 3 and sum(seen) == sum(n for _, n in got)  # 11 rows in 3 batches, one head call each
 
 

@@ -9,7 +9,7 @@ of the same size. But a position's NLL depends on its own hidden state only, so 
 logits before the next chunk; backward scales the rows by the incoming gradient. The arithmetic is the plain path's:
 the same forward GEMM and the same backward GEMM, the softmax computed once instead of twice.
 
-Only for a frozen head (LoRA leaves it so): ``fusable`` says when; callers keep the plain path otherwise.
+Only for a frozen head (LoRA leaves it so), or with no gradient wanted: ``token_nll`` takes the plain path otherwise.
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ CHUNK = 1 << 24  # logits per chunk (64 MB of fp32; 341 of SmolLM2's positions):
 
 
 def fusable(head: Any) -> bool:
-    """True where ``head`` is a plain linear layer whose weight (and bias) take no gradient."""
-    return (
-        type(head) is torch.nn.Linear
-        and not head.weight.requires_grad
-        and (head.bias is None or not head.bias.requires_grad)
+    """True where ``head`` is a plain linear layer whose weight (and bias) take no gradient here."""
+    return type(head) is torch.nn.Linear and (
+        not torch.is_grad_enabled() or not any(p.requires_grad for p in head.parameters())
     )
 
 
@@ -66,3 +64,12 @@ def head_nll(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor)
     """``-log softmax(head(hidden))[target]`` per position, ``[tokens]``, in float32 or finer (float64 stays float64):
     what ``F.cross_entropy(head(hidden).float(), targets, reduction="none")`` gives, differentiable in ``hidden``."""
     return _HeadNLL.apply(hidden, head, targets)
+
+
+def token_nll(hidden: torch.Tensor, head: Any, targets: torch.Tensor) -> torch.Tensor:
+    """Each position's NLL of its target through ``head``, float32 or finer: ``head_nll`` where the head is
+    ``fusable``, else the head's logits and cross-entropy (a trainable or non-linear head)."""
+    if fusable(head):
+        return head_nll(hidden, head, targets)
+    logits = head(hidden)
+    return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets, reduction="none")

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from politician_lm.batch import IGNORE_INDEX
-from politician_lm.model.head_loss import fusable, head_nll
+from politician_lm.model.head_loss import token_nll
 from politician_lm.model.preference import pair_attention_mask, row_sums, sequence_logps
 
 
@@ -83,7 +83,8 @@ class Scorer:
             ).loss
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX
-        return self._nll(self._labelled_hidden(batch, keep), targets[keep]).mean()  # none labelled: NaN, as in HF
+        hidden = self._labelled_hidden(batch, keep)
+        return token_nll(hidden, self.parts[1], targets[keep]).mean()  # no completion token: NaN, as transformers gives
 
     @torch.no_grad()
     def by_index(
@@ -117,7 +118,7 @@ class Scorer:
                 logits.to(torch.promote_types(logits.dtype, torch.float32)), targets[keep], reduction="none"
             )
         else:
-            nll = self._nll(self._labelled_hidden(batch, keep), targets[keep])
+            nll = token_nll(self._labelled_hidden(batch, keep), self.parts[1], targets[keep])
         sums = nll.new_zeros(len(targets)).index_add(0, keep.nonzero()[:, 0], nll)
         return sums / keep.sum(1).clamp(min=1).to(sums)
 
@@ -130,15 +131,6 @@ class Scorer:
             use_cache=False,
         ).last_hidden_state
         return hidden[:, :-1][keep]
-
-    def _nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Each position's NLL of its target through the head, float32 or finer: chunked with the gradient taken in
-        the same pass (``head_loss``) for a frozen linear head, else the head's logits and cross-entropy."""
-        head = self.parts[1]
-        if fusable(head):
-            return head_nll(hidden, head, targets)
-        logits = head(hidden)
-        return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets, reduction="none")
 
     def pair_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed log-probability of each answer's labelled tokens and their count: ``[2n]`` each, the n chosen answers
@@ -159,4 +151,4 @@ class Scorer:
         hidden = self.parts[0](
             input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"], use_cache=False
         ).last_hidden_state
-        return row_sums(-self._nll(torch.cat([hidden[keep_c], hidden[keep_r]]), targets), rows, 2 * n)
+        return row_sums(-token_nll(torch.cat([hidden[keep_c], hidden[keep_r]]), self.parts[1], targets), rows, 2 * n)

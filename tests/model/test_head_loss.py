@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from politician_lm.model import head_loss, scoring
+from politician_lm.model import head_loss
 from politician_lm.model.head_loss import fusable, head_nll
 from tests.helpers import first_train_batch, pc_rows, randomize_lora_b
 
@@ -82,7 +82,7 @@ def test_training_keeps_no_vocab_wide_tensor_and_the_same_loss_and_lora_gradient
     results = {}
     for kind in ("chunked", "plain"):
         if kind == "plain":
-            monkeypatch.setattr(scoring, "fusable", lambda head: False)
+            monkeypatch.setattr(head_loss, "fusable", lambda head: False)
         model.zero_grad()
         loss, shapes = _saved_shapes(lambda: model.scorer.token_loss(batch))
         loss.backward()
