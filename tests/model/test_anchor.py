@@ -60,8 +60,9 @@ def test_the_loss_is_the_pairs_loss_plus_the_weighted_rise_of_the_anchor_nll(tmp
     at_start = step(module.scorer, batch, "train", module.device)
     assert float(at_start.metrics["anchor_rise"]) < 1e-10  # nothing to pay before the weights move
 
-    randomize_lora_b(module.model, std=0.1, seed=1)  # the weights move; half the records now above their start
-    module.objective.anchor.reference = start + torch.tensor([-0.5, 0.5] * 5, dtype=torch.float64)
+    randomize_lora_b(module.model, std=0.1, seed=1)  # the weights move: odd records now 0.5 above their start,
+    now = torch.stack([own_nll(i) for i in range(10)]).detach()  # even ones 0.5 below (whatever the LoRA-A init)
+    module.objective.anchor.reference = now + torch.tensor([0.5, -0.5] * 5, dtype=torch.float64)
     rises = []
     for batch in epoch:
         with_anchor = step(module.scorer, batch, "train", module.device)
