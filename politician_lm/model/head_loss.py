@@ -69,7 +69,9 @@ def head_nll(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor)
 def token_nll(hidden: torch.Tensor, head: Any, targets: torch.Tensor) -> torch.Tensor:
     """Each position's NLL of its target through ``head``, float32 or finer: ``head_nll`` where the head is
     ``fusable``, else the head's logits and cross-entropy (a trainable or non-linear head)."""
-    if fusable(head):
-        return head_nll(hidden, head, targets)
-    logits = head(hidden)
+    return head_nll(hidden, head, targets) if fusable(head) else logits_nll(head(hidden), targets)
+
+
+def logits_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each position's NLL of its target from its logits ``[tokens, vocab]``, in float32 or finer."""
     return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets, reduction="none")

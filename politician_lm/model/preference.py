@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from politician_lm.batch import SEGMENT_PAD, SEGMENT_PROMPT
+from politician_lm.model.head_loss import logits_nll
 
 
 @dataclass
@@ -63,8 +64,7 @@ def sequence_logps(
     ``logits`` [tokens, vocab] and ``targets`` [tokens] are the positions that have a label, ``rows`` [tokens] the
     row each one belongs to. Computed in float32 at least (float64 stays float64).
     """
-    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-    return row_sums(-F.cross_entropy(logits, targets, reduction="none"), rows, n_rows)
+    return row_sums(-logits_nll(logits, targets), rows, n_rows)
 
 
 def row_sums(token_logps: torch.Tensor, rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:

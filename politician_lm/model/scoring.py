@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from politician_lm.batch import IGNORE_INDEX
-from politician_lm.model.head_loss import token_nll
+from politician_lm.model.head_loss import logits_nll, token_nll
 from politician_lm.model.preference import pair_attention_mask, row_sums, sequence_logps
 
 
@@ -114,13 +113,11 @@ class Scorer:
             logits = self.model(
                 input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
             ).logits[:, :-1][keep]
-            nll = F.cross_entropy(
-                logits.to(torch.promote_types(logits.dtype, torch.float32)), targets[keep], reduction="none"
-            )
+            nll = logits_nll(logits, targets[keep])
         else:
             nll = token_nll(self._labelled_hidden(batch, keep), self.parts[1], targets[keep])
-        sums = nll.new_zeros(len(targets)).index_add(0, keep.nonzero()[:, 0], nll)
-        return sums / keep.sum(1).clamp(min=1).to(sums)
+        sums, counts = row_sums(nll, keep.nonzero()[:, 0], len(targets))
+        return sums / counts.clamp(min=1).to(sums)
 
     def _labelled_hidden(self, batch: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
         """The backbone's last hidden states at the positions ``keep`` marks (those with a label)."""
