@@ -1,0 +1,106 @@
+"""The gated MLP's fused activation (``model.swiglu``): bit-identical values and gradients, and one [tokens,
+intermediate] tensor fewer kept for backward per MLP."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from politician_lm.model.swiglu import fuse_gated_mlps, silu_mul
+from tests.helpers import first_train_batch, pc_rows, randomize_lora_b
+
+INTERMEDIATE = 48
+
+
+def _llama(act: str = "silu") -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=INTERMEDIATE, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=32, hidden_act=act,
+    )  # fmt: skip
+    return LlamaForCausalLM(config)
+
+
+def _unfuse(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        module.__dict__.pop("forward", None)  # the class's own forward again
+
+
+def _loss_grads_saved(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, dict, list]:
+    saved = []
+
+    def pack(t):
+        saved.append(tuple(t.shape))
+        return t
+
+    model.zero_grad()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return loss.detach(), grads, saved
+
+
+def test_values_and_gradients_are_bit_identical_and_one_wide_tensor_fewer_is_kept():
+    model = _llama()
+    ids = torch.randint(0, 64, (3, 11))
+    plain_loss, plain_grads, plain_saved = _loss_grads_saved(model, ids)
+    assert fuse_gated_mlps(model) == 2
+    loss, grads, saved = _loss_grads_saved(model, ids)
+
+    assert torch.equal(loss, plain_loss)
+    assert grads.keys() == plain_grads.keys() and len(grads) > 10
+    for name in grads:
+        assert torch.equal(grads[name], plain_grads[name]), name
+    wide = [s for s in saved if s and s[-1] == INTERMEDIATE]
+    plain_wide = [s for s in plain_saved if s and s[-1] == INTERMEDIATE]
+    assert len(plain_wide) - len(wide) == 2  # silu(gate(x)), one per MLP, is no longer kept
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, (_unfuse(model), model(input_ids=ids).logits)[1])
+
+
+def test_each_input_gets_its_own_gradient_alone():
+    torch.manual_seed(0)
+    gate, up = torch.randn(5, 7, dtype=torch.float64), torch.randn(5, 7, dtype=torch.float64)
+    assert torch.autograd.gradcheck(silu_mul, (gate.clone().requires_grad_(), up.clone().requires_grad_()))
+    g = gate.clone().requires_grad_()
+    silu_mul(g, up).sum().backward()  # up takes no gradient: gate's alone
+    g_ref = gate.clone().requires_grad_()
+    (torch.nn.functional.silu(g_ref) * up).sum().backward()
+    assert torch.equal(g.grad, g_ref.grad)
+
+
+def test_an_mlp_without_silu_is_left_alone():
+    model = _llama(act="gelu")
+    assert fuse_gated_mlps(model) == 0
+    assert all("forward" not in m.__dict__ for m in model.modules())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("packing", [False, True])
+def test_the_trainable_model_is_fused_with_the_same_loss_and_lora_gradients(tmp_path, tiny_path, packing):
+    from politician_lm import PoliticianLM
+
+    _, batch = first_train_batch(tmp_path, tiny_path, pc_rows(12), batch_size=4, packing=packing)
+    model = PoliticianLM(
+        model_name_or_path=tiny_path, quantization="nf4", lora_r=4, lora_dropout=0.0,
+        optimizer=partial(torch.optim.AdamW, lr=1e-3),
+    )  # fmt: skip
+    model.configure_model()
+    randomize_lora_b(model.model)
+    fused = [m for m in model.model.modules() if "forward" in m.__dict__ and hasattr(m, "gate_proj")]
+    assert len(fused) == model.model.config.num_hidden_layers
+    results = []
+    for _ in range(2):
+        model.zero_grad()
+        loss = model.scorer.token_loss(batch)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))
+        _unfuse(model.model)
+    (loss, grads), (plain_loss, plain_grads) = results
+    assert torch.equal(loss, plain_loss)
+    for name in grads:
+        assert torch.equal(grads[name], plain_grads[name]), name
