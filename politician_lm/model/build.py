@@ -13,6 +13,7 @@ from transformers import get_scheduler
 
 from politician_lm.artifacts.adapter import attach_adapter
 from politician_lm.model.loading import load_base_model
+from politician_lm.model.lora_inputs import share_lora_inputs
 from politician_lm.model.swiglu import fuse_gated_mlps
 
 
@@ -52,6 +53,7 @@ def build_trainable_model(
         model = get_peft_model(model, adapter)
     else:
         model = attach_adapter(model, adapter, is_trainable=True)
+    share_lora_inputs(model)  # under autocast, no per-layer copy of each LoRA layer's input kept for backward
     # from_pretrained returns the base in eval mode and Lightning keeps module modes as it finds them; in eval
     # mode transformers silently skips gradient checkpointing, so the whole model goes to train mode here.
     model.train()
