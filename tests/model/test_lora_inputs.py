@@ -8,22 +8,16 @@ from functools import partial
 import pytest
 import torch
 
-from tests.helpers import first_train_batch, pc_rows, randomize_lora_b
+from tests.helpers import first_train_batch, pc_rows, randomize_lora_b, saved_for_backward
 
 
 def _kept_bytes_loss_grads(model, batch) -> tuple[int, torch.Tensor, dict]:
-    storages = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
     model.zero_grad()
-    with torch.autocast("cpu", dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model.scorer.token_loss(batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, saved = saved_for_backward(lambda: model.scorer.token_loss(batch))
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}  # each counted once
     return sum(storages.values()), loss.detach(), grads
 
 

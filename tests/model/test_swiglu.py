@@ -10,7 +10,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from politician_lm.model.swiglu import fuse_gated_mlps, silu_mul
-from tests.helpers import first_train_batch, pc_rows, randomize_lora_b
+from tests.helpers import first_train_batch, pc_rows, randomize_lora_b, saved_for_backward
 
 INTERMEDIATE = 48
 
@@ -30,18 +30,11 @@ def _unfuse(model: torch.nn.Module) -> None:
 
 
 def _loss_grads_saved(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, dict, list]:
-    saved = []
-
-    def pack(t):
-        saved.append(tuple(t.shape))
-        return t
-
     model.zero_grad()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(input_ids=ids, labels=ids).loss
+    loss, saved = saved_for_backward(lambda: model(input_ids=ids, labels=ids).loss)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    return loss.detach(), grads, saved
+    return loss.detach(), grads, [tuple(t.shape) for t in saved]
 
 
 def test_values_and_gradients_are_bit_identical_and_one_wide_tensor_fewer_is_kept():
