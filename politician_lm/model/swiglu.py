@@ -14,7 +14,7 @@ exactly that expression (the transformers classes named in ``GATED_MLPS``, with 
 
 from __future__ import annotations
 
-import types
+from functools import partial
 from typing import Any
 
 import torch
@@ -62,6 +62,6 @@ def fuse_gated_mlps(model: nn.Module) -> int:
     changed = 0
     for module in model.modules():
         if type(module).__name__ in GATED_MLPS and _is_silu(getattr(module, "act_fn", None)):
-            module.forward = types.MethodType(_forward, module)
+            module.forward = partial(_forward, module)  # unlike a bound method, it pickles
             changed += 1
     return changed

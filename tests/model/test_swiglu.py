@@ -68,6 +68,21 @@ def test_each_input_gets_its_own_gradient_alone():
     assert torch.equal(g.grad, g_ref.grad)
 
 
+def test_a_fused_model_survives_pickle_and_deepcopy_with_the_same_logits():
+    import copy
+    import pickle
+
+    model = _llama()
+    fuse_gated_mlps(model)
+    ids = torch.randint(0, 64, (2, 9))
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+        for twin in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+            mlp = twin.model.layers[0].mlp
+            assert mlp.forward.args[0] is mlp  # the copy's own MLP, not the original's
+            assert torch.equal(twin(input_ids=ids).logits, logits)
+
+
 def test_an_mlp_without_silu_is_left_alone():
     model = _llama(act="gelu")
     assert fuse_gated_mlps(model) == 0
