@@ -37,7 +37,7 @@ from politician_lm.model.decoding import (
     generate_new_text,
     shared_prefix_length,
 )
-from politician_lm.model.head_loss import token_nll
+from politician_lm.model.head_loss import logits_nll, token_nll
 from politician_lm.model.loading import (
     dequantize_for_inference,
     generation_defaults,
@@ -196,7 +196,7 @@ class Persona:
         ids, mask, keep_at, labels = ids.to(device), mask.to(device), keep.to(device), targets[keep].to(device)
         if split is None:
             logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1][keep_at]
-            nll = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+            nll = logits_nll(logits, labels)
         else:
             backbone, head = split
             shared = _loss_prefix(ids, mask, keep) if share_prefix else 0
