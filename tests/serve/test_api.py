@@ -449,6 +449,38 @@ def test_streamed_pieces_add_up_to_the_answer(tokenizer):
 
 
 # -- the chat page in a real browser -----------------------------------------------------------------------------------
+# The page's fetch of a completion, re-chunked to one server-sent event a read, a task apart. The server streams each
+# token as its own event (test_streamed_and_plain_answers_equal_generate_greedy), but under load the browser can read
+# all of a short answer's events at once, and then even a page that renders each delta as it parses it shows one
+# length. Delivered one event a read, a page that renders as it goes shows every length; one that renders only at
+# the end still shows one, so the piece-by-piece assertion below stays able to fail, without depending on timing.
+ONE_EVENT_A_READ = """(() => {
+  const realFetch = window.fetch;
+  window.fetch = async (...args) => {
+    const res = await realFetch(...args);
+    if (!res.body || !String(args[0]).includes("/chat/completions")) return res;
+    const reader = res.body.getReader(), enc = new TextEncoder(), dec = new TextDecoder();
+    let buffer = "";
+    const body = new ReadableStream({async pull(controller) {
+      for (;;) {
+        const cut = buffer.indexOf("\\n\\n");
+        if (cut >= 0) {
+          const event = buffer.slice(0, cut + 2);
+          buffer = buffer.slice(cut + 2);
+          await new Promise((resolve) => setTimeout(resolve, 0));
+          controller.enqueue(enc.encode(event));
+          return;
+        }
+        const {value, done} = await reader.read();
+        if (done) { if (buffer) controller.enqueue(enc.encode(buffer)); controller.close(); return; }
+        buffer += dec.decode(value, {stream: true});
+      }
+    }});
+    return new Response(body, {status: res.status, statusText: res.statusText, headers: res.headers});
+  };
+})();"""
+
+
 def test_chat_page_streams_an_answer_in_headless_chromium(server, client, tmp_path):
     exe = chromium()
     if exe is None:
@@ -468,6 +500,7 @@ def test_chat_page_streams_an_answer_in_headless_chromium(server, client, tmp_pa
         browser = pw.chromium.launch(executable_path=exe, args=BROWSER_ARGS)  # fresh profile each launch
         try:
             page = browser.new_page(viewport={"width": 900, "height": 600})
+            page.add_init_script(ONE_EVENT_A_READ)
             page.goto(server.url + "/")
             page.wait_for_function("document.querySelectorAll('#persona option').length === 4")
             page.select_option("#persona", "beta")
