@@ -70,7 +70,12 @@ def opposite(a: dict, b: dict, n_boot: int) -> list[str]:
     for arm_a, arm_b in zip(*adapters):
         sa, sb = a["stances"]["sides"][arm_a], b["stances"]["sides"][arm_b]
         values = [float(sa[i] != sb[i]) for i in disputed]
-        lines.append(f"{arm_a} vs {arm_b}: opposite sides {bootstrap(values, n_boot=n_boot, seed=0)}")
+        right = sum(sa[i] == da[i] and sb[i] == db[i] for i in disputed)
+        support = [sum(s[i] == "support" for i in disputed) for s in (sa, sb)]
+        lines.append(
+            f"{arm_a} vs {arm_b}: opposite sides {bootstrap(values, n_boot=n_boot, seed=0)}; both on their own "
+            f'documented side on {right}, "support" {support[0]} and {support[1]}'
+        )
     return lines
 
 

@@ -73,7 +73,8 @@ def real_speech_record(runs: ArmRuns, politician: str, n_boot: int, seed: int) -
 
 def stance_record(results: dict[str, scorecard.ArmScores], n_boot: int, seed: int) -> dict[str, Any]:
     """metrics.json's ``stances``: the side each arm takes per statement, and for every two arms with different
-    targets the share of the held-out statements their targets disagree on where the two take opposite sides."""
+    targets the share of the held-out statements their targets disagree on where the two take opposite sides, with
+    ``scorecard.dispute_counts`` beside it (an arm that answers one side to everything inflates the share)."""
     sides = {name: dict(zip(s.stance_ids, s.stance_sides)) for name, s in results.items() if s.stance_ids}
     opposition = {}
     names = [n for n in sides if n not in (BASE, PROMPT_ONLY)]  # adapters: each scored against its own politician
@@ -81,7 +82,8 @@ def stance_record(results: dict[str, scorecard.ArmScores], n_boot: int, seed: in
         for b in names[i + 1 :]:
             if results[a].target != results[b].target:
                 if (e := scorecard.opposite_sides(results[a], results[b], n_boot, seed)) is not None:
-                    opposition[f"{a} vs {b}"] = e.to_dict()
+                    counts = scorecard.dispute_counts(results[a], results[b])
+                    opposition[f"{a} vs {b}"] = {**e.to_dict(), **counts}
     return {"sides": sides, "opposite_sides": opposition}
 
 
@@ -142,6 +144,12 @@ def scorecard_text(report: dict[str, Any]) -> str:
         lines.append(
             f"opposite sides on held-out statements their politicians disagree on, {short_name(a)} vs "
             f"{short_name(b)}: {cell(e)} of {e['n']}"
+            + (
+                f'; both on their own documented side on {e["both_documented"]}, "support" from '
+                f"{short_name(a)} on {e['support_a']} and from {short_name(b)} on {e['support_b']}"
+                if "both_documented" in e
+                else ""
+            )
         )
     lines.append("style classifier confusion (rows: arm, columns: predicted)")
     labels = report["classifier"]["labels"]

@@ -225,14 +225,34 @@ def compare(a: ArmScores, b: ArmScores, n_boot: int = 2000, seed: int = 0) -> di
     return out
 
 
-def opposite_sides(a: ArmScores, b: ArmScores, n_boot: int = 2000, seed: int = 0) -> Estimate | None:
-    """Share of the held-out statements on which the two arms' targets disagree (a Biden and a Trump adapter) where
-    the two arms take opposite sides; None when there is no such statement."""
+def _disputes(a: ArmScores, b: ArmScores) -> tuple[tuple[dict, dict], tuple[dict, dict], list[str]]:
+    """Each arm's held-out sides and its target's documented sides, and the statements the two targets disagree on."""
     sides_a, sides_b = a.held_out_sides(), b.held_out_sides()
     documented_a, documented_b = a.held_out_sides(documented=True), b.held_out_sides(documented=True)
     disputed = [i for i in sides_a if i in sides_b and documented_a[i] != documented_b[i]]
+    return (sides_a, documented_a), (sides_b, documented_b), disputed
+
+
+def opposite_sides(a: ArmScores, b: ArmScores, n_boot: int = 2000, seed: int = 0) -> Estimate | None:
+    """Share of the held-out statements on which the two arms' targets disagree (a Biden and a Trump adapter) where
+    the two arms take opposite sides; None when there is no such statement."""
+    (sides_a, _), (sides_b, _), disputed = _disputes(a, b)
     values = [float(sides_a[i] != sides_b[i]) for i in disputed]
     return bootstrap(values, n_boot=n_boot, seed=seed) if values else None
+
+
+def dispute_counts(a: ArmScores, b: ArmScores) -> dict[str, int]:
+    """On the held-out statements the two arms' targets disagree on (``opposite_sides``' statements): how many there
+    are, on how many both arms take their own target's documented side (opposite sides for the right reason), and
+    how many each arm answers "support". Two arms that each take one side of every statement reach full opposition
+    with no position known; these counts show it."""
+    (sides_a, documented_a), (sides_b, documented_b), disputed = _disputes(a, b)
+    return {
+        "disputed": len(disputed),
+        "both_documented": sum(sides_a[i] == documented_a[i] and sides_b[i] == documented_b[i] for i in disputed),
+        "support_a": sum(sides_a[i] == "support" for i in disputed),
+        "support_b": sum(sides_b[i] == "support" for i in disputed),
+    }
 
 
 def confusion(arms: dict[str, ArmScores], labels: list[str]) -> dict[str, dict[str, int]]:

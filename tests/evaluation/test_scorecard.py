@@ -138,3 +138,30 @@ def test_distinct_2_counts_repeats_within_each_answer_weighted_by_length():
     assert summarize_arm(fine)["distinct_2"].value == 1.0
     d = compare(loop, fine)["distinct_2"]
     assert d.value == pytest.approx(3 / 9 - 1.0) and d.high < 0
+
+
+def test_opposite_sides_of_two_one_sided_arms_is_full_and_the_dispute_counts_show_why():
+    from politician_lm.evaluation.card import scorecard_text, stance_record
+    from politician_lm.evaluation.scorecard import dispute_counts, opposite_sides
+
+    ids = ["s1", "s2", "s3", "s4", "s5"]
+    heldout = [True, True, True, True, False]  # s5 was trained on: never counted
+    # documented: biden support/oppose/oppose/support/support, trump oppose/support/oppose/oppose/oppose
+    biden = ArmScores(target="biden", stance_ids=ids, stance_sides=["oppose"] * 5, stance_heldout=heldout)
+    biden.stance_agree = [0.0, 1.0, 1.0, 0.0, 0.0]
+    trump = ArmScores(target="trump", stance_ids=ids, stance_sides=["support"] * 5, stance_heldout=heldout)
+    trump.stance_agree = [0.0, 1.0, 0.0, 0.0, 0.0]
+    assert opposite_sides(biden, trump).value == 1.0 and opposite_sides(biden, trump).n == 3  # s1, s2, s4 disputed
+    assert dispute_counts(biden, trump) == {"disputed": 3, "both_documented": 1, "support_a": 0, "support_b": 3}
+
+    record = stance_record({"a/adapters/best": biden, "b/adapters/best": trump}, n_boot=200, seed=0)
+    pair = record["opposite_sides"]["a/adapters/best vs b/adapters/best"]
+    assert (pair["value"], pair["both_documented"], pair["support_a"], pair["support_b"]) == (1.0, 1, 0, 3)
+    report = {
+        "politician": "biden", "n_style_prompts": 0, "n_identity_prompts": 0, "n_heldout_losses": 0,
+        "classifier": {"held_out_accuracy": 1.0, "labels": []}, "arms": {}, "differences": {"x": {}},
+        "confusion": {}, "stances": record,
+    }  # fmt: skip
+    assert 'both on their own documented side on 1, "support" from a/best on 0 and from b/best on 3' in (
+        scorecard_text(report)
+    )
