@@ -13,6 +13,7 @@ from typing import Any
 
 from politician_lm.artifacts.adapter import AdapterFolder
 from politician_lm.artifacts.roles import strip_politician_label
+from politician_lm.evaluation.arm_cache import arm_key, load_arm, store_arm
 from politician_lm.evaluation.arms import (
     BASE,
     PROMPT_ONLY,
@@ -23,11 +24,11 @@ from politician_lm.evaluation.arms import (
     score_arm,
     target_stances,
 )
-from politician_lm.evaluation.stances import probe_losses
+from politician_lm.evaluation.stances import probe_conversations, probe_losses
 from politician_lm.inference import Persona
 from politician_lm.model.adapters import activate, adapter_names
 
-__all__ = ["arm_persona", "build_arms", "run_arms"]
+__all__ = ["arm_persona", "build_arms", "model_build", "run_arms"]
 
 
 def build_arms(persona: Persona, folders: list[AdapterFolder], system_prompt: str | None) -> list[Arm]:
@@ -52,6 +53,32 @@ def arm_persona(persona: Persona, arm: Arm) -> Iterator[Persona]:
         yield replace(persona, style=arm.style)
 
 
+def model_build(persona: Persona, metadata: dict[str, Any]) -> dict[str, Any]:
+    """How the persona's base was loaded, for ``evaluation.arm_cache``'s key: the adapter's quantization (on CPU the
+    4-bit base is de-quantized, so its weights are the rounded ones), parameter dtype, device and the hardware's
+    kernels (a cache shared across machines must not mix their rounding), torch's threads, the generation defaults,
+    and the tokenizer by content (the first adapter's folder may carry its own)."""
+    import hashlib
+    import json
+
+    import torch
+
+    tok = persona.tokenizer
+    tokenizer = {"vocab": sorted(tok.get_vocab().items()), "chat_template": tok.chat_template,
+                 "special": tok.special_tokens_map, "sides": [tok.padding_side, tok.truncation_side]}  # fmt: skip
+    param = next(persona.model.parameters())
+    return {
+        "quantization": metadata.get("quantization") or "none",
+        "dtype": str(param.dtype),
+        "device": str(param.device),
+        "hardware": torch.cuda.get_device_name(param.device) if param.device.type == "cuda" else None,
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),  # AVX2, AVX512, ...: which kernels ran
+        "threads": torch.get_num_threads(),
+        "generation": persona.generation,
+        "tokenizer": hashlib.sha256(json.dumps(tokenizer, sort_keys=True, default=str).encode()).hexdigest(),
+    }
+
+
 def first_tokens(tokenizer: Any, texts: list[str], n: int) -> list[str]:
     """Each text cut to its first ``n`` tokens, as an answer of at most ``n`` new tokens would be."""
     return tokenizer.batch_decode([ids[:n] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]])
@@ -69,12 +96,15 @@ def run_arms(
     max_new_tokens: int,
     batch_sizes: tuple[int, int],
     repetition_penalty: float = 1.0,
+    model_build: dict[str, Any] | None = None,
 ) -> ArmRuns:
     """Generate the judge's generic class (adapters off), train or load the judge, then let every arm answer
     ``items`` (greedy) and score ``held_convs``'s completions, one progress bar over all of it.
 
     ``judge`` is ``(kind, style data folder, presidents)``; ``batch_sizes`` is ``(generation, loss pass)``; ``ctx`` is
-    completed with the judge here.
+    completed with the judge here. With ``model_build`` (how the base was loaded: quantization, dtype, device,
+    threads) the arms without an adapter are reused from ``evaluation.arm_cache`` where an earlier run computed
+    them with the same key, and stored there otherwise; their names go to ``runs.cached``.
     """
     from tqdm import tqdm
 
@@ -97,30 +127,83 @@ def run_arms(
             runs.real_speech = runs.classifier.predict(first_tokens(persona.tokenizer, references, max_new_tokens))
         ctx = replace(ctx, classifier=runs.classifier)
         for arm in arms:
-            with arm_persona(persona, arm) as answering:
-                started = time.perf_counter()
-                texts = answering.generate(
-                    arm.conversations(prompts),
-                    batch_size=batch_size,
-                    on_batch=bar.update,
-                    max_new_tokens=max_new_tokens,
-                    repetition_penalty=repetition_penalty,
-                    do_sample=False,
-                )
-                generated = time.perf_counter()
-                losses = answering.completion_losses(
-                    arm.conversations(held_convs), loss_batch_size, on_batch=bar.update
-                )
-                scored = time.perf_counter()
-                stance_losses = probe_losses(
-                    target_stances(arm, ctx),
-                    lambda group, p=answering, a=arm: p.stance_losses(a.conversations(group), bar.update),
-                )
-                for part, seconds in (("generation", generated - started), ("heldout_loss", scored - generated),
-                                      ("stances", time.perf_counter() - scored)):  # fmt: skip
-                    runs.seconds[part] = runs.seconds.get(part, 0.0) + seconds
+            key = None
+            if model_build is not None and arm.adapter is None:
+                key = arm_key(base_path, _arm_inputs(arm, prompts, held_convs, ctx, model_build, max_new_tokens,
+                                                     batch_sizes, repetition_penalty))  # fmt: skip
+            if key and (cached := load_arm(key)):
+                texts, losses, stance_losses = cached["texts"], cached["losses"], cached["stance_losses"]
+                bar.update(-(-len(prompts) // batch_size) + -(-len(held_convs) // loss_batch_size))
+                bar.update(len(target_stances(arm, ctx)))
+                runs.cached.append(arm.name)
+            else:
+                texts, losses, stance_losses = _answer(persona, arm, prompts, held_convs, ctx, runs, bar.update,
+                                                       (max_new_tokens, batch_size, loss_batch_size,
+                                                        repetition_penalty))  # fmt: skip
+                if key:
+                    store_arm(key, texts, losses, stance_losses)
             texts = [strip_politician_label(t) for t in texts]
             scores, runs.corpus_distinct[arm.name] = score_arm(arm, texts, losses, ctx, stance_losses)
             runs.results[arm.name] = scores
             runs.samples += sample_rows(arm, items, texts, scores.predicted)
     return runs
+
+
+def _arm_inputs(
+    arm: Arm,
+    prompts: list[Any],
+    held_convs: list[Any],
+    ctx: ArmContext,
+    model_build: dict[str, Any],
+    max_new_tokens: int,
+    batch_sizes: tuple[int, int],
+    repetition_penalty: float,
+) -> dict[str, Any]:
+    """Everything an arm without an adapter answers and scores from, for its cache key."""
+    stances = target_stances(arm, ctx)
+    return {
+        "arm": arm.name,
+        "style": arm.style.to_dict(),
+        "prompts": arm.conversations(prompts),
+        "held_out": arm.conversations(held_convs),
+        "stances": [arm.conversations(probe_conversations(s)) for s in stances],
+        "decoding": {"max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty, "greedy": True},
+        "batch_sizes": list(batch_sizes),
+        "model": model_build,
+    }
+
+
+def _answer(
+    persona: Persona,
+    arm: Arm,
+    prompts: list[Any],
+    held_convs: list[Any],
+    ctx: ArmContext,
+    runs: ArmRuns,
+    on_batch: Any,
+    settings: tuple[int, int, int, float],
+) -> tuple[list[str], list[Any], list[Any]]:
+    """Run ``arm``: its greedy answers to ``prompts``, its held-out completion losses and its stance losses, adding
+    the seconds of each part to ``runs.seconds``."""
+    max_new_tokens, batch_size, loss_batch_size, repetition_penalty = settings
+    with arm_persona(persona, arm) as answering:
+        started = time.perf_counter()
+        texts = answering.generate(
+            arm.conversations(prompts),
+            batch_size=batch_size,
+            on_batch=on_batch,
+            max_new_tokens=max_new_tokens,
+            repetition_penalty=repetition_penalty,
+            do_sample=False,
+        )
+        generated = time.perf_counter()
+        losses = answering.completion_losses(arm.conversations(held_convs), loss_batch_size, on_batch=on_batch)
+        scored = time.perf_counter()
+        stance_losses = probe_losses(
+            target_stances(arm, ctx),
+            lambda group, p=answering, a=arm: p.stance_losses(a.conversations(group), on_batch),
+        )
+        for part, seconds in (("generation", generated - started), ("heldout_loss", scored - generated),
+                              ("stances", time.perf_counter() - scored)):  # fmt: skip
+            runs.seconds[part] = runs.seconds.get(part, 0.0) + seconds
+    return texts, losses, stance_losses

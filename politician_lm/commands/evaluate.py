@@ -64,6 +64,7 @@ def evaluate(
     max_heldout: int | None = DEFAULT_MAX_HELDOUT,
     stances: StanceSet = "heldout",
     n_boot: int = 2000,
+    cache_arms: bool = True,
     overwrite: bool = False,
     allow_pickle: bool = False,
 ) -> Path:
@@ -108,6 +109,10 @@ def evaluate(
             training data or pairs: the headline ``stance_agreement``), ``all`` (the seen ones too, reported as
             ``stance_agreement_seen``) or ``none``.
         n_boot: Bootstrap resamples per interval.
+        cache_arms: Reuse the base and prompt-only arms' answers and losses from an earlier evaluate with the same
+            base model, held-out data, probes, decoding, batch sizes, library versions and package source (cached in
+            $XDG_CACHE_HOME/politician_lm/arms, default ~/.cache; listed in metrics.json ``cached_arms``, their time
+            left out of ``seconds``); false computes them afresh.
         overwrite: Replace ``output_dir`` if it exists.
         allow_pickle: Accept pickle (.bin) weights, which can run code when loaded.
     """
@@ -132,7 +137,7 @@ def evaluate(
     style_items, identity_items = probe_items(prompts_file, held.rows, num_prompts, seed, identity_probes)
 
     # Loaded only now: the metrics pull in scikit-learn and nltk, which a bad input or --help never needs.
-    from politician_lm.commands._evaluate_steps import build_arms, run_arms
+    from politician_lm.commands._evaluate_steps import build_arms, model_build, run_arms
     from politician_lm.evaluation.arms import ArmContext
     from politician_lm.evaluation.card import scorecard_report, scorecard_text, short_name
     from politician_lm.evaluation.report import read_log, write_scorecard
@@ -159,7 +164,10 @@ def evaluate(
         max_new_tokens,
         (batch_size, loss_batch_size),
         repetition_penalty,
+        model_build(persona, folders[0].metadata) if cache_arms else None,
     )
+    if runs.cached:
+        print(f"reused from the cache (--cache_arms false recomputes): {', '.join(runs.cached)}", file=sys.stderr)
     n_style, n_identity = len(style_items), len(identity_items)
     report = scorecard_report(politician, runs, held, judge_kind, n_style, n_identity, n_boot, seed)
     report["decoding"] = {"greedy": True, "max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty}

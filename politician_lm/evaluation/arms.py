@@ -88,6 +88,7 @@ class ArmRuns:
     n_generic: int
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each part, summed over arms
     real_speech: list[str] = field(default_factory=list)  # the judge's labels of the style prompts' references
+    cached: list[str] = field(default_factory=list)  # arms reused from evaluation.arm_cache (not in seconds)
 
 
 def target_stances(arm: Arm, ctx: ArmContext) -> list[Stance]:

@@ -42,6 +42,7 @@ def scorecard_report(
         "corpus_distinct": runs.corpus_distinct,
         "stances": stance_record(runs.results, n_boot, seed),
         "seconds": {part: round(t, 1) for part, t in runs.seconds.items()},
+        "cached_arms": runs.cached,
     }
 
 

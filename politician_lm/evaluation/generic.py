@@ -33,8 +33,24 @@ class _Generator(Protocol):
     ) -> list[str]: ...
 
 
+def cache_root() -> Path:
+    """``$XDG_CACHE_HOME/politician_lm`` (default ``~/.cache/politician_lm``): evaluate's caches."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "politician_lm"
+
+
 def _generic_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "politician_lm" / "generic"
+    return cache_root() / "generic"
+
+
+def update_with_base(digest: Any, base_model: str) -> None:
+    """Fold what identifies a base model folder into ``digest``: its config and import record, and the name and size
+    of every weights file (a hub id or a missing folder adds only nothing, so its name must be in the key)."""
+    base = Path(base_model)
+    for name in ("config.json", "politician_lm_import.json"):
+        if (base / name).is_file():
+            digest.update((base / name).read_bytes())
+    for weights in sorted(base.glob("*.safetensors")):
+        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
 
 
 def generic_texts(
@@ -54,12 +70,7 @@ def generic_texts(
     """
     key = [prompts, persona.style.to_dict(), max_new_tokens] + ([repetition_penalty] if repetition_penalty != 1 else [])
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
-    base = Path(base_model)
-    for name in ("config.json", "politician_lm_import.json"):
-        if (base / name).is_file():
-            digest.update((base / name).read_bytes())
-    for weights in sorted(base.glob("*.safetensors")):
-        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    update_with_base(digest, base_model)
     path = _generic_cache_dir() / f"{digest.hexdigest()}.json"
     if path.is_file():
         try:

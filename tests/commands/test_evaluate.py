@@ -245,3 +245,41 @@ def test_the_generic_class_is_generated_and_cached_with_the_repetition_penalty(t
     assert [c["repetition_penalty"] for c in persona.calls] == [1.0, 1.2] and plain != penalized
     assert generic_texts(persona, prompts, 8, 4, str(tmp_path), repetition_penalty=1.2) == penalized  # cached
     assert len(persona.calls) == 2
+
+
+@pytest.mark.slow
+def test_a_second_evaluate_reuses_the_arms_no_adapter_changes_and_gets_the_same_numbers(
+    demo_fit, tmp_path, monkeypatch, chdir_root
+):
+    """The base and prompt-only arms are cached across runs (evaluation.arm_cache): a second run reads them instead
+    of computing them (a tampered cache shows in its answers), with the same metrics as computing them; another
+    batch size or --cache_arms false computes them afresh."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "who.jsonl").write_text('{"prompt": "Who are you?", "kind": "identity"}\n')
+
+    def run(name: str, *extra: str) -> tuple[dict, list[dict]]:
+        out = tmp_path / name
+        main(["evaluate", "--adapters", str(demo_fit / "adapters" / "best"), "--output_dir", str(out),
+              "--num_prompts", "3", "--max_new_tokens", "4", "--generic_prompts", "4", "--max_heldout", "6",
+              "--identity_probes", str(tmp_path / "who.jsonl"), "--n_boot", "50", *extra])  # fmt: skip
+        samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+        return json.loads((out / "metrics.json").read_text()), samples
+
+    first, first_samples = run("first")
+    assert first["cached_arms"] == []
+    again, again_samples = run("again")
+    assert again["cached_arms"] == ["base", "prompt-only"]
+    assert again["arms"] == first["arms"] and again["differences"] == first["differences"]
+    assert again["stances"] == first["stances"] and again_samples == first_samples
+
+    cached = list((tmp_path / "xdg" / "politician_lm" / "arms").glob("*.json"))
+    assert len(cached) == 2
+    for path in cached:
+        payload = json.loads(path.read_text())
+        path.write_text(json.dumps({**payload, "texts": ["TAMPERED"] * len(payload["texts"])}))
+    _, read = run("read")
+    assert {s["generation"] for s in read if s["arm"] in ("base", "prompt-only")} == {"TAMPERED"}
+    fresh, fresh_samples = run("fresh", "--cache_arms", "false")
+    assert fresh["cached_arms"] == [] and fresh["arms"] == first["arms"] and fresh_samples == first_samples
+    other, _ = run("other", "--batch_size", "2")  # another batching: another key
+    assert other["cached_arms"] == []
