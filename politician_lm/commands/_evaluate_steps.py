@@ -96,14 +96,14 @@ def run_arms(
     max_new_tokens: int,
     batch_sizes: tuple[int, int],
     repetition_penalty: float = 1.0,
-    model_build: dict[str, Any] | None = None,
+    build: dict[str, Any] | None = None,
 ) -> ArmRuns:
     """Generate the judge's generic class (adapters off), train or load the judge, then let every arm answer
     ``items`` (greedy) and score ``held_convs``'s completions, one progress bar over all of it.
 
     ``judge`` is ``(kind, style data folder, presidents)``; ``batch_sizes`` is ``(generation, loss pass)``; ``ctx`` is
-    completed with the judge here. With ``model_build`` (how the base was loaded: quantization, dtype, device,
-    threads) the arms without an adapter are reused from ``evaluation.arm_cache`` where an earlier run computed
+    completed with the judge here. With ``build`` (``model_build``: how the base was loaded, quantization, dtype,
+    device, threads) the arms without an adapter are reused from ``evaluation.arm_cache`` where an earlier run computed
     them with the same key, and stored there otherwise; their names go to ``runs.cached``.
     """
     from tqdm import tqdm
@@ -128,8 +128,8 @@ def run_arms(
         ctx = replace(ctx, classifier=runs.classifier)
         for arm in arms:
             key = None
-            if model_build is not None and arm.adapter is None:
-                key = arm_key(base_path, _arm_inputs(arm, prompts, held_convs, ctx, model_build, max_new_tokens,
+            if build is not None and arm.adapter is None:
+                key = arm_key(base_path, _arm_inputs(arm, prompts, held_convs, ctx, build, max_new_tokens,
                                                      batch_sizes, repetition_penalty))  # fmt: skip
             if key and (cached := load_arm(key)):
                 texts, losses, stance_losses = cached["texts"], cached["losses"], cached["stance_losses"]
@@ -154,7 +154,7 @@ def _arm_inputs(
     prompts: list[Any],
     held_convs: list[Any],
     ctx: ArmContext,
-    model_build: dict[str, Any],
+    build: dict[str, Any],
     max_new_tokens: int,
     batch_sizes: tuple[int, int],
     repetition_penalty: float,
@@ -169,7 +169,7 @@ def _arm_inputs(
         "stances": [arm.conversations(probe_conversations(s)) for s in stances],
         "decoding": {"max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty, "greedy": True},
         "batch_sizes": list(batch_sizes),
-        "model": model_build,
+        "model": build,
     }
 
 
