@@ -43,14 +43,16 @@ def _generic_cache_dir() -> Path:
 
 
 def update_with_base(digest: Any, base_model: str) -> None:
-    """Fold what identifies a base model folder into ``digest``: its config and import record, and the name and size
-    of every weights file (a hub id or a missing folder adds only nothing, so its name must be in the key)."""
+    """Fold what identifies a base model folder into ``digest``: its config and import record, and the name, size and
+    modification time of every weights file, so weights rewritten in place (an export into the same folder) count as
+    another base (a hub id or a missing folder adds nothing, so its name must be in the key)."""
     base = Path(base_model)
     for name in ("config.json", "politician_lm_import.json"):
         if (base / name).is_file():
             digest.update((base / name).read_bytes())
     for weights in sorted(base.glob("*.safetensors")):
-        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+        stat = weights.stat()
+        digest.update(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
 
 
 def generic_texts(
