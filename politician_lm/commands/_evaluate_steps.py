@@ -24,7 +24,7 @@ from politician_lm.evaluation.arms import (
     score_arm,
     target_stances,
 )
-from politician_lm.evaluation.stances import probe_conversations, probe_losses
+from politician_lm.evaluation.stances import PROBE_ROWS, probe_conversations, probe_losses
 from politician_lm.inference import Persona
 from politician_lm.model.adapters import activate, adapter_names
 
@@ -113,8 +113,8 @@ def run_arms(
 
     prompts = [i["messages"] for i in items]
     batch_size, loss_batch_size = batch_sizes
-    batches = (-(-len(prompts) // batch_size) + -(-len(held_convs) // loss_batch_size)) * len(arms)
-    batches += -(-len(pool) // batch_size)
+    per_arm = -(-len(prompts) // batch_size) + -(-len(held_convs) // loss_batch_size)  # generation and loss batches
+    batches = per_arm * len(arms) + -(-len(pool) // batch_size)
     batches += sum(len(target_stances(arm, ctx)) for arm in arms)  # one batch per stance: its prompt runs once
     runs = ArmRuns({}, {}, [], None, 0)
     with tqdm(total=batches, desc="Evaluating", file=sys.stderr) as bar:
@@ -133,8 +133,7 @@ def run_arms(
                                                      batch_sizes, repetition_penalty))  # fmt: skip
             if key and (cached := load_arm(key)):
                 texts, losses, stance_losses = cached["texts"], cached["losses"], cached["stance_losses"]
-                bar.update(-(-len(prompts) // batch_size) + -(-len(held_convs) // loss_batch_size))
-                bar.update(len(target_stances(arm, ctx)))
+                bar.update(per_arm + len(cached["stance_losses"]) // PROBE_ROWS)  # its batches, as _answer counts
                 runs.cached.append(arm.name)
             else:
                 texts, losses, stance_losses = _answer(persona, arm, prompts, held_convs, ctx, runs, bar.update,

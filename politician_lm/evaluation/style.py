@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import joblib
@@ -24,6 +23,7 @@ from politician_lm.artifacts.jsonl import read_jsonl
 from politician_lm.artifacts.roles import strip_politician_label
 from politician_lm.data import records
 from politician_lm.errors import UserError
+from politician_lm.evaluation.generic import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def cache_key(data_dir: str = "data", seed: int = 0, generic: list[str] | None =
 
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/politician_lm/style``, by default ``~/.cache/politician_lm/style``."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "politician_lm" / "style"
+    return cache_root() / "style"
 
 
 def cache_path(
