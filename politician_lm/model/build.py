@@ -12,6 +12,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import get_scheduler
 
 from politician_lm.artifacts.adapter import attach_adapter
+from politician_lm.model.grouped_attention import group_cpu_attention
 from politician_lm.model.loading import load_base_model
 from politician_lm.model.lora_inputs import share_lora_inputs
 from politician_lm.model.swiglu import fuse_gated_mlps
@@ -45,7 +46,9 @@ def build_trainable_model(
     # autocast. On an H200 (7B shapes) that cost 1.5x TRL's peak memory at 0.74x its tokens/s (docs/performance.md).
     # The base keeps the compute dtype it was loaded in; the LoRA weights stay fp32 (PEFT's default), the matmuls
     # run in the compute dtype. On CPU the compute dtype is fp32, so nothing changes there. PEFT freezes the base.
-    fuse_gated_mlps(model)  # one [tokens, intermediate] tensor fewer kept for backward, the same numbers
+    # two [tokens, intermediate] tensors fewer kept for backward, the same numbers (checkpointing keeps none)
+    fuse_gated_mlps(model, recompute_product=not gradient_checkpointing)
+    group_cpu_attention(model, device)  # on CPU, SDPA keeps grouped keys and values, not repeated copies
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -1,5 +1,5 @@
 """The gated MLP's fused activation (``model.swiglu``): bit-identical values and gradients, and one [tokens,
-intermediate] tensor fewer kept for backward per MLP."""
+intermediate] tensor fewer kept for backward per MLP (two with the product recomputed)."""
 
 from __future__ import annotations
 
@@ -37,11 +37,12 @@ def _loss_grads_saved(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.
     return loss.detach(), grads, [tuple(t.shape) for t in saved]
 
 
-def test_values_and_gradients_are_bit_identical_and_one_wide_tensor_fewer_is_kept():
+@pytest.mark.parametrize("recompute_product, fewer", [(False, 1), (True, 2)])
+def test_values_and_gradients_are_bit_identical_and_wide_tensors_fewer_are_kept(recompute_product, fewer):
     model = _llama()
     ids = torch.randint(0, 64, (3, 11))
     plain_loss, plain_grads, plain_saved = _loss_grads_saved(model, ids)
-    assert fuse_gated_mlps(model) == 2
+    assert fuse_gated_mlps(model, recompute_product=recompute_product) == 2
     loss, grads, saved = _loss_grads_saved(model, ids)
 
     assert torch.equal(loss, plain_loss)
@@ -50,11 +51,29 @@ def test_values_and_gradients_are_bit_identical_and_one_wide_tensor_fewer_is_kep
         assert torch.equal(grads[name], plain_grads[name]), name
     wide = [s for s in saved if s and s[-1] == INTERMEDIATE]
     plain_wide = [s for s in plain_saved if s and s[-1] == INTERMEDIATE]
-    assert len(plain_wide) - len(wide) == 2  # silu(gate(x)), one per MLP, is no longer kept
+    # silu(gate(x)) is no longer kept, and with recompute_product neither is the product down_proj reads
+    assert len(plain_wide) - len(wide) == 2 * fewer
     with torch.no_grad():  # no gradient wanted: the plain ops, the same logits as the class's own forward
         fused_logits = model(input_ids=ids).logits
         _unfuse(model)
         assert torch.equal(fused_logits, model(input_ids=ids).logits)
+
+
+def test_the_product_is_recomputed_once_per_mlp_and_not_without_a_gradient(monkeypatch):
+    from politician_lm.model import swiglu
+
+    made = []
+    real = swiglu._Recompute.__init__
+    monkeypatch.setattr(swiglu._Recompute, "__init__", lambda self, *a: made.append(a[2].shape) or real(self, *a))
+    model = _llama()
+    fuse_gated_mlps(model, recompute_product=True)
+    ids = torch.randint(0, 64, (2, 7))
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert made == [(14, INTERMEDIATE)] * 2  # down_proj's flattened input, once per MLP; nothing else
+    made.clear()
+    with torch.no_grad():
+        model(input_ids=ids)
+    assert made == []
 
 
 def test_each_input_gets_its_own_gradient_alone():
@@ -103,6 +122,7 @@ def test_the_trainable_model_is_fused_with_the_same_loss_and_lora_gradients(tmp_
     randomize_lora_b(model.model)
     fused = [m for m in model.model.modules() if "forward" in m.__dict__ and hasattr(m, "gate_proj")]
     assert len(fused) == model.model.config.num_hidden_layers
+    assert all(m.forward.keywords == {"recompute_product": True} for m in fused)  # no gradient checkpointing here
     results = []
     for kind in ("fused", "plain"):
         if kind == "plain":
