@@ -15,6 +15,7 @@ from politician_lm.artifacts.adapter import attach_adapter
 from politician_lm.model.grouped_attention import group_cpu_attention
 from politician_lm.model.loading import load_base_model
 from politician_lm.model.lora_inputs import share_lora_inputs
+from politician_lm.model.recompute import recompute_norm_outputs
 from politician_lm.model.swiglu import fuse_gated_mlps
 
 
@@ -46,8 +47,11 @@ def build_trainable_model(
     # autocast. On an H200 (7B shapes) that cost 1.5x TRL's peak memory at 0.74x its tokens/s (docs/performance.md).
     # The base keeps the compute dtype it was loaded in; the LoRA weights stay fp32 (PEFT's default), the matmuls
     # run in the compute dtype. On CPU the compute dtype is fp32, so nothing changes there. PEFT freezes the base.
-    # two [tokens, intermediate] tensors fewer kept for backward, the same numbers (checkpointing keeps none)
+    # two [tokens, intermediate] and two [tokens, hidden] tensors a layer fewer kept for backward, the same numbers
+    # (gradient checkpointing keeps none, and its own hooks must see every save)
     fuse_gated_mlps(model, recompute_product=not gradient_checkpointing)
+    if not gradient_checkpointing:
+        recompute_norm_outputs(model)
     group_cpu_attention(model, device)  # on CPU, SDPA keeps grouped keys and values, not repeated copies
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from politician_lm.model.recompute import recompute_saves
+
 __all__ = ["GATED_MLPS", "fuse_gated_mlps", "silu_mul"]
 
 # transformers MLP classes whose forward is ``down_proj(act_fn(gate_proj(x)) * up_proj(x))``
@@ -51,37 +53,8 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
-class _Recompute:
-    """What the graph keeps in place of the product (or a view of it): the two tensors ``_SiluMul`` keeps anyway,
-    and the view's geometry."""
-
-    __slots__ = ("gate", "up", "size", "stride", "offset")
-
-    def __init__(self, gate: torch.Tensor, up: torch.Tensor, view: torch.Tensor, base_offset: int) -> None:
-        self.gate, self.up = gate, up
-        self.size, self.stride, self.offset = view.size(), view.stride(), view.storage_offset() - base_offset
-
-
-def _product_hooks(product: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> tuple[Any, Any]:
-    """Saved-tensor hooks that keep ``product`` (``silu(gate) * up``), or any view of it that down_proj saves (a
-    linear layer saves its input flattened to 2D), as ``(gate, up)`` and recompute it when backward reads it.
-    Anything else down_proj saves (its weight, a dropout's mask, an autocast copy) is kept as it is. The closure
-    holds no reference to ``product``, only the address of its memory."""
-    storage, base_offset = product.untyped_storage().data_ptr(), product.storage_offset()
-    dtype, device = product.dtype, product.device
-
-    def pack(t: torch.Tensor) -> Any:
-        if t.dtype == dtype and t.device == device and t.untyped_storage().data_ptr() == storage:
-            return _Recompute(gate, up, t, base_offset)
-        return t
-
-    def unpack(saved: Any) -> torch.Tensor:
-        if not isinstance(saved, _Recompute):
-            return saved
-        full = F.silu(saved.gate) * saved.up  # the forward's own two ops: the same values, bit for bit
-        return full.as_strided(saved.size, saved.stride, full.storage_offset() + saved.offset)
-
-    return pack, unpack
+def _product(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    return F.silu(gate) * up  # the forward's own two ops: the same values, bit for bit
 
 
 def _forward(self: nn.Module, x: torch.Tensor, recompute_product: bool = False) -> torch.Tensor:
@@ -89,7 +62,7 @@ def _forward(self: nn.Module, x: torch.Tensor, recompute_product: bool = False) 
     up = self.up_proj(x)
     product = silu_mul(gate, up)
     if recompute_product and product.requires_grad and torch.is_grad_enabled() and product.is_contiguous():
-        with torch.autograd.graph.saved_tensors_hooks(*_product_hooks(product, gate, up)):
+        with recompute_saves(product, partial(_product, gate, up)):  # down_proj's LoRA would keep the product
             return self.down_proj(product)
     return self.down_proj(product)
 

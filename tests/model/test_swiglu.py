@@ -60,11 +60,11 @@ def test_values_and_gradients_are_bit_identical_and_wide_tensors_fewer_are_kept(
 
 
 def test_the_product_is_recomputed_once_per_mlp_and_not_without_a_gradient(monkeypatch):
-    from politician_lm.model import swiglu
+    from politician_lm.model import recompute
 
     made = []
-    real = swiglu._Recompute.__init__
-    monkeypatch.setattr(swiglu._Recompute, "__init__", lambda self, *a: made.append(a[2].shape) or real(self, *a))
+    real = recompute._Recipe.__init__
+    monkeypatch.setattr(recompute._Recipe, "__init__", lambda self, *a: made.append(a[1].shape) or real(self, *a))
     model = _llama()
     fuse_gated_mlps(model, recompute_product=True)
     ids = torch.randint(0, 64, (2, 7))

@@ -1,0 +1,77 @@
+"""``model.recompute``: a decoder layer's norm outputs are kept as recipes while the module they feed runs, with
+bit-identical loss and gradients, and nothing changes without a gradient or for a tensor that is not theirs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from politician_lm.model import recompute
+from politician_lm.model.recompute import recompute_norm_outputs, recompute_saves
+from politician_lm.model.swiglu import fuse_gated_mlps
+
+HIDDEN = 16
+
+
+def _llama() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=HIDDEN, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=32,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    for p in model.model.embed_tokens.parameters():
+        p.requires_grad_(False)  # as under LoRA: the first norm's input needs no gradient
+    return model
+
+
+def _loss_and_grads(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    model.zero_grad()
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_norm_outputs_are_recomputed_with_bit_identical_loss_and_gradients(monkeypatch):
+    made = []
+    real = recompute._Recipe.__init__
+    monkeypatch.setattr(
+        recompute._Recipe, "__init__", lambda self, *a: made.append(tuple(a[1].shape)) or real(self, *a)
+    )
+    model, ids = _llama(), torch.randint(0, 64, (3, 9))
+    plain_loss, plain_grads = _loss_and_grads(model, ids)
+    assert recompute_norm_outputs(model) == 4 and fuse_gated_mlps(model, recompute_product=True) == 2
+    loss, grads = _loss_and_grads(model, ids)
+
+    assert torch.equal(loss, plain_loss)
+    assert grads.keys() == plain_grads.keys() and len(grads) > 10
+    for name in grads:
+        assert torch.equal(grads[name], plain_grads[name]), name
+    # per layer: the attention input read by q, k and v; the MLP input by gate and up; the product by down
+    normed, product = (27, HIDDEN), (27, 48)
+    assert sorted(made) == sorted([normed] * 3 * 2 + [normed] * 2 * 2 + [product] * 2)
+    made.clear()
+    with torch.no_grad():
+        model(input_ids=ids)
+    assert made == []
+
+
+def test_a_tensor_that_is_not_the_target_is_saved_as_it_is():
+    a = torch.randn(4, 3, requires_grad=True)
+    target, other = torch.randn(4, 3), torch.randn(4, 3)
+    with recompute_saves(target, lambda: target * 0):  # a recipe that would give wrong values if it were used
+        y = (a * other).sum()
+    y.backward()
+    assert torch.equal(a.grad, other)
+
+
+def test_a_failing_pass_leaves_no_hook_behind():
+    model = _llama()
+    recompute_norm_outputs(model)
+    model(input_ids=torch.randint(0, 64, (1, 4)), labels=torch.randint(0, 64, (1, 4)))
+    down = model.model.layers[0].mlp.down_proj
+    down.register_forward_hook(lambda *a: 1 / 0)  # fails inside the MLP, after our enter and before its end
+    with pytest.raises(ZeroDivisionError):
+        model(input_ids=torch.randint(0, 64, (1, 4)), labels=torch.randint(0, 64, (1, 4)))
+    assert torch._C._autograd._top_saved_tensors_default_hooks(False) is None  # no saved-tensor hook left active
