@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 __all__ = ["NORMED_LAYERS", "recompute_norm_outputs", "recompute_saves"]
 
@@ -90,10 +91,11 @@ class _NormFeed:
             context.__exit__(None, None, None)
 
 
-def recompute_norm_outputs(model: nn.Module) -> int:
+def recompute_norm_outputs(model: nn.Module) -> list[RemovableHandle]:
     """Keep each pre-norm decoder layer's two norm outputs as recipes while the module they feed runs (the LoRA
-    layers there save them for their weight gradients; the norm keeps its input anyway). Returns the norms done."""
-    done = 0
+    layers there save them for their weight gradients; the norm keeps its input anyway). Returns the hooks' handles
+    (three per norm)."""
+    handles: list[RemovableHandle] = []
     for layer in model.modules():
         if type(layer).__name__ not in NORMED_LAYERS:
             continue
@@ -102,8 +104,9 @@ def recompute_norm_outputs(model: nn.Module) -> int:
             if norm is None or fed is None:
                 continue
             feed = _NormFeed(norm)
-            norm.register_forward_hook(feed.seen)
-            fed.register_forward_pre_hook(feed.enter, with_kwargs=True)
-            fed.register_forward_hook(feed.leave, always_call=True)
-            done += 1
-    return done
+            handles += [
+                norm.register_forward_hook(feed.seen),
+                fed.register_forward_pre_hook(feed.enter, with_kwargs=True),
+                fed.register_forward_hook(feed.leave, always_call=True),
+            ]
+    return handles

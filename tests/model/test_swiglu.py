@@ -110,7 +110,7 @@ def test_an_mlp_without_silu_is_left_alone():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("packing", [False, True])
-def test_the_trainable_model_is_fused_with_the_same_loss_and_lora_gradients(tmp_path, tiny_path, packing):
+def test_the_trainable_model_keeps_recipes_with_the_same_loss_and_lora_gradients(tmp_path, tiny_path, packing):
     from politician_lm import PoliticianLM
 
     _, batch = first_train_batch(tmp_path, tiny_path, pc_rows(12), batch_size=4, packing=packing)
@@ -123,10 +123,19 @@ def test_the_trainable_model_is_fused_with_the_same_loss_and_lora_gradients(tmp_
     fused = [m for m in model.model.modules() if "forward" in m.__dict__ and hasattr(m, "gate_proj")]
     assert len(fused) == model.model.config.num_hidden_layers
     assert all(m.forward.keywords == {"recompute_product": True} for m in fused)  # no gradient checkpointing here
+    norm_hooks = [
+        h
+        for m in model.model.modules()
+        for h in (m._forward_hooks, m._forward_pre_hooks)
+        if type(m).__name__.endswith(("RMSNorm", "Attention", "MLP"))
+    ]
+    assert sum(len(h) for h in norm_hooks) == 3 * 2 * model.model.config.num_hidden_layers  # the norms' recipes
     results = []
     for kind in ("fused", "plain"):
         if kind == "plain":
             _unfuse(model.model)
+            for hooks in norm_hooks:
+                hooks.clear()  # the norms' outputs kept as they are again
         model.zero_grad()
         loss = model.scorer.token_loss(batch)
         loss.backward()
