@@ -118,3 +118,17 @@ def smollm2_gguf() -> Path | None:
         return None
     files = [f for f in dist.files or [] if str(f).endswith(".gguf")]
     return Path(str(dist.locate_file(files[0]))) if files else None
+
+
+def tiny_llama(**config):
+    """A seeded two-layer Llama with grouped heads (2 query, 1 key/value), 16 wide, for tests of its layers;
+    ``config`` overrides any ``LlamaConfig`` field."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    settings = dict(
+        vocab_size=64, hidden_size=16, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=32,
+    )  # fmt: skip
+    return LlamaForCausalLM(LlamaConfig(**{**settings, **config}))

@@ -15,6 +15,7 @@ checkpointing, whose own hooks these would bypass.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -39,8 +40,12 @@ class _Recipe:
         self.offset = view.storage_offset() - base_offset
 
 
-def recompute_saves(target: torch.Tensor, make: Callable[[], torch.Tensor]) -> torch.autograd.graph.saved_tensors_hooks:
-    """The context described above, for ``target`` (contiguous) and the ``make`` that rebuilds it."""
+def recompute_saves(target: torch.Tensor, make: Callable[[], torch.Tensor]) -> AbstractContextManager[Any]:
+    """The context described above, for ``target`` and the ``make`` that rebuilds it; a context that does nothing
+    where nothing would be saved (no gradient wanted) or ``target`` is not contiguous (``make`` gives a new
+    contiguous tensor, whose views must have the target's geometry)."""
+    if not (torch.is_grad_enabled() and target.requires_grad and target.is_contiguous()):
+        return nullcontext()
     storage, base_offset = target.untyped_storage().data_ptr(), target.storage_offset()
     dtype, device = target.dtype, target.device
 
@@ -72,23 +77,21 @@ class _NormFeed:
         self.active: list[Any] = []
 
     def seen(self, module: nn.Module, args: tuple, output: Any) -> None:
-        wanted = torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output.requires_grad
-        ok = wanted and args and isinstance(args[0], torch.Tensor) and output.is_contiguous()
+        ok = isinstance(output, torch.Tensor) and args and isinstance(args[0], torch.Tensor)
         self.last = (args[0], output.untyped_storage().data_ptr()) if ok else None
 
     def enter(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         x = args[0] if args else kwargs.get("hidden_states")
         last, self.last = self.last, None
-        context = None
+        context: AbstractContextManager[Any] = nullcontext()
         if last is not None and isinstance(x, torch.Tensor) and x.untyped_storage().data_ptr() == last[1]:
             context = recompute_saves(x, partial(_norm_again, self.norm, last[0]))
-            context.__enter__()
+        context.__enter__()
         self.active.append(context)
 
     def leave(self, module: nn.Module, args: tuple, output: Any) -> None:
-        context = self.active.pop() if self.active else None
-        if context is not None:
-            context.__exit__(None, None, None)
+        if self.active:
+            self.active.pop().__exit__(None, None, None)
 
 
 def recompute_norm_outputs(model: nn.Module) -> list[RemovableHandle]:

@@ -61,10 +61,10 @@ def _forward(self: nn.Module, x: torch.Tensor, recompute_product: bool = False) 
     gate = self.gate_proj(x)  # before up_proj, as the original: a LoRA dropout draws its masks in this order
     up = self.up_proj(x)
     product = silu_mul(gate, up)
-    if recompute_product and product.requires_grad and torch.is_grad_enabled() and product.is_contiguous():
-        with recompute_saves(product, partial(_product, gate, up)):  # down_proj's LoRA would keep the product
-            return self.down_proj(product)
-    return self.down_proj(product)
+    if not recompute_product:
+        return self.down_proj(product)
+    with recompute_saves(product, partial(_product, gate, up)):  # down_proj's LoRA would keep the product
+        return self.down_proj(product)
 
 
 def _is_silu(act: Any) -> bool:

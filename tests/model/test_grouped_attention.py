@@ -7,21 +7,18 @@ import os
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from politician_lm.model.grouped_attention import FORCE_GQA, group_cpu_attention
-from tests.helpers import saved_for_backward
+from tests.helpers import saved_for_backward, tiny_llama
 
 HEAD_DIM = 8
 
 
 def _llama(kv_heads: int = 1) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64, hidden_size=4 * HEAD_DIM, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=kv_heads, max_position_embeddings=32, attn_implementation="sdpa",
-    )  # fmt: skip
-    return LlamaForCausalLM(config).train()
+    model = tiny_llama(hidden_size=4 * HEAD_DIM, num_attention_heads=4, num_key_value_heads=kv_heads,
+                       attn_implementation="sdpa")  # fmt: skip
+    return model.train()
 
 
 def _batch() -> dict[str, torch.Tensor]:

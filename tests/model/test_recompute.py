@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from politician_lm.model import recompute
 from politician_lm.model.recompute import recompute_norm_outputs, recompute_saves
 from politician_lm.model.swiglu import fuse_gated_mlps
+from tests.helpers import tiny_llama
 
 HIDDEN = 16
 
 
 def _llama() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64, hidden_size=HIDDEN, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=32,
-    )  # fmt: skip
-    model = LlamaForCausalLM(config)
+    model = tiny_llama(hidden_size=HIDDEN)
     for p in model.model.embed_tokens.parameters():
         p.requires_grad_(False)  # as under LoRA: the first norm's input needs no gradient
     return model

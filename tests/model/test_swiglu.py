@@ -7,21 +7,16 @@ from functools import partial
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from politician_lm.model.swiglu import fuse_gated_mlps, silu_mul
-from tests.helpers import first_train_batch, pc_rows, randomize_lora_b, saved_for_backward
+from tests.helpers import first_train_batch, pc_rows, randomize_lora_b, saved_for_backward, tiny_llama
 
 INTERMEDIATE = 48
 
 
 def _llama(act: str = "silu") -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64, hidden_size=16, intermediate_size=INTERMEDIATE, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=32, hidden_act=act,
-    )  # fmt: skip
-    return LlamaForCausalLM(config)
+    return tiny_llama(intermediate_size=INTERMEDIATE, hidden_act=act)
 
 
 def _unfuse(model: torch.nn.Module) -> None:
