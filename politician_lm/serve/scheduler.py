@@ -5,8 +5,9 @@ one forward pass (left-padded, masked), without the head all prompts of a person
 template), whose keys and values are computed once per persona and reused (``Prefix``, prefix caching as vLLM does
 it). Then their keys and values are put beside the running rows', the shorter side padded on the left to a common length
 (masked; each row's position ids come from its own mask, so every token keeps its position). A row that finishes
-or whose client is gone leaves right after the step (its cache rows are dropped by index, and columns that are
-padding for every remaining row are cut off the left). Each row names its persona's adapter (``__base__`` for the
+or whose client is gone leaves right after the step (the last rows move into the slots freed, and columns that are
+padding for every remaining row leave the window). The cache is written in place (``row_cache``): a step, a join or
+a leave copies no other row's keys and values. Each row names its persona's adapter (``__base__`` for the
 bare base, as in PEFT's per-row ``adapter_names``; ``row_lora.RowAdapters`` applies them), so rows of every persona
 share each forward pass, and picks its token with its own settings (``sampling.RowSampler``).
 """
@@ -24,6 +25,7 @@ import torch
 from transformers import DynamicCache
 
 from politician_lm.model.decoding import MIN_SHARED_PREFIX, cache_keyword
+from politician_lm.serve import row_cache
 from politician_lm.serve.row_lora import RowAdapters
 from politician_lm.serve.sampling import RowSampler
 from politician_lm.serve.text import ReplyText
@@ -196,14 +198,11 @@ class DecodeBatch:
 
     def _join(self, rows: list[Row], cache: Any, mask: torch.Tensor, nxt: torch.Tensor) -> None:
         if not self.rows:
-            self.rows, self.cache, self.mask, self.next = list(rows), cache, mask, nxt
+            self.rows, self.cache, self.mask, self.next = list(rows), row_cache.adopt(cache), mask, nxt
             return
-        have, new = self.mask.shape[1], mask.shape[1]
-        width = max(have, new)
-        for mine, theirs in zip(self.cache.layers, cache.layers):
-            mine.keys = torch.cat([_pad_left(mine.keys, width - have, 2), _pad_left(theirs.keys, width - new, 2)])
-            mine.values = torch.cat([_pad_left(mine.values, width - have, 2), _pad_left(theirs.values, width - new, 2)])
-        self.mask = torch.cat([_pad_left(self.mask, width - have, 1), _pad_left(mask, width - new, 1)])
+        opened = row_cache.add_rows(self.cache, cache)
+        width = self.mask.shape[1] + opened
+        self.mask = torch.cat([_pad_left(self.mask, opened, 1), _pad_left(mask, width - mask.shape[1], 1)])
         self.next = torch.cat([self.next, nxt])
         self.rows += rows
 
@@ -223,15 +222,13 @@ class DecodeBatch:
         if not any(keep):
             self.rows, self.cache, self.mask, self.next = [], None, None, None
             return
-        index = torch.tensor([i for i, k in enumerate(keep) if k], device=self.mask.device)
-        self.rows = [r for r, k in zip(self.rows, keep) if k]
-        self.mask, self.next = self.mask[index], self.next[index]
-        used = self.mask.any(0).nonzero()
+        kept = torch.tensor([i for i, k in enumerate(keep) if k], device=self.mask.device)
+        used = self.mask[kept].any(0).nonzero()
         cut = int(used[0]) if len(used) else 0
-        self.mask = self.mask[:, cut:]
-        for layer in self.cache.layers:
-            layer.keys = layer.keys[index, :, cut:]
-            layer.values = layer.values[index, :, cut:]
+        order = row_cache.keep_rows(self.cache, keep, cut)
+        index = torch.tensor(order, device=self.mask.device)
+        self.rows = [self.rows[i] for i in order]
+        self.mask, self.next = self.mask[index, cut:], self.next[index]
 
     def clear(self) -> list[Row]:
         """Empty the batch (after a failed step); returns the rows that were in it."""

@@ -175,6 +175,34 @@ def test_a_request_joins_a_running_batch_and_a_finished_row_leaves_at_once(engin
     assert len(both) == len(second.tokens) - 1 + (second.finish_reason == "stop")  # one joint step per token
 
 
+def test_a_wider_prompt_joins_a_running_batch_a_middle_row_leaves_and_all_answer_as_alone(engine, forwards):
+    """Three short rows are decoding when gamma's long prompt (its system prompt head) arrives: the cache's window
+    opens to the left for it. The middle row ends first, the last row moves into its slot, and the long rows run
+    past the cache's room (it is reallocated); every answer is the one its prompt gets alone."""
+    requests = [("alpha", "Jobs?", 70), ("beta", "Taxes?", 6), ("base", "Roads?", 70)]
+    late = ("gamma", QUESTIONS[0], 70)
+    want = [alone(engine, p, q, n, GREEDY) for p, q, n in requests + [late]]
+    assert len(engine.personas["gamma"].persona.prompt_ids(ask(late[1], "chat"))) > max(
+        len(engine.personas[p].persona.prompt_ids(ask(q))) + 3 for p, q, _ in requests
+    )
+    forwards.clear()
+
+    async def go() -> list[Job]:
+        loop = asyncio.get_running_loop()
+        jobs = [job(loop, p, q, n, GREEDY) for p, q, n in requests]
+        assert all(engine.submit(j) for j in jobs)
+        for _ in range(3):
+            assert (await asyncio.wait_for(jobs[0].events.get(), 120))[0] == "token"
+        jobs.append(job(loop, *late, GREEDY))
+        assert engine.submit(jobs[-1])
+        return [await done(j) for j in jobs]
+
+    together = asyncio.run(go())
+    assert [j.error for j in together] == [None] * 4
+    assert [j.tokens for j in together] == want
+    assert max(len(f) for f in forwards) == 4 and len(forwards[-1]) < 4  # all four decoded together, then fewer
+
+
 def test_a_seed_makes_a_sampled_answer_the_same_alone_and_in_a_batch(engine):
     first = alone(engine, "alpha", QUESTIONS[0], 24, SAMPLED, seed=1234)
     assert alone(engine, "alpha", QUESTIONS[0], 24, SAMPLED, seed=1234) == first
