@@ -45,6 +45,7 @@ from politician_lm.model.loading import (
     load_tokenizer,
     resolve_compute_dtype,
 )
+from politician_lm.model.packed_linear import pack_linears
 from politician_lm.values import parse_list
 
 
@@ -292,6 +293,8 @@ def load_persona(
         if merge_adapters:
             model = merge_weighted(model, names)
     model.eval()
+    if dev.type == "cpu":
+        pack_linears(model)  # frozen float32 layers multiply through oneDNN, packed once (model/packed_linear.py)
     tokenizer = load_tokenizer(meta_source, base)
     generation_settings = generation_defaults(folders[0].path if folders else Path(base))
     return Persona(model=model, tokenizer=tokenizer, style=style, generation=generation_settings)

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import torch
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+from politician_lm.model.packed_linear import packed
+
 SAMPLING_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 
 Quantization = Literal["nf4", "fp4", "int8", "none"]
@@ -106,6 +108,8 @@ def dequantize_for_inference(model: Any) -> Any:
 def dequantized(model: Any) -> Iterator[Any]:
     """``model`` with its 4-bit layers de-quantized (``dequantize_for_inference``) for the ``with`` block only, then
     the 4-bit layers put back: how the fit-time callbacks generate on CPU with the adapter as it is being trained.
+    The frozen float32 layers (the de-quantized ones, the output head) multiply through oneDNN in the block
+    (``packed_linear``), as in ``load_persona``.
 
     A no-op off CPU (there the 4-bit kernels are the fast path and a de-quantized copy would cost GPU memory) and
     for models without 4-bit layers. The frozen base is de-quantized once per block, not at every generated token.
@@ -116,7 +120,8 @@ def dequantized(model: Any) -> Iterator[Any]:
     try:
         for parent, name, child in layers:
             setattr(parent, name, _dequantized_linear(child))
-        yield model
+        with packed(model):  # the frozen layers packed for oneDNN, as ``load_persona`` packs them
+            yield model
     finally:
         for parent, name, child in layers:
             setattr(parent, name, child)

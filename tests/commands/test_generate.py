@@ -405,3 +405,26 @@ def test_merged_persona_computes_what_base_plus_adapters_compute(adapter, chat_a
     assert merged.generate(prompts, max_new_tokens=8, do_sample=False) == kept.generate(
         prompts, max_new_tokens=8, do_sample=False
     )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch has no oneDNN")
+def test_inference_packs_the_frozen_base_layers_for_onednn_and_computes_what_nn_linear_does(adapter):
+    from politician_lm.model.packed_linear import PackedLinear, unpack_linears
+
+    persona = load_persona([str(adapter)])
+    kinds = {name: type(m) for name, m in persona.model.named_modules() if isinstance(m, torch.nn.Linear)}
+    base = [n for n in kinds if n.endswith("base_layer") or n.endswith("lm_head")]
+    lora = [n for n in kinds if ".lora_A." in n or ".lora_B." in n]
+    assert (
+        base
+        and lora
+        and all(kinds[n] is PackedLinear for n in base)
+        and all(kinds[n] is not PackedLinear for n in lora)
+    )
+    ids = torch.tensor([[1, 40, 400, 77, 5, 9]])
+    with torch.no_grad():
+        got = persona.model(input_ids=ids).logits
+        unpack_linears(list(persona.model.modules()))
+        want = persona.model(input_ids=ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
