@@ -10,6 +10,7 @@ A row's result does not depend on how many rows share the product, as with MKL.
 least ``MIN_FEATURES`` inputs and outputs (LoRA's narrow matrices stay as they are). ``PackedLinear`` packs its
 weight at the first call that needs no gradient, keeps the packed copy (the float32 weight stays, for merges and
 state dicts: the layer's memory doubles), and packs again when the weight is replaced or changed in place (a merge).
+``POLITICIAN_LM_PACKED_LINEAR=0`` turns packing off (for a model whose float32 weights fill the memory once).
 A call that needs a gradient, other dtypes and other devices run ``nn.Linear``'s own forward. The values agree with
 MKL's to float32 rounding (about 1e-6 relative), not bit for bit; every inference path (``generate``, ``chat``,
 ``serve``, ``evaluate``, the fit-time callbacks) uses the same packed layers, so their answers agree with each other.
@@ -17,19 +18,32 @@ MKL's to float32 rounding (about 1e-6 relative), not bit for bit; every inferenc
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 
-__all__ = ["MIN_FEATURES", "PackedLinear", "pack_linears", "packed", "unpack_linears"]
+__all__ = ["SWITCH", "MIN_FEATURES", "PackedLinear", "pack_linears", "packed", "unpack_linears"]
 
 MIN_FEATURES = 64
+SWITCH = "POLITICIAN_LM_PACKED_LINEAR"  # "0" keeps PyTorch's own nn.Linear (and the memory of the packed copies)
 
 
 def _available() -> bool:
+    if os.environ.get(SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _version(w: torch.Tensor) -> int:
+    """The weight's in-place change counter; -1 for a weight made under ``torch.inference_mode`` (which has none,
+    and cannot be changed in place outside it)."""
+    try:
+        return w._version
+    except RuntimeError:
+        return -1
 
 
 class PackedLinear(torch.nn.Linear):
@@ -43,7 +57,7 @@ class PackedLinear(torch.nn.Linear):
         wants_grad = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
         if wants_grad or x.dtype != torch.float32 or w.dtype != torch.float32 or x.device.type != "cpu":
             return super().forward(x)
-        source = (id(w), w._version)
+        source = (id(w), _version(w))
         if self._packed is None or self._packed_from != source:
             self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach())
             self._packed_from = source

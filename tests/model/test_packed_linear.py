@@ -83,3 +83,14 @@ def test_copies_pickles_and_the_context_put_layers_back():
     assert not hasattr(model[0], "_packed") or model[0].__dict__.get("_packed") is None
     unpack_linears([model[0]])  # not packed: nothing happens
     assert type(model[0]) is torch.nn.Linear
+
+
+def test_the_switch_turns_packing_off_and_inference_mode_weights_pack(monkeypatch):
+    monkeypatch.setenv("POLITICIAN_LM_PACKED_LINEAR", "0")
+    assert pack_linears(torch.nn.Sequential(frozen(64, 64))) == []
+    monkeypatch.delenv("POLITICIAN_LM_PACKED_LINEAR")
+    with torch.inference_mode():  # a model loaded under inference mode: its weights have no version counter
+        layer, x = frozen(64, 64), torch.randn(2, 64)
+    pack_linears(torch.nn.Sequential(layer))
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
