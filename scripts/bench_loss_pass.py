@@ -10,7 +10,8 @@ Without ``--adapter`` the base is loaded as ``load_persona`` loads an adapter's 
 and a fresh LoRA adapter (r 16, all linear layers, random B, as configs/smollm2-biden.yaml trains) is put on it, so
 the pass goes through the PEFT layers as in ``evaluate``. The conversations are prompt/completion records of
 ``data/<politician>/*.jsonl`` with the profile's persona system prompt, rendered with the chat template. The passes
-(old; new without the shared prefix; new) are timed alternately (one of each per round, after a one-batch warm-up
+(old, with PyTorch's own ``nn.Linear`` products unless ``--old_products packed``; new without the shared prefix;
+new) are timed alternately (one of each per round, after a one-batch warm-up
 of each); seconds are the median per pass. Peak memory is the peak over the pass above the memory in use before it:
 CUDA allocator bytes on a GPU, the process's resident set (sampled every 2 ms) on CPU. On 2 CPU cores a pass of 64
 conversations takes about 1.5 min. Run it on an otherwise idle machine.
@@ -25,6 +26,7 @@ import statistics
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -97,6 +99,23 @@ def measured(fn, cuda: bool) -> tuple[float, int, object]:
     return seconds, max(peak[0], _rss()) - start_bytes, out
 
 
+@contextmanager
+def plain_linears(model):
+    """``model``'s oneDNN-packed layers multiply as plain ``nn.Linear`` for the block (their packed copies kept)."""
+    import torch
+
+    from politician_lm.model.packed_linear import PackedLinear
+
+    layers = [m for m in model.modules() if type(m) is PackedLinear]
+    for layer in layers:
+        layer.__class__ = torch.nn.Linear
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.__class__ = PackedLinear
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default=str(ROOT / "checkpoints" / "SmolLM2-135M-Instruct"))
@@ -111,6 +130,13 @@ def main() -> None:
         help="the old pass's batch (default: --batch; 16 was its default in evaluate)",
     )
     ap.add_argument("--repeats", type=int, default=2, help="timed passes of each (median)")
+    ap.add_argument(
+        "--old_products",
+        choices=["nn.linear", "packed"],
+        default="nn.linear",
+        help="the old pass's products: PyTorch's nn.Linear, as when the fast-evaluate issue was filed (default), or "
+        "oneDNN's packed layers as inference runs now (model/packed_linear.py)",
+    )
     args = ap.parse_args()
     import torch
     from peft import LoraConfig, get_peft_model
@@ -157,15 +183,21 @@ def main() -> None:
     vocab = persona.model.get_output_embeddings().weight.shape[0]
     print(
         f"{len(convs)} conversations ({min(lengths)}-{max(lengths)} tokens, mean {statistics.mean(lengths):.0f}), "
-        f"batch {args.batch} (old pass {args.old_batch or args.batch}), "
+        f"batch {args.batch} (old pass {args.old_batch or args.batch}, {args.old_products} products), "
         f"vocabulary {vocab}, {persona.model.device}, {torch.get_num_threads()} threads, "
         f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
 
+    def old_pass(rows):
+        if args.old_products == "packed":
+            return old_losses(persona, rows, args.old_batch or args.batch)
+        with plain_linears(persona.model):
+            return old_losses(persona, rows, args.old_batch or args.batch)
+
     def passes(rows):
         return {
-            "old (full logits, input order)": lambda: old_losses(persona, rows, args.old_batch or args.batch),
+            "old (full logits, input order)": lambda: old_pass(rows),
             "new, prefix not shared": lambda: persona.completion_losses(
                 rows, args.batch, on_batch=lambda n: None, share_prefix=False
             ),
