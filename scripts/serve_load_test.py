@@ -336,9 +336,21 @@ def engine_time(server: Server) -> dict | None:
     return {k: engine[k] for k in keys} if all(k in engine for k in keys) else None
 
 
+def server_threads(spec: str, servers: list[str]) -> dict[str, int]:
+    """``--threads``: N for every server, or ``before=1,after=2`` (a server not named gets 1)."""
+    if "=" not in spec:
+        return dict.fromkeys(servers, int(spec))
+    named = {k.strip(): int(v) for k, v in (part.split("=") for part in spec.split(","))}
+    unknown = set(named) - set(SERVERS)
+    if unknown:
+        raise SystemExit(f"--threads names {', '.join(sorted(unknown))}; the servers are {', '.join(SERVERS)}")
+    return {s: named.get(s, 1) for s in servers}
+
+
 def measure_ours(label: str, checkout: Path, ctx: dict, args) -> dict:
     """One of our servers: RSS with one persona and with three, then a fresh server per load size."""
-    names, registry, env, tmp = ctx["names"], ctx["registry"], ctx["env"], ctx["tmp"]
+    names, registry, tmp = ctx["names"], ctx["registry"], ctx["tmp"]
+    env = {**ctx["env"], "OMP_NUM_THREADS": str(ctx["threads"][label])}
     report: dict = {}
     for count in (1, 3):
         server = ours(checkout, names[:count], registry, args, env, tmp / f"{label}-rss{count}.log")
@@ -372,7 +384,8 @@ def measure_transformers(ctx: dict, args) -> dict:
     system = read_metadata(adapter).get("system_prompt")
     report: dict = {}
     for size in args.sizes:
-        server = transformers_server(export, args, ctx["env"], ctx["tmp"] / f"transformers-{size}.log")
+        env = {**ctx["env"], "OMP_NUM_THREADS": str(ctx["threads"]["transformers"])}
+        server = transformers_server(export, args, env, ctx["tmp"] / f"transformers-{size}.log")
         try:
             model = {n: str(export) for n in ctx["names"][:2]}  # one model holds every request
             load(server, model, dict.fromkeys(model, system), 2, args)
@@ -442,7 +455,12 @@ def main() -> None:
     p.add_argument("--spread", type=float, default=4.0, help="seconds over which the requests of a load arrive")
     p.add_argument("--max_tokens", type=int, default=64)
     p.add_argument("--max_batch_size", type=int, default=16)
-    p.add_argument("--threads", type=int, default=1, help="torch threads of every process (OMP_NUM_THREADS)")
+    p.add_argument(
+        "--threads",
+        default="1",
+        help="torch threads (OMP_NUM_THREADS) of every server, N, or per server as before=1,after=2 (servers not "
+        "named get 1), so that each can run at its fastest setting. The references (generate) get 1",
+    )
     p.add_argument("--before", help="git revision of the 'before' server (default: before continuous batching)")
     p.add_argument("--servers", default=",".join(SERVERS), help="which of before,after,transformers to run")
     p.add_argument(
@@ -456,16 +474,17 @@ def main() -> None:
     args = p.parse_args()
     args.sizes = [int(n) for n in args.requests.split(",")]
     servers = args.servers.split(",")
+    threads = server_threads(args.threads, servers)
     os.chdir(ROOT)
     from politician_lm.allocator import environment
 
-    env = {**environment(), "OMP_NUM_THREADS": str(args.threads)}  # the allocator politician-lm picks, everywhere
+    env = {**environment(), "OMP_NUM_THREADS": "1"}  # the allocator politician-lm picks, everywhere
     tmp = Path(tempfile.mkdtemp(prefix="serve-load-"))
     registry, names = absolute_registry(args, tmp)
     refs = {n: references(n, registry, args, tmp, env) for n in names[:2]}
-    ctx = {"names": names, "registry": registry, "env": env, "tmp": tmp, "refs": refs}
+    ctx = {"names": names, "registry": registry, "env": env, "tmp": tmp, "refs": refs, "threads": threads}
     report: dict = {"personas": names[:2], "sizes": args.sizes, "spread_s": args.spread, "max_tokens": args.max_tokens}
-    report["max_batch_size"], report["threads"] = args.max_batch_size, args.threads
+    report["max_batch_size"], report["threads"] = args.max_batch_size, threads
     if "before" in servers:
         rev = args.before or before_revision()
         worktree = tmp / "before"
@@ -482,7 +501,8 @@ def main() -> None:
     print()
     print(
         f"{', '.join(names[:2])}; {args.max_tokens} new tokens, greedy; arrivals over {args.spread:g} s; batches of up "
-        f"to {args.max_batch_size}; {args.threads} torch thread(s) per process; transformers: {names[0]} only"
+        f"to {args.max_batch_size}; torch threads {', '.join(f'{s} {n}' for s, n in threads.items())}; transformers: "
+        f"{names[0]} only"
     )
     print(table(report, args))
     if "after" in report:

@@ -384,7 +384,10 @@ def test_ready_is_503_until_the_personas_are_loaded_and_reports_a_failure():
         def close(self):
             pass
 
+    loaders = []
+
     def slow_load():
+        loaders.append(threading.current_thread())
         assert release.wait(30)
         return Loaded()
 
@@ -400,6 +403,9 @@ def test_ready_is_503_until_the_personas_are_loaded_and_reports_a_failure():
         while http.get("/ready").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert http.get("/ready").json()["status"] == "ready"
+        # the loading thread has ended, and its OpenMP pool with it, while the server runs (api.create_app)
+        loaders[0].join(30)
+        assert not loaders[0].is_alive()
 
     fatal = threading.Event()
 
