@@ -50,3 +50,20 @@ def test_an_entry_gives_its_adapter_paths_and_weights(tmp_path):
     entry = registry_entry("biden", path)
     assert entry_adapters(entry) == (["a", "c"], [0.5, 1.0])
     assert entry_adapters({"base_model": "b", "adapters": None}) == ([], [])
+
+
+def test_the_load_test_registry_serves_the_real_speech_recipes_greedy():
+    """configs/models-sotu.yaml names what configs/sotu-{biden,trump}.yaml train, on one base, with no sampling or
+    penalty (the load test compares every answer with greedy `generate`)."""
+    import yaml
+
+    from tests.helpers import ROOT
+
+    path = str(ROOT / "configs" / "models-sotu.yaml")
+    assert set(read_registry(path)) == {"biden", "trump"}
+    for name in ("biden", "trump"):
+        entry = registry_entry(name, path)
+        recipe = yaml.safe_load((ROOT / "configs" / f"sotu-{name}.yaml").read_text())
+        assert entry_adapters(entry) == ([f"{recipe['trainer']['default_root_dir']}/adapters/best"], [1.0])
+        assert entry["base_model"] == recipe["model"]["model_name_or_path"]
+        assert entry["generation"] == {"max_new_tokens": 64}
