@@ -8,7 +8,8 @@ tcmalloc, and a step 4% faster (no page faults from mmap/munmap; system time 11 
 
 The allocator must be chosen before the process starts, so ``politician-lm`` re-executes itself once with
 ``LD_PRELOAD`` set (Linux only, only if the library is found). ``POLITICIAN_LM_ALLOCATOR=system`` turns this off.
-Debian/Ubuntu: ``apt-get install libtcmalloc-minimal4``.
+Debian/Ubuntu: ``apt-get install libtcmalloc-minimal4`` as root; without root ``scripts/setup.sh`` fetches the same
+package with ``apt-get download`` (which needs no root) and unpacks its library into the virtual environment.
 """
 
 from __future__ import annotations
@@ -25,13 +26,18 @@ _CANDIDATES = (
     "/usr/lib64/libtcmalloc_minimal.so.4",
     "/usr/lib/libtcmalloc_minimal.so.4",
 )
+_VENV_NAME = "libtcmalloc_minimal.so.4"  # in <venv>/lib: the Debian package unpacked without root (scripts/setup.sh)
 
 
-def tcmalloc_library() -> str | None:
-    """Path (or soname the loader resolves) of tcmalloc, or None where it is not installed or not Linux."""
+def tcmalloc_library(prefix: str | None = None) -> str | None:
+    """Path (or soname the loader resolves) of tcmalloc, or None where it is not installed or not Linux.
+
+    Looked for in the system's library folders, then in ``<prefix>/lib`` (default: this Python's ``sys.prefix``,
+    the virtual environment), where ``scripts/setup.sh`` unpacks the Debian package when it cannot install it as
+    root."""
     if not sys.platform.startswith("linux"):
         return None
-    for path in _CANDIDATES:
+    for path in (*_CANDIDATES, str(Path(sys.prefix if prefix is None else prefix) / "lib" / _VENV_NAME)):
         if Path(path).is_file():
             return path
     return ctypes.util.find_library("tcmalloc_minimal") or ctypes.util.find_library("tcmalloc")

