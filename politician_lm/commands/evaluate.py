@@ -65,6 +65,7 @@ def evaluate(
     stances: StanceSet = "heldout",
     n_boot: int = 2000,
     cache_arms: bool = True,
+    pool_adapters: bool = False,
     overwrite: bool = False,
     allow_pickle: bool = False,
 ) -> Path:
@@ -113,11 +114,19 @@ def evaluate(
             base model, held-out data, probes, decoding, batch sizes, library versions and package source (cached in
             $XDG_CACHE_HOME/politician_lm/arms, default ~/.cache; listed in metrics.json ``cached_arms``, their time
             left out of ``seconds``); false computes them afresh.
+        pool_adapters: The adapters are fits of one recipe (e.g. its seeds): also report the recipe, each item's
+            score averaged over them, with intervals over items, its difference to prompt-only and each fit's value
+            (metrics.json ``recipe``).
         overwrite: Replace ``output_dir`` if it exists.
         allow_pickle: Accept pickle (.bin) weights, which can run code when loaded.
     """
     adapter_paths = parse_list(adapters, "adapters") + (parse_list(merged, "merged") if merged else [])
     folders = [read_adapter(p, allow_pickle) for p in adapter_paths]
+    fits = [str(f.path) for f in folders[: len(parse_list(adapters, "adapters"))]] if pool_adapters else None
+    if fits:
+        from politician_lm.evaluation.recipe import check_fits  # numpy and the metrics: not for --help
+
+        check_fits(fits, [f.metadata.get("politician") for f in folders[: len(fits)]])
     log_files = training_logs(logs)
     trained = trained_data(folders[0].path)
     data_path = data_path or trained.get("data_path")
@@ -169,7 +178,7 @@ def evaluate(
     if runs.cached:
         print(f"reused from the cache (--cache_arms false recomputes): {', '.join(runs.cached)}", file=sys.stderr)
     n_style, n_identity = len(style_items), len(identity_items)
-    report = scorecard_report(politician, runs, held, judge_kind, n_style, n_identity, n_boot, seed)
+    report = scorecard_report(politician, runs, held, judge_kind, n_style, n_identity, n_boot, seed, fits)
     report["decoding"] = {"greedy": True, "max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty}
     curves = {str(f): read_log(f) for f in log_files}
     with atomic_dir(out) as tmp:

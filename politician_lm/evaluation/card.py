@@ -8,6 +8,7 @@ from typing import Any
 from politician_lm.evaluation import scorecard
 from politician_lm.evaluation.arms import BASE, PROMPT_ONLY, ArmRuns, differences, summaries
 from politician_lm.evaluation.inputs import HeldOut
+from politician_lm.evaluation.recipe import recipe_record
 
 __all__ = ["judge_record", "scorecard_report", "scorecard_text", "short_name"]
 
@@ -21,9 +22,11 @@ def scorecard_report(
     n_identity: int,
     n_boot: int,
     seed: int,
+    pool: list[str] | None = None,
 ) -> dict[str, Any]:
     """metrics.json: every arm's metrics and the paired differences with bootstrap 95% intervals (``n_boot``
-    resamples, ``seed``), what was scored, the split and loss sample, the judge, the confusion matrix."""
+    resamples, ``seed``), what was scored, the split and loss sample, the judge, the confusion matrix; with ``pool``
+    (adapter arms that are fits of one recipe) their mean per item as the recipe (``evaluation.recipe``)."""
     summary = summaries(runs.results, n_boot, seed)
     widths = {n: round(e["high"] - e["low"], 4) for n, e in _losses(summary).items()}
     classifier = judge_record(runs.classifier, judge_kind, runs.n_generic)
@@ -43,6 +46,7 @@ def scorecard_report(
         "stances": stance_record(runs.results, n_boot, seed),
         "seconds": {part: round(t, 1) for part, t in runs.seconds.items()},
         "cached_arms": runs.cached,
+        "recipe": recipe_record(runs.results, pool, n_boot, seed) if pool else None,
     }
 
 
@@ -140,6 +144,13 @@ def scorecard_text(report: dict[str, Any]) -> str:
         )
         for pair, e in real.get("differences", {}).items():
             lines.append(f"  style_attribution, {short_name(pair.split(' - ')[0])} - {REAL_SPEECH}: {cell(e)}")
+    if recipe := report.get("recipe"):
+        names = ", ".join(map(short_name, recipe["adapters"]))
+        lines.append(f"recipe: the mean per item of {len(recipe['adapters'])} fits ({names})")
+        for key, e in recipe["mean"].items():
+            gap = recipe[f"mean - {PROMPT_ONLY}"].get(key)
+            fits = ", ".join(f"{v:.3f}" for v in recipe["fits"][key])
+            lines.append(f"  {key}: {cell(e)}, - {PROMPT_ONLY} {cell(gap)}; fits {fits}")
     for pair, e in (report.get("stances") or {}).get("opposite_sides", {}).items():
         a, b = pair.split(" vs ")
         lines.append(

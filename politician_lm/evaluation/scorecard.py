@@ -163,28 +163,42 @@ METRICS = (
 )
 
 
-def summarize_arm(scores: ArmScores, n_boot: int = 2000, seed: int = 0) -> dict[str, Estimate]:
-    """Every metric of an arm with its interval; metrics without items are left out."""
-    out: dict[str, Estimate] = {}
+Items = dict[str, tuple[list[float], list[float] | None]]
+
+
+def per_item(scores: ArmScores, target: str | None = None) -> Items:
+    """Every metric the arm has, as per-item values and the weights of its mean (None: a plain mean); style is
+    judged against ``target`` (default: the arm's own)."""
+    out: Items = {}
     if scores.predicted:
-        out["style_attribution"] = bootstrap(scores.attributed, n_boot=n_boot, seed=seed)
+        goal = scores.target if target is None else target
+        out["style_attribution"] = ([float(p == goal) for p in scores.predicted], None)
     if scores.names_self:
-        out["names_self"] = bootstrap(scores.names_self, n_boot=n_boot, seed=seed)
-        out["claims_ai"] = bootstrap(scores.claims_ai, n_boot=n_boot, seed=seed)
-        out["facts"] = bootstrap(scores.facts, n_boot=n_boot, seed=seed)
-        out["identity_score"] = bootstrap(identity_per_item(scores), n_boot=n_boot, seed=seed)
+        for key in ("names_self", "claims_ai", "facts"):
+            out[key] = (getattr(scores, key), None)
+        out["identity_score"] = (identity_per_item(scores), None)
     if scores.prompt_echo:
-        out["prompt_echo"] = bootstrap(scores.prompt_echo, n_boot=n_boot, seed=seed)
+        out["prompt_echo"] = (scores.prompt_echo, None)
     if scores.memorized:
-        out["memorization"] = bootstrap(scores.memorized, n_boot=n_boot, seed=seed)
+        out["memorization"] = (scores.memorized, None)
     if scores.loss_sum:
-        out["heldout_loss"] = bootstrap(scores.per_token_loss, scores.loss_tokens, n_boot=n_boot, seed=seed)
+        out["heldout_loss"] = (scores.per_token_loss, scores.loss_tokens)
     if sum(scores.distinct_total):
-        out["distinct_2"] = bootstrap(_distinct_per_item(scores), scores.distinct_total, n_boot=n_boot, seed=seed)
+        out["distinct_2"] = (_distinct_per_item(scores), scores.distinct_total)
     for key, heldout in (("stance_agreement", True), ("stance_agreement_seen", False)):
         if values := scores.stance_subset(heldout):
-            out[key] = bootstrap(values, n_boot=n_boot, seed=seed)
+            out[key] = (values, None)
     return out
+
+
+def summarize_items(items: Items, n_boot: int = 2000, seed: int = 0) -> dict[str, Estimate]:
+    """Each metric's (weighted) mean over its items with a bootstrap 95% interval."""
+    return {key: bootstrap(values, weights, n_boot=n_boot, seed=seed) for key, (values, weights) in items.items()}
+
+
+def summarize_arm(scores: ArmScores, n_boot: int = 2000, seed: int = 0) -> dict[str, Estimate]:
+    """Every metric of an arm with its interval; metrics without items are left out."""
+    return summarize_items(per_item(scores), n_boot, seed)
 
 
 def _distinct_per_item(scores: ArmScores) -> list[float]:

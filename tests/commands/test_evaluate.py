@@ -85,6 +85,8 @@ def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(demo_fit, tm
             "200",
             "--repetition_penalty",
             "1.3",
+            "--pool_adapters",
+            "true",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -140,6 +142,18 @@ def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(demo_fit, tm
     own = report["arms"][adapter]["style_attribution"]["value"]
     assert gap["n"] == 12 and abs(gap["value"] - (own - real["value"])) < 1e-9 and gap["low"] <= gap["value"]
     assert f"style_attribution, {root.name}/best - real speech:" in proc.stdout
+    # the two adapters pooled as fits of one recipe: per item the mean, so the mean of the two fits' values
+    recipe = report["recipe"]
+    assert recipe["adapters"] == [adapter, later]
+    for key in ("style_attribution", "names_self", "heldout_loss", "stance_agreement"):
+        fits = [report["arms"][arm][key]["value"] for arm in (adapter, later)]
+        assert recipe["fits"][key] == [round(v, 4) for v in fits]
+        assert recipe["mean"][key]["value"] == pytest.approx(sum(fits) / 2, abs=1e-9)
+        assert recipe["mean"][key]["low"] <= recipe["mean"][key]["value"] <= recipe["mean"][key]["high"]
+    gap = recipe["mean - prompt-only"]["style_attribution"]["value"]
+    assert "recipe: the mean per item of 2 fits" in proc.stdout
+    base_style = report["arms"]["prompt-only"]["style_attribution"]["value"]
+    assert gap == pytest.approx(recipe["mean"]["style_attribution"]["value"] - base_style, abs=1e-9)
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "Differences (paired bootstrap)" in page
     assert "greedy decoding with repetition penalty 1.3" in page and "best - real speech:" in page
@@ -221,6 +235,14 @@ def test_a_repetition_penalty_that_is_not_positive_is_refused_before_loading(dem
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--adapters", adapter, "--output_dir", str(tmp_path / "o"), "--repetition_penalty", "0"])
     assert exc.value.code == 2 and "--repetition_penalty must be above 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_pooling_one_adapter_is_refused_before_loading(demo_fit, tmp_path, capsys, chdir_root):
+    adapter = str(demo_fit / "adapters" / "best")
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--adapters", adapter, "--output_dir", str(tmp_path / "o"), "--pool_adapters", "true"])
+    assert exc.value.code == 2 and "--pool_adapters needs at least 2 adapters" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
