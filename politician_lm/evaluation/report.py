@@ -168,6 +168,15 @@ def write_scorecard(
         if real
         else ""
     )
+    recipe = report.get("recipe")
+    recipe_html = (
+        f"<h2>Recipe: the mean per item of {len(recipe['adapters'])} fits</h2><p>"
+        + esc(", ".join(short(a) for a in recipe["adapters"]))
+        + " (each fit's own numbers are its row under Arms; the interval is over items, these fits held fixed)</p>"
+        + table({k: v for k, v in recipe.items() if k.startswith("mean")})
+        if recipe
+        else ""
+    )
     penalty = (report.get("decoding") or {}).get("repetition_penalty", 1.0)
     decoding = "greedy decoding" + (f" with repetition penalty {penalty}" if penalty != 1.0 else "")
     acc = report["classifier"]["held_out_accuracy"]
@@ -180,6 +189,6 @@ def write_scorecard(
         f"{decoding}. Style classifier classes: "
         f"{esc(', '.join(labels))}; its own held-out accuracy {acc:.3f}.{real_speech}</p>"
         f"<h2>Arms</h2>{table(report['arms'])}<h2>Differences (paired bootstrap)</h2>{table(report['differences'])}"
-        f"<h2>Style classifier confusion</h2>{confusion}{imgs}<h2>Samples</h2>{sample_html}</body></html>"
+        f"{recipe_html}<h2>Style classifier confusion</h2>{confusion}{imgs}<h2>Samples</h2>{sample_html}</body></html>"
     )
     (folder / "report.html").write_text(page, encoding="utf-8")

@@ -157,6 +157,7 @@ def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(demo_fit, tm
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "Differences (paired bootstrap)" in page
     assert "greedy decoding with repetition penalty 1.3" in page and "best - real speech:" in page
+    assert "Recipe: the mean per item of 2 fits" in page and "<td>mean - prompt-only</td>" in page
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 4 * (12 + 16)
     # A second run with the same base reuses the cached generic texts.
