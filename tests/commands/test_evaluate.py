@@ -231,19 +231,18 @@ def test_real_speech_is_cut_to_the_answers_length_in_tokens(tiny_path):
 
 
 @pytest.mark.slow  # the demo fit it needs takes seconds
-def test_a_repetition_penalty_that_is_not_positive_is_refused_before_loading(demo_fit, tmp_path, capsys, chdir_root):
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--repetition_penalty", "0", "--repetition_penalty must be above 0"),
+        ("--pool_adapters", "true", "--pool_adapters needs at least 2 adapters"),
+    ],
+)
+def test_bad_settings_are_refused_before_loading(demo_fit, tmp_path, capsys, chdir_root, flag, value, message):
     adapter = str(demo_fit / "adapters" / "best")
     with pytest.raises(SystemExit) as exc:
-        main(["evaluate", "--adapters", adapter, "--output_dir", str(tmp_path / "o"), "--repetition_penalty", "0"])
-    assert exc.value.code == 2 and "--repetition_penalty must be above 0" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
-
-
-def test_pooling_one_adapter_is_refused_before_loading(demo_fit, tmp_path, capsys, chdir_root):
-    adapter = str(demo_fit / "adapters" / "best")
-    with pytest.raises(SystemExit) as exc:
-        main(["evaluate", "--adapters", adapter, "--output_dir", str(tmp_path / "o"), "--pool_adapters", "true"])
-    assert exc.value.code == 2 and "--pool_adapters needs at least 2 adapters" in capsys.readouterr().err
+        main(["evaluate", "--adapters", adapter, "--output_dir", str(tmp_path / "o"), flag, value])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
