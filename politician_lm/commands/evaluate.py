@@ -120,9 +120,9 @@ def evaluate(
         overwrite: Replace ``output_dir`` if it exists.
         allow_pickle: Accept pickle (.bin) weights, which can run code when loaded.
     """
-    adapter_paths = parse_list(adapters, "adapters") + (parse_list(merged, "merged") if merged else [])
-    folders = [read_adapter(p, allow_pickle) for p in adapter_paths]
-    fits = [str(f.path) for f in folders[: len(parse_list(adapters, "adapters"))]] if pool_adapters else None
+    adapter_list = parse_list(adapters, "adapters")
+    folders = [read_adapter(p, allow_pickle) for p in adapter_list + (parse_list(merged, "merged") if merged else [])]
+    fits = [str(f.path) for f in folders[: len(adapter_list)]] if pool_adapters else None
     if fits:
         from politician_lm.evaluation.recipe import check_fits  # numpy and the metrics: not for --help
 

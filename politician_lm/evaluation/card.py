@@ -46,7 +46,7 @@ def scorecard_report(
         "stances": stance_record(runs.results, n_boot, seed),
         "seconds": {part: round(t, 1) for part, t in runs.seconds.items()},
         "cached_arms": runs.cached,
-        "recipe": recipe_record(runs.results, pool, n_boot, seed) if pool else None,
+        "recipe": recipe_record(runs.results, pool, summary, n_boot, seed) if pool else None,
     }
 
 

@@ -52,16 +52,12 @@ def check_fits(fits: list[str], politicians: list[str | None]) -> None:
         raise UserError(f"--pool_adapters pools fits of one politician; these differ: {named}")
 
 
-def _point(values: list[float], weights: list[float] | None) -> float:
-    v = np.asarray(values, dtype=float)
-    return float(v.mean() if weights is None else (v * weights).sum() / max(float(np.sum(weights)), 1e-12))
-
-
-def recipe_record(results: dict[str, ArmScores], fits: list[str], n_boot: int, seed: int) -> dict[str, Any]:
+def recipe_record(
+    results: dict[str, ArmScores], fits: list[str], summary: dict[str, dict[str, Any]], n_boot: int, seed: int
+) -> dict[str, Any]:
     """metrics.json's ``recipe``: the mean of ``fits`` (arm names) per metric with its interval, its paired
-    difference to prompt-only, and each fit's value."""
+    difference to prompt-only, and each fit's value (from ``summary``, the arms' own metrics)."""
     arms = [results[name] for name in fits]
-    check_fits(fits, [a.target for a in arms])
     pooled = pooled_items(arms)
     reference = results.get(PROMPT_ONLY)
     ref_items = per_item(reference, target=arms[0].target) if reference else {}
@@ -71,10 +67,9 @@ def recipe_record(results: dict[str, ArmScores], fits: list[str], n_boot: int, s
         for key, (values, weights) in pooled.items()
         if key in ref_items and len(ref_items[key][0]) == len(values) and (same or not key.startswith("stance"))
     }
-    each = [per_item(a) for a in arms]
     return {
         "adapters": list(fits),
         "mean": {key: e.to_dict() for key, e in summarize_items(pooled, n_boot, seed).items()},
         f"mean - {PROMPT_ONLY}": difference,
-        "fits": {key: [round(_point(*i[key]), 4) for i in each] for key in pooled},
+        "fits": {key: [round(summary[name][key]["value"], 4) for name in fits] for key in pooled},
     }

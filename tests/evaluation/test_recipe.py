@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from politician_lm.errors import UserError
+from politician_lm.evaluation.arms import summaries
 from politician_lm.evaluation.recipe import check_fits, pooled_items, recipe_record
 from politician_lm.evaluation.scorecard import ArmScores
 
@@ -48,7 +49,9 @@ def test_the_recipe_is_the_mean_of_its_fits_with_a_paired_difference_to_prompt_o
     b = fit(["biden"] * 4, [0.0] * 2, [4.0, 4.0], [1.0, 1.0], [0.0, 1.0])
     prompt_only = fit(["generic"] * 4, [0.0] * 2, [5.0, 5.0], [1.0, 1.0], [0.0, 0.0])
     prompt_only.target = "trump"
-    record = recipe_record({"prompt-only": prompt_only, "A": a, "B": b}, ["A", "B"], n_boot=200, seed=0)
+    results = {"prompt-only": prompt_only, "A": a, "B": b}
+    summary = summaries(results, 200, 0)
+    record = recipe_record(results, ["A", "B"], summary, n_boot=200, seed=0)
     assert record["adapters"] == ["A", "B"]
     assert record["mean"]["style_attribution"]["value"] == 0.5 and record["fits"]["style_attribution"] == [1.0, 0.0]
     assert record["mean"]["heldout_loss"]["value"] == pytest.approx(3.0)
