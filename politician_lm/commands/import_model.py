@@ -104,7 +104,20 @@ def load_gguf(path: Path, dtype: str = "float32"):
     model = AutoModelForCausalLM.from_pretrained(
         folder, gguf_file=name, dtype=getattr(torch, dtype), quantization_config=GgufConfig(dequantize=True)
     )
+    declared_special_tokens(tokenizer, model.config)
     return model, tokenizer
+
+
+def declared_special_tokens(tokenizer, config) -> None:
+    """Make the tokenizer's end and padding tokens the ones the file declares, which the model's config carries.
+
+    Not every transformers reads them into the tokenizer: 5.17, for one, gives SmolLM2's tokenizer ``<|im_start|>``
+    as its end token and no padding token (5.25 reads ``<|im_end|>`` for both, as the config says), so a folder
+    imported there would stop generation at the wrong token and pad with it."""
+    for name in ("eos", "pad"):
+        wanted = getattr(config, f"{name}_token_id", None)
+        if isinstance(wanted, int) and getattr(tokenizer, f"{name}_token_id") != wanted:
+            setattr(tokenizer, f"{name}_token", tokenizer.convert_ids_to_tokens(wanted))
 
 
 def import_model(

@@ -5,24 +5,28 @@ transformers' SDPA path repeats every key and value head for its group of query 
 attention mask (every padded or packed training batch), and SDPA keeps those copies for backward: for SmolLM2 two
 [tokens, 576] tensors per layer where [tokens, 192] would do, about a tenth of what a training step keeps. On CUDA
 the copies are needed (SDPA's fused kernels take no mask with grouped heads). PyTorch's CPU kernels take both, and
-transformers has a switch for it, ``TRANSFORMERS_SDPA_FORCE_GQA=1``, read at every attention call.
+transformers (5.23 and later) has a switch for it, ``TRANSFORMERS_SDPA_FORCE_GQA=1``, read at every attention call.
 
 ``group_cpu_attention`` sets that switch for each forward pass the model makes in train mode with gradients on, and
 puts it back as it was afterwards (also when the pass fails). Validation, evaluation and generation keep
 transformers' own choice, so their numbers do not move. Measured on SmolLM2 (NF4 + LoRA, 8 rows of up to 256
 tokens, tcmalloc): peak RSS 2,285 -> 2,134 MB and 175 -> 185 tokens/s, the training and held-out losses equal to 4
 decimals (the grouped kernel sums in another order, so values agree to about 1e-6, not bit for bit).
+
+An older transformers (the GPU image's 5.17, say) does not read the switch: there nothing is installed, and training
+keeps the repeated copies, as it did before.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
 import torch
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["FORCE_GQA", "group_cpu_attention"]
+__all__ = ["FORCE_GQA", "group_cpu_attention", "transformers_reads_switch"]
 
 FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
 _UNSET = object()
@@ -47,12 +51,36 @@ class _Switch:
             os.environ[FORCE_GQA] = previous
 
 
+@functools.cache
+def transformers_reads_switch() -> bool:
+    """Whether the installed transformers hands SDPA grouped heads under a mask when the switch is set: asked of
+    its own ``use_gqa_in_sdpa`` with a mask on CPU tensors, which without the switch says no."""
+    try:
+        from transformers.integrations.sdpa_attention import use_gqa_in_sdpa
+    except ImportError:
+        return False
+    probe, previous = torch.zeros(1, 1, 1, 8), os.environ.get(FORCE_GQA)
+    os.environ[FORCE_GQA] = "1"
+    try:
+        return bool(use_gqa_in_sdpa(torch.ones(1, 1, 1, 1, dtype=torch.bool), probe, probe))
+    except TypeError:  # another signature: an unknown transformers, left as it is
+        return False
+    finally:
+        if previous is None:
+            os.environ.pop(FORCE_GQA, None)
+        else:
+            os.environ[FORCE_GQA] = previous
+
+
 def group_cpu_attention(model: torch.nn.Module, device: torch.device) -> list[RemovableHandle]:
-    """Install the switch on ``model`` when it trains on CPU with SDPA and grouped heads; returns the handles."""
+    """Install the switch on ``model`` when it trains on CPU with SDPA and grouped heads, and the installed
+    transformers reads it; returns the handles."""
     config = getattr(model, "config", None)
     heads = getattr(config, "num_attention_heads", None)
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     if torch.device(device).type != "cpu" or getattr(config, "_attn_implementation", None) != "sdpa":
+        return []
+    if not transformers_reads_switch():
         return []
     if not heads or kv_heads == heads:
         return []

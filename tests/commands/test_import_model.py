@@ -79,10 +79,29 @@ def test_imported_folder_loads_in_plain_transformers_with_the_gguf_logits(smollm
     assert getattr(plain, "hf_quantizer", None) is None and "quantization_config" not in plain.config.to_dict()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert "im_start" in tokenizer.chat_template
+    # the end and padding tokens the file declares (a turn ends at <|im_end|>), whatever transformers reads
+    assert tokenizer.eos_token == tokenizer.pad_token == "<|im_end|>"
+    assert tokenizer.eos_token_id == plain.config.eos_token_id == plain.generation_config.eos_token_id
     from_gguf, _ = load_gguf(smollm2_gguf())
     ids = tokenizer("Folks, here's the deal: the middle class built this country.", return_tensors="pt").input_ids
     with torch.no_grad():
         torch.testing.assert_close(plain(ids).logits, from_gguf(ids).logits, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_the_tokenizer_takes_the_end_and_padding_tokens_the_config_declares(smollm2_path):
+    from transformers import AutoTokenizer, LlamaConfig
+
+    from politician_lm.commands.import_model import declared_special_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    tokenizer.eos_token, tokenizer.pad_token = "<|im_start|>", None  # as transformers 5.17 reads SmolLM2's file
+    declared_special_tokens(tokenizer, LlamaConfig(bos_token_id=1, eos_token_id=2, pad_token_id=2))
+    assert (tokenizer.eos_token, tokenizer.eos_token_id) == ("<|im_end|>", 2)
+    assert (tokenizer.pad_token, tokenizer.pad_token_id) == ("<|im_end|>", 2)
+    assert tokenizer.bos_token == "<|im_start|>"  # left as it was
+    declared_special_tokens(tokenizer, LlamaConfig(eos_token_id=None, pad_token_id=None))  # nothing declared
+    assert tokenizer.eos_token_id == tokenizer.pad_token_id == 2
 
 
 @pytest.mark.slow

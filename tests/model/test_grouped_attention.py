@@ -1,5 +1,6 @@
 """``model.grouped_attention``: on CPU, a training pass gives SDPA grouped keys and values (no repeated copies kept
-for backward), with the same loss and gradients to fp32 rounding; other passes and other devices are left alone."""
+for backward), with the same loss and gradients to fp32 rounding; other passes and other devices are left alone; and
+where the installed transformers does not read the switch (before 5.23), nothing is installed."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ import os
 
 import pytest
 import torch
+import transformers
 from transformers import LlamaForCausalLM
 
-from politician_lm.model.grouped_attention import FORCE_GQA, group_cpu_attention
+from politician_lm.model.grouped_attention import FORCE_GQA, group_cpu_attention, transformers_reads_switch
 from tests.helpers import saved_for_backward, tiny_llama
 
 HEAD_DIM = 8
+needs_switch = pytest.mark.skipif(
+    not transformers_reads_switch(),
+    reason=f"transformers {transformers.__version__} does not read {FORCE_GQA} (5.23 and later do)",
+)
 
 
 def _llama(kv_heads: int = 1) -> LlamaForCausalLM:
@@ -42,6 +48,7 @@ def _kv_shapes(saved: list, batch: dict) -> list[tuple]:
     return [tuple(t.shape) for t in saved if t.dim() == 4 and t.shape[0] == rows and t.shape[2:] == (tokens, HEAD_DIM)]
 
 
+@needs_switch
 def test_a_training_pass_keeps_grouped_keys_and_values_with_the_same_loss_and_gradients(monkeypatch):
     monkeypatch.delenv(FORCE_GQA, raising=False)
     model, batch = _llama(), _batch()
@@ -61,6 +68,7 @@ def test_a_training_pass_keeps_grouped_keys_and_values_with_the_same_loss_and_gr
     assert FORCE_GQA not in os.environ  # put back as it was
 
 
+@needs_switch
 @pytest.mark.parametrize("previous", [None, "0"])
 def test_the_switch_is_on_only_inside_a_training_pass_and_restored_even_on_error(monkeypatch, previous):
     if previous is None:
@@ -81,6 +89,17 @@ def test_the_switch_is_on_only_inside_a_training_pass_and_restored_even_on_error
     with pytest.raises(IndexError):
         model(input_ids=torch.tensor([[99]]))  # out of the vocabulary: the pass fails inside the model
     assert os.environ.get(FORCE_GQA) == previous
+
+
+def test_the_check_says_what_the_installed_transformers_does_and_the_switch_is_installed_only_where_it_is_read(
+    monkeypatch,
+):
+    model, batch = _llama(), _batch()
+    monkeypatch.setenv(FORCE_GQA, "1")
+    heads = [s[1] for s in _kv_shapes(_run(model, batch)[2], batch)]
+    assert (1 in heads) == transformers_reads_switch()  # grouped keys and values reached SDPA, or repeated ones
+    monkeypatch.delenv(FORCE_GQA)
+    assert len(group_cpu_attention(model, torch.device("cpu"))) == (2 if transformers_reads_switch() else 0)
 
 
 def test_nothing_is_installed_off_cpu_or_without_grouped_heads():
