@@ -80,9 +80,7 @@ def group_cpu_attention(model: torch.nn.Module, device: torch.device) -> list[Re
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     if torch.device(device).type != "cpu" or getattr(config, "_attn_implementation", None) != "sdpa":
         return []
-    if not transformers_reads_switch():
-        return []
-    if not heads or kv_heads == heads:
+    if not heads or kv_heads == heads or not transformers_reads_switch():  # the probe last: only where it matters
         return []
     switch = _Switch()
     return [
