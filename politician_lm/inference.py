@@ -237,9 +237,9 @@ def _backbone_and_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | 
     if not hasattr(model, "get_base_model"):
         return None
     if "_politician_lm_split" not in model.__dict__:  # the check reads the architecture, not the adapters' state
-        from politician_lm.model.module import _split_head
+        from politician_lm.model.scoring import split_head
 
-        model.__dict__["_politician_lm_split"] = _split_head(model)
+        model.__dict__["_politician_lm_split"] = split_head(model)
     return model.__dict__["_politician_lm_split"]
 
 

@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from politician_lm.batch import IGNORE_INDEX, PreferenceSource
 from politician_lm.errors import UserError
-from politician_lm.model.anchor import Anchor
+from politician_lm.model.anchor import Anchor, AnchorKind
 from politician_lm.model.objectives import (
     REFERENCE_KEY,
     SFT,
@@ -226,6 +226,7 @@ def objective_for(
     sft_weight: float,
     attn_implementation: str | None,
     anchor_weight: float = 1.0,
+    anchor_kind: AnchorKind = "hinge",
 ) -> TrainingObjective:
     """The strategy ``model.objective`` names, its options checked in one line each."""
     if objective not in OBJECTIVES:
@@ -236,6 +237,8 @@ def objective_for(
         raise UserError(f"model.gamma must be a finite number, got {gamma}")
     if anchor_weight < 0 or not math.isfinite(anchor_weight):
         raise UserError(f"model.anchor_weight must be a finite number >= 0, got {anchor_weight}")
+    if anchor_kind not in ("hinge", "kl"):
+        raise UserError(f"unknown model.anchor_kind {anchor_kind!r}; use 'hinge' or 'kl'")
     if objective == "sft":
         return SFT()
     pair: PairObjective = (
@@ -243,7 +246,7 @@ def objective_for(
         if objective == "dpo"
         else SimPO(beta, gamma, sft_weight, attn_implementation)
     )
-    pair.anchor.weight = anchor_weight
+    pair.anchor.weight, pair.anchor.kind = anchor_weight, anchor_kind
     return pair
 
 

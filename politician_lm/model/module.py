@@ -17,6 +17,7 @@ from peft import LoraConfig
 from politician_lm.artifacts.adapter import check_fits_base, read_adapter
 from politician_lm.batch import PreferenceSource
 from politician_lm.model import resume
+from politician_lm.model.anchor import AnchorKind
 from politician_lm.model.build import build_trainable_model, lora_config, optimizer_and_schedule
 from politician_lm.model.decoding import generate_new_text
 from politician_lm.model.dpo import DPOHandles, objective_for
@@ -25,9 +26,6 @@ from politician_lm.model.loading import ComputeDtype, Quantization, QuantStorage
 from politician_lm.model.objectives import TrainingObjective
 from politician_lm.model.scoring import Scorer, split_head
 from politician_lm.quiet import quiet_libraries
-
-_split_head = split_head  # inference.py imports it from here
-
 
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
 Objective = Literal["sft", "dpo", "simpo"]
@@ -72,6 +70,7 @@ class PoliticianLM(DPOHandles, L.LightningModule):
         sft_weight: float = 0.0,
         gamma: float = 0.0,
         anchor_weight: float = 1.0,
+        anchor_kind: AnchorKind = "hinge",
     ) -> None:
         """
         Args:
@@ -106,13 +105,14 @@ class PoliticianLM(DPOHandles, L.LightningModule):
                 reward's scale (the SimPO paper uses about 2).
             sft_weight: DPO and SimPO: weight of an added SFT loss on the chosen answers (RPO); 0: none.
             gamma: SimPO only: the target reward margin between chosen and rejected answers.
-            anchor_weight: DPO and SimPO with ``data.anchor_path``: weight of the penalty on an anchor record's NLL
-                rising above the stage's start (``model.anchor``).
+            anchor_weight: DPO and SimPO with ``data.anchor_path``: weight of the anchor records' penalty.
+            anchor_kind: ``hinge``: an anchor record's NLL rising above the stage's start; ``kl``: KL(start || now)
+                of the next-token distributions at its completion tokens (``model.anchor``).
         """
         super().__init__()
         # the one place the objective is looked at (one-line errors first): from here on the strategy decides
         self.objective: TrainingObjective = objective_for(
-            objective, beta, gamma, sft_weight, attn_implementation, anchor_weight
+            objective, beta, gamma, sft_weight, attn_implementation, anchor_weight, anchor_kind
         )
         if init_adapter is not None:
             check_fits_base(read_adapter(init_adapter), model_name_or_path)  # a clear error now, before any load

@@ -119,6 +119,20 @@ class Scorer:
         sums, counts = row_sums(nll, keep.nonzero()[:, 0], len(targets))
         return sums / counts.clamp(min=1).to(sums)
 
+    def labelled_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(log-softmax over the vocabulary [positions, vocab] in fp32 or finer, keep [rows, length - 1],
+        labels [positions])`` at every position that predicts a completion token (unpacked rows): the whole
+        distribution, for the KL anchor; its anchor batches are a few records."""
+        targets = batch["labels"][:, 1:]
+        keep = targets != IGNORE_INDEX
+        if self.parts is None:
+            logits = self.model(
+                input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
+            ).logits[:, :-1][keep]
+        else:
+            logits = self.parts[1](self._labelled_hidden(batch, keep))
+        return torch.log_softmax(logits.float() if logits.dtype != torch.float64 else logits, -1), keep, targets[keep]
+
     def _labelled_hidden(self, batch: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
         """The backbone's last hidden states at the positions ``keep`` marks (those with a label)."""
         hidden = self.parts[0](

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from politician_lm.errors import UserError
+from politician_lm.model.anchor import TOP_K, bucket_kl, top_buckets
 from tests.helpers import pc_rows, randomize_lora_b, write_jsonl
 from tests.model.test_preference import pair_datamodule, pair_rows
 from tests.model.test_simpo import simpo_module
@@ -97,6 +98,76 @@ def test_the_loss_is_the_pairs_loss_plus_the_weighted_rise_of_the_anchor_nll(tmp
             resumed.objective.anchor.ensure(other, module.scorer, module.device)
 
 
+def test_the_bucketed_kl_is_the_kl_over_the_start_s_top_tokens_and_one_bucket_for_the_rest():
+    torch.manual_seed(0)
+    start = torch.log_softmax(torch.randn(6, 12, dtype=torch.float64) * 3, -1)
+    now_logits = torch.randn(6, 12, dtype=torch.float64, requires_grad=True)
+    now = torch.log_softmax(now_logits, -1)
+    full = (start.exp() * (start - now)).sum(-1)  # KL(start || now) over the whole vocabulary
+
+    ids, buckets = top_buckets(start, 11)  # one token left over: its bucket is that token, so the KL is exact
+    assert torch.allclose(bucket_kl(buckets, ids, now), full, rtol=1e-12, atol=0)
+    ids, buckets = top_buckets(start, 3)
+    assert torch.equal(ids, start.topk(3, -1).indices)
+    assert torch.allclose(buckets[:, -1].exp(), 1 - start.exp().gather(-1, ids).sum(-1), rtol=1e-12)
+    coarse = bucket_kl(buckets, ids, now)
+    manual = []
+    for row in range(6):  # 3 tokens and the rest, by hand
+        rest = [t for t in range(12) if t not in ids[row].tolist()]
+        q = [start[row, t].exp() for t in ids[row]] + [start[row, rest].exp().sum()]
+        p = [now[row, t].exp() for t in ids[row]] + [now[row, rest].exp().sum()]
+        manual.append(sum(a * (a.log() - b.log()) for a, b in zip(q, p)))
+    assert torch.allclose(coarse, torch.stack(manual), rtol=1e-10)
+    assert (coarse >= 0).all() and (coarse <= full + 1e-12).all()  # merging tokens never raises a KL
+    assert float(bucket_kl(buckets, ids, start).abs().max()) < 1e-14  # 0 where nothing moved
+    assert torch.autograd.gradcheck(lambda x: bucket_kl(buckets, ids, torch.log_softmax(x, -1)), (now_logits,))
+
+
+def test_the_kl_anchor_pays_for_every_move_of_the_anchor_records_distributions(tmp_path, tiny_path):
+    dm = pair_datamodule(tmp_path, tiny_path, pair_rows(6), batch_size=2, anchor_path=anchor_folder(tmp_path))
+    module = simpo_module(tiny_path, anchor_weight=0.3, anchor_kind="kl")
+    module.configure_model()
+    module.model.double()
+    randomize_lora_b(module.model, std=0.1)
+
+    def own_logps(i):  # one record alone: log-softmax rows of its labelled positions from the full logits, float64
+        row = dm.anchor_dataset[i]
+        logprobs = torch.log_softmax(module.model(input_ids=torch.tensor([row["input_ids"]])).logits[0], dim=-1)
+        return torch.stack([logprobs[t - 1] for t in range(1, len(row["labels"])) if row["labels"][t] != -100])
+
+    start = [own_logps(i).detach() for i in range(10)]
+    module.objective.prepare(dm, module.scorer, module.device)
+    anchor = module.objective.anchor
+    assert anchor.reference.dtype == torch.float64 and anchor.reference.shape[::2] == (10, TOP_K + 1)
+    step = module.objective.step
+    batch = batches(dm.train_dataloader(), 0)[0]
+    assert float(step(module.scorer, batch, "train", module.device).metrics["anchor_kl"]) < 1e-12
+
+    randomize_lora_b(module.model, std=0.1, seed=1)  # the weights move
+    for batch in batches(dm.train_dataloader(), 0):
+        with_anchor = step(module.scorer, batch, "train", module.device)
+        pairs_only = step(module.scorer, batch["pairs"], "train", module.device)
+        kls = []
+        for i in batch["anchor"]["index"].tolist():
+            ids, buckets = top_buckets(start[i])
+            kls.append(bucket_kl(buckets, ids, own_logps(i)))
+        kl = torch.cat(kls).mean()  # a mean over the batch's completion positions
+        assert float(kl) > 1e-4
+        assert torch.allclose(with_anchor.loss, pairs_only.loss + 0.3 * kl, rtol=1e-10)
+        assert float(with_anchor.metrics["anchor_kl"]) == pytest.approx(float(kl), rel=1e-10)
+
+    ckpt = {}  # the start's buckets travel in checkpoints, and a resume with the other kind is refused
+    module.objective.save(ckpt)
+    resumed = simpo_module(tiny_path, anchor_kind="kl")
+    resumed.objective.load(ckpt)
+    assert torch.equal(resumed.objective.anchor.reference.nan_to_num(), anchor.reference.nan_to_num())
+    assert torch.equal(resumed.objective.anchor.ids, anchor.ids)
+    with pytest.raises(UserError, match="the checkpoint's anchor is model.anchor_kind kl; resume with it"):
+        simpo_module(tiny_path).objective.load(ckpt)
+    with pytest.raises(UserError, match="unknown model.anchor_kind 'l2'; use 'hinge' or 'kl'"):
+        simpo_module(tiny_path, anchor_kind="l2")
+
+
 def test_a_resumed_fit_continues_the_anchor_where_it_stopped(tmp_path, tiny_path):
     anchor = anchor_folder(tmp_path, n_train=7)
     dm = pair_datamodule(tmp_path, tiny_path, pair_rows(9), batch_size=2, anchor_path=anchor)
@@ -133,8 +204,9 @@ def test_a_bad_anchor_weight_fails_in_one_line(tiny_path):
         simpo_module(tiny_path, anchor_weight=-1.0)
 
 
-def anchored_fit(tmp_path, tiny_path, weight):
-    """Six SimPO steps on pairs that push down the anchor's kind of text (the AI answer chosen over the persona's)."""
+def anchored_fit(tmp_path, tiny_path, weight, kind="hinge"):
+    """Six SimPO steps on pairs that push down the anchor's kind of text (the AI answer chosen over the persona's);
+    the logged penalty (before its weight) after every step."""
     import lightning.pytorch as L
 
     from politician_lm.callbacks.throughput import QLoRAThroughput
@@ -144,28 +216,35 @@ def anchored_fit(tmp_path, tiny_path, weight):
     rows = [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in pair_rows(8)]
     dm = pair_datamodule(tmp_path, tiny_path, rows, batch_size=4, anchor_path=anchor_folder(tmp_path))
     module = simpo_module(
-        tiny_path, quantization="nf4", anchor_weight=weight, optimizer=partial(torch.optim.AdamW, lr=2e-2)
+        tiny_path,
+        quantization="nf4",
+        anchor_weight=weight,
+        anchor_kind=kind,
+        optimizer=partial(torch.optim.AdamW, lr=2e-2),
     )
+    logged = "train_anchor_kl" if kind == "kl" else "train_anchor_rise"
     rise = []
 
     class Probe(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            rise.append(float(trainer.callback_metrics["train_anchor_rise"]))
+            rise.append(float(trainer.callback_metrics[logged]))
 
     trainer = dpo_trainer(tmp_path / "run", 6)
     throughput = QLoRAThroughput(every_n_steps=2)
     trainer.callbacks += [Probe(), throughput]
     trainer.fit(module, datamodule=dm)
-    assert "val_anchor_rise" not in trainer.callback_metrics  # validation: the pairs alone
+    assert f"val_{logged[6:]}" not in trainer.callback_metrics  # validation: the pairs alone
     assert throughput._sequences == 6 * (4 + 4)  # throughput counts both: 4 pair rows and 4 anchor rows a step
     ckpt = torch.load(tmp_path / "run" / "ckpt" / "last.ckpt", weights_only=False)
-    assert ckpt["politician_lm_anchor_reference"]["nll"].shape == (len(dm.anchor_dataset),)
+    assert len(ckpt["politician_lm_anchor_reference"]["kl" if kind == "kl" else "nll"]) == len(dm.anchor_dataset)
     return rise
 
 
 @pytest.mark.slow
-def test_the_anchor_holds_back_what_the_pairs_push_down(tmp_path, tiny_path):
-    free, held = anchored_fit(tmp_path / "free", tiny_path, 0.0), anchored_fit(tmp_path / "held", tiny_path, 5.0)
+@pytest.mark.parametrize("kind", ["hinge", "kl"])
+def test_the_anchor_holds_back_what_the_pairs_push_down(tmp_path, tiny_path, kind):
+    free = anchored_fit(tmp_path / "free", tiny_path, 0.0, kind)
+    held = anchored_fit(tmp_path / "held", tiny_path, 5.0, kind)
     assert free[0] < 1e-6 and held[0] < 1e-6  # nothing to pay at the start
     assert free[-1] > 0.1  # the pairs alone raise the anchor records' NLL ...
     assert held[-1] < free[-1] / 2  # ... and the anchor's penalty holds it back
