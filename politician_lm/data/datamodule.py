@@ -79,7 +79,8 @@ class PoliticianDataModule(L.LightningDataModule):
             group_by_length: Without packing, batch examples of similar length together (less padding).
             anchor_path: Preference stages: SFT records (e.g. the SFT stage's prepared folder) trained beside the
                 pairs: each batch of pairs comes with ``batch_size`` of their training records, and the objective
-                pays ``model.anchor_weight`` x their NLL's rise above the stage's start; val/test never read.
+                pays ``model.anchor_weight`` x their move from the stage's start (``model.anchor_kind``: the NLL's
+                rise, or the KL of their next-token distributions); val/test never read.
 
         Preference pairs (``{"prompt", "chosen", "rejected"}``, see ``politician-lm pairs``) are read, split and
         validated the same way and batched as pairs for ``model.objective: dpo``; ``batch_size`` then counts pairs
