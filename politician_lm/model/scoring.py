@@ -110,10 +110,7 @@ class Scorer:
         targets = batch["labels"][:, 1:]
         keep = targets != IGNORE_INDEX
         if self.parts is None:
-            logits = self.model(
-                input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
-            ).logits[:, :-1][keep]
-            nll = logits_nll(logits, targets[keep])
+            nll = logits_nll(self._model_logits(batch, keep), targets[keep])
         else:
             nll = token_nll(self._labelled_hidden(batch, keep), self.parts[1], targets[keep])
         sums, counts = row_sums(nll, keep.nonzero()[:, 0], len(targets))
@@ -126,12 +123,16 @@ class Scorer:
         targets = batch["labels"][:, 1:]
         keep = targets != IGNORE_INDEX
         if self.parts is None:
-            logits = self.model(
-                input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
-            ).logits[:, :-1][keep]
+            logits = self._model_logits(batch, keep)
         else:
             logits = self.parts[1](self._labelled_hidden(batch, keep))
-        return torch.log_softmax(logits.float() if logits.dtype != torch.float64 else logits, -1), keep, targets[keep]
+        return torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1), keep, targets[keep]
+
+    def _model_logits(self, batch: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
+        """The model's own logits at the positions ``keep`` marks (unpacked rows; where the head cannot be split)."""
+        return self.model(
+            input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
+        ).logits[:, :-1][keep]
 
     def _labelled_hidden(self, batch: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
         """The backbone's last hidden states at the positions ``keep`` marks (those with a label)."""
