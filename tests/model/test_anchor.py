@@ -139,6 +139,8 @@ def test_the_kl_anchor_pays_for_every_move_of_the_anchor_records_distributions(t
     module.objective.prepare(dm, module.scorer, module.device)
     anchor = module.objective.anchor
     assert anchor.reference.dtype == torch.float64 and anchor.reference.shape[::2] == (10, TOP_K + 1)
+    labelled = [sum(t != -100 for t in dm.anchor_dataset[i]["labels"][1:]) for i in range(10)]
+    assert anchor.reference.shape[1] == max(labelled) and anchor.ids.dtype == torch.int32  # sized by completions
     step = module.objective.step
     batch = batches(dm.train_dataloader(), 0)[0]
     assert float(step(module.scorer, batch, "train", module.device).metrics["anchor_kl"]) < 1e-12
