@@ -8,7 +8,8 @@ model's own full forward pass is used.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,18 @@ import torch
 from politician_lm.batch import IGNORE_INDEX
 from politician_lm.model.head_loss import logits_nll, token_nll
 from politician_lm.model.preference import pair_attention_mask, row_sums, sequence_logps
+
+
+@contextmanager
+def evaluating(model: Any) -> Iterator[None]:
+    """``model`` in eval mode (no dropout) without gradients for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
 
 
 def split_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:
@@ -31,16 +44,12 @@ def split_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:
         return None
     device = next(head.parameters()).device
     ids = (torch.arange(16, device=device) * 7919 % base.config.get_text_config().vocab_size).view(2, 8)
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model):
             full = model(input_ids=ids, use_cache=False).logits.float()
             split = head(backbone(input_ids=ids, use_cache=False).last_hidden_state).float()
     except (TypeError, AttributeError, ValueError):
         return None
-    finally:
-        model.train(was_training)
     close = split.shape == full.shape and torch.allclose(
         split, full, rtol=1e-3, atol=1e-3 * float(full.abs().max()) + 1e-5
     )
@@ -85,24 +94,19 @@ class Scorer:
         hidden = self._labelled_hidden(batch, keep)
         return token_nll(hidden, self.parts[1], targets[keep]).mean()  # no completion token: NaN, as transformers gives
 
-    @torch.no_grad()
     def by_index(
         self, loader: Any, device: torch.device, score: Callable[[dict[str, torch.Tensor]], torch.Tensor]
     ) -> torch.Tensor:
         """float64 ``score(batch)`` (a row per example) of every example ``loader`` yields, placed by its ``index``,
         in eval mode (no dropout): what a stage keeps from its starting weights (DPO's reference, the anchor's NLL)."""
-        was_training = self.model.training
-        self.model.eval()
         out = None
-        try:
+        with evaluating(self.model):
             for batch in loader:
                 batch = {k: v.to(device) for k, v in batch.items()}
                 rows = score(batch).double().cpu()
                 if out is None:
                     out = torch.full((len(loader.dataset), *rows.shape[1:]), float("nan"), dtype=torch.float64)
                 out[batch["index"].cpu()] = rows
-        finally:
-            self.model.train(was_training)
         return out
 
     def row_nll(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
