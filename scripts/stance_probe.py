@@ -15,6 +15,14 @@ arm (base, prompt-only, each adapter) and per split (statements seen in training
     python scripts/stance_probe.py --politician biden \\
         --adapters runs/st/biden-sft/adapters/best,runs/st/biden-dpo-pos/adapters/best --output probe-biden.json
     python scripts/stance_probe.py --opposite biden:probe-biden.json:ARM trump:probe-trump.json:ARM
+
+With ``--data_path`` (the prepared folder the adapters were trained from), trained statements whose records are in
+its val.jsonl (``prepare --stance_val_fraction``) are reported apart as ``val``: statements neither SFT nor train
+pairs saw, on which a stage's recipe can be chosen before the held-out statements are read once.
+
+``--baselines`` instead reads no model: how well the trained statements alone predict the sides of the others (the
+majority side of each topic; the side of the nearest trained statement by word TF-IDF; a logistic regression on
+those features), a measure of how much of a held-out side follows from training data at all.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.stances import Stance, is_heldout_stance, load_stances, split_stances
@@ -54,7 +63,9 @@ def opposite_sides(spec_a: str, spec_b: str, profiles: str) -> None:
         politician, path, arm = spec.split(":", 2)
         stances = {s.id: s for s in load_stances(load_profile(politician, profiles))}
         report = json.load(open(path))[arm]
-        margins = {**report["trained"]["margins"], **report["heldout"]["margins"]}
+        margins = {
+            i: m for split in ("trained", "val", "heldout") for i, m in report.get(split, {}).get("margins", {}).items()
+        }
         sides.append({i: stances[i].position if m > 0 else stances[i].opposite for i, m in margins.items()})
         sides.append({i: s.position for i, s in stances.items()})
     a, pa, b, pb = sides
@@ -62,6 +73,50 @@ def opposite_sides(spec_a: str, spec_b: str, profiles: str) -> None:
         ids = [i for i in a if i in b and pa[i] != pb[i] and is_heldout_stance(i) == held]
         opposite = sum(a[i] != b[i] for i in ids)
         print(f"{split}: the profiles disagree on {len(ids)}; the adapters take opposite sides on {opposite}")
+
+
+def val_ids(data_path: str | None) -> set[str]:
+    """The statements whose stance records are in ``data_path``'s val.jsonl (none without a folder)."""
+    if not data_path:
+        return set()
+    rows = (json.loads(line) for line in open(Path(data_path) / "val.jsonl", encoding="utf-8") if line.strip())
+    return {r["stance"] for r in rows if r.get("kind") == "stance"}
+
+
+def baselines(politician: str, profiles: str, data_path: str | None) -> dict[str, dict[str, int]]:
+    """Sides predicted from the trained statements alone, per split: topic majority, nearest TF-IDF neighbour,
+    logistic regression (statement and topic words), each as right / total."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    trained, heldout = split_stances(load_stances(load_profile(politician, profiles)))
+    val = val_ids(data_path)
+    fit, splits = [s for s in trained if s.id not in val], {"val": [s for s in trained if s.id in val]}
+    splits["heldout"] = heldout
+    text = [f"{s.statement} {s.topic}" for s in fit]
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(text)
+    labels = [s.position for s in fit]
+    model = LogisticRegression(C=10, max_iter=1000).fit(vec.transform(text), labels)
+    overall = max(("support", "oppose"), key=labels.count)
+    report = {}
+    for split, stances in splits.items():
+        if not stances:
+            continue
+        x = vec.transform([f"{s.statement} {s.topic}" for s in stances])
+        near = cosine_similarity(x, vec.transform(text)).argmax(1)
+        guesses = {"topic majority": [], "nearest statement": [labels[j] for j in near], "logistic": model.predict(x)}
+        for s in stances:
+            same = [t.position for t in fit if t.topic == s.topic]
+            n_sup, n_opp = same.count("support"), same.count("oppose")
+            guesses["topic majority"].append("support" if n_sup > n_opp else "oppose" if n_opp > n_sup else overall)
+        report[split] = {k: sum(g == s.position for g, s in zip(v, stances)) for k, v in guesses.items()}
+        report[split]["n"] = len(stances)
+        print(
+            f"{split} (n={len(stances)}, trained on {len(fit)}): "
+            + ", ".join(f"{k} {v}/{len(stances)}" for k, v in report[split].items() if k != "n")
+        )
+    return report
 
 
 def main() -> None:
@@ -77,9 +132,19 @@ def main() -> None:
     parser.add_argument("--profiles", default="data/profiles")
     parser.add_argument("--output", default=None, help="also write the numbers as JSON here")
     parser.add_argument("--skip", default="", help="comma-separated arms not to probe (e.g. base,prompt-only)")
+    parser.add_argument("--data_path", help="prepared folder: its val.jsonl's statements are reported as 'val'")
+    parser.add_argument("--baselines", action="store_true", help="no model: what the trained statements predict")
+    parser.add_argument(
+        "--groups", default="trained,val,heldout", help="which statements to probe (leave heldout out while choosing)"
+    )
     args = parser.parse_args()
     if args.opposite:
         return opposite_sides(*args.opposite, args.profiles)
+    if args.baselines and args.politician:
+        report = baselines(args.politician, args.profiles, args.data_path)
+        if args.output:
+            Path(args.output).write_text(json.dumps(report, indent=2))
+        return None
     if not (args.politician and args.adapters):
         parser.error("give --politician and --adapters (or --opposite)")
 
@@ -89,6 +154,10 @@ def main() -> None:
 
     profile = load_profile(args.politician, args.profiles)
     train, heldout = split_stances(load_stances(profile))
+    val = val_ids(args.data_path)
+    groups = {"trained": [s for s in train if s.id not in val], "val": [s for s in train if s.id in val]}
+    groups["heldout"] = heldout
+    groups = {g: groups[g] for g in args.groups.split(",")}
     paths = args.adapters.split(",")
     persona = load_persona(paths)
     folders = [read_adapter(p) for p in paths]
@@ -97,7 +166,9 @@ def main() -> None:
     for arm in [a for a in arms if a.name not in args.skip.split(",")]:
         free = score_stances([CONTENT_FREE], arm_losses(persona, arm, [CONTENT_FREE])).margin[0]  # toward support
         report[arm.name] = {"content_free_support_margin": free}
-        for split, stances in (("trained", train), ("heldout", heldout)):
+        for split, stances in groups.items():
+            if not stances:
+                continue
             s = score_stances(stances, arm_losses(persona, arm, stances))
             sign = [1.0 if st.position == "support" else -1.0 for st in stances]
             calibrated = [float((m - sg * free) > 0) for m, sg in zip(s.margin, sign)]
@@ -117,7 +188,7 @@ def main() -> None:
             }
     for name, r in report.items():
         print(f"\n{name}  (content-free margin toward support {r['content_free_support_margin']:+.2f})")
-        for split in ("trained", "heldout"):
+        for split in [g for g in groups if g in r]:
             x = r[split]
             a, c = x["agreement"], x["calibrated_agreement"]
             print(

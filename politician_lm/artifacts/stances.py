@@ -144,10 +144,21 @@ def load_stances(profile: dict, source: str = "profile") -> list[Stance]:
     return stances
 
 
+def _bucket(stance_id: str) -> float:
+    """A stable SHA-256 bucket in [0, 1) of the id alone: shared ids fall alike for every politician."""
+    return int.from_bytes(hashlib.sha256(stance_id.encode("utf-8")).digest()[:8], "big") / 2**64
+
+
 def is_heldout_stance(stance_id: str) -> bool:
-    """Whether ``stance_id`` is held out: a stable SHA-256 bucket of the id alone, below ``HELDOUT_FRACTION``."""
-    digest = hashlib.sha256(stance_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < HELDOUT_FRACTION
+    """Whether ``stance_id`` is held out: its ``_bucket`` is below ``HELDOUT_FRACTION``."""
+    return _bucket(stance_id) < HELDOUT_FRACTION
+
+
+def is_val_stance(stance_id: str, fraction: float) -> bool:
+    """Whether ``stance_id`` is a validation statement when ``fraction`` of the statements that are not held out
+    validate (``prepare --stance_val_fraction``): its ``_bucket`` lies in the band just above the held-out one, so
+    the held-out statements never move and a shared id validates for every politician alike."""
+    return HELDOUT_FRACTION <= _bucket(stance_id) < HELDOUT_FRACTION + fraction * (1 - HELDOUT_FRACTION)
 
 
 def split_stances(stances: list[Stance]) -> tuple[list[Stance], list[Stance]]:

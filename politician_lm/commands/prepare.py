@@ -57,6 +57,7 @@ def prepare(
     min_completion_words: int = 5,
     max_prompt_tokens: int = 256,
     val_fraction: float = 0.1,
+    stance_val_fraction: float = 0.0,
     heldout_documents: list[str] | str | None = None,
     seed: int = 42,
     near_dup_threshold: float = 0.8,
@@ -95,6 +96,11 @@ def prepare(
         max_prompt_tokens: Longest prompt in tokens (long questions keep their last sentences).
         val_fraction: Share of records (whole near-duplicate clusters) held out in val.jsonl, which fit validates on
             and selects by (val_loss, adapters/best); the records of heldout_documents are never in it.
+        stance_val_fraction: With --stances: the share of the training statements (those not held out) whose records
+            go to val.jsonl instead of the hash rule, by a hash of the statement id (shared ids alike for every
+            politician). Neither SFT nor train pairs see them, so a preference stage's recipe can be chosen on them
+            (``scripts/stance_probe.py --data_path``) without reading the held-out statements. 0: stance records
+            follow val_fraction's hash rule like every other record.
         heldout_documents: Whole documents whose records all go to test.jsonl, none to train or val
             (leave-one-speech-out), by corpus document id (2024-Biden-1) or transcript file name, comma-separated; a
             near-duplicate cluster that touches a held-out document goes to test too. evaluate scores test.jsonl.
@@ -133,6 +139,7 @@ def prepare(
         raise UserError(f"{interviews[0]}: --interviews needs --speaker, the politician's label (e.g. 'THE PRESIDENT')")
     for name, value, ok in (
         ("val_fraction", val_fraction, 0 < val_fraction < 1),
+        ("stance_val_fraction", stance_val_fraction, 0 <= stance_val_fraction < 1),
         ("near_dup_threshold", near_dup_threshold, 0 < near_dup_threshold <= 1),
         ("cluster_threshold", cluster_threshold, 0 < cluster_threshold <= 1),
         ("max_completion_tokens", max_completion_tokens, max_completion_tokens >= 1),
@@ -164,7 +171,7 @@ def prepare(
 
     roots = mark_duplicates(builder.candidates, near_dup_threshold, cluster_threshold)
     builder.dropped.update(c.drop_reason for c in builder.candidates if c.drop_reason)
-    train, val, test = split_clusters(builder.candidates, roots, seed, val_fraction, set(heldout))
+    train, val, test = split_clusters(builder.candidates, roots, seed, val_fraction, set(heldout), stance_val_fraction)
     if not train or not val:
         raise UserError(
             f"{out}: val_fraction={val_fraction} leaves an empty {'train' if not train else 'val'} split "
@@ -176,7 +183,7 @@ def prepare(
         len(set(roots.values())),
         builder.dropped,
         settings,
-        split_entry(heldout, val_fraction, seed),
+        split_entry(heldout, val_fraction, seed, stance_val_fraction),
         inputs.corpus_documents,
     )
     write_prepared(out, {"train": train, "val": val, "test": test}, stats)

@@ -11,6 +11,7 @@ from politician_lm.artifacts.stances import (
     HELDOUT_FRACTION,
     Stance,
     is_heldout_stance,
+    is_val_stance,
     load_stances,
     split_stances,
 )
@@ -80,6 +81,17 @@ def test_the_hash_is_stable_and_near_its_fraction():
     ids = [f"probe-{i}" for i in range(4000)]
     assert [is_heldout_stance(i) for i in ids] == [is_heldout_stance(i) for i in ids]
     assert abs(sum(map(is_heldout_stance, ids)) / len(ids) - HELDOUT_FRACTION) < 0.03
+
+
+def test_the_validation_band_is_a_share_of_the_training_statements_and_never_a_held_out_one():
+    ids = [f"probe-{i}" for i in range(4000)]
+    trained = [i for i in ids if not is_heldout_stance(i)]
+    for fraction in (0.1, 0.25, 0.5):
+        val = [i for i in ids if is_val_stance(i, fraction)]
+        assert not any(is_heldout_stance(i) for i in val)
+        assert abs(len(val) / len(trained) - fraction) < 0.03
+        assert set(val) <= {i for i in ids if is_val_stance(i, fraction + 0.1)}  # a wider band keeps the narrower
+    assert not any(is_val_stance(i, 0.0) for i in ids)
 
 
 def entry(**changes) -> dict:

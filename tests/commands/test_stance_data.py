@@ -8,7 +8,7 @@ import pytest
 
 from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.roles import strip_role_label
-from politician_lm.artifacts.stances import is_heldout_stance, load_stances
+from politician_lm.artifacts.stances import is_heldout_stance, is_val_stance, load_stances
 from politician_lm.commands.pairs import pairs
 from politician_lm.commands.prepare import prepare
 from politician_lm.errors import UserError
@@ -107,3 +107,38 @@ def test_prepare_refuses_a_profile_without_stances_in_one_line(tmp_path):
     with pytest.raises(UserError) as e:
         prepare(str(tmp_path / "out"), stances=str(profile), tokenizer=TINY)
     assert "no training stances" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_stance_val_fraction_puts_a_band_of_statements_in_val_for_sft_and_pairs_alike(tmp_path):
+    """``--stance_val_fraction``: the statements of ``is_val_stance``'s band, and only they, go to val.jsonl, for
+    both politicians alike; their pairs stay in val too, so neither SFT nor a stage trains on them."""
+    split = {}
+    for p in ("biden", "trump"):
+        out = prepare(str(tmp_path / p), stances=str(PROFILES / f"{p}.yaml"), tokenizer=TINY, stance_val_fraction=0.25)
+        stances = load_stances(load_profile(p, PROFILES))
+        band = {s.id for s in stances if is_val_stance(s.id, 0.25)}
+        part = {
+            name: [json.loads(x)["stance"] for x in (out / f"{name}.jsonl").read_text().splitlines()]
+            for name in ("train", "val")
+        }
+        assert sorted(part["val"]) == sorted(band) and 14 <= len(band) <= 20
+        assert sorted(part["train"]) == sorted(
+            s.id for s in stances if not is_heldout_stance(s.id) and s.id not in band
+        )
+        assert json.loads((out / "stats.json").read_text())["split"]["stance_val_fraction"] == 0.25
+        split[p] = out
+        if p == "trump":
+            made = pairs(str(out), str(tmp_path / "pairs"), base_model=TINY, rejected="side", prompt_format="chat")
+            train_pairs = [json.loads(x)["stance"] for x in (made / "train.jsonl").read_text().splitlines()]
+            assert train_pairs and not band & set(train_pairs)
+    shared = {r: set(json.loads(x)["stance"] for x in (split[r] / "val.jsonl").read_text().splitlines()) for r in split}
+    both = {s.id for s in load_stances(load_profile("biden", PROFILES))} & {
+        s.id for s in load_stances(load_profile("trump", PROFILES))
+    }
+    assert shared["biden"] & both == shared["trump"] & both  # a shared statement validates for both
+
+
+def test_stance_val_fraction_out_of_range_is_refused_in_one_line(tmp_path):
+    with pytest.raises(UserError) as e:
+        prepare(str(tmp_path / "out"), stances=str(PROFILES / "biden.yaml"), tokenizer=TINY, stance_val_fraction=1.0)
+    assert "stance_val_fraction" in str(e.value) and "\n" not in str(e.value)

@@ -8,12 +8,17 @@ test, and so does any near-duplicate cluster that touches one; every other clust
 documents and of the other inputs (tables, ready-made records, identity) alike, follows the hash rule into train or
 val. So val (what ``fit`` validates on, and what ``val_loss`` selects learning rates, epochs and ``adapters/best``
 by) never holds a word of the held-out documents, and test is read by ``evaluate`` alone.
+
+The statement rule, with ``stance_val_fraction`` above 0: a stance record goes to val when its statement's id is in
+``artifacts.stances.is_val_stance``'s band, else to train. Those statements then reach neither SFT nor the pairs
+built from train.jsonl, and a preference stage can be chosen on them without reading the held-out statements.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from politician_lm.artifacts.stances import is_val_stance
 from politician_lm.data.prepare.build import Candidate
 from politician_lm.data.records import is_heldout, to_conversation
 
@@ -24,17 +29,26 @@ def split_clusters(
     seed: int,
     val_fraction: float,
     heldout: set[str] | frozenset[str] = frozenset(),
+    stance_val_fraction: float = 0.0,
 ) -> tuple[list[Candidate], list[Candidate], list[Candidate]]:
     """(train, val, test) among the kept candidates (the keys of ``roots``, each mapped to its cluster's first one).
 
     ``heldout``: the held-out documents (``source`` of their records); test is empty without them.
+    ``stance_val_fraction``: when above 0, a cluster that holds a stance record goes to val exactly when its
+    statement is in ``artifacts.stances.is_val_stance``'s band, and to train otherwise (no hash rule for it).
     """
     sources: dict[int, set] = {r: set() for r in set(roots.values())}
+    stances: dict[int, set] = {r: set() for r in sources}
     for n, r in roots.items():
         sources[r].add(candidates[n].record.get("source"))
+        if candidates[n].record.get("kind") == "stance":
+            stances[r].add(str(candidates[n].record.get("stance")))
     side = {}
     for r, names in sources.items():
-        held = is_heldout(to_conversation(candidates[r].record)["messages"], seed, val_fraction)
+        if stance_val_fraction > 0 and stances[r]:
+            held = any(is_val_stance(i, stance_val_fraction) for i in stances[r])
+        else:
+            held = is_heldout(to_conversation(candidates[r].record)["messages"], seed, val_fraction)
         side[r] = "test" if names & heldout else "val" if held else "train"
     parts: dict[str, list[Candidate]] = {"train": [], "val": [], "test": []}
     for n, c in enumerate(candidates):
@@ -43,11 +57,9 @@ def split_clusters(
     return parts["train"], parts["val"], parts["test"]
 
 
-def split_entry(heldout: list[str], val_fraction: float, seed: int) -> dict[str, Any]:
-    """``stats.json``'s ``split``: the rule, the held-out documents, ``val_fraction`` and ``seed``."""
-    return {
-        "rule": "document" if heldout else "hash",
-        "heldout_documents": list(heldout),
-        "val_fraction": val_fraction,
-        "seed": seed,
-    }
+def split_entry(heldout: list[str], val_fraction: float, seed: int, stance_val_fraction: float = 0.0) -> dict[str, Any]:
+    """``stats.json``'s ``split``: the rule, the held-out documents, ``val_fraction``, ``seed`` and, where it is
+    used, ``stance_val_fraction``."""
+    entry = {"rule": "document" if heldout else "hash", "heldout_documents": list(heldout)}
+    entry |= {"val_fraction": val_fraction, "seed": seed}
+    return entry | ({"stance_val_fraction": stance_val_fraction} if stance_val_fraction else {})

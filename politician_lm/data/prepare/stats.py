@@ -3,7 +3,8 @@
 ``records`` (train/val/test/total), ``kinds`` and ``sources`` (written records), ``clusters``, ``tokens`` (nearest-rank
 p50/p90/p99 and max of prompt + completion tokens with ``tokenizer``, no special tokens; a chat record's prompt is
 its earlier turns joined by newlines), ``dropped`` (count per reason in ``REASONS``), ``split`` (``rule``: ``document``
-when whole documents are held out, else ``hash``; ``heldout_documents``, ``val_fraction``, ``seed``),
+when whole documents are held out, else ``hash``; ``heldout_documents``, ``val_fraction``, ``seed``,
+and ``stance_val_fraction`` where it is above 0),
 ``documents`` (each corpus document: ``date``, ``title``, its written ``records`` and the ``split`` they went to:
 ``test`` for a held-out document, else ``train``, ``val`` or ``train+val`` as the hash rule divided them) and
 ``settings`` (the arguments).
