@@ -83,39 +83,54 @@ def val_ids(data_path: str | None) -> set[str]:
     return {r["stance"] for r in rows if r.get("kind") == "stance"}
 
 
-def baselines(politician: str, profiles: str, data_path: str | None) -> dict[str, dict[str, int]]:
-    """Sides predicted from the trained statements alone, per split: topic majority, nearest TF-IDF neighbour,
-    logistic regression (statement and topic words), each as right / total."""
+def predict_sides(fit: list[Stance], asked: list[Stance]) -> dict[str, list[str]]:
+    """Sides of ``asked`` predicted from ``fit``'s alone: the majority side of the same topic (ties and unseen topics:
+    the overall majority), the side of the nearest statement by word TF-IDF, and a logistic regression on it."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics.pairwise import cosine_similarity
 
-    trained, heldout = split_stances(load_stances(load_profile(politician, profiles)))
-    val = val_ids(data_path)
-    fit, splits = [s for s in trained if s.id not in val], {"val": [s for s in trained if s.id in val]}
-    splits["heldout"] = heldout
-    text = [f"{s.statement} {s.topic}" for s in fit]
+    text, labels = [f"{s.statement} {s.topic}" for s in fit], [s.position for s in fit]
     vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(text)
-    labels = [s.position for s in fit]
-    model = LogisticRegression(C=10, max_iter=1000).fit(vec.transform(text), labels)
+    x, known = vec.transform([f"{s.statement} {s.topic}" for s in asked]), vec.transform(text)
     overall = max(("support", "oppose"), key=labels.count)
+    topic = []
+    for s in asked:
+        same = [t.position for t in fit if t.topic == s.topic]
+        n_sup, n_opp = same.count("support"), same.count("oppose")
+        topic.append("support" if n_sup > n_opp else "oppose" if n_opp > n_sup else overall)
+    logistic = LogisticRegression(C=10, max_iter=1000).fit(known, labels).predict(x)
+    return {
+        "topic majority": topic,
+        "nearest statement": [labels[j] for j in cosine_similarity(x, known).argmax(1)],
+        "logistic": list(logistic),
+    }
+
+
+def baselines(politician: str, profiles: str, data_path: str | None) -> dict[str, dict[str, int]]:
+    """How many sides the trained statements alone predict, as right counts: of the val statements (with a
+    ``data_path``) and the held-out ones from the trained ones, and of every statement from all the others
+    (leave-one-out, the steadiest of the three on a few dozen statements)."""
+    every = load_stances(load_profile(politician, profiles))
+    trained, heldout = split_stances(every)
+    val = val_ids(data_path)
+    fit = [s for s in trained if s.id not in val]
+    splits = {"val": [s for s in trained if s.id in val], "heldout": heldout}
     report = {}
-    for split, stances in splits.items():
-        if not stances:
-            continue
-        x = vec.transform([f"{s.statement} {s.topic}" for s in stances])
-        near = cosine_similarity(x, vec.transform(text)).argmax(1)
-        guesses = {"topic majority": [], "nearest statement": [labels[j] for j in near], "logistic": model.predict(x)}
-        for s in stances:
-            same = [t.position for t in fit if t.topic == s.topic]
-            n_sup, n_opp = same.count("support"), same.count("oppose")
-            guesses["topic majority"].append("support" if n_sup > n_opp else "oppose" if n_opp > n_sup else overall)
-        report[split] = {k: sum(g == s.position for g, s in zip(v, stances)) for k, v in guesses.items()}
-        report[split]["n"] = len(stances)
-        print(
-            f"{split} (n={len(stances)}, trained on {len(fit)}): "
-            + ", ".join(f"{k} {v}/{len(stances)}" for k, v in report[split].items() if k != "n")
-        )
+    for split, asked in splits.items():
+        if asked:
+            guesses = predict_sides(fit, asked)
+            report[split] = {k: sum(g == s.position for g, s in zip(v, asked)) for k, v in guesses.items()}
+            report[split] |= {"n": len(asked), "from": len(fit)}
+    loo = [predict_sides(every[:i] + every[i + 1 :], [s]) for i, s in enumerate(every)]
+    report["leave-one-out"] = {k: sum(g[k][0] == s.position for g, s in zip(loo, every)) for k in loo[0]}
+    report["leave-one-out"] |= {"n": len(every), "from": len(every) - 1}
+    report["support share"] = sum(s.position == "support" for s in every) / len(every)
+    for split, r in report.items():
+        if isinstance(r, dict):
+            right = ", ".join(f"{k} {v}/{r['n']}" for k, v in r.items() if k not in ("n", "from"))
+            print(f"{split} (n={r['n']}, predicted from {r['from']}): {right}")
+    print(f"support share of all {len(every)} statements: {report['support share']:.3f}")
     return report
 
 
