@@ -169,6 +169,10 @@ def prepare(
     builder = RecordBuilder(load_tokenizer(tokenizer), max_completion_tokens, min_completion_words, max_prompt_tokens)
     build_records(builder, inputs, speakers, multi_turn, table_kind)
 
+    if stance_val_fraction and not any(c.record.get("kind") == "stance" for c in builder.candidates):
+        raise UserError(
+            f"--stance_val_fraction {stance_val_fraction}: no stance records to split; pass --stances <profile>"
+        )
     roots = mark_duplicates(builder.candidates, near_dup_threshold, cluster_threshold)
     builder.dropped.update(c.drop_reason for c in builder.candidates if c.drop_reason)
     train, val, test = split_clusters(builder.candidates, roots, seed, val_fraction, set(heldout), stance_val_fraction)

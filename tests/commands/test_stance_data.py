@@ -138,7 +138,10 @@ def test_stance_val_fraction_puts_a_band_of_statements_in_val_for_sft_and_pairs_
     assert shared["biden"] & both == shared["trump"] & both  # a shared statement validates for both
 
 
-def test_stance_val_fraction_out_of_range_is_refused_in_one_line(tmp_path):
+def test_stance_val_fraction_out_of_range_or_without_stances_is_refused_in_one_line(tmp_path):
     with pytest.raises(UserError) as e:
         prepare(str(tmp_path / "out"), stances=str(PROFILES / "biden.yaml"), tokenizer=TINY, stance_val_fraction=1.0)
     assert "stance_val_fraction" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(UserError) as e:
+        prepare(str(tmp_path / "out"), records=str(ROOT / "data" / "biden"), tokenizer=TINY, stance_val_fraction=0.25)
+    assert "--stances" in str(e.value) and "\n" not in str(e.value)
