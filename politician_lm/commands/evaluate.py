@@ -34,7 +34,7 @@ from politician_lm.values import check_choice, parse_list
 
 __all__ = ["evaluate"]
 
-StanceSet = Literal["heldout", "all", "none"]
+StanceSet = Literal["heldout", "val", "all", "none"]
 
 
 def evaluate(
@@ -107,8 +107,10 @@ def evaluate(
         max_heldout: Most held-out records whose loss is computed: a seeded sample (recorded in metrics.json) beyond
             it, so a big held-out set can be traded for time knowingly; the interval widths are reported.
         stances: Stance statements of the profile to probe (by likelihood, no judge): ``heldout`` (those never in
-            training data or pairs: the headline ``stance_agreement``), ``all`` (the seen ones too, reported as
-            ``stance_agreement_seen``) or ``none``.
+            training data or pairs: the headline ``stance_agreement``), ``val`` (only those whose records are in the
+            data's val.jsonl, ``prepare --stance_val_fraction``: ``stance_agreement_val``, read without the held-out
+            statements, to choose a stage by), ``all`` (every statement: the val ones as ``stance_agreement_val``,
+            the trained ones as ``stance_agreement_seen``) or ``none``.
         n_boot: Bootstrap resamples per interval.
         cache_arms: Reuse the base and prompt-only arms' answers and losses from an earlier evaluate with the same
             base model, held-out data, probes, decoding, batch sizes, library versions and package source (cached in
@@ -134,6 +136,11 @@ def evaluate(
         raise UserError(f"{folders[0].path}: the adapter does not record its data; pass --data_path")
     out = check_output(output_dir, overwrite)
     held = held_out(data_path, folders[0], trained, val_fraction, split_seed, max_heldout, seed)
+    if stances == "val" and not held.val_stances:
+        raise UserError(
+            f"--stances val: {data_path} has no stance records in val.jsonl; prepare it with --stances "
+            "and --stance_val_fraction"
+        )
     politician = politician or folders[0].metadata.get("politician")
     if not politician:
         raise UserError("no target politician: pass --politician (the adapter's metadata names none)")
@@ -159,7 +166,15 @@ def evaluate(
     pool = generic_pool(style_data_dir, generic_prompts, held.val_fraction, held.split_seed, seed)
     train_texts = held.training_completions()
     ctx = ArmContext(
-        politician, profile, profiles_dir, None, train_texts, memorization_words, len(style_items), stances
+        politician,
+        profile,
+        profiles_dir,
+        None,
+        train_texts,
+        memorization_words,
+        len(style_items),
+        stances,
+        held.val_stances,
     )
     runs = run_arms(
         persona,

@@ -67,6 +67,7 @@ class HeldOut:
     split: dict[str, Any] | None  # the recorded leave-one-speech-out split, None for the hash split
     val_fraction: float
     split_seed: int
+    val_stances: frozenset[str] = frozenset()  # statements whose stance records are in the data's val.jsonl
 
     def training_completions(self) -> list[str]:
         """The training answers (speaker labels dropped) a memorized generation would copy."""
@@ -100,7 +101,15 @@ def held_out(
         if not held:
             raise UserError(f"{data_path}: test.jsonl holds no record of {split['heldout_documents']}; prepare again")
     loss_rows, info = sample_heldout(held, max_heldout, seed)
-    return HeldOut(train_rows, held, loss_rows, info, split, fraction, split_seed)
+    return HeldOut(train_rows, held, loss_rows, info, split, fraction, split_seed, val_stance_ids(data_path))
+
+
+def val_stance_ids(data_path: str) -> frozenset[str]:
+    """The statements whose stance records are in ``data_path``'s val.jsonl: never trained on, by SFT or by the
+    train pairs (``prepare --stance_val_fraction``), nor held out."""
+    files = records.discover(data_path)
+    rows = (obj for f in files.val for _, obj in read_jsonl(f))
+    return frozenset(str(r["stance"]) for r in rows if r.get("kind") == "stance" and r.get("stance"))
 
 
 def choose_judge(

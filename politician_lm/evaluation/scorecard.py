@@ -95,10 +95,14 @@ class ArmScores:
     stance_sides: list[str] = field(default_factory=list)  # ... the side the arm takes
     stance_agree: list[float] = field(default_factory=list)  # ... 1.0 when that is its target's documented side
     stance_heldout: list[bool] = field(default_factory=list)  # ... whether training data and pairs never saw it
+    stance_val: list[bool] = field(default_factory=list)  # ... whether it is in the data's val.jsonl (not held out)
 
-    def stance_subset(self, heldout: bool) -> list[float]:
-        """Stance agreement per held-out statement (``heldout``), or per statement seen in training."""
-        return [a for a, h in zip(self.stance_agree, self.stance_heldout) if h == heldout]
+    def stance_part(self, part: str) -> list[float]:
+        """Stance agreement per statement of ``part``: ``heldout``, ``val`` (its records are in the data's
+        val.jsonl, so neither SFT nor train pairs saw it: ``prepare --stance_val_fraction``) or ``seen``."""
+        val = self.stance_val or [False] * len(self.stance_agree)
+        parts = ["heldout" if h else "val" if v else "seen" for h, v in zip(self.stance_heldout, val)]
+        return [a for a, p in zip(self.stance_agree, parts) if p == part]
 
     def held_out_sides(self, documented: bool = False) -> dict[str, str]:
         """Per held-out statement, the side the arm takes, or (``documented``) its target's documented side."""
@@ -159,8 +163,10 @@ METRICS = (
     "heldout_loss",
     "distinct_2",
     "stance_agreement",
+    "stance_agreement_val",
     "stance_agreement_seen",
 )
+STANCE_PARTS = (("stance_agreement", "heldout"), ("stance_agreement_val", "val"), ("stance_agreement_seen", "seen"))
 
 
 Items = dict[str, tuple[list[float], list[float] | None]]
@@ -185,8 +191,8 @@ def per_item(scores: ArmScores, target: str | None = None) -> Items:
         out["heldout_loss"] = (scores.per_token_loss, scores.loss_tokens)
     if sum(scores.distinct_total):
         out["distinct_2"] = (_distinct_per_item(scores), scores.distinct_total)
-    for key, heldout in (("stance_agreement", True), ("stance_agreement_seen", False)):
-        if values := scores.stance_subset(heldout):
+    for key, part in STANCE_PARTS:
+        if values := scores.stance_part(part):
             out[key] = (values, None)
     return out
 
@@ -233,8 +239,8 @@ def compare(a: ArmScores, b: ArmScores, n_boot: int = 2000, seed: int = 0) -> di
             _distinct_per_item(a), _distinct_per_item(b), a.distinct_total, b.distinct_total, n_boot=n_boot, seed=seed
         )
     if a.stance_ids and a.stance_ids == b.stance_ids:  # the same statements (arms of one target)
-        for key, heldout in (("stance_agreement", True), ("stance_agreement_seen", False)):
-            if (va := a.stance_subset(heldout)) and (vb := b.stance_subset(heldout)):
+        for key, part in STANCE_PARTS:
+            if (va := a.stance_part(part)) and (vb := b.stance_part(part)):
                 out[key] = paired_difference(va, vb, n_boot=n_boot, seed=seed)
     return out
 

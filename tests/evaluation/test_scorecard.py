@@ -165,3 +165,52 @@ def test_opposite_sides_of_two_one_sided_arms_is_full_and_the_dispute_counts_sho
     assert 'both on their own documented side on 1, "support" from a/best on 0 and from b/best on 3' in (
         scorecard_text(report)
     )
+
+
+def test_stance_agreement_is_reported_apart_for_held_out_validation_and_seen_statements():
+    """A statement whose records are in val.jsonl (``stance_val``) counts as ``stance_agreement_val``, never as
+    seen; the three parts are paired apart between arms of one target."""
+    from politician_lm.evaluation.scorecard import compare, per_item
+
+    ids = ["h1", "h2", "v1", "v2", "v3", "s1"]
+    parts = dict(stance_ids=ids, stance_sides=["support"] * 6, stance_heldout=[True, True] + [False] * 4,
+                 stance_val=[False, False, True, True, True, False])  # fmt: skip
+    a = ArmScores(target="biden", stance_agree=[1.0, 0.0, 1.0, 1.0, 0.0, 1.0], **parts)
+    b = ArmScores(target="biden", stance_agree=[0.0, 0.0, 0.0, 1.0, 0.0, 0.0], **parts)
+    items = per_item(a)
+    assert items["stance_agreement"][0] == [1.0, 0.0]
+    assert items["stance_agreement_val"][0] == [1.0, 1.0, 0.0]
+    assert items["stance_agreement_seen"][0] == [1.0]
+    diff = compare(a, b, n_boot=200)
+    assert diff["stance_agreement"].value == pytest.approx(0.5) and diff["stance_agreement_val"].value == pytest.approx(
+        1 / 3
+    )
+    assert diff["stance_agreement_seen"].value == pytest.approx(1.0)
+    plain = ArmScores(target="biden", stance_agree=[1.0], stance_ids=["x"], stance_sides=["support"])
+    plain.stance_heldout = [False]  # no stance_val (data without a band): the statement counts as seen
+    assert "stance_agreement_val" not in per_item(plain) and per_item(plain)["stance_agreement_seen"][0] == [1.0]
+
+
+def test_evaluate_reads_the_validation_statements_from_the_data_and_probes_only_them_with_stances_val(tmp_path):
+    """``--stances val``: the statements of the prepared folder's val.jsonl, none held out and none trained on."""
+    from politician_lm.artifacts.profiles import load_profile
+    from politician_lm.artifacts.stances import is_heldout_stance, is_val_stance
+    from politician_lm.commands.prepare import prepare
+    from politician_lm.evaluation.arms import Arm, ArmContext, target_stances
+    from politician_lm.evaluation.inputs import val_stance_ids
+    from tests.helpers import ROOT
+
+    profiles = ROOT / "data" / "profiles"
+    out = prepare(str(tmp_path / "d"), stances=str(profiles / "trump.yaml"),
+                  tokenizer=str(ROOT / "checkpoints" / "tiny-politician"), stance_val_fraction=0.25)  # fmt: skip
+    val = val_stance_ids(str(out))
+    assert val and all(is_val_stance(i, 0.25) for i in val)
+    profile = load_profile("trump", profiles)
+    arm = Arm("prompt-only", None, None)  # no adapter: scored against the evaluation's target
+    for kind, expected in (("val", val), ("heldout", None)):
+        ctx = ArmContext("trump", profile, str(profiles), None, [], 12, 0, kind, val)
+        chosen = {s.id for s in target_stances(arm, ctx)}
+        if expected is not None:
+            assert chosen == expected
+        else:
+            assert chosen and all(is_heldout_stance(i) for i in chosen) and not chosen & val
