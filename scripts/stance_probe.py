@@ -75,12 +75,11 @@ def opposite_sides(spec_a: str, spec_b: str, profiles: str) -> None:
         print(f"{split}: the profiles disagree on {len(ids)}; the adapters take opposite sides on {opposite}")
 
 
-def val_ids(data_path: str | None) -> set[str]:
+def val_ids(data_path: str | None) -> frozenset[str]:
     """The statements whose stance records are in ``data_path``'s val.jsonl (none without a folder)."""
-    if not data_path:
-        return set()
-    rows = (json.loads(line) for line in open(Path(data_path) / "val.jsonl", encoding="utf-8") if line.strip())
-    return {r["stance"] for r in rows if r.get("kind") == "stance"}
+    from politician_lm.evaluation.inputs import val_stance_ids
+
+    return val_stance_ids(data_path) if data_path else frozenset()
 
 
 def predict_sides(fit: list[Stance], asked: list[Stance]) -> dict[str, list[str]]:
