@@ -136,11 +136,7 @@ def evaluate(
         raise UserError(f"{folders[0].path}: the adapter does not record its data; pass --data_path")
     out = check_output(output_dir, overwrite)
     held = held_out(data_path, folders[0], trained, val_fraction, split_seed, max_heldout, seed)
-    if stances == "val" and not held.val_stances:
-        raise UserError(
-            f"--stances val: {data_path} has no stance records in val.jsonl; prepare it with --stances "
-            "and --stance_val_fraction"
-        )
+    held.check_stances(stances, data_path)
     politician = politician or folders[0].metadata.get("politician")
     if not politician:
         raise UserError("no target politician: pass --politician (the adapter's metadata names none)")

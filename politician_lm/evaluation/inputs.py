@@ -69,6 +69,14 @@ class HeldOut:
     split_seed: int
     val_stances: frozenset[str] = frozenset()  # statements whose stance records are in the data's val.jsonl
 
+    def check_stances(self, stances: str, data_path: str) -> None:
+        """A one-line UserError for ``--stances val`` when the data has no validation statements."""
+        if stances == "val" and not self.val_stances:
+            raise UserError(
+                f"--stances val: {data_path} has no stance records in val.jsonl; "
+                "prepare it with --stances and --stance_val_fraction"
+            )
+
     def training_completions(self) -> list[str]:
         """The training answers (speaker labels dropped) a memorized generation would copy."""
         return [strip_politician_label(r["messages"][-1]["content"]) for r in self.train_rows]

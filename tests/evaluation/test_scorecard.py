@@ -214,3 +214,14 @@ def test_evaluate_reads_the_validation_statements_from_the_data_and_probes_only_
             assert chosen == expected
         else:
             assert chosen and all(is_heldout_stance(i) for i in chosen) and not chosen & val
+
+
+def test_stances_val_without_validation_statements_is_one_line_naming_the_prepare_flag():
+    from politician_lm.errors import UserError
+    from politician_lm.evaluation.inputs import HeldOut
+
+    held = HeldOut([], [], [], {}, None, 0.1, 42)
+    held.check_stances("heldout", "runs/data/x")  # the default needs no band
+    with pytest.raises(UserError) as e:
+        held.check_stances("val", "runs/data/x")
+    assert "--stance_val_fraction" in str(e.value) and "\n" not in str(e.value)
