@@ -75,7 +75,7 @@ class ArmContext:
     memorization_words: int
     n_style: int  # the first n_style texts answer style prompts, the rest identity probes
     stances: str = "heldout"  # which profile stances are probed: heldout, val, all or none
-    val_stances: frozenset[str] = frozenset()  # statements whose records are in the data's val.jsonl
+    val_stances: frozenset[str] = frozenset()  # statements whose records are in the data's val.jsonl, none held out
 
 
 @dataclass
@@ -102,7 +102,7 @@ def target_stances(arm: Arm, ctx: ArmContext) -> list[Stance]:
     profile = ctx.profile if target == ctx.politician else load_profile(target, ctx.profiles_dir)
     stances = load_stances(profile, f"{ctx.profiles_dir}/{target}.yaml")
     if ctx.stances == "val":
-        return [s for s in stances if s.id in ctx.val_stances and not is_heldout_stance(s.id)]
+        return [s for s in stances if s.id in ctx.val_stances]
     return stances if ctx.stances == "all" else [s for s in stances if is_heldout_stance(s.id)]
 
 
@@ -132,7 +132,7 @@ def score_arm(
         probed = score_stances(stances, list(stance_losses))
         s.stance_ids, s.stance_sides, s.stance_agree = probed.ids, probed.sides, probed.agree
         s.stance_heldout = [is_heldout_stance(i) for i in probed.ids]
-        s.stance_val = [i in ctx.val_stances and not is_heldout_stance(i) for i in probed.ids]
+        s.stance_val = [i in ctx.val_stances for i in probed.ids]
     return s, {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
 
 

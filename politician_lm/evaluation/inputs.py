@@ -15,6 +15,7 @@ import yaml
 from politician_lm.artifacts.adapter import AdapterFolder
 from politician_lm.artifacts.jsonl import read_jsonl
 from politician_lm.artifacts.roles import strip_politician_label
+from politician_lm.artifacts.stances import is_heldout_stance
 from politician_lm.data import records
 from politician_lm.errors import UserError
 from politician_lm.evaluation.heldout import document_rows, recorded_split, sample_heldout
@@ -117,7 +118,8 @@ def val_stance_ids(data_path: str) -> frozenset[str]:
     train pairs (``prepare --stance_val_fraction``), nor held out."""
     files = records.discover(data_path)
     rows = (obj for f in files.val for _, obj in read_jsonl(f))
-    return frozenset(str(r["stance"]) for r in rows if r.get("kind") == "stance" and r.get("stance"))
+    ids = (str(r["stance"]) for r in rows if r.get("kind") == "stance" and r.get("stance"))
+    return frozenset(i for i in ids if not is_heldout_stance(i))
 
 
 def choose_judge(

@@ -60,6 +60,12 @@ def split_clusters(
 def split_entry(heldout: list[str], val_fraction: float, seed: int, stance_val_fraction: float = 0.0) -> dict[str, Any]:
     """``stats.json``'s ``split``: the rule, the held-out documents, ``val_fraction``, ``seed`` and, where it is
     used, ``stance_val_fraction``."""
-    entry = {"rule": "document" if heldout else "hash", "heldout_documents": list(heldout)}
-    entry |= {"val_fraction": val_fraction, "seed": seed}
-    return entry | ({"stance_val_fraction": stance_val_fraction} if stance_val_fraction else {})
+    entry = {
+        "rule": "document" if heldout else "hash",
+        "heldout_documents": list(heldout),
+        "val_fraction": val_fraction,
+        "seed": seed,
+    }
+    if stance_val_fraction:
+        entry["stance_val_fraction"] = stance_val_fraction
+    return entry
