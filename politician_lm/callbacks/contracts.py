@@ -101,6 +101,11 @@ class PromptData(Protocol):
 @runtime_checkable
 class EvaluationData(PromptData, Protocol):
     @property
+    def data_path(self) -> str:
+        """The training data (a JSONL file or a folder); the stance statements of its val.jsonl are validated on."""
+        ...
+
+    @property
     def profiles_dir(self) -> str:
         """Folder of ``<politician>.yaml`` profiles (facts the persona metrics check)."""
         ...

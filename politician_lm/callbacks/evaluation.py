@@ -1,8 +1,10 @@
 """``PersonaEvaluation``: generate for a fixed set of held-out prompts during fit and log persona metrics.
 
 Metrics (see ``politician_lm.evaluation.persona.score``, plus ``stance_agreement`` on the profile's held-out stance
-statements, read from likelihoods as ``evaluate`` reads it) go to every configured logger under ``persona/``; at a
-validation they also enter ``callback_metrics``, so ``AdapterExport``/``ModelCheckpoint`` can monitor them. The
+statements and ``stance_agreement_val`` on those whose records are in the data's val.jsonl, both read from
+likelihoods as ``evaluate`` reads them) go to every configured logger under ``persona/``; at a validation they also
+enter ``callback_metrics``, so ``AdapterExport``/``ModelCheckpoint`` can monitor them (monitor the ``_val`` one:
+choosing by the held-out statements reads the test). The
 run before training (Lightning's sanity check) is logged with the suffix ``_at_start`` as the baseline. Samples
 (prompt, reference, generation) become a W&B Table under ``WandbLogger`` and ``samples/step<N>.jsonl`` in the
 log folder otherwise.
@@ -22,10 +24,11 @@ from lightning.pytorch.loggers import WandbLogger
 from politician_lm.artifacts.jsonl import read_jsonl, write_jsonl
 from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.roles import strip_politician_label
-from politician_lm.artifacts.stances import heldout_stances
+from politician_lm.artifacts.stances import Stance, load_stances, split_stances
 from politician_lm.callbacks.contracts import EvaluationData, EvaluationModule, require
 from politician_lm.data import records
 from politician_lm.evaluation.generic import generic_texts
+from politician_lm.evaluation.inputs import val_stance_ids
 from politician_lm.evaluation.metrics import copies_training
 from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, score
 from politician_lm.evaluation.stances import probe
@@ -104,6 +107,7 @@ class PersonaEvaluation(L.Callback):
         self.classifier: Any = None
         self.profile: dict[str, Any] | None = None
         self.politician: str | None = None
+        self.stances: dict[str, list[Stance]] = {}  # metric name -> the statements it probes
         self._last_step = -1
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -128,6 +132,7 @@ class PersonaEvaluation(L.Callback):
         self.politician = dm.style.politician
         if self.politician:
             self.profile = load_profile(self.politician, dm.profiles_dir)
+            self.stances = self._stance_sets(dm.data_path)
         else:
             log.warning("PersonaEvaluation: no data.politician set, so style and identity metrics are skipped")
 
@@ -166,7 +171,7 @@ class PersonaEvaluation(L.Callback):
             generations = persona.generate(
                 convs, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, do_sample=False
             )
-            stance = self._stance_agreement(persona)
+            stances = self._stance_agreement(persona)
         if was_training:
             pl_module.model.train()
         metrics = score(self.items, generations, self.classifier or None, self.politician, self.profile)
@@ -176,15 +181,26 @@ class PersonaEvaluation(L.Callback):
                     [strip_politician_label(g) for g in generations], self.train_texts, self.memorization_words
                 )
             ) / len(generations)
-        if stance is not None:
-            metrics["stance_agreement"] = stance
+        metrics.update(stances)
         return {f"persona/{k}": v for k, v in metrics.items()}, sample_rows(self.items, generations)
 
-    def _stance_agreement(self, persona: Persona) -> float | None:
-        """Agreement with the profile's held-out stance statements (``evaluation.stances``), None without any."""
-        held = heldout_stances(self.profile or {}, str(self.politician))
-        scores = probe(held, persona.stance_losses)
-        return scores.agreement if scores else None
+    def _stance_sets(self, data_path: str) -> dict[str, list[Stance]]:
+        """The profile's held-out statements (never in training data or pairs) and, where the data has a band of
+        them in val.jsonl (``prepare --stance_val_fraction``), those: each metric's statements, empty ones left out."""
+        train, held = split_stances(load_stances(self.profile or {}, str(self.politician)))
+        band = val_stance_ids(data_path)
+        sets = {"stance_agreement": held, "stance_agreement_val": [s for s in train if s.id in band]}
+        return {name: stances for name, stances in sets.items() if stances}
+
+    def _stance_agreement(self, persona: Persona) -> dict[str, float]:
+        """Each stance metric's agreement with the profile (``evaluation.stances``), its statements probed together."""
+        every = [s for stances in self.stances.values() for s in stances]
+        scores = probe(every, persona.stance_losses)
+        metrics, start = {}, 0
+        for name, stances in self.stances.items():
+            agree = scores.agree[start : start + len(stances)] if scores else []
+            metrics[name], start = sum(agree) / len(stances), start + len(stances)
+        return metrics
 
     def _publish(
         self, trainer: L.Trainer, metrics: dict[str, float], samples: list[dict], tag: str = "", to_loggers: bool = True

@@ -125,6 +125,7 @@ def test_members_lists_what_each_protocol_declares():
         "tokenizer",
         "style",
         "conversations",
+        "data_path",
         "profiles_dir",
         "val_fraction",
         "seed",

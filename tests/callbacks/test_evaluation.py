@@ -156,3 +156,49 @@ def test_persona_evaluation_checks_its_prompts_file_up_front(tmp_path):
     bad.write_text('{"prompt": "USER: hi"}\n')
     with pytest.raises(UserError, match=r"p.jsonl:1: missing key"):
         PersonaEvaluation(prompts_file=str(bad))
+
+
+@pytest.mark.slow  # a tiny-model probe of 32 statements: a few seconds
+def test_fit_time_stance_metrics_split_the_held_out_statements_from_the_datas_validation_band(
+    tmp_path, tiny_path, chdir_root
+):
+    """With a band of statements in val.jsonl (``prepare --stance_val_fraction``), the callback reports their agreement
+    as ``stance_agreement_val`` beside the held-out ``stance_agreement``: each over its own statements, as the probe
+    reads each set alone; without a band, the statements the hash rule put in val.jsonl, as ``evaluate`` counts them."""
+    from types import SimpleNamespace
+
+    from politician_lm import PoliticianDataModule, PoliticianLM
+    from politician_lm.artifacts.profiles import load_profile
+    from politician_lm.artifacts.stances import heldout_stances, is_heldout_stance, load_stances
+    from politician_lm.callbacks import PersonaEvaluation
+    from politician_lm.commands.prepare import prepare
+    from politician_lm.evaluation.inputs import val_stance_ids
+    from politician_lm.evaluation.stances import probe
+    from politician_lm.inference import Persona
+
+    profiles = ROOT / "data" / "profiles"
+    module = PoliticianLM(tiny_path, lora_r=4)
+    module.configure_model()
+    reported, sizes = {}, {}
+    for fraction in (0.25, 0.0):
+        out = prepare(str(tmp_path / f"d{fraction}"), stances=str(profiles / "trump.yaml"), tokenizer=tiny_path,
+                      stance_val_fraction=fraction)  # fmt: skip
+        dm = PoliticianDataModule(data_path=str(out), tokenizer=tiny_path, politician="trump",
+                                  profiles_dir=str(profiles), cache_dir=str(tmp_path / "c"))  # fmt: skip
+        cb = PersonaEvaluation(num_prompts=2, max_new_tokens=2, identity_probes=None, generic_prompts=0)
+        trainer = SimpleNamespace(datamodule=dm)
+        cb.setup(trainer, module, "fit")
+        reported[fraction] = cb._stance_agreement(Persona(model=module.model, tokenizer=dm.tokenizer, style=dm.style))
+        profile = load_profile("trump", profiles)
+        band = [s for s in load_stances(profile) if s.id in val_stance_ids(str(out))]
+        assert [s.id for s in cb.stances["stance_agreement"]] == [s.id for s in heldout_stances(profile)]
+        assert not any(is_heldout_stance(s.id) for s in band)
+        assert [s.id for s in cb.stances.get("stance_agreement_val", [])] == [s.id for s in band]
+        persona = Persona(model=module.model, tokenizer=dm.tokenizer, style=dm.style)
+        for name, stances in (("stance_agreement", heldout_stances(profile)), ("stance_agreement_val", band)):
+            if stances:
+                assert reported[fraction][name] == pytest.approx(probe(stances, persona.stance_losses).agreement)
+        sizes[fraction] = len(band)
+    # the band holds a quarter of the training statements; without it, the hash rule's few val records' statements
+    assert sizes[0.25] >= 10 and sizes[0.0] < sizes[0.25]
+    assert reported[0.0]["stance_agreement"] == pytest.approx(reported[0.25]["stance_agreement"])
