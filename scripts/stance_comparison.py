@@ -10,6 +10,10 @@ the two profiles take opposite sides on where the two adapters do too (``scoreca
 stance probe's share of each run's timed work.
 
     python scripts/stance_comparison.py runs/st/eval-biden/metrics.json runs/st/eval-trump/metrics.json
+
+``--new_since REV`` also reads the held-out statements that the profiles at git revision REV did not have: each
+arm's agreement on them alone and every adapter's paired difference to the first (SFT) and to prompt-only, for a
+read of statements no earlier experiment saw.
 """
 
 from __future__ import annotations
@@ -79,10 +83,44 @@ def opposite(a: dict, b: dict, n_boot: int) -> list[str]:
     return lines
 
 
+def new_statements(m: dict, rev: str, n_boot: int) -> list[str]:
+    """Each arm's agreement on the held-out statements absent from ``data/profiles/<politician>.yaml`` at ``rev``,
+    and every adapter's paired difference on them to prompt-only and to the first adapter."""
+    import subprocess
+
+    import yaml
+
+    from politician_lm.artifacts.profiles import load_profile
+    from politician_lm.artifacts.stances import load_stances, split_stances
+    from politician_lm.evaluation.scorecard import bootstrap, paired_difference
+
+    pol = m["politician"]
+    old = subprocess.run(["git", "show", f"{rev}:data/profiles/{pol}.yaml"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    before = {s["id"] for s in yaml.safe_load(old).get("stances") or []}
+    held = split_stances(load_stances(load_profile(pol, str(ROOT / "data" / "profiles")), pol))[1]
+    new = [s for s in held if s.id not in before]
+    if not new:
+        return [f"{pol}: no held-out statement is new since {rev}"]
+    sides = m["stances"]["sides"]
+    agree = {arm: [float(sides[arm][s.id] == s.position) for s in new] for arm in sides}
+    lines = [f"{pol}: {len(new)} held-out statements new since {rev} ({sum(s.position == 'support' for s in new)} "
+             "supported)"]  # fmt: skip
+    for arm, values in agree.items():
+        lines.append(f"  {arm}: {fmt(bootstrap(values, n_boot=n_boot, seed=0).to_dict())}")
+    adapters = [a for a in sides if a not in ("base", "prompt-only")]
+    for arm in adapters:
+        for ref in ["prompt-only"] + adapters[:1] * (arm != adapters[0]):
+            d = paired_difference(agree[arm], agree[ref], n_boot=n_boot, seed=0)
+            lines.append(f"  {arm} - {ref}: {fmt(d.__dict__, True)}")
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("metrics", nargs="+", help="metrics.json of evaluate runs (two for the opposite-sides share)")
     p.add_argument("--n_boot", type=int, default=2000)
+    p.add_argument("--new_since", help="also read the held-out statements the profiles did not have at this git rev")
     args = p.parse_args()
     runs = [json.loads(Path(f).read_text()) for f in args.metrics]
     for f, m in zip(args.metrics, runs):
@@ -92,6 +130,8 @@ def main() -> None:
         print(f"timed work: {seconds}; stance probe {share:.1%} of it")
     if len(runs) == 2:
         print("\n" + "\n".join(opposite(*runs, args.n_boot)))
+    for m in runs if args.new_since else []:
+        print("\n" + "\n".join(new_statements(m, args.new_since, args.n_boot)))
 
 
 if __name__ == "__main__":
