@@ -24,11 +24,11 @@ from lightning.pytorch.loggers import WandbLogger
 from politician_lm.artifacts.jsonl import read_jsonl, write_jsonl
 from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.roles import strip_politician_label
-from politician_lm.artifacts.stances import Stance, load_stances, split_stances
+from politician_lm.artifacts.stances import Stance, heldout_stances
 from politician_lm.callbacks.contracts import EvaluationData, EvaluationModule, require
 from politician_lm.data import records
 from politician_lm.evaluation.generic import generic_texts
-from politician_lm.evaluation.inputs import val_stance_ids
+from politician_lm.evaluation.inputs import val_stances
 from politician_lm.evaluation.metrics import copies_training
 from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, score
 from politician_lm.evaluation.stances import probe
@@ -187,9 +187,9 @@ class PersonaEvaluation(L.Callback):
     def _stance_sets(self, data_path: str) -> dict[str, list[Stance]]:
         """The profile's held-out statements (never in training data or pairs) and, where the data has a band of
         them in val.jsonl (``prepare --stance_val_fraction``), those: each metric's statements, empty ones left out."""
-        train, held = split_stances(load_stances(self.profile or {}, str(self.politician)))
-        band = val_stance_ids(data_path)
-        sets = {"stance_agreement": held, "stance_agreement_val": [s for s in train if s.id in band]}
+        profile, name = self.profile or {}, str(self.politician)
+        sets = {"stance_agreement": heldout_stances(profile, name)}
+        sets["stance_agreement_val"] = val_stances(profile, name, data_path)
         return {name: stances for name, stances in sets.items() if stances}
 
     def _stance_agreement(self, persona: Persona) -> dict[str, float]:

@@ -1,6 +1,8 @@
 """``SideBySide``: at the end of fit, print what the base model says with only the persona's system prompt
 next to what the trained adapter says, for a few held-out prompts (greedy, same prompt for both), under a row with
-each side's agreement with the profile's held-out stance statements (``evaluation.stances``)."""
+each side's agreement with the profile's held-out stance statements (``evaluation.stances``), or, where the data was
+prepared with a validation band of statements (``prepare --stance_val_fraction``), with those instead: a fit made to
+choose a recipe by the band does not show the held-out statements."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.roles import strip_role_label
 from politician_lm.artifacts.stances import Stance, heldout_stances
 from politician_lm.callbacks.contracts import AdapterModule, PromptData, require
+from politician_lm.evaluation.inputs import stance_band, val_stances
 from politician_lm.evaluation.persona import eval_items
 from politician_lm.evaluation.stances import probe
 from politician_lm.inference import Persona
@@ -47,6 +50,7 @@ def side_by_side_table(
 
 
 STANCE_ROW = "held-out stance agreement (statements never trained on)"
+VAL_STANCE_ROW = "validation stance agreement (the data's val.jsonl statements, never trained on)"
 
 
 class SideBySide(L.Callback):
@@ -70,7 +74,8 @@ class SideBySide(L.Callback):
             max_new_tokens: Longest answer per prompt (greedy decoding).
             seed: Seed of the prompt choice.
             stances: Also show each side's agreement with the profile's held-out stance statements (read from
-                likelihoods, a second or two; skipped when the profile has none).
+                likelihoods, a second or two; skipped when the profile has none); with the statements of the data's
+                validation band instead where it has one (``prepare --stance_val_fraction``).
             repetition_penalty: Both sides' greedy decoding with this penalty on tokens already in the answer (1.2
                 is what ``chat``'s presets use; 1.0: none, as ``evaluate`` decodes by default).
         """
@@ -94,7 +99,7 @@ class SideBySide(L.Callback):
         model.eval()
         persona = Persona(model=model, tokenizer=dm.tokenizer, style=dm.style)
         convs = [list(i.messages) for i in items]
-        held = self._heldout_stances(dm)
+        held, val = self._stances(dm)
         scores = []
 
         with dequantized(model):  # on CPU the 4-bit base de-quantized once, as ``generate`` runs it
@@ -116,12 +121,14 @@ class SideBySide(L.Callback):
         ]
         summary = None
         if held:
-            rows.append({"prompt": STANCE_ROW, "kind": "stance_agreement", "n_statements": len(held),
+            rows.append({"prompt": VAL_STANCE_ROW if val else STANCE_ROW,
+                         "kind": "stance_agreement_val" if val else "stance_agreement", "n_statements": len(held),
                          self.PROMPT_ONLY: scores[0].agreement, self.ADAPTER: scores[1].agreement,
                          "mean_margin": {self.PROMPT_ONLY: scores[0].mean_margin,
                                          self.ADAPTER: scores[1].mean_margin}})  # fmt: skip
             n = len(held)
-            summary = tuple(f"held-out stances: {x.agreement:.2f} agree ({sum(x.agree):.0f}/{n})" for x in scores)
+            label = "validation stances" if val else "held-out stances"
+            summary = tuple(f"{label}: {x.agreement:.2f} agree ({sum(x.agree):.0f}/{n})" for x in scores)
         table = side_by_side_table(rows[: len(items)], self.PROMPT_ONLY, self.ADAPTER, summary=summary)
         print("\n" + table, file=sys.stdout, flush=True)
         out = Path(trainer.default_root_dir) / "side_by_side.jsonl"
@@ -132,9 +139,13 @@ class SideBySide(L.Callback):
     def _decoding(self) -> dict:
         return dict(max_new_tokens=self.max_new_tokens, do_sample=False, repetition_penalty=self.repetition_penalty)
 
-    def _heldout_stances(self, dm: PromptData) -> list[Stance]:
-        """The profile's held-out stance statements (never trained on), [] when off or without a profile."""
+    def _stances(self, dm: PromptData) -> tuple[list[Stance], bool]:
+        """``(statements, whether they are the validation band)``: the band's where the data has one, else the
+        profile's held-out statements (never trained on); [] when off or without a profile."""
         politician, profiles_dir = dm.style.politician, getattr(dm, "profiles_dir", None)
         if not (self.stances and politician and profiles_dir):
-            return []
-        return heldout_stances(load_profile(politician, profiles_dir), politician)
+            return [], False
+        profile, data_path = load_profile(politician, profiles_dir), getattr(dm, "data_path", None)
+        if data_path and Path(data_path).is_dir() and stance_band(data_path):
+            return val_stances(profile, politician, data_path), True
+        return heldout_stances(profile, politician), False

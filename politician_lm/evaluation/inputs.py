@@ -5,6 +5,7 @@ Each step raises its one-line ``UserError`` here, so a bad input fails in second
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ import yaml
 from politician_lm.artifacts.adapter import AdapterFolder
 from politician_lm.artifacts.jsonl import read_jsonl
 from politician_lm.artifacts.roles import strip_politician_label
-from politician_lm.artifacts.stances import is_heldout_stance
+from politician_lm.artifacts.stances import Stance, is_heldout_stance, load_stances
 from politician_lm.data import records
 from politician_lm.errors import UserError
 from politician_lm.evaluation.heldout import document_rows, recorded_split, sample_heldout
@@ -120,6 +121,22 @@ def val_stance_ids(data_path: str) -> frozenset[str]:
     rows = (obj for f in files.val for _, obj in read_jsonl(f))
     ids = (str(r["stance"]) for r in rows if r.get("kind") == "stance" and r.get("stance"))
     return frozenset(i for i in ids if not is_heldout_stance(i))
+
+
+def val_stances(profile: dict, politician: str, data_path: str) -> list[Stance]:
+    """The profile's statements whose records are in ``data_path``'s val.jsonl (``val_stance_ids``), in its order."""
+    ids = val_stance_ids(data_path)
+    return [s for s in load_stances(profile, politician) if s.id in ids] if ids else []
+
+
+def stance_band(data_path: str) -> float:
+    """The ``prepare --stance_val_fraction`` a prepared folder was made with (its ``stats.json``), 0 without one."""
+    stats = Path(data_path) / "stats.json"
+    try:
+        split = json.loads(stats.read_text(encoding="utf-8")).get("split") or {} if stats.is_file() else {}
+    except ValueError:
+        raise UserError(f"{stats}: not valid JSON; prepare the folder again") from None
+    return float(split.get("stance_val_fraction") or 0.0)
 
 
 def choose_judge(

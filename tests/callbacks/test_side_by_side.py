@@ -127,3 +127,25 @@ def test_repetition_penalty_decodes_both_sides_as_chat_does(tiny_path, tmp_path,
         plain = persona.generate(convs, max_new_tokens=16, do_sample=False)
     assert [r[SideBySide.PROMPT_ONLY] for r in rows] == base and [r[SideBySide.ADAPTER] for r in rows] == tuned
     assert tuned != plain  # the penalty changed the adapter's answers here, so the columns are not plain greedy
+
+
+def test_with_a_validation_band_the_table_shows_its_statements_not_the_held_out_ones(tiny_path, tmp_path, capsys):
+    """Data prepared with ``--stance_val_fraction``: the stance row is each side's agreement on the band's
+    statements (a fit made to choose by them must not show the held-out ones), labelled as such."""
+    from politician_lm import PoliticianDataModule
+    from politician_lm.callbacks import SideBySide
+    from politician_lm.commands.prepare import prepare
+    from politician_lm.evaluation.inputs import stance_band, val_stances
+
+    profiles = ROOT / "data" / "profiles"
+    out = prepare(str(tmp_path / "d"), stances=str(profiles / "trump.yaml"), tokenizer=tiny_path,
+                  stance_val_fraction=0.25)  # fmt: skip
+    assert stance_band(str(out)) == 0.25 and stance_band(str(tmp_path)) == 0.0
+    band = val_stances(load_profile("trump", str(profiles)), "trump", str(out))
+    dm = PoliticianDataModule(data_path=str(out), tokenizer=tiny_path, batch_size=4, politician="trump",
+                              profiles_dir=str(profiles), cache_dir=str(tmp_path / "c"))  # fmt: skip
+    fit_with(tmp_path, tiny_path, dm, SideBySide(num_prompts=2, max_new_tokens=4))
+    printed = capsys.readouterr().out
+    stances = [json.loads(line) for line in (tmp_path / "side_by_side.jsonl").read_text().splitlines()][-1]
+    assert stances["kind"] == "stance_agreement_val" and stances["n_statements"] == len(band) >= 10
+    assert printed.count("validation stances:") == 2 and "held-out stances:" not in printed
