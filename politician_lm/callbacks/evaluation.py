@@ -185,12 +185,15 @@ class PersonaEvaluation(L.Callback):
         return {f"persona/{k}": v for k, v in metrics.items()}, sample_rows(self.items, generations)
 
     def _stance_sets(self, data_path: str) -> dict[str, list[Stance]]:
-        """The profile's held-out statements (never in training data or pairs) and, where the data has a band of
-        them in val.jsonl (``prepare --stance_val_fraction``), those: each metric's statements, empty ones left out."""
-        profile, name = self.profile or {}, str(self.politician)
-        sets = {"stance_agreement": heldout_stances(profile, name)}
-        sets["stance_agreement_val"] = val_stances(profile, name, data_path)
-        return {name: stances for name, stances in sets.items() if stances}
+        """The profile's held-out statements (never in training data or pairs) and those whose records are in the
+        data's val.jsonl (a ``prepare --stance_val_fraction`` band, or the few the hash rule puts there): each
+        metric's statements, empty sets left out."""
+        profile, who = self.profile or {}, str(self.politician)
+        sets = {
+            "stance_agreement": heldout_stances(profile, who),
+            "stance_agreement_val": val_stances(profile, who, data_path),
+        }
+        return {metric: stances for metric, stances in sets.items() if stances}
 
     def _stance_agreement(self, persona: Persona) -> dict[str, float]:
         """Each stance metric's agreement with the profile (``evaluation.stances``), its statements probed together."""
