@@ -197,12 +197,12 @@ class PersonaEvaluation(L.Callback):
 
     def _stance_agreement(self, persona: Persona) -> dict[str, float]:
         """Each stance metric's agreement with the profile (``evaluation.stances``), its statements probed together."""
-        every = [s for stances in self.stances.values() for s in stances]
-        scores = probe(every, persona.stance_losses)
-        metrics, start = {}, 0
+        metrics: dict[str, float] = {}
+        if not self.stances:
+            return metrics
+        agree = probe([s for stances in self.stances.values() for s in stances], persona.stance_losses).agree
         for name, stances in self.stances.items():
-            agree = scores.agree[start : start + len(stances)] if scores else []
-            metrics[name], start = sum(agree) / len(stances), start + len(stances)
+            metrics[name], agree = sum(agree[: len(stances)]) / len(stances), agree[len(stances) :]
         return metrics
 
     def _publish(

@@ -146,6 +146,6 @@ class SideBySide(L.Callback):
         if not (self.stances and politician and profiles_dir):
             return [], False
         profile, data_path = load_profile(politician, profiles_dir), getattr(dm, "data_path", None)
-        if data_path and Path(data_path).is_dir() and stance_band(data_path):
+        if data_path and stance_band(data_path):
             return val_stances(profile, politician, data_path), True
         return heldout_stances(profile, politician), False

@@ -274,15 +274,20 @@ def read_prompts(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def recorded_split(data_path: str | Path) -> dict[str, Any] | None:
-    """``stats.json``'s ``split`` of a prepared folder when it holds out whole documents, else None."""
+def prepared_split(data_path: str | Path) -> dict[str, Any]:
+    """``stats.json``'s ``split`` of a prepared folder as written (``{}`` where there is none)."""
     stats = Path(data_path) / "stats.json"
     if not stats.is_file():
-        return None
+        return {}
     try:
-        split = json.loads(stats.read_text(encoding="utf-8")).get("split") or {}
+        return json.loads(stats.read_text(encoding="utf-8")).get("split") or {}
     except ValueError:
         raise UserError(f"{stats}: not valid JSON; prepare the folder again") from None
+
+
+def recorded_split(data_path: str | Path) -> dict[str, Any] | None:
+    """``stats.json``'s ``split`` of a prepared folder when it holds out whole documents, else None."""
+    split = prepared_split(data_path)
     return split if split.get("rule") == "document" and split.get("heldout_documents") else None
 
 

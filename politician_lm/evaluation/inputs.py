@@ -5,7 +5,6 @@ Each step raises its one-line ``UserError`` here, so a bad input fails in second
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,14 +130,7 @@ def val_stances(profile: dict, politician: str, data_path: str) -> list[Stance]:
 
 def stance_band(data_path: str) -> float:
     """The ``prepare --stance_val_fraction`` a prepared folder was made with (its ``stats.json``), 0 without one."""
-    stats = Path(data_path) / "stats.json"
-    if not stats.is_file():
-        return 0.0
-    try:
-        split = json.loads(stats.read_text(encoding="utf-8")).get("split") or {}
-    except ValueError:
-        raise UserError(f"{stats}: not valid JSON; prepare the folder again") from None
-    return float(split.get("stance_val_fraction") or 0.0)
+    return float(records.prepared_split(data_path).get("stance_val_fraction") or 0.0)
 
 
 def choose_judge(
