@@ -8,16 +8,23 @@ tcmalloc, and a step 4% faster (no page faults from mmap/munmap; system time 11 
 
 The allocator must be chosen before the process starts, so ``politician-lm`` re-executes itself once with
 ``LD_PRELOAD`` set (Linux only, only if the library is found). ``POLITICIAN_LM_ALLOCATOR=system`` turns this off.
+Where tcmalloc is not there, training on a CPU under glibc returns the heap's freed pages to the system after every
+optimizer step (``release_freed_heap``, glibc's ``malloc_trim``): fragmented free space then no longer counts
+towards the peak RSS. ``POLITICIAN_LM_MALLOC_TRIM=0`` turns that off.
 Debian/Ubuntu: ``apt-get install libtcmalloc-minimal4`` as root; without root ``scripts/setup.sh`` fetches the same
 package with ``apt-get download`` (which needs no root) and unpacks its library into the virtual environment.
 """
 
 from __future__ import annotations
 
+import ctypes
 import ctypes.util
+import functools
 import os
+import platform
 import sys
 from pathlib import Path
+from typing import Any
 
 ENV = "POLITICIAN_LM_ALLOCATOR"  # "system": keep the C library's malloc; set to "tcmalloc" in the re-executed child
 _CANDIDATES = (
@@ -26,6 +33,7 @@ _CANDIDATES = (
     "/usr/lib64/libtcmalloc_minimal.so.4",
     "/usr/lib/libtcmalloc_minimal.so.4",
 )
+TRIM_ENV = "POLITICIAN_LM_MALLOC_TRIM"  # "0": keep glibc's freed heap between training steps
 _VENV_NAME = "libtcmalloc_minimal.so.4"  # in <venv>/lib: the Debian package unpacked without root (scripts/setup.sh)
 
 
@@ -69,3 +77,32 @@ def reexec_with_tcmalloc(args: list[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, "-m", "politician_lm.cli", *args], env)
+
+
+def trims_heap(env: dict[str, str] | None = None) -> bool:
+    """Whether ``release_freed_heap`` does anything here: Linux with glibc's malloc (not tcmalloc preloaded), and not
+    turned off with ``POLITICIAN_LM_MALLOC_TRIM=0``."""
+    env = os.environ if env is None else env
+    if env.get(TRIM_ENV, "1") == "0" or "tcmalloc" in env.get("LD_PRELOAD", ""):
+        return False
+    return _malloc_trim() is not None
+
+
+def release_freed_heap() -> bool:
+    """glibc's ``malloc_trim(0)`` where ``trims_heap``: hand every whole free page of every arena back to the system
+    (True if any was); elsewhere nothing.
+
+    PyTorch's CPU tensors are plain ``malloc`` blocks. Once glibc's dynamic mmap threshold has grown, activations of
+    a few MB come from the heap, and a step whose tensors differ in size from the last one's (padded batches of
+    varying length) cannot reuse its holes exactly: the freed space grows step by step and stays resident. Pages
+    handed back are faulted in again (zeroed) when reused, which is what this costs (docs/performance.md)."""
+    trim = _malloc_trim() if trims_heap() else None
+    return bool(trim(0)) if trim is not None else False
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """The C library's ``malloc_trim`` (glibc on Linux), or None."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return None
+    return getattr(ctypes.CDLL(None), "malloc_trim", None)

@@ -10,6 +10,8 @@ Every run is a separate child process (one process tree, alternating configurati
 alike); the table shows medians. Runs: ours with padding-free packing, ours padded (default), TRL with its default
 collation, TRL with ``packing=True`` (best-fit-decreasing, padding-free), and on CPU TRL packing once more under
 tcmalloc, the allocator ours runs under (``politician_lm/allocator.py``), to show what the allocator alone gives.
+With ``--system-malloc`` ours runs again with POLITICIAN_LM_MALLOC_TRIM=0, to show what returning the freed heap
+before every step costs and saves.
 Same for all: NF4 + double quantization, LoRA r=8/alpha=16 on all linear layers (dropout ``--lora-dropout``, 0 by
 default), AdamW, linear schedule without warmup, gradient checkpointing off, batch of 8 (examples, or packed rows of
 max_length; 4 with --gpu), fp32 compute on CPU (bf16 on GPU), plain prompt/completion text of the bundled Biden data.
@@ -221,6 +223,9 @@ RUNS = [
 ]
 # The allocator on its own: TRL packing under tcmalloc too (ours uses it by default, as the CLI does; see allocator.py)
 TCMALLOC_RUN = ("TRL packing+tcm", "trl", True, "tcmalloc")
+# Under --system-malloc: ours again without returning the freed heap after each step (POLITICIAN_LM_MALLOC_TRIM=0),
+# to show what allocator.release_freed_heap costs and saves
+KEEP_RUNS = [("ours pack notrim", "ours", True, "system-keep"), ("ours pad notrim", "ours", False, "system-keep")]
 
 
 def run(name: str, runner: str, packing: bool, alloc: str, common: dict, tmp: str, i: int) -> dict:
@@ -233,15 +238,17 @@ def run(name: str, runner: str, packing: bool, alloc: str, common: dict, tmp: st
         "out": f"{tmp}/{runner}-{packing}-{alloc}-{i}",
         "cache": f"{tmp}/cache",
     }
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.ENV)}
-    env = allocator.environment(env) if alloc != "system" else env
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.ENV, allocator.TRIM_ENV)}
+    env = allocator.environment(env) if not alloc.startswith("system") else env
+    if alloc == "system-keep":
+        env[allocator.TRIM_ENV] = "0"
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True, cwd=ROOT, env=env
     )
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.split("RESULT ")[-1].splitlines()[0])
-    result["allocator"] = env.get(allocator.ENV, "system")
+    result["allocator"] = env.get(allocator.ENV, "system") + (" (no trim)" if alloc == "system-keep" else "")
     return result
 
 
@@ -337,7 +344,8 @@ def main() -> None:
         "--system-malloc",
         action="store_true",
         help="run every configuration under the C library's malloc (a machine without tcmalloc: ours then runs as "
-        "`politician-lm` does with POLITICIAN_LM_ALLOCATOR=system); implies --no-allocator-row",
+        "`politician-lm` does with POLITICIAN_LM_ALLOCATOR=system, returning the freed heap after each step), "
+        "plus ours again with POLITICIAN_LM_MALLOC_TRIM=0 (the heap kept); implies --no-allocator-row",
     )
     ap.add_argument("--gpu", action="store_true", help="7B-shaped Mistral with random weights, seq 1024 (needs CUDA)")
     ap.add_argument(
@@ -374,6 +382,7 @@ def main() -> None:
     runs = [r for r in RUNS if args.only is None or r[2] == (args.only == "packing")]
     if args.system_malloc:
         runs = [(name, runner, packing, "system") for name, runner, packing, _ in runs]
+        runs += [r for r in KEEP_RUNS if args.only is None or r[2] == (args.only == "packing")]
     elif not args.gpu and not args.no_allocator_row and allocator.tcmalloc_library():
         runs.append(TCMALLOC_RUN)
     with tempfile.TemporaryDirectory() as tmp:

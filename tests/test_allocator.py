@@ -72,3 +72,56 @@ def test_tcmalloc_unpacked_into_the_virtual_environment_is_found(tmp_path, monke
     lib.parent.mkdir()
     lib.write_bytes(b"")
     assert allocator.tcmalloc_library(prefix=str(tmp_path)) == str(lib)
+
+
+_FRAGMENT = r"""
+import sys
+import torch
+from politician_lm import allocator
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+torch.ones(1 << 20)  # a freed 4 MB mmap raises glibc's dynamic mmap threshold: 2 MB tensors now come from the heap
+blocks = [torch.ones(1 << 19) for _ in range(120)]  # 120 x 2 MB, every page touched
+del blocks[0:-1:2]  # free every other one: 60 holes of 2 MB inside the heap, whose top stays in use
+before = rss_mb()
+released = allocator.release_freed_heap()
+print(released, before, rss_mb(), before - rss_mb())
+"""
+
+
+def _fragmented_heap(trim_env: str | None) -> tuple[bool, float]:
+    """(whether malloc_trim released anything, MB of RSS it gave back) in a fresh process under glibc's malloc
+    whose heap holds 120 MB of freed 2 MB tensors between live ones."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.TRIM_ENV)}
+    env.update({allocator.ENV: "system", **({allocator.TRIM_ENV: trim_env} if trim_env is not None else {})})
+    proc = subprocess.run([sys.executable, "-c", _FRAGMENT], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    released, _, _, freed = proc.stdout.split()
+    return released == "True", float(freed)
+
+
+needs_glibc = pytest.mark.skipif(
+    not allocator.trims_heap({}), reason="malloc_trim is glibc's (Linux); other C libraries keep their own heap"
+)
+
+
+@needs_glibc
+@pytest.mark.slow
+def test_release_freed_heap_returns_fragmented_space_to_the_system():
+    """Freed tensors between live ones stay resident under glibc; release_freed_heap hands them back (the default),
+    POLITICIAN_LM_MALLOC_TRIM=0 keeps them."""
+    released, freed = _fragmented_heap(None)
+    assert released and freed > 100, freed  # about 120 MB of holes back to the system
+    kept, freed_kept = _fragmented_heap("0")
+    assert not kept and abs(freed_kept) < 5, freed_kept
+
+
+def test_trims_heap_only_under_glibc_without_tcmalloc():
+    glibc = allocator._malloc_trim() is not None
+    assert allocator.trims_heap({}) is glibc
+    assert allocator.trims_heap({allocator.TRIM_ENV: "1"}) is glibc
+    assert not allocator.trims_heap({allocator.TRIM_ENV: "0"})
+    assert not allocator.trims_heap({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"})

@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from peft import LoraConfig
 
+from politician_lm.allocator import release_freed_heap
 from politician_lm.artifacts.adapter import check_fits_base, read_adapter
 from politician_lm.batch import PreferenceSource
 from politician_lm.model import resume
@@ -38,10 +39,8 @@ class PoliticianLM(DPOHandles, L.LightningModule):
     this class is cheap and ``--print_config`` never touches weights. Checkpoints hold only the trainable
     (LoRA) parameters plus optimizer and scheduler state; the frozen base is reloaded from ``model_name_or_path``.
 
-    ``objective: dpo`` trains on preference pairs (``model.preference``). Its reference model is the policy at the
-    start of the stage (the base plus ``init_adapter``): before the first step one no-grad pass stores the chosen and
-    rejected log-probabilities of every train and val pair, and checkpoints carry them. No second copy of the model
-    is loaded or run, and a resumed run keeps the reference of the run it resumes.
+    ``objective: dpo`` trains on preference pairs (``model.preference``) against the policy at the start of the stage,
+    scored once before the first step and kept in checkpoints (``model.dpo``): no second copy of the model is loaded.
     """
 
     def __init__(
@@ -209,6 +208,8 @@ class PoliticianLM(DPOHandles, L.LightningModule):
     on_validation_start = on_test_start = on_fit_start
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.device.type == "cpu":  # glibc without tcmalloc: the last step's freed heap back to the system
+            release_freed_heap()
         self.objective.on_train_batch_start()
 
     # -- steps ----------------------------------------------------------------------------------------------
@@ -264,8 +265,7 @@ class PoliticianLM(DPOHandles, L.LightningModule):
             for name, metric in extra.items():
                 self.log(name, metric, sync_dist=True)
             return
-        # Lightning discards metrics of the sanity check; keep its loss as the "before training" reference.
-        # With `trainer.num_sanity_val_steps: -1` it covers the whole validation set.
+        # Lightning drops sanity-check metrics; keep its loss as "before training" (all val: num_sanity_val_steps -1)
         for logger in self.loggers:
             logger.log_metrics({"val_loss_at_start": value, **extra}, step=0)
         self.print(f"val_loss before training (sanity check, {total} examples): {value:.4f}")

@@ -394,3 +394,15 @@ def test_a_python_api_fit_shows_no_library_deprecation_noise(tmp_path, tiny_path
         fit_adapter(tmp_path, tiny_path, pc_rows(8), max_steps=1, gradient_checkpointing=True)
     noisy = [str(w.message) for w in caught if "is_gradient_checkpointing" in str(w.message)]
     assert noisy == []
+
+
+def test_cpu_fit_returns_the_freed_heap_before_every_step(tmp_path, tiny_path, monkeypatch):
+    """Under glibc without tcmalloc the heap's freed pages go back to the system before each optimizer step
+    (``allocator.release_freed_heap``, which does nothing elsewhere): one call per training step."""
+    from politician_lm.model import module
+    from tests.helpers import fit_adapter
+
+    calls = []
+    monkeypatch.setattr(module, "release_freed_heap", lambda: calls.append(1) or True)
+    fit_adapter(tmp_path, tiny_path, pc_rows(8), max_steps=3)
+    assert len(calls) == 3
