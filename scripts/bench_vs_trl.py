@@ -144,6 +144,9 @@ if cfg["runner"] == "ours":
     import lightning.pytorch as L
     from functools import partial
     from politician_lm import PoliticianDataModule, PoliticianLM
+    if not cfg.get("lean_dropout", True):  # PEFT's own LoRA dropout (a dropped copy kept per layer), to compare
+        import politician_lm.model.build as build
+        build.lean_lora_dropout = lambda model: 0
 
     class Probe(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, i):
@@ -226,6 +229,12 @@ TCMALLOC_RUN = ("TRL packing+tcm", "trl", True, "tcmalloc")
 # Under --system-malloc: ours again without returning the freed heap after each step (POLITICIAN_LM_MALLOC_TRIM=0),
 # to show what allocator.release_freed_heap costs and saves
 KEEP_RUNS = [("ours pack notrim", "ours", True, "system-keep"), ("ours pad notrim", "ours", False, "system-keep")]
+# With --peft-dropout-rows: ours again with PEFT's own LoRA dropout instead of model.lora_dropout's (same draws, same
+# numbers, a dropped-out copy of each adapted layer's input kept for backward); only with --lora-dropout above 0
+PEFT_DROPOUT_RUNS = [
+    ("peft-drop pack", "ours", True, "peft-dropout"),
+    ("peft-drop padded", "ours", False, "peft-dropout"),
+]
 
 
 def run(name: str, runner: str, packing: bool, alloc: str, common: dict, tmp: str, i: int) -> dict:
@@ -237,9 +246,11 @@ def run(name: str, runner: str, packing: bool, alloc: str, common: dict, tmp: st
         "packing": packing,
         "out": f"{tmp}/{runner}-{packing}-{alloc}-{i}",
         "cache": f"{tmp}/cache",
+        "lean_dropout": alloc != "peft-dropout",
     }
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.ENV, allocator.TRIM_ENV)}
-    env = allocator.environment(env) if not alloc.startswith("system") else env
+    system = alloc.startswith("system") or (alloc == "peft-dropout" and common.get("system_malloc"))
+    env = allocator.environment(env) if not system else env
     if alloc == "system-keep":
         env[allocator.TRIM_ENV] = "0"
     proc = subprocess.run(
@@ -347,6 +358,12 @@ def main() -> None:
         "`politician-lm` does with POLITICIAN_LM_ALLOCATOR=system, returning the freed heap after each step), "
         "plus ours again with POLITICIAN_LM_MALLOC_TRIM=0 (the heap kept); implies --no-allocator-row",
     )
+    ap.add_argument(
+        "--peft-dropout-rows",
+        action="store_true",
+        help="add ours again with PEFT's own LoRA dropout (which keeps a dropped-out copy of each adapted layer's "
+        "input) in place of politician_lm.model.lora_dropout's, under the same allocator; needs --lora-dropout",
+    )
     ap.add_argument("--gpu", action="store_true", help="7B-shaped Mistral with random weights, seq 1024 (needs CUDA)")
     ap.add_argument(
         "--random-model",
@@ -385,6 +402,10 @@ def main() -> None:
         runs += [r for r in KEEP_RUNS if args.only is None or r[2] == (args.only == "packing")]
     elif not args.gpu and not args.no_allocator_row and allocator.tcmalloc_library():
         runs.append(TCMALLOC_RUN)
+    if args.peft_dropout_rows:
+        if not args.lora_dropout:
+            raise SystemExit("--peft-dropout-rows compares LoRA dropouts: give --lora-dropout above 0")
+        runs += [r for r in PEFT_DROPOUT_RUNS if args.only is None or r[2] == (args.only == "packing")]
     with tempfile.TemporaryDirectory() as tmp:
         model, max_length, lr = str(ROOT / "checkpoints" / "tiny-politician"), 256, 2e-3
         if args.model:
@@ -411,6 +432,7 @@ def main() -> None:
             "gpu": args.gpu,
             "dropout": args.lora_dropout,
             "eval_every": args.eval_every,
+            "system_malloc": args.system_malloc,
         }
         results: dict[str, list[dict]] = {name: [] for name, *_ in runs}
         for i in range(args.repeats):

@@ -14,6 +14,7 @@ from transformers import get_scheduler
 from politician_lm.artifacts.adapter import attach_adapter
 from politician_lm.model.grouped_attention import group_cpu_attention
 from politician_lm.model.loading import load_base_model
+from politician_lm.model.lora_dropout import lean_lora_dropout
 from politician_lm.model.lora_inputs import share_lora_inputs
 from politician_lm.model.recompute import recompute_norm_outputs
 from politician_lm.model.swiglu import fuse_gated_mlps
@@ -61,6 +62,8 @@ def build_trainable_model(
     else:
         model = attach_adapter(model, adapter, is_trainable=True)
     share_lora_inputs(model)  # under autocast, no per-layer copy of each LoRA layer's input kept for backward
+    if not gradient_checkpointing:
+        lean_lora_dropout(model)  # a LoRA dropout keeps a boolean mask, not a dropped copy and a float mask
     # from_pretrained returns the base in eval mode and Lightning keeps module modes as it finds them; in eval
     # mode transformers silently skips gradient checkpointing, so the whole model goes to train mode here.
     model.train()
