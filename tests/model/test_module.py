@@ -396,6 +396,7 @@ def test_a_python_api_fit_shows_no_library_deprecation_noise(tmp_path, tiny_path
     assert noisy == []
 
 
+@pytest.mark.slow
 def test_cpu_fit_returns_the_freed_heap_before_every_step(tmp_path, tiny_path, monkeypatch):
     """Under glibc without tcmalloc the heap's freed pages go back to the system before each optimizer step
     (``allocator.release_freed_heap``, which does nothing elsewhere): one call per training step."""
