@@ -120,3 +120,30 @@ def test_where_a_recomputation_is_not_exact_the_tensor_is_kept_as_before(tmp_pat
     peft_kept, peft_loss, peft_grads, _ = _step(module, batch)
     assert torch.equal(loss, peft_loss) and all(torch.equal(grads[n], peft_grads[n]) for n in grads)
     assert kept >= peft_kept  # nothing replaced: every dropped-out copy and float mask kept, as PEFT keeps them
+
+
+def test_saves_seen_from_outside_are_a_dropout_free_layers(tiny_path):
+    """Under a saved-tensor hook of the caller's (as gradient-free recipes or a memory probe install), a lean LoRA
+    dropout passes on exactly what the same model without dropout saves (the layer inputs, the weights): the
+    dropped-out copies and float masks never reach it (what it keeps besides is one boolean mask per layer)."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from politician_lm.model.lora_dropout import lean_lora_dropout
+    from tests.helpers import saved_for_backward, tiny_llama
+
+    base = tiny_llama(hidden_size=64, intermediate_size=128)
+    ids = torch.randint(0, base.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0))
+
+    def saved_bytes(dropout: float, lean: bool) -> int:
+        torch.manual_seed(3)
+        model = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_dropout=dropout, target_modules="all-linear"))
+        if lean:
+            assert lean_lora_dropout(model) == 14  # 2 layers x 7 adapted linears
+        model.train()
+        _, saved = saved_for_backward(lambda: model(input_ids=ids, labels=ids).loss)
+        return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}.values())
+
+    none, peft = saved_bytes(0.0, False), saved_bytes(0.1, False)
+    assert saved_bytes(0.1, True) == none < peft
