@@ -5,19 +5,21 @@
 # then one device call (about 6 min of the 15 a session is lent, which leaves time to run it again):
 #   run(command="bash scripts/device_checks.sh", carry=[".whl"], timeout_s=480)
 #   run(command="bash scripts/device_checks.sh padded", carry=[".whl"], timeout_s=360)   # the other pair
-# Steps, each under its own time limit so that one that hangs does not eat the lease (default: packing fit):
+# Steps, each under its own time limit so that one that hangs does not eat the lease (default: packing, fit, dropout):
 #   packing  scripts/bench_vs_trl.py --gpu --only packing: ours packing against TRL packing, 7B-shaped random
 #            Mistral (built once in /tmp/mistral-7b), seq 1024, 20 steps, tokens/s and peak CUDA memory
 #   padded   the same for ours padded against TRL's defaults
 #   fit      `politician-lm fit --config configs/biden.yaml` on that random 7B for 2 minutes of training
 #            (max_time): the production recipe on the hardware it is written for; throughput and MFU are logged
+#   dropout  scripts/check_lora_dropout.py: the lean LoRA dropout is PEFT's bit for bit on CUDA too (ATen's fused
+#            dropout there), in fp32 and bf16 autocast, with both peaks (well under a minute)
 # Everything it prints is also in $OUT (bench-*.log, fit.log, versions.txt), which the device tool brings back.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/device-checks}
 mkdir -p "$OUT"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(packing fit)
+[ ${#steps[@]} -eq 0 ] && steps=(packing fit dropout)
 if ! ls .whl/*.whl >/dev/null 2>&1; then
   echo "no wheels in .whl/: run 'bash scripts/device_wheels.sh' here and carry .whl" >&2
   exit 2
@@ -51,8 +53,11 @@ for step in "${steps[@]}"; do
         --model.model_name_or_path $MODEL --trainer.max_time 00:00:02:00 --trainer.default_root_dir /tmp/fit-biden \
         --trainer.log_every_n_steps 2 2>&1 | tee "$OUT/fit.log"
       ;;
+    dropout)
+      timeout 120 python3 scripts/check_lora_dropout.py --device cuda 2>&1 | tee "$OUT/dropout.log"
+      ;;
     *)
-      echo "unknown step '$step': use packing, padded or fit" >&2
+      echo "unknown step '$step': use packing, padded, fit or dropout" >&2
       exit 2
       ;;
   esac

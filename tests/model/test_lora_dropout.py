@@ -147,3 +147,19 @@ def test_saves_seen_from_outside_are_a_dropout_free_layers(tiny_path):
 
     none, peft = saved_bytes(0.0, False), saved_bytes(0.1, False)
     assert saved_bytes(0.1, True) == none < peft
+
+
+@pytest.mark.slow  # a subprocess
+def test_the_device_check_script_passes_on_cpu():
+    """``scripts/check_lora_dropout.py`` is what a lent GPU runs (scripts/device_checks.sh); here it runs on the CPU."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, "scripts/check_lora_dropout.py", "--device", "cpu", "--tokens", "64"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert proc.stdout.count("bit-identical") == 2 and "14 adapters lean" in proc.stdout
