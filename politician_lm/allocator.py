@@ -8,9 +8,9 @@ tcmalloc, and a step 4% faster (no page faults from mmap/munmap; system time 11 
 
 The allocator must be chosen before the process starts, so ``politician-lm`` re-executes itself once with
 ``LD_PRELOAD`` set (Linux only, only if the library is found). ``POLITICIAN_LM_ALLOCATOR=system`` turns this off.
-Where tcmalloc is not there, training on a CPU under glibc returns the heap's freed pages to the system after every
-optimizer step (``release_freed_heap``, glibc's ``malloc_trim``): fragmented free space then no longer counts
-towards the peak RSS. ``POLITICIAN_LM_MALLOC_TRIM=0`` turns that off.
+Where tcmalloc is not there, training on a CPU under glibc returns the heap's freed pages to the system before every
+training batch (``release_freed_heap``, glibc's ``malloc_trim``): the last batch's fragmented free space then no
+longer counts towards the peak RSS. ``POLITICIAN_LM_MALLOC_TRIM=0`` turns that off.
 Debian/Ubuntu: ``apt-get install libtcmalloc-minimal4`` as root; without root ``scripts/setup.sh`` fetches the same
 package with ``apt-get download`` (which needs no root) and unpacks its library into the virtual environment.
 """
@@ -80,10 +80,11 @@ def reexec_with_tcmalloc(args: list[str]) -> None:
 
 
 def trims_heap(env: dict[str, str] | None = None) -> bool:
-    """Whether ``release_freed_heap`` does anything here: Linux with glibc's malloc (not tcmalloc preloaded), and not
-    turned off with ``POLITICIAN_LM_MALLOC_TRIM=0``."""
+    """Whether ``release_freed_heap`` does anything here: Linux with glibc's malloc (no other allocator preloaded),
+    and not turned off with ``POLITICIAN_LM_MALLOC_TRIM=0``."""
     env = os.environ if env is None else env
-    if env.get(TRIM_ENV, "1") == "0" or "tcmalloc" in env.get("LD_PRELOAD", ""):
+    preloaded = env.get("LD_PRELOAD", "")
+    if env.get(TRIM_ENV, "1") == "0" or any(lib in preloaded for lib in ("tcmalloc", "jemalloc", "mimalloc")):
         return False
     return _malloc_trim() is not None
 
