@@ -11,7 +11,7 @@ alike); the table shows medians. Runs: ours with padding-free packing, ours padd
 collation, TRL with ``packing=True`` (best-fit-decreasing, padding-free), and on CPU TRL packing once more under
 tcmalloc, the allocator ours runs under (``politician_lm/allocator.py``), to show what the allocator alone gives.
 With ``--system-malloc`` ours runs again with POLITICIAN_LM_MALLOC_TRIM=0, to show what returning the freed heap
-before every step costs and saves.
+before every training batch costs and saves.
 Same for all: NF4 + double quantization, LoRA r=8/alpha=16 on all linear layers (dropout ``--lora-dropout``, 0 by
 default), AdamW, linear schedule without warmup, gradient checkpointing off, batch of 8 (examples, or packed rows of
 max_length; 4 with --gpu), fp32 compute on CPU (bf16 on GPU), plain prompt/completion text of the bundled Biden data.
@@ -226,7 +226,7 @@ RUNS = [
 ]
 # The allocator on its own: TRL packing under tcmalloc too (ours uses it by default, as the CLI does; see allocator.py)
 TCMALLOC_RUN = ("TRL packing+tcm", "trl", True, "tcmalloc")
-# Under --system-malloc: ours again without returning the freed heap after each step (POLITICIAN_LM_MALLOC_TRIM=0),
+# Under --system-malloc: ours again without returning the freed heap before each batch (POLITICIAN_LM_MALLOC_TRIM=0),
 # to show what allocator.release_freed_heap costs and saves
 KEEP_RUNS = [("ours pack notrim", "ours", True, "system-keep"), ("ours pad notrim", "ours", False, "system-keep")]
 # With --peft-dropout-rows: ours again with PEFT's own LoRA dropout instead of model.lora_dropout's (same draws, same
@@ -355,7 +355,7 @@ def main() -> None:
         "--system-malloc",
         action="store_true",
         help="run every configuration under the C library's malloc (a machine without tcmalloc: ours then runs as "
-        "`politician-lm` does with POLITICIAN_LM_ALLOCATOR=system, returning the freed heap after each step), "
+        "`politician-lm` does with POLITICIAN_LM_ALLOCATOR=system, returning the freed heap before each batch), "
         "plus ours again with POLITICIAN_LM_MALLOC_TRIM=0 (the heap kept); implies --no-allocator-row",
     )
     ap.add_argument(

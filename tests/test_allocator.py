@@ -75,7 +75,6 @@ def test_tcmalloc_unpacked_into_the_virtual_environment_is_found(tmp_path, monke
 
 
 _FRAGMENT = r"""
-import sys
 import torch
 from politician_lm import allocator
 
@@ -88,7 +87,8 @@ blocks = [torch.ones(1 << 19) for _ in range(120)]  # 120 x 2 MB, every page tou
 del blocks[0:-1:2]  # free every other one: 60 holes of 2 MB inside the heap, whose top stays in use
 before = rss_mb()
 released = allocator.release_freed_heap()
-print(released, before, rss_mb(), before - rss_mb())
+after = rss_mb()
+print(released, before, after, before - after)
 """
 
 

@@ -66,9 +66,12 @@ class _Lean:
             if self.mask is None:  # x wants no gradient, so F.dropout kept no mask: where t is 0 (x * 0 or x == 0)
                 self.mask = (t != 0).reshape(self.x.shape)
                 self.noise_dtype = None if self.x.device.type in _FUSED else self.x.dtype
-            x = ("outer", self.outer[1], self.outer[0](self.x)) if self.outer else ("plain", self.x)
-            recipe = ("dropped", x, self.mask, self.noise_dtype, self.p, t.dtype, t.shape)  # (matmul folds it)
-            return self._substitute(t, recipe)
+            x = self._pass_on(self.x)  # t's shape: matmul saves x folded to 2D
+            return self._substitute(t, ("dropped", x, self.mask, self.noise_dtype, self.p, t.dtype, t.shape))
+        return self._pass_on(t)
+
+    def _pass_on(self, t: torch.Tensor) -> tuple:
+        """``t`` as the hooks outside would keep it (as it is where there are none)."""
         return ("outer", self.outer[1], self.outer[0](t)) if self.outer else ("plain", t)
 
     def _substitute(self, t: torch.Tensor, recipe: tuple) -> Any:
@@ -78,7 +81,7 @@ class _Lean:
             with torch.no_grad():  # nothing recorded, nothing saved (no pack inside pack)
                 _EXACT[key] = torch.equal(_unpack(recipe), t)
         if not _EXACT[key]:
-            return ("outer", self.outer[1], self.outer[0](t)) if self.outer else ("plain", t)
+            return self._pass_on(t)
         if recipe[0] == "noise":
             self.mask, self.noise_dtype = recipe[1], t.dtype
         return recipe
