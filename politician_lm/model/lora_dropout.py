@@ -18,10 +18,13 @@ save (and which keeps none of them anyway), nor for LoRA variants (DoRA) that re
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from politician_lm.model.recompute import Recipe, outer_hooks, pass_on, unpack_saved
 
 __all__ = ["DroppingLinear", "lean_lora_dropout"]
 
@@ -43,15 +46,16 @@ class DroppingLinear(torch.nn.Linear):
 
 class _Lean:
     """The saved-tensor hooks of one ``DroppingLinear`` call. Hooks already active outside it (``model.recompute``'s,
-    which keep a norm's output as a recipe) still see every tensor it does not replace, and the input it keeps."""
+    which keep a norm's output as a recipe) still see every tensor it does not replace, and the input it keeps
+    (``recompute.pass_on``)."""
 
     def __init__(self, x: torch.Tensor, p: float) -> None:
         self.x, self.p, self.mask, self.noise_dtype, self.in_linear = x, p, None, None, False
-        self.outer = _outer_hooks()
+        self.outer = outer_hooks()
 
     def run(self, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """Autograd keeps ``pack`` with what it packed (and so this object): it must hold no tensor of its own."""
-        with torch.autograd.graph.saved_tensors_hooks(self.pack, _unpack):
+        with torch.autograd.graph.saved_tensors_hooks(self.pack, unpack_saved):
             dropped = F.dropout(self.x, self.p, True)
             self.in_linear = True
             return F.linear(dropped, weight, bias)
@@ -61,54 +65,45 @@ class _Lean:
             if t.dtype == torch.bool and t.shape == self.x.shape:
                 self.mask = t
             elif t.is_floating_point() and t.shape == self.x.shape:
-                return self._substitute(t, ("noise", t != 0, t.dtype, self.p))
+                mask = t != 0
+                if (recipe := self._substitute("noise", t, partial(_noise, mask, t.dtype, self.p))) is not None:
+                    self.mask, self.noise_dtype = mask, t.dtype
+                    return recipe
         elif t.numel() == self.x.numel() and t.is_floating_point():  # lora_A's input: the dropped-out x
             if self.mask is None:  # x wants no gradient, so F.dropout kept no mask: where t is 0 (x * 0 or x == 0)
                 self.mask = (t != 0).reshape(self.x.shape)
                 self.noise_dtype = None if self.x.device.type in _FUSED else self.x.dtype
-            x = self._pass_on(self.x)  # t's shape: matmul saves x folded to 2D
-            return self._substitute(t, ("dropped", x, self.mask, self.noise_dtype, self.p, t.dtype, t.shape))
-        return self._pass_on(t)
+            x = pass_on(self.outer, self.x)  # t's shape: matmul saves x folded to 2D
+            make = partial(_dropped, x, self.mask, self.noise_dtype, self.p, t.dtype, t.shape)
+            if (recipe := self._substitute("dropped", t, make)) is not None:
+                return recipe
+        return pass_on(self.outer, t)
 
-    def _pass_on(self, t: torch.Tensor) -> tuple:
-        """``t`` as the hooks outside would keep it (as it is where there are none)."""
-        return ("outer", self.outer[1], self.outer[0](t)) if self.outer else ("plain", t)
-
-    def _substitute(self, t: torch.Tensor, recipe: tuple) -> Any:
-        """``recipe`` in place of ``t`` where it rebuilds ``t`` exactly (checked once per kind of tensor)."""
-        key = (recipe[0], t.device.type, t.dtype, self.x.dtype, _autocast_dtype(t.device))
-        if key not in _EXACT:
-            with torch.no_grad():  # nothing recorded, nothing saved (no pack inside pack)
-                _EXACT[key] = torch.equal(_unpack(recipe), t)
-        if not _EXACT[key]:
-            return self._pass_on(t)
-        if recipe[0] == "noise":
-            self.mask, self.noise_dtype = recipe[1], t.dtype
-        return recipe
+    def _substitute(self, kind: str, t: torch.Tensor, make: Any) -> Recipe | None:
+        """A recipe of ``make`` in place of ``t`` where it rebuilds ``t`` exactly (checked once per kind of tensor);
+        None where it does not."""
+        recipe = Recipe(make)
+        key = (kind, t.device.type, t.dtype, self.x.dtype, _autocast_dtype(t.device))
+        if key not in _EXACT:  # rebuilt without a gradient: nothing recorded, nothing saved (no pack inside pack)
+            _EXACT[key] = torch.equal(recipe.rebuild(), t)
+        return recipe if _EXACT[key] else None
 
 
-def _unpack(packed: tuple) -> torch.Tensor:
-    kind = packed[0]
-    if kind == "plain":
-        return packed[1]
-    if kind == "outer":
-        return packed[1](packed[2])
-    if kind == "noise":  # as ATen's CPU dropout draws it: bernoulli(1 - p), then divided by 1 - p
-        _, mask, dtype, p = packed
-        return mask.to(dtype).div_(1 - p)
-    _, x, mask, noise_dtype, p, dtype, shape = packed
-    x = _unpack(x)
+def _noise(mask: torch.Tensor, dtype: torch.dtype, p: float) -> torch.Tensor:
+    """ATen's CPU dropout noise: bernoulli(1 - p) as ``mask``, then divided by 1 - p."""
+    return mask.to(dtype).div_(1 - p)
+
+
+def _dropped(
+    x: Any, mask: torch.Tensor, noise_dtype: torch.dtype | None, p: float, dtype: torch.dtype, shape: torch.Size
+) -> torch.Tensor:
+    """The dropped-out input from ``x`` (as ``pass_on`` kept it) and the boolean mask, in ``shape``."""
+    x = unpack_saved(x)
     if noise_dtype is not None:  # CPU: x * noise
-        dropped = x * mask.to(noise_dtype).div_(1 - p)
+        dropped = x * _noise(mask, noise_dtype, p)
     else:  # CUDA's fused dropout: x * mask * 1/(1-p)
         dropped = torch.ops.aten.native_dropout_backward(x, mask, 1.0 / (1 - p))
     return dropped.to(dtype).reshape(shape)
-
-
-def _outer_hooks() -> tuple[Any, Any] | None:
-    """The saved-tensor hooks active where a ``DroppingLinear`` runs (None: none, or a torch without the call)."""
-    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
-    return top(False) if top is not None else None
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:

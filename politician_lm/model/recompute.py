@@ -7,9 +7,15 @@ own ops on tensors the graph keeps anyway), so gradients stay bit-identical. Mat
 ``target``'s memory, so the context may only be active while ``target`` is alive (its memory cannot then belong to
 another tensor); the hooks hold no reference to ``target`` itself.
 
-Two users: ``swiglu`` (the MLP's product, rebuilt from ``gate(x)`` and ``up(x)``) and ``recompute_norm_outputs``
-below (a decoder layer's RMSNorm outputs, rebuilt from the norm's input). Neither is used under gradient
-checkpointing, whose own hooks these would bypass.
+Every other tensor saved while the context is active goes on to the saved-tensor hooks that were active where it
+was entered (``pass_on``): autograd runs only the innermost hooks, so without this a caller's hooks (activation
+offloading such as ``torch.autograd.graph.save_on_cpu``, a memory probe, another recipe context outside this one)
+would see nothing saved inside it. ``Recipe``, ``outer_hooks``, ``pass_on`` and ``unpack_saved`` are the pieces
+the other recipe hooks (``model.lora_dropout``) are made of too.
+
+Three users: ``swiglu`` (the MLP's product, rebuilt from ``gate(x)`` and ``up(x)``), ``recompute_norm_outputs``
+below (a decoder layer's RMSNorm outputs, rebuilt from the norm's input) and ``lora_dropout``. None is used under
+gradient checkpointing, which keeps none of these tensors anyway.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["NORMED_LAYERS", "recompute_norm_outputs", "recompute_saves"]
+__all__ = [
+    "NORMED_LAYERS", "Recipe", "outer_hooks", "pass_on", "recompute_norm_outputs", "recompute_saves", "unpack_saved",
+]  # fmt: skip
 
 # pre-norm decoder layers: input_layernorm feeds self_attn, post_attention_layernorm feeds mlp
 NORMED_LAYERS = frozenset(
@@ -31,13 +39,55 @@ NORMED_LAYERS = frozenset(
 )
 _PAIRS = (("input_layernorm", "self_attn"), ("post_attention_layernorm", "mlp"))
 
+Hooks = tuple[Callable[[torch.Tensor], Any], Callable[[Any], torch.Tensor]]
 
-class _Recipe:
+
+class Recipe:
+    """What a pack hook keeps in place of a tensor: ``make()`` rebuilds it (run without a gradient); with ``view``
+    (a view of the tensor ``make`` gives, whose storage starts at ``base_offset``) that view's geometry is applied."""
+
     __slots__ = ("make", "size", "stride", "offset")
 
-    def __init__(self, make: Callable[[], torch.Tensor], view: torch.Tensor, base_offset: int) -> None:
-        self.make, self.size, self.stride = make, view.size(), view.stride()
-        self.offset = view.storage_offset() - base_offset
+    def __init__(self, make: Callable[[], torch.Tensor], view: torch.Tensor | None = None, base_offset: int = 0):
+        self.make, self.size, self.stride, self.offset = make, None, None, 0
+        if view is not None:
+            self.size, self.stride, self.offset = view.size(), view.stride(), view.storage_offset() - base_offset
+
+    def rebuild(self) -> torch.Tensor:
+        with torch.no_grad():
+            full = self.make()
+        if self.size is None:
+            return full
+        return full.as_strided(self.size, self.stride, full.storage_offset() + self.offset)
+
+
+class _Passed:
+    """A tensor as the hooks outside packed it, with their unpack."""
+
+    __slots__ = ("unpack", "packed")
+
+    def __init__(self, hooks: Hooks, t: torch.Tensor) -> None:
+        self.unpack, self.packed = hooks[1], hooks[0](t)
+
+
+def outer_hooks() -> Hooks | None:
+    """The saved-tensor hooks active here (None: none, or a torch without the private call that reads them)."""
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    return top(False) if top is not None else None
+
+
+def pass_on(hooks: Hooks | None, t: torch.Tensor) -> Any:
+    """``t`` as ``hooks`` (``outer_hooks()`` where a context was entered) keep it; ``t`` itself where there are none."""
+    return t if hooks is None else _Passed(hooks, t)
+
+
+def unpack_saved(saved: Any) -> torch.Tensor:
+    """The unpack hook of every pack hook made of ``Recipe`` and ``pass_on``."""
+    if isinstance(saved, Recipe):
+        return saved.rebuild()
+    if isinstance(saved, _Passed):
+        return saved.unpack(saved.packed)
+    return saved
 
 
 def recompute_saves(target: torch.Tensor, make: Callable[[], torch.Tensor]) -> AbstractContextManager[Any]:
@@ -48,20 +98,14 @@ def recompute_saves(target: torch.Tensor, make: Callable[[], torch.Tensor]) -> A
         return nullcontext()
     storage, base_offset = target.untyped_storage().data_ptr(), target.storage_offset()
     dtype, device = target.dtype, target.device
+    outer = outer_hooks()
 
     def pack(t: torch.Tensor) -> Any:
         if t.dtype == dtype and t.device == device and t.untyped_storage().data_ptr() == storage:
-            return _Recipe(make, t, base_offset)
-        return t
+            return Recipe(make, t, base_offset)
+        return pass_on(outer, t)
 
-    def unpack(saved: Any) -> torch.Tensor:
-        if not isinstance(saved, _Recipe):
-            return saved
-        with torch.no_grad():
-            full = saved.make()
-        return full.as_strided(saved.size, saved.stride, full.storage_offset() + saved.offset)
-
-    return torch.autograd.graph.saved_tensors_hooks(pack, unpack)
+    return torch.autograd.graph.saved_tensors_hooks(pack, unpack_saved)
 
 
 def _norm_again(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -58,8 +58,8 @@ def test_the_product_is_recomputed_once_per_mlp_and_not_without_a_gradient(monke
     from politician_lm.model import recompute
 
     made = []
-    real = recompute._Recipe.__init__
-    monkeypatch.setattr(recompute._Recipe, "__init__", lambda self, *a: made.append(a[1].shape) or real(self, *a))
+    real = recompute.Recipe.__init__
+    monkeypatch.setattr(recompute.Recipe, "__init__", lambda self, *a: made.append(a[1].shape) or real(self, *a))
     model = _llama()
     fuse_gated_mlps(model, recompute_product=True)
     ids = torch.randint(0, 64, (2, 7))
