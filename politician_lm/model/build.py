@@ -17,6 +17,7 @@ from politician_lm.model.loading import load_base_model
 from politician_lm.model.lora_dropout import lean_lora_dropout
 from politician_lm.model.lora_inputs import share_lora_inputs
 from politician_lm.model.recompute import recompute_norm_outputs
+from politician_lm.model.shared_mask import share_cpu_attention_mask
 from politician_lm.model.swiglu import fuse_gated_mlps
 
 
@@ -54,6 +55,7 @@ def build_trainable_model(
     if not gradient_checkpointing:
         recompute_norm_outputs(model)
     group_cpu_attention(model, device)  # on CPU, SDPA keeps grouped keys and values, not repeated copies
+    share_cpu_attention_mask(model, device)  # on CPU, SDPA keeps one float mask, not one per layer
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -7,11 +7,14 @@ attention mask (every padded or packed training batch), and SDPA keeps those cop
 the copies are needed (SDPA's fused kernels take no mask with grouped heads). PyTorch's CPU kernels take both, and
 transformers (5.23 and later) has a switch for it, ``TRANSFORMERS_SDPA_FORCE_GQA=1``, read at every attention call.
 
-``group_cpu_attention`` sets that switch for each forward pass the model makes in train mode with gradients on, and
-puts it back as it was afterwards (also when the pass fails). Validation, evaluation and generation keep
-transformers' own choice, so their numbers do not move. Measured on SmolLM2 (NF4 + LoRA, 8 rows of up to 256
-tokens, tcmalloc): peak RSS 2,285 -> 2,134 MB and 175 -> 185 tokens/s, the training and held-out losses equal to 4
-decimals (the grouped kernel sums in another order, so values agree to about 1e-6, not bit for bit).
+``group_cpu_attention`` sets that switch for each forward pass the model's decoder stack makes in train mode with
+gradients on, and puts it back as it was afterwards (also when the pass fails). The hooks sit on the decoder stack,
+not the whole model: training's loss (``scoring.Scorer``) calls the backbone and applies the head itself, and until
+2026-12-06 that pass went around hooks on the model, so training kept the repeated copies after all. Validation,
+evaluation and generation keep transformers' own choice, so their numbers do not move. Measured on SmolLM2 (NF4 +
+LoRA, 8 rows of up to 256 tokens, tcmalloc): peak RSS 2,285 -> 2,134 MB and 175 -> 185 tokens/s, the training and
+held-out losses equal to 4 decimals (the grouped kernel sums in another order, so values agree to about 1e-6, not
+bit for bit).
 
 An older transformers (the GPU image's 5.17, say) does not read the switch: there nothing is installed, and training
 keeps the repeated copies, as it did before.
@@ -26,7 +29,7 @@ from typing import Any
 import torch
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["FORCE_GQA", "group_cpu_attention", "transformers_reads_switch"]
+__all__ = ["FORCE_GQA", "decoder_of", "group_cpu_attention", "transformers_reads_switch"]
 
 FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
 _UNSET = object()
@@ -82,8 +85,15 @@ def group_cpu_attention(model: torch.nn.Module, device: torch.device) -> list[Re
         return []
     if not heads or kv_heads == heads or not transformers_reads_switch():  # the probe last: only where it matters
         return []
-    switch = _Switch()
+    switch, decoder = _Switch(), decoder_of(model)
     return [
-        model.register_forward_pre_hook(switch.before),
-        model.register_forward_hook(switch.after, always_call=True),
+        decoder.register_forward_pre_hook(switch.before),
+        decoder.register_forward_hook(switch.after, always_call=True),
     ]
+
+
+def decoder_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The decoder stack of a causal LM (``model.model`` for Llama): every forward pass goes through it, the
+    model's own and ``scoring.Scorer``'s, which calls the backbone and applies the head itself."""
+    inner = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    return inner if isinstance(inner, torch.nn.Module) else model

@@ -124,7 +124,8 @@ def test_the_trainable_model_keeps_recipes_with_the_same_loss_and_lora_gradients
         for h in (m._forward_hooks, m._forward_pre_hooks)
         if type(m).__name__.endswith(("RMSNorm", "Attention", "MLP"))
     ]
-    assert sum(len(h) for h in norm_hooks) == 3 * 2 * model.model.config.num_hidden_layers  # the norms' recipes
+    layers = model.model.config.num_hidden_layers  # the norms' recipes, and each attention's shared float mask
+    assert sum(len(h) for h in norm_hooks) == 3 * 2 * layers + layers
     results = []
     for kind in ("fused", "plain"):
         if kind == "plain":
