@@ -52,10 +52,10 @@ def build_trainable_model(
     # two [tokens, intermediate] and two [tokens, hidden] tensors a layer fewer kept for backward, the same numbers
     # (gradient checkpointing keeps none, and its own hooks must see every save)
     fuse_gated_mlps(model, recompute_product=not gradient_checkpointing)
-    if not gradient_checkpointing:
+    if not gradient_checkpointing:  # its recomputation runs outside the forward passes these hooks act in
         recompute_norm_outputs(model)
-    group_cpu_attention(model, device)  # on CPU, SDPA keeps grouped keys and values, not repeated copies
-    share_cpu_attention_mask(model, device)  # on CPU, SDPA keeps one float mask, not one per layer
+        group_cpu_attention(model, device)  # on CPU, SDPA keeps grouped keys and values, not repeated copies
+        share_cpu_attention_mask(model, device)  # on CPU, SDPA keeps one float mask, not one per layer
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -9,7 +9,8 @@ tokens, 32 MiB each.
 ``share_cpu_attention_mask`` makes the same conversion once per mask and forward pass, before the first layer's
 attention, and hands every layer the float mask; SDPA keeps that one tensor. SDPA computes with the same values,
 so the loss and every gradient are bit-identical (tests). Only training passes on CPU in fp32 (train mode,
-gradients on, no CPU autocast); validation, evaluation and generation keep transformers' own path.
+gradients on, no CPU autocast), and not under gradient checkpointing (``build``); validation, evaluation and
+generation keep transformers' own path.
 """
 
 from __future__ import annotations

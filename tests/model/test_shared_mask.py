@@ -92,3 +92,19 @@ def test_training_pass_through_the_backbone_gets_both_cpu_attention_hooks(tmp_pa
     kv = [t for t in saved if t.dim() == 4 and t.shape[0] == 3 and tuple(t.shape[2:]) == (10, head_dim)]
     if transformers_reads_switch():  # query and output of every head, keys and values of their groups only
         assert sorted(t.shape[1] for t in kv) == sorted([heads] * 2 * layers + [kv_heads] * 2 * layers)
+
+
+def test_gradient_checkpointing_trains_on_cpu_without_either_hook(tiny_path):
+    """Checkpointing recomputes each layer in backward, outside the forward pass the CPU attention hooks act in:
+    recomputed keys and values would then be repeated where the forward's were grouped (a metadata mismatch that
+    stops backward), so neither hook is installed there; its backward runs."""
+    from politician_lm import PoliticianLM
+
+    module = PoliticianLM(model_name_or_path=tiny_path, quantization="nf4", lora_r=4, gradient_checkpointing=True,
+                          optimizer=partial(torch.optim.AdamW, lr=1e-3))  # fmt: skip
+    module.configure_model()
+    attention = [m for m in module.model.modules() if type(m).__name__.endswith("Attention")]
+    assert attention and not any(m._forward_pre_hooks for m in attention)
+    loss = module.scorer.token_loss(_batch())
+    loss.backward()
+    assert torch.isfinite(loss)
