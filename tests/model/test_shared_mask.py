@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import pytest
 import torch
 from transformers import LlamaForCausalLM
 
@@ -73,6 +74,7 @@ def test_other_passes_and_devices_are_left_alone():
     assert share_cpu_attention_mask(_llama(), torch.device("meta")) == []
 
 
+@pytest.mark.slow  # a model load
 def test_training_pass_through_the_backbone_gets_both_cpu_attention_hooks(tmp_path, tiny_path):
     """``Scorer.token_loss`` (what a training step computes) calls the decoder stack and applies the head itself:
     SDPA still gets grouped keys and values (``grouped_attention``) and one float mask."""
@@ -94,6 +96,7 @@ def test_training_pass_through_the_backbone_gets_both_cpu_attention_hooks(tmp_pa
         assert sorted(t.shape[1] for t in kv) == sorted([heads] * 2 * layers + [kv_heads] * 2 * layers)
 
 
+@pytest.mark.slow  # a model load
 def test_gradient_checkpointing_trains_on_cpu_without_either_hook(tiny_path):
     """Checkpointing recomputes each layer in backward, outside the forward pass the CPU attention hooks act in:
     recomputed keys and values would then be repeated where the forward's were grouped (a metadata mismatch that
