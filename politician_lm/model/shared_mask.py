@@ -49,7 +49,8 @@ class _Masks:
         if not (isinstance(hidden, torch.Tensor) and hidden.dtype == torch.float32 and mask.device == hidden.device):
             return None
         if (entry := self.converted.get(id(mask))) is None or entry[0] is not mask:
-            additive = torch.zeros(mask.shape, dtype=hidden.dtype).masked_fill_(mask.logical_not(), float("-inf"))
+            additive = torch.zeros(mask.shape, dtype=hidden.dtype, device=mask.device)
+            additive.masked_fill_(mask.logical_not(), float("-inf"))
             entry = self.converted[id(mask)] = (mask, additive)
         return args, {**kwargs, "attention_mask": entry[1]}
 
