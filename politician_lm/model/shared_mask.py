@@ -15,57 +15,44 @@ generation keep transformers' own path.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch.utils.hooks import RemovableHandle
-
-from politician_lm.model.grouped_attention import decoder_of
+from torch.utils.weak import WeakIdKeyDictionary
 
 __all__ = ["share_cpu_attention_mask"]
 
 
 class _Masks:
-    """The float masks of the forward pass under way, by the boolean mask they stand for (held while it runs)."""
+    """The float mask made for each boolean mask still alive. Held by the boolean mask's identity and only as long as
+    that mask lives (``torch.utils.weak.WeakIdKeyDictionary``): transformers builds it inside the forward pass and
+    drops it at the end, so nothing is held here between passes (backward keeps the float mask it needs)."""
 
     def __init__(self) -> None:
-        self.converted: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.depth = 0
-
-    def start(self, module: torch.nn.Module, args: tuple) -> None:
-        self.depth += 1
-
-    def end(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
-        self.depth = max(self.depth - 1, 0)
-        if self.depth == 0:
-            self.converted.clear()  # backward keeps what it needs; nothing is held here between passes
+        self.converted: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
     def attention(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         mask, hidden = kwargs.get("attention_mask"), kwargs.get("hidden_states", args[0] if args else None)
-        if not (module.training and torch.is_grad_enabled() and self.depth) or torch.is_autocast_enabled("cpu"):
+        if not (module.training and torch.is_grad_enabled()) or torch.is_autocast_enabled("cpu"):
             return None
         if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.ndim == 4):
             return None
         if not (isinstance(hidden, torch.Tensor) and hidden.dtype == torch.float32 and mask.device == hidden.device):
             return None
-        if (entry := self.converted.get(id(mask))) is None or entry[0] is not mask:
+        if (additive := self.converted.get(mask)) is None:
             additive = torch.zeros(mask.shape, dtype=hidden.dtype, device=mask.device)
             additive.masked_fill_(mask.logical_not(), float("-inf"))
-            entry = self.converted[id(mask)] = (mask, additive)
-        return args, {**kwargs, "attention_mask": entry[1]}
+            self.converted[mask] = additive
+        return args, {**kwargs, "attention_mask": additive}
 
 
 def share_cpu_attention_mask(model: torch.nn.Module, device: torch.device) -> list[RemovableHandle]:
-    """Install the conversion on ``model`` (a causal LM using SDPA) when it trains on CPU; returns the handles: two
-    on its decoder stack (``grouped_attention.decoder_of``), one on every decoder layer's attention (``self_attn``)."""
+    """Install the conversion on ``model`` (a causal LM using SDPA) when it trains on CPU; returns the handles, one on
+    every decoder layer's attention (``self_attn``)."""
     config = getattr(model, "config", None)
     if torch.device(device).type != "cpu" or getattr(config, "_attn_implementation", None) != "sdpa":
         return []
-    masks, decoder = _Masks(), decoder_of(model)
-    handles = [
-        decoder.register_forward_pre_hook(masks.start),
-        decoder.register_forward_hook(masks.end, always_call=True),
-    ]
+    masks = _Masks()
+    handles = []
     for layer in model.modules():
         attention = getattr(layer, "self_attn", None)
         if isinstance(attention, torch.nn.Module):

@@ -45,11 +45,13 @@ def _run(model: LlamaForCausalLM, batch: dict) -> tuple[torch.Tensor, dict, list
 def test_one_float_mask_is_kept_for_every_layer_with_bit_identical_loss_and_gradients():
     model, batch = _llama(), _batch()
     plain_loss, plain_grads, plain_saved = _run(model, batch)
-    assert len(share_cpu_attention_mask(model, torch.device("cpu"))) == 2 + 3
+    assert len(share_cpu_attention_mask(model, torch.device("cpu"))) == 3  # one on each layer's attention
     loss, grads, saved = _run(model, batch)
 
     assert len(_mask_storages(plain_saved, 3, 10)) == 3  # SDPA's own conversion, once per layer
     assert len(_mask_storages(saved, 3, 10)) == 1
+    masks = next(iter(model.model.layers[0].self_attn._forward_pre_hooks.values())).__self__
+    assert len(masks.converted) == 0  # the pass's boolean mask is gone, and nothing here holds its float mask
     assert torch.equal(loss, plain_loss)
     for name, grad in plain_grads.items():
         assert torch.equal(grads[name], grad), name
