@@ -37,6 +37,7 @@ from politician_lm.model.decoding import (
     generate_new_text,
     shared_prefix_length,
 )
+from politician_lm.model.group_scoring import grouped_losses
 from politician_lm.model.head_loss import logits_nll, token_nll
 from politician_lm.model.loading import (
     dequantize_for_inference,
@@ -129,14 +130,9 @@ class Persona:
         begins with the previous batch's (the system prompt, say) runs only the tokens after the part they share.
 
         ``in_order=True`` batches consecutive conversations as given instead of longest first: for callers whose
-        groups of ``batch_size`` rows share a long prefix (the stance probe: one statement's answers a batch).
+        groups of ``batch_size`` rows share a long prefix (``stance_losses`` where the head cannot be split off).
         """
-        from politician_lm.data.tokenize import encode
-
-        encoded = [
-            encode(self.tokenizer, *self.style.render(c, self.tokenizer), self.context_window, add_bos=self._bos)
-            for c in conversations
-        ]
+        encoded = self._encoded(conversations)
         order = list(range(len(encoded)))
         if not in_order:
             order.sort(key=lambda i: -len(encoded[i]["input_ids"]))  # ties keep input order
@@ -150,8 +146,6 @@ class Persona:
             on_batch = bar.update
         try:
             for start in range(0, len(order), batch_size):
-                if in_order and share_prefix and split and start % (PREFILL * batch_size) == 0:
-                    self._prefill(carried, split[0], [encoded[i] for i in order[start:]], batch_size)
                 rows = order[start : start + batch_size]
                 chunk = [encoded[i] for i in rows]
                 for row, loss in zip(rows, self._batch_losses(chunk, split, share_prefix, carried)):
@@ -161,16 +155,6 @@ class Persona:
             if bar is not None:
                 bar.close()
         return out
-
-    def _prefill(self, carried: CarriedPrefix, body: Any, rest: list[dict[str, Any]], batch_size: int) -> None:
-        """Run the shared prefixes (a stance probe's questions) of the next ``PREFILL`` batches of ``rest`` in one
-        pass (``CarriedPrefix.prefill``), where a batch of one each would run them."""
-        prefixes = []
-        for start in range(0, min(len(rest), PREFILL * batch_size), batch_size):
-            ids, mask, targets = self._padded(rest[start : start + batch_size])
-            if shared := _loss_prefix(ids, mask, targets != IGNORE_INDEX):
-                prefixes.append(ids[0, :shared].tolist())
-        carried.prefill(body, prefixes, self.tokenizer.pad_token_id)
 
     def _padded(self, chunk: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``chunk`` right-padded: ids, attention mask, and the next-token targets (``IGNORE_INDEX`` unscored)."""
@@ -209,16 +193,28 @@ class Persona:
         sums = torch.zeros(len(chunk), dtype=nll.dtype, device=nll.device).index_add_(0, rows, nll)
         return [(float(s), int(n)) for s, n in zip(sums.tolist(), counts)]
 
+    @torch.no_grad()
     def stance_losses(
         self, conversations: list[list[dict[str, str]]], on_batch: Callable[[int], Any] | None = None
     ) -> list[tuple[float, int]]:
-        """``completion_losses`` as the stance probe scores its conversations (``evaluation.stances``): one
-        statement's ``PROBE_ROWS`` answers a batch, in the order given, so the system prompt runs once per call and
-        each question once for its answers. No progress bar unless ``on_batch`` is given."""
-        return self.completion_losses(conversations, PROBE_ROWS, on_batch or (lambda _: None), in_order=True)
+        """``completion_losses`` of the stance probe's conversations (``evaluation.stances``: each statement's
+        ``PROBE_ROWS`` answers, in order), with every answer of a statement in one row after one copy of its question
+        and 16 statements a forward pass (``model.group_scoring``): the same numbers as a row per answer, to fp32
+        rounding. ``on_batch(n)`` after each pass of n statements; no progress bar. Where the head cannot be split
+        off the model, a row per answer, one statement a batch."""
+        on_batch = on_batch or (lambda _: None)
+        if (split := _backbone_and_head(self.model)) is None:
+            return self.completion_losses(conversations, PROBE_ROWS, on_batch, in_order=True)
+        return grouped_losses(*split, self._encoded(conversations), PROBE_ROWS, self.tokenizer.pad_token_id, on_batch)
 
+    def _encoded(self, conversations: list[list[dict[str, str]]]) -> list[dict[str, Any]]:
+        """Each conversation rendered and tokenized as training does (``data.tokenize.encode``): ids and labels."""
+        from politician_lm.data.tokenize import encode
 
-PREFILL = 16  # in-order batches whose prefixes run ahead together (their keys and values are held until used)
+        return [
+            encode(self.tokenizer, *self.style.render(c, self.tokenizer), self.context_window, add_bos=self._bos)
+            for c in conversations
+        ]
 
 
 def _loss_prefix(ids: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor) -> int:

@@ -1,13 +1,14 @@
-"""The stance probe's likelihood pass (``Persona.stance_losses``, what ``evaluate`` runs per arm) with the questions
-run ahead in one pass per ``PREFILL`` statements, against one question a batch of one (``PREFILL = 1``, the pass
-before), side by side in one process, alternated.
+"""The stance probe's likelihood pass (``Persona.stance_losses``, what ``evaluate`` runs per arm): every answer of a
+statement in one row after one copy of its question, 16 statements a forward pass (``model.group_scoring``), against
+a row per answer, one statement a batch (``completion_losses(..., in_order=True)``, the pass before), side by side
+in one process, alternated.
 
     python scripts/bench_stance_probe.py --adapter runs/sotu-biden/adapters/best --politician biden
     python scripts/bench_stance_probe.py --adapter runs/sotu-biden/adapters/best --politician biden --all
 
 Prints the median seconds of each over ``--repeats`` rounds (after one warm-up each), their ratio, the largest
-relative difference of a row's summed NLL between them, and on how many statements the two take different sides.
-Run it on an otherwise idle machine.
+relative difference of an answer's summed NLL between them, and on how many statements the two take different
+sides. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -39,31 +40,33 @@ def main() -> None:
     profile = load_profile(args.politician, args.profiles_dir)
     stances = load_stances(profile, f"{args.profiles_dir}/{args.politician}.yaml")
     stances = stances if args.all else [s for s in stances if is_heldout_stance(s.id)]
-    ahead = inference.PREFILL
+    from politician_lm.evaluation.stances import PROBE_ROWS
 
-    def run(prefill: int) -> tuple[float, list[tuple[float, int]]]:
-        inference.PREFILL = prefill
+    passes = {
+        "a row per answer": lambda group: persona.completion_losses(group, PROBE_ROWS, lambda _: None, in_order=True),
+        "a row per statement": persona.stance_losses,
+    }
+
+    def run(name: str) -> tuple[float, list[tuple[float, int]]]:
         started = time.perf_counter()
-        losses = probe_losses(stances, persona.stance_losses)
+        losses = probe_losses(stances, passes[name])
         return time.perf_counter() - started, losses
 
-    seconds: dict[str, list[float]] = {"one at a time": [], "run ahead": []}
-    run(1), run(ahead)  # warm-up
+    seconds: dict[str, list[float]] = {name: [] for name in passes}
+    losses: dict[str, list[tuple[float, int]]] = {}
+    for name in passes:  # warm-up
+        run(name)
     for _ in range(args.repeats):
-        for name, prefill in (("one at a time", 1), ("run ahead", ahead)):
-            took, losses = run(prefill)
+        for name in passes:
+            took, losses[name] = run(name)
             seconds[name].append(took)
-            if name == "one at a time":
-                before = losses
-            else:
-                after = losses
-    inference.PREFILL = ahead
+    before, after = losses["a row per answer"], losses["a row per statement"]
     worst = max(abs(a - b) / max(abs(b), 1e-12) for (a, _), (b, _) in zip(after, before))
     flips = sum(x != y for x, y in zip(score_stances(stances, after).sides, score_stances(stances, before).sides))
-    old, new = statistics.median(seconds["one at a time"]), statistics.median(seconds["run ahead"])
+    old, new = (statistics.median(seconds[name]) for name in passes)
     print(f"{len(stances)} statements, {len(before)} answers, {args.repeats} rounds, medians", file=sys.stderr)
-    print(f"one question at a time  {old:7.2f} s")
-    print(f"questions run ahead     {new:7.2f} s   ({new / old:.2f}x)")
+    print(f"a row per answer     {old:7.2f} s")
+    print(f"a row per statement  {new:7.2f} s   ({new / old:.2f}x)")
     print(f"largest relative difference of an answer's NLL: {worst:.1e}; statements on another side: {flips}")
 
 

@@ -40,3 +40,10 @@ def smollm2_path(tmp_path_factory) -> str:
     from politician_lm.commands.import_model import import_model
 
     return str(import_model(str(gguf), str(tmp_path_factory.mktemp("models") / "SmolLM2-135M-Instruct")))
+
+
+@pytest.fixture(scope="session")
+def smollm2(request) -> str:
+    """The SmolLM2 checkpoint of ``politician-lm import-model`` when present, else the session's own import."""
+    local = ROOT / "checkpoints" / "SmolLM2-135M-Instruct"
+    return str(local) if (local / "config.json").is_file() else request.getfixturevalue("smollm2_path")

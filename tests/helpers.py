@@ -132,3 +132,14 @@ def tiny_llama(**config):
         num_key_value_heads=1, max_position_embeddings=32,
     )  # fmt: skip
     return LlamaForCausalLM(LlamaConfig(**{**settings, **config}))
+
+
+def tiny_lora_persona(root: Path, tiny_path: str):
+    """A ``Persona`` of the tiny model with a short real fit's adapter whose B matrices are then randomized, so the
+    adapter clearly moves every loss (the completion- and stance-loss tests' model)."""
+    from politician_lm.inference import load_persona
+
+    adapter = fit_adapter(root, tiny_path, pc_rows(8), lora_r=8, lora_alpha=16, lr=1e-2)
+    persona = load_persona([str(adapter)])
+    randomize_lora_b(persona.model, std=0.2)
+    return persona

@@ -15,7 +15,7 @@ from politician_lm.batch import IGNORE_INDEX
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import encode
 from politician_lm.inference import load_persona
-from tests.helpers import ROOT, fit_adapter, pc_rows, randomize_lora_b
+from tests.helpers import ROOT, randomize_lora_b, tiny_lora_persona
 
 pytestmark = pytest.mark.slow
 RTOL = 1e-5
@@ -81,10 +81,7 @@ def conversations(n: int = 11) -> list[list[dict[str, str]]]:
 
 @pytest.fixture(scope="module")
 def persona(tmp_path_factory, tiny_path):
-    adapter = fit_adapter(tmp_path_factory.mktemp("ad"), tiny_path, pc_rows(8), lora_r=8, lora_alpha=16, lr=1e-2)
-    persona = load_persona([str(adapter)])
-    randomize_lora_b(persona.model, std=0.2)  # an adapter that clearly moves the losses
-    return persona
+    return tiny_lora_persona(tmp_path_factory.mktemp("ad"), tiny_path)
 
 
 def test_the_rows_have_different_lengths(persona):
@@ -170,9 +167,10 @@ def test_a_shared_system_prompt_runs_once_per_batch_with_the_same_numbers(person
 
 
 def test_in_order_batches_carry_the_system_prompt_to_the_next_batch_with_the_same_numbers(persona, monkeypatch):
-    """The stance probe's shape: groups of rows that share a question, all behind one system prompt, batched in the
-    order given. The system prompt runs once, then every group's question in one pass (a row each, right-padded),
-    then each group's answers on its question's keys and values; every loss is the full-logits pass's."""
+    """Groups of rows that share a question, all behind one system prompt, batched in the order given (the stance
+    probe's fallback where the head cannot be split off). The system prompt runs once; each later batch runs only
+    the rest of its question on the carried keys and values, then its answers; every loss is the full-logits
+    pass's."""
     import politician_lm.inference as inference
     import politician_lm.model.decoding as decoding
 
@@ -204,8 +202,9 @@ def test_in_order_batches_carry_the_system_prompt_to_the_next_batch_with_the_sam
     finally:
         hook.remove()
     assert len(full_prefix) == 1 and len(chunks) == len(questions)  # the system prompt ran once
-    # the system prompt, the questions together, each group's answers (the head's check ran once, above)
-    assert [rows for rows, _ in forwards] == [1, len(questions)] + [len(answers)] * len(questions)
+    # each group: its prefix past the carried part (one row), then its answers (the head's check ran once, above)
+    assert [rows for rows, _ in forwards] == [1, len(answers)] * len(questions)
+    assert forwards[2][1] < forwards[0][1] / 2  # the second group's prefix: the system prompt was carried
     lengths = [
         len(
             encode(
@@ -270,13 +269,6 @@ def test_a_row_dropped_as_too_long_scores_zero_tokens(persona):
     assert_same(got, reference_losses(persona, convs, 3))
     assert persona.completion_losses(convs[2:3], 3, on_batch=lambda n: None) == [(0.0, 0)]  # no forward pass at all
     assert persona.completion_losses([], 3, on_batch=lambda n: None) == []
-
-
-@pytest.fixture(scope="module")
-def smollm2(request):
-    """The SmolLM2 checkpoint of ``politician-lm import-model`` when present, else the session's own import."""
-    local = ROOT / "checkpoints" / "SmolLM2-135M-Instruct"
-    return str(local) if (local / "config.json").is_file() else request.getfixturevalue("smollm2_path")
 
 
 def test_smollm2_matches_the_full_logits_pass(smollm2):

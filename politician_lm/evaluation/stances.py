@@ -27,10 +27,9 @@ PROBE_ROWS = sum(len(templates) for templates in SIDE_ANSWERS.values())  # conve
 
 def probe_conversations(stance: Stance) -> list[list[dict[str, str]]]:
     """The question followed by every support answer, then every oppose answer (``PROBE_ROWS``; a user turn and an
-    assistant turn each; an arm puts its system prompt in front). Scored as one batch, the system prompt and the
-    question run once for all of them (``Persona.completion_losses`` shares a batch's common prefix, and carries
-    the system prompt's keys and values on to the next statement's batch), so a statement costs about its question
-    plus its short answers."""
+    assistant turn each; an arm puts its system prompt in front). ``Persona.stance_losses`` scores them with the
+    system prompt run once per call and each question once for its answers (all eight in one row after it), so a
+    statement costs about its question plus its short answers."""
     return [
         [{"role": "user", "content": stance.question}, {"role": "assistant", "content": answer}]
         for side in SIDE_ANSWERS

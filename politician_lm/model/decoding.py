@@ -94,43 +94,9 @@ class CarriedPrefix:
         self.ids: list[int] = []
         self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.name = "past_key_values"  # the cache's keyword, as the model's output names it
-        self.ready: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}  # by ``prefill``
-
-    def prefill(self, body: Any, prefixes: list[list[int]], pad: int) -> None:
-        """Run the prefixes of batches to come in one forward pass: the tokens they all start with once (as a batch
-        of one), then the rest of every prefix as one right-padded row on those tokens' keys and values. A later
-        ``cache`` for a batch whose prefix is one of them runs nothing. Each prefix's tokens are computed from the
-        same tokens at the same positions as when run alone (right padding comes after them)."""
-        common = min(len(p) for p in prefixes) - 1 if len(prefixes) > 1 else 0  # each keeps a token for the batch
-        common = next((i for i in range(common) if len({p[i] for p in prefixes}) > 1), common)
-        if common < MIN_SHARED_PREFIX:
-            return
-        device = body.get_input_embeddings().weight.device
-        if self.layers and self.ids[:common] == prefixes[0][:common]:  # carried from the previous batch
-            cache = _cache_of(self.layers, common)
-        else:
-            start = torch.tensor([prefixes[0][:common]], device=device)
-            out = repeated_prefix_cache(body, start, torch.ones_like(start), common)
-            if not out:
-                return
-            ((self.name, cache),) = out.items()
-        width = max(len(p) for p in prefixes)
-        cache.batch_repeat_interleave(len(prefixes))
-        rest = torch.tensor([p[common:] + [pad] * (width - len(p)) for p in prefixes], device=device)
-        mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prefixes], device=device)
-        body(input_ids=rest, attention_mask=mask, use_cache=True, **{self.name: cache})
-        for i, p in enumerate(prefixes):
-            self.ready[tuple(p)] = [
-                (layer.keys[i : i + 1, :, : len(p)], layer.values[i : i + 1, :, : len(p)]) for layer in cache.layers
-            ]
 
     def cache(self, body: Any, ids: torch.Tensor, mask: torch.Tensor, shared: int) -> dict[str, Any]:
         prefix = ids[0, :shared].tolist()
-        if (ready := self.ready.pop(tuple(prefix), None)) is not None:  # run ahead by ``prefill``
-            head = _cache_of(ready, len(prefix))
-            self.ids, self.layers = prefix, ready
-            head.batch_repeat_interleave(ids.shape[0])
-            return {self.name: head}
         common = 0
         for a, b in zip(self.ids, prefix):
             if a != b:

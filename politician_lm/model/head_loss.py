@@ -68,8 +68,18 @@ def head_nll(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor)
 
 def token_nll(hidden: torch.Tensor, head: Any, targets: torch.Tensor) -> torch.Tensor:
     """Each position's NLL of its target through ``head``, float32 or finer: ``head_nll`` where the head is
-    ``fusable``, else the head's logits and cross-entropy (a trainable or non-linear head)."""
-    return head_nll(hidden, head, targets) if fusable(head) else logits_nll(head(hidden), targets)
+    ``fusable``, else the head's logits and cross-entropy (a trainable or non-linear head). Without gradients
+    (scoring with a head of another linear type, as inference's packed one) the logits are made ``CHUNK`` floats'
+    worth of positions at a time, so that thousands of positions never hold a [positions, vocab] tensor at once."""
+    if fusable(head):
+        return head_nll(hidden, head, targets)
+    width = getattr(head, "out_features", None)
+    if torch.is_grad_enabled() or not isinstance(width, int) or len(hidden) * width <= CHUNK:
+        return logits_nll(head(hidden), targets)
+    step = max(1, CHUNK // width)
+    return torch.cat(
+        [logits_nll(head(hidden[i : i + step]), targets[i : i + step]) for i in range(0, len(hidden), step)]
+    )
 
 
 def logits_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import pytest
 from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.stances import load_stances, split_stances
 from politician_lm.callbacks.side_by_side import side_by_side_table
-from politician_lm.evaluation.stances import PROBE_ROWS, probe
+from politician_lm.evaluation.stances import probe
 from politician_lm.inference import Persona
 from politician_lm.model.loading import dequantized
 from tests.helpers import ROOT, pc_rows, quiet_trainer, write_jsonl
@@ -79,14 +79,11 @@ def test_fit_prints_and_saves_base_beside_adapter(tiny_path, tmp_path, capsys):
     assert stances["kind"] == "stance_agreement" and stances["n_statements"] == len(held) > 0
     persona = Persona(model=model.model, tokenizer=dm.tokenizer, style=dm.style)
 
-    def losses_of(group):  # one statement a batch, as the callback scores them
-        return persona.completion_losses(group, PROBE_ROWS, on_batch=lambda _: None, in_order=True)
-
     model.model.eval()  # as the callback scores (LoRA dropout off)
     with torch.no_grad(), dequantized(model.model):
         with model.model.disable_adapter():
-            want = [probe(held, losses_of)]
-        want.append(probe(held, losses_of))
+            want = [probe(held, persona.stance_losses)]
+        want.append(probe(held, persona.stance_losses))
     assert [stances[SideBySide.PROMPT_ONLY], stances[SideBySide.ADAPTER]] == [w.agreement for w in want]
     margins = stances["mean_margin"]
     assert margins[SideBySide.PROMPT_ONLY] != margins[SideBySide.ADAPTER]  # so the two sides cannot be swapped

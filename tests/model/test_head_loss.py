@@ -83,3 +83,29 @@ def test_training_keeps_no_vocab_wide_tensor_and_the_same_loss_and_lora_gradient
     torch.testing.assert_close(loss, plain_loss, rtol=1e-12, atol=0)
     for name in grads:
         torch.testing.assert_close(grads[name], plain_grads[name], rtol=1e-9, atol=1e-13, msg=name)
+
+
+def test_a_head_of_another_linear_type_scores_a_chunk_of_positions_at_a_time_without_gradients(monkeypatch):
+    """Inference's head is packed (a ``Linear`` subclass, not fusable): scoring thousands of positions must not
+    build their [positions, vocab] logits at once, and the chunks give the values of the one-piece pass."""
+
+    class Packed(torch.nn.Linear):  # stands for model.packed_linear.PackedLinear: another type of linear layer
+        pass
+
+    torch.manual_seed(0)
+    head = Packed(16, 50).double().requires_grad_(False)
+    hidden, targets = torch.randn(37, 16, dtype=torch.float64), torch.randint(0, 50, (37,))
+    monkeypatch.setattr(head_loss, "CHUNK", 50 * 4)
+    rows: list[int] = []
+    head.register_forward_hook(lambda m, args, out: rows.append(len(out)))
+    plain = F.cross_entropy(head(hidden), targets, reduction="none")
+    rows.clear()
+    assert not fusable(head)
+    with torch.no_grad():
+        chunked = head_loss.token_nll(hidden, head, targets)
+    assert rows == [4] * 9 + [1]  # 37 positions, 4 a chunk
+    torch.testing.assert_close(chunked, plain.detach(), rtol=1e-12, atol=0)
+    rows.clear()
+    with torch.enable_grad():  # a gradient wanted: the plain path, in one piece
+        head_loss.token_nll(hidden.requires_grad_(), head, targets)
+    assert rows == [37]
