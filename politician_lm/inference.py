@@ -37,7 +37,7 @@ from politician_lm.model.decoding import (
     generate_new_text,
     shared_prefix_length,
 )
-from politician_lm.model.group_scoring import grouped_losses
+from politician_lm.model.group_scoring import grouped_losses, takes_block_mask
 from politician_lm.model.head_loss import logits_nll, token_nll
 from politician_lm.model.loading import (
     dequantize_for_inference,
@@ -201,9 +201,9 @@ class Persona:
         ``PROBE_ROWS`` answers, in order), with every answer of a statement in one row after one copy of its question
         and 16 statements a forward pass (``model.group_scoring``): the same numbers as a row per answer, to fp32
         rounding. ``on_batch(n)`` after each pass of n statements; no progress bar. Where the head cannot be split
-        off the model, a row per answer, one statement a batch."""
+        off the model or its attention takes no 4D mask (FlashAttention), a row per answer, one statement a batch."""
         on_batch = on_batch or (lambda _: None)
-        if (split := _backbone_and_head(self.model)) is None:
+        if (split := _backbone_and_head(self.model)) is None or not takes_block_mask(self.model):
             return self.completion_losses(conversations, PROBE_ROWS, on_batch, in_order=True)
         return grouped_losses(*split, self._encoded(conversations), PROBE_ROWS, self.tokenizer.pad_token_id, on_batch)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -123,11 +124,37 @@ def test_a_row_dropped_as_too_long_scores_zero_tokens_and_the_rest_as_before(per
     assert grouped(persona, convs[5:6], group=1) == [(0.0, 0)]
 
 
-def test_a_model_without_a_separable_head_takes_the_row_per_answer_path(persona, monkeypatch):
+@pytest.mark.parametrize("why", ["no separable head", "no 4D mask"])
+def test_a_model_without_a_separable_head_or_a_4d_mask_takes_the_row_per_answer_path(persona, monkeypatch, why):
     convs = probe_rows()
-    monkeypatch.setattr(inference, "_backbone_and_head", lambda model: None)
+    if why == "no separable head":
+        monkeypatch.setattr(inference, "_backbone_and_head", lambda model: None)
+    else:  # FlashAttention: it reads a padding mask only, and would let every answer see the others
+        monkeypatch.setattr(inference, "takes_block_mask", lambda model: False)
     monkeypatch.setattr(inference, "grouped_losses", None)  # would raise if called
     assert_same(persona.stance_losses(convs), reference_losses(persona, convs, len(ANSWERS)))
+
+
+def test_which_attention_takes_the_block_mask():
+    def model(impl):
+        return SimpleNamespace(config=SimpleNamespace(_attn_implementation=impl))
+
+    assert group_scoring.takes_block_mask(model("sdpa")) and group_scoring.takes_block_mask(model("eager"))
+    assert not group_scoring.takes_block_mask(model("flash_attention_2"))
+    assert not group_scoring.takes_block_mask(SimpleNamespace())
+
+
+def test_eager_attention_gets_an_additive_mask_and_the_same_numbers(persona):
+    convs = probe_rows()
+    base = persona.model.get_base_model()
+    want = reference_losses(persona, convs, len(ANSWERS))
+    base.set_attn_implementation("eager")
+    try:
+        assert persona.model.config._attn_implementation == "eager"
+        got = persona.stance_losses(convs)
+    finally:
+        base.set_attn_implementation("sdpa")
+    assert_same(got, want)
 
 
 def test_smollm2_stance_probe_matches_a_row_per_answer(smollm2):

@@ -23,9 +23,15 @@ from politician_lm.model.decoding import MIN_SHARED_PREFIX, CarriedPrefix
 from politician_lm.model.head_loss import token_nll
 from politician_lm.model.preference import pair_attention_mask
 
-__all__ = ["GROUPS_PER_PASS", "grouped_losses"]
+__all__ = ["GROUPS_PER_PASS", "grouped_losses", "takes_block_mask"]
 
 GROUPS_PER_PASS = 16  # groups (statements) per forward pass: 16 x 8 stance answers is about 2,700 tokens
+
+
+def takes_block_mask(model: Any) -> bool:
+    """Whether ``model``'s attention takes the 4D mask a group's row needs: SDPA and eager do; FlashAttention reads
+    only a padding mask (it would let every answer see the others), and other kernels are not known here."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None) in ("sdpa", "eager")
 
 
 def _first_scored(row: dict[str, Any]) -> int:
@@ -90,6 +96,9 @@ def _pass(
     mask = pair_attention_mask(segments)  # [groups, 1, width, width]: each row's tokens see the shared ones and theirs
     if start:
         mask = torch.cat([mask.new_ones((*mask.shape[:3], start)), mask], dim=-1)  # every token sees the prefix
+    if body.config._attn_implementation == "eager":  # eager attention adds its mask: 0 or the dtype's minimum
+        dtype = body.get_input_embeddings().weight.dtype
+        mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill_(~mask, torch.finfo(dtype).min)
     hidden = body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=bool(start), **cache)
     per = max(len(g) for g in groups)
     at, targets, slot = (
