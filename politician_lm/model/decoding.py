@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -97,12 +98,8 @@ class CarriedPrefix:
 
     def cache(self, body: Any, ids: torch.Tensor, mask: torch.Tensor, shared: int) -> dict[str, Any]:
         prefix = ids[0, :shared].tolist()
-        common = 0
-        for a, b in zip(self.ids, prefix):
-            if a != b:
-                break
-            common += 1
-        common = min(common, shared - 1)  # at least one token runs, so the forward pass returns the cache
+        # at least one token runs, so the forward pass returns the cache
+        common = common_prefix_length([self.ids, prefix], min(len(self.ids), shared - 1))
         if common < MIN_SHARED_PREFIX or not self.layers:
             out = repeated_prefix_cache(body, ids[:, :shared], mask[:, :shared], shared)
             if not out:
@@ -123,6 +120,14 @@ def _cache_of(layers: list[tuple[torch.Tensor, torch.Tensor]], tokens: int) -> D
     for i, (k, v) in enumerate(layers):
         cache.update(k[:, :, :tokens], v[:, :, :tokens], i)
     return cache
+
+
+def common_prefix_length(seqs: Sequence[Sequence[int]], cap: int) -> int:
+    """How many leading tokens every sequence of ``seqs`` shares, at most ``cap`` (none of them shorter)."""
+    n = 0
+    while n < cap and len({s[n] for s in seqs}) == 1:
+        n += 1
+    return n
 
 
 def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:

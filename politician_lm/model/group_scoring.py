@@ -13,13 +13,13 @@ then have thousands of rows instead of a hundred, which is most of the gain on a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from politician_lm.batch import IGNORE_INDEX, SEGMENT_PAD, SEGMENT_PROMPT
-from politician_lm.model.decoding import MIN_SHARED_PREFIX, CarriedPrefix
+from politician_lm.model.decoding import MIN_SHARED_PREFIX, CarriedPrefix, common_prefix_length
 from politician_lm.model.head_loss import token_nll
 from politician_lm.model.preference import pair_attention_mask
 
@@ -36,16 +36,7 @@ def takes_block_mask(model: Any) -> bool:
 
 def _first_scored(row: dict[str, Any]) -> int:
     """The first position that predicts a labelled token (one before the first label), or the row's length."""
-    labelled = [t for t, label in enumerate(row["labels"]) if label != IGNORE_INDEX]
-    return labelled[0] - 1 if labelled else len(row["input_ids"])
-
-
-def _common(seqs: Sequence[Sequence[int]], cap: int) -> int:
-    """How many leading tokens every sequence of ``seqs`` shares, at most ``cap``."""
-    n = 0
-    while n < cap and len({s[n] for s in seqs}) == 1:
-        n += 1
-    return n
+    return next((t - 1 for t, label in enumerate(row["labels"]) if label != IGNORE_INDEX), len(row["input_ids"]))
 
 
 def _group_row(
@@ -57,7 +48,7 @@ def _group_row(
     shared token's hidden state serves every row (the last one before the answers predicts each answer's first)."""
     live = [j for j, r in enumerate(rows) if any(label != IGNORE_INDEX for label in r["labels"][1:])]
     lengths = [len(rows[j]["input_ids"]) for j in live]
-    shared = max(_common([rows[j]["input_ids"] for j in live], min(lengths) - 1), start) if live else start
+    shared = max(common_prefix_length([rows[j]["input_ids"] for j in live], min(lengths) - 1), start) if live else start
     ids = list(rows[live[0]]["input_ids"][start:shared]) if live else []
     segments, positions, scored = [SEGMENT_PROMPT] * len(ids), list(range(start, shared)), []
     for j in live:
@@ -77,7 +68,9 @@ def _pass(
 ) -> list[tuple[float, int]]:
     """``(summed NLL, labelled tokens)`` of every row of ``groups``, in order, from one forward pass."""
     live = [r["input_ids"][: _first_scored(r)] for g in groups for r in g if r["input_ids"]]
-    start = _common(live, min(map(len, live))) if live else 0  # no scored position inside: it gets no hidden state
+    start = (
+        common_prefix_length(live, min(map(len, live))) if live else 0
+    )  # no scored position inside: it gets no hidden state
     start = start if start >= MIN_SHARED_PREFIX else 0
     device, cache = body.get_input_embeddings().weight.device, {}
     if start:  # the prefix's keys and values, one row each (carried from the last pass where it starts the same)
@@ -93,12 +86,12 @@ def _pass(
         return torch.tensor([b[i] + [fill] * (width - len(b[i])) for b in built], device=device)
 
     ids, segments, positions = padded(0, pad), padded(1, SEGMENT_PAD), padded(2, 0)
-    mask = pair_attention_mask(segments)  # [groups, 1, width, width]: each row's tokens see the shared ones and theirs
-    if start:
-        mask = torch.cat([mask.new_ones((*mask.shape[:3], start)), mask], dim=-1)  # every token sees the prefix
-    if body.config._attn_implementation == "eager":  # eager attention adds its mask: 0 or the dtype's minimum
-        dtype = body.get_input_embeddings().weight.dtype
-        mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill_(~mask, torch.finfo(dtype).min)
+    # [groups, 1, width, width]: each row's tokens see the shared ones and their own; eager attention adds its mask
+    eager = body.config._attn_implementation == "eager"
+    mask = pair_attention_mask(segments, body.get_input_embeddings().weight.dtype if eager else None)
+    if start:  # every token sees the prefix: True, or 0 added
+        seen = mask.new_zeros if eager else mask.new_ones
+        mask = torch.cat([seen((*mask.shape[:3], start)), mask], dim=-1)
     hidden = body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=bool(start), **cache)
     per = max(len(g) for g in groups)
     at, targets, slot = (
