@@ -199,9 +199,10 @@ class Persona:
     ) -> list[tuple[float, int]]:
         """``completion_losses`` of the stance probe's conversations (``evaluation.stances``: each statement's
         ``PROBE_ROWS`` answers, in order), with every answer of a statement in one row after one copy of its question
-        and 16 statements a forward pass (``model.group_scoring``): the same numbers as a row per answer, to fp32
-        rounding. ``on_batch(n)`` after each pass of n statements; no progress bar. Where the head cannot be split
-        off the model or its attention takes no 4D mask (FlashAttention), a row per answer, one statement a batch."""
+        and statements of like length together, about 2,048 tokens a forward pass (``model.group_scoring``): the same
+        numbers as a row per answer, to fp32 rounding. ``on_batch(n)`` after each pass of n statements; no progress
+        bar. Where the head cannot be split off the model or its attention takes no 4D mask (FlashAttention), a row
+        per answer, one statement a batch."""
         on_batch = on_batch or (lambda _: None)
         if (split := _backbone_and_head(self.model)) is None or not takes_block_mask(self.model):
             return self.completion_losses(conversations, PROBE_ROWS, on_batch, in_order=True)

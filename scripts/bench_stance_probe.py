@@ -1,5 +1,5 @@
 """The stance probe's likelihood pass (``Persona.stance_losses``, what ``evaluate`` runs per arm): every answer of a
-statement in one row after one copy of its question, 16 statements a forward pass (``model.group_scoring``), against
+statement in one row after one copy of its question, statements of like length a pass (``model.group_scoring``), against
 a row per answer, one statement a batch (``completion_losses(..., in_order=True)``, the pass before), side by side
 in one process, alternated.
 

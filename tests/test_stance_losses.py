@@ -51,19 +51,22 @@ def probe_rows(questions=QUESTIONS, answers=ANSWERS, system=(SYSTEM,)):
     ]
 
 
-def grouped(persona, convs, group=None, **kw):
+def encoded(persona, convs):
     from politician_lm.data.tokenize import encode
 
-    rows = [
+    return [
         encode(
             persona.tokenizer, *persona.style.render(c, persona.tokenizer), persona.context_window, add_bos=persona._bos
         )
         for c in convs
     ]
+
+
+def grouped(persona, convs, group=None, **kw):
     body, head = inference._backbone_and_head(persona.model)
     with torch.no_grad():
         return group_scoring.grouped_losses(
-            body, head, rows, group or len(ANSWERS), persona.tokenizer.pad_token_id, **kw
+            body, head, encoded(persona, convs), group or len(ANSWERS), persona.tokenizer.pad_token_id, **kw
         )
 
 
@@ -93,10 +96,13 @@ def test_every_answer_scores_as_in_its_own_row_and_the_groups_run_in_one_pass(pe
 
 def test_passes_carry_the_system_prompt_and_report_each_pass(persona):
     convs = probe_rows()
+    rows = encoded(persona, convs)
+    widths = [group_scoring._width(rows[i : i + len(ANSWERS)]) for i in range(0, len(rows), len(ANSWERS))]
+    assert widths[2] < widths[1] < widths[0]  # so the passes run the groups in the opposite order
     reported: list[int] = []
     shapes, hook = forward_shapes(persona)
-    try:
-        got = grouped(persona, convs, on_group=reported.append, groups_per_pass=2)
+    try:  # room for the two shorter groups in one pass, not for a third row
+        got = grouped(persona, convs, on_group=reported.append, tokens_per_pass=2 * widths[1])
     finally:
         hook.remove()
     # the prefix (one row), the first pass; then the second pass's prefix past the carried system prompt (a lone
@@ -174,3 +180,11 @@ def test_smollm2_stance_probe_matches_a_row_per_answer(smollm2):
     convs = [c for s in stances[:6] for c in probe_conversations(s)]
     got = persona.stance_losses(convs)
     assert_same(got, persona.completion_losses(convs, PROBE_ROWS, lambda _: None, share_prefix=False))
+
+
+def test_passes_put_groups_of_like_length_together_within_the_budget():
+    widths = [150, 96, 195, 100, 149, 500]
+    # shortest first; each pass's rows x its widest stay within 300 tokens, and a group wider than that runs alone
+    assert group_scoring._passes(widths, 300) == [[1, 3], [4, 0], [2], [5]]
+    assert group_scoring._passes(widths, 10_000) == [[1, 3, 4, 0, 2, 5]]
+    assert group_scoring._passes([], 300) == []

@@ -23,9 +23,9 @@ from politician_lm.model.decoding import MIN_SHARED_PREFIX, CarriedPrefix, commo
 from politician_lm.model.head_loss import token_nll
 from politician_lm.model.preference import pair_attention_mask
 
-__all__ = ["GROUPS_PER_PASS", "grouped_losses", "takes_block_mask"]
+__all__ = ["TOKENS_PER_PASS", "grouped_losses", "takes_block_mask"]
 
-GROUPS_PER_PASS = 16  # groups (statements) per forward pass: 16 x 8 stance answers is about 2,700 tokens
+TOKENS_PER_PASS = 2048  # a pass's rows x its widest row, at most (one group alone may be wider)
 
 
 def takes_block_mask(model: Any) -> bool:
@@ -106,6 +106,23 @@ def _pass(
     ]
 
 
+def _width(group: list[dict[str, Any]]) -> int:
+    """About the length of ``group``'s row: its rows' tokens with their shared start counted once (to sort by)."""
+    ids = [r["input_ids"] for r in group]
+    return sum(map(len, ids)) - (len(ids) - 1) * common_prefix_length(ids, min(map(len, ids), default=0))
+
+
+def _passes(widths: list[int], tokens: int) -> list[list[int]]:
+    """The groups' indices, shortest first, cut into passes of at most ``tokens`` padded tokens (rows x the widest):
+    rows of like length share a pass, so little of a pass is padding."""
+    passes: list[list[int]] = []
+    for i in sorted(range(len(widths)), key=widths.__getitem__):
+        if not passes or (len(passes[-1]) + 1) * widths[i] > tokens:
+            passes.append([])
+        passes[-1].append(i)
+    return passes
+
+
 def grouped_losses(
     body: Any,
     head: Any,
@@ -113,14 +130,16 @@ def grouped_losses(
     group: int,
     pad: int,
     on_group: Callable[[int], Any] = lambda _: None,
-    groups_per_pass: int = GROUPS_PER_PASS,
+    tokens_per_pass: int = TOKENS_PER_PASS,
 ) -> list[tuple[float, int]]:
     """``(summed NLL, labelled tokens)`` of each encoded row (``data.tokenize.encode``), in order, where every
-    ``group`` consecutive rows share their tokens up to the answer. ``on_group(n)`` after each pass of n groups."""
+    ``group`` consecutive rows share their tokens up to the answer. Groups of like length run together, shortest
+    first (a row's numbers do not depend on its pass). ``on_group(n)`` after each pass of n groups."""
     groups = [rows[i : i + group] for i in range(0, len(rows), group)]
-    prefix, out = CarriedPrefix(), []
-    for i in range(0, len(groups), groups_per_pass):
-        chunk = groups[i : i + groups_per_pass]
-        out += _pass(body, head, chunk, prefix, pad)
+    prefix, out = CarriedPrefix(), [[] for _ in groups]
+    for chunk in _passes([_width(g) for g in groups], tokens_per_pass):
+        scored = iter(_pass(body, head, [groups[i] for i in chunk], prefix, pad))
+        for i in chunk:
+            out[i] = [next(scored) for _ in groups[i]]
         on_group(len(chunk))
-    return out
+    return [loss for losses in out for loss in losses]
