@@ -37,6 +37,7 @@ from politician_lm.model.decoding import (
     generate_new_text,
     shared_prefix_length,
 )
+from politician_lm.model.fused_lora import fuse_lora_layers
 from politician_lm.model.group_scoring import grouped_losses, takes_block_mask
 from politician_lm.model.head_loss import logits_nll, token_nll
 from politician_lm.model.loading import (
@@ -292,6 +293,7 @@ def load_persona(
     model.eval()
     if dev.type == "cpu":
         pack_linears(model)  # frozen float32 layers multiply through oneDNN, packed once (model/packed_linear.py)
+        fuse_lora_layers(model)  # an unmerged adapter adds its update in place, one product (model/fused_lora.py)
     tokenizer = load_tokenizer(meta_source, base)
     generation_settings = generation_defaults(folders[0].path if folders else Path(base))
     return Persona(model=model, tokenizer=tokenizer, style=style, generation=generation_settings)
