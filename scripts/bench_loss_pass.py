@@ -10,10 +10,10 @@ Without ``--adapter`` the base is loaded as ``load_persona`` loads an adapter's 
 and a fresh LoRA adapter (r 16, all linear layers, random B, as configs/smollm2-biden.yaml trains) is put on it, so
 the pass goes through the PEFT layers as in ``evaluate``. The conversations are prompt/completion records of
 ``data/<politician>/*.jsonl`` with the profile's persona system prompt, rendered with the chat template. The passes
-(old, with PyTorch's own ``nn.Linear`` products unless ``--old_products packed``; new without the shared prefix;
-new) are timed alternately (one of each per round, after a one-batch warm-up
-of each); seconds are the median per pass. Peak memory is the peak over the pass above the memory in use before it:
-CUDA allocator bytes on a GPU, the process's resident set (sampled every 2 ms) on CPU. On 2 CPU cores a pass of 64
+(old, with PyTorch's own ``nn.Linear`` products and PEFT's own LoRA forward unless ``--old_products packed``; new
+without the shared prefix; new) are timed alternately (one of each per round, after a one-batch warm-up of each);
+seconds are the median per pass. Peak memory is the peak over the pass above the memory in use before it: CUDA
+allocator bytes on a GPU, the process's resident set (sampled every 2 ms) on CPU. On 2 CPU cores a pass of 64
 conversations takes about 1.5 min. Run it on an otherwise idle machine.
 """
 
@@ -101,19 +101,25 @@ def measured(fn, cuda: bool) -> tuple[float, int, object]:
 
 @contextmanager
 def plain_linears(model):
-    """``model``'s oneDNN-packed layers multiply as plain ``nn.Linear`` for the block (their packed copies kept)."""
+    """``model`` as inference ran it when the issue was filed, for the block: the oneDNN-packed layers multiply as
+    plain ``nn.Linear`` (their packed copies kept) and the LoRA layers run PEFT's own forward (model/fused_lora.py)."""
     import torch
 
+    from politician_lm.model.fused_lora import fused_class, unfuse_lora_layers
     from politician_lm.model.packed_linear import PackedLinear
 
     layers = [m for m in model.modules() if type(m) is PackedLinear]
+    fused = [m for m in model.modules() if type(m) is fused_class()]
     for layer in layers:
         layer.__class__ = torch.nn.Linear
+    unfuse_lora_layers(fused)
     try:
         yield model
     finally:
         for layer in layers:
             layer.__class__ = PackedLinear
+        for layer in fused:
+            layer.__class__ = fused_class()
 
 
 def main() -> None:
