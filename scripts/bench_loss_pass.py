@@ -105,21 +105,20 @@ def plain_linears(model):
     plain ``nn.Linear`` (their packed copies kept) and the LoRA layers run PEFT's own forward (model/fused_lora.py)."""
     import torch
 
-    from politician_lm.model.fused_lora import fused_class, unfuse_lora_layers
+    from politician_lm.model.fused_lora import fuse_lora_layers, unfuse_lora_layers
     from politician_lm.model.packed_linear import PackedLinear
 
     layers = [m for m in model.modules() if type(m) is PackedLinear]
-    fused = [m for m in model.modules() if type(m) is fused_class()]
     for layer in layers:
         layer.__class__ = torch.nn.Linear
-    unfuse_lora_layers(fused)
+    fused = unfuse_lora_layers(model.modules())
     try:
         yield model
     finally:
         for layer in layers:
             layer.__class__ = PackedLinear
-        for layer in fused:
-            layer.__class__ = fused_class()
+        if fused:
+            fuse_lora_layers(model)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import get_scheduler
 
 from politician_lm.artifacts.adapter import attach_adapter
+from politician_lm.model.fused_lora import fuse_lora_layers
 from politician_lm.model.grouped_attention import group_cpu_attention
 from politician_lm.model.loading import load_base_model
 from politician_lm.model.lora_dropout import lean_lora_dropout
@@ -66,6 +67,7 @@ def build_trainable_model(
     share_lora_inputs(model)  # under autocast, no per-layer copy of each LoRA layer's input kept for backward
     if not gradient_checkpointing:
         lean_lora_dropout(model)  # a LoRA dropout keeps a boolean mask, not a dropped copy and a float mask
+    fuse_lora_layers(model)  # fp32 without autocast: each LoRA update added by one addmm, not three temporaries
     # from_pretrained returns the base in eval mode and Lightning keeps module modes as it finds them; in eval
     # mode transformers silently skips gradient checkpointing, so the whole model goes to train mode here.
     model.train()

@@ -40,7 +40,7 @@ def _fusable(layer: Any) -> bool:
     from peft.tuners.lora import Linear
 
     return (
-        type(layer) is Linear
+        isinstance(layer, Linear)  # PEFT's, or model.fused_lora's subclass of it
         and isinstance(layer.get_base_layer(), nn.Linear)
         and not layer.merged
         and not layer.fan_in_fan_out
