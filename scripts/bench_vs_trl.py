@@ -11,7 +11,8 @@ alike); the table shows medians. Runs: ours with padding-free packing, ours padd
 collation, TRL with ``packing=True`` (best-fit-decreasing, padding-free), and on CPU TRL packing once more under
 tcmalloc, the allocator ours runs under (``politician_lm/allocator.py``), to show what the allocator alone gives.
 With ``--system-malloc`` ours runs again with POLITICIAN_LM_MALLOC_TRIM=0, to show what returning the freed heap
-before every training batch costs and saves.
+before every training batch costs and saves; with ``--peft-lora-rows`` again with POLITICIAN_LM_FUSED_LORA=0 (PEFT's
+own LoRA forward, see politician_lm/model/fused_lora.py).
 Same for all: NF4 + double quantization, LoRA r=8/alpha=16 on all linear layers (dropout ``--lora-dropout``, 0 by
 default), AdamW, linear schedule without warmup, gradient checkpointing off, batch of 8 (examples, or packed rows of
 max_length; 4 with --gpu), fp32 compute on CPU (bf16 on GPU), plain prompt/completion text of the bundled Biden data.
@@ -235,10 +236,14 @@ PEFT_DROPOUT_RUNS = [
     ("peft-drop pack", "ours", True, "peft-dropout"),
     ("peft-drop padded", "ours", False, "peft-dropout"),
 ]
+# With --peft-lora-rows: ours again with PEFT's own LoRA forward (POLITICIAN_LM_FUSED_LORA=0) instead of
+# model.fused_lora's one addmm, under the same allocator
+PEFT_LORA_RUNS = [("peft-lora pack", "ours", True, "peft-lora"), ("peft-lora padded", "ours", False, "peft-lora")]
 
 
 def run(name: str, runner: str, packing: bool, alloc: str, common: dict, tmp: str, i: int) -> dict:
     from politician_lm import allocator
+    from politician_lm.model import fused_lora
 
     cfg = {
         **common,
@@ -249,10 +254,12 @@ def run(name: str, runner: str, packing: bool, alloc: str, common: dict, tmp: st
         "lean_dropout": alloc != "peft-dropout",
     }
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.ENV, allocator.TRIM_ENV)}
-    system = alloc.startswith("system") or (alloc == "peft-dropout" and common.get("system_malloc"))
+    system = alloc.startswith("system") or (alloc.startswith("peft-") and common.get("system_malloc"))
     env = allocator.environment(env) if not system else env
     if alloc == "system-keep":
         env[allocator.TRIM_ENV] = "0"
+    if alloc == "peft-lora":
+        env[fused_lora.SWITCH] = "0"
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True, cwd=ROOT, env=env
     )
@@ -364,6 +371,12 @@ def main() -> None:
         help="add ours again with PEFT's own LoRA dropout (which keeps a dropped-out copy of each adapted layer's "
         "input) in place of politician_lm.model.lora_dropout's, under the same allocator; needs --lora-dropout",
     )
+    ap.add_argument(
+        "--peft-lora-rows",
+        action="store_true",
+        help="add ours again with PEFT's own LoRA forward (POLITICIAN_LM_FUSED_LORA=0) in place of "
+        "politician_lm.model.fused_lora's one addmm, under the same allocator",
+    )
     ap.add_argument("--gpu", action="store_true", help="7B-shaped Mistral with random weights, seq 1024 (needs CUDA)")
     ap.add_argument(
         "--random-model",
@@ -406,6 +419,8 @@ def main() -> None:
         if not args.lora_dropout:
             raise SystemExit("--peft-dropout-rows compares LoRA dropouts: give --lora-dropout above 0")
         runs += [r for r in PEFT_DROPOUT_RUNS if args.only is None or r[2] == (args.only == "packing")]
+    if args.peft_lora_rows:
+        runs += [r for r in PEFT_LORA_RUNS if args.only is None or r[2] == (args.only == "packing")]
     with tempfile.TemporaryDirectory() as tmp:
         model, max_length, lr = str(ROOT / "checkpoints" / "tiny-politician"), 256, 2e-3
         if args.model:
