@@ -52,7 +52,15 @@ def _fusable(layer: Any, x: torch.Tensor, args: tuple, kwargs: dict[str, Any]) -
         or layer.merged
         or x.dtype != torch.float32
         or torch.is_autocast_enabled(x.device.type)
-        or any(a in layer.lora_variant for a in layer.active_adapters)  # DoRA and the other variants
+        or any(_variant(layer, a) for a in layer.active_adapters)
+    )
+
+
+def _variant(layer: Any, name: str) -> bool:
+    """Whether adapter ``name`` of ``layer`` is not vanilla LoRA (DoRA and PEFT's other variants; ``lora_variant``
+    is newer than the oldest PEFT this package allows, ``use_dora`` older)."""
+    return bool(
+        (getattr(layer, "lora_variant", None) or {}).get(name) or (getattr(layer, "use_dora", None) or {}).get(name)
     )
 
 

@@ -120,3 +120,14 @@ def test_the_switch_keeps_peft_s_forward(monkeypatch):
     assert fuse_lora_layers(model) == []
     monkeypatch.setenv(SWITCH, "1")
     assert len(fuse_lora_layers(model)) == 2
+
+
+def test_dora_runs_peft_s_forward():
+    torch.manual_seed(0)
+    model = get_peft_model(Net(), LoraConfig(r=4, lora_alpha=8, use_dora=True, target_modules=["up", "down"])).eval()
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        want = model(x)
+        fuse_lora_layers(model)
+        calls, _ = lora_b_calls(model)
+        assert torch.equal(model(x), want) and calls
