@@ -7,16 +7,16 @@ projections in each of 30 layers that is hundreds of full-width temporaries a fo
 where those passes over memory cost as much as the narrow products themselves, the adapter arm of ``evaluate`` ran
 its stance probe 23% slower than the same model with the adapter off (``docs/performance.md``).
 
-``FusedLoraLinear.forward`` computes the same sum as ``addmm(result, lora_A(dropout(x)), lora_B.weight.T,
-alpha=scaling)``: BLAS adds ``scaling * (lora_A(x) @ lora_B.weight.T)`` into the base output, in place where no
-gradient is recorded, else as one new tensor, whose backward makes only rank-wide tensors besides the gradient it
-passes on. The value is PEFT's to float32 rounding (the scale is applied inside the product instead of after it),
-not bit for bit; the dropout draws are PEFT's (the same calls in the same order). It applies to float32 outputs
-without autocast (fp32 training and inference on CPU), vanilla LoRA without a bias on ``lora_B`` and without PEFT's
-per-row ``adapter_names``; every other call (bf16 autocast on a GPU, DoRA, a mixed batch) runs PEFT's own forward.
-``fuse_lora_layers`` swaps the class of every PEFT LoRA ``Linear`` and 4-bit ``Linear4bit`` (``unfuse_lora_layers``
-swaps it back); the module's weights, names and state dict are unchanged. ``POLITICIAN_LM_FUSED_LORA=0`` keeps PEFT's
-forward everywhere.
+The fused layers (``FusedLinear``, ``FusedLinear4bit``: PEFT's classes with another ``forward``) compute the same
+sum as ``addmm(result, lora_A(dropout(x)), lora_B.weight.T, alpha=scaling)``: BLAS adds ``scaling * (lora_A(x) @
+lora_B.weight.T)`` into the base output, in place where no gradient is recorded, else as one new tensor, whose
+backward makes only rank-wide tensors besides the gradient it passes on. The value is PEFT's to float32 rounding
+(the scale is applied inside the product instead of after it), not bit for bit; the dropout draws are PEFT's (the
+same calls in the same order). It applies to float32 outputs without autocast (fp32 training and inference on CPU),
+vanilla LoRA without a bias on ``lora_B`` and without PEFT's per-row ``adapter_names``; every other call (bf16
+autocast on a GPU, DoRA, a mixed batch) runs PEFT's own forward. ``fuse_lora_layers`` swaps the class of every PEFT
+LoRA ``Linear`` and 4-bit ``Linear4bit`` (``unfuse_lora_layers`` swaps it back); the module's weights, names and
+state dict are unchanged. ``POLITICIAN_LM_FUSED_LORA=0`` keeps PEFT's forward everywhere.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def _forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Ten
 
 @functools.cache
 def fused_class(base: type) -> type:
-    """``FusedLoraLinear`` over PEFT's ``base`` layer class: its forward is the one above."""
+    """``Fused<base>``: PEFT's ``base`` layer class with the forward above."""
     return type(f"Fused{base.__name__}", (base,), {"forward": _forward, "__module__": __name__})
 
 

@@ -134,7 +134,7 @@ def grouped_losses(
 ) -> list[tuple[float, int]]:
     """``(summed NLL, labelled tokens)`` of each encoded row (``data.tokenize.encode``), in order, where every
     ``group`` consecutive rows share their tokens up to the answer. Groups of like length run together, shortest
-    first (a row's numbers do not depend on its pass). ``on_group(n)`` after each pass of n groups."""
+    first (a row's numbers depend on its pass only in fp32 rounding). ``on_group(n)`` after each pass of n groups."""
     groups = [rows[i : i + group] for i in range(0, len(rows), group)]
     prefix, out = CarriedPrefix(), [[] for _ in groups]
     for chunk in _passes([_width(g) for g in groups], tokens_per_pass):
