@@ -22,11 +22,12 @@ state dict are unchanged. ``POLITICIAN_LM_FUSED_LORA=0`` keeps PEFT's forward ev
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Iterable
 from typing import Any
 
 import torch
+
+from politician_lm.values import switched_off
 
 __all__ = ["SWITCH", "fuse_lora_layers", "fused_class", "unfuse_lora_layers"]
 
@@ -96,7 +97,7 @@ def fused_class(base: type) -> type:
 def fuse_lora_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """Give every PEFT LoRA ``Linear`` and ``Linear4bit`` of ``model`` (exactly those classes) the fused forward;
     returns the layers changed."""
-    if os.environ.get(SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+    if switched_off(SWITCH):
         return []
     try:
         bases = _peft_layers()

@@ -18,12 +18,13 @@ MKL's to float32 rounding (about 1e-6 relative), not bit for bit; every inferenc
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
+
+from politician_lm.values import switched_off
 
 __all__ = ["SWITCH", "MIN_FEATURES", "PackedLinear", "pack_linears", "packed", "unpack_linears"]
 
@@ -32,7 +33,7 @@ SWITCH = "POLITICIAN_LM_PACKED_LINEAR"  # "0" keeps PyTorch's own nn.Linear (and
 
 
 def _available() -> bool:
-    if os.environ.get(SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+    if switched_off(SWITCH):
         return False
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
