@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from politician_lm.switches import switched_off
+
 ENV = "POLITICIAN_LM_ALLOCATOR"  # "system": keep the C library's malloc; set to "tcmalloc" in the re-executed child
 _CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
@@ -33,7 +35,7 @@ _CANDIDATES = (
     "/usr/lib64/libtcmalloc_minimal.so.4",
     "/usr/lib/libtcmalloc_minimal.so.4",
 )
-TRIM_ENV = "POLITICIAN_LM_MALLOC_TRIM"  # "0": keep glibc's freed heap between training steps
+TRIM_ENV = "POLITICIAN_LM_MALLOC_TRIM"  # 0 (false, no, off): keep glibc's freed heap between training steps
 _VENV_NAME = "libtcmalloc_minimal.so.4"  # in <venv>/lib: the Debian package unpacked without root (scripts/setup.sh)
 
 
@@ -81,10 +83,10 @@ def reexec_with_tcmalloc(args: list[str]) -> None:
 
 def trims_heap(env: dict[str, str] | None = None) -> bool:
     """Whether ``release_freed_heap`` does anything here: Linux with glibc's malloc (no other allocator preloaded),
-    and not turned off with ``POLITICIAN_LM_MALLOC_TRIM=0``."""
+    and not turned off with ``POLITICIAN_LM_MALLOC_TRIM=0`` (or false, no, off)."""
     env = os.environ if env is None else env
     preloaded = env.get("LD_PRELOAD", "")
-    if env.get(TRIM_ENV, "1") == "0" or any(lib in preloaded for lib in ("tcmalloc", "jemalloc", "mimalloc")):
+    if switched_off(TRIM_ENV, env) or any(lib in preloaded for lib in ("tcmalloc", "jemalloc", "mimalloc")):
         return False
     return _malloc_trim() is not None
 

@@ -1,17 +1,10 @@
-"""Command-line values that several verbs share: comma-separated lists (the old flags' style) and weights; and the
-on/off environment switches of the inference fast paths."""
+"""Command-line values that several verbs share: comma-separated lists (the old flags' style) and weights."""
 
 from __future__ import annotations
 
 import math
-import os
 
 from politician_lm.errors import UserError
-
-
-def switched_off(name: str) -> bool:
-    """Whether the environment variable ``name`` turns its feature off (0, false, no or off; unset: on)."""
-    return os.environ.get(name, "1").strip().lower() in ("0", "false", "no", "off")
 
 
 def parse_list(value: list | str, what: str) -> list[str]:

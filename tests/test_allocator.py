@@ -124,5 +124,7 @@ def test_trims_heap_only_under_glibc_without_tcmalloc():
     assert allocator.trims_heap({}) is glibc
     assert allocator.trims_heap({allocator.TRIM_ENV: "1"}) is glibc
     assert not allocator.trims_heap({allocator.TRIM_ENV: "0"})
+    for off in ("false", "Off", " no "):  # the spellings the other switches take (switches.switched_off)
+        assert not allocator.trims_heap({allocator.TRIM_ENV: off})
     assert not allocator.trims_heap({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"})
     assert not allocator.trims_heap({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"})

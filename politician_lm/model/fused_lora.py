@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from politician_lm.values import switched_off
+from politician_lm.switches import switched_off
 
 __all__ = ["SWITCH", "fuse_lora_layers", "fused_class", "unfuse_lora_layers"]
 

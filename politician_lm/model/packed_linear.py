@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from politician_lm.values import switched_off
+from politician_lm.switches import switched_off
 
 __all__ = ["SWITCH", "MIN_FEATURES", "PackedLinear", "pack_linears", "packed", "unpack_linears"]
 
