@@ -48,6 +48,7 @@ from politician_lm.model.loading import (
     resolve_compute_dtype,
 )
 from politician_lm.model.packed_linear import pack_linears
+from politician_lm.model.scoring import reads_positions
 from politician_lm.values import parse_list
 
 
@@ -202,10 +203,12 @@ class Persona:
         ``PROBE_ROWS`` answers, in order), with every answer of a statement in one row after one copy of its question
         and statements of like length together, about 2,048 tokens a forward pass (``model.group_scoring``): the same
         numbers as a row per answer, to fp32 rounding. ``on_batch(n)`` after each pass of n statements; no progress
-        bar. Where the head cannot be split off the model or its attention takes no 4D mask (FlashAttention), a row
-        per answer, one statement a batch."""
+        bar. Where the head cannot be split off the model, its attention takes no 4D mask (FlashAttention) or it
+        ignores ``position_ids`` (ALiBi), a row per answer, one statement a batch."""
         on_batch = on_batch or (lambda _: None)
-        if (split := _backbone_and_head(self.model)) is None or not takes_block_mask(self.model):
+        if (split := _backbone_and_head(self.model)) is None or not (
+            takes_block_mask(self.model) and reads_positions(self.model)
+        ):
             return self.completion_losses(conversations, PROBE_ROWS, on_batch, in_order=True)
         return grouped_losses(*split, self._encoded(conversations), PROBE_ROWS, self.tokenizer.pad_token_id, on_batch)
 

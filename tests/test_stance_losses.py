@@ -18,6 +18,7 @@ from politician_lm.artifacts.stances import is_heldout_stance, load_stances
 from politician_lm.data.templates import PromptStyle
 from politician_lm.evaluation.stances import PROBE_ROWS, probe_conversations
 from politician_lm.inference import load_persona
+from politician_lm.model.scoring import reads_positions
 from tests.helpers import ROOT, randomize_lora_b, tiny_lora_persona
 from tests.test_completion_losses import SYSTEM, assert_same, reference_losses
 
@@ -83,6 +84,7 @@ def forward_shapes(persona):
 @pytest.mark.parametrize("adapter", [True, False])
 def test_every_answer_scores_as_in_its_own_row_and_the_groups_run_in_one_pass(persona, adapter):
     convs = probe_rows()
+    assert reads_positions(persona.model)  # once per model (two 4-token passes), before the passes counted here
     with nullcontext() if adapter else persona.model.disable_adapter():
         shapes, hook = forward_shapes(persona)
         try:

@@ -3,7 +3,8 @@ label, so the prompt tokens' logits (a [tokens, vocab] tensor, and its gradient)
 1024 tokens x 8 rows that is about 1 GiB of fp32 logits per batch.
 
 ``split_head`` finds out once whether a model's logits are exactly ``head(backbone(x))``; where they are not, the
-model's own full forward pass is used.
+model's own full forward pass is used. ``reads_positions`` finds out once whether it places tokens by
+``position_ids``, which packed rows and preference pair rows rely on.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from politician_lm.batch import IGNORE_INDEX
+from politician_lm.errors import UserError
 from politician_lm.model.head_loss import logits_nll, token_nll
 from politician_lm.model.preference import pair_attention_mask, row_sums, sequence_logps
 
@@ -56,6 +58,37 @@ def split_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:
     return (backbone, head) if close else None
 
 
+def reads_positions(model: Any) -> bool:
+    """Whether ``model`` places tokens by ``position_ids``: checked once per model, on 4 tokens at positions 0-3 and
+    at 0, 2, 4, 6 (no randomness drawn). ALiBi models (BLOOM, MPT, Falcon with ``alibi``) take positions from the
+    attention mask and ignore them, so a packed row, a preference pair row or the stance probe's grouped row would
+    not compute what it stands for there."""
+    if "_politician_lm_positions" not in model.__dict__:
+        device = next(model.parameters()).device
+        vocab = getattr(model.config, "get_text_config", lambda: model.config)().vocab_size
+        ids = (torch.arange(4, device=device) * 7919 % vocab).view(1, 4)
+        try:
+            with evaluating(model):
+                a, b = (
+                    model(input_ids=ids, position_ids=torch.tensor([p], device=device), use_cache=False).logits
+                    for p in ([0, 1, 2, 3], [0, 2, 4, 6])
+                )
+            model.__dict__["_politician_lm_positions"] = not torch.equal(a, b)
+        except (TypeError, ValueError):  # a forward that takes no position_ids
+            model.__dict__["_politician_lm_positions"] = False
+    return model.__dict__["_politician_lm_positions"]
+
+
+def require_positions(model: Any, what: str, fix: str) -> None:
+    """A one-line ``UserError`` saying ``fix`` where ``model`` ignores ``position_ids`` and ``what`` needs them."""
+    if not reads_positions(model):
+        name = type(getattr(model, "get_base_model", lambda: model)()).__name__
+        raise UserError(
+            f"{what} places each token by position_ids, which {name} ignores (its positions come from the attention "
+            f"mask, as with ALiBi); {fix}"
+        )
+
+
 @dataclass
 class Scorer:
     """The forward passes of one built policy (``PoliticianLM.configure_model`` makes it).
@@ -77,6 +110,8 @@ class Scorer:
         masks block-diagonally. Falls back to the model's own loss where the head cannot be split off. With
         FlashAttention, packed rows are flattened into one varlen sequence.
         """
+        if "position_ids" in batch:
+            require_positions(self.model, "data.packing", "set data.packing: false")
         if self.flatten_packed and "position_ids" in batch:
             # rows -> one sequence; every row starts an example at position 0, so no segment runs across rows
             batch = {k: batch[k].reshape(1, -1) for k in ("input_ids", "labels", "position_ids")}
@@ -152,6 +187,11 @@ class Scorer:
         """Summed log-probability of each answer's labelled tokens and their count: ``[2n]`` each, the n chosen answers
         then the n rejected ones. One forward pass over pair rows, where both answers follow one copy of the prompt
         (``politician_lm.batch``); the head runs only on positions that predict an answer token."""
+        require_positions(
+            self.model,
+            "a preference pair row (both answers after one copy of the prompt)",
+            "preference stages need a model with rotary or learned positions",
+        )
         n = batch["input_ids"].shape[0]
         eager = getattr(self.model.config, "_attn_implementation", None) == "eager"
         mask = pair_attention_mask(batch["segments"], self.compute_dtype if eager else None)

@@ -1,0 +1,67 @@
+"""Layouts that place tokens by ``position_ids`` (packed rows, preference pair rows, the stance probe's grouped
+rows) on a model that ignores them: BLOOM takes its ALiBi positions from the attention mask. The probe falls back to
+a row per answer; packing and preference stages are refused with one line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, BloomConfig, BloomForCausalLM
+
+from politician_lm.data.templates import PromptStyle
+from politician_lm.errors import UserError
+from politician_lm.inference import Persona
+from politician_lm.model.scoring import Scorer, reads_positions, split_head
+from tests.data.test_batching import rows as sft_rows
+from tests.helpers import first_train_batch, randomize_lora_b
+from tests.model.test_preference import pair_datamodule, pair_rows
+from tests.test_stance_losses import probe_rows
+
+
+def lora(model, targets):
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets))
+    randomize_lora_b(model)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def bloom(tiny_path):
+    """A random 2-layer BLOOM (ALiBi, eager attention) with LoRA, over the tiny model's tokenizer."""
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    tok.pad_token = tok.pad_token or tok.eos_token  # as load_persona gives it
+    torch.manual_seed(0)
+    config = BloomConfig(vocab_size=len(tok), hidden_size=64, n_layer=2, n_head=4, pad_token_id=tok.pad_token_id)
+    return lora(BloomForCausalLM(config), ["query_key_value"]), tok
+
+
+def test_rotary_positions_are_read_and_alibi_positions_are_not(tiny_path, bloom):
+    llama = lora(AutoModelForCausalLM.from_pretrained(tiny_path), ["q_proj", "v_proj"])
+    assert reads_positions(llama)
+    assert not reads_positions(bloom[0])
+
+
+def test_the_stance_probe_scores_a_row_per_answer_where_positions_are_ignored(bloom):
+    """The grouped row would hand BLOOM a 4D mask it cannot build ALiBi from; the probe's numbers must still be the
+    full pass's, row by row."""
+    model, tok = bloom
+    persona = Persona(model=model, tokenizer=tok, style=PromptStyle())
+    convs = probe_rows()
+    got = persona.stance_losses(convs)
+    want = persona.completion_losses(convs, 8, in_order=True, on_batch=lambda n: None)
+    assert [n for _, n in got] == [n for _, n in want] and all(n > 0 for _, n in got)
+    torch.testing.assert_close([s for s, _ in got], [s for s, _ in want], rtol=1e-5, atol=1e-4)
+
+
+def test_packing_and_pair_rows_are_refused_in_one_line(tmp_path, tiny_path, bloom):
+    model, _ = bloom
+    scorer = Scorer(model, split_head(model), torch.float32)
+    _, packed = first_train_batch(tmp_path / "sft", tiny_path, sft_rows(24), batch_size=2, packing=True)
+    assert "position_ids" in packed
+    with pytest.raises(UserError, match=r"data.packing places each token by position_ids, which BloomForCausalLM"):
+        scorer.token_loss(packed)
+    pairs = next(iter(pair_datamodule(tmp_path / "dpo", tiny_path, pair_rows(4)).train_dataloader()))
+    with pytest.raises(UserError, match=r"preference stages need a model with rotary or learned positions"):
+        scorer.pair_logps(pairs)
+    _, padded = first_train_batch(tmp_path / "pad", tiny_path, sft_rows(24), batch_size=2)
+    assert torch.isfinite(scorer.token_loss(padded))  # padded rows carry no position_ids: BLOOM trains on them
