@@ -6,6 +6,7 @@ The tiny test model and a 7B hub model take exactly the same path: ``AutoModelFo
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,8 @@ import torch
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from politician_lm.model.packed_linear import packed
+
+log = logging.getLogger(__name__)
 
 SAMPLING_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 
@@ -72,7 +75,14 @@ def load_base_model(
     qconfig = quantization_config(quantization, compute_dtype, quant_storage)
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
-    model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
+    except ValueError as e:  # raised before any weight loads
+        if attn_implementation != "sdpa" or "scaled_dot_product_attention" not in str(e):
+            raise
+        # an architecture without SDPA (BLOOM, say): eager, as transformers itself would choose
+        log.warning("%s: no SDPA attention for this architecture; using eager attention", model_name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **{**kwargs, "attn_implementation": "eager"})
     model.config.use_cache = False  # training never uses the KV cache
     if device.type == "cpu":
         keep_fp32_on_cpu(model)

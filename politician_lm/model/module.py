@@ -87,7 +87,7 @@ class PoliticianLM(DPOHandles, L.LightningModule):
             use_rslora: Rank-stabilised scaling alpha / sqrt(r).
             gradient_checkpointing: Recompute activations in backward to save memory.
             trust_remote_code: Allow model code from the hub to run. Off unless you trust the source.
-            attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``; None lets transformers choose.
+            attn_implementation: ``sdpa`` (else ``eager``), ``eager`` or ``flash_attention_2``; None: transformers'.
             optimizer: Optimizer class and arguments, e.g. ``torch.optim.AdamW`` or
                 ``bitsandbytes.optim.PagedAdamW8bit``.
             scheduler: Learning-rate schedule after linear warmup (from ``transformers.get_scheduler``).

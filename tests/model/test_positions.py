@@ -65,3 +65,13 @@ def test_packing_and_pair_rows_are_refused_in_one_line(tmp_path, tiny_path, bloo
         scorer.pair_logps(pairs)
     _, padded = first_train_batch(tmp_path / "pad", tiny_path, sft_rows(24), batch_size=2)
     assert torch.isfinite(scorer.token_loss(padded))  # padded rows carry no position_ids: BLOOM trains on them
+
+
+def test_an_architecture_without_sdpa_loads_with_eager_attention(tmp_path, bloom, caplog):
+    """``sdpa`` is the default; BLOOM has none, and transformers' refusal comes before any weight loads."""
+    from politician_lm.model.loading import load_base_model
+
+    BloomForCausalLM(bloom[0].get_base_model().config).save_pretrained(tmp_path / "bloom")
+    loaded = load_base_model(str(tmp_path / "bloom"), "none", torch.float32, torch.device("cpu"))
+    assert loaded.config._attn_implementation == "eager"
+    assert "no SDPA attention for this architecture; using eager" in caplog.text
