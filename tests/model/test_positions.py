@@ -16,6 +16,7 @@ from politician_lm.model.scoring import Scorer, reads_positions, split_head
 from tests.data.test_batching import rows as sft_rows
 from tests.helpers import first_train_batch, randomize_lora_b
 from tests.model.test_preference import pair_datamodule, pair_rows
+from tests.test_completion_losses import reference_losses
 from tests.test_stance_losses import probe_rows
 
 
@@ -48,7 +49,7 @@ def test_the_stance_probe_scores_a_row_per_answer_where_positions_are_ignored(bl
     persona = Persona(model=model, tokenizer=tok, style=PromptStyle())
     convs = probe_rows()
     got = persona.stance_losses(convs)
-    want = persona.completion_losses(convs, 8, in_order=True, on_batch=lambda n: None)
+    want = reference_losses(persona, convs)  # full-vocabulary logits of every row, one plain forward a batch
     assert [n for _, n in got] == [n for _, n in want] and all(n > 0 for _, n in got)
     torch.testing.assert_close([s for s, _ in got], [s for s, _ in want], rtol=1e-5, atol=1e-4)
 
