@@ -202,13 +202,11 @@ class Persona:
         """``completion_losses`` of the stance probe's conversations (``evaluation.stances``: each statement's
         ``PROBE_ROWS`` answers, in order), with every answer of a statement in one row after one copy of its question
         and statements of like length together, about 2,048 tokens a forward pass (``model.group_scoring``): the same
-        numbers as a row per answer, to fp32 rounding. ``on_batch(n)`` after each pass of n statements; no progress
-        bar. Where the head cannot be split off the model, its attention takes no 4D mask (FlashAttention) or it
-        ignores ``position_ids`` (ALiBi), a row per answer, one statement a batch."""
-        on_batch = on_batch or (lambda _: None)
-        if (split := _backbone_and_head(self.model)) is None or not (
-            takes_block_mask(self.model) and reads_positions(self.model)
-        ):
+        numbers as a row per answer, to fp32 rounding. ``on_batch(n)`` after each pass of n statements. Where the
+        head cannot be split off, the attention takes no 4D mask (FlashAttention) or the model ignores
+        ``position_ids`` (ALiBi), a row per answer, one statement a batch."""
+        on_batch, split = on_batch or (lambda _: None), _backbone_and_head(self.model)
+        if split is None or not takes_block_mask(self.model) or not reads_positions(self.model):
             return self.completion_losses(conversations, PROBE_ROWS, on_batch, in_order=True)
         return grouped_losses(*split, self._encoded(conversations), PROBE_ROWS, self.tokenizer.pad_token_id, on_batch)
 
