@@ -34,6 +34,13 @@ def evaluating(model: Any) -> Iterator[None]:
         model.train(was_training)
 
 
+def _fixed_ids(model: Any, rows: int, width: int, device: torch.device) -> torch.Tensor:
+    """``[rows, width]`` token ids spread over ``model``'s vocabulary, the same every time (no randomness drawn): the
+    input of the once-per-model checks below."""
+    vocab = model.config.get_text_config().vocab_size
+    return (torch.arange(rows * width, device=device) * 7919 % vocab).view(rows, width)
+
+
 def split_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:
     """``(backbone, output head)`` of a PEFT-wrapped causal LM whose logits are exactly ``head(backbone(x))``.
 
@@ -44,8 +51,7 @@ def split_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:
     backbone, head = getattr(base, getattr(base, "base_model_prefix", ""), None), base.get_output_embeddings()
     if not isinstance(backbone, torch.nn.Module) or not isinstance(head, torch.nn.Module):
         return None
-    device = next(head.parameters()).device
-    ids = (torch.arange(16, device=device) * 7919 % base.config.get_text_config().vocab_size).view(2, 8)
+    ids = _fixed_ids(base, 2, 8, next(head.parameters()).device)
     try:
         with evaluating(model):
             full = model(input_ids=ids, use_cache=False).logits.float()
@@ -65,8 +71,7 @@ def reads_positions(model: Any) -> bool:
     not compute what it stands for there."""
     if "_politician_lm_positions" not in model.__dict__:
         device = next(model.parameters()).device
-        vocab = getattr(model.config, "get_text_config", lambda: model.config)().vocab_size
-        ids = (torch.arange(4, device=device) * 7919 % vocab).view(1, 4)
+        ids = _fixed_ids(model, 1, 4, device)
         try:
             with evaluating(model):
                 a, b = (
@@ -110,11 +115,11 @@ class Scorer:
         masks block-diagonally. Falls back to the model's own loss where the head cannot be split off. With
         FlashAttention, packed rows are flattened into one varlen sequence.
         """
-        if "position_ids" in batch:
+        if "position_ids" in batch:  # packed rows
             require_positions(self.model, "data.packing", "set data.packing: false")
-        if self.flatten_packed and "position_ids" in batch:
-            # rows -> one sequence; every row starts an example at position 0, so no segment runs across rows
-            batch = {k: batch[k].reshape(1, -1) for k in ("input_ids", "labels", "position_ids")}
+            if self.flatten_packed:
+                # rows -> one sequence; every row starts an example at position 0, so no segment runs across rows
+                batch = {k: batch[k].reshape(1, -1) for k in ("input_ids", "labels", "position_ids")}
         labels = batch["labels"]
         if self.parts is None:
             return self.model(
