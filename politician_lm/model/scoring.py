@@ -4,7 +4,8 @@ label, so the prompt tokens' logits (a [tokens, vocab] tensor, and its gradient)
 
 ``split_head`` finds out once whether a model's logits are exactly ``head(backbone(x))``; where they are not, the
 model's own full forward pass is used. ``reads_positions`` finds out once whether it places tokens by
-``position_ids``, which packed rows and preference pair rows rely on.
+``position_ids``, which preference pair rows and the stance probe's grouped rows rely on; ``separates_packed``
+whether it keeps packed examples apart, which packed rows rely on.
 """
 
 from __future__ import annotations
@@ -84,14 +85,44 @@ def reads_positions(model: Any) -> bool:
     return model.__dict__["_politician_lm_positions"]
 
 
+def separates_packed(model: Any) -> bool:
+    """Whether ``model`` keeps packed examples apart: checked once per model, on two 4-token examples packed in one
+    row with ``position_ids`` restarting at the second and no attention mask, as ``data.packing`` hands them over.
+    The second example's logits must be its own (run alone), not those it gets after the first one (positions
+    0-7): transformers' masks and FlashAttention's varlen path separate them; OPT, which reads ``position_ids`` but
+    builds its mask from the attention mask alone, and ALiBi models do not, and would train across examples."""
+    if "_politician_lm_packs" not in model.__dict__:
+        device = next(model.parameters()).device
+        ids = _fixed_ids(model, 1, 8, device)
+
+        def second(tokens: torch.Tensor, positions: list[int]) -> torch.Tensor:
+            out = model(input_ids=tokens, position_ids=torch.tensor([positions], device=device), use_cache=False)
+            return out.logits[:, -4:].float()
+
+        try:
+            with evaluating(model):
+                alone = second(ids[:, 4:], [0, 1, 2, 3])
+                packed = second(ids, [0, 1, 2, 3, 0, 1, 2, 3])
+                joined = second(ids, list(range(8)))
+            off, apart = (packed - alone).abs().max(), (joined - alone).abs().max()
+            # 10% of what the first example does to the second: far above rounding, bf16's included
+            model.__dict__["_politician_lm_packs"] = bool(off <= 0.1 * apart)
+        except (TypeError, ValueError):  # a forward that takes no position_ids
+            model.__dict__["_politician_lm_packs"] = False
+    return model.__dict__["_politician_lm_packs"]
+
+
 def require_positions(model: Any, what: str, fix: str) -> None:
     """A one-line ``UserError`` saying ``fix`` where ``model`` ignores ``position_ids`` and ``what`` needs them."""
     if not reads_positions(model):
-        name = type(getattr(model, "get_base_model", lambda: model)()).__name__
         raise UserError(
-            f"{what} places each token by position_ids, which {name} ignores (its positions come from the attention "
-            f"mask, as with ALiBi); {fix}"
+            f"{what} places each token by position_ids, which {_model_name(model)} ignores (its positions come from "
+            f"the attention mask, as with ALiBi); {fix}"
         )
+
+
+def _model_name(model: Any) -> str:
+    return type(getattr(model, "get_base_model", lambda: model)()).__name__
 
 
 @dataclass
@@ -116,7 +147,11 @@ class Scorer:
         FlashAttention, packed rows are flattened into one varlen sequence.
         """
         if "position_ids" in batch:  # packed rows
-            require_positions(self.model, "data.packing", "set data.packing: false")
+            if not separates_packed(self.model):
+                raise UserError(
+                    f"data.packing: {_model_name(self.model)} attends across the examples packed into a row (it does "
+                    "not keep them apart by position_ids); set data.packing: false"
+                )
             if self.flatten_packed:
                 # rows -> one sequence; every row starts an example at position 0, so no segment runs across rows
                 batch = {k: batch[k].reshape(1, -1) for k in ("input_ids", "labels", "position_ids")}
