@@ -65,24 +65,34 @@ def split_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:
     return (backbone, head) if close else None
 
 
+def _logits_at(model: Any, ids: torch.Tensor, positions: list[int]) -> torch.Tensor:
+    """fp32 logits of ``ids`` placed at ``positions`` (one row, no attention mask, no cache)."""
+    position_ids = torch.tensor([positions], device=ids.device)
+    return model(input_ids=ids, position_ids=position_ids, use_cache=False).logits.float()
+
+
+def _once(model: Any, key: str, check: Callable[[torch.Tensor], bool], width: int) -> bool:
+    """``check(fixed ids [1, width])`` in eval mode without gradients, kept in ``model.__dict__[key]``: run once per
+    model. A forward that takes no ``position_ids`` answers False."""
+    if key not in model.__dict__:
+        try:
+            with evaluating(model):
+                model.__dict__[key] = bool(check(_fixed_ids(model, 1, width, next(model.parameters()).device)))
+        except (TypeError, ValueError):
+            model.__dict__[key] = False
+    return model.__dict__[key]
+
+
 def reads_positions(model: Any) -> bool:
     """Whether ``model`` places tokens by ``position_ids``: checked once per model, on 4 tokens at positions 0-3 and
     at 0, 2, 4, 6 (no randomness drawn). ALiBi models (BLOOM, MPT, Falcon with ``alibi``) take positions from the
-    attention mask and ignore them, so a packed row, a preference pair row or the stance probe's grouped row would
-    not compute what it stands for there."""
-    if "_politician_lm_positions" not in model.__dict__:
-        device = next(model.parameters()).device
-        ids = _fixed_ids(model, 1, 4, device)
-        try:
-            with evaluating(model):
-                a, b = (
-                    model(input_ids=ids, position_ids=torch.tensor([p], device=device), use_cache=False).logits
-                    for p in ([0, 1, 2, 3], [0, 2, 4, 6])
-                )
-            model.__dict__["_politician_lm_positions"] = not torch.equal(a, b)
-        except (TypeError, ValueError):  # a forward that takes no position_ids
-            model.__dict__["_politician_lm_positions"] = False
-    return model.__dict__["_politician_lm_positions"]
+    attention mask and ignore them, so a preference pair row or the stance probe's grouped row would not compute
+    what it stands for there."""
+
+    def moves(ids: torch.Tensor) -> bool:
+        return not torch.equal(_logits_at(model, ids, [0, 1, 2, 3]), _logits_at(model, ids, [0, 2, 4, 6]))
+
+    return _once(model, "_politician_lm_positions", moves, 4)
 
 
 def separates_packed(model: Any) -> bool:
@@ -91,25 +101,15 @@ def separates_packed(model: Any) -> bool:
     The second example's logits must be its own (run alone), not those it gets after the first one (positions
     0-7): transformers' masks and FlashAttention's varlen path separate them; OPT, which reads ``position_ids`` but
     builds its mask from the attention mask alone, and ALiBi models do not, and would train across examples."""
-    if "_politician_lm_packs" not in model.__dict__:
-        device = next(model.parameters()).device
-        ids = _fixed_ids(model, 1, 8, device)
 
-        def second(tokens: torch.Tensor, positions: list[int]) -> torch.Tensor:
-            out = model(input_ids=tokens, position_ids=torch.tensor([positions], device=device), use_cache=False)
-            return out.logits[:, -4:].float()
+    def apart(ids: torch.Tensor) -> bool:
+        alone = _logits_at(model, ids[:, 4:], [0, 1, 2, 3])
+        packed = _logits_at(model, ids, [0, 1, 2, 3, 0, 1, 2, 3])[:, 4:]
+        joined = _logits_at(model, ids, list(range(8)))[:, 4:]
+        # within 10% of what the first example does to the second: far above rounding, bf16's included
+        return bool((packed - alone).abs().max() <= 0.1 * (joined - alone).abs().max())
 
-        try:
-            with evaluating(model):
-                alone = second(ids[:, 4:], [0, 1, 2, 3])
-                packed = second(ids, [0, 1, 2, 3, 0, 1, 2, 3])
-                joined = second(ids, list(range(8)))
-            off, apart = (packed - alone).abs().max(), (joined - alone).abs().max()
-            # 10% of what the first example does to the second: far above rounding, bf16's included
-            model.__dict__["_politician_lm_packs"] = bool(off <= 0.1 * apart)
-        except (TypeError, ValueError):  # a forward that takes no position_ids
-            model.__dict__["_politician_lm_packs"] = False
-    return model.__dict__["_politician_lm_packs"]
+    return _once(model, "_politician_lm_packs", apart, 8)
 
 
 def require_positions(model: Any, what: str, fix: str) -> None:
