@@ -277,7 +277,14 @@ def test_loss_on_label_positions_equals_the_models_own_loss_and_gradients(tmp_pa
 
 def test_models_that_post_process_logits_keep_their_own_loss(tmp_path):
     from peft import LoraConfig, get_peft_model
-    from transformers import Gemma2Config, Gemma2ForCausalLM, MistralConfig, MistralForCausalLM
+    from transformers import (
+        CohereConfig,
+        CohereForCausalLM,
+        Gemma2Config,
+        Gemma2ForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
+    )
 
     from politician_lm.model.scoring import split_head
 
@@ -294,6 +301,10 @@ def test_models_that_post_process_logits_keep_their_own_loss(tmp_path):
     for cls, cfg, splits in (
         (MistralForCausalLM, MistralConfig(**small), True),
         (Gemma2ForCausalLM, Gemma2Config(**small, final_logit_softcapping=0.5), False),
+        # Gemma 2's own cap (30): a fresh model's small logits pass through it almost unchanged (tanh(x) ~ x), so
+        # only the config tells; training through the split head would drop the cap
+        (Gemma2ForCausalLM, Gemma2Config(**small), False),
+        (CohereForCausalLM, CohereConfig(**small), False),  # logit_scale 0.0625
     ):
         model = get_peft_model(cls(cfg), LoraConfig(r=2, target_modules="all-linear"))
         model.train()
