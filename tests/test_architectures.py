@@ -1,8 +1,10 @@
-"""``evaluate``'s fast paths on other architectures than Llama, as users bring them: the loss pass (head on
-completion positions, shared prefix), the stance probe (grouped rows) and batched greedy generation (shared prefix,
-left padding) give the plain passes' numbers and answers on random 2-layer models with LoRA. Learned absolute
-positions (OPT, GPT-2), partial rotary (GPT-NeoX, Phi), logit soft-capping (Gemma 2: the head is not split off) and
-grouped keys and values (Qwen 2)."""
+"""The fast paths on other architectures than Llama, as users bring them, on random 2-layer models with LoRA.
+``evaluate``'s: the loss pass (head on completion positions, shared prefix), the stance probe (grouped rows) and
+batched greedy generation (shared prefix, left padding) give the plain passes' numbers and answers. Training's
+(``build_trainable_model``: the fused gated MLP, recomputed norms, CPU attention's grouped keys and shared mask, the
+fused LoRA update, the lean LoRA dropout, the head on labelled positions) give PEFT's own loss and LoRA gradients.
+Learned absolute positions (OPT, GPT-2), partial rotary (GPT-NeoX, Phi), logit soft-capping (Gemma 2: the head is
+not split off) and grouped keys and values (Qwen 2)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from politician_lm.data.templates import PromptStyle
 from politician_lm.inference import Persona
+from politician_lm.model.build import build_trainable_model
+from politician_lm.model.loading import load_base_model
+from politician_lm.model.scoring import Scorer, split_head
 from tests.helpers import randomize_lora_b
 from tests.test_completion_losses import assert_same, conversations, reference_losses
 from tests.test_stance_losses import probe_rows
@@ -30,17 +35,24 @@ ARCHITECTURES = {  # model_type -> (extra config, LoRA targets)
 }
 
 
+def random_model(model_type: str, tok):
+    extra, _ = ARCHITECTURES[model_type]
+    ids = {"pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
+    config = AutoConfig.for_model(model_type, vocab_size=len(tok), **SHAPE, **extra, **ids)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config, attn_implementation=attention(model_type))
+
+
+def attention(model_type: str) -> str:
+    return "eager" if model_type == "gemma2" else "sdpa"  # Gemma 2's soft-capped attention: eager, as it loads
+
+
 @pytest.fixture(scope="module", params=sorted(ARCHITECTURES))
 def persona(request, tiny_path) -> Persona:
-    extra, targets = ARCHITECTURES[request.param]
+    _, targets = ARCHITECTURES[request.param]
     tok = AutoTokenizer.from_pretrained(tiny_path)
     tok.pad_token = tok.pad_token or tok.eos_token  # as load_persona gives it
-    ids = {"pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
-    config = AutoConfig.for_model(request.param, vocab_size=len(tok), **SHAPE, **extra, **ids)
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_config(
-        config, attn_implementation="sdpa" if request.param != "gemma2" else "eager"
-    )
+    base = random_model(request.param, tok)
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=targets))
     randomize_lora_b(model)
     return Persona(model=model.eval(), tokenizer=tok, style=PromptStyle())
@@ -72,3 +84,54 @@ def test_batched_greedy_answers_are_each_prompts_own(persona):
             pad_token_id=tok.pad_token_id,
         )
         assert answer == tok.decode(alone[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))
+def test_a_training_step_gives_pefts_own_loss_and_gradients(tmp_path, tiny_path, model_type):
+    """One padded batch (a prompt masked out, a left-padded row), LoRA on every linear layer with dropout 0.1: the
+    built model's loss through ``Scorer`` against the plain PEFT model's own loss, same weights, init and draws."""
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    tok.pad_token = tok.pad_token or tok.eos_token
+    random_model(model_type, tok).save_pretrained(tmp_path / model_type)
+    path = str(tmp_path / model_type)
+    torch.manual_seed(3)
+    ids = torch.randint(3, len(tok), (2, 24))
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :8] = -100
+    attn = attention(model_type)
+    results = []
+    for ours in (True, False):
+        adapter = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules="all-linear", task_type="CAUSAL_LM")
+        torch.manual_seed(1)
+        if ours:
+            model = build_trainable_model(
+                path,
+                "none",
+                torch.float32,
+                torch.device("cpu"),
+                quant_storage="uint8",
+                trust_remote_code=False,
+                attn_implementation=attn,
+                gradient_checkpointing=False,
+                adapter=adapter,
+            )
+        else:
+            base = load_base_model(path, "none", torch.float32, torch.device("cpu"), False, attn, quant_storage="uint8")
+            model = get_peft_model(base, adapter).train()
+        randomize_lora_b(model)
+        torch.manual_seed(2)  # the same dropout draws
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if ours:
+            loss = Scorer(model, split_head(model), torch.float32).token_loss(batch)
+        else:
+            loss = model(**batch, use_cache=False).loss
+        loss.backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+        results.append((loss.detach(), grads))
+    (loss, grads), (want_loss, want) = results
+    torch.testing.assert_close(loss, want_loss, rtol=1e-6, atol=0)
+    assert grads.keys() == want.keys() and len(want) >= 8
+    for name, grad in want.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-5 * float(grad.abs().max()), msg=name)
