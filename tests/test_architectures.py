@@ -13,8 +13,11 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from politician_lm.artifacts.adapter import check_fits_base, read_adapter
+from politician_lm.artifacts.roles import user_turn
 from politician_lm.data.templates import PromptStyle
-from politician_lm.inference import Persona
+from politician_lm.errors import UserError
+from politician_lm.inference import Persona, load_persona
 from politician_lm.model.build import build_trainable_model
 from politician_lm.model.loading import load_base_model
 from politician_lm.model.scoring import Scorer, split_head
@@ -35,12 +38,15 @@ ARCHITECTURES = {  # model_type -> (extra config, LoRA targets)
 }
 
 
-def random_model(model_type: str, tok):
+def model_config(model_type: str, tok, **overrides):
     extra, _ = ARCHITECTURES[model_type]
     ids = {"pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
-    config = AutoConfig.for_model(model_type, vocab_size=len(tok), **SHAPE, **extra, **ids)
+    return AutoConfig.for_model(model_type, vocab_size=len(tok), **{**SHAPE, **extra, **ids, **overrides})
+
+
+def random_model(model_type: str, tok):
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(config, attn_implementation=attention(model_type))
+    return AutoModelForCausalLM.from_config(model_config(model_type, tok), attn_implementation=attention(model_type))
 
 
 def attention(model_type: str) -> str:
@@ -135,3 +141,49 @@ def test_a_training_step_gives_pefts_own_loss_and_gradients(tmp_path, tiny_path,
     assert grads.keys() == want.keys() and len(want) >= 8
     for name, grad in want.items():
         torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-5 * float(grad.abs().max()), msg=name)
+
+
+def test_a_conv1d_adapter_fits_its_base_and_serves_as_generate(tmp_path, tiny_path):
+    """GPT-2's Conv1D layers keep their weights as [in, out] (PEFT's ``fan_in_fan_out``): the shape check read them
+    as [out, in] and refused GPT-2's own adapters. It must accept them, still refuse a base of another width, and
+    the served answers must be ``generate``'s."""
+    import asyncio
+
+    from politician_lm.serve.engine import Engine, Job, load_served
+    from politician_lm.serve.personas import PersonaSpec
+
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    tok.pad_token = tok.pad_token or tok.eos_token
+    for name, model in (("base", random_model("gpt2", tok)), ("narrow", None)):
+        if model is None:
+            model = AutoModelForCausalLM.from_config(model_config("gpt2", tok, n_embd=32, hidden_size=32))
+        model.save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+    peft_model = get_peft_model(random_model("gpt2", tok), LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"]))
+    randomize_lora_b(peft_model)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    folder = read_adapter(tmp_path / "adapter")
+    check_fits_base(folder, str(tmp_path / "base"))
+    with pytest.raises(UserError, match="does not fit"):
+        check_fits_base(folder, str(tmp_path / "narrow"))
+
+    spec = PersonaSpec("p", [str(tmp_path / "adapter")], [1.0], str(tmp_path / "base"))
+    questions = ["Hi.", "What is your view on topic number one, and why?", "Tell me about the economy, in detail."]
+    persona = load_persona(spec.adapters, spec.weights, spec.base_model)
+    want = [persona.generate([[user_turn(q, "plain")]], max_new_tokens=12, do_sample=False)[0] for q in questions]
+    engine = Engine(load_served([spec]), max_batch_size=4, batch_wait_s=0.2, max_pending=8)
+
+    async def ask_all() -> list[Job]:
+        loop = asyncio.get_running_loop()
+        jobs = [Job("p", [user_turn(q, "plain")], 12, {"do_sample": False}, loop) for q in questions]
+        assert all(engine.submit(j) for j in jobs)
+        for job in jobs:
+            while (await asyncio.wait_for(job.events.get(), 120))[0] != "done":
+                pass
+        return jobs
+
+    try:
+        got = [tok.decode(j.tokens, skip_special_tokens=True).strip() for j in asyncio.run(ask_all())]
+    finally:
+        engine.close()
+    assert got == [w.strip() for w in want] and any(got)

@@ -215,7 +215,8 @@ def attach_adapter(model: Any, folder: str | Path, adapter_name: str = "default"
 
 def check_fits_base(folder: AdapterFolder, base: str) -> None:
     """Compare the adapter's LoRA tensor shapes with the base weights' shapes, read from safetensors headers only
-    (no weights load). Skipped for hub ids, whose files are not local."""
+    (no weights load): ``[out, in]``, or ``[in, out]`` where the adapter says ``fan_in_fan_out`` (Conv1D layers, as
+    in GPT-2). Skipped for hub ids, whose files are not local."""
     base_dir = Path(base)
     files = sorted(base_dir.glob("*.safetensors")) if base_dir.is_dir() else []
     weights = folder.path / SAFE_WEIGHTS
@@ -231,6 +232,8 @@ def check_fits_base(folder: AdapterFolder, base: str) -> None:
             if not match or f"{match.group(1)}.weight" not in shapes:
                 continue
             out_features, in_features = shapes[f"{match.group(1)}.weight"][:2]
+            if getattr(folder.config, "fan_in_fan_out", False):  # GPT-2's Conv1D keeps its weight as [in, out]
+                out_features, in_features = in_features, out_features
             shape = fh.get_slice(key).get_shape()
             dim, want = (shape[1], in_features) if match.group(2) == "A" else (shape[0], out_features)
             if dim != want:
