@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, BloomConfig, BloomForCausalLM, OPTConfig, OPTForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, BloomConfig, BloomForCausalLM
 
 from politician_lm.data.templates import PromptStyle
 from politician_lm.errors import UserError
@@ -17,6 +17,7 @@ from politician_lm.model.scoring import Scorer, reads_positions, separates_packe
 from tests.data.test_batching import rows as sft_rows
 from tests.helpers import first_train_batch, randomize_lora_b
 from tests.model.test_preference import pair_datamodule, pair_rows
+from tests.test_architectures import random_model
 from tests.test_completion_losses import reference_losses
 from tests.test_stance_losses import probe_rows
 
@@ -42,18 +43,8 @@ def opt(tiny_path):
     """A random 2-layer OPT (learned positions, SDPA) with LoRA: reads ``position_ids``, masks from the attention
     mask alone."""
     tok = AutoTokenizer.from_pretrained(tiny_path)
-    torch.manual_seed(0)
-    config = OPTConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        word_embed_proj_dim=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        ffn_dim=128,
-        max_position_embeddings=512,
-        pad_token_id=tok.pad_token_id or tok.eos_token_id,
-    )
-    return lora(OPTForCausalLM(config), ["q_proj", "v_proj"])
+    tok.pad_token = tok.pad_token or tok.eos_token
+    return lora(random_model("opt", tok), ["q_proj", "v_proj"])
 
 
 def test_rotary_positions_are_read_and_alibi_positions_are_not(tiny_path, bloom, opt):
