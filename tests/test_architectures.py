@@ -18,7 +18,7 @@ from politician_lm.artifacts.roles import user_turn
 from politician_lm.data.templates import PromptStyle
 from politician_lm.errors import UserError
 from politician_lm.inference import Persona, load_persona
-from politician_lm.model.build import build_trainable_model
+from politician_lm.model.build import build_trainable_model, check_lora_settings
 from politician_lm.model.loading import load_base_model
 from politician_lm.model.scoring import Scorer, split_head
 from tests.helpers import randomize_lora_b
@@ -187,3 +187,18 @@ def test_a_conv1d_adapter_fits_its_base_and_serves_as_generate(tmp_path, tiny_pa
     finally:
         engine.close()
     assert got == [w.strip() for w in want] and any(got)
+
+
+def test_lora_settings_peft_refuses_fail_in_one_line_from_the_config_alone(tmp_path, tiny_path):
+    """PEFT's refusals (a target the base lacks; a dropout on Mixtral's expert weights, which "all-linear" reaches
+    in transformers 5) come before any weight loads: the folder holds the config only."""
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    AutoConfig.for_model(
+        "mixtral", vocab_size=len(tok), **SHAPE, num_key_value_heads=2, num_local_experts=2, num_experts_per_tok=1
+    ).save_pretrained(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+    with pytest.raises(UserError, match=r"^model.target_modules / model.lora_\*: .*MixtralForCausalLM.*lora_dropout"):
+        check_lora_settings(str(tmp_path), LoraConfig(lora_dropout=0.05, target_modules="all-linear"), False)
+    with pytest.raises(UserError, match=r"q_prj"):
+        check_lora_settings(str(tmp_path), LoraConfig(target_modules=["q_prj"]), False)
+    check_lora_settings(str(tmp_path), LoraConfig(lora_dropout=0.0, target_modules="all-linear"), False)

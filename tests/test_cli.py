@@ -90,6 +90,16 @@ def test_unknown_prompt_format(tmp_path, capsys, chdir_root):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
+def test_lora_settings_peft_refuses_are_one_line(tmp_path, capsys, chdir_root):
+    """A target module the base does not have (a typo) was PEFT's traceback; it is one line naming the keys."""
+    data = tmp_path / "d.jsonl"
+    data.write_text(GOOD * 6)
+    code, err = run_cli(fit_args(data, tmp_path / "run", "--model.target_modules", "[q_prj]"), capsys)
+    line = one_line(err)
+    assert code == 2 and "model.target_modules" in line and "q_prj" in line and "MistralForCausalLM" in line
+
+
 # -- the command line itself: one line that says what to do, before anything heavy ----------------------------
 def one_line(err):
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]

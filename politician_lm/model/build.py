@@ -4,7 +4,9 @@ optimizer with its learning-rate schedule."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,6 +14,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import get_scheduler
 
 from politician_lm.artifacts.adapter import attach_adapter
+from politician_lm.errors import UserError
 from politician_lm.model.fused_lora import fuse_lora_layers
 from politician_lm.model.grouped_attention import group_cpu_attention
 from politician_lm.model.loading import load_base_model
@@ -20,6 +23,7 @@ from politician_lm.model.lora_inputs import share_lora_inputs
 from politician_lm.model.recompute import recompute_norm_outputs
 from politician_lm.model.shared_mask import share_cpu_attention_mask
 from politician_lm.model.swiglu import fuse_gated_mlps
+from politician_lm.quiet import quiet_libraries
 
 
 def build_trainable_model(
@@ -61,7 +65,7 @@ def build_trainable_model(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     if isinstance(adapter, LoraConfig):
-        model = get_peft_model(model, adapter)
+        model = _with_lora(model, adapter)
     else:
         model = attach_adapter(model, adapter, is_trainable=True)
     share_lora_inputs(model)  # under autocast, no per-layer copy of each LoRA layer's input kept for backward
@@ -72,6 +76,33 @@ def build_trainable_model(
     # mode transformers silently skips gradient checkpointing, so the whole model goes to train mode here.
     model.train()
     return model
+
+
+def _with_lora(model: Any, adapter: LoraConfig) -> Any:
+    """``get_peft_model``, with PEFT's refusal of these settings for this model (no module matches
+    ``target_modules``; a dropout that MoE expert weights take not) as one line naming the keys to change."""
+    try:
+        return get_peft_model(model, adapter)
+    except ValueError as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise UserError(
+            f"model.target_modules / model.lora_*: PEFT cannot put LoRA on {type(model).__name__} with these "
+            f"settings ({first})"
+        ) from None
+
+
+def check_lora_settings(base: str, adapter: LoraConfig, trust_remote_code: bool) -> None:
+    """``_with_lora``'s refusal now, on ``base``'s skeleton on the meta device (built from its config: no weights
+    load), before the trainer starts. A hub id is left to the load, which reads it anyway."""
+    if not (Path(base) / "config.json").is_file():
+        return
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    quiet_libraries()  # PEFT's calls raise transformers' deprecation noise, which a fit never shows
+    config = AutoConfig.from_pretrained(base, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    _with_lora(skeleton, copy.deepcopy(adapter))  # PEFT fills in the config it is given
 
 
 def lora_config(hp: Mapping[str, Any]) -> LoraConfig:

@@ -19,7 +19,7 @@ from politician_lm.artifacts.adapter import check_fits_base, read_adapter
 from politician_lm.batch import PreferenceSource
 from politician_lm.model import resume
 from politician_lm.model.anchor import AnchorKind
-from politician_lm.model.build import build_trainable_model, lora_config, optimizer_and_schedule
+from politician_lm.model.build import build_trainable_model, check_lora_settings, lora_config, optimizer_and_schedule
 from politician_lm.model.decoding import generate_new_text
 from politician_lm.model.dpo import DPOHandles, objective_for
 from politician_lm.model.guard import NonFiniteGuard
@@ -113,9 +113,11 @@ class PoliticianLM(DPOHandles, L.LightningModule):
         self.objective: TrainingObjective = objective_for(
             objective, beta, gamma, sft_weight, attn_implementation, anchor_weight, anchor_kind
         )
-        if init_adapter is not None:
-            check_fits_base(read_adapter(init_adapter), model_name_or_path)  # a clear error now, before any load
         self.save_hyperparameters(ignore=["optimizer"])  # a callable; LightningCLI's config.yaml records it
+        if init_adapter is not None:  # clear errors now, before any load: the adapter's shapes, or PEFT's refusal
+            check_fits_base(read_adapter(init_adapter), model_name_or_path)
+        else:
+            check_lora_settings(model_name_or_path, self.lora_config(), trust_remote_code)
         self.optimizer_factory = optimizer
         self.model: Any = None
         self.scorer: Scorer | None = None  # the forward passes, set in configure_model
@@ -142,8 +144,7 @@ class PoliticianLM(DPOHandles, L.LightningModule):
 
     @property
     def head_on_labels_only(self) -> bool:
-        """Whether the output head runs only on the positions that have a label (see ``model.scoring``); known once
-        ``configure_model`` has run."""
+        """Whether the head runs on labelled positions only (``model.scoring``); known after ``configure_model``."""
         return self.scorer is not None and self.scorer.parts is not None
 
     # -- model ----------------------------------------------------------------------------------------------
@@ -276,8 +277,7 @@ class PoliticianLM(DPOHandles, L.LightningModule):
         return loss
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list[dict[str, str]]:
-        """Greedy continuation of each prompt, as ``{"prompt", "generation"}`` (decoded with the DataModule's
-        tokenizer)."""
+        """Greedy continuation of each prompt, as ``{"prompt", "generation"}`` (the DataModule's tokenizer)."""
         tokenizer = self.trainer.datamodule.tokenizer
         prompt_ids = batch["input_ids"]
         generations = generate_new_text(
