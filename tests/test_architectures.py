@@ -202,3 +202,7 @@ def test_lora_settings_peft_refuses_fail_in_one_line_from_the_config_alone(tmp_p
     with pytest.raises(UserError, match=r"q_prj"):
         check_lora_settings(str(tmp_path), LoraConfig(target_modules=["q_prj"]), False)
     check_lora_settings(str(tmp_path), LoraConfig(lora_dropout=0.0, target_modules="all-linear"), False)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    check_lora_settings(tiny_path, LoraConfig(target_modules="all-linear"), False)
+    assert torch.equal(torch.get_rng_state(), state)  # a seeded fit's LoRA init must not move: nothing drawn here

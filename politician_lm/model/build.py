@@ -100,9 +100,9 @@ def check_lora_settings(base: str, adapter: LoraConfig, trust_remote_code: bool)
 
     quiet_libraries()  # PEFT's calls raise transformers' deprecation noise, which a fit never shows
     config = AutoConfig.from_pretrained(base, trust_remote_code=trust_remote_code)
-    with torch.device("meta"):
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):  # draws nothing from a seeded run's generator
         skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    _with_lora(skeleton, copy.deepcopy(adapter))  # PEFT fills in the config it is given
+        _with_lora(skeleton, copy.deepcopy(adapter))  # PEFT fills in the config it is given
 
 
 def lora_config(hp: Mapping[str, Any]) -> LoraConfig:
