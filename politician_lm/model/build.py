@@ -17,7 +17,7 @@ from politician_lm.artifacts.adapter import attach_adapter
 from politician_lm.errors import UserError
 from politician_lm.model.fused_lora import fuse_lora_layers
 from politician_lm.model.grouped_attention import group_cpu_attention
-from politician_lm.model.loading import load_base_model
+from politician_lm.model.loading import load_base_model, model_skeleton
 from politician_lm.model.lora_dropout import lean_lora_dropout
 from politician_lm.model.lora_inputs import share_lora_inputs
 from politician_lm.model.recompute import recompute_norm_outputs
@@ -96,13 +96,9 @@ def check_lora_settings(base: str, adapter: LoraConfig, trust_remote_code: bool)
     load), before the trainer starts. A hub id is left to the load, which reads it anyway."""
     if not (Path(base) / "config.json").is_file():
         return
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     quiet_libraries()  # PEFT's calls raise transformers' deprecation noise, which a fit never shows
-    config = AutoConfig.from_pretrained(base, trust_remote_code=trust_remote_code)
     with torch.random.fork_rng(devices=[]), torch.device("meta"):  # draws nothing from a seeded run's generator
-        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-        _with_lora(skeleton, copy.deepcopy(adapter))  # PEFT fills in the config it is given
+        _with_lora(model_skeleton(base, trust_remote_code), copy.deepcopy(adapter))  # PEFT fills in its config
 
 
 def lora_config(hp: Mapping[str, Any]) -> LoraConfig:

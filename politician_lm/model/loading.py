@@ -138,15 +138,21 @@ def dequantized(model: Any) -> Iterator[Any]:
             setattr(parent, name, child)
 
 
-def empty_model(base: str) -> Any:
-    """``base``'s modules in fp32 with uninitialised weights, built from its config alone: enough to attach, combine
-    and save LoRA adapters (which read only their own tensors); a 7B base costs address space, not RAM."""
+def model_skeleton(base: str, trust_remote_code: bool = False) -> Any:
+    """``base``'s modules with their weights on the meta device, built from its config alone: no weight is read or
+    allocated."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig
 
     with init_empty_weights():
-        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
-    return skeleton.to_empty(device="cpu").to(torch.float32)
+        config = AutoConfig.from_pretrained(base, trust_remote_code=trust_remote_code)
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+
+
+def empty_model(base: str) -> Any:
+    """``base``'s modules in fp32 with uninitialised weights, built from its config alone: enough to attach, combine
+    and save LoRA adapters (which read only their own tensors); a 7B base costs address space, not RAM."""
+    return model_skeleton(base).to_empty(device="cpu").to(torch.float32)
 
 
 def _four_bit_layers(model: Any) -> list[tuple[torch.nn.Module, str, Any]]:
