@@ -76,7 +76,9 @@ def prepare(
             State of the Union address of that president; pip install 'politician-lm[corpus]'). Each document is
             prepared like a transcript file; its records carry source (the document id), date and title.
         interviews: Interview or press transcripts with speaker labels (.txt/.md or folders) -> "policy" Q->A examples.
-        speaker: The politician's label in interviews, e.g. "THE PRESIDENT" (case-insensitive; comma-separate aliases).
+        speaker: The politician's label in interviews and labelled speeches, e.g. "THE PRESIDENT" or "Joe Biden"
+            (case-insensitive; comma-separate aliases). Labels like 'Joe Biden: (00:12)' count without it; a
+            labelled speech without it keeps the speaker who says the most.
         table: CSV, JSON (list of objects) or JSONL files of posts or quotes, one example per row.
         text_column: Column of the tables that holds the politician's text.
         table_prompt: Prompt for table rows; {topic} (default "anything") and any other column name can be used.

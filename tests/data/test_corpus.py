@@ -109,6 +109,35 @@ CLEANING = {  # case -> (transcript text, the speech's paragraphs after cleaning
         "THE PRESIDENT:  Good evening. [Applause]\n\nAUDIENCE MEMBER:  We love you!\n\nTHE PRESIDENT:  Thank you.",
         ["Good evening.", "Thank you."],
     ),
+    "time-stamped labels": (
+        "Reporter: (00:01)\nMr. President, one question.\n\nJoe Biden: (00:04)\nGo ahead. [crosstalk 00:00:05] "
+        "We will fix the river locks.\n\nJoe Biden: (00:20)\nAnd the bridges over them.",
+        ["Go ahead. We will fix the river locks.", "And the bridges over them."],
+    ),
+    "time stamp before the colon": (
+        "Joe Biden (00:03):\nThe port reopens in May. (00:07) It really will.\nSpeaker 2 (00:09):\nThank you!",
+        ["The port reopens in May. It really will."],
+    ),
+    "time stamp alone on the label line": (
+        "Speaker 1  0:00\nWelcome to the town hall.\n\nJoe Biden  0:04\nIt is good to be home. We will build the "
+        "new library here, and the clinic beside it.",
+        ["It is good to be home. We will build the new library here, and the clinic beside it."],
+    ),
+    "a host introduces the speaker": (
+        "MODERATOR: Please welcome the President.\n\nTHE PRESIDENT: Thank you. Tonight I want to talk about the "
+        "harbor and the jobs it brings to this county.",
+        ["Thank you. Tonight I want to talk about the harbor and the jobs it brings to this county."],
+    ),
+    "run-in headings are text": (
+        "Energy: We cut oil imports.\n\nBudget: We cut the deficit.\n\nEnergy: We will cut them again.\n\n"
+        "Remember: we did it together.",
+        [
+            "Energy: We cut oil imports.",
+            "Budget: We cut the deficit.",
+            "Energy: We will cut them again.",
+            "Remember: we did it together.",
+        ],
+    ),
     "only interjections are labelled": (
         "We will open the new clinic in May.\n\nAudience member. Finally!\n\nIt took too long, I know.",
         ["We will open the new clinic in May.", "It took too long, I know."],
@@ -120,6 +149,19 @@ CLEANING = {  # case -> (transcript text, the speech's paragraphs after cleaning
 def test_transcript_markup_is_cleaned(case):
     text, expected = CLEANING[case]
     assert [p.text for p in speech_paragraphs("speech.txt", text, set())] == expected
+
+
+def test_capitalised_labels_without_time_stamps_need_the_speaker_named():
+    text = (
+        "Interviewer: What did the new bridge cost?\nJoe Biden: Less than we planned, and it opened early.\n"
+        "Interviewer: Why?\nJoe Biden: Because the crews worked nights, all winter long."
+    )
+    assert [p.text for p in speech_paragraphs("talk.txt", text, {"JOE BIDEN"})] == [
+        "Less than we planned, and it opened early.",
+        "Because the crews worked nights, all winter long.",
+    ]
+    # unnamed, a capitalised word and a colon is text (a heading, "Remember: ..."): nothing is dropped
+    assert len(speech_paragraphs("talk.txt", text, set())) == 1
 
 
 # -- ready-made records and whole held-out documents, on files written for this test ---------------------------

@@ -3,9 +3,10 @@
 * Stage directions: any ``[...]`` (``[Laughter]``, ``[At this point, ...]``, and editorial corrections such as
   ``[majority; White House correction]``: the words as spoken stay); any ``(...)`` that starts with a stage word
   (applause, laughter, cheers, inaudible, crosstalk, audience, music, ...) or, press-office style, is a capitalised
-  sentence ending in a period, e.g. ``(The President exits.)``. A speaker cut off by one keeps the dash and goes on:
-  ``Ukraine—[applause]. Ukraine can`` and ``Now—[applause]—thank you`` become ``Ukraine— Ukraine can`` and
-  ``Now— thank you``. No double spaces and no space before punctuation are left behind.
+  sentence ending in a period, e.g. ``(The President exits.)``, or is a time stamp (``(00:12)``). A speaker cut
+  off by one keeps the dash and goes on: ``Ukraine—[applause]. Ukraine can`` and ``Now—[applause]—thank you``
+  become ``Ukraine— Ukraine can`` and ``Now— thank you``.
+  No double spaces and no space before punctuation are left behind.
 * Speeches (``speech_text``): a salutation run-up (``Madam Speaker, Mr. President, distinguished guests,
   fellow citizens:``) is removed from the start of a paragraph or sentence; see ``strip_salutation``. A paragraph
   that ends cut off (``And the—``) loses that unfinished fragment, so a record never ends mid-sentence.
@@ -36,9 +37,12 @@ _MD_PREFIX = re.compile(r"^\s{0,3}(?:>\s?|[-*+]\s+|\d+[.)]\s+)+")
 _HTML = re.compile(r"<!--.*?-->|</?[a-zA-Z][^>]*>", re.S)
 
 
+_TIME_STAMP = re.compile(r"\d{1,2}(?::\d{2}){1,2}")  # (00:12), (1:02:03): a transcription service's time stamp
+
+
 def _is_stage_direction(inner: str) -> bool:
     s = inner.strip()
-    return not s or bool(_STAGE_WORD.match(s)) or (s[0].isupper() and s.endswith("."))
+    return not s or bool(_STAGE_WORD.match(s)) or (s[0].isupper() and s.endswith(".")) or bool(_TIME_STAMP.fullmatch(s))
 
 
 _GAP = "\x00"  # where a stage direction was

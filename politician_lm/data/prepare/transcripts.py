@@ -3,6 +3,10 @@
 * Speaker labels: an upper-case name at the start of a line followed by ``:`` (``THE PRESIDENT:``,
   ``MR. SMITH:``), or ``Q``/``Q.``/``Q:`` for a question. A turn runs, over any number of paragraphs, until the
   next label; text before the first label (title, date, place) is ignored.
+* Labels of any case, as transcription services write them: a name with a time stamp (``Joe Biden: (00:12)``,
+  ``Joe Biden (00:12):``, or ``Speaker 1  0:12`` alone on its line); and capitalised names with ``:``
+  (``Joe Biden: Folks, ...``, ``Interviewer: ...``) in a file where ``--speaker``'s label starts a line that way.
+  Elsewhere ``Remember: ...`` or a run-in heading (``Energy: ...``) is text, not a speaker.
 * Press-office labels, at the start of a paragraph and followed by a period: a role (``The President.``,
   ``The Vice President.``, ``The First Lady.``), the audience (``Audience members.``, ``Audience member.``,
   ``Members of the audience.``), or a title and a capitalised name (``Representative Marjorie Taylor Greene.``,
@@ -18,6 +22,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +51,14 @@ class Turn:
 
 _NOISE_LINE = re.compile(r"^(?:\d{1,2}:\d{2}\s*[AP]\.?M\.?(?:\s+[A-Z]{2,4})?|END\b.*|\*(?:\s*\*){2,})$")
 _LABEL = re.compile(r"^(?P<label>[A-Z][A-Z0-9.'’\- ]{0,40}[A-Z.])\s*:\s*(?P<rest>.*)$")
+_STAMP = r"\d{1,2}(?::\d{2}){1,2}"
+_BRACKETED_STAMP = rf"(?:\({_STAMP}\)|\[{_STAMP}\])"
+# "Joe Biden: (00:12)", "Joe Biden (00:12):", "Speaker 1  0:12" (alone on its line) or "Joe Biden:"; upper case too
+_TITLED_LABEL = re.compile(
+    r"^(?P<label>[A-Z][\w.'’-]*(?:[ \t]+(?:[A-Z][\w.'’-]*|\d+(?![\d:]))){0,4})"
+    rf"(?:\s*(?P<before>{_BRACKETED_STAMP})\s*:|\s*:\s*(?P<after>{_BRACKETED_STAMP})?|\s+(?P<alone>{_STAMP}|{_BRACKETED_STAMP})$)"
+    r"\s*(?P<rest>.*)$"
+)
 _QUESTION = re.compile(r"^Q(?:[.:]\s*|\s+|$)(?P<rest>.*)$")
 _AUDIENCE = re.compile(r"(?:AUDIENCE|MEMBERS? OF THE AUDIENCE|CROWD|PARTICIPANTS?|PROTEST[EO]RS?)\b")
 _PRESS_ROLE = (
@@ -70,9 +83,27 @@ def norm_label(label: str) -> str:
     return re.sub(r"\s+", " ", label).strip().rstrip(".").upper()
 
 
-def _speaker_label(line: str, paragraph_start: bool = False) -> tuple[str, str, bool] | None:
+def _titled_label(line: str) -> tuple[str, str, bool] | None:
+    """``(label, the rest of the line, time-stamped)`` for a label of any case (``_TITLED_LABEL``)."""
+    m = _TITLED_LABEL.match(line)
+    if not m or sum(c.isalpha() for c in m.group("label")) < 2:
+        return None
+    return norm_label(m.group("label")), m.group("rest"), any(m.group(g) for g in ("before", "after", "alone"))
+
+
+def _known_titled_labels(lines: list[tuple[int, str]], speakers: set[str]) -> set[str]:
+    """Labels of any case without a time stamp that count as speakers: none, unless the politician's own label
+    (``speakers``) starts a line that way; then every one does, so an interviewer's line never joins the answer.
+    (``Energy: ...`` as a run-in heading of a written message is no speaker.)"""
+    found = {f[0] for _, line in lines if (f := _titled_label(line)) and not f[2]}
+    return found if found & speakers else set()
+
+
+def _speaker_label(
+    line: str, paragraph_start: bool = False, titled: set[str] = frozenset()
+) -> tuple[str, str, bool] | None:
     """``(label, the rest of the line, lead)`` when the line starts a turn; press-office labels only when the line
-    starts a paragraph."""
+    starts a paragraph; labels of any case when time-stamped or in ``titled``."""
     m = _QUESTION.match(line)
     if m:
         return "Q", m.group("rest"), False
@@ -80,6 +111,9 @@ def _speaker_label(line: str, paragraph_start: bool = False) -> tuple[str, str, 
     if m and sum(c.isalpha() for c in m.group("label")) >= 2:
         label = norm_label(m.group("label"))
         return label, m.group("rest"), not _AUDIENCE.match(label)
+    found = _titled_label(line)
+    if found and (found[2] or found[0] in titled):
+        return found[0], found[1], not _AUDIENCE.match(found[0])
     m = _PRESS_LABEL.match(line) if paragraph_start else None
     if m and not (m.group("name") and _ADDRESSED.fullmatch(m.group("name"))):
         role = m.group("role")
@@ -109,15 +143,18 @@ def _paragraphs(lines: list[tuple[int, str]]) -> list[Paragraph]:
     return out
 
 
-def text_turns(name: str, text: str) -> tuple[list[Turn], list[Paragraph]]:
+def text_turns(name: str, text: str, speakers: set[str] = frozenset()) -> tuple[list[Turn], list[Paragraph]]:
     """Labelled turns (stage directions stripped) and the paragraphs before the first label, of a transcript's
-    ``text``; ``name`` (a file name) tells whether it is Markdown."""
+    ``text``; ``name`` (a file name) tells whether it is Markdown; ``speakers`` (normalised labels) count as labels
+    in any case."""
     turns: list[Turn] = []
     pending: list[tuple[int, str]] = []
     header: list[Paragraph] = []
     paragraph_start = True
-    for lineno, line in _clean_lines(name, text):
-        found = _speaker_label(line, paragraph_start)
+    lines = _clean_lines(name, text)
+    titled = _known_titled_labels(lines, speakers)
+    for lineno, line in lines:
+        found = _speaker_label(line, paragraph_start, titled)
         paragraph_start = not line
         if found:
             if turns:
@@ -135,17 +172,17 @@ def text_turns(name: str, text: str) -> tuple[list[Turn], list[Paragraph]]:
     return turns, header
 
 
-def parse_turns(path: Path) -> tuple[list[Turn], list[Paragraph]]:
+def parse_turns(path: Path, speakers: set[str] = frozenset()) -> tuple[list[Turn], list[Paragraph]]:
     """Labelled turns (stage directions stripped) and the paragraphs before the first label."""
-    return text_turns(path.name, read_text(path))
+    return text_turns(path.name, read_text(path), speakers)
 
 
 def read_interview(path: Path, speakers: set[str]) -> list[Turn]:
     """Turns of an interview; consecutive turns of the politician are merged. ``BadFile`` when unusable."""
-    turns, _ = parse_turns(path)
+    turns, _ = parse_turns(path, speakers)
     if not turns:
         raise BadFile(
-            f"{path}: no speaker labels found; expected lines like 'THE PRESIDENT:' or 'Q' "
+            f"{path}: no speaker labels found; expected lines like 'THE PRESIDENT:', 'Joe Biden: (00:12)' or 'Q' "
             "(a speech without labels goes to --transcripts)"
         )
     if not any(t.label in speakers for t in turns):
@@ -164,21 +201,29 @@ def read_interview(path: Path, speakers: set[str]) -> list[Turn]:
     return merged
 
 
+def _most_words(turns: Iterable[Turn]) -> set[str]:
+    """The label whose turns hold the most words (the first to speak among equals), or none."""
+    words: dict[str, int] = {}
+    for t in turns:
+        words[t.label] = words.get(t.label, 0) + len(t.text.split())
+    return {max(words, key=words.__getitem__)} if words else set()
+
+
 def speech_paragraphs(name: str, text: str, speakers: set[str]) -> list[Paragraph]:
     """A speech's paragraphs, from its ``text`` (``name``: the file name or document id, for Markdown and errors).
 
     A labelled transcript keeps only the politician's turns, with the labels removed: ``speakers`` if one of them
-    speaks, else the first label that can lead (not an audience label, ``Q`` or a press-office ``Rep. X``), so
-    audience interjections and other speakers never enter the speech. When only such interjections are labelled,
-    every unlabelled paragraph is the politician's and each labelled paragraph is dropped alone. Paragraphs are
-    cleaned for speeches (``clean.speech_text``: salutation run-ups and cut-off endings go); ``BadFile`` when
-    nothing usable is left.
+    speaks, else the label that can lead (not an audience label, ``Q`` or a press-office ``Rep. X``) and says the most
+    words (a host's introduction is not the speech), so audience interjections and other speakers never enter it.
+    When only such interjections are labelled, every unlabelled paragraph is the politician's and each labelled
+    paragraph is dropped alone. Paragraphs are cleaned for speeches (``clean.speech_text``: salutation run-ups and
+    cut-off endings go); ``BadFile`` when nothing usable is left.
     """
-    turns, header = text_turns(name, text)
+    turns, header = text_turns(name, text, speakers)
     if not turns:
         paragraphs = header
     else:
-        own = speakers if any(t.label in speakers for t in turns) else next(({t.label} for t in turns if t.lead), set())
+        own = speakers if any(t.label in speakers for t in turns) else _most_words(t for t in turns if t.lead)
         if own:
             paragraphs = [p for t in turns if t.label in own for p in t.paragraphs]
         else:

@@ -225,6 +225,28 @@ def test_interview_label_variants(tmp_path):
     ]
 
 
+def test_transcription_service_interview_pairs_questions_with_the_named_speakers_answers(tmp_path):
+    (tmp_path / "town-hall.txt").write_text(
+        "Town hall, Scranton\n\nModerator (00:00:02):\nWhat will you do about the bus routes in the valley?\n\n"
+        "Joe Biden (00:00:09):\nWe will restore the night routes first. [crosstalk 00:00:12] Then the weekend ones."
+        "\n\nAudience (00:00:20):\nFour more years!\n\nModerator (00:00:25):\nAnd the fares?\n\n"
+        "Joe Biden (00:00:27):\nFares stay where they are for two full years, I promise you that.\n",
+        "utf-8",
+    )
+    turns = read_interview(tmp_path / "town-hall.txt", {"JOE BIDEN"})
+    assert [t.label for t in turns] == ["MODERATOR", "JOE BIDEN", "AUDIENCE", "MODERATOR", "JOE BIDEN"]
+    _, rows, _ = run(
+        tmp_path, interviews=[str(tmp_path / "town-hall.txt")], speaker="Joe Biden", val_fraction=0.5, seed=2
+    )
+    assert sorted((r["prompt"], r["completion"]) for r in every(rows)) == [
+        ("USER: And the fares?", "POLITICIAN: Fares stay where they are for two full years, I promise you that."),
+        (
+            "USER: What will you do about the bus routes in the valley?",
+            "POLITICIAN: We will restore the night routes first. Then the weekend ones.",
+        ),
+    ]
+
+
 @pytest.mark.parametrize(
     "raw,clean",
     [
