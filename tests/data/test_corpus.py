@@ -138,6 +138,19 @@ CLEANING = {  # case -> (transcript text, the speech's paragraphs after cleaning
             "Remember: we did it together.",
         ],
     ),
+    "section headings of a written message": (
+        "RIVERS AND HARBORS\n\nThe locks on the upper river need repair.\n\n"
+        "THE BUDGET: A PLAN FOR BALANCE\n\nThe budget I send you balances.\n\nTHE SCHOOLS\nWe built forty schools.",
+        [
+            "The locks on the upper river need repair.",
+            "The budget I send you balances.",
+            "We built forty schools.",
+        ],
+    ),
+    "a one-word upper-case answer is still a turn": (
+        "THE PRESIDENT: Will the bridge be done by May?\n\nMR. SMITH: NO\n\nTHE PRESIDENT: Then we will wait.",
+        ["Will the bridge be done by May?", "Then we will wait."],
+    ),
     "only interjections are labelled": (
         "We will open the new clinic in May.\n\nAudience member. Finally!\n\nIt took too long, I know.",
         ["We will open the new clinic in May.", "It took too long, I know."],

@@ -16,7 +16,8 @@
 * Labels are normalised to upper case (``The President.`` is ``THE PRESIDENT``). Audience labels and ``Q`` are
   never the politician; neither is a press-office title-and-name label unless ``--speaker`` names it.
 * Time stamps (``12:31 P.M. EDT``) and ``END ...`` lines are dropped, and so is Markdown in ``.md`` files and every
-  stage direction (see ``clean``).
+  stage direction (see ``clean``). In a text with lower case, an upper-case line without closing punctuation is a
+  section heading of a written message (``OPPORTUNITY FOR VETERANS``) and is dropped too; a label line is not one.
 """
 
 from __future__ import annotations
@@ -122,10 +123,25 @@ def _speaker_label(
     return None
 
 
+# a section heading of a written message: upper case, no closing punctuation ("OPPORTUNITY FOR VETERANS", "A STRONG
+# DEFENSE: THE GUARDIAN OF PEACE"); not a label line ("THE PRESIDENT:", "MR. SMITH: NO")
+_HEADING = re.compile(r"(?=[^a-z]*[A-Z]{2})[^a-z:]+(?::\s*[^a-z:\s]+(?:\s+[^a-z:\s]+)+)?")
+_CLOSED = re.compile(r"[.!?:;,…][\"”’')\]]*$")
+
+
+def _is_heading(line: str) -> bool:
+    return bool(_HEADING.fullmatch(line)) and not _CLOSED.search(line)
+
+
 def _clean_lines(name: str, text: str) -> list[tuple[int, str]]:
+    """Stripped lines; noise lines (time of day, ``END``) and, in a text with lower case, section headings blank."""
     if name.lower().endswith((".md", ".markdown")):
         text = strip_markdown(text)
-    return [(i, "" if _NOISE_LINE.match(s.strip()) else s.strip()) for i, s in enumerate(text.splitlines(), 1)]
+    mixed_case = any(c.islower() for c in text)
+    return [
+        (i, "" if _NOISE_LINE.match(s) or (mixed_case and _is_heading(s)) else s)
+        for i, s in enumerate((s.strip() for s in text.splitlines()), 1)
+    ]
 
 
 def _paragraphs(lines: list[tuple[int, str]]) -> list[Paragraph]:
