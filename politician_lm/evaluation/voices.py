@@ -38,7 +38,7 @@ from politician_lm.evaluation.style import GENERIC, StyleClassifier, default_cac
 
 log = logging.getLogger(__name__)
 
-VOICES_VERSION = "voices-v1"
+VOICES_VERSION = "voices-v2"  # bump when prepare's cleaning changes any address's paragraphs (v2: headings, a58807f)
 CHUNK_WORDS = 50
 DEFAULT_PRESIDENTS = ("biden", "trump", "obama")
 Features = Literal["voice", "plain"]
