@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from pathlib import Path
 
 from politician_lm.artifacts.jsonl import read_utf8
@@ -9,6 +11,7 @@ from politician_lm.errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 TABLE_SUFFIXES = (".csv", ".json", ".jsonl")
+log = logging.getLogger(__name__)
 
 
 class BadLine(UserError):
@@ -29,14 +32,15 @@ def expand(paths: list[str] | str | None, suffixes: tuple[str, ...], flag: str, 
     for p in [paths] if isinstance(paths, str) else paths or []:
         path = Path(p)
         if path.is_dir():
-            found = sorted(
+            files = [
                 f
-                for f in path.rglob("*")
+                for f in sorted(path.rglob("*"))
                 if f.is_file()
-                and f.suffix.lower() in suffixes
                 and not any(part.startswith(".") for part in f.relative_to(path).parts)
                 and (skip is None or not f.resolve().is_relative_to(skip))
-            )
+            ]
+            found = [f for f in files if f.suffix.lower() in suffixes]
+            _warn_unread(path, files, flag)
             if not found:
                 raise UserError(f"{path}: folder holds no {'/'.join(suffixes)} files (given to --{flag})")
             out += found
@@ -47,6 +51,18 @@ def expand(paths: list[str] | str | None, suffixes: tuple[str, ...], flag: str, 
         else:
             raise UserError(f"{path}: no such file or folder (given to --{flag})")
     return list(dict.fromkeys(out))
+
+
+def _warn_unread(folder: Path, files: list[Path], flag: str) -> None:
+    """One warning line for files in ``folder`` that no input of ``prepare`` reads (captions, PDFs, documents)."""
+    readable = {*TEXT_SUFFIXES, *TABLE_SUFFIXES}
+    unread = Counter(f.suffix.lower() or "(no suffix)" for f in files if f.suffix.lower() not in readable)
+    if unread:
+        kinds = ", ".join(f"{suffix} {n}" for suffix, n in unread.most_common())
+        log.warning(
+            f"{folder}: skipped {sum(unread.values())} file(s) that --{flag} cannot read ({kinds}); "
+            f"convert them to {'/'.join(TEXT_SUFFIXES)} text to use them"
+        )
 
 
 def read_text(path: Path) -> str:
