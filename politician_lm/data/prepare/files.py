@@ -9,7 +9,7 @@ from pathlib import Path
 from politician_lm.artifacts.jsonl import read_utf8
 from politician_lm.errors import UserError
 
-TEXT_SUFFIXES = (".txt", ".md", ".markdown")
+TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".srt", ".vtt")  # captions: see captions.py
 TABLE_SUFFIXES = (".csv", ".json", ".jsonl")
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,16 @@ def _warn_unread(folder: Path, files: list[Path], flag: str) -> None:
         kinds = ", ".join(f"{suffix} {n}" for suffix, n in unread.most_common())
         log.warning(
             f"{folder}: skipped {sum(unread.values())} file(s) that --{flag} cannot read ({kinds}); "
-            f"convert them to {'/'.join(TEXT_SUFFIXES)} text to use them"
+            f"convert them to {'/'.join(TEXT_SUFFIXES[:3])} text to use them"
         )
 
 
 def read_text(path: Path) -> str:
-    """The file as UTF-8 text; ``BadFile`` naming the line of the first undecodable byte."""
+    """The file as UTF-8 text (captions as transcript text, see ``captions``); ``BadFile`` naming the line of the
+    first undecodable byte."""
+    from politician_lm.data.prepare.captions import CAPTION_SUFFIXES, caption_text
+
+    if path.suffix.lower() in CAPTION_SUFFIXES:
+        read_utf8(path, BadFile)  # the same one-line error for a byte that is not UTF-8
+        return caption_text(path)
     return read_utf8(path, BadFile)

@@ -677,21 +677,24 @@ def test_output_folder_inside_an_input_folder_is_not_read_back(tmp_path):
 
 # -- end to end -------------------------------------------------------------------------------------------------
 def test_files_a_folder_holds_that_prepare_cannot_read_are_named_not_dropped_silently(tmp_path, caplog):
-    for name in ("a.txt", "b.srt", "c.srt", "d.pdf", "e.csv", ".notes.vtt", ".git/x.pack"):
+    for name in ("a.txt", "b.docx", "c.docx", "d.pdf", "e.csv", ".notes.rtf", ".git/x.pack"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text("We will fix the roads.\n", "utf-8")
     with caplog.at_level("WARNING"):
         assert expand([str(tmp_path)], TEXT_SUFFIXES, "transcripts") == [tmp_path / "a.txt"]
-    # captions and documents are named with their counts; tables (another input) and hidden files are not
+    # documents are named with their counts; tables (another input) and hidden files are not
     assert [r.getMessage() for r in caplog.records] == [
-        f"{tmp_path}: skipped 3 file(s) that --transcripts cannot read (.srt 2, .pdf 1); "
+        f"{tmp_path}: skipped 3 file(s) that --transcripts cannot read (.docx 2, .pdf 1); "
         "convert them to .txt/.md/.markdown text to use them"
     ]
     (tmp_path / "a.txt").unlink()
     caplog.clear()
-    with pytest.raises(UserError, match="folder holds no .txt/.md/.markdown files"), caplog.at_level("WARNING"):
+    with (
+        pytest.raises(UserError, match="folder holds no .txt/.md/.markdown/.srt/.vtt files"),
+        caplog.at_level("WARNING"),
+    ):
         expand([str(tmp_path)], TEXT_SUFFIXES, "transcripts")
-    assert "(.srt 2, .pdf 1)" in caplog.text  # the error comes with what the folder did hold
+    assert "(.docx 2, .pdf 1)" in caplog.text  # the error comes with what the folder did hold
 
 
 def test_output_loads_in_the_datamodule(full, tmp_path, tiny_path):
