@@ -1,7 +1,8 @@
 """Caption files (``.srt``, ``.vtt``, read by webvtt-py) as transcript text for ``--transcripts`` and ``--interviews``.
 
 * One line per cue line; the repeats of rolling captions (each cue starting with the last one's line, as auto
-  captions scroll) are dropped, and so are cue tags and word timings.
+  captions scroll) are dropped, and so are cue tags, word timings and music (``♪ ... ♪``); character references
+  (``&amp;``, ``&#39;``) are decoded.
 * A paragraph ends at a pause of ``PAUSE_S`` seconds or more between cues.
 * Speakers become time-stamped label lines (``Joe Biden (00:00:01):``), which ``transcripts`` reads as any
   transcription-service label: a voice span (``<v Joe Biden>``), and a broadcast speaker change with a name
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -23,6 +25,7 @@ CAPTION_SUFFIXES = (".srt", ".vtt")
 PAUSE_S = 2
 MIN_SENTENCES_PER_100_WORDS = 1
 _CHANGE_LABEL = re.compile(r"^(?P<label>[A-Z][\w.'’-]*(?:[ \t]+[A-Z][\w.'’-]*){0,4})\s*:\s*(?P<rest>.*)$")
+_MUSIC = re.compile(r"[♪♫][^♪♫]*[♪♫]|[♪♫]")
 _SENTENCE_END = re.compile(r"[.!?…](?:[\"”’')\]]*)(?=\s|$)")
 
 
@@ -46,7 +49,7 @@ def caption_text(path: Path) -> str:
     out: list[str] = []
     last_line, last_end, voice = None, None, None
     for cue in _read(path):
-        lines = [s.strip() for s in cue.text.splitlines() if s.strip()]
+        lines = [s for s in (_MUSIC.sub(" ", html.unescape(s)).strip() for s in cue.text.splitlines()) if s]
         fresh = []
         for line in lines:
             if line != last_line:

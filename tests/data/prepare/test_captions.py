@@ -74,6 +74,16 @@ CAPTIONS = {
         set(),
         ["Folks, here's the deal. We're going to build the bridge."],
     ),
+    "tags, character references and music": (
+        "speech.srt",
+        srt(
+            (1, 3, '<i>We will</i> <font color="#ffff00">build</font> the bridge. [APPLAUSE]'),
+            (3.5, 5, "(CHEERING) And we&#39;ll pay for it &amp; more. ♪ our town, our song ♪"),
+            (5, 6, "♪ ♪"),
+        ),
+        set(),
+        ["We will build the bridge. And we'll pay for it & more."],
+    ),
     "a pause ends a paragraph": (
         "speech.srt",
         srt((1, 3, "We fixed the locks."), (3.2, 5, "All of them."), (9, 11, "Now the bridges.")),
