@@ -147,6 +147,11 @@ CLEANING = {  # case -> (transcript text, the speech's paragraphs after cleaning
             "We built forty schools.",
         ],
     ),
+    "an upper-case line of a speaker who also speaks in lower case is a turn": (
+        "THE PRESIDENT: Please, sit down.\n\nMODERATOR: ALL RISE FOR THE ANTHEM\nWe thank the choir.\n\n"
+        "MODERATOR: Thank you.\n\nTHE PRESIDENT: Now, the harbor, and the jobs it brings to this whole county.",
+        ["Please, sit down.", "Now, the harbor, and the jobs it brings to this whole county."],
+    ),
     "a one-word upper-case answer is still a turn": (
         "THE PRESIDENT: Will the bridge be done by May?\n\nMR. SMITH: NO\n\nTHE PRESIDENT: Then we will wait.",
         ["Will the bridge be done by May?", "Then we will wait."],

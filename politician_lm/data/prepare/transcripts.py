@@ -129,19 +129,28 @@ _HEADING = re.compile(r"(?=[^a-z]*[A-Z]{2})[^a-z:]+(?::\s*[^a-z:\s]+(?:\s+[^a-z:
 _CLOSED = re.compile(r"[.!?:;,…][\"”’')\]]*$")
 
 
-def _is_heading(line: str) -> bool:
-    return bool(_HEADING.fullmatch(line)) and not _CLOSED.search(line)
+def _is_heading(line: str, labels: set[str]) -> bool:
+    """Whether ``line`` is a section heading; not when it starts with one of ``labels`` (the file's speakers), as
+    ``THE PRESIDENT: THANK YOU ALL`` does where ``THE PRESIDENT:`` also labels text in lower case."""
+    if not _HEADING.fullmatch(line) or _CLOSED.search(line):
+        return False
+    m = _LABEL.match(line)
+    return not (m and norm_label(m.group("label")) in labels)
 
 
 def _clean_lines(name: str, text: str) -> list[tuple[int, str]]:
     """Stripped lines; noise lines (time of day, ``END``) and, in a text with lower case, section headings blank."""
     if name.lower().endswith((".md", ".markdown")):
         text = strip_markdown(text)
-    mixed_case = any(c.islower() for c in text)
-    return [
-        (i, "" if _NOISE_LINE.match(s) or (mixed_case and _is_heading(s)) else s)
-        for i, s in enumerate((s.strip() for s in text.splitlines()), 1)
-    ]
+    lines = [s.strip() for s in text.splitlines()]
+    if not any(c.islower() for c in text):
+        return [(i, "" if _NOISE_LINE.match(s) else s) for i, s in enumerate(lines, 1)]
+    labels = {  # upper-case labels of a turn in lower case, or of a turn that starts on the next line
+        norm_label(m.group("label"))
+        for s in lines
+        if (m := _LABEL.match(s)) and (not m.group("rest") or any(c.islower() for c in m.group("rest")))
+    }
+    return [(i, "" if _NOISE_LINE.match(s) or _is_heading(s, labels) else s) for i, s in enumerate(lines, 1)]
 
 
 def _paragraphs(lines: list[tuple[int, str]]) -> list[Paragraph]:
