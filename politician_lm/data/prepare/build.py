@@ -5,11 +5,15 @@ Every record has ``kind`` and ``source`` (the file name, or a corpus document's 
 
 * speeches -> ``style``: ``USER: Continue the speech: <context>`` / ``POLITICIAN: <passage>``. A corpus document is
   a speech like a file; its records also carry the document's ``date`` and ``title``.
-* interviews -> ``policy``: ``USER: <the turn before the politician's>`` / ``POLITICIAN: <the politician's turn>``.
-  A turn never holds another speaker's words: any labelled turn ends it. A question longer than
-  ``max_prompt_tokens`` keeps its last whole sentences. Politician turns with no question before them
-  (opening remarks, or after an inaudible question) become ``style`` continuations. With ``multi_turn``, each
-  answer is also written as ``{"messages": [...]}`` with up to 3 earlier exchanges of the same file as context.
+* interviews -> ``policy``: ``USER: <the question>`` / ``POLITICIAN: <the politician's turn>``. The question is,
+  among the turns since the politician last spoke, the last reporter's (``Q``), else the last that asks something
+  (``?``, an audience member's at a town hall too), else the last with text that is not the audience's: in a joint
+  press conference the other leader's answer is not the question, and an empty ``[applause]`` turn or a heckle does
+  not hide it. A turn never holds another speaker's words: any labelled turn
+  ends it. A question longer than ``max_prompt_tokens`` keeps its last whole sentences. Politician turns with no
+  question before them (opening remarks, or after an inaudible question) become ``style`` continuations. With
+  ``multi_turn``, each answer is also written as ``{"messages": [...]}`` with up to 3 earlier exchanges of the same
+  file as context.
 * tables -> ``table_kind``: ``table_prompt`` filled from the row (``USER: `` is put in front of a prompt without
   a role label) / ``POLITICIAN: <cleaned text>``.
 * identity -> ``identity``: the template's questions and answers filled from the profile; multi-turn entries
@@ -39,6 +43,7 @@ from politician_lm.artifacts.roles import ANY_LABEL, POLITICIAN_LABEL, USER_LABE
 from politician_lm.artifacts.stances import Stance
 from politician_lm.data.prepare.clean import split_sentences
 from politician_lm.data.prepare.identity import IdentityEntry
+from politician_lm.data.prepare.labels import is_audience
 from politician_lm.data.prepare.transcripts import Paragraph, Turn
 
 CONTINUE = USER_LABEL + "Continue the speech: "
@@ -172,26 +177,27 @@ class RecordBuilder:
 
     def add_interview(self, path: Path, turns: list[Turn], speakers: set[str], multi_turn: bool) -> None:
         history: list[tuple[str, str]] = []
-        prev: Turn | None = None
+        since: list[Turn] = []  # the other speakers' turns since the politician last spoke
         for turn in turns:
-            if turn.label in speakers:
-                sentences = [(s, p.line) for p in turn.paragraphs for s in split_sentences(p.text)]
-                meta = {"source": path.name, "turn": turn.number}
-                asked = prev.text if prev is not None and prev.label not in speakers else ""
-                if not asked:
-                    self.add_continuations(sentences, self.passages(sentences, 1), meta)
-                elif sentences:
-                    (i, j), *rest = self.passages(sentences, 0)
-                    answer, question = " ".join(s for s, _ in sentences[i:j]), self.fit_question(asked)
-                    if question is None:
-                        self.dropped["prompt_too_long"] += 1
-                    else:
-                        single = self.add_pair(USER_LABEL + question, answer, "policy", {**meta, "line": turn.line})
-                        if single is not None and multi_turn and history:
-                            self._add_multi_turn(history[-3:], (question, answer), {**meta, "line": turn.line}, single)
-                        history.append((question, answer))
-                    self.add_continuations(sentences, rest, meta)
-            prev = turn
+            if turn.label not in speakers:
+                since.append(turn)
+                continue
+            sentences = [(s, p.line) for p in turn.paragraphs for s in split_sentences(p.text)]
+            meta = {"source": path.name, "turn": turn.number}
+            asked, since = _question(since), []
+            if not asked:
+                self.add_continuations(sentences, self.passages(sentences, 1), meta)
+            elif sentences:
+                (i, j), *rest = self.passages(sentences, 0)
+                answer, question = " ".join(s for s, _ in sentences[i:j]), self.fit_question(asked)
+                if question is None:
+                    self.dropped["prompt_too_long"] += 1
+                else:
+                    single = self.add_pair(USER_LABEL + question, answer, "policy", {**meta, "line": turn.line})
+                    if single is not None and multi_turn and history:
+                        self._add_multi_turn(history[-3:], (question, answer), {**meta, "line": turn.line}, single)
+                    history.append((question, answer))
+                self.add_continuations(sentences, rest, meta)
 
     def _add_multi_turn(
         self, history: list[tuple[str, str]], current: tuple[str, str], meta: dict[str, Any], extends: int
@@ -224,3 +230,14 @@ class RecordBuilder:
             meta = {"topic": st.topic, "source": source, "stance": st.id, "position": st.position}
             meta["opposite"] = st.answers(st.opposite)[0]
             self.add_chat([(st.question, st.answer)], "stance", meta)
+
+
+def _question(turns: list[Turn]) -> str:
+    """The question among the other speakers' ``turns`` since the politician last spoke (see the module's notes)."""
+    said = [t for t in turns if t.text.strip()]
+    asked = (
+        [t for t in said if t.label == "Q"]
+        or [t for t in said if "?" in t.text]
+        or [t for t in said if not is_audience(t.label)]
+    )
+    return asked[-1].text if asked else ""

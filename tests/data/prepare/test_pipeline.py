@@ -212,11 +212,11 @@ def test_interview_label_variants(tmp_path):
     assert [t.label for t in turns] == ["Q", "GOVERNOR LEE", "Q", "REP. O'NEIL", "GOVERNOR LEE"]
     assert turns[2].text == "And the fares? Governor Lee said later: nothing."  # a mixed-case name is not a label
     _, rows, _ = run(
-        tmp_path, interviews=[str(tmp_path / "talk.md")], speaker="governor lee.", val_fraction=0.5, seed=1
+        tmp_path, interviews=[str(tmp_path / "talk.md")], speaker="governor lee.", val_fraction=0.5, seed=3
     )
     assert sorted((r["prompt"], r["completion"]) for r in every(rows)) == [
-        (
-            "USER: Fares stay frozen, as far as I know.",
+        (  # the reporter's question, not the representative's remark after it
+            "USER: And the fares? Governor Lee said later: nothing.",
             "POLITICIAN: Fares stay where they are for two full years, I promise you that.",
         ),
         (

@@ -1,0 +1,165 @@
+"""Speaker labels at the start of a transcript's lines, and the lines that are no one's speech.
+
+* Upper-case names followed by ``:`` (``THE PRESIDENT:``, ``MR. SMITH:``, ``REPORTER 2:``), or ``Q``/``Q.``/``Q:``
+  for a question (not ``Q and A`` wrapped onto a new line).
+* Labels of any case, as transcription services write them: a name with a time stamp (``Joe Biden: (00:12)``,
+  ``Joe Biden (00:12):``, ``Speaker 1: (03:12)``, ``Lester Holt (NBC) (00:03):`` or ``Speaker 1  0:12`` alone on
+  its line); and capitalised names with ``:`` and no stamp (``Joe Biden: Folks, ...``, ``Interviewer: ...``) in a
+  file where ``--speaker``'s own label is written in that case. Discourse words never are (``First: ...``,
+  ``Look: ...``), and elsewhere ``Remember: ...`` or a run-in heading (``Energy: ...``) is text.
+* Press-office and Congressional Record labels, at the start of a paragraph (after a blank line, or an indented
+  line as hearings print them) and followed by a period: a role (``The President.``, ``The Vice President.``,
+  ``The CHAIRMAN.``, ``The SPEAKER pro tempore.``, ``The PRESIDING OFFICER.``), the audience (``Audience
+  members.``), or a title and a capitalised name (``Representative Marjorie Taylor Greene.``, ``Rep. Greene.``,
+  ``Mr. BIDEN.``, ``Chairman SMITH.``, ``Vice President Harris.``, ``Press Secretary Psaki.``). A sentence that only
+  starts like one is no label: ``The President has ...`` (no period), ``Mr. Speaker.`` (an address, not a name).
+* Labels are normalised to upper case. Audience labels and ``Q`` are never the politician; neither is a title-and-
+  name label unless ``--speaker`` names it.
+* No one's speech: times of day (``12:31 P.M. EDT``, ``2:14 p.m.``), ``END ...`` lines, and, in a text with lower
+  case, upper-case section headings of written messages (``OPPORTUNITY FOR VETERANS``) unless they start with a
+  label the file also uses for text in lower case.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+NOISE_LINE = re.compile(r"^(?:\d{1,2}:\d{2}\s*[AaPp]\.?[Mm]\.?(?:\s+[A-Z]{2,4})?|END\b.*|\*(?:\s*\*){2,})$")
+_LABEL = re.compile(r"^(?P<label>[A-Z][A-Z0-9.'’\- ]{0,40}(?:[A-Z.]|\s\d{1,2}))\s*:\s*(?P<rest>.*)$")
+_STAMP = r"\d{1,2}(?::\d{2}){1,2}"
+_BRACKETED_STAMP = rf"(?:\({_STAMP}\)|\[{_STAMP}\])"
+_TITLED_LABEL = re.compile(
+    r"^(?P<label>[A-Z][\w.'’-]*(?:[ \t]+(?:[A-Z][\w.'’-]*|\d+(?!\d|:\d))){0,4})"
+    r"(?:[ \t]*\([A-Z][A-Za-z .&'-]{0,30}\))?"  # an affiliation: "Lester Holt (NBC):"
+    rf"(?:\s*(?P<before>{_BRACKETED_STAMP})\s*:|\s*:\s*(?P<after>{_BRACKETED_STAMP})?|\s+(?P<alone>{_STAMP}|{_BRACKETED_STAMP})$)"
+    r"\s*(?P<rest>.*)$"
+)
+# "First: we build ..." and "Look: ..." start a point, not a speaker
+_DISCOURSE = frozenset(
+    """FIRST SECOND THIRD FOURTH FIFTH SIXTH FIRSTLY SECONDLY THIRDLY FINALLY LASTLY NEXT THEN NOW SO LOOK LISTEN
+    REMEMBER FOLKS EXAMPLE NOTE ONE TWO THREE FOUR FIVE PS P.S""".split()
+) | {"NUMBER ONE", "NUMBER TWO", "NUMBER THREE", "BOTTOM LINE", "THE BOTTOM LINE", "FOR EXAMPLE", "STEP ONE"}
+_QUESTION = re.compile(r"^Q(?:[.:]\s*|\s+(?![a-z&])|$)(?P<rest>.*)$")
+_AUDIENCE = re.compile(r"(?:AUDIENCE|MEMBERS? OF THE AUDIENCE|CROWD|PARTICIPANTS?|PROTEST[EO]RS?)\b")
+
+
+def _either_case(*words: str) -> str:
+    """Each role as printed by a press office (``Chairman``) and by the Congressional Record (``CHAIRMAN``)."""
+    return "|".join(f"{w}|{w.upper()}" for w in words)
+
+
+_PRESS_ROLE = (
+    r"The\s+(?:"
+    + _either_case(
+        r"Vice\s+President",
+        "President",
+        "President-elect",
+        r"First\s+Lady",
+        r"Second\s+Gentleman",
+        r"Second\s+Lady",
+        "Speaker",
+        "Governor",
+        r"Lieutenant\s+Governor",
+        "Mayor",
+        r"Prime\s+Minister",
+        "Chancellor",
+        "Moderator",
+        "Chairman",
+        "Chairwoman",
+        "Chair",
+        r"Acting\s+Chair",
+        r"Presiding\s+Officer",
+        "Clerk",
+        r"Chief\s+Justice",
+    )  # fmt: skip
+    + r")(?:\s+pro\s+tempore)?"
+)
+_PRESS_AUDIENCE = r"(?:Audience\s+members?|Audience|Members?\s+of\s+the\s+audience|Crowd|Participants?|Protest[eo]rs?)"
+_PRESS_TITLE = (
+    r"(?:Representative|Rep\.|Senator|Sen\.|Governor|Gov\.|Delegate|Mr\.|Mrs\.|Ms\.|Dr\.|Vice\s+President|"
+    r"Press\s+Secretary|Chairman|Chairwoman|Ambassador|Speaker|Leader|"
+    r"Secretary(?:\s+of(?:\s+the)?(?:\s+[A-Z][a-z]+){1,3})?)"
+)
+_PRESS_NAME = r"(?:(?:[A-Z]\.|[A-Z][\w'’-]+)\s+){0,4}[A-Z][\w'’-]+"
+_PRESS_LABEL = re.compile(
+    rf"^(?:(?P<role>{_PRESS_ROLE}|{_PRESS_AUDIENCE})|(?P<title>{_PRESS_TITLE})\s+(?P<name>{_PRESS_NAME}))"
+    r"\.(?:\s+(?P<rest>.*))?$"
+)
+# "Mr. Speaker." and "Mr. President." address someone; they name no speaker
+_ADDRESSED = re.compile(r"(?:Vice\s+)?(?:Speaker|President|Chairman|Chairwoman|Chair|Leader|Prime\s+Minister)")
+# a section heading of a written message: upper case, no closing punctuation ("OPPORTUNITY FOR VETERANS", "A STRONG
+# DEFENSE: THE GUARDIAN OF PEACE"); not a label line ("THE PRESIDENT:", "MR. SMITH: NO")
+_HEADING = re.compile(r"(?=[^a-z]*[A-Z]{2})[^a-z:]+(?::\s*[^a-z:\s]+(?:\s+[^a-z:\s]+)+)?")
+_CLOSED = re.compile(r"[.!?:;,…][\"”’')\]]*$")
+
+
+class Label(NamedTuple):
+    label: str  # normalised: upper case, single spaces, no trailing period; "Q" for questions
+    rest: str  # the line's text after the label
+    lead: bool  # may be taken for the politician when no --speaker label speaks (not audience, Q, Rep. X)
+
+
+def norm_label(label: str) -> str:
+    return re.sub(r"\s+", " ", label).strip().rstrip(".").upper()
+
+
+def is_audience(label: str) -> bool:
+    return bool(_AUDIENCE.match(label))
+
+
+def _titled(line: str) -> tuple[str, str, bool, bool] | None:
+    """``(label, rest, time-stamped, written with lower case)`` for a label of any case (``_TITLED_LABEL``)."""
+    m = _TITLED_LABEL.match(line)
+    if not m or sum(c.isalpha() for c in m.group("label")) < 2:
+        return None
+    stamped = any(m.group(g) for g in ("before", "after", "alone"))
+    return norm_label(m.group("label")), m.group("rest"), stamped, any(c.islower() for c in m.group("label"))
+
+
+def titled_speakers(lines: list[str], speakers: set[str]) -> set[str]:
+    """The labels without a time stamp that count as speakers in this file: none unless ``speakers``'s own label is
+    written with lower case at the start of a line; then every such label but discourse words (``First:``)."""
+    found = [f for line in lines if (f := _titled(line)) and f[3]]
+    if not {f[0] for f in found} & speakers:
+        return set()
+    return {f[0] for f in found if not f[2]} - _DISCOURSE
+
+
+def speaker_label(line: str, paragraph_start: bool = False, titled: set[str] = frozenset()) -> Label | None:
+    """The label a line starts with, if any: press-office labels only when the line starts a paragraph; labels of
+    any case when time-stamped or in ``titled`` (``titled_speakers``)."""
+    m = _QUESTION.match(line)
+    if m:
+        return Label("Q", m.group("rest"), False)
+    m = _LABEL.match(line)
+    if m and sum(c.isalpha() for c in m.group("label")) >= 2 and norm_label(m.group("label")) not in _DISCOURSE:
+        label = norm_label(m.group("label"))
+        return Label(label, m.group("rest"), not is_audience(label))
+    found = _titled(line)
+    if found and (found[2] or found[0] in titled):
+        return Label(found[0], found[1], not is_audience(found[0]))
+    m = _PRESS_LABEL.match(line) if paragraph_start else None
+    if m and not (m.group("name") and _ADDRESSED.fullmatch(m.group("name"))):
+        role = m.group("role")
+        label = norm_label(role or f"{m.group('title')} {m.group('name')}")
+        return Label(label, m.group("rest") or "", bool(role) and not is_audience(label))
+    return None
+
+
+def speech_labels(lines: list[str]) -> set[str]:
+    """Upper-case labels of a turn in lower case, or of a turn that starts on the next line."""
+    return {
+        norm_label(m.group("label"))
+        for s in lines
+        if (m := _LABEL.match(s)) and (not m.group("rest") or any(c.islower() for c in m.group("rest")))
+    }
+
+
+def is_heading(line: str, labels: set[str]) -> bool:
+    """Whether ``line`` is a section heading; not when it starts with one of ``labels`` (``speech_labels``), as
+    ``THE PRESIDENT: THANK YOU ALL`` does where ``THE PRESIDENT:`` also labels text in lower case."""
+    if not _HEADING.fullmatch(line) or _CLOSED.search(line):
+        return False
+    m = _LABEL.match(line)
+    return not (m and norm_label(m.group("label")) in labels)
