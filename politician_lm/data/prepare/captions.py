@@ -19,7 +19,7 @@ import html
 import re
 from pathlib import Path
 
-from politician_lm.data.prepare.files import BadFile
+from politician_lm.data.prepare.files import BadFile, read_text
 
 CAPTION_SUFFIXES = (".srt", ".vtt")
 PAUSE_S = 2
@@ -46,6 +46,7 @@ def _read(path: Path):  # noqa: ANN202 - webvtt's own type
 
 def caption_text(path: Path) -> str:
     """The captions of ``path`` as transcript text (see the module's notes); ``BadFile`` when unusable."""
+    read_text(path)  # the same one-line error as any transcript for a byte that is not UTF-8
     out: list[str] = []
     last_line, last_end, voice = None, None, None
     for cue in _read(path):

@@ -9,7 +9,7 @@ from pathlib import Path
 from politician_lm.artifacts.jsonl import read_utf8
 from politician_lm.errors import UserError
 
-TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".srt", ".vtt")  # captions: see captions.py
+TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".srt", ".vtt")  # captions: see captions.py, read_transcript
 TABLE_SUFFIXES = (".csv", ".json", ".jsonl")
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,5 @@ def _warn_unread(folder: Path, files: list[Path], flag: str) -> None:
 
 
 def read_text(path: Path) -> str:
-    """The file as UTF-8 text (captions as transcript text, see ``captions``); ``BadFile`` naming the line of the
-    first undecodable byte."""
-    from politician_lm.data.prepare.captions import CAPTION_SUFFIXES, caption_text
-
-    if path.suffix.lower() in CAPTION_SUFFIXES:
-        read_utf8(path, BadFile)  # the same one-line error for a byte that is not UTF-8
-        return caption_text(path)
+    """The file as UTF-8 text; ``BadFile`` naming the line of the first undecodable byte."""
     return read_utf8(path, BadFile)

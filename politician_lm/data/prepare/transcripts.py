@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from politician_lm.data.prepare.captions import CAPTION_SUFFIXES, caption_text
 from politician_lm.data.prepare.clean import speech_text, strip_markdown, strip_stage_directions
 from politician_lm.data.prepare.files import BadFile, read_text
 from politician_lm.data.prepare.labels import (
@@ -25,7 +26,16 @@ from politician_lm.data.prepare.labels import (
     titled_speakers,
 )
 
-__all__ = ["Paragraph", "Turn", "norm_label", "parse_turns", "read_interview", "read_speech", "speech_paragraphs"]
+__all__ = [
+    "Paragraph",
+    "Turn",
+    "norm_label",
+    "parse_turns",
+    "read_interview",
+    "read_speech",
+    "read_transcript",
+    "speech_paragraphs",
+]
 
 
 @dataclass
@@ -106,9 +116,14 @@ def text_turns(name: str, text: str, speakers: set[str] = frozenset()) -> tuple[
     return turns, header
 
 
+def read_transcript(path: Path) -> str:
+    """A transcript file's text: captions (``.srt``, ``.vtt``) as transcript text (``captions``), else as read."""
+    return caption_text(path) if path.suffix.lower() in CAPTION_SUFFIXES else read_text(path)
+
+
 def parse_turns(path: Path, speakers: set[str] = frozenset()) -> tuple[list[Turn], list[Paragraph]]:
     """Labelled turns (stage directions stripped) and the paragraphs before the first label."""
-    return text_turns(path.name, read_text(path), speakers)
+    return text_turns(path.name, read_transcript(path), speakers)
 
 
 def read_interview(path: Path, speakers: set[str]) -> list[Turn]:
@@ -170,4 +185,4 @@ def speech_paragraphs(name: str, text: str, speakers: set[str]) -> list[Paragrap
 
 def read_speech(path: Path, speakers: set[str]) -> list[Paragraph]:
     """A speech file's paragraphs (see ``speech_paragraphs``); ``BadFile`` when unusable."""
-    return speech_paragraphs(str(path), read_text(path), speakers)
+    return speech_paragraphs(str(path), read_transcript(path), speakers)

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from politician_lm.commands.prepare import prepare
-from politician_lm.data.prepare.files import BadFile, read_text
-from politician_lm.data.prepare.transcripts import read_interview, speech_paragraphs
+from politician_lm.data.prepare.files import BadFile
+from politician_lm.data.prepare.transcripts import read_interview, read_transcript, speech_paragraphs
 from tests.helpers import ROOT
 
 TINY = str(ROOT / "checkpoints" / "tiny-politician")
@@ -97,7 +97,7 @@ CAPTIONS = {
 def test_captions_become_the_politicians_paragraphs(case, tmp_path):
     name, text, speakers, expected = CAPTIONS[case]
     (tmp_path / name).write_text(text, "utf-8")
-    assert [p.text for p in speech_paragraphs(name, read_text(tmp_path / name), speakers)] == expected
+    assert [p.text for p in speech_paragraphs(name, read_transcript(tmp_path / name), speakers)] == expected
 
 
 UNUSABLE = {
@@ -119,7 +119,7 @@ def test_captions_that_cannot_train_are_one_line_bad_files(case, tmp_path):
     text, message = UNUSABLE[case]
     (tmp_path / "bad.srt").write_text(text, "utf-8")
     with pytest.raises(BadFile, match=message) as e:
-        read_text(tmp_path / "bad.srt")
+        read_transcript(tmp_path / "bad.srt")
     assert "\n" not in str(e.value) and str(tmp_path / "bad.srt") in str(e.value)
 
 
@@ -138,7 +138,7 @@ def test_prepare_reads_caption_speeches_and_interviews(tmp_path):
     assert [t.label for t in read_interview(talks / "town-hall.vtt", {"JOE BIDEN"})][:2] == ["MODERATOR", "JOE BIDEN"]
     out = prepare(str(tmp_path / "out"), transcripts=[str(speeches)], interviews=[str(talks)], speaker="Joe Biden",
                   tokenizer=TINY, identity_template=str(TEMPLATE), val_fraction=0.3, seed=1)  # fmt: skip
-    rows = [json.loads(x) for s in ("train", "val") for x in (out / f"{s}.jsonl").read_text("utf-8").splitlines()]
+    rows = [json.loads(x) for s in ("train", "val") for x in (out / f"{s}.jsonl").read_transcript("utf-8").splitlines()]
     assert {r["source"].split(":")[0] for r in rows} == {"rally.srt", "town-hall.vtt"}
     text = json.dumps(rows)
     for leak in ("-->", ">>", "<v", "Boo", "Moderator", "00:0", "THE PRESIDENT"):
