@@ -138,7 +138,7 @@ def test_prepare_reads_caption_speeches_and_interviews(tmp_path):
     assert [t.label for t in read_interview(talks / "town-hall.vtt", {"JOE BIDEN"})][:2] == ["MODERATOR", "JOE BIDEN"]
     out = prepare(str(tmp_path / "out"), transcripts=[str(speeches)], interviews=[str(talks)], speaker="Joe Biden",
                   tokenizer=TINY, identity_template=str(TEMPLATE), val_fraction=0.3, seed=1)  # fmt: skip
-    rows = [json.loads(x) for s in ("train", "val") for x in (out / f"{s}.jsonl").read_transcript("utf-8").splitlines()]
+    rows = [json.loads(x) for s in ("train", "val") for x in (out / f"{s}.jsonl").read_text("utf-8").splitlines()]
     assert {r["source"].split(":")[0] for r in rows} == {"rally.srt", "town-hall.vtt"}
     text = json.dumps(rows)
     for leak in ("-->", ">>", "<v", "Boo", "Moderator", "00:0", "THE PRESIDENT"):
