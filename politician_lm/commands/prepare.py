@@ -181,10 +181,13 @@ def prepare(
     builder.dropped.update(c.drop_reason for c in builder.candidates if c.drop_reason)
     train, val, test = split_clusters(builder.candidates, roots, seed, val_fraction, set(heldout), stance_val_fraction)
     if not train or not val:
+        by = f"val_fraction={val_fraction}" + (
+            f" (stance records: stance_val_fraction={stance_val_fraction})" if stance_val_fraction else ""
+        )
         raise UserError(
-            f"{out}: val_fraction={val_fraction} leaves an empty {'train' if not train else 'val'} split "
+            f"{out}: {by} leaves an empty {'train' if not train else 'val'} split "
             f"of {len(roots)} records (dropped: {dict(+builder.dropped) or 'none'}); "
-            "add data or change val_fraction"
+            f"add data or change {'stance_val_fraction' if stance_val_fraction else 'val_fraction'}"
         )
     stats = prepare_stats(
         {"train": train, "val": val, "test": test},

@@ -106,7 +106,7 @@ def test_prepare_refuses_a_profile_without_stances_in_one_line(tmp_path):
     profile.write_text("name: Someone\n")
     with pytest.raises(UserError) as e:
         prepare(str(tmp_path / "out"), stances=str(profile), tokenizer=TINY)
-    assert "no training stances" in str(e.value) and "\n" not in str(e.value)
+    assert "has no stances" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_stance_val_fraction_puts_a_band_of_statements_in_val_for_sft_and_pairs_alike(tmp_path):
@@ -146,3 +146,39 @@ def test_stance_val_fraction_out_of_range_or_without_stances_is_refused_in_one_l
     with pytest.raises(UserError) as e:
         prepare(str(tmp_path / "out"), records=str(ROOT / "data" / "biden"), tokenizer=TINY, stance_val_fraction=0.25)
     assert "--stances" in str(e.value) and "\n" not in str(e.value)
+
+
+def _profile(path, ids, argument=lambda i: f"Argument number {i}, in my own words, for the coast."):
+    entries = "".join(
+        f'  - id: {sid}\n    topic: t{i % 3}\n    statement: "a measure called {sid}"\n    position: support\n'
+        f'    argument: "{argument(i)}"\n'
+        for i, sid in enumerate(ids)
+    )
+    path.write_text(f"name: Maren Quill\nstances:\n{entries}", "utf-8")
+    return str(path)
+
+
+def test_statements_that_share_an_argument_are_no_duplicates(tmp_path):
+    ids = [f"measure-{i}" for i in range(40) if not is_heldout_stance(f"measure-{i}")][:8]
+    shared = (
+        "Neighbors, this one keeps the harbor open, the ferries running on time and the fishing fleet at work through "
+        "the winter, and it pays for itself twice over before the next election comes around to this coast of ours."
+    )
+    profile = _profile(tmp_path / "quill.yaml", ids, argument=lambda i: shared)
+    out = prepare(str(tmp_path / "out"), stances=profile, tokenizer=TINY, val_fraction=0.3, cluster_threshold=1.0)
+    assert sorted(r["stance"] for r in _rows(out)) == sorted(ids)  # each statement kept: a position of its own
+
+
+def test_a_profile_whose_statements_are_all_held_out_is_told_so(tmp_path):
+    ids = [f"measure-{i}" for i in range(40) if is_heldout_stance(f"measure-{i}")][:3]
+    with pytest.raises(UserError, match="all 3 statements are held out") as e:
+        prepare(str(tmp_path / "out"), stances=_profile(tmp_path / "quill.yaml", ids), tokenizer=TINY)
+    assert "\n" not in str(e.value)
+
+
+def test_an_empty_split_from_the_stance_band_names_stance_val_fraction(tmp_path):
+    ids = [f"measure-{i}" for i in range(40) if not is_heldout_stance(f"measure-{i}")][:6]
+    with pytest.raises(UserError, match="change stance_val_fraction"):
+        prepare(
+            str(tmp_path / "out"), stances=_profile(tmp_path / "q.yaml", ids), tokenizer=TINY, stance_val_fraction=0.01
+        )

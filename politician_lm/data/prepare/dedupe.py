@@ -4,8 +4,9 @@ Hygiene runs in input order (transcripts, interviews, tables, identity). Texts a
 last assistant turn) after lower-casing, removing punctuation and the role label, and collapsing whitespace.
 Exact duplicate: the same normalised text as an earlier kept record. Near duplicate: word 3-gram Jaccard
 similarity >= ``near_dup_threshold`` with an earlier kept record (exact, through an inverted index of 3-grams; a
-text under 3 words is one gram). Kept records whose similarity is >= ``cluster_threshold`` join one cluster, and a
-multi-turn record joins the cluster of the answer it extends.
+text under 3 words is one gram). Stance records (one per statement of the profile) are never duplicates: each is a
+position of its own, even where two share an argument. Kept records whose similarity is >= ``cluster_threshold`` join
+one cluster, and a multi-turn record joins the cluster of the answer it extends.
 """
 
 from __future__ import annotations
@@ -46,13 +47,14 @@ def mark_duplicates(candidates: list[Candidate], near_dup_threshold: float, clus
                 parent[n] = root(candidate.extends)
             continue
         words = normalised_words(candidate.compared_text)
-        if " ".join(words) in exact:
+        curated = candidate.record.get("kind") == "stance"  # a statement of the profile is a position of its own
+        if not curated and " ".join(words) in exact:
             candidate.drop_reason = "exact_duplicate"
             continue
         grams = word_trigrams(words)
         shared = Counter(k for g in grams for k in index.get(g, ()))
         similarity = {k: c / (len(grams) + sizes[k] - c) for k, c in shared.items()}
-        if any(s >= near_dup_threshold for s in similarity.values()):
+        if not curated and any(s >= near_dup_threshold for s in similarity.values()):
             candidate.drop_reason = "near_duplicate"
             continue
         exact.add(" ".join(words))

@@ -104,10 +104,15 @@ def read_inputs(
             raise UserError(f"{inputs.identity_template}: identity template not found; pass --identity_template")
         inputs.identity_entries = load_identity_template(inputs.identity_template)
     if stances:
-        inputs.stances, _ = split_stances(load_stances(load_profile_spec(stances), stances))
+        inputs.stances, held = split_stances(load_stances(load_profile_spec(stances), stances))
         inputs.stances_source = f"stances:{stances}"
+        if held and not inputs.stances:
+            raise UserError(
+                f"{stances}: all {len(held)} statements are held out (a hash of each id puts about a quarter there); "
+                "add statements, so that some train"
+            )
         if not inputs.stances:
-            raise UserError(f"{stances}: the profile has no training stances; add a 'stances' list to it")
+            raise UserError(f"{stances}: the profile has no stances; add a 'stances' list to it")
     jobs = (
         [(p, InputKind.SPEECH) for p in speech_files]
         + [(p, InputKind.INTERVIEW) for p in interview_files]
