@@ -144,7 +144,7 @@ def evaluate(
     politician = politician or folders[0].metadata.get("politician")
     if not politician:
         raise UserError("no target politician: pass --politician (the adapter's metadata names none)")
-    judge_kind, presidents = choose_judge(judge, judge_presidents, held.split, politician)
+    judge_kind, presidents = choose_judge(judge, judge_presidents, held.split, politician, style_data_dir)
     own_voice = held.own_voice(politician) if judge_kind == "sotu" and politician not in presidents else None
     profile = load_profile(politician, profiles_dir)
     check_choice("--stances", stances, StanceSet)

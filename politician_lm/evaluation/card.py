@@ -130,6 +130,7 @@ def scorecard_text(report: dict[str, Any]) -> str:
             f"held-out loss on a seeded sample of {heldout['used']} of {heldout['available']} records "
             f"(--max_heldout {heldout['max_heldout']}); loss interval widths: {widths}"
         )
+    lines += stance_count_lines(report)
     names = list(report["arms"]) + list(report["differences"])
     width = max(len(short_name(n)) for n in names) + 2
     lines.append(f"{'':<{width}}" + "".join(f"{m:<26}" for m in METRICS))
@@ -169,6 +170,24 @@ def scorecard_text(report: dict[str, Any]) -> str:
     for name, counts in report["confusion"].items():
         lines.append(f"{short_name(name):<{width}}" + "".join(f"{counts[lab]:>10}" for lab in labels))
     return "\n".join(lines)
+
+
+MIN_STATEMENTS = 5  # fewer held-out statements give an interval that means little
+
+
+def stance_count_lines(report: dict[str, Any]) -> list[str]:
+    """How many statements each stance metric reads (an interval over 1 or 2 statements looks certain and is not)."""
+    out = []
+    for metric in ("stance_agreement", "stance_agreement_val", "stance_agreement_seen"):
+        n = next((m[metric]["n"] for m in report["arms"].values() if m.get(metric) and "n" in m[metric]), None)
+        if n is not None:
+            few = (
+                f" (fewer than {MIN_STATEMENTS}: add statements to the profile for a reading)"
+                if n < MIN_STATEMENTS
+                else ""
+            )
+            out.append(f"{metric} over {n} statements{few}")
+    return out
 
 
 def short_name(name: str) -> str:

@@ -148,9 +148,15 @@ def stance_band(data_path: str) -> float:
 
 
 def choose_judge(
-    judge: JudgeChoice, judge_presidents: list[str] | str, split: dict | None, politician: str
+    judge: JudgeChoice,
+    judge_presidents: list[str] | str,
+    split: dict | None,
+    politician: str,
+    style_data_dir: str | None = None,
 ) -> tuple[str, list[str]]:
-    """``(judge kind, presidents)``: ``auto`` is the real-voice judge on a leave-one-speech-out split."""
+    """``(judge kind, presidents)``: ``auto`` is the real-voice judge on a leave-one-speech-out split. A judge that
+    cannot know ``politician`` is one line here (``records`` learns only the folders of ``style_data_dir``), not a
+    style attribution of 0 after the run."""
     check_choice("judge", judge, JudgeChoice)
     kind = judge if judge != "auto" else ("sotu" if split else "records")
     presidents = parse_list(judge_presidents, "judge_presidents")
@@ -158,6 +164,16 @@ def choose_judge(
         from politician_lm.evaluation.voices import check_presidents
 
         check_presidents(presidents, politician, own_voice=bool(split))
+    elif style_data_dir is not None:
+        from politician_lm.evaluation.style import training_files
+
+        known = sorted(training_files(style_data_dir))
+        if politician not in known:
+            raise UserError(
+                f"the records style judge knows {', '.join(known) or 'no one'} (the folders of {style_data_dir}), not "
+                f"{politician!r}: prepare its transcripts with --heldout_documents so that --judge sotu learns its "
+                f"voice, or add {Path(style_data_dir) / politician}/*.jsonl of its words"
+            )
     return kind, presidents
 
 

@@ -126,6 +126,11 @@ def test_a_politician_the_corpus_lacks_needs_held_out_documents_and_enough_speec
     with pytest.raises(UserError, match="prepare its transcripts with --heldout_documents") as e:
         choose_judge("sotu", "biden,trump,obama", None, "quill")  # a hash split: no held-out speech to score on
     assert "\n" not in str(e.value)
+    # the records judge learns data/<politician>/ only: it would score quill 0 on every arm, so it is refused
+    assert choose_judge("auto", "biden,trump,obama", None, "biden", "data") == ("records", ["biden", "trump", "obama"])
+    with pytest.raises(UserError, match=r"records style judge knows biden, trump .* not 'quill'") as e:
+        choose_judge("auto", "biden,trump,obama", None, "quill", "data")
+    assert "\n" not in str(e.value)
     speech = [quill_speech(i, paragraphs=3) for i in range(3)]
     with pytest.raises(UserError, match=r"cannot learn 'quill'.s voice: \d+ training and \d+ held-out chunks"):
         own_voice("quill", speech, speech[:1])

@@ -225,3 +225,19 @@ def test_stances_val_without_validation_statements_is_one_line_naming_the_prepar
     with pytest.raises(UserError) as e:
         held.check_stances("val", "runs/data/x")
     assert "--stance_val_fraction" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_scorecard_says_how_many_statements_each_stance_reading_rests_on():
+    from politician_lm.evaluation.card import scorecard_text
+
+    def report(n: int) -> dict:
+        entry = {"value": 0.0, "low": 0.0, "high": 0.0, "n": n}
+        return {
+            "politician": "quill", "n_style_prompts": 0, "n_identity_prompts": 0, "n_heldout_losses": 0,
+            "classifier": {"held_out_accuracy": 1.0, "labels": []},
+            "arms": {"prompt-only": {"stance_agreement": entry}}, "differences": {}, "confusion": {},
+        }  # fmt: skip
+
+    one = scorecard_text(report(1))  # 0.000 [0.000, 0.000] from one statement looks certain, and is not
+    assert "stance_agreement over 1 statements (fewer than 5: add statements to the profile" in one
+    assert "stance_agreement over 27 statements\n" in scorecard_text(report(27))
