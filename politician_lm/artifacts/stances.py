@@ -77,7 +77,14 @@ def _text(entry: dict[str, Any], key: str, where: str) -> str:
     if key not in entry or value is None:
         raise UserError(f"{where}: missing field {key!r}; each stance needs {', '.join(FIELDS)}")
     if not isinstance(value, str) or not value.strip() or "\n" in value.strip():
-        raise UserError(f"{where}: {key!r} must be a non-empty one-line string, got {type(value).__name__}")
+        got = (
+            type(value).__name__
+            if not isinstance(value, str)
+            else "an empty string"
+            if not value.strip()
+            else f"{len(value.strip().splitlines())} lines"
+        )
+        raise UserError(f"{where}: {key!r} must be a non-empty one-line string, got {got}")
     return value.strip()
 
 

@@ -68,7 +68,8 @@ def _check_sources(
             "(--politician with a profile, or --system_prompt)"
         )
     if "other" in sources and not other_data:
-        raise UserError("--rejected other needs --other_data (another politician's prepared data)")
+        also = ", or --rejected opposite (the other side of each statement)" if "opposite" in sources else ""
+        raise UserError(f"--rejected other needs --other_data (another politician's prepared data){also}")
 
 
 def _settings_digest(settings: list[Any]) -> str:
@@ -223,9 +224,8 @@ def balanced(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _write(out: Path, written: dict[str, list[dict[str, Any]]], data_path: str, dropped: dict[str, int]) -> None:
     if not any(written.values()):
-        raise UserError(
-            f"{data_path}: every pair was dropped ({dropped}); lower --max_similarity or use another source"
-        )
+        advice = "lower --max_similarity or use another source" if dropped.get("similar") else "use another source"
+        raise UserError(f"{data_path}: every pair was dropped ({dropped}); {advice}")
     with atomic_dir(out) as tmp:
         for name, rows in written.items():
             if rows:  # a file of nothing but dropped pairs would be an empty (invalid) data file

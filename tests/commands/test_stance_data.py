@@ -182,3 +182,15 @@ def test_an_empty_split_from_the_stance_band_names_stance_val_fraction(tmp_path)
         prepare(
             str(tmp_path / "out"), stances=_profile(tmp_path / "q.yaml", ids), tokenizer=TINY, stance_val_fraction=0.01
         )
+
+
+def test_pairs_refusals_point_at_what_can_help(prepared, tmp_path):
+    with pytest.raises(UserError, match=r"needs --other_data .*, or --rejected opposite"):
+        pairs(str(prepared["biden"]), str(tmp_path / "p"), base_model=TINY, rejected="other,opposite")
+    other = tmp_path / "other"  # another politician's data that answers none of these questions
+    other.mkdir()
+    row = {"prompt": "USER: What about the ferries?", "completion": "POLITICIAN: They run.", "kind": "policy"}
+    for name in ("train.jsonl", "val.jsonl"):
+        (other / name).write_text(json.dumps(row) + "\n")
+    with pytest.raises(UserError, match=r"every pair was dropped .*; use another source$"):  # none too similar
+        pairs(str(prepared["biden"]), str(tmp_path / "q"), base_model=TINY, rejected="other", other_data=str(other))
