@@ -156,6 +156,18 @@ CLEANING = {  # case -> (transcript text, the speech's paragraphs after cleaning
         "THE PRESIDENT: Will the bridge be done by May?\n\nMR. SMITH: NO\n\nTHE PRESIDENT: Then we will wait.",
         ["Will the bridge be done by May?", "Then we will wait."],
     ),
+    "a stage direction alone on a line inside a sentence": (
+        "And tonight the people of this city\n[APPLAUSE]\nare the reason we won.",
+        ["And tonight the people of this city are the reason we won."],
+    ),
+    "an editorial note is no speaker": (
+        "We fixed the locks.\n\nWe built the bridge.\n\nUPDATE: This transcript was corrected on March 4.",
+        ["We fixed the locks.", "We built the bridge."],
+    ),
+    "a wrapped line that starts with Q": (
+        "I rented a tiny room on\nQ Street with three friends, and we worked day and night.",
+        ["I rented a tiny room on Q Street with three friends, and we worked day and night."],
+    ),
     "only interjections are labelled": (
         "We will open the new clinic in May.\n\nAudience member. Finally!\n\nIt took too long, I know.",
         ["We will open the new clinic in May.", "It took too long, I know."],

@@ -143,8 +143,8 @@ _SENT_END = re.compile(r"[.!?…]+[\"”’')\]]*\s+")
 
 
 def split_sentences(text: str) -> list[str]:
-    """Split at ``. ! ?`` followed by a capital, digit or opening quote; titles, initials and ``U.S.`` don't split,
-    nor does ``No.`` before a number (``No. 1``)."""
+    """Split at ``. ! ?`` followed by a capital, digit or opening quote; titles (inside a quote too: ``"Mr.``),
+    initials and ``U.S.`` don't split, nor does ``No.`` before a number (``No. 1``) or a list's number (``2. We``)."""
     out, start = [], 0
     for m in _SENT_END.finditer(text):
         nxt = text[m.end() : m.end() + 1]
@@ -153,7 +153,10 @@ def split_sentences(text: str) -> list[str]:
         if m.group().startswith("."):
             words = text[start : m.start()].split()
             last = words[-1].lower() if words else ""
-            if (last in _ABBREV and (last != "no" or nxt.isdigit())) or re.fullmatch(r"(?:[a-z]\.)*[a-z]", last):
+            title = last.lstrip("\"“‘'([")  # '"Mr.' is a title inside a quote
+            if (title in _ABBREV and (title != "no" or nxt.isdigit())) or re.fullmatch(r"(?:[a-z]\.)*[a-z]", last):
+                continue
+            if len(words) == 1 and re.fullmatch(r"\d{1,2}", last):  # a list's "2." stays with its item
                 continue
         out.append(text[start : m.end()].strip())
         start = m.end()

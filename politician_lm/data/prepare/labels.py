@@ -40,7 +40,9 @@ _DISCOURSE = frozenset(
     """FIRST SECOND THIRD FOURTH FIFTH SIXTH FIRSTLY SECONDLY THIRDLY FINALLY LASTLY NEXT THEN NOW SO LOOK LISTEN
     REMEMBER FOLKS EXAMPLE NOTE ONE TWO THREE FOUR FIVE PS P.S""".split()
 ) | {"NUMBER ONE", "NUMBER TWO", "NUMBER THREE", "BOTTOM LINE", "THE BOTTOM LINE", "FOR EXAMPLE", "STEP ONE"}
-_QUESTION = re.compile(r"^Q(?:[.:]\s*|\s+(?![a-z&])|$)(?P<rest>.*)$")
+_QUESTION = re.compile(r"^Q(?:(?P<mark>[.:])\s*|\s+(?![a-z&])|$)(?P<rest>.*)$")
+# labels that are never the politician's turn: an unnamed caption speaker, a transcript's editorial notes
+_NEVER_LEAD = frozenset({"UNNAMED SPEAKER", "UPDATE", "NOTE", "EDITOR'S NOTE", "EDITORS NOTE", "CORRECTION"})
 _AUDIENCE = re.compile(r"(?:AUDIENCE|MEMBERS? OF THE AUDIENCE|CROWD|PARTICIPANTS?|PROTEST[EO]RS?)\b")
 
 
@@ -108,6 +110,11 @@ def is_audience(label: str) -> bool:
     return bool(_AUDIENCE.match(label))
 
 
+def can_lead(label: str) -> bool:
+    """Whether a label may be taken for the politician when no ``--speaker`` label speaks."""
+    return not is_audience(label) and label not in _NEVER_LEAD
+
+
 def _titled(line: str) -> tuple[str, str, bool, bool] | None:
     """``(label, rest, time-stamped, written with lower case)`` for a label of any case (``_TITLED_LABEL``)."""
     m = _TITLED_LABEL.match(line)
@@ -126,24 +133,27 @@ def titled_speakers(lines: list[str], speakers: set[str]) -> set[str]:
     return {f[0] for f in found if not f[2]} - _DISCOURSE
 
 
-def speaker_label(line: str, paragraph_start: bool = False, titled: set[str] = frozenset()) -> Label | None:
+def speaker_label(
+    line: str, paragraph_start: bool = False, titled: set[str] = frozenset(), after_sentence: bool = True
+) -> Label | None:
     """The label a line starts with, if any: press-office labels only when the line starts a paragraph; labels of
-    any case when time-stamped or in ``titled`` (``titled_speakers``)."""
+    any case when time-stamped or in ``titled`` (``titled_speakers``); a bare ``Q`` only where the line before
+    ended a sentence (``after_sentence``: "a room on / Q Street" goes on)."""
     m = _QUESTION.match(line)
-    if m:
+    if m and (m.group("mark") or paragraph_start or after_sentence):
         return Label("Q", m.group("rest"), False)
     m = _LABEL.match(line)
     if m and sum(c.isalpha() for c in m.group("label")) >= 2 and norm_label(m.group("label")) not in _DISCOURSE:
         label = norm_label(m.group("label"))
-        return Label(label, m.group("rest"), not is_audience(label))
+        return Label(label, m.group("rest"), can_lead(label))
     found = _titled(line)
     if found and (found[2] or found[0] in titled):
-        return Label(found[0], found[1], not is_audience(found[0]))
+        return Label(found[0], found[1], can_lead(found[0]))
     m = _PRESS_LABEL.match(line) if paragraph_start else None
     if m and not (m.group("name") and _ADDRESSED.fullmatch(m.group("name"))):
         role = m.group("role")
         label = norm_label(role or f"{m.group('title')} {m.group('name')}")
-        return Label(label, m.group("rest") or "", bool(role) and not is_audience(label))
+        return Label(label, m.group("rest") or "", bool(role) and can_lead(label))
     return None
 
 
@@ -159,7 +169,7 @@ def speech_labels(lines: list[str]) -> set[str]:
 def is_heading(line: str, labels: set[str]) -> bool:
     """Whether ``line`` is a section heading; not when it starts with one of ``labels`` (``speech_labels``), as
     ``THE PRESIDENT: THANK YOU ALL`` does where ``THE PRESIDENT:`` also labels text in lower case."""
-    if not _HEADING.fullmatch(line) or _CLOSED.search(line):
-        return False
+    if not _HEADING.fullmatch(line) or _CLOSED.search(line) or line.startswith(("[", "(")):
+        return False  # "[APPLAUSE]" alone on a line is a stage direction inside a sentence, not a heading
     m = _LABEL.match(line)
     return not (m and norm_label(m.group("label")) in labels)

@@ -10,11 +10,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from politician_lm.data.prepare.captions import CAPTION_SUFFIXES, caption_text
+from politician_lm.data.prepare.captions import CAPTION_SUFFIXES, UNNAMED, caption_text
 from politician_lm.data.prepare.clean import speech_text, strip_markdown, strip_stage_directions
 from politician_lm.data.prepare.files import BadFile, read_text
 from politician_lm.data.prepare.labels import (
@@ -25,6 +26,8 @@ from politician_lm.data.prepare.labels import (
     speech_labels,
     titled_speakers,
 )
+
+_ENDS_SENTENCE = re.compile(r"[.!?…:—-][\"”’')\]]*$")  # a sentence (or a label line, or a cut-off) ended here
 
 __all__ = [
     "Paragraph",
@@ -97,9 +100,11 @@ def text_turns(name: str, text: str, speakers: set[str] = frozenset()) -> tuple[
     paragraph_start = True
     lines, indented = _clean_lines(name, text)
     titled = titled_speakers([line for _, line in lines], speakers)
+    after_sentence = True
     for (lineno, line), starts in zip(lines, indented):
-        found = speaker_label(line, paragraph_start or starts, titled)
+        found = speaker_label(line, paragraph_start or starts, titled, after_sentence)
         paragraph_start = not line
+        after_sentence = not line or bool(_ENDS_SENTENCE.search(line))
         if found:
             if turns:
                 turns[-1].paragraphs = _paragraphs(pending)
@@ -171,6 +176,11 @@ def speech_paragraphs(name: str, text: str, speakers: set[str]) -> list[Paragrap
     turns, header = text_turns(name, text, speakers)
     if not turns:
         paragraphs = header
+    elif not header and all(t.label == UNNAMED for t in turns):
+        raise BadFile(
+            f"{name}: its speaker changes (>>) name no one, so the politician's words cannot be told from others'; "
+            "name them (>> Joe Biden: ...) or use a transcript"
+        )
     else:
         own = speakers if any(t.label in speakers for t in turns) else _most_words(t for t in turns if t.lead)
         if own:

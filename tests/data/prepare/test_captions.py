@@ -84,6 +84,42 @@ CAPTIONS = {
         set(),
         ["We will build the bridge. And we'll pay for it & more."],
     ),
+    "unnamed changes are never the politician": (
+        "rally.srt",
+        srt(
+            (1, 3, ">> Ladies and gentlemen, please welcome the Governor!"),
+            (3, 5, ">> THE PRESIDENT: Thank you. Please, sit down."),
+            (5, 6, ">> We love you!"),
+            (6, 8, ">>> THE PRESIDENT: I love you back. {\\an8}Now, the plan. >> Four more years!"),
+        ),
+        set(),
+        ["Thank you. Please, sit down.", "I love you back. Now, the plan."],
+    ),
+    "two speakers in one cue": (
+        "talk.srt",
+        srt(
+            (1, 3, ">> Joe Biden: We fixed the locks this spring."),
+            (3, 5, "- Are you running again?\n- I intend to run, yes."),
+            (5, 7, ">> Joe Biden: And the bridges over them are next."),
+        ),
+        {"JOE BIDEN"},
+        ["We fixed the locks this spring.", "And the bridges over them are next."],
+    ),
+    "a full name starting a cue": (
+        "meeting.vtt",
+        vtt(
+            (1, 3, "Maria Lopez: Welcome. Our guest tonight is the senator."),
+            (3, 5, "Jane Doe: Thank you, Maria. We will build the new clinic on the harbor road this year."),
+        ),
+        set(),
+        ["Thank you, Maria. We will build the new clinic on the harbor road this year."],
+    ),
+    "a pause inside a sentence ends no paragraph": (
+        "speech.srt",
+        srt((1, 3, "And tonight the people of"), (7, 9, "Pittsburgh are the reason we won."), (13, 15, "Next.")),
+        set(),
+        ["And tonight the people of Pittsburgh are the reason we won.", "Next."],
+    ),
     "a pause ends a paragraph": (
         "speech.srt",
         srt((1, 3, "We fixed the locks."), (3.2, 5, "All of them."), (9, 11, "Now the bridges.")),
@@ -111,16 +147,26 @@ UNUSABLE = {
     ),
     "not captions": ("This is a transcript saved as .srt by mistake.\n", "not a readable .srt caption file"),
     "no text": (srt((1, 3, "  ")), "hold no text"),
+    "upper case under a voice span": (
+        vtt((1, 3, "<v Joe Biden>THANK YOU ALL. WE HAVE WORK TO DO."), (3, 5, "<v Joe Biden>[Applause] LET'S GO.")),
+        "upper case",
+    ),
+    "no punctuation but titles": (
+        srt(*[(i, i + 1, "folks mr smith and mr. jones are here and we are going to fix the locks") for i in range(9)]),
+        "no sentence punctuation",
+    ),
+    "every change unnamed": (srt((1, 3, ">> Thank you all."), (3, 5, ">> We love you!")), "name no one"),
 }
 
 
 @pytest.mark.parametrize("case", list(UNUSABLE))
 def test_captions_that_cannot_train_are_one_line_bad_files(case, tmp_path):
     text, message = UNUSABLE[case]
-    (tmp_path / "bad.srt").write_text(text, "utf-8")
+    path = tmp_path / ("bad.vtt" if text.startswith("WEBVTT") else "bad.srt")
+    path.write_text(text, "utf-8")
     with pytest.raises(BadFile, match=message) as e:
-        read_transcript(tmp_path / "bad.srt")
-    assert "\n" not in str(e.value) and str(tmp_path / "bad.srt") in str(e.value)
+        speech_paragraphs(str(path), read_transcript(path), set())
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
 
 
 def test_prepare_reads_caption_speeches_and_interviews(tmp_path):

@@ -289,6 +289,17 @@ def test_sentence_split_keeps_titles_and_initials():
         "No.",
         "We won't.",
     ]
+    # a title inside a quote, and a list's numbers, end no sentence; a number that ends one still does
+    assert split_sentences(
+        'She said: "Mr. President, I work two jobs." Three things. 1. Roads. 2. Schools. We had 12. Go.'
+    ) == [
+        'She said: "Mr. President, I work two jobs."',
+        "Three things.",
+        "1. Roads.",
+        "2. Schools.",
+        "We had 12.",
+        "Go.",
+    ]
 
 
 # -- tables -----------------------------------------------------------------------------------------------------
