@@ -54,3 +54,35 @@ def load_profile_spec(spec: str, profiles_dir: str | Path = "data/profiles") -> 
     if not isinstance(profile, dict) or not isinstance(profile.get("name"), str):
         raise UserError(f"{path}: a profile needs at least a 'name' string")
     return profile
+
+
+def prepared_for(data_path: str | Path, profiles_dir: str | Path = "data/profiles") -> dict[str, str]:
+    """``{prepare option: politician}`` for the profiles a prepared folder's ``stats.json`` names (its
+    ``identity_profile`` and ``stances``): the profile's ``short_name``, else its file name."""
+    import json
+
+    stats = Path(data_path) / "stats.json"
+    try:
+        settings = json.loads(stats.read_text(encoding="utf-8")).get("settings") or {} if stats.is_file() else {}
+    except ValueError:
+        return {}  # another reader names the broken file
+    found = {}
+    for key in ("identity_profile", "stances"):
+        spec = settings.get(key)
+        path = Path(spec) if isinstance(spec, str) and spec.endswith((".yaml", ".yml")) else None
+        path = path or (Path(profiles_dir) / f"{spec}.yaml" if isinstance(spec, str) and _NAME.match(spec) else None)
+        if path is not None and path.is_file():
+            profile = yaml.safe_load(read_utf8(path)) or {}
+            found[key] = str(profile.get("short_name") or path.stem) if isinstance(profile, dict) else path.stem
+    return found
+
+
+def check_prepared_for(data_path: str | Path, politician: str | None, profiles_dir: str | Path) -> None:
+    """A one-line UserError when ``data_path`` was prepared from another politician's profile than ``politician``:
+    its identity and stance records would train, and every metric judge, the wrong persona."""
+    for key, name in prepared_for(data_path, profiles_dir).items() if politician else ():
+        if name != politician:
+            raise UserError(
+                f"{data_path} was prepared for {name!r} (prepare --{key}), but data.politician is {politician!r}: "
+                f"pass --data.politician {name} (and --data.profiles_dir where its profile is), or prepare it again"
+            )

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorForSeq2Seq
 
-from politician_lm.artifacts.profiles import load_profile
+from politician_lm.artifacts.profiles import check_prepared_for, load_profile
 from politician_lm.batch import IGNORE_INDEX
 from politician_lm.data import batching, examples, records
 from politician_lm.data.pairs import PAIR_COLUMNS, PairCollator
@@ -95,6 +95,7 @@ class PoliticianDataModule(L.LightningDataModule):
         if max_length < 2:
             raise UserError(f"max_length must be at least 2, got {max_length}")
         profile = load_profile(politician, profiles_dir) if politician else {}
+        check_prepared_for(data_path, politician, profiles_dir)
         self.style = PromptStyle(
             prompt_format=prompt_format,
             separator=separator,

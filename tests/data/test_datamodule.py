@@ -149,3 +149,26 @@ def test_bad_settings_are_user_errors(tmp_path, tiny_path, kw):
 
     with pytest.raises(UserError):
         PoliticianDataModule(data_path=str(write_jsonl(tmp_path / "d.jsonl", pc_rows(4))), tokenizer=tiny_path, **kw)
+
+
+def test_data_prepared_for_another_politician_is_refused_in_one_line(tmp_path, tiny_path):
+    """Data prepared from Quill's profile, fitted with a config's data.politician (biden), would train Quill's
+    identity records under Biden's system prompt and judge Biden's metrics: refused before any model loads."""
+    from politician_lm.commands.prepare import prepare
+    from politician_lm.errors import UserError
+
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "quill.yaml").write_text(
+        'name: Maren Quill\ntitle: Governor\nparty: Harbor\nsystem_prompt: "You are Governor Maren Quill."\n'
+    )
+    speech = " ".join(f"On the harbor road number {i}, we will fix the locks and the ferries." for i in range(40))
+    (tmp_path / "speech.txt").write_text(speech + "\n")
+    data = prepare(str(tmp_path / "data"), transcripts=[str(tmp_path / "speech.txt")], tokenizer=tiny_path,
+                   identity_profile=str(profiles / "quill.yaml"), val_fraction=0.3, cluster_threshold=1.0)  # fmt: skip
+    with pytest.raises(UserError, match=r"prepared for 'quill' \(prepare --identity_profile\), but data.politician "
+                                        r"is 'biden': pass --data.politician quill") as e:  # fmt: skip
+        PoliticianDataModule(data_path=str(data), tokenizer=tiny_path, politician="biden")
+    assert "\n" not in str(e.value)
+    dm = PoliticianDataModule(data_path=str(data), tokenizer=tiny_path, politician="quill", profiles_dir=str(profiles))
+    assert dm.style.system_prompt == "You are Governor Maren Quill."
