@@ -153,7 +153,8 @@ class PersonaEvaluation(L.Callback):
         self.classifier = load_judge(self.judge, self.style_data_dir, self.judge_presidents, generic, self.cache_dir)
         if self.politician not in self.classifier.labels:
             log.warning(
-                "style classifier knows %s, not %r; style attribution is skipped",
+                "style classifier knows %s, not %r; style attribution is skipped (evaluate's sotu judge learns the "
+                "voice of a politician it does not know from data prepared with --heldout_documents)",
                 self.classifier.labels,
                 self.politician,
             )

@@ -13,6 +13,10 @@ from politician_lm.evaluation.recipe import recipe_record
 __all__ = ["judge_record", "scorecard_report", "scorecard_text", "short_name"]
 
 
+MIN_STATEMENTS = 5  # fewer held-out statements give an interval that means little
+WEAK_CLASS = 0.5  # a judge that finds the politician's own held-out speech less often than this cannot show style
+
+
 def scorecard_report(
     politician: str,
     runs: ArmRuns,
@@ -121,6 +125,14 @@ def scorecard_text(report: dict[str, Any]) -> str:
         f"{report['classifier'].get('judge', 'records')} style judge, held-out accuracy "
         f"{report['classifier']['held_out_accuracy']:.3f})"
     ]
+    own = (report["classifier"].get("per_class_accuracy") or {}).get(report["politician"])
+    if own is not None:
+        lines[0] = lines[0][:-1] + f", {report['politician']} {own:.3f})"
+        if own < WEAK_CLASS:
+            lines.append(
+                f"the judge tells {report['politician']}'s own held-out speech apart in {own:.3f} of its chunks: "
+                f"style attribution to {report['politician']} says little; add transcripts for a reading"
+            )
     if (penalty := (report.get("decoding") or {}).get("repetition_penalty", 1.0)) != 1.0:
         lines[0] += f"; greedy with repetition penalty {penalty}"
     heldout = report.get("heldout") or {}
@@ -170,9 +182,6 @@ def scorecard_text(report: dict[str, Any]) -> str:
     for name, counts in report["confusion"].items():
         lines.append(f"{short_name(name):<{width}}" + "".join(f"{counts[lab]:>10}" for lab in labels))
     return "\n".join(lines)
-
-
-MIN_STATEMENTS = 5  # fewer held-out statements give an interval that means little
 
 
 def stance_count_lines(report: dict[str, Any]) -> list[str]:

@@ -170,9 +170,9 @@ def choose_judge(
         known = sorted(training_files(style_data_dir))
         if politician not in known:
             raise UserError(
-                f"the records style judge knows {', '.join(known) or 'no one'} (the folders of {style_data_dir}), not "
-                f"{politician!r}: prepare its transcripts with --heldout_documents so that --judge sotu learns its "
-                f"voice, or add {Path(style_data_dir) / politician}/*.jsonl of its words"
+                f"the records style judge knows {', '.join(known) or 'no one'} (the folders of --style_data_dir "
+                f"{style_data_dir}), not {politician!r}: prepare its transcripts with --heldout_documents so that the "
+                f"sotu judge learns its voice, or pass --style_data_dir a folder with {politician}/*.jsonl of its words"
             )
     return kind, presidents
 

@@ -21,8 +21,8 @@ def own_voice(name: str, train: list[str], held_out: list[str]) -> ExtraVoices:
     train_chunks, held_chunks = chunk_text(train), chunk_text(held_out)
     if min(len(train_chunks), len(held_chunks)) < MIN_OWN_CHUNKS:
         raise UserError(
-            f"the judge cannot learn {name!r}'s voice: {len(train_chunks)} training and {len(held_chunks)} held-out "
+            f"the judge cannot learn {name}'s voice: {len(train_chunks)} training and {len(held_chunks)} held-out "
             f"chunks of about {CHUNK_WORDS} words of speech (style records), {MIN_OWN_CHUNKS} of each needed; add "
-            "transcripts or hold out a longer document, or pass --judge records"
+            "transcripts, or hold out more or longer documents (prepare --heldout_documents)"
         )
     return {name: (train_chunks, held_chunks)}

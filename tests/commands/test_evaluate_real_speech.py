@@ -132,7 +132,7 @@ def test_a_politician_the_corpus_lacks_needs_held_out_documents_and_enough_speec
         choose_judge("auto", "biden,trump,obama", None, "quill", "data")
     assert "\n" not in str(e.value)
     speech = [quill_speech(i, paragraphs=3) for i in range(3)]
-    with pytest.raises(UserError, match=r"cannot learn 'quill'.s voice: \d+ training and \d+ held-out chunks"):
+    with pytest.raises(UserError, match=r"cannot learn quill's voice: \d+ training and \d+ held-out chunks"):
         own_voice("quill", speech, speech[:1])
     ((train, held),) = own_voice("quill", speech * 4, speech * 2).values()
     assert len(train) >= 10 and len(held) >= 10 and all(len(c.split()) >= 25 for c in train + held)

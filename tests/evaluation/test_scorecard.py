@@ -241,3 +241,22 @@ def test_the_scorecard_says_how_many_statements_each_stance_reading_rests_on():
     one = scorecard_text(report(1))  # 0.000 [0.000, 0.000] from one statement looks certain, and is not
     assert "stance_agreement over 1 statements (fewer than 5: add statements to the profile" in one
     assert "stance_agreement over 27 statements\n" in scorecard_text(report(27))
+
+
+def test_the_scorecard_gives_the_judges_accuracy_on_the_politicians_own_speech_and_warns_when_it_is_weak():
+    from politician_lm.evaluation.card import scorecard_text
+
+    def report(own: float) -> dict:
+        return {
+            "politician": "quill", "n_style_prompts": 0, "n_identity_prompts": 0, "n_heldout_losses": 0,
+            "classifier": {"judge": "sotu", "held_out_accuracy": 0.708, "labels": [],
+                           "per_class_accuracy": {"biden": 0.7, "quill": own}},
+            "arms": {}, "differences": {"x": {}}, "confusion": {},
+        }  # fmt: skip
+
+    weak = scorecard_text(report(0.167))  # every arm's 0 style attribution would otherwise read as a finding
+    assert "held-out accuracy 0.708, quill 0.167)" in weak
+    assert (
+        "tells quill's own held-out speech apart in 0.167 of its chunks: style attribution to quill says little" in weak
+    )
+    assert "says little" not in scorecard_text(report(0.9))
