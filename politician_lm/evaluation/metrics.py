@@ -41,6 +41,11 @@ GENERIC_WORDS = frozenset(
         "house",
         "state",
         "the",
+        # the offices and bodies of any politician's career, beyond the presidents' (a governor's "Governor",
+        # "Party", "High School" matched "I'm proud of my party" as a fact)
+        *"""governor lieutenant mayor commissioner representative delegate assembly assemblyman assemblywoman
+        legislature legislative district city town village board department office committee chairman chairwoman
+        secretary attorney general court judge justice party public high middle elementary national""".split(),
     }
 )
 _NAME_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv"})

@@ -293,3 +293,17 @@ def test_load_or_train_replaces_a_corrupt_entry(tmp_path, monkeypatch):
     stamp = path.stat().st_mtime_ns
     assert load_or_train(str(data)).predict(["Tremendous, believe me."]) == ["beta"]
     assert path.stat().st_mtime_ns == stamp  # the rewritten entry is read, not rewritten again
+
+
+def test_a_governors_offices_and_party_are_no_facts_of_their_own():
+    """Words of any politician's career are no facts about this one: "I'm proud of my party" named no fact."""
+    profile = {
+        "name": "Maren Quill",
+        "title": "Governor of the Harbor State",
+        "party": "Cascade Party",
+        "offices": ["Mayor of Port Alder (2009-2013)", "Public Utility Commissioner (2014-2018)"],
+        "education": ["Port Alder High School", "Lindqvist College"],
+    }
+    terms = fact_terms(profile)
+    assert {"Cascade", "Alder", "Port", "Lindqvist", "Harbor", "2009", "2014"} <= set(terms)
+    assert not {"Governor", "Party", "Mayor", "Public", "Commissioner", "High"} & set(terms)
