@@ -195,7 +195,7 @@ def prepare(
         builder.dropped,
         settings,
         split_entry(heldout, val_fraction, seed, stance_val_fraction),
-        inputs.corpus_documents,
+        {doc: inputs.corpus_documents.get(doc, {}) for doc in inputs.documents},  # transcript files too
     )
     write_prepared(out, {"train": train, "val": val, "test": test}, stats)
     print(summary(out, stats))

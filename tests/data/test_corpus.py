@@ -244,7 +244,10 @@ def test_heldout_transcript_goes_wholly_to_test_and_the_rest_is_hash_split(tmp_p
     assert stats["split"] == {"rule": "document", "heldout_documents": ["schools.txt"], "val_fraction": 0.5, "seed": 3}
     kept = sorted((r for r in rows["train"] + rows["val"] if r["source"] == "extra.jsonl"), key=written_order(written))
     assert kept == [r | {"source": "extra.jsonl", "origin": "written-for-the-test"} for r in written]
-    assert stats["documents"] == {}  # only corpus documents are listed
+    # each transcript file, with its records and side (ready-made records are no document)
+    assert stats["documents"]["schools.txt"] == {"records": len(rows["test"]), "split": "test"}
+    assert set(stats["documents"]) == {"roads.txt", "schools.txt", "farms.txt"}
+    assert all(stats["documents"][f]["split"] in ("train", "val", "train+val") for f in ("roads.txt", "farms.txt"))
 
 
 def written_order(written):

@@ -5,8 +5,9 @@ p50/p90/p99 and max of prompt + completion tokens with ``tokenizer``, no special
 its earlier turns joined by newlines), ``dropped`` (count per reason in ``REASONS``), ``split`` (``rule``: ``document``
 when whole documents are held out, else ``hash``; ``heldout_documents``, ``val_fraction``, ``seed``,
 and ``stance_val_fraction`` where it is above 0),
-``documents`` (each corpus document: ``date``, ``title``, its written ``records`` and the ``split`` they went to:
-``test`` for a held-out document, else ``train``, ``val`` or ``train+val`` as the hash rule divided them) and
+``documents`` (each transcript file and corpus document, a corpus document with its ``date`` and ``title``: its
+written ``records`` and the ``split`` they went to: ``test`` for a held-out document, else ``train``, ``val`` or
+``train+val`` as the hash rule divided them) and
 ``settings`` (the arguments).
 """
 
@@ -41,7 +42,8 @@ def percentiles(values: list[int]) -> dict[str, int]:
 def document_stats(
     parts: dict[str, list[Candidate]], documents: dict[str, dict[str, str]], heldout: list[str]
 ) -> dict[str, dict[str, Any]]:
-    """Per corpus document: its ``date``, ``title``, written ``records`` and the ``split`` (or splits) they went to."""
+    """Per document (a corpus document with its ``date`` and ``title``): written ``records`` and the ``split`` (or
+    splits) they went to."""
     sides = {part: Counter(c.record.get("source") for c in rows) for part, rows in parts.items()}
     out = {}
     for doc, meta in documents.items():
