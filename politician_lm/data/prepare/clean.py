@@ -12,8 +12,9 @@
   that ends cut off (``And the—``) loses that unfinished fragment, so a record never ends mid-sentence.
 * Markdown (``.md`` files): heading lines, rules, HTML comments and tags are dropped; links keep their text;
   emphasis, quote and list markers are removed.
-* Posts: URLs removed, ``@handle`` becomes ``@user``, ``#HashTag`` becomes ``Hash Tag`` (``#MAGA`` stays
-  ``MAGA``), HTML entities decoded, whitespace collapsed.
+* Posts (``clean_post``): HTML markup and links removed (shorteners too), the handles a reply starts with, thread
+  counters and hashtags after the last sentence dropped, other ``@handle`` becomes ``@user``, ``#HashTag`` becomes
+  ``Hash Tag`` (``#MAGA`` stays ``MAGA``, ``#1`` stays), HTML entities decoded, whitespace collapsed.
 * Sentences (``split_sentences``): titles (``Mr.``, ``Dr.``, ``St.``, ...), initials and ``U.S.`` never end one;
   ``No.`` does only when no number follows.
 """
@@ -78,9 +79,17 @@ def strip_markdown(text: str) -> str:
 
 
 # -- posts ----------------------------------------------------------------------------------------------------
-_URL = re.compile(r"\b(?:https?://|www\.)\S+|\bpic\.twitter\.com/\S+", re.I)
+_SHORTENERS = r"(?:bit\.ly|t\.co|tinyurl\.com|ow\.ly|buff\.ly|goo\.gl|youtu\.be|fb\.me|trib\.al|dlvr\.it|lnkd\.in)"
+_URL = re.compile(rf"\b(?:https?://|www\.|{_SHORTENERS}/)[^\s<>\"“”’)\]]+|\bpic\.twitter\.com/[^\s<>\"“”’)\]]+", re.I)
+_EMPTY_MARKS = re.compile(r"\(\s*\)|\[\s*\]|“\s*”|\"\s*\"")  # what a link inside brackets or quotes leaves
 _HANDLE = re.compile(r"(?<![\w@])@\w{1,30}")
-_HASHTAG = re.compile(r"(?<![\w#])#(\w+)")
+_REPLY_TO = re.compile(r"^(?:@\w{1,30}[\s,]+)+")  # "@a @b Thank you both": whom the reply went to
+_HASHTAG = re.compile(r"(?<![\w#])#([A-Za-z]\w*)")  # "#1" is no hashtag
+_TRAILING_TAGS = re.compile(r"(?:\s+#\w+)+\s*$")
+_SENTENCE_DONE = re.compile(r"[.!?…][\"”’')]*[^\w#]*$")  # then perhaps emoji
+_THREAD = re.compile(r"^\(?\d{1,2}/\d{1,2}\)?\s+|\s+\(?\d{1,2}/\d{1,2}\)?\s*$|🧵")
+_HTML_BREAK = re.compile(r"<br\s*/?>|</p>|</div>", re.I)
+_HTML_TAG = re.compile(r"</?[a-zA-Z][^>]*>")
 
 
 def _unwrap_hashtag(m: re.Match) -> str:
@@ -89,8 +98,18 @@ def _unwrap_hashtag(m: re.Match) -> str:
 
 
 def clean_post(text: str) -> str:
+    """A post as the politician's words: HTML markup (Mastodon and Truth Social export it), links (shorteners too),
+    the handles a reply starts with, thread counters (``1/3``, ``(2/3)``, 🧵) and hashtags after the last sentence
+    go; other handles become ``@user`` and other hashtags their words (``#BuildBackBetter`` -> ``Build Back
+    Better``); character references are decoded."""
+    text = _HTML_TAG.sub("", _HTML_BREAK.sub(" ", text))
     text = html.unescape(text)
-    text = _URL.sub(" ", text)
+    text = _EMPTY_MARKS.sub(" ", _URL.sub(" ", text))
+    text = _THREAD.sub(" ", _REPLY_TO.sub("", text.strip()).strip())
+    text = re.sub(r"^\.(?=@)", "", text.strip())  # ".@CNN is ...": the dot only kept it from reading as a reply
+    tags = _TRAILING_TAGS.search(text)
+    if tags and _SENTENCE_DONE.search(text[: tags.start()]):
+        text = text[: tags.start()]
     text = _HANDLE.sub("@user", text)
     text = _HASHTAG.sub(_unwrap_hashtag, text)
     return re.sub(r" +([,.;:!?])", r"\1", re.sub(r"\s+", " ", text)).strip()

@@ -24,6 +24,7 @@ REASONS = (
     "bad_file",
     "bad_line",
     "retweet",
+    "truncated",
     "missing_profile_field",
     "too_short",
     "too_long",

@@ -1,6 +1,10 @@
 """Tables of posts or quotes (CSV, a JSON list of objects, or JSONL): rows, and the prompt/text made from each row.
 
-Posts are cleaned (``clean.clean_post``); retweets (``RT @...``) are someone else's words and are dropped.
+Posts are cleaned (``clean.clean_post``). Retweets are someone else's words and are dropped (``retweet``): text that
+starts ``RT @``, ``MT @`` (any case) or, as old manual retweets did, ``"@someone:``, and rows an export marks as
+reposts (a true ``is_retweet``/``is_repost`` column, a ``retweeted_status`` or ``reblog`` field). A post the old API
+cut off (``… https://t.co/...`` at its end) is dropped (``truncated``): a record is whole sentences. A deleted post
+(text null or empty) is dropped as too short.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +138,7 @@ def examples_from_table(
     out = []
     for row in rows:
         text = row.values.get(text_column)
+        text = "" if text is None and text_column in row.values else text  # null: a deleted post
         missing = [f for f in prompt_fields if f != "topic" and f not in row.values]
         problem = (
             f"{row.loc}: {text_column!r} must be a string, got {type(text).__name__}"
@@ -146,8 +152,11 @@ def examples_from_table(
                 raise BadLine(problem)
             dropped["bad_line"] += 1
             continue
-        if text.lstrip().startswith("RT @"):
+        if _is_repost(text, row.values):
             dropped["retweet"] += 1
+            continue
+        if _TRUNCATED.search(text):
+            dropped["truncated"] += 1
             continue
         values = {k: "" if v is None else str(v) for k, v in row.values.items()}
         topic = values.get("topic", "").strip()
@@ -156,3 +165,18 @@ def examples_from_table(
         meta = {**({"topic": topic} if topic else {}), "source": path.name, **row.meta}
         out.append(TableExample(prompt, clean_post(text), meta))
     return out
+
+
+_REPOST_TEXT = re.compile(r"^(?:(?:RT|MT)\b\s*:?\s*@\w|[\"“]\s*@\w{1,30}\s*:)", re.I)
+_REPOST_FLAGS = ("is_retweet", "isretweet", "is_repost", "isrepost")
+_REPOST_FIELDS = ("retweeted_status", "retweeted_status_id", "retweeted_status_id_str", "reblog")
+_TRUNCATED = re.compile(r"…\s*https?://t\.co/\S+\s*$")
+
+
+def _is_repost(text: str, values: dict[str, Any]) -> bool:
+    """Someone else's words: a retweet by its text, or by the flags and fields an export marks reposts with."""
+    if _REPOST_TEXT.match(text.lstrip()):
+        return True
+    lowered = {str(k).lower(): v for k, v in values.items()}
+    flagged = any(str(lowered.get(k, "")).strip().lower() in ("true", "1", "yes") for k in _REPOST_FLAGS)
+    return flagged or any(lowered.get(k) not in (None, "", {}, [], 0, "0") for k in _REPOST_FIELDS)

@@ -276,6 +276,51 @@ def test_post_cleaning():
     )
 
 
+@pytest.mark.parametrize(
+    "raw,clean",
+    [
+        ("@joe_smith @mary99 Thank you both, see you in Ohio next week!", "Thank you both, see you in Ohio next week!"),
+        (".@CNN is reporting fake news again tonight.", "@user is reporting fake news again tonight."),
+        ("1/3 Today I signed an order.", "Today I signed an order."),
+        ("(2/3) The order cuts red tape. 🧵", "The order cuts red tape."),
+        ("Great rally tonight, patriots! 🇺🇸🇺🇸 #MAGA #KAG", "Great rally tonight, patriots! 🇺🇸🇺🇸"),
+        ("We will #BuildBackBetter", "We will Build Back Better"),
+        ("we are #1 in jobs and #1 in growth!", "we are #1 in jobs and #1 in growth!"),
+        ("stay tuned everyone (https://t.co/xYz)", "stay tuned everyone"),
+        ("Watch my speech “https://t.co/abc” and share it.", "Watch my speech and share it."),
+        ("My statement: bit.ly/3xYzAbC", "My statement:"),
+        ('<p>Thank you <a href="https://x.social/@Fr" class="mention">@<span>Fr</span></a> in Iowa!</p><p>Next.</p>',
+         "Thank you @user in Iowa! Next."),
+        ("Line one<br>line two &amp; three", "Line one line two & three"),
+    ],
+)  # fmt: skip
+def test_post_cleaning_cases(raw, clean):
+    assert clean_post(raw) == clean
+
+
+def test_reposts_truncated_and_deleted_posts_are_dropped_and_counted(tmp_path):
+    from collections import Counter
+
+    from politician_lm.data.prepare.tables import examples_from_table
+
+    rows = [
+        {"full_text": "Our team did a fantastic job today at the summit in Asia.", "is_retweet": "true"},
+        {"full_text": "A retweet whose text has no prefix in this export.", "retweeted_status": {"id": 10}},
+        {"full_text": "rt @governor: Proud to stand with the president on energy today."},
+        {"full_text": "MT @senator: The bill creates millions of good jobs nationwide."},
+        {"full_text": '"@fan123: You are the best president in history, keep it up!"'},
+        {"full_text": "We passed the bill and we will not stop until… https://t.co/TrUnC8tEd"},
+        {"full_text": None},
+        {"full_text": "This one is the politician's own post about the harbor.", "is_retweet": "false"},
+    ]
+    path = tmp_path / "posts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dropped: Counter = Counter()
+    kept = examples_from_table(path, "full_text", "Say something.", [], False, dropped)
+    assert [e.text for e in kept] == ["", "This one is the politician's own post about the harbor."]  # "" is too short
+    assert (dropped["retweet"], dropped["truncated"]) == (5, 1)
+
+
 def test_sentence_split_keeps_titles_and_initials():
     assert split_sentences('Mr. Smith went to the U.S. Senate. He said "No." Then 3 people left! Did they?') == [
         "Mr. Smith went to the U.S. Senate.",
@@ -488,12 +533,13 @@ def test_stats_match_the_written_files(full, tokenizer):
         "bad_file": 0,
         "bad_line": 0,
         "retweet": 1,
+        "truncated": 0,
         "missing_profile_field": 0,
         "too_short": 2,
         "too_long": 0,
         "prompt_too_long": 0,
-        "exact_duplicate": 1,
-        "near_duplicate": 1,
+        "exact_duplicate": 2,  # rows 4 and 5 once their closing hashtags go
+        "near_duplicate": 0,
     }
     assert all(ntok(completion(r)) <= 200 and ntok(prompt_text(r)) <= 256 for r in recs)
     assert all(len(completion(r).split()) - 1 >= 5 for r in recs)
