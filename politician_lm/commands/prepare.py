@@ -11,6 +11,7 @@ renamed into place. Every input is read and checked before the tokenizer loads. 
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from politician_lm.artifacts.atomic import check_output
@@ -133,6 +134,7 @@ def prepare(
         )
     )
     out = check_output(output_dir, overwrite)
+    check_outside(out, [*(transcripts or []), *(interviews or []), *(table or []), *(records or [])])
     if not (transcripts or corpus or interviews or table or records or identity_profile or stances):
         raise UserError(
             "nothing to prepare: pass --transcripts, --corpus, --interviews, --table, --records, --identity_profile "
@@ -181,14 +183,8 @@ def prepare(
     builder.dropped.update(c.drop_reason for c in builder.candidates if c.drop_reason)
     train, val, test = split_clusters(builder.candidates, roots, seed, val_fraction, set(heldout), stance_val_fraction)
     if not train or not val:
-        by = f"val_fraction={val_fraction}" + (
-            f" (stance records: stance_val_fraction={stance_val_fraction})" if stance_val_fraction else ""
-        )
-        raise UserError(
-            f"{out}: {by} leaves an empty {'train' if not train else 'val'} split "
-            f"of {len(roots)} records (dropped: {dict(+builder.dropped) or 'none'}); "
-            f"add data or change {'stance_val_fraction' if stance_val_fraction else 'val_fraction'}"
-        )
+        raise empty_split(out, "train" if not train else "val", len(roots), builder.dropped, val_fraction,
+                          stance_val_fraction)  # fmt: skip
     stats = prepare_stats(
         {"train": train, "val": val, "test": test},
         len(set(roots.values())),
@@ -200,3 +196,26 @@ def prepare(
     write_prepared(out, {"train": train, "val": val, "test": test}, stats)
     print(summary(out, stats))
     return out
+
+
+def check_outside(out: Path, inputs: list[str]) -> None:
+    """A one-line UserError when ``out`` holds one of the named ``inputs``: writing it would delete them."""
+    for given in inputs:
+        if Path(given).exists() and Path(given).resolve().is_relative_to(out.resolve()):
+            raise UserError(
+                f"{out}: the output folder holds the input {given}, which writing it would delete; "
+                "choose another --output_dir"
+            )
+
+
+def empty_split(
+    out: Path, side: str, records: int, dropped: Counter, val_fraction: float, stance_val_fraction: float
+) -> UserError:
+    """The one-line error for an empty train or val split, naming the fraction that made it."""
+    by = f"val_fraction={val_fraction}" + (
+        f" (stance records: stance_val_fraction={stance_val_fraction})" if stance_val_fraction else ""
+    )
+    return UserError(
+        f"{out}: {by} leaves an empty {side} split of {records} records (dropped: {dict(+dropped) or 'none'}); "
+        f"add data or change {'stance_val_fraction' if stance_val_fraction else 'val_fraction'}"
+    )

@@ -149,6 +149,8 @@ def _check_record(obj: object, preference: bool = False) -> str | None:
         )
     if preference:
         return _check_preference(obj)
+    if "kind" in obj and not isinstance(obj["kind"], str):  # a chat record's too: stats count records by kind
+        return f"'kind' must be a string, got {type(obj['kind']).__name__}"
     if "messages" in obj:
         msgs = obj["messages"]
         if not isinstance(msgs, list) or not msgs:
@@ -169,15 +171,13 @@ def _check_record(obj: object, preference: bool = False) -> str | None:
             return f"{key!r} must be a string, got {type(obj[key]).__name__}"
     if not obj["completion"].strip():
         return "'completion' is empty"
-    if "kind" in obj and not isinstance(obj["kind"], str):
-        return f"'kind' must be a string, got {type(obj['kind']).__name__}"
     return None
 
 
-def validate_file(path: Path, preference: bool = False) -> int:
+def validate_file(path: Path, preference: bool = False, allow_bom: bool = False) -> int:
     """Check every line of ``path``; return the number of records or raise ``UserError`` naming ``path:line``."""
     count = 0
-    for lineno, obj in read_jsonl(path):
+    for lineno, obj in read_jsonl(path, allow_bom=allow_bom):
         problem = _check_record(obj, preference)
         if problem:
             raise UserError(f"{path}:{lineno}: {problem}")

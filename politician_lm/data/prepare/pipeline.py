@@ -63,8 +63,8 @@ class Inputs:
 
 def read_records(path: Path) -> list[dict[str, Any]]:
     """A JSONL file of ready-made records, validated (``UserError`` naming ``file:line``)."""
-    validate_file(path)
-    return [obj for _, obj in read_jsonl(path)]
+    validate_file(path, allow_bom=True)  # a user's file, as editors save it; prepare writes none
+    return [obj for _, obj in read_jsonl(path, allow_bom=True)]
 
 
 def read_inputs(
@@ -90,6 +90,13 @@ def read_inputs(
     prompt_fields = placeholders(table_prompt, "--table_prompt")
     inputs = Inputs(Path(identity_template))
     inputs.documents = [p.name for p in speech_files + interview_files]
+    by_name: dict[str, set[Path]] = {}
+    for path in speech_files + interview_files:
+        by_name.setdefault(path.name, set()).add(path.resolve())
+    for name, paths in by_name.items():
+        if len(paths) > 1:  # records, stats and --heldout_documents name a document by its file name
+            shown = ", ".join(sorted(str(p) for p in paths)[:3])
+            raise UserError(f"{len(paths)} input files are named {name} ({shown}); rename all but one")
     documents = []
     for spec in dict.fromkeys(corpus or []):
         found = corpus_documents(spec)

@@ -648,7 +648,18 @@ ERRORS = {  # case -> (files to write, prepare arguments, what the one-line mess
     ),
     "nothing to do": ({}, {}, "nothing to prepare"),
     "bad fraction": ({}, {"identity_profile": "biden", "val_fraction": 1.5}, "--val_fraction 1.5 is out of range"),
-}
+    "chat record's kind not a string": (  # it was a traceback from stats.json's counts, after the tokenizer loaded
+        {"r.jsonl": '{"messages": [{"role": "user", "content": "USER: hi"}, '
+                    '{"role": "assistant", "content": "POLITICIAN: one two three four five"}], "kind": 5}\n'},
+        {"records": ["r.jsonl"]},
+        "r.jsonl:1: 'kind' must be a string, got int",
+    ),
+    "two files of one name": (  # records, stats and --heldout_documents would merge them
+        {"x/s.txt": "We fixed the locks this spring.\n", "y/s.txt": "We built the bridge this fall.\n"},
+        {"transcripts": ["x", "y"]},
+        "2 input files are named s.txt",
+    ),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(ERRORS))
@@ -666,6 +677,23 @@ def test_user_errors_name_the_file_and_write_nothing(case, tmp_path, monkeypatch
     message = str(e.value)
     assert expected in message and "\n" not in message, message
     assert not [p for p in tmp_path.iterdir() if p.name.startswith((".out", "out"))]
+
+
+def test_an_output_folder_that_holds_an_input_is_refused_even_with_overwrite(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "s.txt").write_text("We fixed the locks this spring, and the bridge is next.\n")
+    with pytest.raises(UserError, match="holds the input .*s.txt, which writing it would delete"):
+        prepare(str(tmp_path / "in"), transcripts=[str(tmp_path / "in" / "s.txt")], overwrite=True,
+                tokenizer=str(ROOT / "checkpoints" / "tiny-politician"))  # fmt: skip
+    assert (tmp_path / "in" / "s.txt").is_file()  # the user's transcript is still there
+
+
+def test_records_saved_with_a_byte_order_mark_are_read(tmp_path):
+    rows = [{"prompt": f"USER: What about road {i}?", "completion": f"POLITICIAN: We fix road {i} this year, {i}."}
+            for i in range(12)]  # fmt: skip
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8-sig")
+    _, written, _ = run(tmp_path, records=[str(tmp_path / "r.jsonl")], val_fraction=0.3, cluster_threshold=1.0)
+    assert len(every(written)) == 12
 
 
 def test_existing_output_needs_overwrite(tmp_path):
