@@ -22,6 +22,7 @@ import html
 import re
 from pathlib import Path
 
+from politician_lm.data.prepare.clean import split_sentences
 from politician_lm.data.prepare.files import BadFile, read_text
 
 CAPTION_SUFFIXES = (".srt", ".vtt")
@@ -41,14 +42,17 @@ def _stamp(seconds: int) -> str:
     return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def _read(path: Path):  # noqa: ANN202 - webvtt's own type
+def _cues(path: Path):  # noqa: ANN202 - webvtt's own type
+    """The cues of a caption file, from the text ``read_text`` decodes (its one-line error for a byte that is not
+    UTF-8, a byte-order mark dropped), read once."""
+    import io
+
     import webvtt
 
+    text = read_text(path)
     try:
-        if path.suffix.lower() == ".srt":
-            return webvtt.from_srt(str(path), encoding="utf-8-sig")
-        return webvtt.read(str(path), encoding="utf-8-sig")
-    except (webvtt.errors.MalformedFileError, webvtt.errors.MalformedCaptionError, UnicodeDecodeError) as e:
+        return webvtt.from_buffer(io.StringIO(text), format="srt" if path.suffix.lower() == ".srt" else "vtt")
+    except (webvtt.errors.MalformedFileError, webvtt.errors.MalformedCaptionError) as e:
         raise BadFile(f"{path}: not a readable {path.suffix.lower()} caption file ({e})") from None
 
 
@@ -78,10 +82,9 @@ class _Text:
 
 def caption_text(path: Path) -> str:
     """The captions of ``path`` as transcript text (see the module's notes); ``BadFile`` when unusable."""
-    read_text(path)  # the same one-line error as any transcript for a byte that is not UTF-8
     out = _Text()
     last_line, last_end, voice = None, None, None
-    for cue in _read(path):
+    for cue in _cues(path):
         lines = [s for s in (_MARKUP.sub(" ", html.unescape(s)).strip() for s in cue.text.splitlines()) if s]
         fresh = []
         for line in lines:
@@ -115,8 +118,6 @@ def caption_text(path: Path) -> str:
 
 
 def _check_usable(path: Path, spoken: str) -> None:
-    from politician_lm.data.prepare.clean import split_sentences
-
     spoken = _BRACKETED.sub(" ", spoken)  # [APPLAUSE], (CHEERING): no one's words
     words = len(spoken.split())
     if not words:
