@@ -67,13 +67,13 @@ def prepared_for(data_path: str | Path, profiles_dir: str | Path = "data/profile
     except ValueError:
         return {}  # another reader names the broken file
     found = {}
-    for key in ("identity_profile", "stances"):
-        spec = settings.get(key)
-        path = Path(spec) if isinstance(spec, str) and spec.endswith((".yaml", ".yml")) else None
-        path = path or (Path(profiles_dir) / f"{spec}.yaml" if isinstance(spec, str) and _NAME.match(spec) else None)
-        if path is not None and path.is_file():
-            profile = yaml.safe_load(read_utf8(path)) or {}
-            found[key] = str(profile.get("short_name") or path.stem) if isinstance(profile, dict) else path.stem
+    for key, spec in ((k, settings.get(k)) for k in ("identity_profile", "stances")):
+        try:
+            profile = load_profile_spec(spec, profiles_dir) if isinstance(spec, str) else None
+        except UserError:
+            continue  # moved, deleted or broken since: nothing to compare with
+        if profile is not None:
+            found[key] = str(profile.get("short_name") or Path(spec).stem)
     return found
 
 
