@@ -6,6 +6,7 @@ Each step raises its one-line ``UserError`` here, so a bad input fails in second
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -87,19 +88,23 @@ class HeldOut:
         from politician_lm.evaluation.own_voice import own_voice
 
         def speech(rows: list[dict[str, Any]]) -> list[str]:
-            texts = (strip_politician_label(r["messages"][-1]["content"]) for r in rows if r.get("kind") == "style")
-            return [t for t in texts if t.strip()]
+            return [t for t in _answers(r for r in rows if r.get("kind") == "style") if t.strip()]
 
         return own_voice(politician, speech(self.train_rows), speech(self.rows))
 
     def training_completions(self) -> list[str]:
         """The training answers (speaker labels dropped) a memorized generation would copy."""
-        return [strip_politician_label(r["messages"][-1]["content"]) for r in self.train_rows]
+        return _answers(self.train_rows)
 
     def record(self) -> dict[str, Any]:
         """The loss sample and the split, as metrics.json's ``heldout`` records them."""
         split = self.split or {"rule": "hash", "val_fraction": self.val_fraction, "seed": self.split_seed}
         return self.info | {"split": split}
+
+
+def _answers(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Each conversation's last answer, its speaker label dropped."""
+    return [strip_politician_label(r["messages"][-1]["content"]) for r in rows]
 
 
 def held_out(
