@@ -43,6 +43,16 @@ _DISCOURSE = frozenset(
 _QUESTION = re.compile(r"^Q(?:(?P<mark>[.:])\s*|\s+(?![a-z&])|$)(?P<rest>.*)$")
 # labels that are never the politician's turn: an unnamed caption speaker, a transcript's editorial notes
 _NEVER_LEAD = frozenset({"UNNAMED SPEAKER", "UPDATE", "NOTE", "EDITOR'S NOTE", "EDITORS NOTE", "CORRECTION"})
+# the people who introduce or question a politician: a labelled speech is never theirs ("HOST: Please welcome ...")
+_HOST = re.compile(
+    r"(?:THE )?(?:CO-?)?(?:HOST|MODERATOR|ANNOUNCER|ANCHOR|INTERVIEWER|NARRATOR|EMCEE|MC|INTRODUCER|REPORTER|"
+    r"JOURNALIST|QUESTIONER|PRESENTER)\b"
+)
+# a person's title or role: "SENATOR WARREN:", "MS. ROE:", "THE PRESIDENT:", "SPEAKER 2:" are people, not headings
+_PERSON = re.compile(
+    r"(?:THE\s+)?(?:MR|MRS|MS|DR|SEN|SENATOR|REP|REPRESENTATIVE|GOV|GOVERNOR|PRESIDENT|VICE PRESIDENT|PRESIDENT-ELECT|"
+    r"SECRETARY|SPEAKER|CHAIR\w*|AMBASSADOR|LEADER|PRIME MINISTER|MAYOR|FIRST LADY|CHANCELLOR|JUDGE|JUSTICE)\b"
+)
 _AUDIENCE = re.compile(r"(?:AUDIENCE|MEMBERS? OF THE AUDIENCE|CROWD|PARTICIPANTS?|PROTEST[EO]RS?)\b")
 
 
@@ -111,8 +121,20 @@ def is_audience(label: str) -> bool:
 
 
 def can_lead(label: str) -> bool:
-    """Whether a label may be taken for the politician when no ``--speaker`` label speaks."""
-    return not is_audience(label) and label not in _NEVER_LEAD
+    """Whether a label may be taken for the politician when no ``--speaker`` label speaks: not the audience, an
+    editorial note or a host, moderator or reporter."""
+    return not is_audience(label) and label not in _NEVER_LEAD and not _HOST.match(label)
+
+
+def run_in_headings(labels: list[str]) -> bool:
+    """Whether a speech's upper-case labels (in order, one per labelled paragraph) are run-in section headings
+    (``ENERGY: We will build ...``) rather than speakers: three or more, none used twice (speakers take turns), none
+    a person's title or role (``SENATOR WARREN``, ``THE PRESIDENT``) and none the audience, a host or ``Q``."""
+    return (
+        len(labels) >= 3
+        and len(set(labels)) == len(labels)
+        and all(can_lead(label) and label != "Q" and not _PERSON.match(label) for label in labels)
+    )
 
 
 def _titled(line: str) -> tuple[str, str, bool, bool] | None:
@@ -173,3 +195,20 @@ def is_heading(line: str, labels: set[str]) -> bool:
         return False  # "[APPLAUSE]" alone on a line is a stage direction inside a sentence, not a heading
     m = _LABEL.match(line)
     return not (m and norm_label(m.group("label")) in labels)
+
+
+_MINOR_WORDS = frozenset("a an the and but or nor for of on in at to by from with as vs. vs via per into upon".split())
+
+
+def is_title(paragraph: str) -> bool:
+    """Whether a speech paragraph is a title, dateline or heading rather than speech: at most 12 words, no closing
+    punctuation, and every word capitalised but articles, conjunctions and short prepositions (``Remarks by the
+    Governor on the Budget``, ``March 3, 2024``, ``Des Moines, Iowa``); "When we see" (a sentence broken over two
+    paragraphs) is speech."""
+    words = paragraph.split()
+    return (
+        len(words) <= 12
+        and not _CLOSED.search(paragraph)
+        and not paragraph.endswith(("-", "—"))
+        and all(w[0].isupper() for w in words if w[0].isalpha() and w.lower() not in _MINOR_WORDS)
+    )

@@ -21,7 +21,9 @@ from politician_lm.data.prepare.files import BadFile, read_text
 from politician_lm.data.prepare.labels import (
     NOISE_LINE,
     is_heading,
+    is_title,
     norm_label,
+    run_in_headings,
     speaker_label,
     speech_labels,
     titled_speakers,
@@ -169,9 +171,12 @@ def speech_paragraphs(name: str, text: str, speakers: set[str]) -> list[Paragrap
     A labelled transcript keeps only the politician's turns, with the labels removed: ``speakers`` if one of them
     speaks, else the label that can lead (not an audience label, ``Q`` or a press-office ``Rep. X``) and says the most
     words (a host's introduction is not the speech), so audience interjections and other speakers never enter it.
+    Three or more upper-case labels used once each that name no person (``ENERGY: ...``, ``EDUCATION: ...``) are
+    run-in section headings: every paragraph is kept, without them.
     When only such interjections are labelled, every unlabelled paragraph is the politician's and each labelled
     paragraph is dropped alone. Paragraphs are cleaned for speeches (``clean.speech_text``: salutation run-ups and
-    cut-off endings go); ``BadFile`` when nothing usable is left.
+    cut-off endings go), and titles, datelines and headings in title case dropped (``labels.is_title``); ``BadFile``
+    when nothing usable is left.
     """
     turns, header = text_turns(name, text, speakers)
     if not turns:
@@ -181,13 +186,15 @@ def speech_paragraphs(name: str, text: str, speakers: set[str]) -> list[Paragrap
             f"{name}: its speaker changes (>>) name no one, so the politician's words cannot be told from others'; "
             "name them (>> Joe Biden: ...) or use a transcript"
         )
+    elif not any(t.label in speakers for t in turns) and run_in_headings([t.label for t in turns]):
+        paragraphs = header + [p for t in turns for p in t.paragraphs]
     else:
         own = speakers if any(t.label in speakers for t in turns) else _most_words(t for t in turns if t.lead)
         if own:
             paragraphs = [p for t in turns if t.label in own for p in t.paragraphs]
         else:
             paragraphs = header + [p for t in turns for p in t.paragraphs[1:]]
-    paragraphs = [Paragraph(p.line, cleaned) for p in paragraphs if (cleaned := speech_text(p.text))]
+    paragraphs = [Paragraph(p.line, c) for p in paragraphs if (c := speech_text(p.text)) and not is_title(c)]
     if not paragraphs:
         raise BadFile(f"{name}: no usable text after removing stage directions and markup")
     return paragraphs

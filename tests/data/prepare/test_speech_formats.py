@@ -1,0 +1,55 @@
+"""Speeches as researchers bring them: only the politician's words reach a completion, never a title, a dateline,
+a section heading or the host who introduced them. Every line here is written for the test."""
+
+import pytest
+
+from politician_lm.data.prepare.transcripts import speech_paragraphs
+
+SPEECHES = {
+    "title, dateline and place before the speech": (
+        "Remarks by the Governor on the State Budget\n\nMarch 3, 2024\n\nDes Moines, Iowa\n\n"
+        "We will fix the roads. We will pay teachers more.\n\nThank you.\n",
+        ["We will fix the roads. We will pay teachers more.", "Thank you."],
+    ),
+    "headings in title case between sections": (
+        "We start with the budget. It is balanced.\n\nHealth Care and Prescription Drugs\n\n"
+        "Insulin will cost thirty five dollars.\n\nThe Future of Our Schools\n\nTeachers will earn more.\n",
+        ["We start with the budget. It is balanced.", "Insulin will cost thirty five dollars.",
+         "Teachers will earn more."],
+    ),
+    "a sentence broken over two paragraphs is speech": (
+        "When we see\n\nwhat our workers built, we are proud.\n",
+        ["When we see", "what our workers built, we are proud."],
+    ),
+    "run-in headings in upper case": (
+        "Remarks on the Budget\n\nENERGY: We will build new transmission lines. They carry clean power.\n\n"
+        "EDUCATION: Every child deserves a good teacher.\n\n"
+        "HEALTH CARE: No family should go broke because someone got sick. We will cap insulin at thirty five "
+        "dollars a month, and we will expand clinics in rural towns.\n\nThank you, and God bless.\n",
+        ["We will build new transmission lines. They carry clean power.", "Every child deserves a good teacher.",
+         "No family should go broke because someone got sick. We will cap insulin at thirty five dollars a month, "
+         "and we will expand clinics in rural towns.", "Thank you, and God bless."],
+    ),
+    "a host who introduces the speaker is not the speaker": (
+        "HOST: Good evening and welcome to the town hall. Please welcome the senator.\n\n"
+        "Thank you so much. It is great to be back in Dayton.\n\nWe need jobs that stay here.\n",
+        ["Thank you so much. It is great to be back in Dayton.", "We need jobs that stay here."],
+    ),
+    "a moderator who says more than the speaker is not the speaker": (
+        "MODERATOR: Good evening. Tonight's forum runs ninety minutes, with questions from the floor after the "
+        "opening remarks, and the rules were agreed by both campaigns in advance of tonight.\n\n"
+        "SENATOR WARREN: Thank you. I am glad to be here.\n",
+        ["Thank you. I am glad to be here."],
+    ),
+    "speakers used once each are speakers, not headings": (
+        "SENATOR WARREN: We will cancel the debt.\n\nTHE PRESIDENT: I disagree, and I will say why.\n\n"
+        "MS. ROE: Time is up.\n",
+        ["I disagree, and I will say why."],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(SPEECHES))
+def test_a_speech_keeps_only_the_politicians_words(case):
+    text, expected = SPEECHES[case]
+    assert [p.text for p in speech_paragraphs("speech.txt", text, set())] == expected
