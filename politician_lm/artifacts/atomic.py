@@ -38,7 +38,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
             if path.is_file() and not path.is_symlink():
                 os.chmod(path, _umask_mode(0o666))
         if target.exists() and _exchange(tmp, target):
-            shutil.rmtree(tmp, ignore_errors=True)  # after the swap, tmp holds the old folder
+            _remove(tmp)  # after the swap, tmp holds the old folder (or file)
             return
         old = None
         if target.exists():
@@ -47,10 +47,18 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
             os.replace(target, old)
         os.replace(tmp, target)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _remove(path: Path) -> None:
+    """Remove a folder or a file, ignoring errors (what ``atomic_dir`` replaced)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -113,10 +121,13 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def check_output(path: str | Path, overwrite: bool, flag: str = "--output_dir") -> Path:
-    """Refuse an existing output unless ``overwrite``; first repairs what a crash mid-write may have left."""
+def check_output(path: str | Path, overwrite: bool, flag: str = "--output_dir", folder: bool = True) -> Path:
+    """Refuse an existing output unless ``overwrite``, and a file where a ``folder`` is written even with it (a
+    mistyped path would lose the file); first repairs what a crash mid-write may have left."""
     path = Path(path)
     recover_dir(path)
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"{path}: is a file, and {flag} names the folder to write; choose another {flag}")
     if path.exists() and not overwrite:
         kind = "folder" if path.is_dir() else "file"
         raise UserError(f"{path}: output {kind} exists; choose another {flag} or pass --overwrite true")

@@ -108,7 +108,7 @@ def generate(
         raise UserError("give exactly one of --prompt or --prompts_file")
     rows = [{"prompt": prompt}] if prompt is not None else read_prompts(prompts_file)
     if output:
-        check_output(output, overwrite, "--output")
+        check_output(output, overwrite, "--output", folder=False)
     import torch
     from tqdm import tqdm
 

@@ -32,9 +32,12 @@ from politician_lm.values import parse_list
 
 
 def optional_list(value: list[str] | str | None, flag: str) -> list[str] | None:
-    """``a,b`` from the command line (a blank value names nothing), or a list as given."""
+    """``a,b`` from the command line (a blank value names nothing), or a list as given; a path that exists is one
+    value, commas and all (``speeches/2024,March.txt``)."""
     if not isinstance(value, str):
         return value
+    if "," in value and Path(value).exists():
+        return [value]
     return parse_list(value, flag) if value.replace(",", "").strip() else []
 
 
@@ -143,17 +146,17 @@ def prepare(
     speakers = {norm_label(s) for s in optional_list(speaker or "", "speaker")}
     if interviews and not speakers:
         raise UserError(f"{interviews[0]}: --interviews needs --speaker, the politician's label (e.g. 'THE PRESIDENT')")
-    for name, value, ok in (
-        ("val_fraction", val_fraction, 0 < val_fraction < 1),
-        ("stance_val_fraction", stance_val_fraction, 0 <= stance_val_fraction < 1),
-        ("near_dup_threshold", near_dup_threshold, 0 < near_dup_threshold <= 1),
-        ("cluster_threshold", cluster_threshold, 0 < cluster_threshold <= 1),
-        ("max_completion_tokens", max_completion_tokens, max_completion_tokens >= 1),
-        ("max_prompt_tokens", max_prompt_tokens, max_prompt_tokens >= 1),
-        ("min_completion_words", min_completion_words, min_completion_words >= 0),
+    for name, value, ok, bounds in (
+        ("val_fraction", val_fraction, 0 < val_fraction < 1, "above 0 and below 1: fit validates on the val split"),
+        ("stance_val_fraction", stance_val_fraction, 0 <= stance_val_fraction < 1, "at least 0 and below 1"),
+        ("near_dup_threshold", near_dup_threshold, 0 < near_dup_threshold <= 1, "above 0 and at most 1"),
+        ("cluster_threshold", cluster_threshold, 0 < cluster_threshold <= 1, "above 0 and at most 1"),
+        ("max_completion_tokens", max_completion_tokens, max_completion_tokens >= 1, "at least 1"),
+        ("max_prompt_tokens", max_prompt_tokens, max_prompt_tokens >= 1, "at least 1"),
+        ("min_completion_words", min_completion_words, min_completion_words >= 0, "at least 0"),
     ):
         if not ok:
-            raise UserError(f"--{name} {value} is out of range (fractions and thresholds: 0-1, token limits: >= 1)")
+            raise UserError(f"--{name} {value} is out of range: it must be {bounds}")
 
     # Read and check every input before anything heavy loads.
     inputs = read_inputs(
@@ -215,7 +218,12 @@ def empty_split(
     by = f"val_fraction={val_fraction}" + (
         f" (stance records: stance_val_fraction={stance_val_fraction})" if stance_val_fraction else ""
     )
+    if not records:
+        return UserError(
+            f"{out}: the inputs made no records (dropped: {dict(+dropped) or 'none'}); see --help for what each "
+            "input needs, and the limits (--max_completion_tokens, --min_completion_words) that drop records"
+        )
     return UserError(
-        f"{out}: {by} leaves an empty {side} split of {records} records (dropped: {dict(+dropped) or 'none'}); "
+        f"{out}: {by} of {records} records leaves the {side} split empty (dropped: {dict(+dropped) or 'none'}); "
         f"add data or change {'stance_val_fraction' if stance_val_fraction else 'val_fraction'}"
     )

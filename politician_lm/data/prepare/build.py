@@ -158,6 +158,8 @@ class RecordBuilder:
         """A speech file (its name is the ``source``) or a corpus document (its id, with ``meta``)."""
         sentences = [(s, p.line) for p in paragraphs for s in split_sentences(p.text)]
         name = source.name if isinstance(source, Path) else source
+        if len(sentences) < 2:  # the first sentence is only a prompt: one sentence makes no continuation
+            self.dropped["too_short"] += 1
         self.add_continuations(sentences, self.passages(sentences, 1), {"source": name, **(meta or {})})
 
     def add_records(self, path: Path, rows: list[dict[str, Any]]) -> None:

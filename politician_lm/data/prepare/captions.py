@@ -22,13 +22,12 @@ import html
 import re
 from pathlib import Path
 
-from politician_lm.data.prepare.clean import split_sentences
+from politician_lm.data.prepare.clean import unpunctuated
 from politician_lm.data.prepare.files import BadFile, read_text
 
 CAPTION_SUFFIXES = (".srt", ".vtt")
 UNNAMED = "UNNAMED SPEAKER"
 PAUSE_S = 2
-MIN_SENTENCES_PER_100_WORDS = 1
 _CHANGE = re.compile(r"\s*>{2,}\s*")  # a broadcast speaker change, anywhere in a line
 _CHANGE_LABEL = re.compile(r"^(?P<label>[A-Z][\w.'’-]*(?:[ \t]+[A-Z][\w.'’-]*){0,4})\s*:\s*(?P<rest>.*)$")
 _NAMED_CUE = re.compile(r"^(?P<label>[A-Z][\w.'’-]+(?:[ \t]+[A-Z][\w.'’-]+){1,3}):\s+(?P<rest>\S.*)$")
@@ -119,13 +118,11 @@ def caption_text(path: Path) -> str:
 
 def _check_usable(path: Path, spoken: str) -> None:
     spoken = _BRACKETED.sub(" ", spoken)  # [APPLAUSE], (CHEERING): no one's words
-    words = len(spoken.split())
-    if not words:
+    if not spoken.split():
         raise BadFile(f"{path}: the captions hold no text")
     if not any(c.islower() for c in spoken):
         raise BadFile(f"{path}: the captions are upper case only; use a transcript in normal case")
-    ended = sum(bool(_SENTENCE_END.search(x)) for x in split_sentences(spoken))  # "Mr." ends none
-    if ended * 100 < MIN_SENTENCES_PER_100_WORDS * words:
+    if unpunctuated(spoken):
         raise BadFile(
             f"{path}: the captions have no sentence punctuation (auto-generated?), so they cannot be cut into "
             "whole sentences; use punctuated captions or a transcript"

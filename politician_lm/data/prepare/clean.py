@@ -24,6 +24,8 @@ from __future__ import annotations
 import html
 import re
 
+import ftfy
+
 _STAGE_WORD = re.compile(
     r"(?:applause|laughter|laughs|laughing|cheers|cheering|boos|booing|inaudible|indiscernible|unintelligible|"
     r"cross-?talk|audience|crowd|music|video|pause|silence|technical|off[- ]mic|chant\w*|cough\w*|sic)\b",
@@ -49,6 +51,17 @@ def _is_stage_direction(inner: str) -> bool:
 _GAP = "\x00"  # where a stage direction was
 # a dash, then stage directions, then the punctuation or dash the transcriber put after them: the speaker was cut off
 _CUT_OFF = re.compile(r"(—|--)\s*(?:\x00\s*)+(?:—|--|[.,;:](?!\w))?")
+
+
+# ftfy's repairs without straightening curly quotes or decoding markup (clean_post and strip_markdown do that)
+_FTFY = ftfy.TextFixerConfig(unescape_html=False, uncurl_quotes=False, explain=False)
+_INVISIBLE = re.compile("[\u200b-\u200d\u2060\ufeff\u00ad]")  # zero-width spaces and joiners, soft hyphens
+
+
+def fix_text(text: str) -> str:
+    """Text as it was meant to be read: mojibake (``cafÃ©`` for ``café``: UTF-8 read as Latin-1, as Facebook's data
+    export writes it), control characters, zero-width characters and soft hyphens repaired or removed (ftfy)."""
+    return _INVISIBLE.sub("", ftfy.fix_text(text, _FTFY))
 
 
 def tidy_spacing(text: str) -> str:
@@ -92,17 +105,26 @@ _HTML_BREAK = re.compile(r"<br\s*/?>|</p>|</div>", re.I)
 _HTML_TAG = re.compile(r"</?[a-zA-Z][^>]*>")
 
 
+# a name's particle or a brand's prefix glued to the next capital: "#StopMcConnell" -> "Stop McConnell", "#iPhone"
+_GLUED = frozenset({"Mc", "Mac", "De", "Di", "Da", "Du", "La", "Le", "Van", "Von", "Fitz", "i", "e"})
+
+
 def _unwrap_hashtag(m: re.Match) -> str:
     tag = m.group(1)
-    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", tag) if any(c.islower() for c in tag) else tag
+    if not any(c.islower() for c in tag):
+        return tag
+    words = [""]
+    for part in re.split(r"(?<=[a-z])(?=[A-Z])", tag):
+        words[-1:] = [words[-1] + part] if words[-1] in _GLUED else [w for w in (words[-1], part) if w]
+    return " ".join(words)
 
 
 def clean_post(text: str) -> str:
     """A post as the politician's words: HTML markup (Mastodon and Truth Social export it), links (shorteners too),
     the handles a reply starts with, thread counters (``1/3``, ``(2/3)``, 🧵) and hashtags after the last sentence
     go; other handles become ``@user`` and other hashtags their words (``#BuildBackBetter`` -> ``Build Back
-    Better``); character references are decoded."""
-    text = _HTML_TAG.sub("", _HTML_BREAK.sub(" ", text))
+    Better``); character references are decoded, mojibake and control characters repaired (``fix_text``)."""
+    text = _HTML_TAG.sub("", _HTML_BREAK.sub(" ", fix_text(text)))
     text = html.unescape(text)
     text = _EMPTY_MARKS.sub(" ", _URL.sub(" ", text))
     text = _THREAD.sub(" ", _REPLY_TO.sub("", text.strip()).strip())
@@ -248,3 +270,13 @@ def speech_text(paragraph: str) -> str:
     if kept and not _is_finished(kept[-1]) and re.search(r"(—|--)$", kept[-1]):
         kept.pop()
     return tidy_spacing(" ".join(kept))
+
+
+MIN_SENTENCES_PER_100_WORDS = 1  # below this a text is not punctuated (auto captions, speech-to-text output)
+_SENTENCE_END = re.compile(r"[.!?…][\"”’')\]]*$")
+
+
+def unpunctuated(text: str) -> bool:
+    """Whether ``text`` has too few sentence ends to be cut into whole sentences (under one per 100 words)."""
+    ended = sum(bool(_SENTENCE_END.search(x)) for x in split_sentences(text))  # "Mr." ends none
+    return ended * 100 < MIN_SENTENCES_PER_100_WORDS * len(text.split())

@@ -155,6 +155,20 @@ def titled_speakers(lines: list[str], speakers: set[str]) -> set[str]:
     return {f[0] for f in found if not f[2]} - _DISCOURSE
 
 
+def unnamed_speakers(lines: list[str]) -> list[str]:
+    """Capitalised ``Name:`` labels without a time stamp that look like speakers taking turns, but count only with
+    ``--speaker`` (``titled_speakers``): what to warn about. Two or more labels that each start two or more lines,
+    with questions asked on two or more of those lines (run-in headings repeated in a list ask none)."""
+    counts: dict[str, int] = {}
+    questions = 0
+    for line in lines:
+        if (found := _titled(line.strip())) and found[3] and not found[2] and found[0] not in _DISCOURSE:
+            counts[found[0]] = counts.get(found[0], 0) + 1
+            questions += "?" in found[1]
+    recurring = [label for label, n in counts.items() if n >= 2]
+    return recurring if len(recurring) >= 2 and questions >= 2 else []
+
+
 def speaker_label(
     line: str, paragraph_start: bool = False, titled: set[str] = frozenset(), after_sentence: bool = True
 ) -> Label | None:

@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from politician_lm.data.prepare.captions import CAPTION_SUFFIXES, UNNAMED, caption_text
-from politician_lm.data.prepare.clean import speech_text, strip_markdown, strip_stage_directions
+from politician_lm.data.prepare.clean import fix_text, speech_text, strip_markdown, strip_stage_directions, unpunctuated
 from politician_lm.data.prepare.files import BadFile, read_text
 from politician_lm.data.prepare.labels import (
     NOISE_LINE,
@@ -27,8 +28,10 @@ from politician_lm.data.prepare.labels import (
     speaker_label,
     speech_labels,
     titled_speakers,
+    unnamed_speakers,
 )
 
+log = logging.getLogger(__name__)
 _ENDS_SENTENCE = re.compile(r"[.!?…:—-][\"”’')\]]*$")  # a sentence (or a label line, or a cut-off) ended here
 
 __all__ = [
@@ -63,8 +66,10 @@ class Turn:
 
 
 def _clean_lines(name: str, text: str) -> tuple[list[tuple[int, str]], list[bool]]:
-    """Stripped lines (noise lines and, in a text with lower case, section headings blank) and which lines start a
-    paragraph by indentation (an indented line where other lines are not, as hearing transcripts print them)."""
+    """Stripped lines of ``text`` repaired (``clean.fix_text``; noise lines and, in a text with lower case, section
+    headings blank) and which lines start a paragraph by indentation (an indented line where other lines are not,
+    as hearing transcripts print them)."""
+    text = fix_text(text)
     if name.lower().endswith((".md", ".markdown")):
         text = strip_markdown(text)
     raw = text.splitlines()
@@ -176,9 +181,14 @@ def speech_paragraphs(name: str, text: str, speakers: set[str]) -> list[Paragrap
     When only such interjections are labelled, every unlabelled paragraph is the politician's and each labelled
     paragraph is dropped alone. Paragraphs are cleaned for speeches (``clean.speech_text``: salutation run-ups and
     cut-off endings go), and titles, datelines and headings in title case dropped (``labels.is_title``); ``BadFile``
-    when nothing usable is left.
+    when nothing usable is left, or when it is not punctuated (``clean.unpunctuated``).
     """
     turns, header = text_turns(name, text, speakers)
+    if not speakers and (unnamed := unnamed_speakers(text.splitlines())):
+        log.warning(
+            f"{name}: lines start with {', '.join(repr(f'{s.title()}:') for s in unnamed[:4])}, read as the speech's "
+            "text; if they name speakers, set --speaker to the politician's label so that only their words are kept"
+        )
     if not turns:
         paragraphs = header
     elif not header and all(t.label == UNNAMED for t in turns):
@@ -197,6 +207,11 @@ def speech_paragraphs(name: str, text: str, speakers: set[str]) -> list[Paragrap
     paragraphs = [Paragraph(p.line, c) for p in paragraphs if (c := speech_text(p.text)) and not is_title(c)]
     if not paragraphs:
         raise BadFile(f"{name}: no usable text after removing stage directions and markup")
+    if unpunctuated(" ".join(p.text for p in paragraphs)):
+        raise BadFile(
+            f"{name}: the text has almost no sentence punctuation (speech-to-text output?), so it cannot be cut into "
+            "whole sentences; punctuate it first"
+        )
     return paragraphs
 
 

@@ -292,6 +292,9 @@ def test_post_cleaning():
         ('<p>Thank you <a href="https://x.social/@Fr" class="mention">@<span>Fr</span></a> in Iowa!</p><p>Next.</p>',
          "Thank you @user in Iowa! Next."),
         ("Line one<br>line two &amp; three", "Line one line two & three"),
+        ("Go #StopMcConnell, #DeSantis fans of the #iPhone", "Go Stop McConnell, DeSantis fans of the iPhone"),
+        ("It\u00e2\u0080\u0099s a great caf\u00c3\u00a9, friends!", "It’s a great café, friends!"),  # Facebook's export
+        ("We\u200b will\x07 win\u00ad again.", "We will win again."),  # zero-width, control, soft hyphen
     ],
 )  # fmt: skip
 def test_post_cleaning_cases(raw, clean):
@@ -711,7 +714,7 @@ def test_existing_output_needs_overwrite(tmp_path):
 def test_bad_tokenizer_and_empty_split_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="no-such-tokenizer: cannot load a tokenizer"):
         run(tmp_path, identity_profile=str(PROFILES / "biden.yaml"), tokenizer=str(tmp_path / "no-such-tokenizer"))
-    with pytest.raises(UserError, match="leaves an empty val split"):
+    with pytest.raises(UserError, match="val_fraction=0.01 of 3 records leaves the val split empty"):
         run(tmp_path, table=[str(FIX / "quotes.jsonl")], val_fraction=0.01)
     assert not (tmp_path / "out").exists()
 

@@ -3,6 +3,7 @@ a section heading or the host who introduced them. Every line here is written fo
 
 import pytest
 
+from politician_lm.data.prepare.files import BadFile
 from politician_lm.data.prepare.transcripts import speech_paragraphs
 
 SPEECHES = {
@@ -53,3 +54,35 @@ SPEECHES = {
 def test_a_speech_keeps_only_the_politicians_words(case):
     text, expected = SPEECHES[case]
     assert [p.text for p in speech_paragraphs("speech.txt", text, set())] == expected
+
+
+def test_mojibake_control_and_zero_width_characters_never_reach_a_speech():
+    text = "It\u00e2\u0080\u0099s a good day\x07 for\u200b Dayton. We are caf\u00c3\u00a9 people.\n\nThank you.\n"
+    assert [p.text for p in speech_paragraphs("speech.txt", text, set())] == [
+        "It’s a good day for Dayton. We are café people.",
+        "Thank you.",
+    ]
+
+
+def test_an_unpunctuated_transcript_is_refused_in_one_line_not_made_into_nothing():
+    text = " ".join(["we will build roads and bridges for every family in this state"] * 20) + "\n"
+    with pytest.raises(BadFile, match=r"speech\.txt: the text has almost no sentence punctuation"):
+        speech_paragraphs("speech.txt", text, set())
+
+
+def test_capitalised_speakers_without_speaker_are_kept_as_text_with_a_warning(caplog):
+    text = "".join(
+        f"Interviewer: What about the roads in county {i}?\n\nJoe Biden: We fix them. All of them.\n\n"
+        for i in range(3)
+    )
+    kept = [p.text for p in speech_paragraphs("talk.txt", text, set())]
+    assert "talk.txt: lines start with 'Interviewer:', 'Joe Biden:'" in caplog.text and "set --speaker" in caplog.text
+    assert kept[0] == "Interviewer: What about the roads in county 0?"
+    caplog.clear()
+    kept = [p.text for p in speech_paragraphs("talk.txt", text, {"JOE BIDEN"})]
+    assert kept == ["We fix them. All of them."] * 3 and not caplog.text
+    caplog.clear()  # run-in headings listed twice ask no question: no warning
+    speech_paragraphs(
+        "budget.txt", "Energy: We built.\n\nJobs: We hired.\n\nEnergy: We build.\n\nJobs: We hire.\n", set()
+    )
+    assert not caplog.text
