@@ -6,7 +6,7 @@ import ctypes
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -121,13 +121,26 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def check_output(path: str | Path, overwrite: bool, flag: str = "--output_dir", folder: bool = True) -> Path:
-    """Refuse an existing output unless ``overwrite``, and a file where a ``folder`` is written even with it (a
-    mistyped path would lose the file); first repairs what a crash mid-write may have left."""
+def check_output(
+    path: str | Path,
+    overwrite: bool,
+    flag: str = "--output_dir",
+    folder: bool = True,
+    inputs: Iterable[str | Path | None] = (),
+) -> Path:
+    """Refuse an existing output unless ``overwrite``; even with it, a file where a ``folder`` is written (a mistyped
+    path would lose the file) and an output that is or holds one of the command's ``inputs`` (replacing it would
+    delete them). First repairs what a crash mid-write may have left."""
     path = Path(path)
     recover_dir(path)
     if folder and path.exists() and not path.is_dir():
         raise UserError(f"{path}: is a file, and {flag} names the folder to write; choose another {flag}")
+    for given in inputs:
+        if given and Path(given).exists() and Path(given).resolve().is_relative_to(path.resolve()):
+            raise UserError(
+                f"{path}: the output folder holds the input {given}, which writing it would delete; "
+                f"choose another {flag}"
+            )
     if path.exists() and not overwrite:
         kind = "folder" if path.is_dir() else "file"
         raise UserError(f"{path}: output {kind} exists; choose another {flag} or pass --overwrite true")

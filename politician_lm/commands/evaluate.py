@@ -138,7 +138,7 @@ def evaluate(
     data_path = data_path or trained.get("data_path")
     if not data_path:
         raise UserError(f"{folders[0].path}: the adapter does not record its data; pass --data_path")
-    out = check_output(output_dir, overwrite)
+    out = check_output(output_dir, overwrite, inputs=[data_path, style_data_dir, *(f.path for f in folders)])
     held = held_out(data_path, folders[0], trained, val_fraction, split_seed, max_heldout, seed)
     held.check_stances(stances, data_path)
     politician = politician or folders[0].metadata.get("politician")

@@ -51,7 +51,7 @@ def export(
     check_base_model(base, allow_pickle)
     check_fits_base(folder, base)
     check_choice("--dtype", dtype, ExportDtype)
-    out = check_output(output_dir, overwrite)
+    out = check_output(output_dir, overwrite, inputs=[folder.path, base])
 
     from transformers import AutoTokenizer, GenerationConfig
 

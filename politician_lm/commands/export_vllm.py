@@ -118,10 +118,7 @@ def export_vllm(
     specs = resolve_specs(personas, registry, adapters, base_model, allow_pickle)
     folders = {s.name: [read_adapter(p, allow_pickle) for p in s.adapters] for s in specs}
     ranks = {s.name: servable_rank(s.name, folders[s.name]) for s in specs}
-    out = check_output(output_dir, overwrite)
-    for f in (f for fs in folders.values() for f in fs):
-        if f.path.resolve().is_relative_to(out.resolve()):
-            raise UserError(f"{out}: --output_dir holds the adapter {f.path}; choose another folder")
+    out = check_output(output_dir, overwrite, inputs=[f.path for fs in folders.values() for f in fs])
 
     from politician_lm.model.loading import empty_model, generation_defaults, load_tokenizer
     from politician_lm.serve.vllm_template import persona_template

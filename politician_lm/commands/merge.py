@@ -78,9 +78,7 @@ def validate(
     elif density is not None:
         raise UserError(f"--density applies only to {', '.join(sorted(NEEDS_DENSITY))}, not {method}")
     check_fit(base, folders, allow_pickle)
-    out = check_output(output_dir, overwrite)
-    if any(out.resolve() == f.path.resolve() for f in folders):
-        raise UserError(f"{out}: --output_dir is one of the input adapters")
+    check_output(output_dir, overwrite, inputs=[f.path for f in folders])
     return folders, ws, base
 
 

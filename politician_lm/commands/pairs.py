@@ -161,7 +161,9 @@ def pairs(
     persona_prompt = system_prompt if system_prompt is not None else profile.get("system_prompt")
     _check_sources(sources, prompt_format, persona_prompt, other_data)
     others = other_answers(parse_list(other_data, "other_data")) if "other" in sources else {}
-    out = check_output(output_dir, overwrite)
+    out = check_output(
+        output_dir, overwrite, inputs=[data_path, *(parse_list(other_data, "other_data") if other_data else [])]
+    )
     names = _check_names(data_path, input_files)
     kinds = parse_list(kinds, "kinds") if kinds is not None else None
     items = read_items(input_files, kinds)

@@ -136,8 +136,9 @@ def prepare(
             (heldout_documents, "heldout_documents"),
         )
     )
-    out = check_output(output_dir, overwrite)
-    check_outside(out, [*(transcripts or []), *(interviews or []), *(table or []), *(records or [])])
+    out = check_output(
+        output_dir, overwrite, inputs=[*(transcripts or []), *(interviews or []), *(table or []), *(records or [])]
+    )
     if not (transcripts or corpus or interviews or table or records or identity_profile or stances):
         raise UserError(
             "nothing to prepare: pass --transcripts, --corpus, --interviews, --table, --records, --identity_profile "
@@ -199,16 +200,6 @@ def prepare(
     write_prepared(out, {"train": train, "val": val, "test": test}, stats)
     print(summary(out, stats))
     return out
-
-
-def check_outside(out: Path, inputs: list[str]) -> None:
-    """A one-line UserError when ``out`` holds one of the named ``inputs``: writing it would delete them."""
-    for given in inputs:
-        if Path(given).exists() and Path(given).resolve().is_relative_to(out.resolve()):
-            raise UserError(
-                f"{out}: the output folder holds the input {given}, which writing it would delete; "
-                "choose another --output_dir"
-            )
 
 
 def empty_split(

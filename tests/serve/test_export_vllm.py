@@ -225,7 +225,7 @@ def test_adapters_vllm_cannot_serve_are_one_line_errors(voices, tmp_path, capsys
 def test_an_output_that_exists_or_holds_an_adapter_is_refused(voices, tmp_path, capsys, where):
     out, more, fragment = (tmp_path, [], "output folder exists")
     if where == "holds the adapter":  # the run folder of adapters/last: replacing it would delete the input
-        out, more, fragment = (voices[0].parent.parent, ["--overwrite", "true"], "--output_dir holds the adapter")
+        out, more, fragment = (voices[0].parent.parent, ["--overwrite", "true"], "the output folder holds the input")
     with pytest.raises(SystemExit) as exc:
         main(["export-vllm", "--adapters", f"x={voices[0]}", "--output_dir", str(out), *more])
     err = capsys.readouterr().err.strip()
