@@ -32,6 +32,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 
+from politician_lm.artifacts.adapter import check_adapter_politician
 from politician_lm.callbacks.checkpoint import (
     BEST_DEFAULTS,
     CHECKPOINT_DIR,
@@ -96,6 +97,7 @@ class PoliticianCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_accelerator(config.trainer.accelerator, [str(c) for c in config.get("config") or []])
         check_model_folder(config.model.model_name_or_path)
+        check_adapter_politician(config.model.get("init_adapter"), config.data.get("politician"))
         if not config.trainer.default_root_dir:
             config.trainer.default_root_dir = os.path.join("runs", config.data.get("politician") or "default")
             if self.subcommand:

@@ -241,3 +241,14 @@ def check_fits_base(folder: AdapterFolder, base: str) -> None:
                     f"{folder.path}: {key} has shape {shape}, which does not fit {match.group(1)} of "
                     f"{base} ({out_features}x{in_features}); the adapter belongs to another base model"
                 )
+
+
+def check_adapter_politician(path: str | Path | None, politician: str | None) -> None:
+    """A one-line UserError when the adapter a stage starts from (``model.init_adapter``) was trained for another
+    politician than ``data.politician``: the stage would go on from the wrong persona."""
+    trained = read_adapter(path).metadata.get("politician") if path and politician else None
+    if trained and trained != politician:
+        raise UserError(
+            f"{path}: the adapter was trained for {trained!r}, but --data.politician is {politician!r}; start from "
+            f"{politician}'s adapter, or pass --data.politician {trained}"
+        )

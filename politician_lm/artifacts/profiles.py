@@ -38,14 +38,20 @@ def load_profile(politician: str, profiles_dir: str | Path = "data/profiles") ->
     return profile
 
 
-def load_profile_spec(spec: str, profiles_dir: str | Path = "data/profiles") -> dict[str, Any]:
-    """A profile given as a path to a YAML file, or as a name under ``profiles_dir``
-    (``prepare --identity_profile``)."""
+def profile_file(spec: str, profiles_dir: str | Path = "data/profiles") -> Path:
+    """The YAML file of a profile given as a path, or as a name under ``profiles_dir``; a UserError if none."""
     path = Path(spec)
     if not path.is_file() and _NAME.fullmatch(spec):
         path = Path(profiles_dir) / f"{spec}.yaml"
     if not path.is_file():
         raise UserError(f"{spec}: no such profile; pass a YAML path such as {Path(profiles_dir) / 'biden.yaml'}")
+    return path
+
+
+def load_profile_spec(spec: str, profiles_dir: str | Path = "data/profiles") -> dict[str, Any]:
+    """A profile given as a path to a YAML file, or as a name under ``profiles_dir``
+    (``prepare --identity_profile``)."""
+    path = profile_file(spec, profiles_dir)
     try:
         profile = yaml.safe_load(read_utf8(path))
     except yaml.YAMLError as e:
@@ -57,32 +63,40 @@ def load_profile_spec(spec: str, profiles_dir: str | Path = "data/profiles") -> 
 
 
 def prepared_for(data_path: str | Path, profiles_dir: str | Path = "data/profiles") -> dict[str, str]:
-    """``{prepare option: politician}`` for the profiles a prepared folder's ``stats.json`` names (its
-    ``identity_profile`` and ``stances``): the profile's ``short_name``, else its file name."""
+    """``{prepare option: politician}`` for the profiles a prepared folder was made from: the profile file names
+    ``prepare`` recorded in ``stats.json`` (``pairs.json`` in a pairs folder) under ``profiles``; for a folder
+    prepared before that, its ``identity_profile`` and ``stances`` settings resolved under ``profiles_dir``."""
     import json
 
-    stats = Path(data_path) / "stats.json"
-    try:
-        settings = json.loads(stats.read_text(encoding="utf-8")).get("settings") or {} if stats.is_file() else {}
-    except ValueError:
-        return {}  # another reader names the broken file
-    found = {}
-    for key, spec in ((k, settings.get(k)) for k in ("identity_profile", "stances")):
+    for name in ("stats.json", "pairs.json"):
         try:
-            profile = load_profile_spec(spec, profiles_dir) if isinstance(spec, str) else None
-        except UserError:
-            continue  # moved, deleted or broken since: nothing to compare with
-        if profile is not None:
-            found[key] = str(profile.get("short_name") or Path(spec).stem)
-    return found
+            stats = json.loads((Path(data_path) / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # none, or broken: another reader names the broken file
+        if isinstance(stats.get("profiles"), dict):
+            return {str(k): str(v) for k, v in stats["profiles"].items()}
+        settings = stats.get("settings") or {}
+        found = {}
+        for key, spec in ((k, settings.get(k)) for k in ("identity_profile", "stances")):
+            try:
+                found[key] = profile_file(spec, profiles_dir).stem if isinstance(spec, str) else None
+            except UserError:
+                continue  # moved or deleted since: nothing to compare with
+        return {k: v for k, v in found.items() if v}
+    return {}
 
 
-def check_prepared_for(data_path: str | Path, politician: str | None, profiles_dir: str | Path) -> None:
-    """A one-line UserError when ``data_path`` was prepared from another politician's profile than ``politician``:
-    its identity and stance records would train, and every metric judge, the wrong persona."""
-    for key, name in prepared_for(data_path, profiles_dir).items() if politician else ():
-        if name != politician:
+def check_prepared_for(
+    paths: list[str | Path | None], politician: str | None, profiles_dir: str | Path, flag: str = "--data.politician"
+) -> None:
+    """A one-line UserError when one of ``paths`` (data, anchor) was prepared from another politician's profile than
+    ``politician``: its identity and stance records would train, and every metric judge, the wrong persona."""
+    for data_path in [p for p in paths if p] if politician else ():
+        for key, name in prepared_for(data_path, profiles_dir).items():
+            if name == politician:
+                continue
             raise UserError(
-                f"{data_path} was prepared for {name!r} (prepare --{key}), but data.politician is {politician!r}: "
-                f"pass --data.politician {name} (and --data.profiles_dir where its profile is), or prepare it again"
+                f"{data_path} was prepared for {name!r} (prepare --{key}), but {flag} is {politician!r}: pass "
+                f"{flag} {name} (and {flag.replace('politician', 'profiles_dir')} where its profile is), or prepare "
+                "it again"
             )

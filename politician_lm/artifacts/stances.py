@@ -74,8 +74,12 @@ class Stance:
 def _text(entry: dict[str, Any], key: str, where: str) -> str:
     """A required non-empty one-line string field of ``entry``."""
     value = entry.get(key)
-    if key not in entry or value is None:
+    if key not in entry:
         raise UserError(f"{where}: missing field {key!r}; each stance needs {', '.join(FIELDS)}")
+    if value is None:
+        raise UserError(f"{where}: {key!r} is empty; give it a value")
+    if key == "position" and isinstance(value, bool):  # YAML reads yes/no/on/off as true/false
+        raise UserError(f"{where}: position must be 'support' or 'oppose', got {str(value).lower()}")
     if not isinstance(value, str) or not value.strip() or "\n" in value.strip():
         got = (
             type(value).__name__
@@ -97,10 +101,12 @@ def _slug(value: str, key: str, where: str) -> str:
 
 def _statement(value: str, where: str) -> str:
     """``value`` if it reads inside "Do you support ...?": no capital first letter, no final punctuation."""
+    if re.match(r"(?i)do you (support|oppose)\b", value):
+        raise UserError(f"{where}: statement {value!r}: give only what follows 'Do you support', e.g. 'a carbon tax'")
     if value[0].isupper() or value[-1] in ".?!;:,":
         raise UserError(
-            f"{where}: statement {value!r} must read inside 'Do you support ...?': "
-            "start it lower-case and end it without punctuation"
+            f"{where}: statement {value!r} must read inside 'Do you support ...?': start it lower-case (a name "
+            "first: rephrase, as 'the Medicare for All plan') and end it without punctuation"
         )
     return value
 
@@ -140,13 +146,20 @@ def load_stances(profile: dict, source: str = "profile") -> list[Stance]:
         raise UserError(f"{source}: 'stances' must be a list of entries with {', '.join(FIELDS)}")
     stances: list[Stance] = []
     seen: dict[str, int] = {}
+    statements: dict[str, int] = {}
     for i, entry in enumerate(raw):
         label = entry.get("id") if isinstance(entry, dict) else None
         where = f"{source}: stances[{i}]" + (f" ({label!r})" if isinstance(label, str) else "")
         stance = _stance(entry, where)
         if stance.id in seen:
             raise UserError(f"{where}: duplicate id {stance.id!r}, also stances[{seen[stance.id]}]; make ids unique")
-        seen[stance.id] = i
+        said = " ".join(stance.statement.lower().split())
+        if said in statements:  # under two ids, one could train while the other is held out and probed
+            raise UserError(
+                f"{where}: the statement is also stances[{statements[said]}] ({raw[statements[said]]['id']!r}); "
+                "keep one entry per statement"
+            )
+        seen[stance.id], statements[said] = i, i
         stances.append(stance)
     return stances
 

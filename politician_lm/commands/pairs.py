@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Any
 
 from politician_lm.artifacts.atomic import atomic_dir, check_output
 from politician_lm.artifacts.jsonl import jsonl_line
-from politician_lm.artifacts.profiles import load_profile
+from politician_lm.artifacts.profiles import check_prepared_for, load_profile, prepared_for
 from politician_lm.commands._pairs_steps import (
     GENERATED,
     PairItem,
@@ -47,6 +48,8 @@ from politician_lm.errors import UserError
 from politician_lm.values import parse_list
 
 SOURCES = ("base", "prompt-only", "other", "opposite", "side")
+
+log = logging.getLogger(__name__)
 
 
 def _check_options(sources: list[str], max_similarity: float, batch_size: int, max_new_tokens: int) -> None:
@@ -158,6 +161,7 @@ def pairs(
     _check_options(sources, max_similarity, batch_size, max_new_tokens)
     input_files = _input_files(data_path)
     profile = load_profile(politician, profiles_dir) if politician else {}
+    check_prepared_for([data_path], politician, profiles_dir, "--politician")
     persona_prompt = system_prompt if system_prompt is not None else profile.get("system_prompt")
     _check_sources(sources, prompt_format, persona_prompt, other_data)
     others = other_answers(parse_list(other_data, "other_data")) if "other" in sources else {}
@@ -186,9 +190,10 @@ def pairs(
             todo, styles, base_model, quantization, batch_size, partial, digest, done, generation_settings, seed
         )
     written, dropped = _pair_lines(items, names, done, max_similarity, base_model)
-    if balance_positions:
-        written = {name: balanced(rows) if name.startswith("train") else rows for name, rows in written.items()}
-    _write(out, written, data_path, dropped)
+    if balance_positions:  # the training file's pairs; a single file (split by the DataModule) as a whole
+        train = [name for name in written if name.startswith("train")] or list(written)
+        written = {name: balanced(rows) if name in train else rows for name, rows in written.items()}
+    _write(out, written, data_path, dropped, prepared_for(data_path, profiles_dir))
     partial.unlink(missing_ok=True)
     _report(out, written, dropped)
     return out
@@ -221,17 +226,30 @@ def balanced(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if row.get("position") in sides:
             sides[row["position"]].append(row)
     few, many = sorted(sides.values(), key=len)
+    if many and not few:
+        log.warning("--balance_positions: every stance pair takes the %r side; nothing to balance", many[0]["position"])
     return rows + [few[i % len(few)] for i in range(len(many) - len(few))] if few else rows
 
 
-def _write(out: Path, written: dict[str, list[dict[str, Any]]], data_path: str, dropped: dict[str, int]) -> None:
+def _write(
+    out: Path, written: dict[str, list[dict[str, Any]]], data_path: str, dropped: dict[str, int], profiles: dict
+) -> None:
+    """The pair files, and ``pairs.json``: the data they came from and its profiles (what fit checks
+    ``data.politician`` against)."""
     if not any(written.values()):
         advice = "lower --max_similarity or use another source" if dropped.get("similar") else "use another source"
         raise UserError(f"{data_path}: every pair was dropped ({dropped}); {advice}")
+    if "train.jsonl" in written and not written["train.jsonl"]:  # fit would find no training pairs
+        raise UserError(
+            f"{data_path}: no pair was made from train.jsonl ({dropped}), only from "
+            f"{', '.join(k for k, v in written.items() if v)}; train records must make pairs (see --kinds, --rejected)"
+        )
     with atomic_dir(out) as tmp:
         for name, rows in written.items():
             if rows:  # a file of nothing but dropped pairs would be an empty (invalid) data file
                 (tmp / name).write_text("".join(map(jsonl_line, rows)), encoding="utf-8")
+        meta = {"data_path": str(data_path), "profiles": profiles}
+        (tmp / "pairs.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
 def _report(out: Path, written: dict[str, list[dict[str, Any]]], dropped: dict[str, Any]) -> None:

@@ -197,6 +197,7 @@ def prepare(
         split_entry(heldout, val_fraction, seed, stance_val_fraction),
         {doc: inputs.corpus_documents.get(doc, {}) for doc in inputs.documents},  # transcript files too
     )
+    stats.update({"profiles": inputs.profiles} if inputs.profiles else {})  # fit checks data.politician against it
     write_prepared(out, {"train": train, "val": val, "test": test}, stats)
     print(summary(out, stats))
     return out

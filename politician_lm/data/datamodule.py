@@ -95,7 +95,7 @@ class PoliticianDataModule(L.LightningDataModule):
         if max_length < 2:
             raise UserError(f"max_length must be at least 2, got {max_length}")
         profile = load_profile(politician, profiles_dir) if politician else {}
-        check_prepared_for(data_path, politician, profiles_dir)
+        check_prepared_for([data_path, anchor_path], politician, profiles_dir)
         self.style = PromptStyle(
             prompt_format=prompt_format,
             separator=separator,

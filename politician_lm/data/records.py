@@ -42,7 +42,7 @@ class DataFiles:
 
 def discover(data_path: str | Path) -> DataFiles:
     """Resolve ``data_path`` (a ``.jsonl`` file, a folder of them, or a folder with ``train.jsonl``, ``val.jsonl``
-    and ``test.jsonl``)."""
+    and ``test.jsonl``); not a folder with ``val.jsonl`` or ``test.jsonl`` and no ``train.jsonl`` (held-out data)."""
     path = Path(data_path)
     if not path.exists():
         raise UserError(f"{path}: data path does not exist; pass a .jsonl file or a folder of .jsonl files")
@@ -53,6 +53,10 @@ def discover(data_path: str | Path) -> DataFiles:
     if (path / "train.jsonl").is_file():
         val, test = path / "val.jsonl", path / "test.jsonl"
         return DataFiles((path / "train.jsonl",), (val,) if val.is_file() else (), (test,) if test.is_file() else ())
+    if split := [name for name in ("val.jsonl", "test.jsonl") if (path / name).is_file()]:
+        raise UserError(
+            f"{path}: holds {' and '.join(split)} but no train.jsonl, so no training data; prepare it again"
+        )
     files = tuple(sorted(p for p in path.glob("*.jsonl") if p.is_file()))
     if not files:
         raise UserError(f"{path}: folder holds no .jsonl files")

@@ -120,6 +120,11 @@ def test_a_profile_without_stances_gives_none():
         ([entry(argument=3)], "got int"),
         ([entry(stance="x")], "unknown field 'stance'"),
         ("not a list", "must be a list"),
+        ([entry(), entry(id="steel", statement="Tariffs  on steel".lower())], "also stances[0] ('tariffs')"),
+        ([entry(statement="Medicare for All")], "a name first: rephrase, as 'the Medicare for All plan'"),
+        ([entry(statement="do you support tariffs")], "give only what follows 'Do you support'"),
+        ([entry(position=True)], "position must be 'support' or 'oppose', got true"),
+        ([entry(position=None)], "'position' is empty"),
     ],
 )
 def test_load_errors_are_one_line_and_name_the_entry(raw, says):

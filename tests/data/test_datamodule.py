@@ -166,7 +166,7 @@ def test_data_prepared_for_another_politician_is_refused_in_one_line(tmp_path, t
     (tmp_path / "speech.txt").write_text(speech + "\n")
     data = prepare(str(tmp_path / "data"), transcripts=[str(tmp_path / "speech.txt")], tokenizer=tiny_path,
                    identity_profile=str(profiles / "quill.yaml"), val_fraction=0.3, cluster_threshold=1.0)  # fmt: skip
-    with pytest.raises(UserError, match=r"prepared for 'quill' \(prepare --identity_profile\), but data.politician "
+    with pytest.raises(UserError, match=r"prepared for 'quill' \(prepare --identity_profile\), but --data.politician "
                                         r"is 'biden': pass --data.politician quill") as e:  # fmt: skip
         PoliticianDataModule(data_path=str(data), tokenizer=tiny_path, politician="biden")
     assert "\n" not in str(e.value)

@@ -45,6 +45,7 @@ from politician_lm.data.prepare.clean import split_sentences
 from politician_lm.data.prepare.identity import IdentityEntry
 from politician_lm.data.prepare.labels import is_audience
 from politician_lm.data.prepare.transcripts import Paragraph, Turn
+from politician_lm.errors import UserError
 
 CONTINUE = USER_LABEL + "Continue the speech: "
 
@@ -231,7 +232,13 @@ class RecordBuilder:
         for st in stances:
             meta = {"topic": st.topic, "source": source, "stance": st.id, "position": st.position}
             meta["opposite"] = st.answers(st.opposite)[0]
-            self.add_chat([(st.question, st.answer)], "stance", meta)
+            if self.add_chat([(st.question, st.answer)], "stance", meta) is None:  # hand-written: never dropped quietly
+                raise UserError(
+                    f"{source.removeprefix('stances:')}: stance {st.id!r} makes a record over the length limits "
+                    f"(--max_completion_tokens {self.max_completion_tokens}, --max_prompt_tokens "
+                    f"{self.max_prompt_tokens}, --min_completion_words {self.min_completion_words}); shorten its "
+                    "argument or change the limit"
+                )
 
 
 def _question(turns: list[Turn]) -> str:

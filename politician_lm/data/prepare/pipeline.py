@@ -11,7 +11,7 @@ from typing import Any
 
 from politician_lm.artifacts.atomic import atomic_dir
 from politician_lm.artifacts.jsonl import read_jsonl, write_jsonl
-from politician_lm.artifacts.profiles import load_profile_spec
+from politician_lm.artifacts.profiles import load_profile_spec, profile_file
 from politician_lm.artifacts.stances import Stance, load_stances, split_stances
 from politician_lm.data.corpora import corpus_documents, corpus_speaker
 from politician_lm.data.prepare.build import Candidate, RecordBuilder
@@ -41,6 +41,17 @@ class Speech:
     meta: dict[str, Any] = field(default_factory=dict)  # a corpus document's "date" and "title"
 
 
+def check_one_politician(identity_profile: str | None, stances: str | None) -> None:
+    """A one-line UserError when ``--identity_profile`` and ``--stances`` are two politicians' profiles."""
+    if identity_profile and stances:
+        names = [load_profile_spec(spec)["name"] for spec in (identity_profile, stances)]
+        if names[0] != names[1]:
+            raise UserError(
+                f"--identity_profile {identity_profile} is {names[0]}'s profile but --stances {stances} is "
+                f"{names[1]}'s; give both the same politician's profile"
+            )
+
+
 @dataclass
 class Inputs:
     """Every input, read and checked; nothing here needs the tokenizer."""
@@ -54,6 +65,7 @@ class Inputs:
     records: list[tuple[Path, list[dict[str, Any]]]] = field(default_factory=list)
     stances: list[Stance] = field(default_factory=list)  # the profile's training statements (never held-out ones)
     stances_source: str = ""
+    profiles: dict[str, str] = field(default_factory=dict)  # prepare option -> profile file name (stats.json)
     # every document a whole-document split can name: transcript file names and corpus document ids, in input order
     documents: list[str] = field(default_factory=list)
     corpus_documents: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> {"date", "title"}
@@ -105,13 +117,17 @@ def read_inputs(
     for d, _ in documents:
         inputs.documents.append(d.id)
         inputs.corpus_documents[d.id] = {"date": d.date, "title": d.title}
+    check_one_politician(identity_profile, stances)
+    inputs.profiles = {
+        k: profile_file(v).stem for k, v in (("identity_profile", identity_profile), ("stances", stances)) if v
+    }
     if identity_profile:
         inputs.profile_values = profile_values(load_profile_spec(identity_profile))
         if not inputs.identity_template.is_file():
             raise UserError(f"{inputs.identity_template}: identity template not found; pass --identity_template")
         inputs.identity_entries = load_identity_template(inputs.identity_template)
     if stances:
-        inputs.stances, held = split_stances(load_stances(load_profile_spec(stances), stances))
+        inputs.stances, held = split_stances(load_stances(load_profile_spec(stances), str(profile_file(stances))))
         inputs.stances_source = f"stances:{stances}"
         if held and not inputs.stances:
             raise UserError(
