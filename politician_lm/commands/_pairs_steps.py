@@ -181,7 +181,7 @@ def generate_rejected(
                 bar.update(len(chunk))
 
 
-def pair_record(item: PairItem, text: str, max_similarity: float, base_model: str) -> dict | str:
+def pair_record(item: PairItem, text: str, max_similarity: float, base_model: str | None) -> dict | str:
     """The output record, or why it is dropped (``similar``, ``empty``)."""
     chosen = item.messages[-1]["content"]
     answer = strip_role_label(text).strip()

@@ -63,12 +63,20 @@ def _check_options(sources: list[str], max_similarity: float, batch_size: int, m
 
 
 def _check_sources(
-    sources: list[str], prompt_format: str, persona_prompt: str | None, other_data: list[str] | str | None
+    sources: list[str],
+    prompt_format: str,
+    persona_prompt: str | None,
+    other_data: list[str] | str | None,
+    base_model: str | None,
 ) -> None:
     if "prompt-only" in sources and (prompt_format != "chat" or not persona_prompt):
         raise UserError(
             "--rejected prompt-only needs --prompt_format chat and a persona system prompt "
             "(--politician with a profile, or --system_prompt)"
+        )
+    if any(s in GENERATED for s in sources) and not base_model:
+        raise UserError(
+            f"--rejected {','.join(sources)} needs --base_model, the model that writes the rejected answers"
         )
     if "other" in sources and not other_data:
         also = ", or --rejected opposite (the other side of each statement)" if "opposite" in sources else ""
@@ -103,7 +111,7 @@ def _check_names(data_path: str, input_files: list[Path]) -> list[str]:
 def pairs(
     data_path: str,
     output_dir: str,
-    base_model: str,
+    base_model: str | None = None,
     rejected: list[str] | str = "base",
     politician: str | None = None,
     other_data: list[str] | str | None = None,
@@ -123,12 +131,14 @@ def pairs(
     balance_positions: bool = False,
     overwrite: bool = False,
 ) -> Path:
-    """Build chosen/rejected preference pairs from prepared data: chosen is the politician, rejected the base model.
+    """Build chosen/rejected preference pairs from prepared data: chosen is the politician's answer, rejected an
+    answer from the ``--rejected`` sources (by default the base model's, without persona).
 
     Args:
         data_path: Prepared data: a .jsonl file or a folder of them (``prompt``/``completion`` or ``messages``).
         output_dir: Folder for the pairs, one .jsonl per input file (written atomically; the input of a DPO fit).
-        base_model: Base model folder (or hub id) that writes the rejected answers: the one you fine-tune.
+        base_model: Base model folder (or hub id) that writes the rejected answers of ``base`` and ``prompt-only``:
+            the one you fine-tune (not needed for ``other``, ``opposite`` and ``side``).
         rejected: Sources of the rejected answer in order of preference, as ``a,b`` or a list: ``base`` (no persona),
             ``prompt-only`` (base given the persona system prompt), ``other`` (another politician's answer to the same
             question, from ``other_data``; prompts without one fall through to the next source), ``opposite`` (the
@@ -141,7 +151,7 @@ def pairs(
         politician: Profile name; supplies the persona system prompt for ``prompt-only``.
         other_data: Other politicians' prepared data (files or folders), for ``other``.
         prompt_format: How prompts are rendered for generation: ``plain`` or ``chat``, as the fit will render them.
-        separator: Text after each context turn in the ``plain`` format.
+        separator: Text after each context turn in the ``plain`` format (default: a newline).
         system_prompt: Persona system prompt for ``prompt-only`` (overrides the profile's).
         kinds: Only records of these kinds, as ``style,policy`` or a list; None keeps all.
         profiles_dir: Folder of ``<politician>.yaml`` profiles.
@@ -163,7 +173,7 @@ def pairs(
     profile = load_profile(politician, profiles_dir) if politician else {}
     check_prepared_for([data_path], politician, profiles_dir, "--politician")
     persona_prompt = system_prompt if system_prompt is not None else profile.get("system_prompt")
-    _check_sources(sources, prompt_format, persona_prompt, other_data)
+    _check_sources(sources, prompt_format, persona_prompt, other_data, base_model)
     others = other_answers(parse_list(other_data, "other_data")) if "other" in sources else {}
     out = check_output(
         output_dir, overwrite, inputs=[data_path, *(parse_list(other_data, "other_data") if other_data else [])]
@@ -172,7 +182,8 @@ def pairs(
     kinds = parse_list(kinds, "kinds") if kinds is not None else None
     items = read_items(input_files, kinds)
     if not items:
-        raise UserError(f"{data_path}: no records of kind {kinds}")
+        found = sorted({item.record.get("kind", "?") for item in read_items(input_files, None)})
+        raise UserError(f"{data_path}: no records of kind {kinds} (its records' kinds: {', '.join(found)})")
     for item in items:
         item.choose_source(sources, others)
 

@@ -198,6 +198,10 @@ def prepare(
         {doc: inputs.corpus_documents.get(doc, {}) for doc in inputs.documents},  # transcript files too
     )
     stats.update({"profiles": inputs.profiles} if inputs.profiles else {})  # fit checks data.politician against it
+    if stances:
+        ids = {part: sorted(c.record["stance"] for c in rows if c.record.get("kind") == "stance")
+               for part, rows in (("train", train), ("val", val))}  # fmt: skip
+        stats["stances"] = {**ids, "heldout": sorted(inputs.heldout_stances)}
     write_prepared(out, {"train": train, "val": val, "test": test}, stats)
     print(summary(out, stats))
     return out

@@ -33,6 +33,9 @@ def prepared(tmp_path_factory):
 def test_prepare_writes_one_record_per_training_statement_and_none_for_held_out_ones(prepared):
     stances = load_stances(load_profile("biden", PROFILES))
     rows = _rows(prepared["biden"])
+    listed = json.loads((prepared["biden"] / "stats.json").read_text())["stances"]
+    assert sorted(listed["train"] + listed["val"]) == sorted(r["stance"] for r in rows)
+    assert listed["heldout"] == sorted(s.id for s in stances if is_heldout_stance(s.id))
     assert {r["kind"] for r in rows} == {"stance"}
     ids = [r["stance"] for r in rows]
     assert sorted(ids) == sorted(s.id for s in stances if not is_heldout_stance(s.id))
@@ -182,6 +185,15 @@ def test_an_empty_split_from_the_stance_band_names_stance_val_fraction(tmp_path)
         prepare(
             str(tmp_path / "out"), stances=_profile(tmp_path / "q.yaml", ids), tokenizer=TINY, stance_val_fraction=0.01
         )
+
+
+def test_pairs_need_a_base_model_only_where_it_writes_and_a_wrong_kind_lists_the_kinds(prepared, tmp_path):
+    made = pairs(str(prepared["biden"]), str(tmp_path / "side"), rejected="side")  # no model writes a side pair
+    assert (made / "train.jsonl").is_file()
+    with pytest.raises(UserError, match=r"--rejected other,base needs --base_model"):
+        pairs(str(prepared["biden"]), str(tmp_path / "b"), rejected="other,base", other_data=str(prepared["trump"]))
+    with pytest.raises(UserError, match=r"no records of kind \['stances'\] \(its records' kinds: stance\)"):
+        pairs(str(prepared["biden"]), str(tmp_path / "k"), rejected="side", kinds="stances")
 
 
 def test_pairs_refusals_point_at_what_can_help(prepared, tmp_path):

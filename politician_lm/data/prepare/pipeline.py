@@ -66,6 +66,7 @@ class Inputs:
     stances: list[Stance] = field(default_factory=list)  # the profile's training statements (never held-out ones)
     stances_source: str = ""
     profiles: dict[str, str] = field(default_factory=dict)  # prepare option -> profile file name (stats.json)
+    heldout_stances: list[str] = field(default_factory=list)  # the ids evaluate probes, never trained
     # every document a whole-document split can name: transcript file names and corpus document ids, in input order
     documents: list[str] = field(default_factory=list)
     corpus_documents: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> {"date", "title"}
@@ -128,7 +129,7 @@ def read_inputs(
         inputs.identity_entries = load_identity_template(inputs.identity_template)
     if stances:
         inputs.stances, held = split_stances(load_stances(load_profile_spec(stances), str(profile_file(stances))))
-        inputs.stances_source = f"stances:{stances}"
+        inputs.stances_source, inputs.heldout_stances = f"stances:{stances}", [s.id for s in held]
         if held and not inputs.stances:
             raise UserError(
                 f"{stances}: all {len(held)} statements are held out (a hash of each id puts about a quarter there); "

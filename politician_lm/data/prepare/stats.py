@@ -7,8 +7,10 @@ when whole documents are held out, else ``hash``; ``heldout_documents``, ``val_f
 and ``stance_val_fraction`` where it is above 0),
 ``documents`` (each transcript file and corpus document, a corpus document with its ``date`` and ``title``: its
 written ``records`` and the ``split`` they went to: ``test`` for a held-out document, else ``train``, ``val`` or
-``train+val`` as the hash rule divided them) and
-``settings`` (the arguments).
+``train+val`` as the hash rule divided them),
+``settings`` (the arguments), and, added by ``prepare``: ``profiles`` (the profile file each of ``identity_profile``
+and ``stances`` came from, what ``fit`` checks ``data.politician`` against) and ``stances`` (the statement ids whose
+records went to ``train`` and ``val``, and the ``heldout`` ones ``evaluate`` probes).
 """
 
 from __future__ import annotations
@@ -93,6 +95,14 @@ def summary(out: Path, stats: dict[str, Any]) -> str:
             f"  sources: {counts(stats['sources'])}",
             f"  tokens (prompt+completion): p50 {t['p50']}, p90 {t['p90']}, p99 {t['p99']}, max {t['max']}",
             f"  dropped: {counts(stats['dropped'])}",
+            *(
+                [
+                    f"  stances: {len(st['train'])} train / {len(st['val'])} val / {len(st['heldout'])} held out "
+                    "(evaluate probes these; no record of them is written)"
+                ]
+                if (st := stats.get("stances"))
+                else []
+            ),  # fmt: skip
             *(
                 [f"  held out (whole documents, in test): {', '.join(stats['split']['heldout_documents'])}"]
                 if stats.get("split", {}).get("rule") == "document"
