@@ -118,7 +118,8 @@ def prepare(
         near_dup_threshold: Drop a record whose word 3-gram Jaccard similarity with an earlier kept one is at least
             this.
         cluster_threshold: Records at least this similar are kept together on one side of the split.
-        skip_bad: Skip and count bad lines and unusable transcript files instead of stopping at the first one.
+        skip_bad: Skip and count bad lines (tables, --records) and unusable transcript files instead of stopping at
+            the first one.
         overwrite: Replace output_dir if it exists.
 
     Returns:

@@ -137,7 +137,7 @@ def _check_preference(obj: dict) -> str | None:
     return None
 
 
-def _check_record(obj: object, preference: bool = False) -> str | None:
+def check_record(obj: object, preference: bool = False) -> str | None:
     """Return why ``obj`` is not a valid record (a preference pair when ``preference``), or None."""
     if not isinstance(obj, dict):
         return f"expected a JSON object, got {type(obj).__name__}"
@@ -182,7 +182,7 @@ def validate_file(path: Path, preference: bool = False, allow_bom: bool = False)
     """Check every line of ``path``; return the number of records or raise ``UserError`` naming ``path:line``."""
     count = 0
     for lineno, obj in read_jsonl(path, allow_bom=allow_bom):
-        problem = _check_record(obj, preference)
+        problem = check_record(obj, preference)
         if problem:
             raise UserError(f"{path}:{lineno}: {problem}")
         count += 1

@@ -67,7 +67,7 @@ def test_bad_pair_records_name_file_and_line(tmp_path, record, problem):
 
 def test_pair_forms_become_the_training_record_they_came_from(tmp_path):
     for form in (CHAT_PAIR, IMPLICIT_PAIR, pair_rows(1)[0]):
-        assert records._check_record(form, preference=True) is None
+        assert records.check_record(form, preference=True) is None
     row = records.to_preference(CHAT_PAIR)
     assert row["messages"] == [
         {"role": "user", "content": "Who are you?"},

@@ -21,7 +21,7 @@ from politician_lm.data.prepare.placeholders import placeholders
 from politician_lm.data.prepare.progress import progress_bar
 from politician_lm.data.prepare.tables import TableExample, examples_from_table
 from politician_lm.data.prepare.transcripts import Paragraph, Turn, read_interview, read_speech, speech_paragraphs
-from politician_lm.data.records import validate_file
+from politician_lm.data.records import check_record, validate_file
 from politician_lm.errors import UserError
 
 
@@ -74,10 +74,22 @@ class Inputs:
     dropped: Counter[str] = field(default_factory=Counter)
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """A JSONL file of ready-made records, validated (``UserError`` naming ``file:line``)."""
-    validate_file(path, allow_bom=True)  # a user's file, as editors save it; prepare writes none
-    return [obj for _, obj in read_jsonl(path, allow_bom=True)]
+def read_records(path: Path, skip_bad: bool = False, dropped: Counter | None = None) -> list[dict[str, Any]]:
+    """A JSONL file of ready-made records, validated (``UserError`` naming ``file:line``); with ``skip_bad``, bad
+    lines are counted in ``dropped`` (``bad_line``) instead, and a file without a usable record is a ``BadFile``."""
+    if not skip_bad:
+        validate_file(path, allow_bom=True)  # a user's file, as editors save it; prepare writes none
+        return [obj for _, obj in read_jsonl(path, allow_bom=True)]
+    count = dropped if dropped is not None else Counter()
+    rows = []
+    for _, obj in read_jsonl(path, lambda _: count.update(["bad_line"]), allow_bom=True):
+        if check_record(obj):
+            count["bad_line"] += 1
+        else:
+            rows.append(obj)
+    if not rows:
+        raise BadFile(f"{path}: no usable record")
+    return rows
 
 
 def read_inputs(
@@ -154,7 +166,7 @@ def read_inputs(
                     path, text_column, table_prompt, prompt_fields, skip_bad, inputs.dropped
                 )
             else:
-                inputs.records.append((path, read_records(path)))
+                inputs.records.append((path, read_records(path, skip_bad, inputs.dropped)))
         except BadFile:
             if not skip_bad:
                 raise

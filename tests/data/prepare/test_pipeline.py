@@ -733,16 +733,22 @@ def test_skip_bad_counts_instead_of_failing(tmp_path):
     (tmp_path / "ok.txt").write_text(
         "First sentence here. Second sentence is long enough to keep. Third one too, with several more words.", "utf-8"
     )
+    (tmp_path / "r.jsonl").write_text(  # ready-made records: one good, one malformed, one without a completion
+        '{"prompt": "USER: And the ferries?", "completion": "POLITICIAN: They run on time, every single day."}\n'
+        '{"prompt": "USER: x", \n{"prompt": "USER: And the locks?"}\n',
+        "utf-8",
+    )
     _, rows, stats = run(
         tmp_path,
         transcripts=[str(tmp_path / "bad.txt"), str(tmp_path / "ok.txt")],
         table=[str(tmp_path / "p.csv"), str(tmp_path / "q.jsonl")],
+        records=[str(tmp_path / "r.jsonl")],
         skip_bad=True,
         val_fraction=0.5,
         seed=2,
     )
-    assert stats["dropped"]["bad_line"] == 5 and stats["dropped"]["bad_file"] == 1
-    assert stats["sources"] == {"ok.txt": 1, "p.csv": 2, "q.jsonl": 1}
+    assert stats["dropped"]["bad_line"] == 7 and stats["dropped"]["bad_file"] == 1
+    assert stats["sources"] == {"ok.txt": 1, "p.csv": 2, "q.jsonl": 1, "r.jsonl": 1}
 
 
 def test_output_folder_inside_an_input_folder_is_not_read_back(tmp_path):
