@@ -29,7 +29,8 @@ from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.stances import load_stances
 from politician_lm.errors import UserError
 from politician_lm.evaluation.heldout import DEFAULT_MAX_HELDOUT
-from politician_lm.evaluation.inputs import choose_judge, held_out, probe_items, trained_data, training_logs
+from politician_lm.evaluation.inputs import choose_judge, held_out, probe_items, training_logs
+from politician_lm.evaluation.lineage import check_held_apart, evaluated_data
 from politician_lm.values import check_choice, parse_list
 
 __all__ = ["evaluate"]
@@ -134,12 +135,11 @@ def evaluate(
 
         check_fits(fits, [f.metadata.get("politician") for f in folders[: len(fits)]])
     log_files = training_logs(logs)
-    trained = trained_data(folders[0].path)
-    data_path = data_path or trained.get("data_path")
-    if not data_path:
-        raise UserError(f"{folders[0].path}: the adapter does not record its data; pass --data_path")
+    data_path, trained = evaluated_data(folders[0], data_path)  # a preference stage's: its SFT data
     out = check_output(output_dir, overwrite, inputs=[data_path, style_data_dir, *(f.path for f in folders)])
     held = held_out(data_path, folders[0], trained, val_fraction, split_seed, max_heldout, seed)
+    if held.split:  # every adapter must have held out the documents scored as held out
+        check_held_apart(folders, held.split["heldout_documents"])
     held.check_stances(stances, data_path)
     politician = politician or folders[0].metadata.get("politician")
     if not politician:

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
 from politician_lm.artifacts.adapter import AdapterFolder
 from politician_lm.artifacts.jsonl import read_jsonl
 from politician_lm.artifacts.roles import strip_politician_label
@@ -20,6 +18,7 @@ from politician_lm.artifacts.stances import Stance, is_heldout_stance, load_stan
 from politician_lm.data import records
 from politician_lm.errors import UserError
 from politician_lm.evaluation.heldout import document_rows, recorded_split, sample_heldout
+from politician_lm.evaluation.lineage import trained_data
 from politician_lm.values import check_choice, parse_list
 
 if TYPE_CHECKING:
@@ -52,12 +51,6 @@ def split_records(data_path: str, val_fraction: float, seed: int) -> tuple[list[
         return rows, held
     val = [records.is_heldout(r["messages"], seed, val_fraction) for r in rows]
     return [r for r, v in zip(rows, val) if not v], [r for r, v in zip(rows, val) if v]
-
-
-def trained_data(adapter: Path) -> dict[str, Any]:
-    """The ``data`` section of the adapter's ``training_config.yaml`` ({} without one): its data and split."""
-    cfg_file = adapter / "training_config.yaml"
-    return (yaml.safe_load(cfg_file.read_text()) or {}).get("data", {}) if cfg_file.is_file() else {}
 
 
 @dataclass
@@ -122,14 +115,28 @@ def held_out(
     train_rows, held = split_records(data_path, fraction, split_seed)
     if not held:
         raise UserError(f"{data_path}: no held-out records at val_fraction={fraction}; raise it or add val.jsonl")
-    # The split the first adapter was trained with (its metadata), else the one the data folder records.
-    split = first.metadata.get("split") or (recorded_split(data_path) if Path(data_path).is_dir() else None)
+    # The documents the data folder holds out, else (a file, or a folder without a recorded split) those the first
+    # adapter's training held out; check_held_apart then refuses an adapter that trained on any of them.
+    split = (recorded_split(data_path) if Path(data_path).is_dir() else None) or first.metadata.get("split")
     if split:  # leave-one-speech-out: the real-speech numbers are on the held-out documents only
         held = document_rows(held, split["heldout_documents"])
         if not held:
-            raise UserError(f"{data_path}: test.jsonl holds no record of {split['heldout_documents']}; prepare again")
+            raise UserError(_no_documents(data_path, split["heldout_documents"], first))
     loss_rows, info = sample_heldout(held, max_heldout, seed)
     return HeldOut(train_rows, held, loss_rows, info, split, fraction, split_seed, val_stance_ids(data_path))
+
+
+def _no_documents(data_path: str, documents: list[str], first: AdapterFolder) -> str:
+    """Why ``data_path`` has no held-out record of ``documents``: no test.jsonl, or the first adapter's split."""
+    if Path(data_path).is_dir() and not records.discover(data_path).test:
+        return (
+            f"{data_path} has no test.jsonl (the held-out documents of a prepared folder), and no held-out record "
+            f"of {documents}: pass --data_path the folder `politician-lm prepare` wrote"
+        )
+    return (
+        f"{data_path} holds no held-out record of {documents}, the documents {first.path} was trained without: "
+        "pass --data_path the prepared folder it was trained on"
+    )
 
 
 def val_stance_ids(data_path: str) -> frozenset[str]:

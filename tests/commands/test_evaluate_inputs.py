@@ -1,0 +1,114 @@
+"""``evaluate``'s inputs refused in one line before any model loads: adapters whose training did not hold out the
+documents scored as held out, a preference stage's pairs taken for held-out data, and settings that cannot work."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from politician_lm.cli import main
+from tests.commands.test_evaluate_real_speech import quill_speech
+from tests.helpers import ROOT, write_jsonl
+
+
+def _cli(*args: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "politician_lm.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def quill(tmp_path_factory):
+    """Quill's five addresses prepared twice (address-4.txt held out, and nothing held out), a profile, and a short
+    real fit on the folder that held nothing out."""
+    root = tmp_path_factory.mktemp("quill")
+    speeches, profiles = root / "speeches", root / "profiles"
+    speeches.mkdir(), profiles.mkdir()
+    for i in range(5):
+        (speeches / f"address-{i}.txt").write_text(quill_speech(i), "utf-8")
+    (profiles / "quill.yaml").write_text('name: Maren Quill\nsystem_prompt: "You are Governor Maren Quill."\n')
+    (root / "who.jsonl").write_text('{"prompt": "Who are you?", "kind": "identity"}\n')
+    for name, held in (("held", "address-4.txt"), ("none", "")):
+        _cli("prepare", "--transcripts", str(speeches), "--tokenizer", "checkpoints/tiny-politician",
+             "--output_dir", str(root / name), "--heldout_documents", held, "--near_dup_threshold", "1",
+             "--cluster_threshold", "1")  # fmt: skip
+    _cli("fit", "--config", "configs/demo.yaml", "--data.data_path", str(root / "none"), "--trainer.default_root_dir",
+         str(root / "fit"), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+         "--trainer.enable_progress_bar", "false", "--data.politician", "quill", "--data.profiles_dir", str(profiles),
+         "--trainer.callbacks", "[]")  # fmt: skip
+    return root
+
+
+def copy_adapter(quill, name: str, data_path, split=None, init_adapter=None):
+    """The fit's adapter copied to ``name``, its records saying it was trained on ``data_path`` (with ``split``, from
+    ``init_adapter``): what a fit on that data would have written beside the same weights."""
+    folder = quill / name
+    shutil.copytree(quill / "fit" / "adapters" / "last", folder)
+    meta = json.loads((folder / "politician_lm.json").read_text())
+    meta.pop("split", None)
+    (folder / "politician_lm.json").write_text(json.dumps(meta | ({"split": split} if split else {})))
+    cfg = yaml.safe_load((folder / "training_config.yaml").read_text())
+    cfg["data"]["data_path"], cfg["model"]["init_adapter"] = str(data_path), init_adapter
+    (folder / "training_config.yaml").write_text(yaml.safe_dump(cfg))
+    return folder
+
+
+def refused(capsys, quill, *args: str) -> str:
+    """evaluate's one-line error for ``args``, checked to leave no output behind."""
+    out = Path(tempfile.mkdtemp(dir=quill)) / "eval"
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--output_dir", str(out), "--politician", "quill", "--profiles_dir",
+              str(quill / "profiles"), "--stances", "none", "--identity_probes", str(quill / "who.jsonl"),
+              *args])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1 and not out.exists(), err
+    return err
+
+
+@pytest.mark.slow  # the fit takes seconds
+def test_an_adapter_whose_data_did_not_hold_out_the_scored_documents_is_refused(quill, capsys):
+    bad = str(quill / "fit" / "adapters" / "last")
+    err = refused(capsys, quill, "--adapters", bad, "--data_path", str(quill / "held"))
+    assert f"{bad} was trained on data that did not hold out ['address-4.txt']" in err
+    # a second adapter is checked as well as the first
+    split = json.loads((quill / "held" / "stats.json").read_text())["split"]
+    good = copy_adapter(quill, "good", quill / "held", split)
+    err = refused(capsys, quill, "--adapters", f"{good},{bad}", "--data_path", str(quill / "held"))
+    assert f"{bad} was trained on data that did not hold out ['address-4.txt']" in err
+    # an adapter trained with another held-out document: not "prepare again"
+    other = copy_adapter(quill, "other", quill / "held", {**split, "heldout_documents": ["address-3.txt"]})
+    err = refused(capsys, quill, "--adapters", str(other), "--data_path", str(quill / "held"))
+    assert f"{other} was trained on data that did not hold out ['address-4.txt']" in err
+
+
+@pytest.mark.slow
+def test_a_folder_without_test_jsonl_is_named_as_such(quill, capsys):
+    shutil.copytree(quill / "held", quill / "no-test")
+    (quill / "no-test" / "test.jsonl").unlink()
+    split = json.loads((quill / "held" / "stats.json").read_text())["split"]
+    good = copy_adapter(quill, "good-2", quill / "held", split)
+    err = refused(capsys, quill, "--adapters", str(good), "--data_path", str(quill / "no-test"))
+    assert "has no test.jsonl" in err and "prepare again" not in err
+
+
+@pytest.mark.slow
+def test_a_preference_stage_is_scored_on_its_sft_data_not_on_its_pairs(quill, capsys):
+    from politician_lm.evaluation.lineage import lineage
+
+    pairs = quill / "pairs"
+    rows = [json.loads(line) for line in (quill / "held" / "train.jsonl").read_text().splitlines()]
+    write_jsonl(pairs / "train.jsonl", [{"prompt": r["prompt"], "chosen": r["completion"],
+                                        "rejected": "No."} for r in rows])  # fmt: skip
+    sft = copy_adapter(quill, "sft", quill / "held", json.loads((quill / "held" / "stats.json").read_text())["split"])
+    dpo = copy_adapter(quill, "dpo", pairs, init_adapter=str(sft))
+    assert lineage(dpo).data["data_path"] == str(quill / "held")  # the default --data_path: the SFT data
+    assert lineage(dpo).paths == [str(pairs), str(quill / "held")]
+    orphan = copy_adapter(quill, "orphan", pairs)  # no init_adapter to follow
+    err = refused(capsys, quill, "--adapters", str(orphan))
+    assert f"trained on the preference pairs {pairs}" in err and "pass --data_path <the SFT data>" in err
