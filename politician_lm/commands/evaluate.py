@@ -29,7 +29,14 @@ from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.stances import load_stances
 from politician_lm.errors import UserError
 from politician_lm.evaluation.heldout import DEFAULT_MAX_HELDOUT
-from politician_lm.evaluation.inputs import choose_judge, held_out, probe_items, training_logs
+from politician_lm.evaluation.inputs import (
+    check_numbers,
+    choose_judge,
+    generic_texts_pool,
+    held_out,
+    probe_items,
+    training_logs,
+)
 from politician_lm.evaluation.lineage import check_held_apart, evaluated_data
 from politician_lm.values import check_choice, parse_list
 
@@ -83,7 +90,8 @@ def evaluate(
         politician: Target politician (default: from the first adapter's metadata).
         prompts_file: Your own JSONL of probe prompts (``{"prompt", "kind"}``); ``kind: identity`` rows are scored for
             identity, the rest for style. Default: the held-out split plus ``identity_probes``.
-        identity_probes: Identity questions worded unlike the training ones.
+        identity_probes: Identity questions worded unlike the training ones (a JSONL file, relative to the working
+            folder; ``none``: no identity metrics). A file that does not exist is refused.
         logs: Lightning ``metrics.csv`` files whose loss and persona curves go into the report.
         num_prompts: Most held-out prompts generated for (a seeded choice).
         max_new_tokens: Longest generation per prompt (greedy).
@@ -99,7 +107,8 @@ def evaluate(
         seed: Seed of the prompt choice and of the bootstrap.
         val_fraction: Split of ``data_path`` (default: as the first adapter was trained, else 0.1).
         split_seed: Seed of that split (default: as the first adapter was trained, else 42).
-        style_data_dir: Folder of ``<politician>/*.jsonl`` for the style classifier (cached).
+        style_data_dir: Folder of ``<politician>/*.jsonl`` for the style classifier (cached) and the prompts of its
+            ``generic`` class (with either judge): a folder without them is refused.
         profiles_dir: Folder of ``<politician>.yaml`` profiles.
         generic_prompts: Training prompts the base answers without persona, to teach the classifier ``generic``.
         memorization_words: A generation that repeats this many words of a training completion counts as memorized.
@@ -127,6 +136,10 @@ def evaluate(
         overwrite: Replace ``output_dir`` if it exists.
         allow_pickle: Accept pickle (.bin) weights, which can run code when loaded.
     """
+    check_numbers(num_prompts=num_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                  loss_batch_size=loss_batch_size, generic_prompts=generic_prompts, n_boot=n_boot,
+                  memorization_words=memorization_words, max_heldout=max_heldout, val_fraction=val_fraction,
+                  repetition_penalty=repetition_penalty)  # fmt: skip
     adapter_list = parse_list(adapters, "adapters")
     folders = [read_adapter(p, allow_pickle) for p in adapter_list + (parse_list(merged, "merged") if merged else [])]
     fits = [str(f.path) for f in folders[: len(adapter_list)]] if pool_adapters else None
@@ -148,23 +161,20 @@ def evaluate(
     own_voice = held.own_voice(politician) if judge_kind == "sotu" and politician not in presidents else None
     profile = load_profile(politician, profiles_dir)
     check_choice("--stances", stances, StanceSet)
-    if not repetition_penalty > 0:
-        raise UserError(f"--repetition_penalty must be above 0 (1.0: no penalty), got {repetition_penalty}")
     load_stances(profile, f"{profiles_dir}/{politician}.yaml")  # a malformed stance fails before any model loads
     style_items, identity_items = probe_items(prompts_file, held.rows, num_prompts, seed, identity_probes)
+    # Generic class: the base without persona on training-side prompts of every politician (never the held-out ones).
+    pool = generic_texts_pool(style_data_dir, generic_prompts, held.val_fraction, held.split_seed, seed)
 
     # Loaded only now: the metrics pull in scikit-learn and nltk, which a bad input or --help never needs.
     from politician_lm.commands._evaluate_steps import build_arms, model_build, run_arms
     from politician_lm.evaluation.arms import ArmContext
     from politician_lm.evaluation.card import scorecard_report, scorecard_text, short_name
     from politician_lm.evaluation.report import read_log, write_scorecard
-    from politician_lm.evaluation.style import generic_pool
     from politician_lm.inference import load_persona
 
     persona = load_persona([str(f.path) for f in folders], base_model=base_model, allow_pickle=allow_pickle)
     arms = build_arms(persona, folders, persona.style.system_prompt or profile.get("system_prompt"))
-    # Generic class: the base without persona on training-side prompts of every politician (never the held-out ones).
-    pool = generic_pool(style_data_dir, generic_prompts, held.val_fraction, held.split_seed, seed)
     train_texts = held.training_completions()
     ctx = ArmContext(
         politician,

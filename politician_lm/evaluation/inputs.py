@@ -24,9 +24,45 @@ from politician_lm.values import check_choice, parse_list
 if TYPE_CHECKING:
     from politician_lm.evaluation.voices import ExtraVoices
 
-__all__ = ["HeldOut", "choose_judge", "held_out", "probe_items", "split_records", "trained_data", "training_logs"]
+__all__ = [
+    "HeldOut",
+    "check_numbers",
+    "choose_judge",
+    "generic_texts_pool",
+    "held_out",
+    "probe_items",
+    "split_records",
+    "trained_data",
+    "training_logs",
+]
 
 JudgeChoice = Literal["auto", "records", "sotu"]
+
+
+def check_numbers(repetition_penalty: float, val_fraction: float | None, **counts: int | None) -> None:
+    """One line for a numeric option out of its range, before anything is read: every count at least 1 (None: unset),
+    ``val_fraction`` between 0 and 1, ``repetition_penalty`` above 0."""
+    for name, value in counts.items():
+        if value is not None and value < 1:
+            raise UserError(f"--{name} must be at least 1, got {value}")
+    if val_fraction is not None and not 0 < val_fraction < 1:
+        raise UserError(f"--val_fraction must be between 0 and 1, got {val_fraction}")
+    if not repetition_penalty > 0:
+        raise UserError(f"--repetition_penalty must be above 0 (1.0: no penalty), got {repetition_penalty}")
+
+
+def generic_texts_pool(data_dir: str, n: int, val_fraction: float, split_seed: int, seed: int) -> list[list[dict]]:
+    """``style.generic_pool``'s prompts for the judge's ``generic`` class; one line when ``data_dir`` holds none (no
+    ``<politician>/*.jsonl``), which would drop the class from the judge."""
+    from politician_lm.evaluation.style import generic_pool
+
+    pool = generic_pool(data_dir, n, val_fraction, split_seed, seed)
+    if not pool:
+        raise UserError(
+            f"--style_data_dir {data_dir}: no <politician>/*.jsonl training records, which the judge's generic class "
+            "is the base model's answers to: pass the folder that holds them (the repository's data/)"
+        )
+    return pool
 
 
 def training_logs(logs: list[str] | str | None) -> list[Path]:
@@ -201,5 +237,12 @@ def probe_items(
     style_items = [
         {"messages": r["messages"][:-1], "kind": r["kind"], "reference": r["messages"][-1]["content"]} for r in chosen
     ]
-    identity_items = records.read_prompts(Path(identity_probes)) if Path(identity_probes).is_file() else []
+    if not identity_probes or identity_probes.lower() == "none":
+        return style_items, []
+    if not Path(identity_probes).is_file():
+        raise UserError(
+            f"--identity_probes {identity_probes}: file not found (relative to {Path.cwd()}); pass the identity "
+            "probes JSONL, e.g. the repository's data/identity_probes.jsonl, or none to score no identity"
+        )
+    identity_items = records.read_prompts(Path(identity_probes))
     return style_items, identity_items

@@ -112,3 +112,37 @@ def test_a_preference_stage_is_scored_on_its_sft_data_not_on_its_pairs(quill, ca
     orphan = copy_adapter(quill, "orphan", pairs)  # no init_adapter to follow
     err = refused(capsys, quill, "--adapters", str(orphan))
     assert f"trained on the preference pairs {pairs}" in err and "pass --data_path <the SFT data>" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--batch_size", "0", "--batch_size must be at least 1, got 0"),
+        ("--loss_batch_size", "-1", "--loss_batch_size must be at least 1, got -1"),
+        ("--n_boot", "0", "--n_boot must be at least 1, got 0"),
+        ("--num_prompts", "0", "--num_prompts must be at least 1"),
+        ("--max_new_tokens", "0", "--max_new_tokens must be at least 1"),
+        ("--generic_prompts", "0", "--generic_prompts must be at least 1"),
+        ("--memorization_words", "0", "--memorization_words must be at least 1"),
+        ("--val_fraction", "1.5", "--val_fraction must be between 0 and 1"),
+        ("--identity_probes", "nowhere/probes.jsonl", "--identity_probes nowhere/probes.jsonl: file not found"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_before_loading(quill, capsys, flag, value, message):
+    split = json.loads((quill / "held" / "stats.json").read_text())["split"]
+    adapter = quill / f"good-{flag[2:]}-{value}".replace("/", "_")  # trained on the folder evaluated, as fit writes
+    copy_adapter(quill, adapter.name, quill / "held", split)
+    err = refused(capsys, quill, "--adapters", str(adapter), "--num_prompts", "2",
+                  "--max_new_tokens", "2", "--generic_prompts", "2", "--max_heldout", "2", flag, value)  # fmt: skip
+    assert message in err
+
+
+@pytest.mark.slow
+def test_a_style_data_dir_without_politician_folders_is_refused_not_a_judge_without_generic(quill, capsys):
+    split = json.loads((quill / "held" / "stats.json").read_text())["split"]
+    good = copy_adapter(quill, "good-3", quill / "held", split)
+    (quill / "empty").mkdir()
+    err = refused(capsys, quill, "--adapters", str(good), "--judge", "sotu", "--style_data_dir", str(quill / "empty"),
+                  "--num_prompts", "2", "--max_new_tokens", "2", "--max_heldout", "2", "--n_boot", "10")  # fmt: skip
+    assert f"--style_data_dir {quill / 'empty'}: no <politician>/*.jsonl" in err
