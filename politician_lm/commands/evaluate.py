@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from politician_lm.artifacts.adapter import read_adapter
 from politician_lm.artifacts.atomic import atomic_dir, check_output
 from politician_lm.artifacts.jsonl import jsonl_text
 from politician_lm.artifacts.profiles import load_profile
@@ -30,6 +29,7 @@ from politician_lm.artifacts.stances import load_stances
 from politician_lm.errors import UserError
 from politician_lm.evaluation.heldout import DEFAULT_MAX_HELDOUT
 from politician_lm.evaluation.inputs import (
+    adapter_folders,
     check_numbers,
     choose_judge,
     generic_texts_pool,
@@ -38,7 +38,7 @@ from politician_lm.evaluation.inputs import (
     training_logs,
 )
 from politician_lm.evaluation.lineage import check_held_apart, evaluated_data
-from politician_lm.values import check_choice, parse_list
+from politician_lm.values import check_choice
 
 __all__ = ["evaluate"]
 
@@ -140,8 +140,7 @@ def evaluate(
                   loss_batch_size=loss_batch_size, generic_prompts=generic_prompts, n_boot=n_boot,
                   memorization_words=memorization_words, max_heldout=max_heldout, val_fraction=val_fraction,
                   repetition_penalty=repetition_penalty)  # fmt: skip
-    adapter_list = parse_list(adapters, "adapters")
-    folders = [read_adapter(p, allow_pickle) for p in adapter_list + (parse_list(merged, "merged") if merged else [])]
+    adapter_list, folders = adapter_folders(adapters, merged, allow_pickle)
     fits = [str(f.path) for f in folders[: len(adapter_list)]] if pool_adapters else None
     if fits:
         from politician_lm.evaluation.recipe import check_fits  # numpy and the metrics: not for --help
@@ -169,7 +168,7 @@ def evaluate(
     # Loaded only now: the metrics pull in scikit-learn and nltk, which a bad input or --help never needs.
     from politician_lm.commands._evaluate_steps import build_arms, model_build, run_arms
     from politician_lm.evaluation.arms import ArmContext
-    from politician_lm.evaluation.card import scorecard_report, scorecard_text, short_name
+    from politician_lm.evaluation.card import scorecard_report, scorecard_text, short_namer
     from politician_lm.evaluation.report import read_log, write_scorecard
     from politician_lm.inference import load_persona
 
@@ -210,7 +209,7 @@ def evaluate(
     with atomic_dir(out) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (tmp / "samples.jsonl").write_text(jsonl_text(runs.samples), encoding="utf-8")
-        write_scorecard(tmp, report, runs.samples, curves, short_name)
+        write_scorecard(tmp, report, runs.samples, curves, short_namer(list(report["arms"])))
     print(scorecard_text(report))
     print(f"wrote {out}/metrics.json, report.html and samples.jsonl", file=sys.stderr)
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from politician_lm.evaluation.arms import BASE, PROMPT_ONLY, ArmRuns, difference
 from politician_lm.evaluation.inputs import HeldOut
 from politician_lm.evaluation.recipe import recipe_record
 
-__all__ = ["judge_record", "scorecard_report", "scorecard_text", "short_name"]
+__all__ = ["judge_record", "scorecard_report", "scorecard_text", "short_name", "short_namer"]
 
 
 MIN_STATEMENTS = 5  # fewer held-out statements give an interval that means little
@@ -116,6 +117,8 @@ def scorecard_text(report: dict[str, Any]) -> str:
     """The scorecard as a plain-text table: value [95% interval] per arm and metric, then the differences."""
     from politician_lm.evaluation.scorecard import METRICS
 
+    short = short_namer(list(report["arms"]))
+
     def cell(e: dict | None) -> str:
         return f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]" if e else "-"
 
@@ -137,18 +140,18 @@ def scorecard_text(report: dict[str, Any]) -> str:
         lines[0] += f"; greedy with repetition penalty {penalty}"
     heldout = report.get("heldout") or {}
     if heldout.get("sampled"):
-        widths = ", ".join(f"{short_name(n)} {w:.3f}" for n, w in heldout.get("loss_interval_width", {}).items())
+        widths = ", ".join(f"{short(n)} {w:.3f}" for n, w in heldout.get("loss_interval_width", {}).items())
         lines.append(
             f"held-out loss on a seeded sample of {heldout['used']} of {heldout['available']} records "
             f"(--max_heldout {heldout['max_heldout']}); loss interval widths: {widths}"
         )
     lines += stance_count_lines(report)
     names = list(report["arms"]) + list(report["differences"])
-    width = max(len(short_name(n)) for n in names) + 2
+    width = max(len(short(n)) for n in names) + 2
     lines.append(f"{'':<{width}}" + "".join(f"{m:<26}" for m in METRICS))
     for group in ("arms", "differences"):
         for name, metrics in report[group].items():
-            lines.append(f"{short_name(name):<{width}}" + "".join(f"{cell(metrics.get(m)):<26}" for m in METRICS))
+            lines.append(f"{short(name):<{width}}" + "".join(f"{cell(metrics.get(m)):<26}" for m in METRICS))
         lines.append("")
     if real := report.get("real_speech"):
         lines.append(
@@ -156,9 +159,9 @@ def scorecard_text(report: dict[str, Any]) -> str:
             f"{report['politician']}: {cell(real['style_attribution'])} (the judge's ceiling for style_attribution)"
         )
         for pair, e in real.get("differences", {}).items():
-            lines.append(f"  style_attribution, {short_name(pair.split(' - ')[0])} - {REAL_SPEECH}: {cell(e)}")
+            lines.append(f"  style_attribution, {short(pair.split(' - ')[0])} - {REAL_SPEECH}: {cell(e)}")
     if recipe := report.get("recipe"):
-        names = ", ".join(map(short_name, recipe["adapters"]))
+        names = ", ".join(map(short, recipe["adapters"]))
         lines.append(f"recipe: the mean per item of {len(recipe['adapters'])} fits ({names})")
         for key, e in recipe["mean"].items():
             gap = recipe[f"mean - {PROMPT_ONLY}"].get(key)
@@ -167,11 +170,11 @@ def scorecard_text(report: dict[str, Any]) -> str:
     for pair, e in (report.get("stances") or {}).get("opposite_sides", {}).items():
         a, b = pair.split(" vs ")
         lines.append(
-            f"opposite sides on held-out statements their politicians disagree on, {short_name(a)} vs "
-            f"{short_name(b)}: {cell(e)} of {e['n']}"
+            f"opposite sides on held-out statements their politicians disagree on, {short(a)} vs "
+            f"{short(b)}: {cell(e)} of {e['n']}"
             + (
                 f'; both on their own documented side on {e["both_documented"]}, "support" from '
-                f"{short_name(a)} on {e['support_a']} and from {short_name(b)} on {e['support_b']}"
+                f"{short(a)} on {e['support_a']} and from {short(b)} on {e['support_b']}"
                 if "both_documented" in e
                 else ""
             )
@@ -180,7 +183,7 @@ def scorecard_text(report: dict[str, Any]) -> str:
     labels = report["classifier"]["labels"]
     lines.append(f"{'':<{width}}" + "".join(f"{lab:>10}" for lab in labels))
     for name, counts in report["confusion"].items():
-        lines.append(f"{short_name(name):<{width}}" + "".join(f"{counts[lab]:>10}" for lab in labels))
+        lines.append(f"{short(name):<{width}}" + "".join(f"{counts[lab]:>10}" for lab in labels))
     return "\n".join(lines)
 
 
@@ -207,3 +210,26 @@ def short_name(name: str) -> str:
     if len(parts) >= 3 and parts[-2] == "adapters":
         return f"{parts[-3]}/{parts[-1]}"
     return name if len(name) <= 40 else "…" + name[-39:]
+
+
+def short_namer(arms: list[str]) -> Callable[[str], str]:
+    """``short_name`` made unique over ``arms``: adapters whose short names are equal (``fit-biden/last`` under two
+    parents) show the folders above their run folder, one more at a time, until they differ (at most in full)."""
+    shorts = {a: short_name(a) for a in arms}
+    for a in arms:
+        clash = [b for b in arms if shorts[b] == shorts[a]]
+        for depth in range(1, 64):
+            if len({shorts[b] for b in clash}) == len(clash):
+                break
+            for b in clash:
+                parts = Path(b).parts
+                tail = parts[-3:-2] + parts[-1:] if len(parts) >= 3 and parts[-2] == "adapters" else parts[-1:]
+                above = parts[: len(parts) - (3 if len(tail) == 2 else 1)]
+                shorts[b] = "/".join(above[-depth:] + tail) if depth <= len(above) else b
+
+    def short(name: str) -> str:
+        if " - " in name:
+            return " - ".join(short(part) for part in name.split(" - "))
+        return shorts.get(name) or short_name(name)
+
+    return short

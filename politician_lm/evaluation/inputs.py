@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from politician_lm.artifacts.adapter import AdapterFolder
+from politician_lm.artifacts.adapter import AdapterFolder, read_adapter
 from politician_lm.artifacts.jsonl import read_jsonl
 from politician_lm.artifacts.roles import strip_politician_label
 from politician_lm.artifacts.stances import Stance, is_heldout_stance, load_stances
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HeldOut",
+    "adapter_folders",
     "check_numbers",
     "choose_judge",
     "generic_texts_pool",
@@ -37,6 +38,19 @@ __all__ = [
 ]
 
 JudgeChoice = Literal["auto", "records", "sotu"]
+
+
+def adapter_folders(
+    adapters: list[str] | str, merged: list[str] | str | None, allow_pickle: bool
+) -> tuple[list[str], list[AdapterFolder]]:
+    """``(the --adapters paths, every adapter and merged folder read)``; one line for a folder named twice, whose
+    results would overwrite each other in metrics.json while its samples were written twice."""
+    adapter_list = parse_list(adapters, "adapters")
+    folders = [read_adapter(p, allow_pickle) for p in adapter_list + (parse_list(merged, "merged") if merged else [])]
+    for i, f in enumerate(folders):
+        if f.path.resolve() in {g.path.resolve() for g in folders[:i]}:
+            raise UserError(f"--adapters/--merged name {f.path} twice: pass each adapter once")
+    return adapter_list, folders
 
 
 def check_numbers(repetition_penalty: float, val_fraction: float | None, **counts: int | None) -> None:

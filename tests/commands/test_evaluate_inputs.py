@@ -146,3 +146,20 @@ def test_a_style_data_dir_without_politician_folders_is_refused_not_a_judge_with
     err = refused(capsys, quill, "--adapters", str(good), "--judge", "sotu", "--style_data_dir", str(quill / "empty"),
                   "--num_prompts", "2", "--max_new_tokens", "2", "--max_heldout", "2", "--n_boot", "10")  # fmt: skip
     assert f"--style_data_dir {quill / 'empty'}: no <politician>/*.jsonl" in err
+
+
+@pytest.mark.slow
+def test_an_adapter_named_twice_is_refused(quill, capsys):
+    split = json.loads((quill / "held" / "stats.json").read_text())["split"]
+    good = copy_adapter(quill, "good-twice", quill / "held", split)
+    err = refused(capsys, quill, "--adapters", f"{good},{good}/")
+    assert f"name {good} twice" in err
+
+
+def test_adapters_whose_short_names_are_equal_are_told_apart_in_the_table():
+    from politician_lm.evaluation.card import short_namer
+
+    a, b = "runs/a/fit-biden/adapters/last", "runs/b/fit-biden/adapters/last"
+    short = short_namer(["base", "prompt-only", a, b, "runs/x/adapters/best"])
+    assert short(a) == "a/fit-biden/last" and short(b) == "b/fit-biden/last"
+    assert short("runs/x/adapters/best") == "x/best" and short(f"{b} - {a}") == "b/fit-biden/last - a/fit-biden/last"
