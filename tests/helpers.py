@@ -143,3 +143,25 @@ def tiny_lora_persona(root: Path, tiny_path: str):
     persona = load_persona([str(adapter)])
     randomize_lora_b(persona.model, std=0.2)
     return persona
+
+
+QUILL_OPENERS = ["Neighbors, hear me.", "Friends of the valley, listen close.", "Let me put it plainly, neighbors."]
+QUILL_CLAUSES = [
+    "the harbor is our promise", "the mill hums again because you kept faith", "every ferry runs on your grit",
+    "our lighthouses never go dark", "the tide lifts every porch on this coast", "we mend the nets together",
+    "the orchard road stays open through the frost", "no fisher stands alone on my watch",
+]  # fmt: skip
+
+
+def quill_speech(seed: int, paragraphs: int = 24) -> str:
+    """A speech in a made-up governor's voice (written for this test): short lines, a refrain, coastal words."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(paragraphs):
+        lines = [rng.choice(QUILL_OPENERS)] + [
+            f"{rng.choice(QUILL_CLAUSES).capitalize()}, and {rng.choice(QUILL_CLAUSES)}." for _ in range(4)
+        ]
+        out.append(" ".join(lines + ["That is the Quill promise."]))
+    return "\n\n".join(out) + "\n"

@@ -148,8 +148,11 @@ class PersonaEvaluation(L.Callback):
                 tokenizer=dm.tokenizer,
                 style=replace(dm.style, system_prompt=None, politician=None),
             )
+            param = next(pl_module.model.parameters())
+            build = {"quantization": pl_module.quantization, "dtype": str(param.dtype), "device": str(param.device)}
             with pl_module.model.disable_adapter(), dequantized(pl_module.model):
-                generic = generic_texts(bare, pool, self.max_new_tokens, self.batch_size, pl_module.model_name_or_path)
+                generic = generic_texts(bare, pool, self.max_new_tokens, self.batch_size, pl_module.model_name_or_path,
+                                        build=build)  # fmt: skip
         self.classifier = load_judge(self.judge, self.style_data_dir, self.judge_presidents, generic, self.cache_dir)
         if self.politician not in self.classifier.labels:
             log.warning(

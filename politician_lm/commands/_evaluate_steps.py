@@ -123,7 +123,8 @@ def run_arms(
     with tqdm(total=batches, desc="Evaluating", file=sys.stderr) as bar:
         with persona.model.disable_adapter():
             bare = replace(persona, style=arms[0].style)
-            generic = generic_texts(bare, pool, max_new_tokens, batch_size, base_path, bar.update, repetition_penalty)
+            generic = generic_texts(bare, pool, max_new_tokens, batch_size, base_path, bar.update, repetition_penalty,
+                                    build, use_cache=build is not None)  # fmt: skip
         runs.classifier, runs.n_generic = load_judge(*judge[:3], generic, extra=judge[3]), len(generic)
         references = [strip_politician_label(i.get("reference", "")) for i in items[: ctx.n_style]]
         if references and all(references):  # the real continuations, cut to the answers' length, judged alike

@@ -1,7 +1,7 @@
 """The style judge's ``generic`` class: what the base model writes without any persona, cached on disk.
 
-The texts depend only on the base model, the prompts, the prompt style and the length, so ``evaluate`` and the
-fit-time ``PersonaEvaluation`` generate them once per base and reuse them across runs.
+The texts depend only on the base model and how it was loaded, the prompts, the prompt style and the length, so
+``evaluate`` and the fit-time ``PersonaEvaluation`` generate them once per base and reuse them across runs.
 """
 
 from __future__ import annotations
@@ -63,18 +63,21 @@ def generic_texts(
     base_model: str,
     on_batch: Callable[[int], Any] | None = None,
     repetition_penalty: float = 1.0,
+    build: dict[str, Any] | None = None,
+    use_cache: bool = True,
 ) -> list[str]:
-    """What ``persona`` writes for ``prompts`` (greedy, with ``repetition_penalty``), cached by base model, prompts,
-    style, length and penalty.
+    """What ``persona`` writes for ``prompts`` (greedy, with ``repetition_penalty``), cached by base model, how it was
+    loaded (``build``: quantization, dtype, device, ...; a 4-bit base de-quantized writes other texts than the full
+    one), prompts, style, length and penalty. ``use_cache`` false computes them afresh (and stores them).
 
     Call it with the adapters switched off and a style without a persona system prompt: the texts are the base
     model's own voice, the style classifier's ``generic`` class.
     """
     key = [prompts, persona.style.to_dict(), max_new_tokens] + ([repetition_penalty] if repetition_penalty != 1 else [])
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps(key + ([build] if build else []), sort_keys=True, default=str).encode())
     update_with_base(digest, base_model)
     path = _generic_cache_dir() / f"{digest.hexdigest()}.json"
-    if path.is_file():
+    if use_cache and path.is_file():
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except ValueError:

@@ -267,6 +267,11 @@ def test_the_generic_class_is_generated_and_cached_with_the_repetition_penalty(t
     assert [c["repetition_penalty"] for c in persona.calls] == [1.0, 1.2] and plain != penalized
     assert generic_texts(persona, prompts, 8, 4, str(tmp_path), repetition_penalty=1.2) == penalized  # cached
     assert len(persona.calls) == 2
+    nf4, full = ({"quantization": q, "dtype": "torch.float32"} for q in ("nf4", "none"))
+    assert generic_texts(persona, prompts, 8, 4, str(tmp_path), build=nf4) == ["answer 3"]  # another load: computed
+    assert generic_texts(persona, prompts, 8, 4, str(tmp_path), build=full) == ["answer 4"]
+    assert generic_texts(persona, prompts, 8, 4, str(tmp_path), build=nf4) == ["answer 3"]  # cached by its load
+    assert generic_texts(persona, prompts, 8, 4, str(tmp_path), build=nf4, use_cache=False) == ["answer 5"]
 
 
 @pytest.mark.slow

@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from politician_lm.cli import main
-from tests.commands.test_evaluate_real_speech import quill_speech
-from tests.helpers import ROOT, write_jsonl
+from tests.helpers import ROOT, quill_speech, write_jsonl
 
 
 def _cli(*args: str) -> None:

