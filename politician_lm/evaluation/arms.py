@@ -6,6 +6,7 @@ produced; running the model is ``commands/_evaluate_steps.py``'s job (evaluation
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,8 @@ from politician_lm.data.templates import PromptStyle
 from politician_lm.evaluation import scorecard
 from politician_lm.evaluation.metrics import distinct_n
 from politician_lm.evaluation.stances import score_stances
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BASE",
@@ -76,6 +79,7 @@ class ArmContext:
     n_style: int  # the first n_style texts answer style prompts, the rest identity probes
     stances: str = "heldout"  # which profile stances are probed: heldout, val, all or none
     val_stances: frozenset[str] = frozenset()  # statements whose records are in the data's val.jsonl, none held out
+    trained_stances: frozenset[str] | None = None  # statements with a record in the training data (None: unknown)
 
 
 @dataclass
@@ -94,8 +98,9 @@ class ArmRuns:
 
 def target_stances(arm: Arm, ctx: ArmContext) -> list[Stance]:
     """The stance statements an arm is probed on: its target's profile stances, held-out ones only unless
-    ``ctx.stances`` is ``all``, or ``val``: those in ``ctx.val_stances`` (none for ``none`` or a profile without
-    stances)."""
+    ``ctx.stances`` is ``all`` (then, for the evaluated politician, only statements held out, in val or with a record
+    in the training data, ``ctx.trained_stances``), or ``val``: those in ``ctx.val_stances`` (none for ``none`` or a
+    profile without stances)."""
     if ctx.stances == "none":
         return []
     target = arm.target(ctx.politician)
@@ -103,7 +108,19 @@ def target_stances(arm: Arm, ctx: ArmContext) -> list[Stance]:
     stances = load_stances(profile, f"{ctx.profiles_dir}/{target}.yaml")
     if ctx.stances == "val":
         return [s for s in stances if s.id in ctx.val_stances]
-    return stances if ctx.stances == "all" else [s for s in stances if is_heldout_stance(s.id)]
+    if ctx.stances != "all":
+        return [s for s in stances if is_heldout_stance(s.id)]
+    if ctx.trained_stances is None or target != ctx.politician:
+        return stances
+    known = [s for s in stances if is_heldout_stance(s.id) or s.id in ctx.val_stances | ctx.trained_stances]
+    if len(known) < len(stances):  # added to the profile after prepare: "seen" would count them as trained
+        log.warning(
+            "%d of %s's statements have no record in the training data (added to the profile since prepare?); "
+            "they are left out of stance_agreement_seen",
+            len(stances) - len(known),
+            target,
+        )
+    return known
 
 
 def score_arm(

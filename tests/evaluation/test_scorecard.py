@@ -216,6 +216,28 @@ def test_evaluate_reads_the_validation_statements_from_the_data_and_probes_only_
             assert chosen and all(is_heldout_stance(i) for i in chosen) and not chosen & val
 
 
+def test_stances_all_counts_as_seen_only_statements_the_training_data_holds(caplog):
+    """``--stances all``: a statement with no record in the training data (added to the profile since prepare) is
+    neither held out nor seen: it is left out, with a warning, rather than counted as trained."""
+    from politician_lm.artifacts.profiles import load_profile
+    from politician_lm.artifacts.stances import is_heldout_stance, load_stances
+    from politician_lm.evaluation.arms import Arm, ArmContext, target_stances
+    from tests.helpers import ROOT
+
+    profiles = ROOT / "data" / "profiles"
+    profile = load_profile("trump", profiles)
+    ids = [s.id for s in load_stances(profile)]
+    trained = frozenset(i for i in ids if not is_heldout_stance(i))
+    some = frozenset(sorted(trained)[:5])
+    arm = Arm("prompt-only", None, None)
+    everything = ArmContext("trump", profile, str(profiles), None, [], 12, 0, "all", frozenset(), trained)
+    assert [s.id for s in target_stances(arm, everything)] == ids and not caplog.text
+    part = ArmContext("trump", profile, str(profiles), None, [], 12, 0, "all", frozenset(), some)
+    chosen = {s.id for s in target_stances(arm, part)}
+    assert chosen == some | {i for i in ids if is_heldout_stance(i)}
+    assert f"{len(trained) - 5} of trump's statements have no record in the training data" in caplog.text
+
+
 def test_stances_val_without_validation_statements_is_one_line_naming_the_prepare_flag():
     from politician_lm.errors import UserError
     from politician_lm.evaluation.inputs import HeldOut
