@@ -38,6 +38,7 @@ from politician_lm.callbacks.checkpoint import (
     CHECKPOINT_DIR,
     STEP_DEFAULTS,
     StepCheckpoint,
+    check_resume_data,
     find_checkpoint,
 )
 from politician_lm.callbacks.export import AdapterExport
@@ -107,6 +108,7 @@ class PoliticianCLI(LightningCLI):
         root = config.trainer.default_root_dir
         if self.subcommand:
             config.ckpt_path = resolve_ckpt_path(self.subcommand, config, root)
+            check_resume_data(config.ckpt_path if self.subcommand == "fit" else None, config.data)
         if config.trainer.logger is None or config.trainer.logger is True:
             # what Lightning would pick without TensorBoard, minus its warning about tensorboardX
             config.trainer.logger = Namespace(

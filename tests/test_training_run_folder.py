@@ -262,6 +262,27 @@ def test_resuming_with_another_lora_rank_is_one_line(run, capsys, chdir_root):
     assert "model.lora_r 8" in lines[0] and "model.lora_r 16" in lines[0]
 
 
+@pytest.mark.parametrize(
+    "changed,message",
+    [
+        (
+            ["--data.data_path", "data/trump", "--data.politician", "trump"],
+            "data.data_path 'data/biden', not 'data/trump'",
+        ),
+        (["--data.politician", "trump"], "data.politician 'biden', not 'trump'"),
+    ],
+)
+def test_resuming_on_other_data_or_for_another_politician_is_one_line(run, capsys, chdir_root, changed, message):
+    """A Biden run resumed with Trump's data went on as Trump and kept Biden's best adapter and best score."""
+    root, _ = run
+    before = sorted(p.name for p in root.rglob("*"))
+    with pytest.raises(SystemExit) as exc:
+        main(fit_args(root, "--ckpt_path", "last", "--trainer.max_epochs", "3", *changed))
+    lines = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.startswith("politician-lm")]
+    assert exc.value.code == 2 and len(lines) == 1 and message in lines[0], lines
+    assert sorted(p.name for p in root.rglob("*")) == before
+
+
 def test_fit_without_default_root_dir_writes_under_runs(tmp_path, chdir_root):
     from politician_lm.training import run_trainer_cli
 

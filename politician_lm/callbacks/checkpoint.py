@@ -92,3 +92,20 @@ def find_checkpoint(root: str | Path, which: str, monitor: str = "val_loss", mod
     if not scored:
         return candidates[-1]
     return (min if mode == "min" else max)(scored, key=lambda sp: sp[0])[1]
+
+
+def check_resume_data(ckpt_path: str | None, data: Any) -> None:
+    """A one-line UserError when ``fit`` resumes ``ckpt_path`` with other data or another politician than the run
+    was trained with (``data``: the config's data section): the run would go on on other records, and its best
+    adapter's score would be compared across two validation sets."""
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        return
+    saved = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=False).get("datamodule_hyper_parameters")
+    for key in ("data_path", "politician") if saved else ():
+        was, now = saved.get(key), data.get(key)
+        same = was == now or (key == "data_path" and bool(was and now) and Path(was).resolve() == Path(now).resolve())
+        if not same:
+            raise UserError(
+                f"{ckpt_path}: the run was trained with data.{key} {was!r}, not {now!r}; resume with the same "
+                "data, or start another run (another --trainer.default_root_dir, or --overwrite true)"
+            )
