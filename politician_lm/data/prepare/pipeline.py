@@ -13,7 +13,7 @@ from politician_lm.artifacts.atomic import atomic_dir
 from politician_lm.artifacts.jsonl import read_jsonl, write_jsonl
 from politician_lm.artifacts.profiles import load_profile_spec, profile_file
 from politician_lm.artifacts.stances import Stance, load_stances, split_stances
-from politician_lm.data.corpora import corpus_documents, corpus_speaker
+from politician_lm.data.corpora import corpus_documents, corpus_politician, corpus_speaker
 from politician_lm.data.prepare.build import Candidate, RecordBuilder
 from politician_lm.data.prepare.files import TABLE_SUFFIXES, TEXT_SUFFIXES, BadFile, expand
 from politician_lm.data.prepare.identity import IdentityEntry, load_identity_template, profile_values
@@ -134,6 +134,9 @@ def read_inputs(
     inputs.profiles = {
         k: profile_file(v).stem for k, v in (("identity_profile", identity_profile), ("stances", stances)) if v
     }
+    named = {corpus_politician(spec) for spec in corpus or []}
+    if len(named) == 1 and not inputs.profiles:  # one politician's speeches, and no profile that names them
+        inputs.profiles["corpus"] = named.pop()
     if identity_profile:
         inputs.profile_values = profile_values(load_profile_spec(identity_profile))
         if not inputs.identity_template.is_file():
