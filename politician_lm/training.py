@@ -122,6 +122,7 @@ class PoliticianCLI(LightningCLI):
         if config.get("overwrite") and config.get("ckpt_path") is None:
             for part in run_parts(config.trainer.default_root_dir, config.adapter_export.dirname):
                 shutil.rmtree(part)
+            (Path(config.trainer.default_root_dir) / "side_by_side.jsonl").unlink(missing_ok=True)  # the old run's
         wandb = [logger for logger in self.trainer.loggers if isinstance(logger, WandbLogger)]
         for logger, offline in zip(wandb, wandb_offline(config.trainer.logger)):  # both in the configured order
             if offline:

@@ -232,6 +232,7 @@ def test_a_second_fit_into_a_used_folder_is_refused_before_any_model_loads(run, 
 def test_overwrite_replaces_the_run_and_leaves_no_versioned_duplicates(run, tmp_path, chdir_root):
     root = tmp_path / "copy"
     shutil.copytree(run[0], root)
+    (root / "side_by_side.jsonl").write_text('{"prompt": "the old run\'s table"}\n')  # as SideBySide writes it
     main(
         fit_args(
             root,
@@ -249,6 +250,7 @@ def test_overwrite_replaces_the_run_and_leaves_no_versioned_duplicates(run, tmp_
     )
     assert sorted(p.name for p in (root / "checkpoints").iterdir()) == ["last.ckpt"]  # no last-v1, no old step*.ckpt
     assert sorted(p.name for p in (root / "adapters").iterdir()) == ["last"]  # the old best is gone with its run
+    assert not (root / "side_by_side.jsonl").exists()  # the old run's table went with it
     assert json.loads((root / "adapters" / "last" / "politician_lm.json").read_text())["global_step"] == 3
     assert torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
 

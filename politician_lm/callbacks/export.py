@@ -146,6 +146,15 @@ class AdapterExport(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.save_last and trainer.state.fn == "fit":
             self.export(trainer, pl_module, "last")
+        if self.save_best and trainer.state.fn == "fit" and self.best_score is None:
+            log.warning(
+                "no validation logged %s before fit ended (trainer.max_steps %s came first?), so there is no %s/best: "
+                "use %s/last, or validate more often (--trainer.val_check_interval <steps>)",
+                self.monitor,
+                trainer.max_steps,
+                self.dirname,
+                self.dirname,
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_score": self.best_score}

@@ -418,3 +418,18 @@ def test_cpu_fit_returns_the_freed_heap_before_every_step(tmp_path, tiny_path, m
     monkeypatch.setattr(module, "release_freed_heap", lambda: calls.append(1) or True)
     fit_adapter(tmp_path, tiny_path, pc_rows(8), max_steps=3)
     assert len(calls) == 3
+
+
+@pytest.mark.slow
+def test_a_fit_that_never_validates_says_there_is_no_best_adapter(tmp_path, tiny_path, caplog):
+    """--trainer.max_steps before the first validation wrote adapters/last only, and nothing said why best was not."""
+    from tests.helpers import fit_adapter
+
+    with caplog.at_level("WARNING"):
+        fit_adapter(tmp_path / "quiet", tiny_path, pc_rows(8), max_steps=1)  # validates nothing
+    assert not (tmp_path / "quiet" / "adapters" / "best").exists()
+    assert "no validation logged val_loss before fit ended" in caplog.text and "use adapters/last" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _fit(tmp_path / "validated", tiny_path, max_steps=2)
+    assert (tmp_path / "validated" / "run" / "adapters" / "best").is_dir() and "no validation logged" not in caplog.text
