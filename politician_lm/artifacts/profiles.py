@@ -26,8 +26,15 @@ def load_profile(politician: str, profiles_dir: str | Path = "data/profiles") ->
     """Load the profile for ``politician``; the name must be a plain slug, so it can never escape ``profiles_dir``."""
     known = available(profiles_dir)
     if not _NAME.match(politician) or politician not in known:
-        hint = f"one of: {', '.join(known)}" if known else f"no profiles found in {profiles_dir}"
-        raise UserError(f"unknown politician {politician!r}; use {hint} (profiles live in {profiles_dir}/<name>.yaml)")
+        if not known:
+            raise UserError(
+                f"unknown politician {politician!r}: no profiles in {Path(profiles_dir).resolve()}; run from the "
+                "repository, or pass --profiles_dir (or --data.profiles_dir) the folder of <name>.yaml profiles"
+            )
+        raise UserError(
+            f"unknown politician {politician!r}; use one of: {', '.join(known)} "
+            f"(profiles live in {profiles_dir}/<name>.yaml)"
+        )
     path = Path(profiles_dir) / f"{politician}.yaml"
     try:
         profile = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,7 @@ def chat(
     quantization: str | None = None,
     allow_pickle: bool = False,
 ) -> None:
-    """Talk to a persona: one message per line, answers stream as they are generated; /reset, /exit.
+    """Talk to a persona: one message per line, answers stream as they are generated; /reset, /exit (/quit).
 
     Args:
         adapters: Adapter folders, as ``a,b`` or a list; applied together at run time.
@@ -200,7 +201,7 @@ def chat(
     limit = max_new_tokens or persona.generation.get("max_new_tokens") or 128
     name = persona.style.politician or politician or "assistant"
     interactive = sys.stdin.isatty()
-    print(f"Chatting with {name}. /reset clears the conversation, /exit quits.", file=sys.stderr)
+    print(f"Chatting with {name}. /reset clears the conversation, /exit (or /quit) quits.", file=sys.stderr)
     fmt = persona.style.prompt_format
     history: list[dict[str, str]] = []
     while True:
@@ -211,7 +212,7 @@ def chat(
         except KeyboardInterrupt:  # Ctrl-C at the prompt ends the chat, like /exit
             print(file=sys.stderr)
             break
-        if not line or line.strip() == "/exit":
+        if not line or line.strip() in ("/exit", "/quit"):
             break
         message = line.strip()
         if not message:
@@ -219,6 +220,9 @@ def chat(
         if message == "/reset":
             history = []
             print("(conversation cleared)", flush=True)
+            continue
+        if re.fullmatch(r"/[a-z]+", message):  # a mistyped command is no message to the persona
+            print(f"(unknown command {message}: /reset clears the conversation, /exit or /quit quits)", flush=True)
             continue
         asked = fit_history(persona, [*history, user_turn(message, fmt)], limit)
         if len(persona.prompt_ids(asked)) + limit > persona.context_window:

@@ -45,7 +45,9 @@ def discover(data_path: str | Path) -> DataFiles:
     and ``test.jsonl``); not a folder with ``val.jsonl`` or ``test.jsonl`` and no ``train.jsonl`` (held-out data)."""
     path = Path(data_path)
     if not path.exists():
-        raise UserError(f"{path}: data path does not exist; pass a .jsonl file or a folder of .jsonl files")
+        raise UserError(
+            f"{path}: data path does not exist; pass a .jsonl file or a folder of them (politician-lm prepare)"
+        )
     if path.is_file():
         if path.suffix != ".jsonl":
             raise UserError(f"{path}: expected a .jsonl file (one JSON object per line)")

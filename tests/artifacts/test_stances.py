@@ -134,3 +134,13 @@ def test_load_errors_are_one_line_and_name_the_entry(raw, says):
     assert "\n" not in message and message.startswith("x.yaml") and says in message
     if isinstance(raw, list):
         assert f"stances[{len(raw) - 1}]" in message
+
+
+def test_an_unknown_politician_says_where_profiles_were_looked_for(tmp_path):
+    """From outside the repository the message read 'use no profiles found in data/profiles'."""
+    from politician_lm.errors import UserError as Error
+
+    with pytest.raises(Error, match=r"unknown politician 'biden': no profiles in .*empty; run from the repository"):
+        load_profile("biden", tmp_path / "empty")
+    with pytest.raises(Error, match=r"unknown politician 'quill'; use one of: biden, obama, trump"):
+        load_profile("quill", PROFILES)

@@ -170,7 +170,7 @@ def test_weighted_inference_scales_each_adapter(adapter, chat_adapter):
 
 @pytest.mark.slow
 def test_chat_through_a_pipe(adapter):
-    script = "USER: Who are you?\nUSER: And taxes?\n/reset\nUSER: Again?\n/exit\nUSER: never answered\n"
+    script = "USER: Who are you?\nUSER: And taxes?\n/reset\n/rset\nUSER: Again?\n/quit\nUSER: never answered\n"
     proc = subprocess.run(
         [
             sys.executable,
@@ -194,6 +194,7 @@ def test_chat_through_a_pipe(adapter):
     lines = proc.stdout.strip().splitlines()
     assert sum(line.startswith("assistant> ") for line in lines) == 3, lines
     assert "(conversation cleared)" in lines
+    assert "(unknown command /rset: /reset clears the conversation, /exit or /quit quits)" in lines
 
 
 @pytest.mark.slow
