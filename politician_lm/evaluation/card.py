@@ -69,15 +69,16 @@ def real_speech_record(runs: ArmRuns, politician: str, n_boot: int, seed: int) -
     """metrics.json's ``real_speech``: how often the judge attributes the politician's own continuation of each
     style prompt (cut to the answers' length) to the politician: the most a persona's ``style_attribution`` can
     be expected to reach with this judge; and each adapter's paired difference to it on the same prompts
-    (``"<adapter> - real speech"``: how far the adapter is from sounding as the politician did)."""
+    (``"<adapter> - real speech"``: how far the adapter is from sounding as the politician did), for the adapters of
+    that politician only."""
     if not runs.real_speech:
         return None
     own = [float(label == politician) for label in runs.real_speech]
     gaps = {
         f"{name} - {REAL_SPEECH}": scorecard.paired_difference(s.attributed, own, n_boot=n_boot, seed=seed).to_dict()
         for name, s in runs.results.items()
-        if name not in (BASE, PROMPT_ONLY) and len(s.predicted) == len(own)
-    }
+        if name not in (BASE, PROMPT_ONLY) and len(s.predicted) == len(own) and s.target == politician
+    }  # an adapter of another politician is no attempt at this politician's speech
     return {"style_attribution": scorecard.bootstrap(own, n_boot=n_boot, seed=seed).to_dict(), "differences": gaps}
 
 

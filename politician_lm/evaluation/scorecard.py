@@ -217,12 +217,14 @@ def identity_per_item(scores: ArmScores) -> list[float]:
 
 
 def compare(a: ArmScores, b: ArmScores, n_boot: int = 2000, seed: int = 0) -> dict[str, Estimate]:
-    """``a - b`` for every metric both arms have, paired over the same items (style uses ``a``'s target for both)."""
+    """``a - b`` for every metric both arms have, paired over the same items (style uses ``a``'s target for both;
+    identity only between arms of one target: naming Trump less or more often than another arm names Biden is no
+    difference)."""
     out: dict[str, Estimate] = {}
     if a.predicted and b.predicted:
         b_on_a = [float(p == a.target) for p in b.predicted]
         out["style_attribution"] = paired_difference(a.attributed, b_on_a, n_boot=n_boot, seed=seed)
-    if a.names_self and b.names_self:
+    if a.names_self and b.names_self and a.target == b.target:
         for key in ("names_self", "claims_ai", "facts"):
             out[key] = paired_difference(getattr(a, key), getattr(b, key), n_boot=n_boot, seed=seed)
         out["identity_score"] = paired_difference(identity_per_item(a), identity_per_item(b), n_boot=n_boot, seed=seed)

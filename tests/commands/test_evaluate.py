@@ -42,6 +42,24 @@ def test_differences_are_adapter_vs_prompt_only_later_vs_first_and_prompt_only_v
     assert diff["prompt-only - base"]["heldout_loss"]["value"] == pytest.approx(-0.5)
 
 
+def test_another_politicians_adapter_gets_no_identity_difference_and_no_real_speech_gap():
+    """--adapters biden,trump on Biden's data: 'trump - prompt-only names_self' compared naming Trump with naming
+    Biden, and 'trump - real speech' Trump's attribution with Biden's own speech judged Biden."""
+    from politician_lm.evaluation.arms import ArmRuns
+    from politician_lm.evaluation.card import real_speech_record
+
+    def arm(target: str) -> ArmScores:
+        return ArmScores(target=target, predicted=["biden", "trump"], names_self=[1.0, 0.0], claims_ai=[0.0, 0.0],
+                         facts=[1.0, 1.0])  # fmt: skip
+
+    results = {BASE: arm("biden"), PROMPT_ONLY: arm("biden"), "biden-sft": arm("biden"), "trump-sft": arm("trump")}
+    diff = differences(results, n_boot=50, seed=0)
+    assert "names_self" in diff["biden-sft - prompt-only"] and "names_self" not in diff["trump-sft - prompt-only"]
+    assert "style_attribution" in diff["trump-sft - prompt-only"]  # judged on one target, prompt-only's on Trump's
+    runs = ArmRuns(results, {}, [], None, 0, real_speech=["biden", "biden"])
+    assert list(real_speech_record(runs, "biden", n_boot=50, seed=0)["differences"]) == ["biden-sft - real speech"]
+
+
 def test_an_arm_puts_its_system_prompt_first_and_is_scored_against_its_own_politician():
     from politician_lm.data.templates import PromptStyle
 
