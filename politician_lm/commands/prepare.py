@@ -25,7 +25,7 @@ from politician_lm.data.prepare.pipeline import (
     write_prepared,
 )
 from politician_lm.data.prepare.split import split_clusters, split_entry
-from politician_lm.data.prepare.stats import prepare_stats, summary
+from politician_lm.data.prepare.stats import prepare_stats, profile_stats, summary
 from politician_lm.data.prepare.transcripts import norm_label
 from politician_lm.errors import UserError
 from politician_lm.values import parse_list
@@ -198,11 +198,7 @@ def prepare(
         split_entry(heldout, val_fraction, seed, stance_val_fraction),
         {doc: inputs.corpus_documents.get(doc, {}) for doc in inputs.documents},  # transcript files too
     )
-    stats.update({"profiles": inputs.profiles} if inputs.profiles else {})  # fit checks data.politician against it
-    if stances:
-        ids = {part: sorted(c.record["stance"] for c in rows if c.record.get("kind") == "stance")
-               for part, rows in (("train", train), ("val", val))}  # fmt: skip
-        stats["stances"] = {**ids, "heldout": sorted(inputs.heldout_stances)}
+    stats.update(profile_stats(inputs.profiles, inputs.heldout_stances if stances else None, train, val))
     write_prepared(out, {"train": train, "val": val, "test": test}, stats)
     print(summary(out, stats))
     return out

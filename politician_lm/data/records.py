@@ -45,9 +45,7 @@ def discover(data_path: str | Path) -> DataFiles:
     and ``test.jsonl``); not a folder with ``val.jsonl`` or ``test.jsonl`` and no ``train.jsonl`` (held-out data)."""
     path = Path(data_path)
     if not path.exists():
-        raise UserError(
-            f"{path}: data path does not exist; pass a .jsonl file or a folder of them (politician-lm prepare)"
-        )
+        raise UserError(f"{path}: data path does not exist; pass a .jsonl file or a folder (prepare writes one)")
     if path.is_file():
         if path.suffix != ".jsonl":
             raise UserError(f"{path}: expected a .jsonl file (one JSON object per line)")
@@ -56,9 +54,7 @@ def discover(data_path: str | Path) -> DataFiles:
         val, test = path / "val.jsonl", path / "test.jsonl"
         return DataFiles((path / "train.jsonl",), (val,) if val.is_file() else (), (test,) if test.is_file() else ())
     if split := [name for name in ("val.jsonl", "test.jsonl") if (path / name).is_file()]:
-        raise UserError(
-            f"{path}: holds {' and '.join(split)} but no train.jsonl, so no training data; prepare it again"
-        )
+        raise UserError(f"{path}: holds {' and '.join(split)} but no train.jsonl, so no training data; prepare again")
     files = tuple(sorted(p for p in path.glob("*.jsonl") if p.is_file()))
     if not files:
         raise UserError(f"{path}: folder holds no .jsonl files")

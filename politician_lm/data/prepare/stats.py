@@ -79,6 +79,19 @@ def prepare_stats(
     }
 
 
+def profile_stats(
+    profiles: dict[str, str], heldout: list[str] | None, train: list[Candidate], val: list[Candidate]
+) -> dict[str, Any]:
+    """``stats.json``'s ``profiles`` (what ``fit`` checks ``data.politician`` against) and, with stances (``heldout``
+    not None), ``stances``: the statement ids whose records went to train and val, and the held-out ones."""
+    out: dict[str, Any] = {"profiles": profiles} if profiles else {}
+    if heldout is not None:
+        ids = {part: sorted(c.record["stance"] for c in rows if c.record.get("kind") == "stance")
+               for part, rows in (("train", train), ("val", val))}  # fmt: skip
+        out["stances"] = {**ids, "heldout": sorted(heldout)}
+    return out
+
+
 def summary(out: Path, stats: dict[str, Any]) -> str:
     def counts(d: dict, most: int = 8) -> str:
         top = Counter({k: v for k, v in d.items() if v}).most_common()
