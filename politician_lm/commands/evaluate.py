@@ -185,7 +185,7 @@ def evaluate(
         len(style_items),
         stances,
         held.val_stances,
-        frozenset(r.get("stance") for r in held.train_rows if r.get("kind") == "stance"),
+        held.trained_stances,
     )
     runs = run_arms(
         persona,

@@ -135,6 +135,11 @@ class HeldOut:
 
         return own_voice(politician, speech(self.train_rows), speech(self.rows))
 
+    @property
+    def trained_stances(self) -> frozenset[str]:
+        """The statements with a stance record among the training rows (``--stances all``'s "seen")."""
+        return frozenset(r["stance"] for r in self.train_rows if r.get("kind") == "stance" and "stance" in r)
+
     def training_completions(self) -> list[str]:
         """The training answers (speaker labels dropped) a memorized generation would copy."""
         return _answers(self.train_rows)

@@ -41,15 +41,14 @@ class Speech:
     meta: dict[str, Any] = field(default_factory=dict)  # a corpus document's "date" and "title"
 
 
-def check_one_politician(identity_profile: str | None, stances: str | None) -> None:
-    """A one-line UserError when ``--identity_profile`` and ``--stances`` are two politicians' profiles."""
-    if identity_profile and stances:
-        names = [load_profile_spec(spec)["name"] for spec in (identity_profile, stances)]
-        if names[0] != names[1]:
-            raise UserError(
-                f"--identity_profile {identity_profile} is {names[0]}'s profile but --stances {stances} is "
-                f"{names[1]}'s; give both the same politician's profile"
-            )
+def check_one_politician(given: dict[str, str], loaded: dict[str, dict[str, Any]]) -> None:
+    """A one-line UserError when ``--identity_profile`` and ``--stances`` (``given``, their ``loaded`` profiles) are
+    two politicians' profiles."""
+    if len(loaded) == 2 and loaded["identity_profile"]["name"] != loaded["stances"]["name"]:
+        raise UserError(
+            f"--identity_profile {given['identity_profile']} is {loaded['identity_profile']['name']}'s profile but "
+            f"--stances {given['stances']} is {loaded['stances']['name']}'s; give both the same politician's profile"
+        )
 
 
 @dataclass
@@ -130,20 +129,21 @@ def read_inputs(
     for d, _ in documents:
         inputs.documents.append(d.id)
         inputs.corpus_documents[d.id] = {"date": d.date, "title": d.title}
-    check_one_politician(identity_profile, stances)
-    inputs.profiles = {
-        k: profile_file(v).stem for k, v in (("identity_profile", identity_profile), ("stances", stances)) if v
-    }
+    given = {k: v for k, v in (("identity_profile", identity_profile), ("stances", stances)) if v}
+    files = {k: profile_file(v) for k, v in given.items()}  # each profile resolved and read once
+    loaded = {k: load_profile_spec(str(f)) for k, f in files.items()}
+    check_one_politician(given, loaded)
+    inputs.profiles = {k: f.stem for k, f in files.items()}
     named = {corpus_politician(spec) for spec in corpus or []}
     if len(named) == 1 and not inputs.profiles:  # one politician's speeches, and no profile that names them
         inputs.profiles["corpus"] = named.pop()
     if identity_profile:
-        inputs.profile_values = profile_values(load_profile_spec(identity_profile))
+        inputs.profile_values = profile_values(loaded["identity_profile"])
         if not inputs.identity_template.is_file():
             raise UserError(f"{inputs.identity_template}: identity template not found; pass --identity_template")
         inputs.identity_entries = load_identity_template(inputs.identity_template)
     if stances:
-        inputs.stances, held = split_stances(load_stances(load_profile_spec(stances), str(profile_file(stances))))
+        inputs.stances, held = split_stances(load_stances(loaded["stances"], str(files["stances"])))
         inputs.stances_source, inputs.heldout_stances = f"stances:{stances}", [s.id for s in held]
         if held and not inputs.stances:
             raise UserError(
