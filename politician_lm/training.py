@@ -31,11 +31,13 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.states import TrainerStatus
 
 from politician_lm.artifacts.adapter import check_adapter_politician
 from politician_lm.callbacks.checkpoint import (
     BEST_DEFAULTS,
     CHECKPOINT_DIR,
+    LAST,
     STEP_DEFAULTS,
     StepCheckpoint,
     check_resume_data,
@@ -47,6 +49,7 @@ from politician_lm.data.datamodule import PoliticianDataModule
 from politician_lm.errors import UserError
 from politician_lm.hints import explain_parse_error
 from politician_lm.model.module import PoliticianLM
+from politician_lm.wandb_setup import wandb_loggers, wandb_offline
 
 
 class PoliticianCLI(LightningCLI):
@@ -133,6 +136,19 @@ class PoliticianCLI(LightningCLI):
                     file=sys.stderr,
                 )
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown; the CLI's exit is 130 with one line
+        try:
+            super()._run_subcommand(subcommand)
+        except SystemExit as e:
+            if e.code != 1 or self.trainer.state.status != TrainerStatus.INTERRUPTED:
+                raise
+            last, resume = Path(self.trainer.default_root_dir) / CHECKPOINT_DIR / LAST, ""
+            if subcommand == "fit" and last.is_file():
+                resume = f"; --ckpt_path last resumes from {last}"
+            print(f"{subcommand} stopped at step {self.trainer.global_step}{resume}", file=sys.stderr)
+            raise KeyboardInterrupt from None
+
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         trainer = super().instantiate_trainer(**kwargs)
         # Checkpoints live in <default_root_dir>/checkpoints, not in a per-version log folder, so that
@@ -199,31 +215,6 @@ def check_model_folder(name: str) -> None:
             else "point model.model_name_or_path at a model folder or a hub id"
         )
         raise UserError(f"{name}: model folder not found; {hint}")
-
-
-def wandb_loggers(root: str, current: Any) -> list[Namespace]:
-    """CSV (kept, unless another logger is configured) plus W&B; offline without an API key or with
-    WANDB_MODE=offline."""
-    offline = not os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") in ("offline", "dryrun")
-    wandb = Namespace(
-        class_path="lightning.pytorch.loggers.WandbLogger",
-        init_args=Namespace(save_dir=root, project="politician-lm", offline=offline),
-    )
-    keep = current if isinstance(current, list) else [current] if isinstance(current, Namespace) else []
-    if not keep:
-        keep = [Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(save_dir=root))]
-    return [*keep, wandb]
-
-
-def wandb_offline(loggers: Any) -> list[bool]:
-    """For each W&B logger in a parsed ``trainer.logger`` (as ``wandb_loggers`` or a config built it), in order:
-    whether it was configured offline."""
-    entries = loggers if isinstance(loggers, list) else [loggers]
-    return [
-        bool((entry.get("init_args") or {}).get("offline"))
-        for entry in entries
-        if isinstance(entry, Namespace) and str(entry.get("class_path", "")).endswith(".WandbLogger")
-    ]
 
 
 @dataclass

@@ -148,7 +148,7 @@ def test_wandb_offline_is_read_from_the_configured_loggers(chdir_root, tmp_path,
     that decision from the config, in the loggers' order."""
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-    from politician_lm.training import wandb_loggers, wandb_offline
+    from politician_lm.wandb_setup import wandb_loggers, wandb_offline
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)

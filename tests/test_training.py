@@ -74,6 +74,8 @@ def test_demo_fit_leaves_the_documented_layout(demo_run):
     best = json.loads((root / "adapters" / "best" / "politician_lm.json").read_text())
     _, vals = val_losses(root)
     assert best["best_score"] == pytest.approx(min(vals), abs=1e-6)
+    # one validation per epoch: best names the epoch (from 0) of its weights, and last the final one, the same way
+    assert best["epoch"] == vals.index(min(vals)) and meta["epoch"] == len(vals) - 1 == 3, (best, meta)
     assert (root / "checkpoints" / "last.ckpt").is_file()
     assert (root / "lightning_logs" / "version_0" / "config.yaml").is_file()
 
@@ -97,3 +99,21 @@ def test_fit_killed_with_sigkill_resumes_from_last_checkpoint(demo_run, tmp_path
     meta = json.loads((root / "adapters" / "last" / "politician_lm.json").read_text())
     full = json.loads((demo_run[0] / "adapters" / "last" / "politician_lm.json").read_text())
     assert meta["global_step"] == full["global_step"] and meta["epoch"] == full["epoch"]
+
+
+def test_fit_stopped_by_ctrl_c_exits_130_and_says_how_to_resume(tmp_path):
+    """Lightning ends an interrupted fit with exit(1); the CLI answers as for any Ctrl-C: 130 and one line."""
+    root = tmp_path / "run"
+    proc = subprocess.Popen(fit_cmd(root), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not (root / "checkpoints" / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1] == "politician-lm: interrupted", lines[-3:]
+    assert lines[-2].startswith("fit stopped at step ") and "--ckpt_path last" in lines[-2], lines[-3:]
+    assert "Traceback" not in err
+    assert (root / "lightning_logs" / "version_0" / "metrics.csv").is_file()

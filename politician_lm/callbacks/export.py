@@ -119,7 +119,9 @@ class AdapterExport(L.Callback):
                 **base_model_reference(pl_module.model_name_or_path),
                 "quantization": pl_module.quantization,
                 "global_step": trainer.global_step,
-                "epoch": trainer.current_epoch,
+                # the epoch (from 0) of the weights' last step, for best and last alike: after fit ends Lightning's
+                # current_epoch already counts the finished epoch
+                "epoch": max(trainer.fit_loop.epoch_progress.current.started - 1, 0),
                 "monitor": self.monitor,
                 "best_score": self.best_score,
             }
