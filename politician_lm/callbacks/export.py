@@ -43,6 +43,11 @@ def base_model_reference(name: str | None) -> dict[str, str | None]:
     return ref
 
 
+def best_step(folder: Path) -> int | None:
+    """The training step of the weights in an exported adapter ``folder`` (its ``politician_lm.json``)."""
+    return json.loads((folder / METADATA_FILE).read_text(encoding="utf-8")).get("global_step")
+
+
 class AdapterExport(L.Callback):
     """Export the LoRA adapter at the end of fit (``last``) and whenever the monitored metric improves (``best``)."""
 

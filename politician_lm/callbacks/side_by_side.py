@@ -19,11 +19,12 @@ from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.roles import strip_role_label
 from politician_lm.artifacts.stances import Stance, heldout_stances
 from politician_lm.callbacks.contracts import AdapterModule, PromptData, require
+from politician_lm.callbacks.export import METADATA_FILE, AdapterExport, best_step
 from politician_lm.evaluation.inputs import stance_band, val_stances
 from politician_lm.evaluation.persona import eval_items
 from politician_lm.evaluation.stances import probe
 from politician_lm.inference import Persona
-from politician_lm.model.loading import dequantized
+from politician_lm.model.loading import adapter_state, dequantized
 
 
 def side_by_side_table(
@@ -102,12 +103,15 @@ class SideBySide(L.Callback):
         held, val = self._stances(dm)
         scores = []
 
-        with dequantized(model):  # on CPU the 4-bit base de-quantized once, as ``generate`` runs it
-            with model.disable_adapter():
+        best, shown = self._best(trainer), f"step {trainer.global_step}"
+        with dequantized(model), adapter_state(model, best):  # on CPU the 4-bit base de-quantized once, as
+            with model.disable_adapter():  # ``generate`` runs it; the adapter as adapters/best holds it
                 base = persona.generate(convs, **self._decoding())
                 scores.append(probe(held, persona.stance_losses))
             tuned = persona.generate(convs, **self._decoding())
             scores.append(probe(held, persona.stance_losses))
+        if best is not None:
+            shown = f"{best} (step {best_step(best)}; the final weights are step {trainer.global_step})"
         if was_training:
             model.train()
         rows = [
@@ -134,7 +138,19 @@ class SideBySide(L.Callback):
         out = Path(trainer.default_root_dir) / "side_by_side.jsonl"
         write_jsonl(out, rows)
         penalty = f", repetition penalty {self.repetition_penalty:g}" if self.repetition_penalty != 1.0 else ""
-        print(f"(also in {out}; greedy{penalty}, step {trainer.global_step})", flush=True)
+        print(f"(also in {out}; greedy{penalty}, {shown})", flush=True)
+
+    @staticmethod
+    def _best(trainer: L.Trainer) -> Path | None:
+        """``adapters/best`` where ``AdapterExport`` wrote it in this fit from weights other than the final ones
+        (the adapter ``evaluate`` and ``generate`` are pointed at); ``None``: show the final weights."""
+        export = next((c for c in trainer.callbacks if isinstance(c, AdapterExport)), None)
+        if export is None or not export.save_best or export.best_score is None:
+            return None
+        best = export.root(trainer) / "best"
+        if not (best / METADATA_FILE).is_file() or best_step(best) == trainer.global_step:
+            return None
+        return best
 
     def _decoding(self) -> dict:
         return dict(max_new_tokens=self.max_new_tokens, do_sample=False, repetition_penalty=self.repetition_penalty)

@@ -138,6 +138,23 @@ def dequantized(model: Any) -> Iterator[Any]:
             setattr(parent, name, child)
 
 
+@contextmanager
+def adapter_state(model: Any, folder: Path | None) -> Iterator[Any]:
+    """The PEFT ``model``'s active adapter holds the weights saved in ``folder`` (an adapter folder of the same
+    shapes) inside the block, and its own again after it; ``None``: unchanged."""
+    if folder is None:
+        yield model
+        return
+    from peft import get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
+
+    own = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+    set_peft_model_state_dict(model, load_peft_weights(str(folder), device="cpu"))
+    try:
+        yield model
+    finally:
+        set_peft_model_state_dict(model, own)
+
+
 def model_skeleton(base: str, trust_remote_code: bool = False) -> Any:
     """``base``'s modules with their weights on the meta device, built from its config alone: no weight is read or
     allocated."""

@@ -146,3 +146,43 @@ def test_with_a_validation_band_the_table_shows_its_statements_not_the_held_out_
     stances = [json.loads(line) for line in (tmp_path / "side_by_side.jsonl").read_text().splitlines()][-1]
     assert stances["kind"] == "stance_agreement_val" and stances["n_statements"] == len(band) >= 10
     assert printed.count("validation stances:") == 2 and "held-out stances:" not in printed
+
+
+def test_the_adapter_column_is_adapters_best_when_it_is_not_the_final_weights(tiny_path, tmp_path, capsys):
+    """With ``AdapterExport``, the table shows the weights of ``adapters/best`` (what ``evaluate`` and ``generate``
+    are pointed at), says which step they are, and leaves the model with its final weights."""
+    import lightning.pytorch as L
+    import torch
+    from peft import get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
+
+    from politician_lm import PoliticianDataModule, PoliticianLM
+    from politician_lm.callbacks import AdapterExport, SideBySide
+    from politician_lm.evaluation.persona import eval_items
+
+    L.seed_everything(0)
+    write_jsonl(tmp_path / "d" / "train.jsonl", pc_rows(8))
+    write_jsonl(tmp_path / "d" / "val.jsonl", pc_rows(3, kind="policy"))
+    dm = PoliticianDataModule(
+        data_path=str(tmp_path / "d"), tokenizer=tiny_path, batch_size=4, cache_dir=str(tmp_path / "c")
+    )
+    model = PoliticianLM(model_name_or_path=tiny_path, lora_r=4, optimizer=partial(torch.optim.AdamW, lr=5e-2))
+    # mode max: best is the validation with the highest loss, an early step, never the final weights here
+    callbacks = [AdapterExport(mode="max"), SideBySide(num_prompts=2, max_new_tokens=8, stances=False)]
+    quiet_trainer(tmp_path, 4, callbacks, limit_val_batches=None, val_check_interval=1).fit(model, datamodule=dm)
+    best = tmp_path / "adapters" / "best"
+    step = json.loads((best / "politician_lm.json").read_text())["global_step"]
+    assert step < 4
+    assert f"{best} (step {step}; the final weights are step 4)" in capsys.readouterr().out
+    final = load_peft_weights(str(tmp_path / "adapters" / "last"))
+    state = get_peft_model_state_dict(model.model)
+    assert all(torch.equal(state[k], final[k]) for k in final)  # the final weights are back in the model
+    rows = [json.loads(line) for line in (tmp_path / "side_by_side.jsonl").read_text().splitlines()]
+    items = eval_items(*dm.conversations("test"), 2, 1)  # the callback's prompts (seed 1), in its order
+    convs = [list(i.messages) for i in [items[-1], *items[:-1]]]
+    persona = Persona(model=model.model, tokenizer=dm.tokenizer, style=dm.style)
+    model.model.eval()
+    with torch.no_grad(), dequantized(model.model):
+        last_answers = persona.generate(convs, max_new_tokens=8, do_sample=False)
+        set_peft_model_state_dict(model.model, load_peft_weights(str(best)))
+        best_answers = persona.generate(convs, max_new_tokens=8, do_sample=False)
+    assert [r[SideBySide.ADAPTER] for r in rows] == best_answers != last_answers
