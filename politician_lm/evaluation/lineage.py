@@ -85,6 +85,12 @@ def evaluated_data(first: AdapterFolder, data_path: str | None) -> tuple[str, di
             f"{first.path} was trained on the preference pairs {trained.pairs}, whose held-out split is not its "
             "SFT data's, and records no SFT stage (init_adapter) to follow: pass --data_path <the SFT data>"
         )
+    if data_path and _is_pairs(data_path):
+        sft = f" (for {first.path}: {trained.data['data_path']})" if trained.data.get("data_path") else ""
+        raise UserError(
+            f"--data_path {data_path} holds preference pairs, not records to score: pass the SFT data the pairs "
+            f"were built from{sft}, or leave --data_path out to follow the adapter's stages"
+        )
     data_path = data_path or trained.data.get("data_path")
     if not data_path:
         raise UserError(f"{first.path}: the adapter does not record its data; pass --data_path")

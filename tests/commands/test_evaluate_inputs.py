@@ -111,6 +111,9 @@ def test_a_preference_stage_is_scored_on_its_sft_data_not_on_its_pairs(quill, ca
     orphan = copy_adapter(quill, "orphan", pairs)  # no init_adapter to follow
     err = refused(capsys, quill, "--adapters", str(orphan))
     assert f"trained on the preference pairs {pairs}" in err and "pass --data_path <the SFT data>" in err
+    # the pairs given as --data_path: refused, naming the SFT data the stage's lineage reaches
+    err = refused(capsys, quill, "--adapters", str(dpo), "--data_path", str(pairs))
+    assert f"--data_path {pairs} holds preference pairs" in err and f"(for {dpo}: {quill / 'held'})" in err
 
 
 @pytest.mark.slow
