@@ -32,7 +32,7 @@ from politician_lm.evaluation.inputs import val_stances
 from politician_lm.evaluation.metrics import copies_training
 from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, score
 from politician_lm.evaluation.stances import probe
-from politician_lm.evaluation.style import generic_pool
+from politician_lm.evaluation.style import generic_pool, require_generic_source
 from politician_lm.evaluation.voices import JudgeKind, check_presidents, load_judge
 from politician_lm.inference import Persona
 from politician_lm.model.loading import dequantized
@@ -131,6 +131,8 @@ class PersonaEvaluation(L.Callback):
         if not self.prompts_file:
             self.train_texts = [strip_politician_label(m[-1]["content"]) for m in dm.conversations("train")[0]]
         self.politician = dm.style.politician
+        if self.politician and self.generic_prompts:  # before any evaluation: a judge without its generic class
+            require_generic_source(self.style_data_dir, "PersonaEvaluation style_data_dir")
         if self.politician:
             self.profile = load_profile(self.politician, dm.profiles_dir)
             self.stances = self._stance_sets(dm.data_path)

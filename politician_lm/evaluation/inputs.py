@@ -68,15 +68,10 @@ def check_numbers(repetition_penalty: float, val_fraction: float | None, **count
 def generic_texts_pool(data_dir: str, n: int, val_fraction: float, split_seed: int, seed: int) -> list[list[dict]]:
     """``style.generic_pool``'s prompts for the judge's ``generic`` class; one line when ``data_dir`` holds none (no
     ``<politician>/*.jsonl``), which would drop the class from the judge."""
-    from politician_lm.evaluation.style import generic_pool
+    from politician_lm.evaluation.style import generic_pool, require_generic_source
 
-    pool = generic_pool(data_dir, n, val_fraction, split_seed, seed)
-    if not pool:
-        raise UserError(
-            f"--style_data_dir {data_dir}: no <politician>/*.jsonl training records, which the judge's generic class "
-            "is the base model's answers to: pass the folder that holds them (the repository's data/)"
-        )
-    return pool
+    require_generic_source(data_dir, "--style_data_dir")
+    return generic_pool(data_dir, n, val_fraction, split_seed, seed)
 
 
 def training_logs(logs: list[str] | str | None) -> list[Path]:

@@ -149,6 +149,16 @@ def train_from_data_dir(data_dir: str = "data", seed: int = 0, generic: list[str
     return StyleClassifier().fit(texts, labels, seed=seed)
 
 
+def require_generic_source(data_dir: str, option: str) -> None:
+    """One line when ``data_dir`` holds no ``<politician>/*.jsonl`` training records: the judge's generic class is
+    the base model's answers to their prompts, and without them the judge would run with no generic class."""
+    if not training_files(data_dir):
+        raise UserError(
+            f"{option} {data_dir}: no <politician>/*.jsonl training records, which the judge's generic class "
+            "is the base model's answers to: pass the folder that holds them (the repository's data/)"
+        )
+
+
 def generic_pool(data_dir: str, n: int, val_fraction: float, split_seed: int = 42, seed: int = 0) -> list[list[dict]]:
     """A seeded choice of ``n`` training-side prompts (conversations up to the answer) from every politician's records.
 

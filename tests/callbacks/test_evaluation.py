@@ -202,3 +202,26 @@ def test_fit_time_stance_metrics_split_the_held_out_statements_from_the_datas_va
     # the band holds a quarter of the training statements; without it, the hash rule's few val records' statements
     assert sizes[0.25] >= 10 and sizes[0.0] < sizes[0.25]
     assert reported[0.0]["stance_agreement"] == pytest.approx(reported[0.25]["stance_agreement"])
+
+
+@pytest.mark.slow  # two setups of the tiny model's data: seconds
+def test_a_style_data_dir_without_politician_records_is_refused_at_setup(tmp_path, tiny_path, chdir_root):
+    """The judge's generic class is the base's answers to those records' prompts: without them the callback must
+    stop before fit trains, as ``evaluate`` does, not judge without a generic class."""
+    from types import SimpleNamespace
+
+    from politician_lm import PoliticianDataModule, PoliticianLM
+    from politician_lm.callbacks import PersonaEvaluation
+    from politician_lm.errors import UserError
+
+    empty = tmp_path / "style"
+    empty.mkdir()
+    dm = PoliticianDataModule(data_path="data/biden", tokenizer=tiny_path, politician="biden",
+                              cache_dir=str(tmp_path / "c"))  # fmt: skip
+    cb = PersonaEvaluation(num_prompts=2, max_new_tokens=2, identity_probes=None, style_data_dir=str(empty))
+    with pytest.raises(UserError, match=rf"PersonaEvaluation style_data_dir {empty}: no <politician>/\*.jsonl"):
+        cb.setup(SimpleNamespace(datamodule=dm), PoliticianLM(tiny_path, lora_r=4), "fit")
+    # with the repository's data/ the same setup goes through
+    PersonaEvaluation(num_prompts=2, max_new_tokens=2, identity_probes=None).setup(
+        SimpleNamespace(datamodule=dm), PoliticianLM(tiny_path, lora_r=4), "fit"
+    )
