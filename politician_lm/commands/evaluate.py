@@ -25,7 +25,6 @@ from typing import Literal
 from politician_lm.artifacts.atomic import atomic_dir, check_output
 from politician_lm.artifacts.jsonl import jsonl_text
 from politician_lm.artifacts.profiles import load_profile
-from politician_lm.artifacts.stances import load_stances
 from politician_lm.errors import UserError
 from politician_lm.evaluation.heldout import DEFAULT_MAX_HELDOUT
 from politician_lm.evaluation.inputs import (
@@ -35,6 +34,7 @@ from politician_lm.evaluation.inputs import (
     generic_texts_pool,
     held_out,
     probe_items,
+    stance_note,
     training_logs,
 )
 from politician_lm.evaluation.lineage import check_held_apart, evaluated_data
@@ -160,7 +160,7 @@ def evaluate(
     own_voice = held.own_voice(politician) if judge_kind == "sotu" and politician not in presidents else None
     profile = load_profile(politician, profiles_dir)
     check_choice("--stances", stances, StanceSet)
-    load_stances(profile, f"{profiles_dir}/{politician}.yaml")  # a malformed stance fails before any model loads
+    no_stances = stance_note(profile, politician, f"{profiles_dir}/{politician}.yaml", stances)
     style_items, identity_items = probe_items(prompts_file, held.rows, num_prompts, seed, identity_probes)
     # Generic class: the base without persona on training-side prompts of every politician (never the held-out ones).
     pool = generic_texts_pool(style_data_dir, generic_prompts, held.val_fraction, held.split_seed, seed)
@@ -205,7 +205,8 @@ def evaluate(
         print(f"reused from the cache (--cache_arms false recomputes): {', '.join(runs.cached)}", file=sys.stderr)
     n_style, n_identity = len(style_items), len(identity_items)
     report = scorecard_report(politician, runs, held, judge_kind, n_style, n_identity, n_boot, seed, fits)
-    report["decoding"] = {"greedy": True, "max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty}
+    report |= {"decoding": {"greedy": True, "max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty},
+               "stance_note": no_stances}  # fmt: skip
     curves = {str(f): read_log(f) for f in log_files}
     with atomic_dir(out) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -190,7 +190,7 @@ def scorecard_text(report: dict[str, Any]) -> str:
 
 def stance_count_lines(report: dict[str, Any]) -> list[str]:
     """How many statements each stance metric reads (an interval over 1 or 2 statements looks certain and is not)."""
-    out = []
+    out = [report["stance_note"]] if report.get("stance_note") else []
     for metric in ("stance_agreement", "stance_agreement_val", "stance_agreement_seen"):
         n = next((m[metric]["n"] for m in report["arms"].values() if m.get(metric) and "n" in m[metric]), None)
         if n is not None:

@@ -6,6 +6,7 @@ Each step raises its one-line ``UserError`` here, so a bad input fails in second
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,6 +238,25 @@ def choose_judge(
                 f"sotu judge learns its voice, or pass --style_data_dir a folder with {politician}/*.jsonl of its words"
             )
     return kind, presidents
+
+
+def stance_note(profile: dict[str, Any], politician: str, profile_file: str, stances: str) -> str | None:
+    """Loads the profile's statements (a malformed one fails before any model loads) and returns why
+    ``stance_agreement`` will have no value, printed at once and kept in the scorecard; None when it will."""
+    statements = load_stances(profile, profile_file)
+    if stances == "none":
+        return None
+    if not statements:
+        note = f"no stance_agreement: {profile_file} has no stances section"
+    elif stances in ("heldout", "all") and not any(is_heldout_stance(s.id) for s in statements):
+        note = (
+            f"no stance_agreement: none of the {len(statements)} statements in {profile_file} is held out (a "
+            "statement's id decides, about one in four is): add statements to the profile for a held-out reading"
+        )
+    else:
+        return None
+    print(note, file=sys.stderr)
+    return note
 
 
 def probe_items(

@@ -282,3 +282,23 @@ def test_the_scorecard_gives_the_judges_accuracy_on_the_politicians_own_speech_a
         "tells quill's own held-out speech apart in 0.167 of its chunks: style attribution to quill says little" in weak
     )
     assert "says little" not in scorecard_text(report(0.9))
+
+
+def test_a_profile_without_held_out_statements_says_why_stance_agreement_is_missing(capsys):
+    from politician_lm.artifacts.stances import is_heldout_stance
+    from politician_lm.evaluation.card import stance_count_lines
+    from politician_lm.evaluation.inputs import stance_note
+
+    def profile(ids):
+        return {"stances": [{"id": i, "topic": "t", "statement": f"a policy number {n}", "position": "support",
+                             "argument": "Yes."} for n, i in enumerate(ids)]}  # fmt: skip
+
+    trained_only = [i for i in (f"s{n}" for n in range(40)) if not is_heldout_stance(i)][:6]
+    held = next(i for i in (f"s{n}" for n in range(40)) if is_heldout_stance(i))
+    note = stance_note(profile(trained_only), "quill", "p/quill.yaml", "heldout")
+    assert note.startswith("no stance_agreement: none of the 6 statements in p/quill.yaml is held out"), note
+    assert capsys.readouterr().err.strip() == note  # said at once, before any model loads
+    assert stance_note({}, "quill", "p/quill.yaml", "all") == "no stance_agreement: p/quill.yaml has no stances section"
+    assert stance_note(profile([*trained_only, held]), "quill", "p/quill.yaml", "heldout") is None
+    assert stance_note(profile(trained_only), "quill", "p/quill.yaml", "none") is None  # asked for none
+    assert stance_count_lines({"stance_note": note, "arms": {}}) == [note]  # and kept under the scorecard's table
