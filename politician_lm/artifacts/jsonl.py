@@ -13,18 +13,22 @@ from politician_lm.errors import UserError
 
 
 def read_jsonl(
-    path: str | Path, on_bad_line: Callable[[str], None] | None = None, allow_bom: bool = False
+    path: str | Path,
+    on_bad_line: Callable[[str], None] | None = None,
+    allow_bom: bool = False,
+    error: type[UserError] = UserError,
 ) -> Iterator[tuple[int, Any]]:
     """Yield ``(line number, object)`` for each non-blank line.
 
     A line that is not UTF-8 or not JSON raises ``UserError`` naming ``path:line``; with ``on_bad_line`` that message
     is passed to it instead and the line is skipped (``prepare --skip_bad`` counts them). ``allow_bom`` accepts a
-    UTF-8 byte-order mark at the start of the file, as spreadsheet exports write it.
+    UTF-8 byte-order mark at the start of the file, as spreadsheet exports write it. A file that cannot be opened
+    raises ``error`` (``prepare``'s ``BadFile``, which ``--skip_bad`` skips).
     """
     try:
         fh = open(path, "rb")  # opened apart from the with below, so an OSError names the file
     except OSError as e:
-        raise UserError(f"{path}: cannot read the file ({e.strerror or e})") from None
+        raise error(f"{path}: cannot read the file ({e.strerror or e})") from None
     with fh:
         for lineno, raw in enumerate(fh, start=1):
             try:
@@ -50,7 +54,7 @@ def read_utf8(path: str | Path, error: type[UserError] = UserError) -> str:
     try:
         data = Path(path).read_bytes()
     except OSError as e:
-        raise UserError(f"{path}: cannot read the file ({e.strerror or e})") from None
+        raise error(f"{path}: cannot read the file ({e.strerror or e})") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -118,8 +118,8 @@ def prepare(
         near_dup_threshold: Drop a record whose word 3-gram Jaccard similarity with an earlier kept one is at least
             this.
         cluster_threshold: Records at least this similar are kept together on one side of the split.
-        skip_bad: Skip and count bad lines (tables, --records) and unusable transcript files instead of stopping at
-            the first one.
+        skip_bad: Skip and count bad lines (tables, --records), and unusable files (a transcript, a table that is
+            empty or not a list, an unreadable file), instead of stopping at the first one.
         overwrite: Replace output_dir if it exists.
 
     Returns:

@@ -81,7 +81,7 @@ def read_records(path: Path, skip_bad: bool = False, dropped: Counter | None = N
         return [obj for _, obj in read_jsonl(path, allow_bom=True)]
     count = dropped if dropped is not None else Counter()
     rows = []
-    for _, obj in read_jsonl(path, lambda _: count.update(["bad_line"]), allow_bom=True):
+    for _, obj in read_jsonl(path, lambda _: count.update(["bad_line"]), allow_bom=True, error=BadFile):
         if check_record(obj):
             count["bad_line"] += 1
         else:

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from politician_lm.artifacts.jsonl import read_jsonl
 from politician_lm.artifacts.roles import DATA_LABEL, USER_LABEL
 from politician_lm.data.prepare.clean import clean_post
-from politician_lm.data.prepare.files import BadLine, read_text
+from politician_lm.data.prepare.files import BadFile, BadLine, read_text
 from politician_lm.errors import UserError
 
 
@@ -46,7 +46,7 @@ class _BadLines:
 
 def _jsonl_rows(path: Path, fail: _BadLines) -> list[Row]:
     rows: list[Row] = []
-    for lineno, obj in read_jsonl(path, on_bad_line=fail, allow_bom=True):
+    for lineno, obj in read_jsonl(path, on_bad_line=fail, allow_bom=True, error=BadFile):
         if not isinstance(obj, dict):
             fail(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
             continue
@@ -58,9 +58,9 @@ def _json_rows(path: Path, fail: _BadLines) -> list[Row]:
     try:
         data = json.loads(read_text(path))
     except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+        raise BadFile(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(data, list):
-        raise UserError(f"{path}: a .json table must be a list of objects (or use .jsonl, one object per line)")
+        raise BadFile(f"{path}: a .json table must be a list of objects (or use .jsonl, one object per line)")
     rows: list[Row] = []
     for i, obj in enumerate(data, 1):
         if isinstance(obj, dict):
@@ -95,7 +95,7 @@ def _csv_rows(path: Path, fail: _BadLines) -> tuple[list[Row], list[str]]:
             continue
         rows.append(Row(f"{path}:{start}", {"line": start}, dict(zip(header, cells))))
     if header is None:
-        raise UserError(f"{path}: empty CSV; the first line must name the columns")
+        raise BadFile(f"{path}: empty CSV; the first line must name the columns")
     return rows, header
 
 

@@ -751,6 +751,31 @@ def test_skip_bad_counts_instead_of_failing(tmp_path):
     assert stats["sources"] == {"ok.txt": 1, "p.csv": 2, "q.jsonl": 1, "r.jsonl": 1}
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", "", "empty CSV"),
+        ("dict.json", '{"text": "An object, not a list of objects."}', "a .json table must be a list of objects"),
+        ("broken.json", '[{"text": "An unclosed list of objects."}', "malformed JSON"),
+    ],
+)
+def test_skip_bad_skips_a_table_that_is_wrong_as_a_whole(tmp_path, name, content, message):
+    """A table file unusable as a whole is a bad file: --skip_bad counts it and goes on, without it one line."""
+    (tmp_path / name).write_text(content, "utf-8")
+    good = [
+        "Bridges in the north county need new steel this year.",
+        "Our schools will open longer hours for parents.",
+        "The harbor dredging starts in spring, on budget.",
+        "Farmers get a fair price when the co-op is strong.",
+    ]
+    (tmp_path / "ok.csv").write_text("id,text\n" + "".join(f'{i},"{t}"\n' for i, t in enumerate(good)), "utf-8")
+    tables = [str(tmp_path / name), str(tmp_path / "ok.csv")]
+    _, _, stats = run(tmp_path, table=tables, skip_bad=True, val_fraction=0.5, seed=2)
+    assert stats["dropped"]["bad_file"] == 1 and stats["sources"] == {"ok.csv": 4}
+    with pytest.raises(UserError, match=message):
+        run(tmp_path, "again", table=tables, val_fraction=0.5, seed=2)
+
+
 def test_output_folder_inside_an_input_folder_is_not_read_back(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
