@@ -22,7 +22,7 @@ import html
 import re
 from pathlib import Path
 
-from politician_lm.data.prepare.clean import unpunctuated
+from politician_lm.data.prepare.clean import SENTENCE_END, unpunctuated
 from politician_lm.data.prepare.files import BadFile, read_text
 
 CAPTION_SUFFIXES = (".srt", ".vtt")
@@ -33,7 +33,6 @@ _CHANGE_LABEL = re.compile(r"^(?P<label>[A-Z][\w.'’-]*(?:[ \t]+[A-Z][\w.'’-]
 _NAMED_CUE = re.compile(r"^(?P<label>[A-Z][\w.'’-]+(?:[ \t]+[A-Z][\w.'’-]+){1,3}):\s+(?P<rest>\S.*)$")
 _DASH = re.compile(r"^[-–]\s*")
 _MARKUP = re.compile(r"[♪♫][^♪♫]*[♪♫]|[♪♫]|\{\\[^}]*\}")
-_SENTENCE_END = re.compile(r"[.!?…][\"”’')\]]*$")
 _BRACKETED = re.compile(r"\[[^\]]*\]|\([^)]*\)")
 
 
@@ -95,7 +94,7 @@ def caption_text(path: Path) -> str:
         start = cue.start_in_seconds
         if cue.voice and cue.voice != voice:
             out.label(cue.voice, start)
-        elif last_end is not None and start - last_end >= PAUSE_S and _SENTENCE_END.search(out.lines[-1] or "."):
+        elif last_end is not None and start - last_end >= PAUSE_S and SENTENCE_END.search(out.lines[-1] or "."):
             out.lines.append("")
         voice = cue.voice or voice
         dialogue = sum(bool(_DASH.match(line)) for line in fresh) >= 2  # "- Are you running?" / "- I am."

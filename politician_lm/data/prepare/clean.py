@@ -273,10 +273,10 @@ def speech_text(paragraph: str) -> str:
 
 
 MIN_SENTENCES_PER_100_WORDS = 1  # below this a text is not punctuated (auto captions, speech-to-text output)
-_SENTENCE_END = re.compile(r"[.!?…][\"”’')\]]*$")
+SENTENCE_END = re.compile(r"[.!?…][\"”’')\]]*$")  # a sentence ended here (also the captions' pause rule)
 
 
 def unpunctuated(text: str) -> bool:
     """Whether ``text`` has too few sentence ends to be cut into whole sentences (under one per 100 words)."""
-    ended = sum(bool(_SENTENCE_END.search(x)) for x in split_sentences(text))  # "Mr." ends none
+    ended = sum(bool(SENTENCE_END.search(x)) for x in split_sentences(text))  # "Mr." ends none
     return ended * 100 < MIN_SENTENCES_PER_100_WORDS * len(text.split())
