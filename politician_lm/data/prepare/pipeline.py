@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
@@ -49,6 +50,22 @@ def check_one_politician(given: dict[str, str], loaded: dict[str, dict[str, Any]
             f"--identity_profile {given['identity_profile']} is {loaded['identity_profile']['name']}'s profile but "
             f"--stances {given['stances']} is {loaded['stances']['name']}'s; give both the same politician's profile"
         )
+
+
+def check_corpus_politician(corpus: list[str], files: dict[str, Path], loaded: dict[str, dict[str, Any]]) -> None:
+    """A one-line UserError when a profile (``--identity_profile``, ``--stances``: its ``files`` and ``loaded``
+    content) is not the profile of the politician whose speeches ``--corpus`` reads: by its file name, or by the
+    last word of its ``name`` (``bush-43``: ``George W. Bush``)."""
+    for spec in corpus:
+        who = corpus_politician(spec)
+        last = re.sub(r"-\d+$", "", who)
+        for option, profile in loaded.items():
+            full = re.sub(r"[\s_]+", "-", str(profile.get("name", "")).strip().lower())
+            if files[option].stem.lower() not in (who, last) and not full.endswith(last):
+                raise UserError(
+                    f"--corpus {spec} reads {who}'s speeches but --{option} {files[option]} is "
+                    f"{profile.get('name')}'s profile; give {who}'s profile, or none"
+                )
 
 
 @dataclass
@@ -133,6 +150,7 @@ def read_inputs(
     files = {k: profile_file(v) for k, v in given.items()}  # each profile resolved and read once
     loaded = {k: load_profile_spec(str(f)) for k, f in files.items()}
     check_one_politician(given, loaded)
+    check_corpus_politician(list(dict.fromkeys(corpus or [])), files, loaded)
     inputs.profiles = {k: f.stem for k, f in files.items()}
     named = {corpus_politician(spec) for spec in corpus or []}
     if len(named) == 1 and not inputs.profiles:  # one politician's speeches, and no profile that names them
