@@ -187,6 +187,11 @@ def prepare(
     roots = mark_duplicates(builder.candidates, near_dup_threshold, cluster_threshold)
     builder.dropped.update(c.drop_reason for c in builder.candidates if c.drop_reason)
     train, val, test = split_clusters(builder.candidates, roots, seed, val_fraction, set(heldout), stance_val_fraction)
+    if not train and test:
+        raise UserError(
+            f"{out}: every record is in the held-out documents ({', '.join(heldout)}), which leaves nothing to train "
+            "on; add more of the politician's documents, or hold none out with --heldout_documents ''"
+        )
     if not train or not val:
         raise empty_split(out, "train" if not train else "val", len(roots), builder.dropped, val_fraction,
                           stance_val_fraction)  # fmt: skip

