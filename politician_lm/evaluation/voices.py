@@ -36,7 +36,7 @@ ExtraVoices = dict[str, tuple[list[str], list[str]]]
 
 log = logging.getLogger(__name__)
 
-VOICES_VERSION = "voices-v2"  # bump when prepare's cleaning changes any address's paragraphs (v2: headings, a58807f)
+VOICES_VERSION = "voices-v3"  # bump when prepare's cleaning changes any address's paragraphs (v3: older addresses)
 CHUNK_WORDS = 50
 DEFAULT_PRESIDENTS = ("biden", "trump", "obama")
 Features = Literal["voice", "plain"]

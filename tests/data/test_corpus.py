@@ -172,6 +172,31 @@ CLEANING = {  # case -> (transcript text, the speech's paragraphs after cleaning
         "We will open the new clinic in May.\n\nAudience member. Finally!\n\nIt took too long, I know.",
         ["We will open the new clinic in May.", "It took too long, I know."],
     ),
+    # the written messages of older addresses, as published
+    "a written message's salutation": (
+        "Fellow-Citizens of the Senate and House of Representatives:\n\nThe canal opened in June, on budget.",
+        ["The canal opened in June, on budget."],
+    ),
+    "an ordinal Congress in the salutation": (
+        "Mr. Speaker, distinguished Members of the 120th Congress: The canal opened in June.",
+        ["The canal opened in June."],
+    ),
+    "upper-case headings with a period, and numbered sections": (
+        "II.\n\nHARBORS AND CANALS.\n\nThe canal opened in June, on budget.",
+        ["The canal opened in June, on budget."],
+    ),
+    "a dateline": (
+        "The canal opened in June, on budget.\n\nThe White House, January 9, 1911.",
+        ["The canal opened in June, on budget."],
+    ),
+    "footnotes and their markers": (
+        "I signed the canal act last spring.1 It works.\n\n1See last year's volume, Item 12.",
+        ["I signed the canal act last spring. It works."],
+    ),
+    "a table of figures set with dot leaders": (
+        "The canal paid its way.\n\nTolls collected in the year........ $12............ repairs paid...... $9",
+        ["The canal paid its way."],
+    ),
 }
 
 

@@ -216,7 +216,11 @@ _ADDRESS_FORM = (
     r"|Speaker(?:" + _NAME + r")?"
     r"|(?:Majority|Minority|Democratic|Republican)\s+Leader(?:" + _NAME + r")?"
     r"|(?:(?:Chief|Associate|retired)\s+)?Justices?(?:\s+of\s+the\s+Supreme\s+Court)?"
-    r"|Members\s+of\s+(?:the\s+)?(?:Congress|Cabinet|Senate|House|[A-Z]\w+)"
+    r"|(?:distinguished\s+)?Members\s+of\s+(?:the\s+)?(?:\d+\w*\s+)?(?:Congress|Cabinet|Senate|House|[A-Z]\w+)"
+    r"|(?:[Tt]o\s+)?(?:the\s+)?(?:Fellow[- ][Cc]itizens\s+of\s+the\s+)?Senate\s+and\s+(?:of\s+the\s+)?House\s+of\s+"
+    r"Representatives(?:\s+of\s+the\s+United\s+States)?"  # the written messages' "To the Senate and House of ..."
+    r"|Gentlemen\s+of\s+the\s+(?:Senate|House\s+of\s+Representatives|Congress)|[Tt]o\s+the\s+Congress(?:\s+of\s+the\s+"
+    r"United\s+States)?"
     r"|(?:fellow|distinguished|honou?red|esteemed)(?:\s+\w+)?\s+(?:Americans|citizens|guests|colleagues|friends)"
     r"|[Ll]adies\s+and\s+gentlemen"
     r"|(?:First|Second)\s+(?:Lady|Gentleman)(?:\s+of\s+the\s+United\s+States)?"
@@ -263,9 +267,14 @@ def _is_finished(sentence: str) -> bool:
     return bool(re.search(r"[.!?…][\"”’')\]]*$", sentence))
 
 
+# a published text's footnote marker: a number right after a word's closing punctuation ("at Guam.1 Neither")
+_FOOTNOTE_MARK = re.compile(r"(?<=[a-z]{2}[.,;:])\d{1,2}(?=\s|$)")
+
+
 def speech_text(paragraph: str) -> str:
-    """A speech paragraph without salutation run-ups (at any sentence start) or a cut-off last fragment."""
-    sentences = split_sentences(re.sub(r"(—|--){2,}", r"\1", paragraph))
+    """A speech paragraph without salutation run-ups (at any sentence start), footnote markers or a cut-off last
+    fragment."""
+    sentences = split_sentences(_FOOTNOTE_MARK.sub("", re.sub(r"(—|--){2,}", r"\1", paragraph)))
     kept = [s for s in (strip_salutation(s, alone=len(sentences) == 1) for s in sentences) if s]
     if kept and not _is_finished(kept[-1]) and re.search(r"(—|--)$", kept[-1]):
         kept.pop()

@@ -214,15 +214,27 @@ def is_heading(line: str, labels: set[str]) -> bool:
 _MINOR_WORDS = frozenset("a an the and but or nor for of on in at to by from with as vs. vs via per into upon".split())
 
 
+_DATELINE = re.compile(r"(?:The\s+White\s+House|THE\s+WHITE\s+HOUSE),?\s+[A-Z][a-z]+\.?\s+\d{1,2},\s+\d{4}[.,]?")
+# an editors' note of a published text ("1At this point the President ...", "1 See 1969 volume, Item 279."), or a
+# table of figures set with dot leaders (two runs or more: one may be a long ellipsis in a sentence)
+_EDITORIAL = re.compile(r"\d{1,2}(?:[A-Z][a-z]|\s+See\s)|(?:.*?\.{5,}){2}")
+
+
 def is_title(paragraph: str) -> bool:
     """Whether a speech paragraph is a title, dateline or heading rather than speech: at most 12 words, no closing
     punctuation, and every word capitalised but articles, conjunctions and short prepositions (``Remarks by the
-    Governor on the Budget``, ``March 3, 2024``, ``Des Moines, Iowa``); "When we see" (a sentence broken over two
-    paragraphs) is speech."""
+    Governor on the Budget``, ``March 3, 2024``, ``Des Moines, Iowa``), or with closing punctuation when it has no
+    lower-case letter (``POSTAL SAVINGS BANKS.``, ``III.``) or is a dateline (``The White House, January 19,
+    1978.``); "When we see" (a sentence broken over two paragraphs) is speech. Editors' notes and tables of figures
+    (``_EDITORIAL``) are not speech either."""
     words = paragraph.split()
-    return (
-        len(words) <= 12
-        and not _CLOSED.search(paragraph)
-        and not paragraph.endswith(("-", "—"))
-        and all(w[0].isupper() for w in words if w[0].isalpha() and w.lower() not in _MINOR_WORDS)
+    if _DATELINE.fullmatch(paragraph) or _EDITORIAL.match(paragraph):
+        return True
+    return len(words) <= 12 and (
+        not any(c.islower() for c in paragraph)
+        or (
+            not _CLOSED.search(paragraph)
+            and not paragraph.endswith(("-", "—"))
+            and all(w[0].isupper() for w in words if w[0].isalpha() and w.lower() not in _MINOR_WORDS)
+        )
     )
