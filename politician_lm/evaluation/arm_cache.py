@@ -13,37 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from politician_lm.artifacts.atomic import atomic_file
-from politician_lm.evaluation.generic import cache_root, update_with_base
+from politician_lm.evaluation.cache_keys import cache_root, code_key, update_with_base
 
 __all__ = ["arm_key", "load_arm", "store_arm"]
-
-LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes")
-
-
-@lru_cache(maxsize=1)
-def _source_digest() -> str:
-    """A hash of every Python file of this package: a code change invalidates every cached arm."""
-    package = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
-def _versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def arm_key(base_model: str, inputs: dict[str, Any]) -> str:
@@ -51,7 +27,7 @@ def arm_key(base_model: str, inputs: dict[str, Any]) -> str:
     model's files, the libraries' versions and this package's source."""
     digest = hashlib.sha256(
         json.dumps(
-            {"inputs": inputs, "base_model": base_model, "versions": _versions(), "source": _source_digest()},
+            {"inputs": inputs, "base_model": base_model, **code_key()},
             sort_keys=True,
         ).encode()
     )

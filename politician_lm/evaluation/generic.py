@@ -1,6 +1,7 @@
 """The style judge's ``generic`` class: what the base model writes without any persona, cached on disk.
 
-The texts depend only on the base model and how it was loaded, the prompts, the prompt style and the length, so
+The texts depend only on the base model and how it was loaded, the prompts, the prompt style and the length (and
+the code: the libraries' versions and this package's source, ``cache_keys.code_key``, as the arm cache's key), so
 ``evaluate`` and the fit-time ``PersonaEvaluation`` generate them once per base and reuse them across runs.
 """
 
@@ -8,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from politician_lm.artifacts.atomic import atomic_file
+from politician_lm.evaluation.cache_keys import cache_root, code_key, update_with_base
 
 __all__ = ["generic_texts"]
 
@@ -33,26 +34,8 @@ class _Generator(Protocol):
     ) -> list[str]: ...
 
 
-def cache_root() -> Path:
-    """``$XDG_CACHE_HOME/politician_lm`` (default ``~/.cache/politician_lm``): evaluate's caches."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "politician_lm"
-
-
 def _generic_cache_dir() -> Path:
     return cache_root() / "generic"
-
-
-def update_with_base(digest: Any, base_model: str) -> None:
-    """Fold what identifies a base model folder into ``digest``: its config and import record, and the name, size and
-    modification time of every weights file, so weights rewritten in place (an export into the same folder) count as
-    another base (a hub id or a missing folder adds nothing, so its name must be in the key)."""
-    base = Path(base_model)
-    for name in ("config.json", "politician_lm_import.json"):
-        if (base / name).is_file():
-            digest.update((base / name).read_bytes())
-    for weights in sorted(base.glob("*.safetensors")):
-        stat = weights.stat()
-        digest.update(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
 
 
 def generic_texts(
@@ -68,13 +51,15 @@ def generic_texts(
 ) -> list[str]:
     """What ``persona`` writes for ``prompts`` (greedy, with ``repetition_penalty``), cached by base model, how it was
     loaded (``build``: quantization, dtype, device, ...; a 4-bit base de-quantized writes other texts than the full
-    one), prompts, style, length and penalty. ``use_cache`` false computes them afresh (and stores them).
+    one), prompts, style, length and penalty, and the code (``cache_keys.code_key``: library versions, this package's
+    source). ``use_cache`` false computes them afresh (and stores them).
 
     Call it with the adapters switched off and a style without a persona system prompt: the texts are the base
     model's own voice, the style classifier's ``generic`` class.
     """
     key = [prompts, persona.style.to_dict(), max_new_tokens] + ([repetition_penalty] if repetition_penalty != 1 else [])
-    digest = hashlib.sha256(json.dumps(key + ([build] if build else []), sort_keys=True, default=str).encode())
+    key += ([build] if build else []) + [code_key()]  # the libraries and this package's source, as the arm cache's
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode())
     update_with_base(digest, base_model)
     path = _generic_cache_dir() / f"{digest.hexdigest()}.json"
     if use_cache and path.is_file():

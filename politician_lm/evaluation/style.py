@@ -23,7 +23,7 @@ from politician_lm.artifacts.jsonl import read_jsonl
 from politician_lm.artifacts.roles import strip_politician_label
 from politician_lm.data import records
 from politician_lm.errors import UserError
-from politician_lm.evaluation.generic import cache_root
+from politician_lm.evaluation.cache_keys import cache_root
 
 log = logging.getLogger(__name__)
 

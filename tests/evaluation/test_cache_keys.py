@@ -1,0 +1,40 @@
+"""evaluation.cache_keys: the code both of evaluate's caches key on (the arms and the judge's generic class)."""
+
+from __future__ import annotations
+
+from politician_lm.data.templates import PromptStyle
+from politician_lm.evaluation.arm_cache import arm_key
+from politician_lm.evaluation.generic import generic_texts
+
+
+class Recorder:  # what generic_texts needs of a Persona: its style and generate
+    style = PromptStyle(prompt_format="chat")
+
+    def __init__(self):
+        self.calls = 0
+
+    def generate(self, conversations, streamer=None, batch_size=None, on_batch=None, **settings):
+        self.calls += 1
+        for _ in range(0, len(conversations), batch_size):
+            if on_batch is not None:
+                on_batch(1)
+        return [f"answer {self.calls}" for _ in conversations]
+
+
+PROMPTS = [[{"role": "user", "content": "Jobs?"}]]
+
+
+def test_a_library_upgrade_or_a_source_change_recomputes_the_generic_texts_and_the_arms(tmp_path, monkeypatch):
+    from politician_lm.evaluation import cache_keys
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    persona, base, inputs = Recorder(), str(tmp_path / "base"), {"prompts": ["a"]}
+    first, key = generic_texts(persona, PROMPTS, 8, 4, base), arm_key(base, inputs)
+    assert generic_texts(persona, PROMPTS, 8, 4, base) == first and arm_key(base, inputs) == key  # nothing changed
+    versions = cache_keys._versions()
+    monkeypatch.setattr(cache_keys, "_versions", lambda: {**versions, "transformers": "0.0.1"})
+    assert generic_texts(persona, PROMPTS, 8, 4, base) == ["answer 2"] and arm_key(base, inputs) != key
+    upgraded = arm_key(base, inputs)
+    monkeypatch.setattr(cache_keys, "_source_digest", lambda: "a decoding fix")
+    assert generic_texts(persona, PROMPTS, 8, 4, base) == ["answer 3"] and arm_key(base, inputs) != upgraded
+    assert generic_texts(persona, PROMPTS, 8, 4, base) == ["answer 3"] and persona.calls == 3  # cached again
