@@ -5,8 +5,9 @@ conversations they are given and how they are decoded and batched, never on the 
 second ``evaluate`` of another adapter (another seed, another recipe) on the same held-out data reuses them. The key
 covers everything they depend on: the base model's files, the arm's conversations (its system prompt included),
 held-out completions and stance probes, its prompt style, the decoding and batch settings, how the model was built
-(quantization, compute dtype, device, torch threads), the versions of torch, transformers, PEFT and bitsandbytes, and
-the source of this package, so any change to them computes the arm afresh. Floats round-trip through JSON exactly.
+(quantization, compute dtype, device, torch threads), the arithmetic switches (``switches.ARITHMETIC``), the versions
+of torch, transformers, PEFT and bitsandbytes, and the source of this package (``cache_keys.code_key``), so any
+change to them computes the arm afresh. Floats round-trip through JSON exactly.
 """
 
 from __future__ import annotations

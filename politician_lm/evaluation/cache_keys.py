@@ -2,7 +2,8 @@
 the code that computes them (the libraries' versions and this package's source).
 
 ``evaluation.arm_cache`` (the arms no adapter changes) and ``evaluation.generic`` (the judge's generic class) fold
-the same ``code_key`` into their keys, so a library upgrade or a fix in this package recomputes both alike.
+the same ``code_key`` into their keys, so a library upgrade, a fix in this package or an arithmetic switch turned
+off recomputes both alike.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from politician_lm.switches import arithmetic
 
 __all__ = ["LIBRARIES", "cache_root", "code_key", "update_with_base"]
 
@@ -45,9 +48,10 @@ def _versions() -> dict[str, str | None]:
 
 
 def code_key() -> dict[str, Any]:
-    """The code a cached entry was computed with, for its key (JSON-serialisable): the versions of ``LIBRARIES`` and
-    the digest of this package's source."""
-    return {"versions": _versions(), "source": _source_digest()}
+    """The code a cached entry was computed with, for its key (JSON-serialisable): the versions of ``LIBRARIES``, the
+    digest of this package's source, and which of ``switches.ARITHMETIC`` are on (``POLITICIAN_LM_PACKED_LINEAR=0``
+    rounds otherwise, as other threads or CPU kernels do)."""
+    return {"versions": _versions(), "source": _source_digest(), "switches": arithmetic()}
 
 
 def update_with_base(digest: Any, base_model: str) -> None:

@@ -27,11 +27,11 @@ from typing import Any
 
 import torch
 
-from politician_lm.switches import switched_off
+from politician_lm.switches import FUSED_LORA, switched_off
 
 __all__ = ["SWITCH", "fuse_lora_layers", "fused_class", "unfuse_lora_layers"]
 
-SWITCH = "POLITICIAN_LM_FUSED_LORA"  # "0": PEFT's own LoRA forward everywhere
+SWITCH = FUSED_LORA  # "0": PEFT's own LoRA forward everywhere
 
 
 def _peft_layers() -> tuple[type, ...]:

@@ -24,12 +24,12 @@ from typing import Any
 
 import torch
 
-from politician_lm.switches import switched_off
+from politician_lm.switches import PACKED_LINEAR, switched_off
 
 __all__ = ["SWITCH", "MIN_FEATURES", "PackedLinear", "pack_linears", "packed", "unpack_linears"]
 
 MIN_FEATURES = 64
-SWITCH = "POLITICIAN_LM_PACKED_LINEAR"  # "0" keeps PyTorch's own nn.Linear (and the memory of the packed copies)
+SWITCH = PACKED_LINEAR  # "0" keeps PyTorch's own nn.Linear (and the memory of the packed copies)
 
 
 def _available() -> bool:

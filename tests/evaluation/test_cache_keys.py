@@ -22,6 +22,7 @@ class Recorder:  # what generic_texts needs of a Persona: its style and generate
 
 
 PROMPTS = [[{"role": "user", "content": "Jobs?"}]]
+ARITHMETIC = ("POLITICIAN_LM_PACKED_LINEAR", "POLITICIAN_LM_FUSED_LORA")  # switches.py's that change rounding
 
 
 def test_a_library_upgrade_or_a_source_change_recomputes_the_generic_texts_and_the_arms(tmp_path, monkeypatch):
@@ -38,3 +39,23 @@ def test_a_library_upgrade_or_a_source_change_recomputes_the_generic_texts_and_t
     monkeypatch.setattr(cache_keys, "_source_digest", lambda: "a decoding fix")
     assert generic_texts(persona, PROMPTS, 8, 4, base) == ["answer 3"] and arm_key(base, inputs) != upgraded
     assert generic_texts(persona, PROMPTS, 8, 4, base) == ["answer 3"] and persona.calls == 3  # cached again
+
+
+def test_an_arithmetic_switch_turned_off_recomputes_the_arms_and_the_generic_texts(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    for name in ARITHMETIC:
+        monkeypatch.delenv(name, raising=False)
+    persona, base, inputs = Recorder(), str(tmp_path / "base"), {"prompts": ["a"]}
+    first, key = generic_texts(persona, PROMPTS, 8, 4, base), arm_key(base, inputs)
+    seen = {key}
+    for name in ARITHMETIC:
+        monkeypatch.setenv(name, "1")  # on, as unset
+        assert arm_key(base, inputs) == key and generic_texts(persona, PROMPTS, 8, 4, base) == first
+        monkeypatch.setenv(name, "0")
+        off = arm_key(base, inputs)
+        assert off not in seen and generic_texts(persona, PROMPTS, 8, 4, base) != first
+        monkeypatch.setenv(name, "off")  # another spelling of the same switch: the same key
+        assert arm_key(base, inputs) == off
+        seen.add(off)
+        monkeypatch.delenv(name)
+    assert arm_key(base, inputs) == key and generic_texts(persona, PROMPTS, 8, 4, base) == first
