@@ -17,9 +17,12 @@ from typing import Any
 
 from politician_lm.switches import arithmetic
 
-__all__ = ["LIBRARIES", "cache_root", "code_key", "update_with_base"]
+__all__ = ["LIBRARIES", "WEIGHTS", "cache_root", "code_key", "update_with_base"]
 
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes")
+# every weights file transformers' from_pretrained reads from a folder: safetensors, pickle (with --allow_pickle),
+# and the index of either when sharded
+WEIGHTS = ("*.safetensors", "*.bin", "*.index.json")
 
 
 def cache_root() -> Path:
@@ -56,12 +59,13 @@ def code_key() -> dict[str, Any]:
 
 def update_with_base(digest: Any, base_model: str) -> None:
     """Fold what identifies a base model folder into ``digest``: its config and import record, and the name, size and
-    modification time of every weights file, so weights rewritten in place (an export into the same folder) count as
-    another base (a hub id or a missing folder adds nothing, so its name must be in the key)."""
+    modification time of every weights file (``WEIGHTS``: safetensors, pickle ``.bin`` and shard indexes), so weights
+    rewritten in place (an export into the same folder) count as another base (a hub id or a missing folder adds
+    nothing, so its name must be in the key)."""
     base = Path(base_model)
     for name in ("config.json", "politician_lm_import.json"):
         if (base / name).is_file():
             digest.update((base / name).read_bytes())
-    for weights in sorted(base.glob("*.safetensors")):
+    for weights in sorted(path for pattern in WEIGHTS for path in base.glob(pattern)):
         stat = weights.stat()
         digest.update(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())

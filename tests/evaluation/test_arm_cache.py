@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from politician_lm.evaluation.arm_cache import arm_key, load_arm, store_arm
 
 
@@ -31,3 +33,19 @@ def test_answers_and_losses_round_trip_exactly(tmp_path, monkeypatch):
     assert load_arm("k") == {"texts": ["an answer"], "losses": losses, "stance_losses": [(2.5, 4)]}
     (tmp_path / "politician_lm" / "arms" / "k.json").write_text("{not json")
     assert load_arm("k") is None  # a damaged file is recomputed, not trusted
+
+
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json"])
+def test_pickle_weights_and_shard_indexes_rewritten_in_place_change_the_key(tmp_path, name):
+    """A base with ``pytorch_model.bin`` (loaded with --allow_pickle) is another base once rewritten, as safetensors."""
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text('{"hidden_size": 8}')
+    weights = base / name
+    weights.write_bytes(b"\0" * 64)
+    key = arm_key(str(base), {"prompts": ["a"]})
+    assert arm_key(str(base), {"prompts": ["a"]}) == key  # nothing changed: the same key
+    weights.write_bytes(b"\1" * 64)  # same size, new weights: an export into the same folder
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert arm_key(str(base), {"prompts": ["a"]}) != key
