@@ -52,7 +52,8 @@ def generic_texts(
     """What ``persona`` writes for ``prompts`` (greedy, with ``repetition_penalty``), cached by base model, how it was
     loaded (``build``: quantization, dtype, device, ...; a 4-bit base de-quantized writes other texts than the full
     one), prompts, style, length and penalty, and the code (``cache_keys.code_key``: library versions, this package's
-    source). ``use_cache`` false computes them afresh (and stores them).
+    source). ``use_cache`` false computes them afresh (and stores them). ``on_batch(n)`` counts the batches done,
+    all of them at once when the texts come from the cache, so a progress bar over them completes either way.
 
     Call it with the adapters switched off and a style without a persona system prompt: the texts are the base
     model's own voice, the style classifier's ``generic`` class.
@@ -64,9 +65,13 @@ def generic_texts(
     path = _generic_cache_dir() / f"{digest.hexdigest()}.json"
     if use_cache and path.is_file():
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            texts = json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
             pass
+        else:
+            if on_batch is not None and prompts:  # the batches generate would have run count as done
+                on_batch(-(-len(prompts) // (batch_size or len(prompts))))
+            return texts
     texts = persona.generate(
         prompts,
         batch_size=batch_size,

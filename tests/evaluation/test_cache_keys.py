@@ -59,3 +59,13 @@ def test_an_arithmetic_switch_turned_off_recomputes_the_arms_and_the_generic_tex
         seen.add(off)
         monkeypatch.delenv(name)
     assert arm_key(base, inputs) == key and generic_texts(persona, PROMPTS, 8, 4, base) == first
+
+
+def test_generic_texts_from_the_cache_count_their_batches_as_done(tmp_path, monkeypatch):
+    """evaluate's bar counts the generic class's batches: a cache hit must complete them too (it ended at 87/88)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    persona, prompts, base = Recorder(), PROMPTS * 5, str(tmp_path / "base")
+    computed, cached = [], []
+    first = generic_texts(persona, prompts, 8, 2, base, on_batch=computed.append)
+    assert generic_texts(persona, prompts, 8, 2, base, on_batch=cached.append) == first and persona.calls == 1
+    assert sum(computed) == sum(cached) == 3  # 5 prompts in batches of 2
