@@ -5,6 +5,9 @@ No GPU and no hub here, so the model is Mistral-7B's architecture (transformers'
 rest of the config are resolved exactly as ``fit`` resolves them.
 """
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -32,14 +35,35 @@ def test_the_production_recipes_are_found():
     }
 
 
-@pytest.mark.parametrize("config", GPU_CONFIGS, ids=[p.name for p in GPU_CONFIGS])
-def test_production_recipe_builds_its_7b_model_on_the_meta_device(config, chdir_root, tmp_path):
+def resolve_recipe(config: Path, tmp_path: Path):
+    """The recipe's raw YAML and its CLI, resolved as ``fit`` resolves it but on a CPU."""
     raw = yaml.safe_load(config.read_text())
     cpu = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto"]
     cpu += ["--trainer.precision", "32-true", "--trainer.default_root_dir", str(tmp_path)]
+    return raw, run_trainer_cli(["--config", str(config), *cpu], run=False)
+
+
+TYPOS = [
+    ("biden.yaml", "attn_implementation: sdpa", "attn_implementation: spda"),
+]
+
+
+@pytest.mark.parametrize(("name", "right", "typo"), TYPOS, ids=[t[2] for t in TYPOS])
+def test_a_typo_in_a_production_recipe_fails_before_any_gpu(chdir_root, tmp_path, name, right, typo):
+    text = (ROOT / "configs" / name).read_text()
+    assert text.count(right) == 1
+    config = tmp_path / name
+    config.write_text(text.replace(right, typo))
+    misspelt = next(word for word in typo.replace(":", " ").split() if word not in right)
+    with pytest.raises((AssertionError, TypeError, ValueError), match=re.escape(misspelt)):  # named in the error
+        resolve_recipe(config, tmp_path)
+
+
+@pytest.mark.parametrize("config", GPU_CONFIGS, ids=[p.name for p in GPU_CONFIGS])
+def test_production_recipe_builds_its_7b_model_on_the_meta_device(config, chdir_root, tmp_path):
     if "stages" in config.name:
         pytest.skip("a stages file lists fit configs; each of them is checked here on its own")
-    cli = run_trainer_cli(["--config", str(config), *cpu], run=False)
+    raw, cli = resolve_recipe(config, tmp_path)
     hp = cli.model.hparams
     assert "Mistral-7B" in hp.model_name_or_path  # the shapes built below are that model's
     # The settings resolve as configure_model resolves them on a CUDA device.

@@ -24,6 +24,7 @@ SAMPLING_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k",
 Quantization = Literal["nf4", "fp4", "int8", "none"]
 ComputeDtype = Literal["auto", "float32", "bfloat16", "float16"]
 QuantStorage = Literal["uint8", "bfloat16", "float16", "float32"]
+AttnImplementation = Literal["sdpa", "eager", "flash_attention_2"]  # README's model.attn_implementation
 
 
 def resolve_compute_dtype(name: ComputeDtype, device: torch.device) -> torch.dtype:
@@ -59,7 +60,7 @@ def load_base_model(
     compute_dtype: torch.dtype,
     device: torch.device,
     trust_remote_code: bool = False,
-    attn_implementation: str | None = "sdpa",
+    attn_implementation: AttnImplementation | None = "sdpa",
     allow_pickle: bool = False,
     quant_storage: QuantStorage = "uint8",
 ) -> Any:

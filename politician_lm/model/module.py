@@ -17,7 +17,7 @@ from peft import LoraConfig
 from politician_lm.allocator import release_freed_heap
 from politician_lm.artifacts.adapter import check_fits_base, read_adapter
 from politician_lm.batch import PreferenceSource
-from politician_lm.model import resume
+from politician_lm.model import loading, resume
 from politician_lm.model.anchor import AnchorKind
 from politician_lm.model.build import build_trainable_model, check_lora_settings, lora_config, optimizer_and_schedule
 from politician_lm.model.decoding import generate_new_text
@@ -57,7 +57,7 @@ class PoliticianLM(DPOHandles, L.LightningModule):
         use_rslora: bool = False,
         gradient_checkpointing: bool = False,
         trust_remote_code: bool = False,
-        attn_implementation: str | None = "sdpa",
+        attn_implementation: loading.AttnImplementation | None = "sdpa",
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: Scheduler = "cosine",
         warmup_ratio: float = 0.05,
