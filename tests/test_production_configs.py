@@ -1,16 +1,20 @@
-"""The GPU recipes (a 7B base) resolve on a CPU: a typo in configs/biden*.yaml or trump.yaml fails here, not on a GPU.
+"""The GPU recipes (a 7B base) resolve on a CPU: a typo in configs/biden*.yaml or trump.yaml fails here, not on a GPU
+(the trainer's GPU-only strategy and devices too, checked before the CPU run overrides them).
 
 No GPU and no hub here, so the model is Mistral-7B's architecture (transformers' ``MistralConfig`` defaults are the
 7B shapes) built on the meta device: no weights are allocated. The LoRA targets, the quantization settings and the
 rest of the config are resolved exactly as ``fit`` resolves them.
 """
 
+import importlib
+import inspect
 import re
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from lightning.pytorch.strategies import Strategy, StrategyRegistry
 from peft import get_peft_model
 from transformers import AutoModelForCausalLM, MistralConfig
 
@@ -35,9 +39,33 @@ def test_the_production_recipes_are_found():
     }
 
 
+def check_gpu_trainer_keys(trainer: dict) -> None:
+    """What the CPU run below overrides, checked as a GPU run would resolve it: ``strategy`` a Lightning strategy name
+    or a ``Strategy`` class (its ``init_args`` that class's parameters), ``devices`` a count, a list of indices,
+    ``-1``, "auto" or a comma-separated string of indices."""
+    strategy = trainer.get("strategy", "auto")
+    if isinstance(strategy, dict):
+        module, _, name = strategy["class_path"].rpartition(".")
+        cls = getattr(importlib.import_module(module or "lightning.pytorch.strategies"), name)
+        assert issubclass(cls, Strategy), f"trainer.strategy: {cls} is not a Lightning strategy"
+        inspect.signature(cls).bind(**strategy.get("init_args", {}))  # a misspelled argument: TypeError
+    else:
+        known = ("auto", *StrategyRegistry.available_strategies())
+        assert strategy in known, f"trainer.strategy: {strategy!r} is none of {known}"
+    devices = trainer.get("devices", "auto")
+    ok = (
+        (isinstance(devices, int) and (devices > 0 or devices == -1))
+        or (isinstance(devices, list) and all(isinstance(d, int) and d >= 0 for d in devices))
+        or (isinstance(devices, str) and re.fullmatch(r"auto|-1|\d+(,\d+)*,?", devices.replace(" ", "")) is not None)
+    )
+    assert not isinstance(devices, bool) and ok, f"trainer.devices: {devices!r} is no count, list or 'auto'"
+
+
 def resolve_recipe(config: Path, tmp_path: Path):
-    """The recipe's raw YAML and its CLI, resolved as ``fit`` resolves it but on a CPU."""
+    """The recipe's raw YAML and its CLI, resolved as ``fit`` resolves it but on a CPU (after ``check_gpu_trainer_keys``
+    on the GPU settings it overrides)."""
     raw = yaml.safe_load(config.read_text())
+    check_gpu_trainer_keys(raw.get("trainer", {}))
     cpu = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto"]
     cpu += ["--trainer.precision", "32-true", "--trainer.default_root_dir", str(tmp_path)]
     return raw, run_trainer_cli(["--config", str(config), *cpu], run=False)
@@ -45,6 +73,9 @@ def resolve_recipe(config: Path, tmp_path: Path):
 
 TYPOS = [
     ("biden.yaml", "attn_implementation: sdpa", "attn_implementation: spda"),
+    ("biden-ddp.yaml", "strategy: ddp", "strategy: dpp"),
+    ("biden-ddp.yaml", "devices: 4", "devices: 2O"),
+    ("biden-fsdp.yaml", "sharding_strategy: FULL_SHARD", "sharding_stratgy: FULL_SHARD"),
 ]
 
 
