@@ -187,14 +187,9 @@ def prepare(
     roots = mark_duplicates(builder.candidates, near_dup_threshold, cluster_threshold)
     builder.dropped.update(c.drop_reason for c in builder.candidates if c.drop_reason)
     train, val, test = split_clusters(builder.candidates, roots, seed, val_fraction, set(heldout), stance_val_fraction)
-    if not train and test:
-        raise UserError(
-            f"{out}: every record is in the held-out documents ({', '.join(heldout)}), which leaves nothing to train "
-            "on; add more of the politician's documents, or hold none out with --heldout_documents ''"
-        )
     if not train or not val:
         raise empty_split(out, "train" if not train else "val", len(roots), builder.dropped, val_fraction,
-                          stance_val_fraction)  # fmt: skip
+                          stance_val_fraction, heldout if not train and test else [])  # fmt: skip
     stats = prepare_stats(
         {"train": train, "val": val, "test": test},
         len(set(roots.values())),
@@ -210,9 +205,21 @@ def prepare(
 
 
 def empty_split(
-    out: Path, side: str, records: int, dropped: Counter, val_fraction: float, stance_val_fraction: float
+    out: Path,
+    side: str,
+    records: int,
+    dropped: Counter,
+    val_fraction: float,
+    stance_val_fraction: float,
+    held_all: list[str] | None = None,
 ) -> UserError:
-    """The one-line error for an empty train or val split, naming the fraction that made it."""
+    """The one-line error for an empty train or val split, naming the fraction that made it, or the held-out
+    documents where they hold every record (``held_all``)."""
+    if held_all:
+        return UserError(
+            f"{out}: every record is in the held-out documents ({', '.join(held_all)}), which leaves nothing to train "
+            "on; add more of the politician's documents, or hold none out with --heldout_documents ''"
+        )
     by = f"val_fraction={val_fraction}" + (
         f" (stance records: stance_val_fraction={stance_val_fraction})" if stance_val_fraction else ""
     )
