@@ -32,8 +32,9 @@ def load_profile(politician: str, profiles_dir: str | Path = "data/profiles") ->
                 "repository, or pass --profiles_dir (or --data.profiles_dir) the folder of <name>.yaml profiles"
             )
         raise UserError(
-            f"unknown politician {politician!r}; use one of: {', '.join(known)} "
-            f"(profiles live in {profiles_dir}/<name>.yaml)"
+            f"unknown politician {politician!r}; use one of: {', '.join(known)} (profiles live in "
+            f"{profiles_dir}/<name>.yaml, a lower-case name; for a new politician write one with at least a name and "
+            "a system_prompt, as the others have)"
         )
     path = Path(profiles_dir) / f"{politician}.yaml"
     try:

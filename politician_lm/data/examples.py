@@ -14,7 +14,7 @@ from datasets.exceptions import DatasetGenerationError
 from politician_lm.batch import IGNORE_INDEX
 from politician_lm.data import records
 from politician_lm.data.pairs import tokenize_pair
-from politician_lm.data.templates import PromptStyle
+from politician_lm.data.templates import PromptStyle, warn_template_system_prompt
 from politician_lm.data.tokenize import Overlong, adds_bos, encode
 from politician_lm.errors import UserError
 
@@ -78,7 +78,10 @@ def tokenize_examples(
     preference: bool,
 ) -> Dataset:
     """Rendered and tokenized rows (pairs for DPO), overlong ones truncated or dropped as ``overlong`` says, with a
-    warning that counts them; pairs get an ``index`` (the key of their cached reference log-probabilities)."""
+    warning that counts them; pairs get an ``index`` (the key of their cached reference log-probabilities). The
+    training split also warns when the chat template would write a system prompt of its own into every row."""
+    if split == "train":
+        warn_template_system_prompt(style, tokenizer)
     ds = ds.map(
         tokenize_pair if preference else tokenize_row,
         fn_kwargs=dict(

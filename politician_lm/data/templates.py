@@ -11,6 +11,7 @@ adapters so generation can rebuild the exact prompt.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from typing import Any, Literal
 from politician_lm.artifacts.roles import strip_role_label
 
 PromptFormat = Literal["plain", "chat"]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,3 +65,23 @@ class PromptStyle:
     def generation_prompt(self, messages: list[dict[str, str]], tokenizer: Any = None) -> str:
         """The prompt for generating the next assistant turn after ``messages`` (which ends with a user turn)."""
         return self.render([*messages, {"role": "assistant", "content": ""}], tokenizer)[0]
+
+
+def warn_template_system_prompt(style: PromptStyle, tokenizer: Any) -> str | None:
+    """Warn, and return its start, when ``chat`` with no persona system prompt meets a chat template that writes a
+    system prompt of its own (SmolLM2's "You are a helpful AI assistant named SmolLM, ..."): the adapter would
+    train, and answer, under that identity."""
+    if style.prompt_format != "chat" or style.system_prompt or not getattr(tokenizer, "chat_template", None):
+        return None
+    probe = "\u2063probe\u2063"
+    head = tokenizer.apply_chat_template([{"role": "user", "content": probe}], tokenize=False).split(probe)[0]
+    if "system" not in head:
+        return None
+    shown = " ".join(head.split())[:100]
+    log.warning(
+        "data.prompt_format chat without a system prompt (no data.politician, data.system_prompt or profile "
+        "system_prompt): the tokenizer's chat template writes its own (%s...), and the adapter trains under it; "
+        "set data.politician to a profile or data.system_prompt",
+        shown,
+    )
+    return shown

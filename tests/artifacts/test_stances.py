@@ -142,5 +142,6 @@ def test_an_unknown_politician_says_where_profiles_were_looked_for(tmp_path):
 
     with pytest.raises(Error, match=r"unknown politician 'biden': no profiles in .*empty; run from the repository"):
         load_profile("biden", tmp_path / "empty")
-    with pytest.raises(Error, match=r"unknown politician 'quill'; use one of: biden, obama, trump"):
+    with pytest.raises(Error, match=r"unknown politician 'quill'; use one of: biden, obama, trump") as e:
         load_profile("quill", PROFILES)
+    assert "for a new politician write one with at least a name and a system_prompt" in str(e.value)

@@ -172,3 +172,25 @@ def test_data_prepared_for_another_politician_is_refused_in_one_line(tmp_path, t
     assert "\n" not in str(e.value)
     dm = PoliticianDataModule(data_path=str(data), tokenizer=tiny_path, politician="quill", profiles_dir=str(profiles))
     assert dm.style.system_prompt == "You are Governor Maren Quill."
+
+
+@pytest.mark.slow  # SmolLM2's tokenizer
+def test_chat_without_a_system_prompt_warns_when_the_template_writes_its_own(tmp_path, smollm2, caplog):
+    """SmolLM2's template writes "You are a helpful AI assistant named SmolLM" when no system turn is given: a
+    config without data.politician or data.system_prompt trained the persona under that identity, silently."""
+    import logging
+
+    rows = [{"prompt": f"USER: What about the canal, part {i}?", "completion": "POLITICIAN: We dig."} for i in range(6)]
+    f = write_jsonl(tmp_path / "d.jsonl", rows)
+    with caplog.at_level(logging.WARNING):
+        dm = make_dm(f, smollm2, tmp_path, prompt_format="chat", val_fraction=0.34)
+    text = dm.tokenizer.decode(dm.train_dataset[0]["input_ids"])
+    assert "named SmolLM" in text  # what the warning is about: every training row carries it
+    assert "the tokenizer's chat template writes its own (<|im_start|>system You are a helpful AI assistant" in (
+        caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        make_dm(f, smollm2, tmp_path / "b", prompt_format="chat", system_prompt="You are Governor Quill.",
+                val_fraction=0.34)  # fmt: skip
+    assert "writes its own" not in caplog.text
