@@ -69,8 +69,14 @@ def environment(env: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+_CHILD = "import sys; sys.path[:] = {path!r}; sys.argv[0] = {prog!r}; from politician_lm.cli import main; main()"
+
+
 def reexec_with_tcmalloc(args: list[str]) -> None:
-    """Replace this process by ``python -m politician_lm.cli ARGS`` under tcmalloc; returns if nothing would change."""
+    """Replace this process by ``politician_lm.cli.main`` on ARGS under tcmalloc; returns if nothing would change.
+
+    The new process gets this one's ``sys.path`` and ``sys.argv[0]`` (not ``python -m``, which would put the working
+    folder first, so that a ``yaml.py`` there shadows the library, and name the program ``cli.py``)."""
     if in_use() or os.environ.get(ENV) in ("system", "tcmalloc"):
         return
     env = environment()
@@ -78,7 +84,8 @@ def reexec_with_tcmalloc(args: list[str]) -> None:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "politician_lm.cli", *args], env)
+    code = _CHILD.format(path=list(sys.path), prog=sys.argv[0])
+    os.execve(sys.executable, [sys.executable, "-c", code, *args], env)
 
 
 def trims_heap(env: dict[str, str] | None = None) -> bool:

@@ -276,6 +276,7 @@ def run_trainer_cli(args: list[str] | None = None, run: bool = True) -> Politici
         save_config_kwargs={"overwrite": True},
         parser_kwargs={
             "description": "Fine-tune a causal LM to speak like a politician (QLoRA + Lightning).",
+            "prog": "politician-lm",
             "exit_on_error": False,
         },
         auto_configure_optimizers=False,  # the optimizer and schedule live under `model:`

@@ -128,3 +128,29 @@ def test_trims_heap_only_under_glibc_without_tcmalloc():
         assert not allocator.trims_heap({allocator.TRIM_ENV: off})
     assert not allocator.trims_heap({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"})
     assert not allocator.trims_heap({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"})
+
+
+def _entry_from(folder, args: list[str]) -> subprocess.CompletedProcess:
+    """Run ``politician-lm ARGS`` from ``folder`` through a console script like the one pip writes (its own folder
+    first on sys.path, not the working folder), with tcmalloc's re-exec left to happen."""
+    repo = os.path.dirname(os.path.dirname(allocator.__file__))
+    script = folder.parent / "bin" / "politician-lm"
+    script.parent.mkdir(exist_ok=True)
+    body = f"import sys\nsys.path.insert(1, {repo!r})\nfrom politician_lm.cli import main\nsys.exit(main())\n"
+    script.write_text(body)
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.ENV)}
+    cmd = [sys.executable, str(script), *args]
+    return subprocess.run(cmd, cwd=folder, capture_output=True, text=True, env=env, timeout=300)
+
+
+@needs_tcmalloc
+@pytest.mark.slow
+def test_reexec_keeps_the_entry_points_sys_path(tmp_path):
+    """A yaml.py in the user's working folder is not imported by the process re-executed under tcmalloc (python -m
+    would put that folder first on sys.path), and the usage line still names politician-lm."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "yaml.py").write_text("import sys\nsys.exit(7)\n")
+    proc = _entry_from(work, ["fit", "--help"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("usage: politician-lm [options] fit"), proc.stdout[:200]
