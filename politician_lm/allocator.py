@@ -7,7 +7,8 @@ tcmalloc, and a step 4% faster (no page faults from mmap/munmap; system time 11 
 ``scripts/bench_vs_trl.py`` and docs/performance.md.
 
 The allocator must be chosen before the process starts, so ``politician-lm`` re-executes itself once with
-``LD_PRELOAD`` set (Linux only, only if the library is found). ``POLITICIAN_LM_ALLOCATOR=system`` turns this off.
+``LD_PRELOAD`` set (Linux only, only if the library is found). ``POLITICIAN_LM_ALLOCATOR=system`` (or 0, false, no,
+off) turns this off; ``POLITICIAN_LM_ALLOCATOR=tcmalloc`` insists on it (an error where it is not installed).
 Where tcmalloc is not there, training on a CPU under glibc returns the heap's freed pages to the system before every
 training batch (``release_freed_heap``, glibc's ``malloc_trim``): the last batch's fragmented free space then no
 longer counts towards the peak RSS. ``POLITICIAN_LM_MALLOC_TRIM=0`` turns that off.
@@ -23,12 +24,14 @@ import functools
 import os
 import platform
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from politician_lm.switches import switched_off
+from politician_lm.switches import OFF, switch_problem, switched_off
 
 ENV = "POLITICIAN_LM_ALLOCATOR"  # "system": keep the C library's malloc; set to "tcmalloc" in the re-executed child
+_SYSTEM = ("system", *OFF)  # the values of ENV that keep the C library's malloc (case and spaces aside)
 _CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
     "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
@@ -57,11 +60,23 @@ def in_use() -> bool:
     return "tcmalloc" in os.environ.get("LD_PRELOAD", "")
 
 
+def problem(env: Mapping[str, str] | None = None) -> str | None:
+    """A one-line message where ``POLITICIAN_LM_ALLOCATOR`` or ``POLITICIAN_LM_MALLOC_TRIM`` (of ``env``, default
+    this process's) holds a value neither accepts, or asks for tcmalloc where it is not installed; else None."""
+    env = os.environ if env is None else env
+    choice = env.get(ENV, "").strip().lower()
+    if choice not in ("", "tcmalloc", *_SYSTEM):
+        return f"{ENV}={env[ENV]!r}: use tcmalloc, or system (or 0, false, no, off) for the C library's malloc"
+    if choice == "tcmalloc" and tcmalloc_library() is None and not in_use():
+        return f"{ENV}=tcmalloc, but tcmalloc is not installed: run scripts/setup.sh, or unset {ENV}"
+    return switch_problem(TRIM_ENV, env)
+
+
 def environment(env: dict[str, str] | None = None) -> dict[str, str]:
     """``env`` (default: this process's) with tcmalloc preloaded, when it is installed and not turned off."""
     env = dict(os.environ if env is None else env)
     lib = tcmalloc_library()
-    if lib is None or env.get(ENV) == "system" or "tcmalloc" in env.get("LD_PRELOAD", ""):
+    if lib is None or env.get(ENV, "").strip().lower() in _SYSTEM or "tcmalloc" in env.get("LD_PRELOAD", ""):
         return env
     env["LD_PRELOAD"] = ":".join(p for p in (lib, env.get("LD_PRELOAD", "")) if p)
     env[ENV] = "tcmalloc"
@@ -77,10 +92,10 @@ def reexec_with_tcmalloc(args: list[str]) -> None:
 
     The new process gets this one's ``sys.path`` and ``sys.argv[0]`` (not ``python -m``, which would put the working
     folder first, so that a ``yaml.py`` there shadows the library, and name the program ``cli.py``)."""
-    if in_use() or os.environ.get(ENV) in ("system", "tcmalloc"):
+    if in_use():
         return
     env = environment()
-    if env.get(ENV) != "tcmalloc":
+    if "tcmalloc" not in env.get("LD_PRELOAD", ""):
         return
     sys.stdout.flush()
     sys.stderr.flush()
@@ -88,10 +103,12 @@ def reexec_with_tcmalloc(args: list[str]) -> None:
     os.execve(sys.executable, [sys.executable, "-c", code, *args], env)
 
 
-def trims_heap(env: dict[str, str] | None = None) -> bool:
+def trims_heap(env: Mapping[str, str] | None = None) -> bool:
     """Whether ``release_freed_heap`` does anything here: Linux with glibc's malloc (no other allocator preloaded),
     and not turned off with ``POLITICIAN_LM_MALLOC_TRIM=0`` (or false, no, off)."""
     env = os.environ if env is None else env
+    if message := switch_problem(TRIM_ENV, env):
+        raise ValueError(message)
     preloaded = env.get("LD_PRELOAD", "")
     if switched_off(TRIM_ENV, env) or any(lib in preloaded for lib in ("tcmalloc", "jemalloc", "mimalloc")):
         return False

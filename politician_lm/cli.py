@@ -114,10 +114,12 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"unknown command {args[0]!r}; one of {', '.join([*TRAINER_COMMANDS, *COMMANDS])}")
     if args[0] in TRAINER_COMMANDS and (mistake := obvious_mistake(args)):
         _fail(mistake)
-    if argv is None:  # the real process entry (not a call from Python): pick the allocator before torch loads
-        from politician_lm.allocator import reexec_with_tcmalloc
+    from politician_lm import allocator
 
-        reexec_with_tcmalloc(args)
+    if message := allocator.problem():
+        _fail(message)
+    if argv is None:  # the real process entry (not a call from Python): pick the allocator before torch loads
+        allocator.reexec_with_tcmalloc(args)
     from politician_lm.quiet import quiet_libraries
 
     quiet_libraries()

@@ -154,3 +154,37 @@ def test_reexec_keeps_the_entry_points_sys_path(tmp_path):
     proc = _entry_from(work, ["fit", "--help"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("usage: politician-lm [options] fit"), proc.stdout[:200]
+
+
+@needs_tcmalloc
+@pytest.mark.slow
+@pytest.mark.parametrize("value", ["off", " System "])
+def test_system_allocator_takes_the_switch_spellings(value):
+    assert "tcmalloc" not in _loaded_libraries({allocator.ENV: value})
+
+
+@needs_tcmalloc
+@pytest.mark.slow
+def test_tcmalloc_value_uses_tcmalloc():
+    assert "tcmalloc" in _loaded_libraries({allocator.ENV: "tcmalloc"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,value", [(allocator.ENV, "glibc"), (allocator.TRIM_ENV, "disable")])
+def test_unknown_allocator_values_are_refused_in_one_line(name, value):
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.ENV, allocator.TRIM_ENV)}
+    cmd = [sys.executable, "-c", "from politician_lm.cli import main; main()", "chat", "--help"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**env, name: value}, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout[:300]
+    assert proc.stderr.count("\n") == 1 and f"{name}={value!r}" in proc.stderr and "off" in proc.stderr, proc.stderr
+
+
+def test_allocator_values():
+    for value in ("", "system", "System", " off ", "0", "no", "false"):
+        assert allocator.problem({allocator.ENV: value}) is None, value
+    for value in ("system", " off ", "0"):
+        assert "LD_PRELOAD" not in allocator.environment({allocator.ENV: value})
+    assert allocator.ENV in allocator.problem({allocator.ENV: "glibc"})
+    assert allocator.TRIM_ENV in allocator.problem({allocator.TRIM_ENV: "disable"})
+    with pytest.raises(ValueError, match=allocator.TRIM_ENV):
+        allocator.trims_heap({allocator.TRIM_ENV: "disable"})
