@@ -13,13 +13,25 @@
 #            (max_time): the production recipe on the hardware it is written for; throughput and MFU are logged
 #   dropout  scripts/check_lora_dropout.py: the lean LoRA dropout is PEFT's bit for bit on CUDA too (ATen's fused
 #            dropout there), in fp32 and bf16 autocast, with both peaks (well under a minute)
-# Everything it prints is also in $OUT (bench-*.log, fit.log, versions.txt), which the device tool brings back.
+# Everything it prints is also in $OUT (bench-*.log, fit.log, versions.txt), which the device tool brings back; the
+# fit's Lightning log (tokens/s, MFU, peak memory: QLoRAThroughput's perf/*) is copied there as fit-metrics.csv and
+# summed up in one line (scripts/fit_summary.py). The fit starts afresh in /tmp/fit-biden at every call, so the script
+# can run again on a warm machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/device-checks}
-mkdir -p "$OUT"
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(packing fit dropout)
+for step in "${steps[@]}"; do  # every name before anything is installed or run
+  case $step in
+    packing | padded | fit | dropout) ;;
+    *)
+      echo "unknown step '$step': use packing, padded, fit or dropout" >&2
+      exit 2
+      ;;
+  esac
+done
+OUT=${OUT:-/tmp/device-checks}
+mkdir -p "$OUT"
 if ! ls .whl/*.whl >/dev/null 2>&1; then
   echo "no wheels in .whl/: run 'bash scripts/device_wheels.sh' here and carry .whl" >&2
   exit 2
@@ -49,6 +61,7 @@ for step in "${steps[@]}"; do
         status=1
         continue
       fi
+      rm -rf /tmp/fit-biden  # this script's own folder: a run left by an earlier call would be refused
       timeout 200 python3 -m politician_lm.cli fit --config configs/biden.yaml \
         --model.model_name_or_path $MODEL --trainer.max_time 00:00:02:00 --trainer.default_root_dir /tmp/fit-biden \
         --trainer.log_every_n_steps 2 2>&1 | tee "$OUT/fit.log"
@@ -56,13 +69,12 @@ for step in "${steps[@]}"; do
     dropout)
       timeout 120 python3 scripts/check_lora_dropout.py --device cuda 2>&1 | tee "$OUT/dropout.log"
       ;;
-    *)
-      echo "unknown step '$step': use packing, padded, fit or dropout" >&2
-      exit 2
-      ;;
   esac
   rc=${PIPESTATUS[0]}
   echo "step $step: exit $rc" | tee -a "$OUT/steps.txt"
   [ "$rc" = 0 ] || status=1
+  if [ "$step" = fit ]; then  # QLoRAThroughput's perf/* go to the run's loggers only: copy and sum them up
+    python3 scripts/fit_summary.py /tmp/fit-biden --copy-to "$OUT" 2>&1 | tee -a "$OUT/fit.log"
+  fi
 done
 exit $status
