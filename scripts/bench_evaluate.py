@@ -17,6 +17,8 @@ The fixed held-out set: the first ``--records`` records of the adapter's prepare
 before/after timing). They are written as the ``val.jsonl`` of a temporary folder whose ``train.jsonl`` is the rest,
 without ``stats.json``; the adapter is copied without its recorded document split, so both versions score exactly
 that ``val.jsonl``. Both run with the ``records`` style judge (the only one "before" has) and ``--max_heldout`` off.
+Both load the adapter's own base model (its ``politician_lm.json``: the folder recorded at export, else its name as a
+folder under this checkout, else a hub id), or ``--base_model``.
 
 Metrics compared: every number both versions write (``arms`` and ``differences``: value and interval; the
 confusion matrix); held-out losses to a relative 1e-4 (the old pass took its cross-entropy along a strided
@@ -56,6 +58,46 @@ def fixed_data(adapter: Path, data: Path, n: int, folder: Path) -> tuple[Path, P
     meta.pop("split", None)
     (copy / "politician_lm.json").write_text(json.dumps(meta, indent=2))
     return copy, out
+
+
+def base_model(adapter: Path, explicit: str | None) -> str:
+    """``explicit``, else the adapter's base: its recorded absolute folder while it exists, else the name it was
+    trained with, as a folder under this checkout (absolute: both versions run from a temporary folder) or a hub id."""
+    if explicit:
+        return str((ROOT / explicit).resolve()) if (ROOT / explicit).is_dir() else explicit
+    meta = json.loads((adapter / "politician_lm.json").read_text())
+    saved, name = meta.get("base_model_path"), meta.get("base_model")
+    if saved and Path(saved).is_dir():
+        return saved
+    if name and (ROOT / name).is_dir():
+        return str((ROOT / name).resolve())
+    if not name or saved or name.startswith((".", "/")):  # a folder that is not there
+        sys.exit(f"{adapter}: its base model {saved or name!r} is not here; pass --base_model with where it is")
+    return name  # a hub id
+
+
+def checked_inputs(args: argparse.Namespace) -> tuple[Path, Path, str]:
+    """``(adapter, data folder, base model)`` from the command line, or exit with one line before any work."""
+    adapter = (ROOT / args.adapter).resolve()
+    if not (adapter / "politician_lm.json").is_file():
+        sys.exit(f"{adapter}: not an adapter folder politician-lm wrote (no politician_lm.json); check --adapter")
+    if args.data is None:
+        if not (adapter / "training_config.yaml").is_file():
+            sys.exit(f"{adapter}: no training_config.yaml to find its data in; pass --data")
+        import yaml
+
+        config = yaml.safe_load((adapter / "training_config.yaml").read_text()) or {}
+        args.data = (config.get("data") or {}).get("data_path")
+        if not args.data:
+            sys.exit(f"{adapter}: its training_config.yaml records no data.data_path; pass --data")
+    data = (ROOT / args.data).resolve()
+    for name in ("val.jsonl", "train.jsonl"):
+        if not (data / name).is_file():
+            sys.exit(f"{data}: no {name}; --data takes a folder `politician-lm prepare` wrote")
+    for flag in ("records", "repeats", "num_prompts"):
+        if getattr(args, flag) < 1:
+            sys.exit(f"--{flag} must be 1 or more (got {getattr(args, flag)})")
+    return adapter, data, base_model(adapter, args.base_model)
 
 
 def run(name: str, tree: Path, cwd: Path, args: list[str], out: Path, cache: Path) -> dict:
@@ -105,19 +147,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--adapter", default="runs/sotu-biden/adapters/best", help="adapter folder to evaluate")
     parser.add_argument("--data", default=None, help="its prepared data folder (default: from training_config.yaml)")
+    parser.add_argument("--base_model", default=None, help="base model (default: the adapter's, from its metadata)")
     parser.add_argument("--before", default=ISSUE_COMMIT, help="commit whose evaluate is 'before'")
     parser.add_argument("--records", type=int, default=290, help="held-out records whose loss is computed")
     parser.add_argument("--num_prompts", type=int, default=60, help="held-out prompts generated for")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each version, alternating")
     parser.add_argument("--keep", default=None, help="folder to keep both outputs in (default: discarded)")
     args = parser.parse_args()
-    adapter = (ROOT / args.adapter).resolve()
-    import yaml
-
-    data = Path(args.data) if args.data else None
-    if data is None:
-        data = Path((yaml.safe_load((adapter / "training_config.yaml").read_text()) or {})["data"]["data_path"])
-    data = (ROOT / data).resolve()
+    adapter, data, base = checked_inputs(args)
     with tempfile.TemporaryDirectory(prefix="bench-evaluate-") as tmp:
         tmp = Path(tmp)
         old_tree = tmp / "before"
@@ -125,11 +162,11 @@ def main() -> None:
         try:
             copy, folder = fixed_data(adapter, data, args.records, tmp)
             workdir = tmp / "work"  # holds only the before tree's data/: no package here to shadow either version's
-            workdir.mkdir()  # (the allocator re-exec runs ``python -m``, which puts the working folder first)
+            workdir.mkdir()  # ("before"'s allocator re-exec runs ``python -m``, which puts the working folder first)
             (workdir / "data").symlink_to(old_tree / "data")
             common = [
                 "--adapters", str(copy), "--data_path", str(folder), "--num_prompts", str(args.num_prompts),
-                "--base_model", str(ROOT / "checkpoints" / "SmolLM2-135M-Instruct"),
+                "--base_model", base,
             ]  # fmt: skip
             versions = {
                 "before": (old_tree, common),
