@@ -30,7 +30,7 @@ nothing), for a frozen (Q)LoRA base: per trained token 4 * N_base (forward, and 
 gradient for frozen weights) + 6 * N_lora (forward, input and weight gradients), per example of L tokens and per
 layer 3 * 2 * 2 * d_attn * L(L+1)/2 for causal attention (forward QK^T and AV, backward twice that), and per
 labelled token 4 * V * d for the output head. MFU divides it by this machine's fp32 GEMM rate measured on the
-model's own linear shapes (best of repeated ``torch.mm``). Requires TRL: ``pip install -e '.[bench]'``.
+model's own linear shapes (best of repeated ``torch.mm``). Requires TRL: ``pip install -e '.[bench]'`` (checked at start-up, with every count and rate: one line each).
 """  # noqa: E501 (the first usage line above is printed by --help as it is)
 
 from __future__ import annotations
@@ -334,6 +334,21 @@ def split_data(folder: Path) -> None:
     (folder / "val.jsonl").write_text("".join(line + "\n" for i, line in enumerate(lines) if not i % 6))
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Exit with one line for a value no run can take, or a missing TRL (every table compares against it), before
+    any run starts."""
+    for flag in ("repeats", "steps", "eval_every", "batch"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            sys.exit(f"--{flag.replace('_', '-')} must be 1 or more (got {value})")
+    if not 0 <= args.lora_dropout < 1:
+        sys.exit(f"--lora-dropout must be in [0, 1) (got {args.lora_dropout})")
+    import importlib.util
+
+    if importlib.util.find_spec("trl") is None:
+        sys.exit("TRL is not installed: install the bench extra (pip install -e '.[bench]') to compare against it")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3, help="runs of each configuration; the table shows medians")
@@ -397,6 +412,7 @@ def main() -> None:
         help="run one like-for-like pair only (ours and TRL, packing or padded), e.g. to fit a short GPU lease",
     )
     args = ap.parse_args()
+    check_args(args)
     import torch
 
     from politician_lm import allocator

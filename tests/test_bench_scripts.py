@@ -52,3 +52,23 @@ def test_bench_evaluate_wants_a_prepared_data_folder(tmp_path):
         ["scripts/bench_evaluate.py", "--adapter", str(adapter), "--data", str(tmp_path / "data")]
     )
     assert "no val.jsonl" in message
+
+
+@pytest.mark.slow  # subprocesses
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--repeats", "0"], "--repeats must be 1 or more"),
+        (["--eval-every", "0"], "--eval-every must be 1 or more"),
+        (["--lora-dropout", "1"], "--lora-dropout must be in [0, 1)"),
+    ],
+)
+def test_bench_vs_trl_refuses_bad_values_first(args, message):
+    assert message in one_line_failure(["scripts/bench_vs_trl.py", *args])
+
+
+@pytest.mark.slow  # a subprocess
+@pytest.mark.skipif(importlib.util.find_spec("trl") is not None, reason="TRL is installed here")
+def test_bench_vs_trl_wants_trl_before_any_run():
+    """Every table compares against TRL: without it the script stops at once, not after the runs of ours."""
+    assert "TRL is not installed" in one_line_failure(["scripts/bench_vs_trl.py", "--steps", "2"])
