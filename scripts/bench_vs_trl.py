@@ -30,7 +30,8 @@ nothing), for a frozen (Q)LoRA base: per trained token 4 * N_base (forward, and 
 gradient for frozen weights) + 6 * N_lora (forward, input and weight gradients), per example of L tokens and per
 layer 3 * 2 * 2 * d_attn * L(L+1)/2 for causal attention (forward QK^T and AV, backward twice that), and per
 labelled token 4 * V * d for the output head. MFU divides it by this machine's fp32 GEMM rate measured on the
-model's own linear shapes (best of repeated ``torch.mm``). Requires TRL: ``pip install -e '.[bench]'`` (checked at start-up, with every count and rate: one line each).
+model's own linear shapes (best of repeated ``torch.mm``). Requires TRL: ``pip install -e '.[bench]'`` (checked at
+start-up, with every count and rate: one line each).
 """  # noqa: E501 (the first usage line above is printed by --help as it is)
 
 from __future__ import annotations
