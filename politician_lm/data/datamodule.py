@@ -107,7 +107,7 @@ class PoliticianDataModule(L.LightningDataModule):
             msg = "%s: val.jsonl holds the held-out documents, so val_loss would select on them; prepare it again"
             log.warning(msg, data_path)
         self.preference = records.detect_preference(self.files)
-        self.record_counts = records.validate(self.files, self.preference)
+        self.record_counts = examples.validated(self.files, self.preference, kinds)
         self.anchor_files = examples.anchor_files(anchor_path, self.preference, data_path) if anchor_path else None
         if self.preference and packing:
             raise UserError(
