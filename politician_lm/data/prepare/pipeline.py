@@ -205,11 +205,17 @@ def read_inputs(
 
 
 def resolve_heldout(names: list[str], inputs: Inputs) -> list[str]:
-    """The held-out documents, each an input document's id or file name (a path is matched by its name)."""
+    """The held-out documents, each an input document's id or file name (a path is matched by its name; case aside
+    where one document alone matches: ``1988-reagan-1``)."""
     known = dict.fromkeys(inputs.documents)
+    folded: dict[str, list[str]] = {}
+    for doc in known:
+        folded.setdefault(doc.lower(), []).append(doc)
     out = []
     for name in names:
         found = name if name in known else Path(name).name if Path(name).name in known else None
+        if found is None and len(alike := folded.get(Path(name).name.lower(), [])) == 1:
+            found = alike[0]
         if found is None:
             listed = list(known)
             more = f", and {len(listed) - 30} more" if len(listed) > 30 else ""
