@@ -115,9 +115,10 @@ def main(argv: list[str] | None = None) -> None:
     if args[0] in TRAINER_COMMANDS and (mistake := obvious_mistake(args)):
         _fail(mistake)
     from politician_lm import allocator
+    from politician_lm.switches import ARITHMETIC, switch_problem
 
-    if message := allocator.problem():
-        _fail(message)
+    if message := allocator.problem() or next(filter(None, map(switch_problem, ARITHMETIC)), None):
+        _fail(message)  # a mistyped POLITICIAN_LM_* switch, before it is silently taken for "on"
     if argv is None:  # the real process entry (not a call from Python): pick the allocator before torch loads
         allocator.reexec_with_tcmalloc(args)
     from politician_lm.quiet import quiet_libraries

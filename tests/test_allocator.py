@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from politician_lm import allocator
+from politician_lm.switches import FUSED_LORA, PACKED_LINEAR
 
 needs_tcmalloc = pytest.mark.skipif(
     allocator.tcmalloc_library() is None,
@@ -170,7 +171,10 @@ def test_tcmalloc_value_uses_tcmalloc():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,value", [(allocator.ENV, "glibc"), (allocator.TRIM_ENV, "disable")])
+@pytest.mark.parametrize(
+    "name,value",
+    [(allocator.ENV, "glibc"), (allocator.TRIM_ENV, "disable"), (PACKED_LINEAR, "fast"), (FUSED_LORA, "of")],
+)
 def test_unknown_allocator_values_are_refused_in_one_line(name, value):
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.ENV, allocator.TRIM_ENV)}
     cmd = [sys.executable, "-c", "from politician_lm.cli import main; main()", "chat", "--help"]
