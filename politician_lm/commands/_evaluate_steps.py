@@ -24,6 +24,7 @@ from politician_lm.evaluation.arms import (
     score_arm,
     target_stances,
 )
+from politician_lm.evaluation.card import REAL_SPEECH
 from politician_lm.evaluation.stances import PROBE_ROWS, probe_conversations, probe_losses
 from politician_lm.inference import Persona
 from politician_lm.model.adapters import activate, adapter_names
@@ -130,7 +131,9 @@ def run_arms(
         runs.n_generic = len(generic)
         references = [strip_politician_label(i.get("reference", "")) for i in items[: ctx.n_style]]
         if references and all(references):  # the real continuations, cut to the answers' length, judged alike
-            runs.real_speech = runs.classifier.predict(first_tokens(persona.tokenizer, references, max_new_tokens))
+            cut = first_tokens(persona.tokenizer, references, max_new_tokens)
+            runs.real_speech = runs.classifier.predict(cut)
+            runs.samples += sample_rows(Arm(REAL_SPEECH, None, arms[0].style), items, cut, runs.real_speech)
         ctx = replace(ctx, classifier=runs.classifier)
         for arm in arms:
             key = None

@@ -49,6 +49,7 @@ def scorecard_report(
         "real_speech": real_speech_record(runs, politician, n_boot, seed),
         "corpus_distinct": runs.corpus_distinct,
         "stances": stance_record(runs.results, n_boot, seed),
+        "bootstrap": {"interval": "percentile, 95%", "n_boot": n_boot, "seed": seed, "paired": True},
         "seconds": {part: round(t, 1) for part, t in runs.seconds.items()},
         "cached_arms": runs.cached,
         "recipe": recipe_record(runs.results, pool, summary, n_boot, seed) if pool else None,
@@ -200,6 +201,13 @@ def stance_count_lines(report: dict[str, Any]) -> list[str]:
                 else ""
             )
             out.append(f"{metric} over {n} statements{few}")
+    for name, sides in (report.get("stances") or {}).get("sides", {}).items():
+        if len(sides) > 1 and len(set(sides.values())) == 1:  # a yes-sayer's agreement is the profile's share
+            side = next(iter(sides.values()))
+            out.append(
+                f"{short_name(name)} takes '{side}' on all {len(sides)} statements: its stance agreement is the share "
+                f"of statements the profile answers '{side}', not a reading of its positions"
+            )
     return out
 
 

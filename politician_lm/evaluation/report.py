@@ -9,6 +9,10 @@ import io
 from pathlib import Path
 from typing import Any
 
+from politician_lm.evaluation.card import stance_count_lines
+
+SHOWN_PROMPTS = 12  # report.html's answers: the first prompts (samples.jsonl holds all of them)
+
 
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
@@ -148,12 +152,16 @@ def write_scorecard(
     by_prompt: dict[str, list[dict]] = {}
     for s in samples:
         by_prompt.setdefault(s["prompt"], []).append(s)
+    notes = "".join(f"<p>{esc(line)}</p>" for line in stance_count_lines(report))  # what the stance numbers rest on
     sample_html = "".join(
         f"<h3>{esc(p)}</h3><table>"
         + "".join(f"<tr><td>{esc(short(s['arm']))}</td><td>{esc(s['generation'])}</td></tr>" for s in ss)
         + "</table>"
-        for p, ss in list(by_prompt.items())[:12]
+        for p, ss in list(by_prompt.items())[:SHOWN_PROMPTS]
     )
+    if len(by_prompt) > SHOWN_PROMPTS:
+        shown = f"The first {SHOWN_PROMPTS} of {len(by_prompt)} prompts; samples.jsonl holds every answer."
+        sample_html += f"<p>{shown}</p>"
     imgs = "".join(
         f"<h2>{'Scores with 95% intervals' if n == 'intervals.png' else 'Training curves'}</h2>"
         f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(d).decode()}">'
@@ -188,7 +196,8 @@ def write_scorecard(
         f"{report['n_identity_prompts']} identity probes, {report['n_heldout_losses']} held-out completions; "
         f"{decoding}. Style classifier classes: "
         f"{esc(', '.join(labels))}; its own held-out accuracy {acc:.3f}.{real_speech}</p>"
-        f"<h2>Arms</h2>{table(report['arms'])}<h2>Differences (paired bootstrap)</h2>{table(report['differences'])}"
+        f"<h2>Arms</h2>{table(report['arms'])}{notes}<h2>Differences (paired bootstrap)</h2>"
+        f"{table(report['differences'])}"
         f"{recipe_html}<h2>Style classifier confusion</h2>{confusion}{imgs}<h2>Samples</h2>{sample_html}</body></html>"
     )
     (folder / "report.html").write_text(page, encoding="utf-8")

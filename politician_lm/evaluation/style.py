@@ -28,7 +28,7 @@ from politician_lm.evaluation.cache_keys import cache_root
 log = logging.getLogger(__name__)
 
 # Bump when the features, the model or the data reading change, so old cache entries are never reused.
-STYLE_VERSION = "style-v1"
+STYLE_VERSION = "style-v2"  # v2: per-class held-out accuracy
 # The class of text the base model writes without any persona: a generation counts for a politician only when the
 # classifier prefers that politician to this class and to every other politician.
 GENERIC = "generic"
@@ -42,6 +42,7 @@ class StyleClassifier:
         self.C = C
         self.pipeline: Pipeline | None = None
         self.held_out_accuracy: float | None = None
+        self.per_class_accuracy: dict[str, float] | None = None  # on the held-out split, per label
         self.labels: list[str] = []
 
     def _new_pipeline(self, seed: int) -> Pipeline:
@@ -68,13 +69,17 @@ class StyleClassifier:
                 f"need texts from at least 2 politicians to train a style classifier, got {sorted(set(labels))}"
             )
         texts = [strip_politician_label(t) for t in texts]
-        self.held_out_accuracy = None
+        self.held_out_accuracy, self.per_class_accuracy = None, None
         if held_out_fraction > 0:
             train_x, test_x, train_y, test_y = train_test_split(
                 texts, labels, test_size=held_out_fraction, random_state=seed, stratify=labels
             )
-            split_model = self._new_pipeline(seed).fit(train_x, train_y)
-            self.held_out_accuracy = float(split_model.score(test_x, test_y))
+            right = [p == t for p, t in zip(self._new_pipeline(seed).fit(train_x, train_y).predict(test_x), test_y)]
+            self.held_out_accuracy = sum(right) / len(right)
+            self.per_class_accuracy = {
+                label: sum(r for r, t in zip(right, test_y) if t == label) / test_y.count(label)
+                for label in sorted(set(test_y))
+            }
         self.pipeline = self._new_pipeline(seed).fit(texts, labels)
         self.labels = [str(c) for c in self.pipeline.classes_]
         return self

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 
@@ -122,6 +123,7 @@ def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(demo_fit, tm
     )
     assert report["n_style_prompts"] == 12 and report["n_identity_prompts"] == 16
     assert report["decoding"] == {"greedy": True, "max_new_tokens": 12, "repetition_penalty": 1.3}
+    assert report["bootstrap"] == {"interval": "percentile, 95%", "n_boot": 200, "seed": 0, "paired": True}
     assert "greedy with repetition penalty 1.3" in proc.stdout
     for arm in report["arms"].values():
         assert {
@@ -177,7 +179,14 @@ def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(demo_fit, tm
     assert "greedy decoding with repetition penalty 1.3" in page and "best - real speech:" in page
     assert "Recipe: the mean per item of 2 fits" in page and "<td>mean - prompt-only</td>" in page
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 4 * (12 + 16)
+    assert len(samples) == 4 * (12 + 16) + 12  # four arms, and the real continuations as the judge read them
+    real = [s for s in samples if s["arm"] == "real speech"]
+    assert len(real) == 12 and all(s["generation"] and s["predicted"] for s in real)
+    # their labels are what the "real speech" row counts, and the texts are the references cut to the answers' length
+    assert Counter(s["predicted"] for s in real) == Counter(
+        {k: v for k, v in report["confusion"]["real speech"].items() if v}
+    )
+    assert all(len(s["generation"]) <= len(s["reference"]) for s in real)
     # A second run with the same base reuses the cached generic texts.
     assert list((tmp_path / "xdg" / "politician_lm" / "generic").glob("*.json"))
 

@@ -200,6 +200,11 @@ def test_style_classifier_on_bundled_data(real_classifier):
     assert clf.labels == ["biden", "trump"]
     print(f"\nstyle classifier held-out accuracy: {clf.held_out_accuracy:.3f}")
     assert clf.held_out_accuracy is not None and clf.held_out_accuracy > 0.7  # chance is 0.5
+    # per class too, as the voice judge reports it (the scorecard names the politician's own): the held-out split's
+    # classes weighted by their sizes give the overall accuracy
+    per = clf.per_class_accuracy
+    assert set(per) == {"biden", "trump"} and all(0 <= v <= 1 for v in per.values())
+    assert min(per.values()) <= clf.held_out_accuracy <= max(per.values())
     biden, trump = _completions("biden"), _completions("trump")
     assert len(biden) > 100 and not any(t.startswith("POLITICIAN:") for t in biden)
     to_biden, trump_to_biden = clf.attribution(biden, "biden"), clf.attribution(trump, "biden")

@@ -302,3 +302,27 @@ def test_a_profile_without_held_out_statements_says_why_stance_agreement_is_miss
     assert stance_note(profile([*trained_only, held]), "quill", "p/quill.yaml", "heldout") is None
     assert stance_note(profile(trained_only), "quill", "p/quill.yaml", "none") is None  # asked for none
     assert stance_count_lines({"stance_note": note, "arms": {}}) == [note]  # and kept under the scorecard's table
+
+
+def test_report_html_says_when_it_shows_only_the_first_prompts_answers(tmp_path):
+    from politician_lm.evaluation.card import stance_count_lines
+    from politician_lm.evaluation.report import SHOWN_PROMPTS, write_scorecard
+
+    arms = {"prompt-only": {"style_attribution": {"value": 0.5, "low": 0.4, "high": 0.6}}}
+    report = {"politician": "quill", "n_style_prompts": 20, "n_identity_prompts": 0, "n_heldout_losses": 0,
+              "classifier": {"held_out_accuracy": 0.9, "labels": []}, "arms": arms, "differences": {},
+              "confusion": {}}  # fmt: skip
+    samples = [{"prompt": f"p{i}", "arm": "prompt-only", "generation": f"answer {i}"} for i in range(20)]
+    report["stances"] = {"sides": {"prompt-only": {"s1": "support", "s2": "support", "s3": "support"}}}
+    write_scorecard(tmp_path, report, samples, {})
+    page = (tmp_path / "report.html").read_text()
+    assert f"The first {SHOWN_PROMPTS} of 20 prompts; samples.jsonl holds every answer." in page
+    assert "answer 11" in page and "answer 12" not in page
+    # an arm that answers one side to everything: its agreement is no reading of positions, on the page as in the text
+    said = "prompt-only takes &#x27;support&#x27; on all 3 statements: its stance agreement is the share of statements"
+    assert said in page
+    assert any(
+        line.startswith("prompt-only takes 'support' on all 3 statements") for line in stance_count_lines(report)
+    )
+    report["stances"]["sides"]["prompt-only"]["s3"] = "oppose"
+    assert not any("takes" in line for line in stance_count_lines(report))
