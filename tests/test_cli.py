@@ -118,8 +118,24 @@ def one_line(err):
         ),
         (["fit", "--config", "configs/demo.yaml", "--output-dir", "X"], ["--output-dir", "--trainer.default_root_dir"]),
         (["fit", "--config", "configs/demo.yaml", "--trainer.max_epocs", "2"], ["did you mean --trainer.max_epochs?"]),
+        # every flag of the README's old-flags table names its key (--base-model had suggested --model)
+        (["fit", "--config", "configs/demo.yaml", "--base-model", "X"], ["use --model.model_name_or_path"]),
+        (
+            ["fit", "--config", "configs/demo.yaml", "--evaluation"],
+            ["use --trainer.callbacks+=politician_lm.callbacks"],
+        ),
+        (["fit", "--config", "configs/demo.yaml", "--politician", "biden"], ["use --data.politician"]),
     ],
-    ids=["no-config", "config-without-flag", "typo", "old-output-dir", "trainer-typo"],
+    ids=[
+        "no-config",
+        "config-without-flag",
+        "typo",
+        "old-output-dir",
+        "trainer-typo",
+        "old-base-model",
+        "old-evaluation",
+        "old-politician",
+    ],  # fmt: skip
 )
 def test_command_line_mistakes_point_at_the_fix(args, fragments, tmp_path, capsys, chdir_root):
     code, err = run_cli([*args, "--trainer.default_root_dir", str(tmp_path / "run")] if len(args) > 2 else args, capsys)
