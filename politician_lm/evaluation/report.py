@@ -110,6 +110,23 @@ def interval_plots(arms: dict[str, dict[str, dict[str, float]]], short: Any = st
     return png
 
 
+def _samples_html(samples: list[dict[str, Any]], short: Any) -> str:
+    """Every arm's answer to each of the first ``SHOWN_PROMPTS`` prompts, and a line saying so when there are more."""
+    esc = html.escape
+    by_prompt: dict[str, list[dict]] = {}
+    for s in samples:
+        by_prompt.setdefault(s["prompt"], []).append(s)
+    out = "".join(
+        f"<h3>{esc(p)}</h3><table>"
+        + "".join(f"<tr><td>{esc(short(s['arm']))}</td><td>{esc(s['generation'])}</td></tr>" for s in ss)
+        + "</table>"
+        for p, ss in list(by_prompt.items())[:SHOWN_PROMPTS]
+    )
+    if len(by_prompt) > SHOWN_PROMPTS:
+        out += f"<p>The first {SHOWN_PROMPTS} of {len(by_prompt)} prompts; samples.jsonl holds every answer.</p>"
+    return out
+
+
 def write_scorecard(
     folder: Path,
     report: dict[str, Any],
@@ -149,19 +166,8 @@ def write_scorecard(
         )
         + "</table>"
     )
-    by_prompt: dict[str, list[dict]] = {}
-    for s in samples:
-        by_prompt.setdefault(s["prompt"], []).append(s)
     notes = "".join(f"<p>{esc(line)}</p>" for line in stance_count_lines(report))  # what the stance numbers rest on
-    sample_html = "".join(
-        f"<h3>{esc(p)}</h3><table>"
-        + "".join(f"<tr><td>{esc(short(s['arm']))}</td><td>{esc(s['generation'])}</td></tr>" for s in ss)
-        + "</table>"
-        for p, ss in list(by_prompt.items())[:SHOWN_PROMPTS]
-    )
-    if len(by_prompt) > SHOWN_PROMPTS:
-        shown = f"The first {SHOWN_PROMPTS} of {len(by_prompt)} prompts; samples.jsonl holds every answer."
-        sample_html += f"<p>{shown}</p>"
+    sample_html = _samples_html(samples, short)
     imgs = "".join(
         f"<h2>{'Scores with 95% intervals' if n == 'intervals.png' else 'Training curves'}</h2>"
         f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(d).decode()}">'
