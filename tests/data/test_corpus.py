@@ -174,7 +174,7 @@ CLEANING = {  # case -> (transcript text, the speech's paragraphs after cleaning
     ),
     # the written messages of older addresses, as published
     "a written message's salutation": (
-        "Fellow-Citizens of the Senate and House of Representatives:\n\nThe canal opened in June, on budget.",
+        "Gentlemen of the Congress:\n\nThe canal opened in June, on budget.",
         ["The canal opened in June, on budget."],
     ),
     "an ordinal Congress in the salutation": (
