@@ -103,15 +103,14 @@ class SideBySide(L.Callback):
         held, val = self._stances(dm)
         scores = []
 
-        best, shown = self._best(trainer), f"step {trainer.global_step}"
+        best, step = self._best(trainer)
+        shown = f"{best} (step {step}; the final weights are step {trainer.global_step})" if best else f"step {step}"
         with dequantized(model), adapter_state(model, best):  # on CPU the 4-bit base de-quantized once, as
             with model.disable_adapter():  # ``generate`` runs it; the adapter as adapters/best holds it
                 base = persona.generate(convs, **self._decoding())
                 scores.append(probe(held, persona.stance_losses))
             tuned = persona.generate(convs, **self._decoding())
             scores.append(probe(held, persona.stance_losses))
-        if best is not None:
-            shown = f"{best} (step {best_step(best)}; the final weights are step {trainer.global_step})"
         if was_training:
             model.train()
         rows = [
@@ -141,16 +140,17 @@ class SideBySide(L.Callback):
         print(f"(also in {out}; greedy{penalty}, {shown})", flush=True)
 
     @staticmethod
-    def _best(trainer: L.Trainer) -> Path | None:
-        """``adapters/best`` where ``AdapterExport`` wrote it in this fit from weights other than the final ones
-        (the adapter ``evaluate`` and ``generate`` are pointed at); ``None``: show the final weights."""
+    def _best(trainer: L.Trainer) -> tuple[Path | None, int]:
+        """``(adapters/best, its step)`` where ``AdapterExport`` wrote it in this fit from weights other than the
+        final ones (the adapter ``evaluate`` and ``generate`` are pointed at); ``(None, final step)``: show the final
+        weights."""
+        final = (None, trainer.global_step)
         export = next((c for c in trainer.callbacks if isinstance(c, AdapterExport)), None)
         if export is None or not export.save_best or export.best_score is None:
-            return None
+            return final
         best = export.root(trainer) / "best"
-        if not (best / METADATA_FILE).is_file() or best_step(best) == trainer.global_step:
-            return None
-        return best
+        step = best_step(best) if (best / METADATA_FILE).is_file() else trainer.global_step
+        return final if step == trainer.global_step else (best, step)
 
     def _decoding(self) -> dict:
         return dict(max_new_tokens=self.max_new_tokens, do_sample=False, repetition_penalty=self.repetition_penalty)

@@ -11,7 +11,6 @@ from typing import Any
 from datasets import Dataset, concatenate_datasets, load_dataset
 from datasets.exceptions import DatasetGenerationError
 
-from politician_lm.artifacts.jsonl import read_jsonl
 from politician_lm.batch import IGNORE_INDEX
 from politician_lm.data import records
 from politician_lm.data.pairs import tokenize_pair
@@ -37,13 +36,13 @@ def load_file(path: Path, cache_dir: str | None, preference: bool = False) -> Da
 def validated(files: records.DataFiles, preference: bool, kinds: list[str] | None) -> dict[Path, int]:
     """``records.validate``'s record count per file; with ``kinds``, a split (train, val) that holds none of them is
     one line now, before any model loads (``read_examples`` would find it only when its ``stages`` stage starts)."""
-    counts = records.validate(files, preference)
+    found = records.validate(files, preference)
     for split in (files.train, files.val) if kinds else ():
-        found = {obj.get("kind") or "" for p in split for _, obj in read_jsonl(p)}
-        if split and not found & set(kinds):
+        held = {kind for p in split for kind in found[p]}
+        if split and not held & set(kinds):
             raise UserError(f"no records of kind {sorted(kinds)} in {split[0].parent} (its records' kinds: "
-                            f"{', '.join(sorted(k or '(none)' for k in found))})")  # fmt: skip
-    return counts
+                            f"{', '.join(sorted(k or '(none)' for k in held))})")  # fmt: skip
+    return {p: per_kind.total() for p, per_kind in found.items()}
 
 
 def read_examples(

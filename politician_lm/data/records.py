@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,21 +177,21 @@ def check_record(obj: object, preference: bool = False) -> str | None:
     return None
 
 
-def validate_file(path: Path, preference: bool = False, allow_bom: bool = False) -> int:
-    """Check every line of ``path``; return the number of records or raise ``UserError`` naming ``path:line``."""
-    count = 0
+def validate_file(path: Path, preference: bool = False, allow_bom: bool = False) -> Counter[str]:
+    """Check every line of ``path``: its records per ``kind`` (``""``: none), or a ``UserError`` naming path:line."""
+    kinds: Counter[str] = Counter()
     for lineno, obj in read_jsonl(path, allow_bom=allow_bom):
         problem = check_record(obj, preference)
         if problem:
             raise UserError(f"{path}:{lineno}: {problem}")
-        count += 1
-    if count == 0:
+        kinds[obj.get("kind") or ""] += 1
+    if not kinds:
         raise UserError(f"{path}: file is empty; it needs at least one JSON record")
-    return count
+    return kinds
 
 
-def validate(files: DataFiles, preference: bool = False) -> dict[Path, int]:
-    """Validate every file (as preference pairs when ``preference``); return the record count per file."""
+def validate(files: DataFiles, preference: bool = False) -> dict[Path, Counter[str]]:
+    """Validate every file (as preference pairs when ``preference``); return its records per kind."""
     return {p: validate_file(p, preference) for p in (*files.train, *files.val, *files.test)}
 
 
