@@ -153,7 +153,7 @@ def run_arms(
             texts = [strip_politician_label(t) for t in texts]
             scores, runs.corpus_distinct[arm.name] = score_arm(arm, texts, losses, ctx, stance_losses)
             runs.results[arm.name] = scores
-            runs.samples += sample_rows(arm, items, texts, scores.predicted)
+            runs.samples += sample_rows(arm, items, texts, scores.predicted, scores)
     return runs
 
 

@@ -81,7 +81,7 @@ def evaluate(
 
     Args:
         adapters: Adapter folders, as ``a,b`` or a list; the first one's politician is the target.
-        output_dir: Folder for metrics.json, report.html and samples.jsonl (written atomically).
+        output_dir: Folder for metrics.json, report.html, samples.jsonl and heldout_losses.jsonl (written atomically).
         data_path: JSONL file or folder whose held-out records give the prompts and the loss: a prepared folder's
             test.jsonl (its held-out documents, which fit never reads), else its validation split (default: the data
             the first adapter was trained on).
@@ -167,7 +167,7 @@ def evaluate(
 
     # Loaded only now: the metrics pull in scikit-learn and nltk, which a bad input or --help never needs.
     from politician_lm.commands._evaluate_steps import build_arms, model_build, run_arms
-    from politician_lm.evaluation.arms import ArmContext
+    from politician_lm.evaluation.arms import ArmContext, heldout_loss_rows
     from politician_lm.evaluation.card import scorecard_report, scorecard_text, short_namer
     from politician_lm.evaluation.report import read_log, write_scorecard
     from politician_lm.inference import load_persona
@@ -211,7 +211,8 @@ def evaluate(
     with atomic_dir(out) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (tmp / "samples.jsonl").write_text(jsonl_text(runs.samples), encoding="utf-8")
+        (tmp / "heldout_losses.jsonl").write_text(jsonl_text(heldout_loss_rows(runs.results, held.loss_rows)), "utf-8")
         write_scorecard(tmp, report, runs.samples, curves, short_namer(list(report["arms"])))
     print(scorecard_text(report))
-    print(f"wrote {out}/metrics.json, report.html and samples.jsonl", file=sys.stderr)
+    print(f"wrote {out}/metrics.json, report.html, samples.jsonl and heldout_losses.jsonl", file=sys.stderr)
     return out

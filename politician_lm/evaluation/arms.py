@@ -14,6 +14,7 @@ from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.stances import Stance, is_heldout_stance, load_stances
 from politician_lm.data.templates import PromptStyle
 from politician_lm.evaluation import scorecard
+from politician_lm.evaluation.heldout import source_of
 from politician_lm.evaluation.metrics import distinct_n
 from politician_lm.evaluation.stances import score_stances
 
@@ -153,10 +154,13 @@ def score_arm(
     return s, {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
 
 
-def sample_rows(arm: Arm, items: list[dict[str, Any]], texts: list[str], predicted: list[str]) -> list[dict[str, Any]]:
-    """samples.jsonl rows of one arm: prompt, reference, generation, and the judge's label for style prompts."""
+def sample_rows(
+    arm: Arm, items: list[dict[str, Any]], texts: list[str], predicted: list[str], scores: Any = None
+) -> list[dict[str, Any]]:
+    """samples.jsonl rows of one arm: prompt, reference, generation, and the judge's label for style prompts; with
+    its ``scores`` (``scorecard.ArmScores``), each answer's memorization flag and each identity answer's flags."""
     labels = predicted + [""] * (len(items) - len(predicted))
-    return [
+    rows = [
         {
             "arm": arm.name,
             "kind": item["kind"],
@@ -166,6 +170,28 @@ def sample_rows(arm: Arm, items: list[dict[str, Any]], texts: list[str], predict
             **({"predicted": label} if label else {}),
         }
         for item, text, label in zip(items, texts, labels)
+    ]
+    if scores is not None:
+        for row, memorized in zip(rows, scores.memorized):
+            row["memorized"] = bool(memorized)
+        flags = ("names_self", "claims_ai", "facts", "prompt_echo")
+        for i, row in enumerate(rows[len(predicted) :]):
+            row |= {k: bool(getattr(scores, k)[i]) for k in flags if len(getattr(scores, k)) > i}
+    return rows
+
+
+def heldout_loss_rows(results: dict[str, scorecard.ArmScores], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """heldout_losses.jsonl: per held-out record scored (in ``rows``' order), its source document and each arm's
+    summed completion NLL and token count, so that any paired comparison can be recomputed item by item."""
+    return [
+        {
+            "record": i,
+            "source": source_of(row),
+            "prompt": row["messages"][-2]["content"] if len(row["messages"]) > 1 else "",
+            "completion": row["messages"][-1]["content"],
+            "arms": {name: {"nll": s.loss_sum[i], "tokens": int(s.loss_tokens[i])} for name, s in results.items()},
+        }
+        for i, row in enumerate(rows)
     ]
 
 

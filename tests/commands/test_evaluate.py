@@ -187,6 +187,18 @@ def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(demo_fit, tm
         {k: v for k, v in report["confusion"]["real speech"].items() if v}
     )
     assert all(len(s["generation"]) <= len(s["reference"]) for s in real)
+    # item by item: each identity answer's flags average to the arm's identity metrics
+    for arm in report["arms"]:
+        answers = [s for s in samples if s["arm"] == arm][12:]  # after the 12 style prompts, the 16 identity probes
+        assert len(answers) == 16 and all(isinstance(s["memorized"], bool) for s in answers)
+        for key in ("names_self", "claims_ai", "facts"):
+            assert sum(s[key] for s in answers) / 16 == pytest.approx(report["arms"][arm][key]["value"], abs=1e-9)
+    # and each held-out record's summed NLL and tokens per arm give the arm's per-token held-out loss
+    losses = [json.loads(line) for line in (out / "heldout_losses.jsonl").read_text().splitlines()]
+    assert len(losses) == report["arms"][adapter]["heldout_loss"]["n"] and losses[0]["completion"]
+    for arm in report["arms"]:
+        nll, tokens = (sum(r["arms"][arm][k] for r in losses) for k in ("nll", "tokens"))
+        assert nll / tokens == pytest.approx(report["arms"][arm]["heldout_loss"]["value"], rel=1e-6)
     # A second run with the same base reuses the cached generic texts.
     assert list((tmp_path / "xdg" / "politician_lm" / "generic").glob("*.json"))
 
