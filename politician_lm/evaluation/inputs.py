@@ -5,6 +5,7 @@ Each step raises its one-line ``UserError`` here, so a bad input fails in second
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 from collections.abc import Iterable
@@ -133,8 +134,11 @@ class HeldOut:
 
     @property
     def trained_stances(self) -> frozenset[str]:
-        """The statements with a stance record among the training rows (``--stances all``'s "seen")."""
-        return frozenset(r["stance"] for r in self.train_rows if r.get("kind") == "stance" and "stance" in r)
+        """The statements with a stance record among the training rows (``--stances all``'s "seen"); a row keeps a
+        record's ``stance`` in its metadata (``records.to_conversation``)."""
+        rows = (r for r in self.train_rows if r.get("kind") == "stance")
+        ids = (json.loads(r.get("metadata") or "{}").get("stance") for r in rows)
+        return frozenset(str(i) for i in ids if i)
 
     def training_completions(self) -> list[str]:
         """The training answers (speaker labels dropped) a memorized generation would copy."""

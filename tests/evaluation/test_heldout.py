@@ -42,3 +42,21 @@ def test_document_split_is_read_from_stats_and_filters_rows(tmp_path):
     assert recorded_split(tmp_path) == split
     rows = [_row("2024-Biden-1", 0), _row("policy.jsonl", 1), _row("2024-Biden-1", 2)]
     assert document_rows(rows, split["heldout_documents"]) == [rows[0], rows[2]]
+
+
+def test_trained_stances_are_read_from_the_training_records(tmp_path):
+    """``--stances all``'s "seen" statements: those with a stance record among the training rows, as evaluate reads
+    them (``split_records`` keeps a record's extra keys, ``stance`` among them, in its metadata)."""
+    from politician_lm.evaluation.inputs import HeldOut, split_records
+
+    def record(stance: str | None, kind: str) -> str:
+        extra = {"stance": stance} if stance else {}
+        return json.dumps({"prompt": f"USER: Do you support {stance}?", "completion": "POLITICIAN: Yes.", "kind": kind,
+                           **extra})  # fmt: skip
+
+    lines = [record("carbon-tax", "stance"), record("rail-expansion", "stance"), record(None, "style")]
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "val.jsonl").write_text(record("tariffs", "stance") + "\n")
+    train, held = split_records(str(tmp_path), 0.1, 42)
+    found = HeldOut(train, held, held, {}, None, 0.1, 42).trained_stances
+    assert found == {"carbon-tax", "rail-expansion"}
