@@ -197,6 +197,41 @@ CLEANING = {  # case -> (transcript text, the speech's paragraphs after cleaning
         "The canal paid its way.\n\nTolls collected in the year........ $12............ repairs paid...... $9",
         ["The canal paid its way."],
     ),
+    "a written message's salutation to both houses": (
+        "Gentlemen of the Senate and House:\n\nThe canal opened in June.\n\n"
+        "To the Senate and of the House:\n\nThe locks are done.",
+        ["The canal opened in June.", "The locks are done."],
+    ),
+    "a salutation paragraph that names a friend among the address forms": (
+        "Madam Speaker, my good friend from Ohio and our new Leader, Jane Roe, Members of the Cabinet, ladies and "
+        "gentlemen:\n\nThe canal opened in June.\n\nMr. Speaker, I have one request:\n\nFund the locks.",
+        ["The canal opened in June.", "Mr. Speaker, I have one request:", "Fund the locks."],
+    ),
+    "a footnote that says where a report is printed": (
+        "I send you the canal report.1 It is short.\n\n1 The canal report is printed in House Document 12 "
+        "(99th Cong., 1st sess.).\n\n1 Executive Order 123 (3 CFR, p. 45.)",
+        ["I send you the canal report. It is short."],
+    ),
+    "a heading on the line after a sentence": (
+        "The canal opened in June, on budget.\nLocks and Dams\n\nThe locks are next.\nRoads\nThe roads come last.",
+        ["The canal opened in June, on budget.", "The locks are next.", "The roads come last."],
+    ),
+    "a title-case line that goes on in lower case is no heading: its sentence stays whole": (
+        "The canal opened in June.\nThe Harbor Board\nvoted for it.",
+        ["The canal opened in June.", "The Harbor Board voted for it."],
+    ),
+    "a sentence interrupted across paragraphs": (
+        "We will fund the locks and the——\n\n[Applause]\n\n——and the dams on the upper river.\n\n"
+        "The canal report I send you shows that the tolls\n\npaid for the repairs.",
+        [
+            "We will fund the locks and the— and the dams on the upper river.",
+            "The canal report I send you shows that the tolls paid for the repairs.",
+        ],
+    ),
+    "a list after a colon and a restart after a dash stay apart": (
+        "We will build:\n\n--new locks;\n\n--new dams.\n\nAnd the——\n\nThe roads come next.",
+        ["We will build:", "--new locks;", "--new dams.", "The roads come next."],
+    ),
 }
 
 

@@ -217,8 +217,8 @@ _ADDRESS_FORM = (
     r"|(?:Majority|Minority|Democratic|Republican)\s+Leader(?:" + _NAME + r")?"
     r"|(?:(?:Chief|Associate|retired)\s+)?Justices?(?:\s+of\s+the\s+Supreme\s+Court)?"
     r"|(?:distinguished\s+)?Members\s+of\s+(?:the\s+)?(?:\d+\w*\s+)?(?:Congress|Cabinet|Senate|House|[A-Z]\w+)"
-    r"|(?:[Tt]o\s+)?(?:the\s+)?(?:Fellow[- ][Cc]itizens\s+of\s+the\s+)?Senate\s+and\s+(?:of\s+the\s+)?House\s+of\s+"
-    r"Representatives(?:\s+of\s+the\s+United\s+States)?"  # the written messages' "To the Senate and House of ..."
+    r"|(?:[Tt]o\s+)?(?:the\s+)?(?:(?:Fellow[- ][Cc]itizens|Gentlemen)\s+of\s+the\s+)?Senate\s+and\s+(?:of\s+the\s+)?"
+    r"House(?:\s+of\s+Representatives(?:\s+of\s+the\s+United\s+States)?)?"  # written messages: "To the Senate and ..."
     r"|Gentlemen\s+of\s+the\s+(?:Senate|House\s+of\s+Representatives|Congress)|[Tt]o\s+the\s+Congress(?:\s+of\s+the\s+"
     r"United\s+States)?"
     r"|(?:fellow|distinguished|honou?red|esteemed)(?:\s+\w+)?\s+(?:Americans|citizens|guests|colleagues|friends)"
@@ -234,6 +234,7 @@ _ADDRESS_ITEM = re.compile(
     rf"(?:[Aa]nd\s+)?(?:to\s+you|(?:to\s+)?{_ADDRESS_FORM}(?:\s+and\s+{_ADDRESS_FORM})*)",
 )
 _ITEM_END = re.compile(r"\s*([,;:]|\.$|$)\s*")
+_LAST_ITEM = re.compile(rf",\s*{_ADDRESS_ITEM.pattern}\s*:$")  # "..., ladies and gentlemen:" ends a salutation
 
 
 def strip_salutation(sentence: str, alone: bool = False) -> str:
@@ -244,6 +245,8 @@ def strip_salutation(sentence: str, alone: bool = False) -> str:
     Lady of the United States``, ...) separated by commas or semicolons. It goes when it ends with ``:``
     (the rest of the sentence stays), when it is the whole sentence and has two or more forms (or ``alone``: the
     sentence is a paragraph of its own), or when three or more forms end with ``,`` (the rest stays, capitalised).
+    A paragraph of its own that starts with a form and ends with one and ``:`` is a salutation whatever comes
+    between (``Mr. President, my old friend and new Speaker, ..., ladies and gentlemen:``).
     ``My fellow Americans, we ...`` keeps its address: the run is a single form that ends with a comma.
     """
     pos, items, sep = 0, 0, ""
@@ -253,7 +256,7 @@ def strip_salutation(sentence: str, alone: bool = False) -> str:
         if not end:
             if items >= 3 and sep == ",":
                 return sentence[pos : pos + 1].upper() + sentence[pos + 1 :]
-            return sentence
+            return "" if alone and items and sentence.endswith(":") and _LAST_ITEM.search(sentence) else sentence
         items += 1
         sep = end.group(1)
         if sep == ":":

@@ -104,6 +104,7 @@ _ADDRESSED = re.compile(r"(?:Vice\s+)?(?:Speaker|President|Chairman|Chairwoman|C
 # DEFENSE: THE GUARDIAN OF PEACE"); not a label line ("THE PRESIDENT:", "MR. SMITH: NO")
 _HEADING = re.compile(r"(?=[^a-z]*[A-Z]{2})[^a-z:]+(?::\s*[^a-z:\s]+(?:\s+[^a-z:\s]+)+)?")
 _CLOSED = re.compile(r"[.!?:;,…][\"”’')\]]*$")
+_FINISHED = re.compile(r"[.!?…][\"”’')\]]*$")  # a sentence ended here
 
 
 class Label(NamedTuple):
@@ -215,9 +216,12 @@ _MINOR_WORDS = frozenset("a an the and but or nor for of on in at to by from wit
 
 
 _DATELINE = re.compile(r"(?:The\s+White\s+House|THE\s+WHITE\s+HOUSE),?\s+[A-Z][a-z]+\.?\s+\d{1,2},\s+\d{4}[.,]?")
-# an editors' note of a published text ("1At this point the President ...", "1 See 1969 volume, Item 279."), or a
-# table of figures set with dot leaders (two runs or more: one may be a long ellipsis in a sentence)
-_EDITORIAL = re.compile(r"\d{1,2}(?:[A-Z][a-z]|\s+See\s)|(?:.*?\.{5,}){2}")
+# an editors' note of a published text ("1At this point the President ...", "1 See 1969 volume, Item 279.", a
+# numbered note that cites where a text is printed: "1 The canal report ... (99th Cong., 1st sess.).", "1 Executive
+# Order 12 (3 CFR, p. 4.)"), or a table of figures set with dot leaders (two runs or more: one may be an ellipsis)
+_EDITORIAL = re.compile(
+    r"\d{1,2}(?:[A-Z][a-z]|\s+See\s|\s+[A-Z].*(?:\bCong\.|\bsess\.|\bCFR\b|\bStat\.|\bp\.\s*\d))|(?:.*?\.{5,}){2}"
+)
 
 
 def is_title(paragraph: str) -> bool:
@@ -227,14 +231,24 @@ def is_title(paragraph: str) -> bool:
     lower-case letter (``POSTAL SAVINGS BANKS.``, ``III.``) or is a dateline (``The White House, January 19,
     1978.``); "When we see" (a sentence broken over two paragraphs) is speech. Editors' notes and tables of figures
     (``_EDITORIAL``) are not speech either."""
-    words = paragraph.split()
     if _DATELINE.fullmatch(paragraph) or _EDITORIAL.match(paragraph):
         return True
-    return len(words) <= 12 and (
-        not any(c.islower() for c in paragraph)
-        or (
-            not _CLOSED.search(paragraph)
-            and not paragraph.endswith(("-", "—"))
-            and all(w[0].isupper() for w in words if w[0].isalpha() and w.lower() not in _MINOR_WORDS)
-        )
+    return len(paragraph.split()) <= 12 and (not any(c.islower() for c in paragraph) or _title_case(paragraph))
+
+
+def _title_case(text: str) -> bool:
+    """At most 12 words, every one capitalised but articles, conjunctions and short prepositions, and no closing
+    punctuation or dash (``Remarks by the Governor on the Budget``)."""
+    words = text.split()
+    return (
+        len(words) <= 12
+        and not _CLOSED.search(text)
+        and not text.endswith(("-", "—"))
+        and all(w[0].isupper() for w in words if w[0].isalpha() and w.lower() not in _MINOR_WORDS)
     )
+
+
+def glued_heading(before: str, line: str) -> bool:
+    """Whether ``line`` is a heading in title case printed on the line right after a finished sentence (``before``),
+    with no blank line between: ``... any longer.`` / ``Older Americans``. It is a paragraph of its own."""
+    return bool(_FINISHED.search(before)) and any(c.islower() for c in line) and _title_case(line)

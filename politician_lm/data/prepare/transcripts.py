@@ -21,6 +21,7 @@ from politician_lm.data.prepare.clean import fix_text, speech_text, strip_markdo
 from politician_lm.data.prepare.files import BadFile, read_text
 from politician_lm.data.prepare.labels import (
     NOISE_LINE,
+    glued_heading,
     is_heading,
     is_title,
     norm_label,
@@ -83,17 +84,40 @@ def _clean_lines(name: str, text: str) -> tuple[list[tuple[int, str]], list[bool
 
 
 def _paragraphs(lines: list[tuple[int, str]]) -> list[Paragraph]:
+    """Paragraphs of the lines between blank lines; a heading glued to a sentence (``labels.glued_heading``) is a
+    paragraph of its own."""
     out: list[Paragraph] = []
     buf: list[tuple[int, str]] = []
+    heading = False  # the last line in buf is a glued heading
     for lineno, line in [*lines, (0, "")]:
-        if line:
+        glued = bool(line and buf and glued_heading(buf[-1][1], line))
+        if line and not glued and not heading:
             buf.append((lineno, line))
             continue
         if buf:
             text = strip_stage_directions(" ".join(s for _, s in buf))
             if text:
                 out.append(Paragraph(buf[0][0], text))
-            buf = []
+        buf, heading = ([(lineno, line)] if line else []), glued
+    return out
+
+
+_DASHES = re.compile(r"^(?:—|--)+\s*")
+_ENDED = re.compile(r"[.!?…:;][\"”’')\]]*$")  # a sentence (or a list's introduction or item) ended here
+
+
+def _join_broken(paragraphs: list[Paragraph]) -> list[Paragraph]:
+    """Paragraphs with a sentence broken across two joined: one that does not end a sentence (``... and the——``,
+    ``... may live``) and the next that goes on in lower case (``——the rest``, ``free from ...``). The next
+    one's dashes go when the first ends in one (``the— the rest``)."""
+    out: list[Paragraph] = []
+    for p in paragraphs:
+        rest = _DASHES.sub("", p.text)
+        if out and rest[:1].islower() and not _ENDED.search(out[-1].text):
+            text = rest if re.search(r"(—|--)$", out[-1].text) else p.text
+            out[-1] = Paragraph(out[-1].line, f"{out[-1].text} {text}")
+        else:
+            out.append(p)
     return out
 
 
@@ -204,7 +228,9 @@ def speech_paragraphs(name: str, text: str, speakers: set[str]) -> list[Paragrap
             paragraphs = [p for t in turns if t.label in own for p in t.paragraphs]
         else:
             paragraphs = header + [p for t in turns for p in t.paragraphs[1:]]
-    paragraphs = [Paragraph(p.line, c) for p in paragraphs if (c := speech_text(p.text)) and not is_title(c)]
+    paragraphs = [
+        Paragraph(p.line, c) for p in _join_broken(paragraphs) if (c := speech_text(p.text)) and not is_title(c)
+    ]
     if not paragraphs:
         raise BadFile(f"{name}: no usable text after removing stage directions and markup")
     if unpunctuated(" ".join(p.text for p in paragraphs)):

@@ -18,9 +18,9 @@ SPEECHES = {
         ["We start with the budget. It is balanced.", "Insulin will cost thirty five dollars.",
          "Teachers will earn more."],
     ),
-    "a sentence broken over two paragraphs is speech": (
+    "a sentence broken over two paragraphs is speech, joined again": (
         "When we see\n\nwhat our workers built, we are proud.\n",
-        ["When we see", "what our workers built, we are proud."],
+        ["When we see what our workers built, we are proud."],
     ),
     "run-in headings in upper case": (
         "Remarks on the Budget\n\nENERGY: We will build new transmission lines. They carry clean power.\n\n"
