@@ -174,6 +174,16 @@ def is_heldout_stance(stance_id: str) -> bool:
     return _bucket(stance_id) < HELDOUT_FRACTION
 
 
+def heldout_stance_problem(record: dict[str, Any]) -> str | None:
+    """Why ``record`` may not train: a stance record of a held-out statement (``is_heldout_stance``), which training
+    data and pairs never hold, since evaluate's headline ``stance_agreement`` is read on those; None otherwise."""
+    sid = record.get("stance") if record.get("kind") == "stance" else None
+    if sid is None or not is_heldout_stance(str(sid)):
+        return None
+    return (f"a stance record of the held-out statement {str(sid)!r}, which no training data or pairs may hold "
+            "(evaluate's stance_agreement is read on the held-out statements); remove it")  # fmt: skip
+
+
 def is_val_stance(stance_id: str, fraction: float) -> bool:
     """Whether ``stance_id`` is a validation statement when ``fraction`` of the statements that are not held out
     validate (``prepare --stance_val_fraction``): its ``_bucket`` lies in the band just above the held-out one, so

@@ -15,9 +15,10 @@ from typing import Any
 
 from politician_lm.artifacts.jsonl import jsonl_line, read_jsonl
 from politician_lm.artifacts.roles import strip_role_label
-from politician_lm.artifacts.stances import own_side
+from politician_lm.artifacts.stances import heldout_stance_problem, own_side
 from politician_lm.data import records
 from politician_lm.data.templates import PromptStyle
+from politician_lm.errors import UserError
 
 __all__ = [
     "PairItem",
@@ -93,6 +94,8 @@ def read_items(files: list[Path], kinds: list[str] | None) -> list[PairItem]:
     items = []
     for path in files:
         for lineno, obj in read_jsonl(path):
+            if problem := heldout_stance_problem(obj):
+                raise UserError(f"{path}:{lineno}: {problem}")
             conv = records.to_conversation(obj)
             if kinds and conv["kind"] not in kinds:
                 continue

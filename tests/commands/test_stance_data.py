@@ -206,3 +206,32 @@ def test_pairs_refusals_point_at_what_can_help(prepared, tmp_path):
         (other / name).write_text(json.dumps(row) + "\n")
     with pytest.raises(UserError, match=r"every pair was dropped .*; use another source$"):  # none too similar
         pairs(str(prepared["biden"]), str(tmp_path / "q"), base_model=TINY, rejected="other", other_data=str(other))
+
+
+def test_a_held_out_statements_record_is_refused_by_prepare_and_pairs_and_skipped_with_skip_bad(prepared, tmp_path):
+    """A stance record of a held-out statement, brought in by --records or written into a data folder by hand, would
+    train the statement that stance_agreement is read on: prepare and pairs refuse it, naming file and line."""
+    stances = load_stances(load_profile("biden", PROFILES))
+    held = next(s for s in stances if is_heldout_stance(s.id))
+    row = {
+        "prompt": f"USER: {held.question}",
+        "completion": "POLITICIAN: Yes, I do.",
+        "kind": "stance",
+        "stance": held.id,
+    }
+    policy = {"prompt": "USER: What about the ferries?", "completion": "POLITICIAN: They run.", "kind": "policy"}
+    leak = tmp_path / "leak.jsonl"
+    others = [{**policy, "prompt": f"USER: Pier {n}?", "completion": f"POLITICIAN: Pier {n} opens in {2030 + n}."}
+              for n in range(8)]  # fmt: skip
+    leak.write_text("\n".join(json.dumps(r) for r in [policy, row, *others]) + "\n")
+    with pytest.raises(UserError, match=rf"leak.jsonl:2: a stance record of the held-out statement '{held.id}'"):
+        prepare(str(tmp_path / "p"), records=[str(leak)], tokenizer=TINY)
+    kept = prepare(str(tmp_path / "q"), records=[str(leak)], tokenizer=TINY, skip_bad=True, val_fraction=0.5)
+    assert json.loads((kept / "stats.json").read_text())["dropped"]["heldout_stance"] == 1
+    assert all(r.get("stance") != held.id for r in _rows(kept))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text(json.dumps(row) + "\n")
+    (data / "val.jsonl").write_text(json.dumps(policy) + "\n")
+    with pytest.raises(UserError, match=r"train.jsonl:1: a stance record of the held-out statement"):
+        pairs(str(data), str(tmp_path / "pairs"), base_model=TINY, rejected="opposite")

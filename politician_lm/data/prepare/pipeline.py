@@ -13,7 +13,7 @@ from typing import Any
 from politician_lm.artifacts.atomic import atomic_dir
 from politician_lm.artifacts.jsonl import read_jsonl, write_jsonl
 from politician_lm.artifacts.profiles import load_profile_spec, profile_file
-from politician_lm.artifacts.stances import Stance, load_stances, split_stances
+from politician_lm.artifacts.stances import Stance, heldout_stance_problem, load_stances, split_stances
 from politician_lm.data.corpora import corpus_documents, corpus_politician, corpus_speaker
 from politician_lm.data.prepare.build import Candidate, RecordBuilder
 from politician_lm.data.prepare.files import TABLE_SUFFIXES, TEXT_SUFFIXES, BadFile, expand
@@ -95,12 +95,18 @@ def read_records(path: Path, skip_bad: bool = False, dropped: Counter | None = N
     lines are counted in ``dropped`` (``bad_line``) instead, and a file without a usable record is a ``BadFile``."""
     if not skip_bad:
         validate_file(path, allow_bom=True)  # a user's file, as editors save it; prepare writes none
-        return [obj for _, obj in read_jsonl(path, allow_bom=True)]
+        rows = list(read_jsonl(path, allow_bom=True))
+        for lineno, obj in rows:
+            if problem := heldout_stance_problem(obj):
+                raise UserError(f"{path}:{lineno}: {problem}")
+        return [obj for _, obj in rows]
     count = dropped if dropped is not None else Counter()
     rows = []
     for _, obj in read_jsonl(path, lambda _: count.update(["bad_line"]), allow_bom=True, error=BadFile):
         if check_record(obj):
             count["bad_line"] += 1
+        elif heldout_stance_problem(obj):
+            count["heldout_stance"] += 1
         else:
             rows.append(obj)
     if not rows:

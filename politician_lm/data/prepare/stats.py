@@ -25,6 +25,7 @@ from politician_lm.data.prepare.build import Candidate
 REASONS = (
     "bad_file",
     "bad_line",
+    "heldout_stance",
     "retweet",
     "truncated",
     "missing_profile_field",

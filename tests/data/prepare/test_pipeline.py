@@ -535,6 +535,7 @@ def test_stats_match_the_written_files(full, tokenizer):
     assert stats["dropped"] == {
         "bad_file": 0,
         "bad_line": 0,
+        "heldout_stance": 0,
         "retweet": 1,
         "truncated": 0,
         "missing_profile_field": 0,
