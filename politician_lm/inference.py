@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from politician_lm.artifacts.adapter import read_adapter, read_metadata, resolve_base
+from politician_lm.artifacts.roles import labelled
 from politician_lm.batch import IGNORE_INDEX
 from politician_lm.data.templates import PromptStyle
 from politician_lm.data.tokenize import adds_bos, encode_prompt
@@ -31,12 +32,7 @@ from politician_lm.model.adapters import (
     check_one_base,
     merge_weighted,
 )
-from politician_lm.model.decoding import (
-    MIN_SHARED_PREFIX,
-    CarriedPrefix,
-    generate_new_text,
-    shared_prefix_length,
-)
+from politician_lm.model.decoding import MIN_SHARED_PREFIX, CarriedPrefix, generate_new_text, shared_prefix_length
 from politician_lm.model.fused_lora import fuse_lora_layers
 from politician_lm.model.group_scoring import grouped_losses, takes_block_mask
 from politician_lm.model.head_loss import logits_nll, token_nll
@@ -204,7 +200,8 @@ class Persona:
         and statements of like length together, about 2,048 tokens a forward pass (``model.group_scoring``): the same
         numbers as a row per answer, to fp32 rounding. ``on_batch(n)`` after each pass of n statements. Where the
         head cannot be split off, the attention takes no 4D mask (FlashAttention) or the model ignores
-        ``position_ids`` (ALiBi), a row per answer, one statement a batch."""
+        ``position_ids`` (ALiBi), a row per answer, one statement a batch. Plain-format turns get prepare's labels."""
+        conversations = [labelled(c, self.style.prompt_format) for c in conversations]
         on_batch, split = on_batch or (lambda _: None), _backbone_and_head(self.model)
         if split is None or not takes_block_mask(self.model) or not reads_positions(self.model):
             return self.completion_losses(conversations, PROBE_ROWS, on_batch, in_order=True)

@@ -190,3 +190,13 @@ def test_passes_put_groups_of_like_length_together_within_the_budget():
     assert group_scoring._passes(widths, 300) == [[1, 3], [4, 0], [2], [5]]
     assert group_scoring._passes(widths, 10_000) == [[1, 3, 4, 0, 2, 5]]
     assert group_scoring._passes([], 300) == []
+
+
+def test_plain_format_probes_carry_the_speaker_labels_of_the_training_records(persona):
+    """In the plain format prepare's records read ``USER: <question>`` / ``POLITICIAN: <answer>``: the probe's bare
+    question and answers are scored labelled so, as ``generate`` asks, not as text the adapter never saw."""
+    assert persona.style.prompt_format == "plain"
+    bare = [[m | {"content": m["content"].split(": ", 1)[1]} if m["role"] != "system" else m for m in c]
+            for c in probe_rows()]  # fmt: skip
+    assert_same(persona.stance_losses(bare), reference_losses(persona, probe_rows(), len(ANSWERS)))
+    assert persona.stance_losses(bare) != reference_losses(persona, bare, len(ANSWERS))

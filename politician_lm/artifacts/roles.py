@@ -65,3 +65,10 @@ def assistant_turn(reply: str, prompt_format: str) -> dict[str, str]:
     if prompt_format == "plain" and not has_role_label(reply):
         reply = POLITICIAN_LABEL + reply.lstrip()
     return {"role": "assistant", "content": reply}
+
+
+def labelled(messages: list[dict[str, str]], prompt_format: str) -> list[dict[str, str]]:
+    """``messages`` with each user and assistant turn as the training data writes it (``user_turn``,
+    ``assistant_turn``); system turns as they are."""
+    turn = {"user": user_turn, "assistant": assistant_turn}
+    return [turn[m["role"]](m["content"], prompt_format) if m["role"] in turn else m for m in messages]
