@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from politician_lm.artifacts.adapter import read_adapter, read_metadata, resolve_base
+from politician_lm.artifacts.adapter import check_loadable, read_adapter, read_metadata
 from politician_lm.artifacts.roles import labelled
 from politician_lm.batch import IGNORE_INDEX
 from politician_lm.data.templates import PromptStyle
@@ -28,8 +28,6 @@ from politician_lm.model.adapters import (
     adapter_names,
     adapter_weights,
     attach_weighted,
-    check_fit,
-    check_one_base,
     merge_weighted,
 )
 from politician_lm.model.decoding import MIN_SHARED_PREFIX, CarriedPrefix, generate_new_text, shared_prefix_length
@@ -261,11 +259,9 @@ def load_persona(
     """
     folders = [read_adapter(p, allow_pickle) for p in parse_list(adapters, "adapters")] if adapters else []
     ws = adapter_weights(weights, len(folders))
-    check_one_base(folders)
-    base = resolve_base(folders[0] if folders else None, base_model)  # explicit base (e.g. a local copy) wins
+    base = check_loadable(folders, base_model, allow_pickle)  # explicit base (e.g. a local copy) wins
     if not base:
         raise UserError("nothing to load: give --adapters, --base_model, or --politician with a registry entry")
-    check_fit(base, folders, allow_pickle)
     meta_source = folders[0].path if folders else Path(base)
     meta = folders[0].metadata if folders else read_metadata(meta_source)  # read_adapter has read the adapter's
     style = PromptStyle.from_metadata(meta)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -191,6 +192,43 @@ def check_base_model(path: str, allow_pickle: bool = False) -> None:
                 f"{folder}: only pickle (*.bin) weights, which can run code when loaded; convert to "
                 "safetensors or pass --allow_pickle true if you trust the source"
             )
+
+
+def check_one_base(folders: Sequence[AdapterFolder], persona: str | None = None) -> None:
+    """Adapters applied together must have been trained on one base; ``persona`` names the served persona."""
+    if not folders:
+        return
+    first = folders[0]
+    for f in folders[1:]:
+        if same_model(f.base_model, first.base_model):
+            continue
+        if persona is not None:  # serve: the persona whose adapters disagree is the thing to fix
+            raise UserError(
+                f"persona {persona!r}: {f.path} was trained on {f.base_model!r}, {first.path} on "
+                f"{first.base_model!r}; a persona's adapters need one base"
+            )
+        raise UserError(
+            f"{f.path}: trained on base model {f.base_model!r}, but {first.path} on "
+            f"{first.base_model!r}; use adapters of one base"
+        )
+
+
+def check_fit(base: str, folders: Sequence[AdapterFolder], allow_pickle: bool = False) -> None:
+    """The base model folder is safe to load and every adapter's tensor shapes fit it (before any weights load)."""
+    check_base_model(base, allow_pickle)
+    for f in folders:
+        check_fits_base(f, base)
+
+
+def check_loadable(folders: Sequence[AdapterFolder], base_model: str | None, allow_pickle: bool = False) -> str:
+    """``load_persona``'s checks before any weights load (run by ``evaluate`` before torch is imported): the adapters'
+    one base, and the base to load (``base_model`` wins) safe to load and fitting each adapter; returns that base
+    ("" where neither the adapters nor ``base_model`` name one)."""
+    check_one_base(folders)
+    base = resolve_base(folders[0] if folders else None, base_model)
+    if base:
+        check_fit(base, folders, allow_pickle)
+    return base
 
 
 def attach_adapter(model: Any, folder: str | Path, adapter_name: str = "default", is_trainable: bool = False) -> Any:

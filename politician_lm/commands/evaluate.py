@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from politician_lm.artifacts.adapter import check_loadable
 from politician_lm.artifacts.atomic import atomic_dir, check_output
 from politician_lm.artifacts.jsonl import jsonl_text
 from politician_lm.artifacts.profiles import load_profile
@@ -141,6 +142,7 @@ def evaluate(
                   memorization_words=memorization_words, max_heldout=max_heldout, val_fraction=val_fraction,
                   repetition_penalty=repetition_penalty)  # fmt: skip
     adapter_list, folders = adapter_folders(adapters, merged, allow_pickle)
+    check_loadable(folders, base_model, allow_pickle)  # load_persona's checks of the base, before torch loads
     fits = [str(f.path) for f in folders[: len(adapter_list)]] if pool_adapters else None
     if fits:
         from politician_lm.evaluation.recipe import check_fits  # numpy and the metrics: not for --help

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from politician_lm.artifacts.adapter import AdapterFolder, attach_adapter, check_base_model, check_fits_base, same_model
+# the checks that read no weights live beside the adapter reader, so evaluate runs them before torch loads
+from politician_lm.artifacts.adapter import attach_adapter, check_fit, check_one_base
 from politician_lm.errors import UserError
 from politician_lm.values import parse_weights
 
@@ -41,32 +42,6 @@ def adapter_names(count: int, prefix: str = "adapter") -> list[str]:
 def adapter_weights(weights: list[float] | str | None, count: int) -> list[float]:
     """One weight per adapter (1 each by default); negative weights are allowed (they subtract an update)."""
     return parse_weights(weights, count, allow_negative=True) if weights is not None else [1.0] * count
-
-
-def check_one_base(folders: Sequence[AdapterFolder], persona: str | None = None) -> None:
-    """Adapters applied together must have been trained on one base; ``persona`` names the served persona."""
-    if not folders:
-        return
-    first = folders[0]
-    for f in folders[1:]:
-        if same_model(f.base_model, first.base_model):
-            continue
-        if persona is not None:  # serve: the persona whose adapters disagree is the thing to fix
-            raise UserError(
-                f"persona {persona!r}: {f.path} was trained on {f.base_model!r}, {first.path} on "
-                f"{first.base_model!r}; a persona's adapters need one base"
-            )
-        raise UserError(
-            f"{f.path}: trained on base model {f.base_model!r}, but {first.path} on "
-            f"{first.base_model!r}; use adapters of one base"
-        )
-
-
-def check_fit(base: str, folders: Sequence[AdapterFolder], allow_pickle: bool = False) -> None:
-    """The base model folder is safe to load and every adapter's tensor shapes fit it (before any weights load)."""
-    check_base_model(base, allow_pickle)
-    for f in folders:
-        check_fits_base(f, base)
 
 
 def set_weights(model: Any, names: Sequence[str], weights: Sequence[float]) -> None:

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -156,6 +157,47 @@ def test_an_adapter_named_twice_is_refused(quill, capsys):
     good = copy_adapter(quill, "good-twice", quill / "held", split)
     err = refused(capsys, quill, "--adapters", f"{good},{good}/")
     assert f"name {good} twice" in err
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """``load_persona`` fails the test: the refusals below come before any model loads (they once came after it)."""
+    import politician_lm.inference
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("loaded")
+
+    monkeypatch.setattr(politician_lm.inference, "load_persona", loaded)
+
+
+def quill_adapter(quill, name: str, config: dict | None = None, metadata: dict | None = None) -> Path:
+    """A copy of the fit's adapter trained on the folder evaluated, with ``config`` and ``metadata`` keys replaced."""
+    folder = copy_adapter(quill, name, quill / "held", json.loads((quill / "held" / "stats.json").read_text())["split"])
+    for file, changes in (("adapter_config.json", config), ("politician_lm.json", metadata)):
+        (folder / file).write_text(json.dumps(json.loads((folder / file).read_text()) | (changes or {})))
+    return folder
+
+
+@pytest.mark.slow
+def test_a_base_model_that_cannot_take_the_adapters_is_refused_before_loading(quill, capsys, no_model):
+    from safetensors.numpy import save_file
+
+    good = quill_adapter(quill, "good-base")
+    err = refused(capsys, quill, "--adapters", str(good), "--base_model", str(quill / "nobase"))
+    assert f"{quill / 'nobase'}: base model folder does not exist" in err
+    other = quill_adapter(quill, "other-base", {"base_model_name_or_path": "someone/else"}, {"base_model": "x"})
+    err = refused(capsys, quill, "--adapters", f"{good},{other}")
+    assert f"{other}: trained on base model 'someone/else', but {good} on" in err
+    gone = quill_adapter(quill, "gone-base", {"base_model_name_or_path": "gone/base"},
+                         {"base_model": "gone/base", "base_model_path": str(quill / "gone")})  # fmt: skip
+    err = refused(capsys, quill, "--adapters", str(gone))
+    assert f"its base model folder {quill / 'gone'} is gone" in err
+    small = quill / "small-base"  # a base whose layer is not the adapter's size
+    small.mkdir()
+    (small / "config.json").write_text("{}")
+    save_file({"model.layers.0.mlp.down_proj.weight": np.zeros((3, 3), np.float32)}, str(small / "model.safetensors"))
+    err = refused(capsys, quill, "--adapters", str(good), "--base_model", str(small))
+    assert "the adapter belongs to another base model" in err
 
 
 def test_adapters_whose_short_names_are_equal_are_told_apart_in_the_table():
