@@ -232,15 +232,17 @@ def choose_judge(
 
         check_presidents(presidents, politician, own_voice=bool(split))
     elif style_data_dir is not None:
-        from politician_lm.evaluation.style import training_files
+        from politician_lm.evaluation.style import check_judge_data, training_files
 
-        known = sorted(training_files(style_data_dir))
+        files = training_files(style_data_dir)
+        known = sorted(files)
         if politician not in known:
             raise UserError(
                 f"the records style judge knows {', '.join(known) or 'no one'} (the folders of --style_data_dir "
                 f"{style_data_dir}), not {politician!r}: prepare its transcripts with --heldout_documents so that the "
                 f"sotu judge learns its voice, or pass --style_data_dir a folder with {politician}/*.jsonl of its words"
             )
+        check_judge_data(files, style_data_dir)  # else the judge would fail after the model ran
     return kind, presidents
 
 

@@ -136,11 +136,7 @@ def train_from_data_dir(data_dir: str = "data", seed: int = 0, generic: list[str
     ``generic``: texts the base model wrote without a persona, learned as the class ``GENERIC``.
     """
     files = training_files(data_dir)
-    if len(files) < 2:
-        raise UserError(
-            f"{data_dir}: found data for {sorted(files) or 'no politician'}; the style classifier needs at least 2 "
-            "politicians in <data_dir>/<politician>/*.jsonl"
-        )
+    check_judge_data(files, data_dir)
     texts: list[str] = []
     labels: list[str] = []
     for politician, paths in files.items():
@@ -152,6 +148,18 @@ def train_from_data_dir(data_dir: str = "data", seed: int = 0, generic: list[str
         texts += list(generic)
         labels += [GENERIC] * len(generic)
     return StyleClassifier().fit(texts, labels, seed=seed)
+
+
+def check_judge_data(files: dict[str, list[Path]], data_dir: str | Path) -> None:
+    """What ``train_from_data_dir`` refuses, in one line: ``files`` (``training_files(data_dir)``) of fewer than 2
+    politicians, or a record its reader rejects; ``evaluate`` checks it before any model loads."""
+    if len(files) < 2:
+        raise UserError(
+            f"{data_dir}: found data for {sorted(files) or 'no politician'}; the style classifier needs at least 2 "
+            "politicians in <data_dir>/<politician>/*.jsonl"
+        )
+    for path in (p for paths in files.values() for p in paths):
+        records.validate_file(path)  # as read_completions does
 
 
 def require_generic_source(data_dir: str, option: str) -> None:

@@ -200,6 +200,20 @@ def test_a_base_model_that_cannot_take_the_adapters_is_refused_before_loading(qu
     assert "the adapter belongs to another base model" in err
 
 
+@pytest.mark.slow
+def test_a_records_judge_it_could_not_train_is_refused_before_loading(quill, capsys, no_model):
+    good = quill_adapter(quill, "good-judge")
+    style = quill / "style-one"
+    (style / "quill").mkdir(parents=True)
+    shutil.copy(quill / "held" / "train.jsonl", style / "quill" / "train.jsonl")
+    err = refused(capsys, quill, "--adapters", str(good), "--judge", "records", "--style_data_dir", str(style))
+    assert f"{style}: found data for ['quill']; the style classifier needs at least 2 politicians" in err
+    (style / "other").mkdir()
+    (style / "other" / "empty.jsonl").write_text("")
+    err = refused(capsys, quill, "--adapters", str(good), "--judge", "records", "--style_data_dir", str(style))
+    assert f"{style / 'other' / 'empty.jsonl'}: file is empty" in err
+
+
 def test_adapters_whose_short_names_are_equal_are_told_apart_in_the_table():
     from politician_lm.evaluation.card import short_namer
 
