@@ -30,6 +30,7 @@ from politician_lm.errors import UserError
 from politician_lm.evaluation.heldout import DEFAULT_MAX_HELDOUT
 from politician_lm.evaluation.inputs import (
     adapter_folders,
+    check_arm_profiles,
     check_numbers,
     choose_judge,
     generic_texts_pool,
@@ -164,6 +165,7 @@ def evaluate(
     check_choice("--stances", stances, StanceSet)
     no_stances = stance_note(profile, politician, f"{profiles_dir}/{politician}.yaml", stances)
     style_items, identity_items = probe_items(prompts_file, held.rows, num_prompts, seed, identity_probes)
+    check_arm_profiles(folders, politician, profiles_dir, stances, identity=bool(identity_items))
     # Generic class: the base without persona on training-side prompts of every politician (never the held-out ones).
     pool = generic_texts_pool(style_data_dir, generic_prompts, held.val_fraction, held.split_seed, seed)
 
@@ -177,18 +179,8 @@ def evaluate(
     persona = load_persona([str(f.path) for f in folders], base_model=base_model, allow_pickle=allow_pickle)
     arms = build_arms(persona, folders, persona.style.system_prompt or profile.get("system_prompt"))
     train_texts = held.training_completions()
-    ctx = ArmContext(
-        politician,
-        profile,
-        profiles_dir,
-        None,
-        train_texts,
-        memorization_words,
-        len(style_items),
-        stances,
-        held.val_stances,
-        held.trained_stances,
-    )
+    ctx = ArmContext(politician, profile, profiles_dir, None, train_texts, memorization_words, len(style_items),
+                     stances, held.val_stances, held.trained_stances)  # fmt: skip
     runs = run_arms(
         persona,
         arms,

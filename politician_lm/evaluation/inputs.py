@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from politician_lm.artifacts.adapter import AdapterFolder, read_adapter
 from politician_lm.artifacts.jsonl import read_jsonl
+from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.roles import strip_politician_label
 from politician_lm.artifacts.stances import Stance, is_heldout_stance, load_stances
 from politician_lm.data import records
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HeldOut",
     "adapter_folders",
+    "check_arm_profiles",
     "check_numbers",
     "choose_judge",
     "generic_texts_pool",
@@ -263,6 +265,19 @@ def stance_note(profile: dict[str, Any], politician: str, profile_file: str, sta
         return None
     print(note, file=sys.stderr)
     return note
+
+
+def check_arm_profiles(
+    folders: list[AdapterFolder], politician: str, profiles_dir: str, stances: str, identity: bool
+) -> None:
+    """Loads the profile and stances of each adapter's own politician where it is another (``Arm.target``: it is
+    scored against them) as ``arms.target_stances`` and ``score_arm`` will, failing before any model loads."""
+    first = folders[0].metadata.get("politician")  # the persona's style, which an adapter's own metadata overrides
+    for other in dict.fromkeys(f.metadata["politician"] if "politician" in f.metadata else first for f in folders):
+        if other and other != politician and (identity or stances != "none"):
+            profile = load_profile(other, profiles_dir)
+            if stances != "none":
+                load_stances(profile, f"{profiles_dir}/{other}.yaml")
 
 
 def probe_items(

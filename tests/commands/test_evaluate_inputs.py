@@ -214,6 +214,22 @@ def test_a_records_judge_it_could_not_train_is_refused_before_loading(quill, cap
     assert f"{style / 'other' / 'empty.jsonl'}: file is empty" in err
 
 
+@pytest.mark.slow
+def test_another_politicians_adapter_without_a_usable_profile_is_refused_before_loading(quill, capsys, no_model):
+    good, other = quill_adapter(quill, "good-target"), quill_adapter(quill, "orla", metadata={"politician": "orla"})
+    err = refused(capsys, quill, "--adapters", f"{good},{other}")  # scored on identity against orla's profile
+    assert "unknown politician 'orla'; use one of: quill" in err
+    profiles = quill / "profiles-orla"  # orla's profile there, with a stance that lacks its topic
+    shutil.copytree(quill / "profiles", profiles)
+    (profiles / "orla.yaml").write_text("name: Orla Finch\nstances: [{id: tax, position: support}]\n")
+    with pytest.raises(SystemExit) as exc:  # quill's profile has no stances: a note first, then the refusal
+        main(["evaluate", "--output_dir", str(quill / "eval-orla"), "--politician", "quill", "--profiles_dir",
+              str(profiles), "--identity_probes", "none", "--adapters", f"{good},{other}"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and f"{profiles}/orla.yaml" in err[-1], err
+    assert "missing field 'topic'" in err[-1] and not (quill / "eval-orla").exists()
+
+
 def test_adapters_whose_short_names_are_equal_are_told_apart_in_the_table():
     from politician_lm.evaluation.card import short_namer
 
