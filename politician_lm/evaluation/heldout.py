@@ -15,16 +15,21 @@ from typing import Any
 from politician_lm.data.records import recorded_split
 from politician_lm.errors import UserError
 
-__all__ = ["DEFAULT_MAX_HELDOUT", "document_rows", "recorded_split", "sample_heldout", "source_of"]
+__all__ = ["DEFAULT_MAX_HELDOUT", "document_rows", "metadata", "recorded_split", "sample_heldout", "source_of"]
 
 # evaluate's default budget: every held-out record up to this many (about 8 min of loss pass per arm on 2 cores
 # before the fast path; under 2 min with it), a seeded sample beyond.
 DEFAULT_MAX_HELDOUT = 400
 
 
+def metadata(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's metadata: the record's keys other than its text and kind (``records.to_conversation``)."""
+    return json.loads(row.get("metadata") or "{}")
+
+
 def source_of(row: dict[str, Any]) -> str | None:
     """The ``source`` a record was prepared from (its file name or document id)."""
-    return json.loads(row.get("metadata") or "{}").get("source")
+    return metadata(row).get("source")
 
 
 def document_rows(rows: list[dict[str, Any]], documents: list[str]) -> list[dict[str, Any]]:

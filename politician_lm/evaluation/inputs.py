@@ -5,7 +5,6 @@ Each step raises its one-line ``UserError`` here, so a bad input fails in second
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from collections.abc import Iterable
@@ -20,7 +19,7 @@ from politician_lm.artifacts.roles import strip_politician_label
 from politician_lm.artifacts.stances import Stance, is_heldout_stance, load_stances
 from politician_lm.data import records
 from politician_lm.errors import UserError
-from politician_lm.evaluation.heldout import document_rows, recorded_split, sample_heldout
+from politician_lm.evaluation.heldout import document_rows, metadata, recorded_split, sample_heldout
 from politician_lm.evaluation.lineage import trained_data
 from politician_lm.values import check_choice, parse_list
 
@@ -136,10 +135,8 @@ class HeldOut:
 
     @property
     def trained_stances(self) -> frozenset[str]:
-        """The statements with a stance record among the training rows (``--stances all``'s "seen"); a row keeps a
-        record's ``stance`` in its metadata (``records.to_conversation``)."""
-        rows = (r for r in self.train_rows if r.get("kind") == "stance")
-        ids = (json.loads(r.get("metadata") or "{}").get("stance") for r in rows)
+        """The statements with a stance record (its metadata's ``stance``) among the training rows: "seen"."""
+        ids = (metadata(r).get("stance") for r in self.train_rows if r.get("kind") == "stance")
         return frozenset(str(i) for i in ids if i)
 
     def training_completions(self) -> list[str]:
