@@ -6,6 +6,7 @@ choose a recipe by the band does not show the held-out statements."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import textwrap
@@ -20,7 +21,8 @@ from politician_lm.artifacts.roles import strip_role_label
 from politician_lm.artifacts.stances import Stance, heldout_stances
 from politician_lm.callbacks.contracts import AdapterModule, PromptData, require
 from politician_lm.callbacks.export import METADATA_FILE, AdapterExport, best_step
-from politician_lm.evaluation.inputs import stance_band, val_stances
+from politician_lm.data import records
+from politician_lm.evaluation.inputs import val_stances
 from politician_lm.evaluation.persona import eval_items
 from politician_lm.evaluation.stances import probe
 from politician_lm.inference import Persona
@@ -162,6 +164,15 @@ class SideBySide(L.Callback):
         if not (self.stances and politician and profiles_dir):
             return [], False
         profile, data_path = load_profile(politician, profiles_dir), getattr(dm, "data_path", None)
-        if data_path and stance_band(data_path):
+        if data_path and _stance_band(data_path):
             return val_stances(profile, politician, data_path), True
         return heldout_stances(profile, politician), False
+
+
+def _stance_band(data_path: str) -> float:
+    """The ``prepare --stance_val_fraction`` a prepared folder was made with (its ``stats.json``; a pairs folder's
+    is that of the data its ``pairs.json`` names), 0 without one."""
+    pairs = Path(data_path) / "pairs.json"
+    if pairs.is_file():
+        data_path = json.loads(pairs.read_text(encoding="utf-8")).get("data_path") or data_path
+    return float(records.prepared_split(data_path).get("stance_val_fraction") or 0.0)

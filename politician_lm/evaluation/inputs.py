@@ -208,11 +208,6 @@ def val_stances(profile: dict, politician: str, data_path: str) -> list[Stance]:
     return [s for s in load_stances(profile, politician) if s.id in ids] if ids else []
 
 
-def stance_band(data_path: str) -> float:
-    """The ``prepare --stance_val_fraction`` a prepared folder was made with (its ``stats.json``), 0 without one."""
-    return float(records.prepared_split(data_path).get("stance_val_fraction") or 0.0)
-
-
 def choose_judge(
     judge: JudgeChoice,
     judge_presidents: list[str] | str,

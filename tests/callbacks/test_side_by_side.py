@@ -132,12 +132,17 @@ def test_with_a_validation_band_the_table_shows_its_statements_not_the_held_out_
     from politician_lm import PoliticianDataModule
     from politician_lm.callbacks import SideBySide
     from politician_lm.commands.prepare import prepare
-    from politician_lm.evaluation.inputs import stance_band, val_stances
+    from politician_lm.callbacks.side_by_side import _stance_band as stance_band
+    from politician_lm.evaluation.inputs import val_stances
 
     profiles = ROOT / "data" / "profiles"
     out = prepare(str(tmp_path / "d"), stances=str(profiles / "trump.yaml"), tokenizer=tiny_path,
                   stance_val_fraction=0.25)  # fmt: skip
     assert stance_band(str(out)) == 0.25 and stance_band(str(tmp_path)) == 0.0
+    pairs = tmp_path / "pairs"  # a preference stage's pairs folder: the band of the data its pairs.json names
+    pairs.mkdir()
+    (pairs / "pairs.json").write_text(json.dumps({"data_path": str(out)}))
+    assert stance_band(str(pairs)) == 0.25
     band = val_stances(load_profile("trump", str(profiles)), "trump", str(out))
     dm = PoliticianDataModule(data_path=str(out), tokenizer=tiny_path, batch_size=4, politician="trump",
                               profiles_dir=str(profiles), cache_dir=str(tmp_path / "c"))  # fmt: skip
