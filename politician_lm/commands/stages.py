@@ -53,9 +53,21 @@ def _fit_config(stage: Stage, index: int, base_config: str, root: Path) -> FitCo
     return FitConfig(configs=[base_config], overrides=overrides)
 
 
-def _fingerprint(stage: Stage, base_config: str, mode: str, previous: str | None) -> str:
+def _fingerprint(stage: Stage, base_config: str, mode: str, previous: str | None, data: str) -> str:
     text = json.dumps([asdict(stage), Path(base_config).read_text(encoding="utf-8"), mode, previous], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256((text + data).encode()).hexdigest()[:16]
+
+
+def _data_digest(dm: Any) -> str:
+    """SHA-256 of a stage's training and validation files and its anchor's (``dm``: its DataModule), names and
+    bytes: a stage whose data was prepared again (a flipped position, new records) runs again, as one whose settings
+    changed does."""
+    digest = hashlib.sha256()
+    for files in (dm.files, dm.anchor_files or dm.files):
+        for path in (*files.train, *files.val):
+            digest.update(f"{path}\0".encode())
+            digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
 
 
 def stages(
@@ -91,14 +103,15 @@ def stages(
     if mode == "separate" and (merge_weights is None or len(merge_weights) != len(stages)):
         raise UserError(f"mode 'separate' needs merge_weights with one weight per stage ({len(stages)})")
     root = Path(root_dir)
-    for index, stage in enumerate(stages):  # build every stage's classes now: a typo fails before hours of training
-        check(_fit_config(stage, index, base_config, root))
+    data = []  # build every stage's classes now: a typo fails before hours of training
+    for index, stage in enumerate(stages):
+        data.append(_data_digest(check(_fit_config(stage, index, base_config, root)).datamodule))
     previous: str | None = None
     summary = []
     changed = redo
     for index, stage in enumerate(stages):
         folder = _folder(root, index, stage)
-        fingerprint = _fingerprint(stage, base_config, mode, previous)
+        fingerprint = _fingerprint(stage, base_config, mode, previous, data[index])
         done = folder / STAGE_FILE
         adapter_dir = folder / "adapters" / adapter
         if (
@@ -116,6 +129,11 @@ def stages(
             if mode == "continue" and previous:
                 config.overrides["model.init_adapter"] = previous
             metrics = fit(config).metrics
+            if not adapter_dir.is_dir():  # nothing to hand on, or to name as the final adapter
+                raise UserError(
+                    f"stage {stage.name}: fit wrote no {adapter_dir} (no validation ran, or none improved the "
+                    "monitored metric); set adapter: last, or validate within the stage (trainer.val_check_interval)"
+                )
             atomic_write_text(
                 done,
                 json.dumps(

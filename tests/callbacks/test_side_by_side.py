@@ -131,8 +131,8 @@ def test_with_a_validation_band_the_table_shows_its_statements_not_the_held_out_
     statements (a fit made to choose by them must not show the held-out ones), labelled as such."""
     from politician_lm import PoliticianDataModule
     from politician_lm.callbacks import SideBySide
-    from politician_lm.commands.prepare import prepare
     from politician_lm.callbacks.side_by_side import _stance_band as stance_band
+    from politician_lm.commands.prepare import prepare
     from politician_lm.evaluation.inputs import val_stances
 
     profiles = ROOT / "data" / "profiles"

@@ -120,3 +120,32 @@ def test_a_stage_is_a_typed_fit_config_checked_without_the_command_line(tmp_path
         check(FitConfig(configs=["configs/demo.yaml"], overrides={"trainer.max_stepz": 2}))
     with pytest.raises(UserError, match="lora_r"):
         check(FitConfig(configs=["configs/demo.yaml"], overrides={"model.lora_r": "eight"}))
+
+
+def test_a_stage_runs_again_when_its_data_changed_and_one_without_its_adapter_is_refused(tmp_path, capsys, chdir_root):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(ROOT / "data" / "biden", data)
+    root = tmp_path / "stages"
+    config = write_config(tmp_path / "one.yaml", root)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["stages"] = cfg["stages"][1:2]  # policy only
+    cfg["stages"][0]["overrides"]["data.data_path"] = str(data)
+    config.write_text(yaml.safe_dump(cfg))
+    main(["stages", "--config", str(config)])
+    main(["stages", "--config", str(config)])
+    assert capsys.readouterr().out.count("finished before, skipped") == 1
+    with (data / "policy.jsonl").open("a") as fh:  # the data prepared again: a record more
+        fh.write(
+            json.dumps({"prompt": "USER: And the ferries?", "completion": "POLITICIAN: They run.", "kind": "policy"})
+        )
+    main(["stages", "--config", str(config)])
+    assert "training on kinds ['policy']" in capsys.readouterr().out
+    # no validation in the stage: no adapters/best to hand on or to name as the final adapter
+    cfg["stages"][0]["overrides"]["trainer.limit_val_batches"] = 0
+    config.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exc:
+        main(["stages", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "fit wrote no" in err and "set adapter: last" in err, err
