@@ -63,7 +63,7 @@ def _data_digest(dm: Any) -> str:
     bytes: a stage whose data was prepared again (a flipped position, new records) runs again, as one whose settings
     changed does."""
     digest = hashlib.sha256()
-    for files in (dm.files, dm.anchor_files or dm.files):
+    for files in filter(None, (dm.files, dm.anchor_files)):  # the anchor's where the stage has one
         for path in (*files.train, *files.val):
             digest.update(f"{path}\0".encode())
             digest.update(Path(path).read_bytes())

@@ -155,7 +155,11 @@ def score_arm(
 
 
 def sample_rows(
-    arm: Arm, items: list[dict[str, Any]], texts: list[str], predicted: list[str], scores: Any = None
+    arm: Arm,
+    items: list[dict[str, Any]],
+    texts: list[str],
+    predicted: list[str],
+    scores: scorecard.ArmScores | None = None,
 ) -> list[dict[str, Any]]:
     """samples.jsonl rows of one arm: prompt, reference, generation, and the judge's label for style prompts; with
     its ``scores`` (``scorecard.ArmScores``), each answer's memorization flag and each identity answer's flags."""

@@ -114,7 +114,7 @@ def _join_broken(paragraphs: list[Paragraph]) -> list[Paragraph]:
     for p in paragraphs:
         rest = _DASHES.sub("", p.text)
         if out and rest[:1].islower() and not _ENDED.search(out[-1].text):
-            text = rest if re.search(r"(—|--)$", out[-1].text) else p.text
+            text = rest if out[-1].text.endswith(("—", "--")) else p.text
             out[-1] = Paragraph(out[-1].line, f"{out[-1].text} {text}")
         else:
             out.append(p)
