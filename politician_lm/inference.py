@@ -30,7 +30,7 @@ from politician_lm.model.adapters import (
     attach_weighted,
     merge_weighted,
 )
-from politician_lm.model.decoding import MIN_SHARED_PREFIX, CarriedPrefix, generate_new_text, shared_prefix_length
+from politician_lm.model.decoding import CarriedPrefix, generate_new_text
 from politician_lm.model.fused_lora import fuse_lora_layers
 from politician_lm.model.group_scoring import grouped_losses, takes_block_mask
 from politician_lm.model.head_loss import logits_nll, token_nll
@@ -43,6 +43,7 @@ from politician_lm.model.loading import (
 )
 from politician_lm.model.packed_linear import pack_linears
 from politician_lm.model.scoring import reads_positions
+from politician_lm.model.shared_prefix import unscored_prefix
 from politician_lm.values import parse_list
 
 
@@ -180,7 +181,7 @@ class Persona:
             nll = logits_nll(logits, labels)
         else:
             backbone, head = split
-            shared = _loss_prefix(ids, mask, keep) if share_prefix else 0
+            shared = unscored_prefix(ids, mask, keep) if share_prefix else 0
             cache = (carried or CarriedPrefix()).cache(backbone, ids, mask, shared) if shared else {}
             shared = shared if cache else 0  # with a cache the common prefix ran once, for every row
             hidden = backbone(input_ids=ids[:, shared:], attention_mask=mask, use_cache=bool(cache), **cache)
@@ -213,16 +214,6 @@ class Persona:
             encode(self.tokenizer, *self.style.render(c, self.tokenizer), self.context_window, add_bos=self._bos)
             for c in conversations
         ]
-
-
-def _loss_prefix(ids: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor) -> int:
-    """Leading tokens every right-padded row shares and none of whose positions is scored (``keep[:, t]`` marks
-    the positions that predict a completion token); 0 when too short to be worth a second forward call."""
-    if len(ids) < 2:
-        return 0
-    scored = keep.any(0).nonzero()
-    shared = min(shared_prefix_length(ids, mask), int(scored[0]) if len(scored) else 0)
-    return shared if shared >= MIN_SHARED_PREFIX else 0
 
 
 def _backbone_and_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:

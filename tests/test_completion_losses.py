@@ -152,8 +152,8 @@ def test_a_shared_system_prompt_runs_once_per_batch_with_the_same_numbers(person
 
     convs = [[SYSTEM, *c] for c in conversations()]
     shared: list[int] = []
-    real = inference._loss_prefix
-    monkeypatch.setattr(inference, "_loss_prefix", lambda *a: shared.append(real(*a)) or shared[-1])
+    real = inference.unscored_prefix
+    monkeypatch.setattr(inference, "unscored_prefix", lambda *a: shared.append(real(*a)) or shared[-1])
     got = persona.completion_losses(convs, batch_size, on_batch=lambda n: None)
     sizes = [min(batch_size, len(convs) - start) for start in range(0, len(convs), batch_size)]
     assert len(shared) == len(sizes) and all((n >= 8) == (size > 1) for n, size in zip(shared, sizes))
@@ -240,7 +240,7 @@ def test_the_shared_prefix_stops_before_the_first_scored_position(persona):
     ids = torch.tensor([e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in encoded])
     mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in encoded])
     labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"])) for e in encoded])
-    assert inference._loss_prefix(ids, mask, labels[:, 1:] != IGNORE_INDEX) == first_scored
+    assert inference.unscored_prefix(ids, mask, labels[:, 1:] != IGNORE_INDEX) == first_scored
     assert_same(persona.completion_losses(convs, 2, on_batch=lambda n: None), reference_losses(persona, convs, 2))
 
 

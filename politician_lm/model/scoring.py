@@ -21,6 +21,7 @@ from politician_lm.batch import IGNORE_INDEX
 from politician_lm.errors import UserError
 from politician_lm.model.head_loss import logits_nll, token_nll
 from politician_lm.model.preference import pair_attention_mask, row_sums, sequence_logps
+from politician_lm.model.shared_prefix import prefix_shared_hidden
 
 
 @contextmanager
@@ -148,6 +149,7 @@ class Scorer:
     parts: tuple[torch.nn.Module, torch.nn.Module] | None
     compute_dtype: torch.dtype
     flatten_packed: bool = False
+    share_prefix: bool = True  # False: every row runs whole (for comparison)
 
     def token_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean next-token cross-entropy over the completion tokens (labels other than -100).
@@ -224,7 +226,11 @@ class Scorer:
         ).logits[:, :-1][keep]
 
     def _labelled_hidden(self, batch: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
-        """The backbone's last hidden states at the positions ``keep`` marks (those with a label)."""
+        """The backbone's last hidden states at the positions ``keep`` marks (those with a label); the rows' common
+        unscored prefix (a persona's system prompt) runs once where that is exact (``model.shared_prefix``)."""
+        shared = prefix_shared_hidden(self.model, self.parts[0], batch, keep) if self.share_prefix else None
+        if shared is not None:
+            return shared
         hidden = self.parts[0](
             input_ids=batch["input_ids"],
             attention_mask=batch.get("attention_mask"),

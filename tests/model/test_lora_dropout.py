@@ -66,7 +66,9 @@ def test_the_same_draws_loss_and_gradients_as_peft_with_fewer_bytes_kept(tmp_pat
 
     assert _peft_dropout_back(module.model) == len(lean)
     peft_kept, peft_loss, peft_grads, peft_rng = _step(module, batch, autocast)
-    no_dropout_kept = _step(_module(tiny_path, 0.0), batch, autocast)[0]
+    plain = _module(tiny_path, 0.0)
+    plain.scorer.share_prefix = False  # whole rows, as the dropout runs them (model.shared_prefix)
+    no_dropout_kept = _step(plain, batch, autocast)[0]
 
     assert torch.equal(loss, peft_loss) and torch.equal(rng, peft_rng)  # the same masks drawn, the same loss
     assert grads.keys() == peft_grads.keys() and len(grads) == 2 * len(lean)
