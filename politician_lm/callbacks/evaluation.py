@@ -23,10 +23,11 @@ from lightning.pytorch.loggers import WandbLogger
 
 from politician_lm.artifacts.jsonl import read_jsonl, write_jsonl
 from politician_lm.artifacts.profiles import load_profile
-from politician_lm.artifacts.roles import strip_politician_label
+from politician_lm.artifacts.roles import labelled, strip_politician_label
 from politician_lm.artifacts.stances import Stance, heldout_stances
 from politician_lm.callbacks.contracts import EvaluationData, EvaluationModule, require
 from politician_lm.data import records
+from politician_lm.data.templates import PromptStyle
 from politician_lm.evaluation.generic import generic_texts
 from politician_lm.evaluation.inputs import val_stances
 from politician_lm.evaluation.judge import check_presidents, load_judge
@@ -169,6 +170,11 @@ class PersonaEvaluation(L.Callback):
             )
             self.classifier = False
 
+    def asked(self, style: PromptStyle) -> list[list[dict[str, str]]]:
+        """The items' conversations as the model is asked them: each turn labelled as the training data wrote it
+        (``USER: ...`` on the bare identity probes in the plain format; prepared records carry their labels)."""
+        return [labelled(list(i.messages), style.prompt_format) for i in self.items]
+
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[dict[str, float], list[dict]]:
         dm: EvaluationData = trainer.datamodule
@@ -177,7 +183,7 @@ class PersonaEvaluation(L.Callback):
         if self.politician and self.classifier is None:
             self._load_classifier(trainer, pl_module)
         persona = Persona(model=pl_module.model, tokenizer=dm.tokenizer, style=dm.style)
-        convs = [list(i.messages) for i in self.items]
+        convs = self.asked(dm.style)
         with dequantized(pl_module.model):  # on CPU, as ``generate`` runs: the 4-bit base de-quantized once
             generations = persona.generate(
                 convs, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, do_sample=False

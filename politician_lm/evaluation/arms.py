@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from politician_lm.artifacts.profiles import load_profile
+from politician_lm.artifacts.roles import labelled
 from politician_lm.artifacts.stances import Stance, is_heldout_stance, load_stances
 from politician_lm.data.templates import PromptStyle
 from politician_lm.evaluation import scorecard
@@ -52,9 +53,11 @@ class Arm:
     system_prompt: str | None = None
 
     def conversations(self, prompts: list[list[dict[str, str]]]) -> list[list[dict[str, str]]]:
-        """``prompts`` as this arm is asked them (its system prompt first, where it has one)."""
+        """``prompts`` as this arm is asked them: its system prompt first, where it has one, and each turn labelled as
+        the training data wrote it (``USER: ...`` in the plain format, as ``chat`` asks; the bundled identity probes
+        and a prompts file's bare prompts have no label)."""
         head = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        return [head + list(p) for p in prompts]
+        return [head + labelled(list(p), self.style.prompt_format) for p in prompts]
 
     def target(self, politician: str) -> str:
         """Whom the arm should sound like: an adapter's own politician (another politician's adapter is scored

@@ -36,6 +36,20 @@ def test_eval_items_are_seeded_and_put_identity_prompts_first():
     assert len(few) == 7 and sum(i.kind == "identity" for i in few) == 5
 
 
+def test_the_bare_identity_probes_are_asked_as_the_training_data_wrote_user_turns(chdir_root):
+    from politician_lm.callbacks import PersonaEvaluation
+    from politician_lm.data.templates import PromptStyle
+
+    cb = PersonaEvaluation(num_prompts=2, max_new_tokens=2)
+    cb.items = [
+        EvalItem(({"role": "user", "content": "USER: Continue the speech: Folks,"},), "POLITICIAN: more", "style"),
+        EvalItem(({"role": "user", "content": "Who are you?"},), "", "identity"),
+    ]
+    plain = cb.asked(PromptStyle(prompt_format="plain"))
+    assert [c[-1]["content"] for c in plain] == ["USER: Continue the speech: Folks,", "USER: Who are you?"]
+    assert cb.asked(PromptStyle(prompt_format="chat"))[1] == [{"role": "user", "content": "Who are you?"}]
+
+
 def test_score_on_known_texts():
     items = [
         EvalItem(({"role": "user", "content": "Who are you?"},), "POLITICIAN: I'm Joe Biden.", "identity"),

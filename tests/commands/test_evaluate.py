@@ -74,6 +74,18 @@ def test_an_arm_puts_its_system_prompt_first_and_is_scored_against_its_own_polit
     assert other.target("biden") == "trump" and other.persona_prompt == "You are Trump."
 
 
+def test_an_arm_asks_a_bare_probe_as_the_training_data_wrote_its_user_turns():
+    from politician_lm.data.templates import PromptStyle
+
+    bare = [[{"role": "user", "content": "Tell me a little about yourself."}]]
+    written = [[{"role": "user", "content": "USER: Continue the speech: Folks,"}]]
+    plain = Arm("a", "adapter_1", PromptStyle(prompt_format="plain"))
+    assert plain.conversations(bare)[0][-1]["content"] == "USER: Tell me a little about yourself."
+    assert plain.conversations(written) == written  # prepared records carry the label already
+    chat = Arm("b", "adapter_1", PromptStyle(prompt_format="chat"))
+    assert chat.conversations(bare) == bare  # the chat template marks the roles itself
+
+
 @pytest.mark.slow
 def test_evaluate_writes_the_scorecard_with_intervals_for_every_arm(demo_fit, tmp_path):
     root = demo_fit
