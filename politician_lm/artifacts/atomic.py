@@ -129,12 +129,14 @@ def check_output(
     inputs: Iterable[str | Path | None] = (),
 ) -> Path:
     """Refuse an existing output unless ``overwrite``; even with it, a file where a ``folder`` is written (a mistyped
-    path would lose the file) and an output that is or holds one of the command's ``inputs`` (replacing it would
-    delete them). First repairs what a crash mid-write may have left."""
+    path would lose the file), a folder where a file is written, and an output that is or holds one of the
+    command's ``inputs`` (replacing it would delete them). First repairs what a crash mid-write may have left."""
     path = Path(path)
     recover_dir(path)
     if folder and path.exists() and not path.is_dir():
         raise UserError(f"{path}: is a file, and {flag} names the folder to write; choose another {flag}")
+    if not folder and path.is_dir():
+        raise UserError(f"{path}: is a folder, and {flag} names the file to write; choose another {flag}")
     for given in inputs:
         if given and Path(given).exists() and Path(given).resolve().is_relative_to(path.resolve()):
             raise UserError(

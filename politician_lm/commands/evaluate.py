@@ -35,11 +35,11 @@ from politician_lm.evaluation.inputs import (
     choose_judge,
     generic_texts_pool,
     held_out,
-    probe_items,
     stance_note,
     training_logs,
 )
 from politician_lm.evaluation.lineage import check_held_apart, evaluated_data
+from politician_lm.evaluation.probes import DEFAULT_IDENTITY_PROBES, probe_items
 from politician_lm.values import check_choice
 
 __all__ = ["evaluate"]
@@ -55,7 +55,7 @@ def evaluate(
     base_model: str | None = None,
     politician: str | None = None,
     prompts_file: str | None = None,
-    identity_probes: str = "data/identity_probes.jsonl",
+    identity_probes: str = DEFAULT_IDENTITY_PROBES,
     logs: list[str] | str | None = None,
     num_prompts: int = 60,
     max_new_tokens: int = 64,
@@ -93,7 +93,8 @@ def evaluate(
         prompts_file: Your own JSONL of probe prompts (``{"prompt", "kind"}``); ``kind: identity`` rows are scored for
             identity, the rest for style. Default: the held-out split plus ``identity_probes``.
         identity_probes: Identity questions worded unlike the training ones (a JSONL file, relative to the working
-            folder; ``none``: no identity metrics). A file that does not exist is refused.
+            folder; ``none``: no identity metrics). A file that does not exist is refused, and so is another file
+            beside ``prompts_file``, which brings its own.
         logs: Lightning ``metrics.csv`` files whose loss and persona curves go into the report.
         num_prompts: Most held-out prompts generated for (a seeded choice).
         max_new_tokens: Longest generation per prompt (greedy).
@@ -151,7 +152,8 @@ def evaluate(
         check_fits(fits, [f.metadata.get("politician") for f in folders[: len(fits)]])
     log_files = training_logs(logs)
     data_path, trained = evaluated_data(folders[0], data_path)  # a preference stage's: its SFT data
-    out = check_output(output_dir, overwrite, inputs=[data_path, style_data_dir, *(f.path for f in folders)])
+    given = [data_path, style_data_dir, prompts_file, identity_probes, profiles_dir, base_model, *log_files]
+    out = check_output(output_dir, overwrite, inputs=[*given, *(f.path for f in folders)])  # --overwrite keeps them
     held = held_out(data_path, folders[0], trained, val_fraction, split_seed, max_heldout, seed)
     if held.split:  # every adapter must have held out the documents scored as held out
         check_held_apart(folders, held.split["heldout_documents"])

@@ -5,7 +5,6 @@ Each step raises its one-line ``UserError`` here, so a bad input fails in second
 
 from __future__ import annotations
 
-import random
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,7 +33,6 @@ __all__ = [
     "choose_judge",
     "generic_texts_pool",
     "held_out",
-    "probe_items",
     "split_records",
     "trained_data",
     "training_logs",
@@ -78,11 +76,15 @@ def generic_texts_pool(data_dir: str, n: int, val_fraction: float, split_seed: i
 
 
 def training_logs(logs: list[str] | str | None) -> list[Path]:
-    """The Lightning ``metrics.csv`` files whose curves go into the report, each checked to exist."""
+    """The Lightning ``metrics.csv`` files whose curves go into the report, each checked to exist and read once, so
+    a wrong file is refused before any model loads."""
     log_files = [Path(p) for p in parse_list(logs, "logs")] if logs else []
     for f in log_files:
         if not f.is_file():
             raise UserError(f"{f}: training log not found; pass a Lightning metrics.csv")
+        from politician_lm.evaluation.report import read_log  # the report's imports: only for --logs
+
+        read_log(f)
     return log_files
 
 
@@ -270,26 +272,3 @@ def check_arm_profiles(
             profile = load_profile(other, profiles_dir)
             if stances != "none":
                 load_stances(profile, f"{profiles_dir}/{other}.yaml")
-
-
-def probe_items(
-    prompts_file: str | None, held: list[dict[str, Any]], num_prompts: int, seed: int, identity_probes: str
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``(style items, identity items)``: the user's prompts file split by kind, else a seeded choice of held-out
-    prompts (each with its real answer as ``reference``) and the identity probes."""
-    if prompts_file:
-        probes = records.read_prompts(Path(prompts_file))
-        return [p for p in probes if p["kind"] != "identity"], [p for p in probes if p["kind"] == "identity"]
-    chosen = random.Random(seed).sample(held, min(num_prompts, len(held)))
-    style_items = [
-        {"messages": r["messages"][:-1], "kind": r["kind"], "reference": r["messages"][-1]["content"]} for r in chosen
-    ]
-    if not identity_probes or identity_probes.lower() == "none":
-        return style_items, []
-    if not Path(identity_probes).is_file():
-        raise UserError(
-            f"--identity_probes {identity_probes}: file not found (relative to {Path.cwd()}); pass the identity "
-            "probes JSONL, e.g. the repository's data/identity_probes.jsonl, or none to score no identity"
-        )
-    identity_items = records.read_prompts(Path(identity_probes))
-    return style_items, identity_items

@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from politician_lm.errors import UserError
 from politician_lm.evaluation.card import stance_count_lines
 
 SHOWN_PROMPTS = 12  # report.html's answers: the first prompts (samples.jsonl holds all of them)
@@ -23,12 +24,15 @@ def _png(fig: Any) -> bytes:
 def read_log(path: str | Path) -> dict[str, list[tuple[int, float]]]:
     """Series ``{metric: [(step, value), ...]}`` from a Lightning CSVLogger ``metrics.csv``."""
     series: dict[str, list[tuple[int, float]]] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            step = int(float(row.get("step") or 0))
-            for key, value in row.items():
-                if key not in ("step", "epoch") and value not in (None, ""):
-                    series.setdefault(key, []).append((step, float(value)))
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                step = int(float(row.get("step") or 0))
+                for key, value in row.items():
+                    if key not in ("step", "epoch") and value not in (None, ""):
+                        series.setdefault(key, []).append((step, float(value)))
+    except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:  # a file other than a metrics.csv
+        raise UserError(f"{path}: not a Lightning metrics.csv ({type(e).__name__}); pass --logs one") from None
     return series
 
 

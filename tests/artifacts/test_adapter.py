@@ -54,3 +54,12 @@ def test_metadata_round_trip_and_bad_json(tmp_path):
     (tmp_path / METADATA_FILE).write_text("[1, 2]")
     with pytest.raises(UserError, match="expected a JSON object"):
         read_metadata(tmp_path)
+
+
+def test_an_output_file_that_is_a_folder_is_refused_even_with_overwrite(tmp_path):
+    from politician_lm.artifacts.atomic import check_output
+
+    (tmp_path / "out").mkdir()
+    with pytest.raises(UserError, match="is a folder, and --output names the file to write"):
+        check_output(tmp_path / "out", True, "--output", folder=False)  # generate wrote, then crashed, before
+    assert check_output(tmp_path / "answers.jsonl", True, "--output", folder=False) == tmp_path / "answers.jsonl"

@@ -237,3 +237,25 @@ def test_adapters_whose_short_names_are_equal_are_told_apart_in_the_table():
     short = short_namer(["base", "prompt-only", a, b, "runs/x/adapters/best"])
     assert short(a) == "a/fit-biden/last" and short(b) == "b/fit-biden/last"
     assert short("runs/x/adapters/best") == "x/best" and short(f"{b} - {a}") == "b/fit-biden/last - a/fit-biden/last"
+
+
+@pytest.mark.slow
+def test_inputs_inside_the_output_folder_a_log_that_is_no_log_and_probes_beside_a_prompts_file_are_refused(
+    quill, capsys, no_model
+):
+    good = quill_adapter(quill, "good-inputs")
+    out = quill / "eval-holds-prompts"
+    out.mkdir()
+    prompts = out / "mine.jsonl"
+    prompts.write_text('{"prompt": "Who are you?", "kind": "identity"}\n')
+    with pytest.raises(SystemExit):  # --overwrite true replaced the folder, the user's prompts file with it
+        main(["evaluate", "--adapters", str(good), "--output_dir", str(out), "--overwrite", "true", "--politician",
+              "quill", "--profiles_dir", str(quill / "profiles"), "--stances", "none", "--prompts_file",
+              str(prompts)])  # fmt: skip
+    assert "holds the input" in capsys.readouterr().err and prompts.is_file()
+
+    log = quill / "hparams.yaml"
+    log.write_text("anchor_kind: hinge\nbeta: 0.1\n")
+    assert "not a Lightning metrics.csv" in refused(capsys, quill, "--adapters", str(good), "--logs", str(log))
+    err = refused(capsys, quill, "--adapters", str(good), "--prompts_file", str(prompts))  # with who.jsonl as probes
+    assert "is not read with --prompts_file" in err
