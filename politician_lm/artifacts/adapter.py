@@ -119,6 +119,10 @@ class AdapterFolder:
         return int(self._setting("r") or 8)  # PEFT's default rank where the file leaves it out
 
     @property
+    def use_dora(self) -> bool:
+        return bool(self._setting("use_dora"))
+
+    @property
     def fan_in_fan_out(self) -> bool:
         return bool(self._setting("fan_in_fan_out"))
 

@@ -65,7 +65,7 @@ def validate(
                 f"{f.path}: targets {_modules(f)} but {folders[0].path} targets {_modules(folders[0])}; "
                 "adapters must target the same modules"
             )
-        if f.config.use_dora:
+        if f.use_dora:
             raise UserError(
                 f"{f.path}: DoRA adapters cannot be combined by weighted LoRA merging; apply them one at a time"
             )
@@ -119,6 +119,9 @@ def merge(
         overwrite: Replace ``output_dir`` if it exists.
         allow_pickle: Accept pickle (.bin) weights, which can run code when loaded.
     """
+    if svd_rank is not None and (method != "svd" or svd_rank < 1):
+        wrong = f"applies only to --method svd, not {method}"
+        raise UserError(f"--svd_rank {wrong if method != 'svd' else f'must be at least 1, not {svd_rank}'}")
     folders, ws, base = validate(adapters, weights, output_dir, method, density, base_model, overwrite, allow_pickle)
     from politician_lm.model.loading import empty_model
 

@@ -60,9 +60,11 @@ def code_key() -> dict[str, Any]:
 def update_with_base(digest: Any, base_model: str) -> None:
     """Fold what identifies a base model folder into ``digest``: its config and import record, and the name, size and
     modification time of every weights file (``WEIGHTS``: safetensors, pickle ``.bin`` and shard indexes), so weights
-    rewritten in place (an export into the same folder) count as another base (a hub id or a missing folder adds
-    nothing, so its name must be in the key)."""
+    rewritten in place (an export into the same folder) count as another base; for a hub id (or a missing folder),
+    its name."""
     base = Path(base_model)
+    if not base.is_dir():  # two hub models with one tokenizer and style would share a key
+        digest.update(f"name:{base_model}".encode())
     for name in ("config.json", "politician_lm_import.json"):
         if (base / name).is_file():
             digest.update((base / name).read_bytes())

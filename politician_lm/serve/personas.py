@@ -46,7 +46,7 @@ def _spec(
     ws = adapter_weights(weights, len(folders))
     base = resolve_base(folders[0], base_model)
     check_one_base(folders, persona=name)
-    if len(folders) > 1 and any(f.config.use_dora for f in folders):
+    if len(folders) > 1 and any(f.use_dora for f in folders):
         raise UserError(f"persona {name!r}: DoRA adapters cannot be folded into one adapter; serve them one each")
     return PersonaSpec(name, [str(f.path) for f in folders], ws, base, dict(generation or {}))
 

@@ -199,6 +199,11 @@ CASES = [  # (id, how to build the args from adapters a, b, c and tmp_path, frag
     ),
     ("same-twice", lambda a, b, c, t: ["--adapters", f"{a},{a}", "--weights", "0.5,0.5"], "same adapter twice"),
     (
+        "svd-rank-unused",  # PEFT reads svd_rank for svd alone: cat ignored it without a word
+        lambda a, b, c, t: ["--adapters", f"{a},{b}", "--weights", "0.5,0.5", "--svd_rank", "4"],
+        "--svd_rank applies only to --method svd, not cat",
+    ),
+    (
         "unknown-method",
         lambda a, b, c, t: ["--adapters", f"{a},{b}", "--weights", "0.5,0.5", "--method", "average"],
         "method",

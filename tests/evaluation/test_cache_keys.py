@@ -69,3 +69,12 @@ def test_generic_texts_from_the_cache_count_their_batches_as_done(tmp_path, monk
     first = generic_texts(persona, prompts, 8, 2, base, on_batch=computed.append)
     assert generic_texts(persona, prompts, 8, 2, base, on_batch=cached.append) == first and persona.calls == 1
     assert sum(computed) == sum(cached) == 3  # 5 prompts in batches of 2
+
+
+def test_two_hub_models_do_not_share_their_generic_texts(tmp_path, monkeypatch):
+    """A hub id has no folder to fingerprint: its name keys the texts (the 360M model got the 135M model's)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    persona = Recorder()
+    small = generic_texts(persona, PROMPTS, 8, 4, "HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert generic_texts(persona, PROMPTS, 8, 4, "HuggingFaceTB/SmolLM2-360M-Instruct") != small
+    assert generic_texts(persona, PROMPTS, 8, 4, "HuggingFaceTB/SmolLM2-135M-Instruct") == small and persona.calls == 2
