@@ -104,17 +104,19 @@ def target_stances(arm: Arm, ctx: ArmContext) -> list[Stance]:
     """The stance statements an arm is probed on: its target's profile stances, held-out ones only unless
     ``ctx.stances`` is ``all`` (then, for the evaluated politician, only statements held out, in val or with a record
     in the training data, ``ctx.trained_stances``), or ``val``: those in ``ctx.val_stances`` (none for ``none`` or a
-    profile without stances)."""
+    profile without stances). Another politician's adapter is probed on its held-out statements alone with ``all``,
+    and on none with ``val``: the evaluated data says nothing of which of its statements it trained on."""
     if ctx.stances == "none":
         return []
     target = arm.target(ctx.politician)
     profile = ctx.profile if target == ctx.politician else load_profile(target, ctx.profiles_dir)
     stances = load_stances(profile, f"{ctx.profiles_dir}/{target}.yaml")
+    other = target != ctx.politician  # another politician's adapter: its data's val band and records are not read
     if ctx.stances == "val":
-        return [s for s in stances if s.id in ctx.val_stances]
-    if ctx.stances != "all":
+        return [] if other else [s for s in stances if s.id in ctx.val_stances]
+    if ctx.stances != "all" or other:  # held out by rule in every politician's data: the only ones known unseen
         return [s for s in stances if is_heldout_stance(s.id)]
-    if ctx.trained_stances is None or target != ctx.politician:
+    if ctx.trained_stances is None:
         return stances
     known = [s for s in stances if is_heldout_stance(s.id) or s.id in ctx.val_stances | ctx.trained_stances]
     if len(known) < len(stances):  # added to the profile after prepare: "seen" would count them as trained
@@ -153,7 +155,7 @@ def score_arm(
         probed = score_stances(stances, list(stance_losses))
         s.stance_ids, s.stance_sides, s.stance_agree = probed.ids, probed.sides, probed.agree
         s.stance_heldout = [is_heldout_stance(i) for i in probed.ids]
-        s.stance_val = [i in ctx.val_stances for i in probed.ids]
+        s.stance_val = [target == ctx.politician and i in ctx.val_stances for i in probed.ids]
     return s, {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
 
 

@@ -238,6 +238,27 @@ def test_stances_all_counts_as_seen_only_statements_the_training_data_holds(capl
     assert f"{len(trained) - 5} of trump's statements have no record in the training data" in caplog.text
 
 
+def test_another_politicians_adapter_is_probed_only_on_statements_known_unseen():
+    """An arm of another politician's adapter (a Trump adapter in a Biden evaluation): the evaluated data's val band
+    and training records say nothing of its statements, so ``all`` probes its held-out ones only and ``val`` none;
+    it reported a stance_agreement_seen over statements its data never held."""
+    from politician_lm.artifacts.profiles import load_profile
+    from politician_lm.artifacts.stances import is_heldout_stance, load_stances
+    from politician_lm.data.templates import PromptStyle
+    from politician_lm.evaluation.arms import Arm, ArmContext, target_stances
+    from tests.helpers import ROOT
+
+    profiles = ROOT / "data" / "profiles"
+    biden = load_profile("biden", profiles)
+    trump_ids = [s.id for s in load_stances(load_profile("trump", profiles))]
+    trump = Arm("runs/trump/adapters/best", "adapter_1", PromptStyle(prompt_format="chat", politician="trump"))
+    trained = frozenset(s.id for s in load_stances(biden) if not is_heldout_stance(s.id))
+    every = ArmContext("biden", biden, str(profiles), None, [], 12, 0, "all", frozenset(trump_ids[:3]), trained)
+    assert [s.id for s in target_stances(trump, every)] == [i for i in trump_ids if is_heldout_stance(i)]
+    val = ArmContext("biden", biden, str(profiles), None, [], 12, 0, "val", frozenset(trump_ids[:3]), trained)
+    assert target_stances(trump, val) == []
+
+
 def test_stances_val_without_validation_statements_is_one_line_naming_the_prepare_flag():
     from politician_lm.errors import UserError
     from politician_lm.evaluation.inputs import HeldOut
