@@ -35,6 +35,7 @@ from politician_lm.evaluation.inputs import (
     choose_judge,
     generic_texts_pool,
     held_out,
+    other_training_completions,
     stance_note,
     training_logs,
 )
@@ -170,6 +171,7 @@ def evaluate(
     check_arm_profiles(folders, politician, profiles_dir, stances, identity=bool(identity_items))
     # Generic class: the base without persona on training-side prompts of every politician (never the held-out ones).
     pool = generic_texts_pool(style_data_dir, generic_prompts, held.val_fraction, held.split_seed, seed)
+    others = other_training_completions(folders, politician)  # another politician's adapter: its memorization
 
     # Loaded only now: the metrics pull in scikit-learn and nltk, which a bad input or --help never needs.
     from politician_lm.commands._evaluate_steps import build_arms, model_build, run_arms
@@ -182,7 +184,7 @@ def evaluate(
     arms = build_arms(persona, folders, persona.style.system_prompt or profile.get("system_prompt"))
     train_texts = held.training_completions()
     ctx = ArmContext(politician, profile, profiles_dir, None, train_texts, memorization_words, len(style_items),
-                     stances, held.val_stances, held.trained_stances)  # fmt: skip
+                     stances, held.val_stances, held.trained_stances, others)  # fmt: skip
     runs = run_arms(
         persona,
         arms,

@@ -84,6 +84,7 @@ class ArmContext:
     stances: str = "heldout"  # which profile stances are probed: heldout, val, all or none
     val_stances: frozenset[str] = frozenset()  # statements whose records are in the data's val.jsonl, none held out
     trained_stances: frozenset[str] | None = None  # statements with a record in the training data (None: unknown)
+    other_train_texts: dict[str, list[str]] = field(default_factory=dict)  # another politician's adapter's answers
 
 
 @dataclass
@@ -147,7 +148,9 @@ def score_arm(
         for key, values in scorecard.score_identity(identity_texts, profile).items():
             setattr(s, key, values)
         s.prompt_echo = scorecard.score_prompt_echo(identity_texts, arm.persona_prompt, ctx.memorization_words)
-    s.memorized = scorecard.score_memorization(texts, ctx.train_texts, ctx.memorization_words)
+    train = ctx.train_texts if target == ctx.politician else ctx.other_train_texts.get(target)
+    if train is not None:  # another politician's adapter against its own training data, not the evaluated one's
+        s.memorized = scorecard.score_memorization(texts, train, ctx.memorization_words)
     scorecard.score_distinct(s, texts)
     s.loss_sum, s.loss_tokens = [x for x, _ in losses], [float(n) for _, n in losses]
     if stance_losses:

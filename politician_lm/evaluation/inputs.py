@@ -19,7 +19,7 @@ from politician_lm.artifacts.stances import Stance, is_heldout_stance, load_stan
 from politician_lm.data import records
 from politician_lm.errors import UserError
 from politician_lm.evaluation.heldout import document_rows, metadata, recorded_split, sample_heldout
-from politician_lm.evaluation.lineage import trained_data
+from politician_lm.evaluation.lineage import evaluated_data, trained_data
 from politician_lm.values import check_choice, parse_list
 
 if TYPE_CHECKING:
@@ -101,6 +101,25 @@ def split_records(data_path: str, val_fraction: float, seed: int) -> tuple[list[
         return rows, held
     val = [records.is_heldout(r["messages"], seed, val_fraction) for r in rows]
     return [r for r, v in zip(rows, val) if not v], [r for r, v in zip(rows, val) if v]
+
+
+def other_training_completions(folders: list[AdapterFolder], politician: str) -> dict[str, list[str]]:
+    """The training answers of each other politician whose adapter is among ``folders`` (the data its first adapter
+    was trained on, split as it was), which that adapter's memorization is read against; one whose data cannot be
+    followed is left out, and its arm's memorization is not measured (said on stderr)."""
+    out: dict[str, list[str]] = {}
+    for f in folders:
+        target = f.metadata.get("politician")
+        if not target or target == politician or target in out:
+            continue
+        try:
+            data, trained = evaluated_data(f, None)
+            rows, _ = split_records(data, float(trained.get("val_fraction", 0.1)), int(trained.get("seed", 42)))
+        except (UserError, OSError) as e:
+            print(f"{f.path}: memorization not measured ({str(e)[:160]})", file=sys.stderr)
+            continue
+        out[target] = _answers(rows)
+    return out
 
 
 @dataclass

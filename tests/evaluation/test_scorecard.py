@@ -259,6 +259,27 @@ def test_another_politicians_adapter_is_probed_only_on_statements_known_unseen()
     assert target_stances(trump, val) == []
 
 
+def test_another_politicians_adapter_is_read_for_memorization_against_its_own_training_answers():
+    """A Trump adapter in a Biden evaluation reciting Trump's training data scored 0 and reciting Biden's scored 1."""
+    from politician_lm.artifacts.profiles import load_profile
+    from politician_lm.data.templates import PromptStyle
+    from politician_lm.evaluation.arms import Arm, ArmContext, score_arm
+    from tests.helpers import ROOT
+
+    profiles = ROOT / "data" / "profiles"
+    biden_said = ["we are going to build back better for the middle class of this country folks"]
+    trump_said = ["we are going to make america great again like never before believe me folks"]
+    trump = Arm("runs/trump/adapters/best", "adapter_1", PromptStyle(prompt_format="chat", politician="trump"))
+    ctx = ArmContext("biden", load_profile("biden", profiles), str(profiles), None, biden_said, 8, 0, "none",
+                     other_train_texts={"trump": trump_said})  # fmt: skip
+    assert score_arm(trump, trump_said, [], ctx)[0].memorized == [1.0]
+    assert score_arm(trump, biden_said, [], ctx)[0].memorized == [0.0]
+    unknown = ArmContext("biden", ctx.profile, str(profiles), None, biden_said, 8, 0, "none")
+    assert score_arm(trump, biden_said, [], unknown)[0].memorized == []  # its data not followed: not measured
+    biden_arm = Arm("prompt-only", None, None)
+    assert score_arm(biden_arm, biden_said, [], ctx)[0].memorized == [1.0]
+
+
 def test_stances_val_without_validation_statements_is_one_line_naming_the_prepare_flag():
     from politician_lm.errors import UserError
     from politician_lm.evaluation.inputs import HeldOut
