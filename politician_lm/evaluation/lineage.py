@@ -119,6 +119,12 @@ def check_held_apart(folders: list[AdapterFolder], documents: list[str]) -> None
     A merged adapter is checked through the adapters it was merged from."""
     for folder in folders:
         sources = [s.get("path") for s in folder.metadata.get("merged_from") or []]
+        for gone in (p for p in sources if not (p and Path(p).is_dir())):
+            print(
+                f"warning: {folder.path} was merged from {gone}, which is not here (relative to {Path.cwd()}): "
+                f"evaluate cannot tell whether that source trained on {documents}",
+                file=sys.stderr,
+            )
         parts = [read_part(p) for p in sources if p and Path(p).is_dir()] or [folder]
         for part in parts:
             sets = _held_sets(part)

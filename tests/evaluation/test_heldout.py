@@ -60,3 +60,16 @@ def test_trained_stances_are_read_from_the_training_records(tmp_path):
     train, held = split_records(str(tmp_path), 0.1, 42)
     found = HeldOut(train, held, held, {}, None, 0.1, 42).trained_stances
     assert found == {"carbon-tax", "rail-expansion"}
+
+
+def test_a_merged_adapters_source_that_is_not_here_is_said_not_skipped(tmp_path, capsys):
+    """merge records its sources' paths as given; from another folder, or after a source moved, the check of what
+    that source held out was skipped without a word."""
+    from politician_lm.artifacts.adapter import AdapterFolder
+    from politician_lm.evaluation.lineage import check_held_apart
+
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    meta = {"split": {"heldout_documents": ["a.txt"]}, "merged_from": [{"path": str(tmp_path / "moved"), "weight": 1}]}
+    check_held_apart([AdapterFolder(merged, {}, meta)], ["a.txt"])
+    assert f"was merged from {tmp_path / 'moved'}, which is not here" in capsys.readouterr().err
