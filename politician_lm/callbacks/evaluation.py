@@ -160,7 +160,7 @@ class PersonaEvaluation(L.Callback):
                                         build=build)  # fmt: skip
         held = held_documents(dm.data_path) or set()  # the data's held-out addresses: never the judge's to learn
         self.classifier = load_judge(self.judge, self.style_data_dir, self.judge_presidents, generic, self.cache_dir,
-                                     holdout=sorted(held))  # fmt: skip
+                                     holdout=sorted(held), split=(dm.val_fraction, dm.seed))  # fmt: skip
         if self.politician not in self.classifier.labels:
             log.warning(
                 "style classifier knows %s, not %r; style attribution is skipped (evaluate's sotu judge learns the "

@@ -95,7 +95,7 @@ def run_arms(
     held_convs: list[list[dict[str, str]]],
     pool: list[list[dict[str, str]]],
     base_path: str,
-    judge: tuple[str, str, list[str], ExtraVoices | None, list[str]],
+    judge: tuple[str, str, list[str], ExtraVoices | None, list[str], tuple[float, int]],
     ctx: ArmContext,
     max_new_tokens: int,
     batch_sizes: tuple[int, int],
@@ -127,7 +127,7 @@ def run_arms(
             bare = replace(persona, style=arms[0].style)
             generic = generic_texts(bare, pool, max_new_tokens, batch_size, base_path, bar.update, repetition_penalty,
                                     build, use_cache=build is not None)  # fmt: skip
-        runs.classifier = load_judge(*judge[:3], generic, extra=judge[3], holdout=judge[4])
+        runs.classifier = load_judge(*judge[:3], generic, extra=judge[3], holdout=judge[4], split=judge[5])
         runs.n_generic = len(generic)
         references = [strip_politician_label(i.get("reference", "")) for i in items[: ctx.n_style]]
         if references and all(references):  # the real continuations, cut to the answers' length, judged alike

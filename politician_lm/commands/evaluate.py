@@ -192,7 +192,14 @@ def evaluate(
         [r["messages"] for r in held.loss_rows],
         pool,
         base_model or folders[0].base_model,
-        (judge_kind, style_data_dir, presidents, own_voice, (held.split or {}).get("heldout_documents") or []),
+        (
+            judge_kind,
+            style_data_dir,
+            presidents,
+            own_voice,
+            (held.split or {}).get("heldout_documents") or [],
+            (held.val_fraction, held.split_seed),
+        ),  # fmt: skip
         ctx,
         max_new_tokens,
         (batch_size, loss_batch_size),

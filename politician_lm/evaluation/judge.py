@@ -116,11 +116,13 @@ def load_judge(
     cache_dir: str | None = None,
     extra: ExtraVoices | None = None,
     holdout: list[str] | tuple[str, ...] = (),
+    split: tuple[float, int] | None = None,
 ) -> StyleClassifier:
     """The style judge ``evaluate`` and ``PersonaEvaluation`` use: ``sotu`` (real voices, ``extra`` classes among
-    them when given) or ``records``."""
+    them when given) or ``records`` (without the records the evaluated data's ``split``, ``(val_fraction,
+    split_seed)``, holds out)."""
     if kind == "sotu":
         return load_or_train_voices(tuple(presidents), generic, cache_dir, extra=extra, holdout=tuple(holdout))
     from politician_lm.evaluation.style import load_or_train
 
-    return load_or_train(style_data_dir, cache_dir, generic=generic)
+    return load_or_train(style_data_dir, cache_dir, generic=generic, split=split)

@@ -28,6 +28,7 @@ from politician_lm.evaluation.cache_keys import cache_root
 log = logging.getLogger(__name__)
 
 # Bump when the features, the model or the data reading change, so old cache entries are never reused.
+Split = tuple[float, int]  # (val_fraction, split_seed) of the evaluated data: the records it holds out
 STYLE_VERSION = "style-v2"  # v2: per-class held-out accuracy
 # The class of text the base model writes without any persona: a generation counts for a politician only when the
 # classifier prefers that politician to this class and to every other politician.
@@ -119,21 +120,27 @@ def training_files(data_dir: str | Path = "data") -> dict[str, list[Path]]:
     return found
 
 
-def read_completions(path: Path) -> list[str]:
-    """The completion of every record (``completion``, or the last assistant turn of ``messages``), label stripped.
+def read_completions(path: Path, split: Split | None = None) -> list[str]:
+    """The completion of every record (``completion``, or the last assistant turn of ``messages``), label stripped;
+    with ``split`` (``(val_fraction, split_seed)``), of every record the DataModule's rule does not hold out.
 
     The file is checked with the DataModule's own reader, so errors name ``file:line`` the same way.
     """
     records.validate_file(path)
-    return [
-        strip_politician_label(records.to_conversation(obj)["messages"][-1]["content"]) for _, obj in read_jsonl(path)
-    ]
+    convs = [records.to_conversation(obj)["messages"] for _, obj in read_jsonl(path)]
+    if split is not None:
+        convs = [c for c in convs if not records.is_heldout(c, split[1], split[0])]
+    return [strip_politician_label(c[-1]["content"]) for c in convs]
 
 
-def train_from_data_dir(data_dir: str = "data", seed: int = 0, generic: list[str] | None = None) -> StyleClassifier:
+def train_from_data_dir(
+    data_dir: str = "data", seed: int = 0, generic: list[str] | None = None, split: Split | None = None
+) -> StyleClassifier:
     """Fit a ``StyleClassifier`` on every politician's completions, labelled by folder name (at least 2 needed).
 
-    ``generic``: texts the base model wrote without a persona, learned as the class ``GENERIC``.
+    ``generic``: texts the base model wrote without a persona, learned as the class ``GENERIC``. ``split``:
+    ``(val_fraction, split_seed)`` of the evaluated data; records the DataModule's rule holds out at it are left out,
+    so the judge never learns the held-out answers whose labels it reads as "real speech".
     """
     files = training_files(data_dir)
     check_judge_data(files, data_dir)
@@ -141,7 +148,7 @@ def train_from_data_dir(data_dir: str = "data", seed: int = 0, generic: list[str
     labels: list[str] = []
     for politician, paths in files.items():
         for path in paths:
-            completions = read_completions(path)
+            completions = read_completions(path, split)
             texts += completions
             labels += [politician] * len(completions)
     if generic:
@@ -192,11 +199,15 @@ def generic_pool(data_dir: str, n: int, val_fraction: float, split_seed: int = 4
     return random.Random(seed).sample(pool, min(n, len(pool)))
 
 
-def cache_key(data_dir: str = "data", seed: int = 0, generic: list[str] | None = None) -> str:
-    """sha256 over the sorted (path relative to ``data_dir``, bytes) of the training files, the seed, versions and
-    the generic texts."""
+def cache_key(
+    data_dir: str = "data", seed: int = 0, generic: list[str] | None = None, split: Split | None = None
+) -> str:
+    """sha256 over the sorted (path relative to ``data_dir``, bytes) of the training files, the seed, versions, the
+    generic texts and the split."""
     root = Path(data_dir)
     digest = hashlib.sha256(f"{STYLE_VERSION}\0sklearn={sklearn.__version__}\0seed={seed}\0".encode())
+    if split is not None:
+        digest.update(f"split={split[0]!r},{split[1]!r}\0".encode())
     paths = sorted(p for files in training_files(root).values() for p in files)
     for path in paths:
         digest.update(path.relative_to(root).as_posix().encode("utf-8") + b"\0")
@@ -213,18 +224,27 @@ def default_cache_dir() -> Path:
 
 
 def cache_path(
-    data_dir: str = "data", cache_dir: str | None = None, seed: int = 0, generic: list[str] | None = None
+    data_dir: str = "data",
+    cache_dir: str | None = None,
+    seed: int = 0,
+    generic: list[str] | None = None,
+    split: Split | None = None,
 ) -> Path:
-    """Where ``load_or_train`` keeps the classifier for these training files, seed and generic texts."""
+    """Where ``load_or_train`` keeps the classifier for these training files, seed, generic texts and split."""
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
-    return folder / f"{cache_key(data_dir, seed, generic)}.joblib"
+    return folder / f"{cache_key(data_dir, seed, generic, split)}.joblib"
 
 
 def load_or_train(
-    data_dir: str = "data", cache_dir: str | None = None, seed: int = 0, generic: list[str] | None = None
+    data_dir: str = "data",
+    cache_dir: str | None = None,
+    seed: int = 0,
+    generic: list[str] | None = None,
+    split: Split | None = None,
 ) -> StyleClassifier:
-    """Load the cached classifier for these files, seed and generic texts, or train one and cache it (atomic)."""
-    path = cache_path(data_dir, cache_dir, seed, generic)
+    """Load the cached classifier for these files, seed, generic texts and split (``train_from_data_dir``), or
+    train one and cache it (atomic)."""
+    path = cache_path(data_dir, cache_dir, seed, generic, split)
     if path.is_file():
         try:
             # Our own cache, written below by this function: never a user-supplied file.
@@ -234,7 +254,7 @@ def load_or_train(
         if isinstance(classifier, StyleClassifier):
             log.info("style classifier: loaded %s", path)
             return classifier
-    classifier = train_from_data_dir(data_dir, seed=seed, generic=generic)
+    classifier = train_from_data_dir(data_dir, seed=seed, generic=generic, split=split)
     with atomic_file(path) as tmp:
         joblib.dump(classifier, tmp)
     log.info("style classifier: trained on %s, cached in %s", data_dir, path)

@@ -312,3 +312,18 @@ def test_a_governors_offices_and_party_are_no_facts_of_their_own():
     terms = fact_terms(profile)
     assert {"Cascade", "Alder", "Port", "Lindqvist", "Harbor", "2009", "2014"} <= set(terms)
     assert not {"Governor", "Party", "Mayor", "Public", "Commissioner", "High"} & set(terms)
+
+
+def test_the_records_judge_leaves_out_the_answers_the_evaluated_split_holds_out():
+    """evaluate's "real speech" row is the judge's reading of the held-out answers: a judge trained on them read
+    27 of 27 as Biden (1.000) while its own held-out accuracy for Biden was 0.886."""
+    from politician_lm.artifacts.jsonl import read_jsonl
+    from politician_lm.artifacts.roles import strip_politician_label
+    from politician_lm.data import records
+
+    path = DATA / "biden" / "style.jsonl"
+    convs = [records.to_conversation(obj)["messages"] for _, obj in read_jsonl(path)]
+    held = [strip_politician_label(c[-1]["content"]) for c in convs if records.is_heldout(c, 42, 0.1)]
+    every, kept = read_completions(path), read_completions(path, (0.1, 42))
+    assert held and len(kept) == len(every) - len(held) and not set(held) & set(kept)
+    assert cache_key(str(DATA), split=(0.1, 42)) not in (cache_key(str(DATA)), cache_key(str(DATA), split=(0.2, 42)))
