@@ -14,7 +14,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from politician_lm.evaluation.report import read_log
+from politician_lm.artifacts.training_log import read_log
 
 SHOWN = {  # metric: (label, format)
     "perf/tokens_per_s": ("tokens/s", "{:.0f}"),

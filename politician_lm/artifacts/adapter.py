@@ -1,5 +1,6 @@
-"""Adapter folders: PEFT's own files (read through PEFT's config classes) plus ``politician_lm.json``, and checks of
-base model folders, all before any weights are loaded."""
+"""Adapter folders: PEFT's own files (its config read as JSON, PEFT's ``LoraConfig`` built on first use) plus
+``politician_lm.json`` (``artifacts.adapter_metadata``), and checks of base model folders, all before any weights
+are loaded."""
 
 from __future__ import annotations
 
@@ -9,65 +10,22 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 from safetensors import safe_open
 
+from politician_lm.artifacts.adapter_metadata import (  # noqa: F401  (re-exported: the adapter folder's metadata)
+    METADATA_FILE,
+    AdapterMetadata,
+    read_metadata,
+    write_metadata,
+)
 from politician_lm.errors import UserError
 
 ADAPTER_CONFIG = "adapter_config.json"
 SAFE_WEIGHTS = "adapter_model.safetensors"
 PICKLE_WEIGHTS = "adapter_model.bin"
-METADATA_FILE = "politician_lm.json"
 TRAINING_PROGRESS = ("global_step", "epoch", "monitor", "best_score")  # describes one training run's export only
-
-
-class AdapterMetadata(TypedDict, total=False):
-    """The schema of ``politician_lm.json``, saved next to every adapter, merged adapter and exported model.
-
-    The prompt keys let generation rebuild exactly the prompt training rendered; the base keys find the base model;
-    the rest records where the folder came from.
-    """
-
-    prompt_format: str  # plain | chat
-    separator: str
-    system_prompt: str | None
-    politician: str | None
-    max_length: int
-    split: dict[str, Any]  # leave-one-speech-out: the held-out documents of the prepared data (its stats.json)
-    base_model: str  # as named at training (a folder or a hub id)
-    base_model_path: str  # that folder's absolute path at export, when it was a folder
-    quantization: str  # of the base during training: nf4 | fp4 | int8 | none
-    global_step: int
-    epoch: int
-    monitor: str | None
-    best_score: float | None
-    merged_from: list[dict[str, Any]]  # merge: [{path, weight}]
-    merge_method: str
-    merge_density: float | None
-    exported_from: str  # export: the adapter merged into the base
-    export_dtype: str
-
-
-def read_metadata(folder: str | Path) -> AdapterMetadata:
-    """``politician_lm.json`` of ``folder`` ({} when there is none); one line naming the file when it is not JSON."""
-    path = Path(folder) / METADATA_FILE
-    if not path.is_file():
-        return {}
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{path}: not valid JSON") from None
-    if not isinstance(metadata, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return metadata  # type: ignore[return-value]
-
-
-def write_metadata(folder: str | Path, metadata: AdapterMetadata) -> Path:
-    """Write ``politician_lm.json`` into ``folder`` atomically."""
-    from politician_lm.artifacts.atomic import atomic_write_text
-
-    return atomic_write_text(Path(folder) / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
 
 
 @dataclass
@@ -266,26 +224,6 @@ def check_loadable(folders: Sequence[AdapterFolder], base_model: str | None, all
     if base:
         check_fit(base, folders, allow_pickle)
     return base
-
-
-def attach_adapter(model: Any, folder: str | Path, adapter_name: str = "default", is_trainable: bool = False) -> Any:
-    """Load the adapter in ``folder`` onto ``model`` (a base model, or a PeftModel that gets one more adapter).
-
-    PEFT's loading errors (tensor shapes that do not fit this base, unknown modules) become one-line
-    ``UserError``s naming the folder.
-    """
-    from peft import PeftModel
-
-    try:
-        if isinstance(model, PeftModel):
-            model.load_adapter(str(folder), adapter_name=adapter_name, is_trainable=is_trainable)
-            return model
-        return PeftModel.from_pretrained(model, str(folder), adapter_name=adapter_name, is_trainable=is_trainable)
-    except (RuntimeError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "size mismatch" in str(e):
-            first = "its tensor shapes do not fit this base model"
-        raise UserError(f"{folder}: adapter does not load onto the base model ({first[:200]})") from None
 
 
 def check_fits_base(folder: AdapterFolder, base: str) -> None:

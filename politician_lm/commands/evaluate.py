@@ -26,6 +26,7 @@ from politician_lm.artifacts.adapter import check_loadable
 from politician_lm.artifacts.atomic import atomic_dir, check_output
 from politician_lm.artifacts.jsonl import jsonl_text
 from politician_lm.artifacts.profiles import load_profile
+from politician_lm.artifacts.training_log import read_log
 from politician_lm.errors import UserError
 from politician_lm.evaluation.heldout import DEFAULT_MAX_HELDOUT
 from politician_lm.evaluation.inputs import (
@@ -153,8 +154,8 @@ def evaluate(
         check_fits(fits, [f.metadata.get("politician") for f in folders[: len(fits)]])
     log_files = training_logs(logs)
     data_path, trained = evaluated_data(folders[0], data_path)  # a preference stage's: its SFT data
-    given = [data_path, style_data_dir, prompts_file, identity_probes, profiles_dir, base_model, *log_files]
-    out = check_output(output_dir, overwrite, inputs=[*given, *(f.path for f in folders)])  # --overwrite keeps them
+    given = [data_path, style_data_dir, prompts_file, identity_probes, profiles_dir, base_model, *log_files, *folders]
+    out = check_output(output_dir, overwrite, inputs=[getattr(g, "path", g) for g in given])  # --overwrite keeps them
     held = held_out(data_path, folders[0], trained, val_fraction, split_seed, max_heldout, seed)
     if held.split:  # every adapter must have held out the documents scored as held out
         check_held_apart(folders, held.split["heldout_documents"])
@@ -171,20 +172,19 @@ def evaluate(
     check_arm_profiles(folders, politician, profiles_dir, stances, identity=bool(identity_items))
     # Generic class: the base without persona on training-side prompts of every politician (never the held-out ones).
     pool = generic_texts_pool(style_data_dir, generic_prompts, held.val_fraction, held.split_seed, seed)
-    others = other_training_completions(folders, politician)  # another politician's adapter: its memorization
 
     # Loaded only now: the metrics pull in scikit-learn and nltk, which a bad input or --help never needs.
     from politician_lm.commands._evaluate_steps import build_arms, model_build, run_arms
     from politician_lm.evaluation.arms import ArmContext, heldout_loss_rows
     from politician_lm.evaluation.card import scorecard_report, scorecard_text, short_namer
-    from politician_lm.evaluation.report import read_log, write_scorecard
+    from politician_lm.evaluation.report import write_scorecard
     from politician_lm.inference import load_persona
 
     persona = load_persona([str(f.path) for f in folders], base_model=base_model, allow_pickle=allow_pickle)
     arms = build_arms(persona, folders, persona.style.system_prompt or profile.get("system_prompt"))
-    train_texts = held.training_completions()
-    ctx = ArmContext(politician, profile, profiles_dir, None, train_texts, memorization_words, len(style_items),
-                     stances, held.val_stances, held.trained_stances, others)  # fmt: skip
+    others = other_training_completions(folders, politician)  # another politician's adapter: its memorization
+    ctx = ArmContext(politician, profile, profiles_dir, None, held.training_completions(), memorization_words,
+                     len(style_items), stances, held.val_stances, held.trained_stances, others)  # fmt: skip
     runs = run_arms(
         persona,
         arms,
@@ -212,7 +212,7 @@ def evaluate(
     report = scorecard_report(politician, runs, held, judge_kind, n_style, n_identity, n_boot, seed, fits)
     report |= {"decoding": {"greedy": True, "max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty},
                "stance_note": no_stances}  # fmt: skip
-    curves = {str(f): read_log(f) for f in log_files}
+    curves = {str(f): read_log(f) for f in log_files}  # read once already, by training_logs
     with atomic_dir(out) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (tmp / "samples.jsonl").write_text(jsonl_text(runs.samples), encoding="utf-8")

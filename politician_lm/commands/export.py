@@ -14,7 +14,6 @@ from typing import Literal
 import torch
 
 from politician_lm.artifacts.adapter import (
-    attach_adapter,
     check_base_model,
     check_fits_base,
     read_adapter,
@@ -22,6 +21,7 @@ from politician_lm.artifacts.adapter import (
     write_metadata,
 )
 from politician_lm.artifacts.atomic import atomic_dir, atomic_write_text, check_output
+from politician_lm.model.adapters import attach_adapter
 from politician_lm.values import check_choice
 
 ExportDtype = Literal["float32", "float16", "bfloat16"]

@@ -20,14 +20,13 @@ from typing import Literal
 from politician_lm.artifacts.adapter import (
     TRAINING_PROGRESS,
     AdapterFolder,
-    attach_adapter,
     read_adapter,
     resolve_base,
     write_metadata,
 )
 from politician_lm.artifacts.atomic import atomic_dir, atomic_write_text, check_output
 from politician_lm.errors import UserError
-from politician_lm.model.adapters import check_fit, check_one_base
+from politician_lm.model.adapters import attach_adapter, check_fit, check_one_base
 from politician_lm.values import check_choice, parse_list, parse_weights
 
 MergeMethod = Literal["cat", "linear", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"]

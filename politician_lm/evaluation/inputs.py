@@ -16,6 +16,7 @@ from politician_lm.artifacts.jsonl import read_jsonl
 from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.roles import strip_politician_label
 from politician_lm.artifacts.stances import Stance, is_heldout_stance, load_stances
+from politician_lm.artifacts.training_log import read_log
 from politician_lm.data import records
 from politician_lm.errors import UserError
 from politician_lm.evaluation.heldout import document_rows, metadata, recorded_split, sample_heldout
@@ -82,8 +83,6 @@ def training_logs(logs: list[str] | str | None) -> list[Path]:
     for f in log_files:
         if not f.is_file():
             raise UserError(f"{f}: training log not found; pass a Lightning metrics.csv")
-        from politician_lm.evaluation.report import read_log  # the report's imports: only for --logs
-
         read_log(f)
     return log_files
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 from pathlib import Path
 from typing import Any
 
-from politician_lm.errors import UserError
 from politician_lm.evaluation.card import stance_count_lines
 
 SHOWN_PROMPTS = 12  # report.html's answers: the first prompts (samples.jsonl holds all of them)
@@ -19,21 +17,6 @@ def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     return buf.getvalue()
-
-
-def read_log(path: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """Series ``{metric: [(step, value), ...]}`` from a Lightning CSVLogger ``metrics.csv``."""
-    series: dict[str, list[tuple[int, float]]] = {}
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                step = int(float(row.get("step") or 0))
-                for key, value in row.items():
-                    if key not in ("step", "epoch") and value not in (None, ""):
-                        series.setdefault(key, []).append((step, float(value)))
-    except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:  # a file other than a metrics.csv
-        raise UserError(f"{path}: not a Lightning metrics.csv ({type(e).__name__}); pass --logs one") from None
-    return series
 
 
 def curve_plots(logs: dict[str, dict[str, list[tuple[int, float]]]]) -> bytes | None:

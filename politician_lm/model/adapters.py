@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 # the checks that read no weights live beside the adapter reader, so evaluate runs them before torch loads
-from politician_lm.artifacts.adapter import attach_adapter, check_fit, check_one_base
+from politician_lm.artifacts.adapter import check_fit, check_one_base
 from politician_lm.errors import UserError
 from politician_lm.values import parse_weights
 
@@ -23,6 +23,7 @@ __all__ = [
     "activate",
     "adapter_names",
     "adapter_weights",
+    "attach_adapter",
     "attach_weighted",
     "bake_weight",
     "check_fit",
@@ -31,6 +32,26 @@ __all__ = [
     "merge_weighted",
     "set_weights",
 ]
+
+
+def attach_adapter(model: Any, folder: str | Path, adapter_name: str = "default", is_trainable: bool = False) -> Any:
+    """Load the adapter in ``folder`` onto ``model`` (a base model, or a PeftModel that gets one more adapter).
+
+    PEFT's loading errors (tensor shapes that do not fit this base, unknown modules) become one-line
+    ``UserError``s naming the folder.
+    """
+    from peft import PeftModel
+
+    try:
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(folder), adapter_name=adapter_name, is_trainable=is_trainable)
+            return model
+        return PeftModel.from_pretrained(model, str(folder), adapter_name=adapter_name, is_trainable=is_trainable)
+    except (RuntimeError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "size mismatch" in str(e):
+            first = "its tensor shapes do not fit this base model"
+        raise UserError(f"{folder}: adapter does not load onto the base model ({first[:200]})") from None
 
 
 def adapter_names(count: int, prefix: str = "adapter") -> list[str]:

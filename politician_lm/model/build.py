@@ -13,8 +13,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import get_scheduler
 
-from politician_lm.artifacts.adapter import attach_adapter
 from politician_lm.errors import UserError
+from politician_lm.model.adapters import attach_adapter
 from politician_lm.model.fused_lora import fuse_lora_layers
 from politician_lm.model.grouped_attention import group_cpu_attention
 from politician_lm.model.loading import load_base_model, model_skeleton

@@ -20,12 +20,11 @@ import yaml
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from politician_lm.artifacts.adapter import attach_adapter
 from politician_lm.cli import main
 from politician_lm.commands._vllm_files import VLLM_RANKS
 from politician_lm.commands.export_vllm import export_vllm
 from politician_lm.inference import load_persona
-from politician_lm.model.adapters import activate
+from politician_lm.model.adapters import activate, attach_adapter
 from politician_lm.serve.personas import resolve_specs
 from politician_lm.serve.protocol import Message, conversation
 from politician_lm.serve.served import load_served
