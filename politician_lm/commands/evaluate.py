@@ -26,7 +26,6 @@ from politician_lm.artifacts.adapter import check_loadable
 from politician_lm.artifacts.atomic import atomic_dir, check_output
 from politician_lm.artifacts.jsonl import jsonl_text
 from politician_lm.artifacts.profiles import load_profile
-from politician_lm.artifacts.training_log import read_log
 from politician_lm.errors import UserError
 from politician_lm.evaluation.heldout import DEFAULT_MAX_HELDOUT
 from politician_lm.evaluation.inputs import (
@@ -152,10 +151,10 @@ def evaluate(
         from politician_lm.evaluation.recipe import check_fits  # numpy and the metrics: not for --help
 
         check_fits(fits, [f.metadata.get("politician") for f in folders[: len(fits)]])
-    log_files = training_logs(logs)
+    curves = training_logs(logs)  # read now: a wrong file fails before any model loads
     data_path, trained = evaluated_data(folders[0], data_path)  # a preference stage's: its SFT data
-    given = [data_path, style_data_dir, prompts_file, identity_probes, profiles_dir, base_model, *log_files, *folders]
-    out = check_output(output_dir, overwrite, inputs=[getattr(g, "path", g) for g in given])  # --overwrite keeps them
+    given = [data_path, style_data_dir, prompts_file, identity_probes, profiles_dir, base_model, *curves]
+    out = check_output(output_dir, overwrite, inputs=[*given, *(f.path for f in folders)])  # --overwrite keeps them
     held = held_out(data_path, folders[0], trained, val_fraction, split_seed, max_heldout, seed)
     if held.split:  # every adapter must have held out the documents scored as held out
         check_held_apart(folders, held.split["heldout_documents"])
@@ -212,7 +211,6 @@ def evaluate(
     report = scorecard_report(politician, runs, held, judge_kind, n_style, n_identity, n_boot, seed, fits)
     report |= {"decoding": {"greedy": True, "max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty},
                "stance_note": no_stances}  # fmt: skip
-    curves = {str(f): read_log(f) for f in log_files}  # read once already, by training_logs
     with atomic_dir(out) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (tmp / "samples.jsonl").write_text(jsonl_text(runs.samples), encoding="utf-8")

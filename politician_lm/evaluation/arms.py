@@ -158,7 +158,7 @@ def score_arm(
         probed = score_stances(stances, list(stance_losses))
         s.stance_ids, s.stance_sides, s.stance_agree = probed.ids, probed.sides, probed.agree
         s.stance_heldout = [is_heldout_stance(i) for i in probed.ids]
-        s.stance_val = [target == ctx.politician and i in ctx.val_stances for i in probed.ids]
+        s.stance_val = [i in ctx.val_stances for i in probed.ids]  # another politician's arm: held-out ones only
     return s, {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
 
 

@@ -76,15 +76,15 @@ def generic_texts_pool(data_dir: str, n: int, val_fraction: float, split_seed: i
     return generic_pool(data_dir, n, val_fraction, split_seed, seed)
 
 
-def training_logs(logs: list[str] | str | None) -> list[Path]:
-    """The Lightning ``metrics.csv`` files whose curves go into the report, each checked to exist and read once, so
-    a wrong file is refused before any model loads."""
-    log_files = [Path(p) for p in parse_list(logs, "logs")] if logs else []
-    for f in log_files:
+def training_logs(logs: list[str] | str | None) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """The curves of the Lightning ``metrics.csv`` files that go into the report, by file: each checked to exist and
+    read here, so a wrong file is refused before any model loads."""
+    curves = {}
+    for f in [Path(p) for p in parse_list(logs, "logs")] if logs else []:
         if not f.is_file():
             raise UserError(f"{f}: training log not found; pass a Lightning metrics.csv")
-        read_log(f)
-    return log_files
+        curves[str(f)] = read_log(f)
+    return curves
 
 
 def split_records(data_path: str, val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
