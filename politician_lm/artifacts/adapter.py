@@ -1,4 +1,4 @@
-"""Adapter folders: PEFT's own files (its config read as JSON, PEFT's ``LoraConfig`` built on first use) plus
+"""Adapter folders: PEFT's own files (its config read as JSON, without peft) plus
 ``politician_lm.json`` (``artifacts.adapter_metadata``), and checks of base model folders, all before any weights
 are loaded."""
 
@@ -25,6 +25,7 @@ from politician_lm.errors import UserError
 ADAPTER_CONFIG = "adapter_config.json"
 SAFE_WEIGHTS = "adapter_model.safetensors"
 PICKLE_WEIGHTS = "adapter_model.bin"
+PEFT_DEFAULT_RANK = 8  # LoraConfig's r where adapter_config.json leaves it out
 TRAINING_PROGRESS = ("global_step", "epoch", "monitor", "best_score")  # describes one training run's export only
 
 
@@ -33,27 +34,20 @@ class AdapterFolder:
     """A validated adapter folder: its PEFT config as saved and the politician-lm metadata saved next to it.
 
     ``settings`` is ``adapter_config.json`` as a mapping: the checks before any weights load read it, so a refusal
-    does not wait for peft to import (about 10 s on 2 cores); ``config`` is PEFT's ``LoraConfig``, built on first use.
+    does not wait for peft to import (about 10 s on 2 cores); PEFT reads the file itself when the weights load
+    (``model.adapters.attach_adapter``, whose errors are one line too).
     """
 
     path: Path
     settings: dict[str, Any] | None  # adapter_config.json; None for a merged adapter's source, read for metadata only
     metadata: AdapterMetadata = field(default_factory=dict)  # type: ignore[assignment]
-    _config: Any = field(default=None, repr=False, compare=False)
-
-    @property
-    def config(self) -> Any:
-        """PEFT's ``LoraConfig`` of the folder (peft imported here, on first use)."""
-        if self._config is None:
-            self._config = _lora_config(self.path)
-        return self._config
 
     @property
     def base_model(self) -> str:
         """Where the base model is: the name in the PEFT config (as given at training) located by the absolute path
         recorded next to it at export while that folder exists, else the name itself (a folder relative to the
         working directory or to this adapter folder, or a hub id)."""
-        name = self._setting("base_model_name_or_path") or self.metadata.get("base_model") or ""
+        name = self.setting("base_model_name_or_path") or self.metadata.get("base_model") or ""
         if self.saved_base_path and Path(self.saved_base_path).is_dir():
             return self.saved_base_path
         if name and not Path(name).exists() and (self.path / name).is_dir():
@@ -63,28 +57,29 @@ class AdapterFolder:
     @property
     def saved_base_path(self) -> str | None:
         """The absolute base folder recorded at export, if it belongs to the base the PEFT config names."""
-        name = self._setting("base_model_name_or_path") or self.metadata.get("base_model")
+        name = self.setting("base_model_name_or_path") or self.metadata.get("base_model")
         saved = self.metadata.get("base_model_path")
         return str(saved) if saved and name == self.metadata.get("base_model") else None
 
     @property
     def target_modules(self) -> frozenset[str] | str:
-        tm = self._setting("target_modules")
+        tm = self.setting("target_modules")
         return frozenset(tm) if isinstance(tm, (list, set, frozenset)) else str(tm)
 
     @property
     def rank(self) -> int:
-        return int(self._setting("r") or 8)  # PEFT's default rank where the file leaves it out
+        return int(self.setting("r") or PEFT_DEFAULT_RANK)
 
     @property
     def use_dora(self) -> bool:
-        return bool(self._setting("use_dora"))
+        return bool(self.setting("use_dora"))
 
     @property
     def fan_in_fan_out(self) -> bool:
-        return bool(self._setting("fan_in_fan_out"))
+        return bool(self.setting("fan_in_fan_out"))
 
-    def _setting(self, key: str) -> Any:
+    def setting(self, key: str) -> Any:
+        """A key of ``adapter_config.json`` as saved (None where absent), without building PEFT's config."""
         return (self.settings or {}).get(key)
 
 
@@ -116,7 +111,7 @@ def read_adapter(path: str | Path, allow_pickle: bool = False) -> AdapterFolder:
         raise UserError(f"{cfg_path}: not a PEFT adapter config (a JSON {type(settings).__name__}, not an object)")
     if str(settings.get("peft_type", "")).upper() != "LORA":
         raise UserError(f"{cfg_path}: not a LoRA adapter config (peft_type {settings.get('peft_type')!r})")
-    rank = settings.get("r", 8)
+    rank = settings.get("r", PEFT_DEFAULT_RANK)
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise UserError(f"{cfg_path}: not a PEFT adapter config (r is {rank!r}, not a positive whole number)")
     if (path / SAFE_WEIGHTS).is_file():
@@ -130,20 +125,6 @@ def read_adapter(path: str | Path, allow_pickle: bool = False) -> AdapterFolder:
     else:
         raise UserError(f"{path}: missing {SAFE_WEIGHTS}")
     return AdapterFolder(path=path, settings=settings, metadata=read_metadata(path))
-
-
-def _lora_config(path: Path) -> Any:
-    """PEFT's ``LoraConfig`` of the adapter folder ``path`` (already checked by ``read_adapter``)."""
-    from peft import LoraConfig, PeftConfig
-
-    cfg_path = path / ADAPTER_CONFIG
-    try:
-        config = PeftConfig.from_pretrained(str(path))
-    except (TypeError, ValueError, AttributeError) as e:  # a value PEFT does not accept
-        raise UserError(f"{cfg_path}: not a PEFT adapter config ({type(e).__name__}: {str(e)[:120]})") from None
-    if not isinstance(config, LoraConfig):
-        raise UserError(f"{cfg_path}: not a LoRA adapter config (peft_type {str(config.peft_type)!r})")
-    return config
 
 
 def same_model(a: str, b: str) -> bool:

@@ -24,20 +24,20 @@ FOLDED = "default"  # PEFT saves the adapter of this name at the folder's top le
 
 def servable_rank(name: str, folders: list[AdapterFolder]) -> int:
     """The rank of the persona's one adapter (the ranks of a mix stack); refuses what vLLM does not load."""
-    for f in folders:
-        cfg = f.config
+    for f in folders:  # the settings as saved: no peft import before a refusal
+        saved, bias = f.setting("modules_to_save"), f.setting("bias")
         why = (
             "is a DoRA adapter"
-            if cfg.use_dora
-            else f"also saves whole modules ({', '.join(sorted(cfg.modules_to_save))})"
-            if cfg.modules_to_save
-            else f"trains biases (bias={cfg.bias!r})"
-            if (cfg.bias or "none") != "none"
+            if f.use_dora
+            else f"also saves whole modules ({', '.join(sorted(saved))})"
+            if saved
+            else f"trains biases (bias={bias!r})"
+            if (bias or "none") != "none"
             else None
         )
         if why:
             raise UserError(f"persona {name!r}: {f.path} {why}, which vLLM does not serve; retrain it as plain LoRA")
-    rank = sum(max([f.rank, *(f.config.rank_pattern or {}).values()]) for f in folders)
+    rank = sum(max([f.rank, *(f.setting("rank_pattern") or {}).values()]) for f in folders)
     if rank > VLLM_RANKS[-1]:
         raise UserError(
             f"persona {name!r}: its one adapter has rank {rank} (the sum of its adapters' ranks); vLLM "

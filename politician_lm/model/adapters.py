@@ -47,7 +47,7 @@ def attach_adapter(model: Any, folder: str | Path, adapter_name: str = "default"
             model.load_adapter(str(folder), adapter_name=adapter_name, is_trainable=is_trainable)
             return model
         return PeftModel.from_pretrained(model, str(folder), adapter_name=adapter_name, is_trainable=is_trainable)
-    except (RuntimeError, ValueError, KeyError) as e:
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:  # TypeError: a config value PEFT does not take
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "size mismatch" in str(e):
             first = "its tensor shapes do not fit this base model"
