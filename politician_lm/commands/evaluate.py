@@ -176,6 +176,7 @@ def evaluate(
     from politician_lm.commands._evaluate_steps import build_arms, model_build, run_arms
     from politician_lm.evaluation.arms import ArmContext, heldout_loss_rows
     from politician_lm.evaluation.card import scorecard_report, scorecard_text, short_namer
+    from politician_lm.evaluation.judge import JudgeSpec
     from politician_lm.evaluation.report import write_scorecard
     from politician_lm.inference import load_persona
 
@@ -191,12 +192,12 @@ def evaluate(
         [r["messages"] for r in held.loss_rows],
         pool,
         base_model or folders[0].base_model,
-        (
+        JudgeSpec(
             judge_kind,
             style_data_dir,
-            presidents,
+            tuple(presidents),
             own_voice,
-            (held.split or {}).get("heldout_documents") or [],
+            tuple((held.split or {}).get("heldout_documents") or []),
             (held.val_fraction, held.split_seed),
         ),  # fmt: skip
         ctx,
@@ -210,7 +211,7 @@ def evaluate(
     n_style, n_identity = len(style_items), len(identity_items)
     report = scorecard_report(politician, runs, held, judge_kind, n_style, n_identity, n_boot, seed, fits)
     report |= {"decoding": {"greedy": True, "max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty},
-               "stance_note": no_stances}  # fmt: skip
+               "stance_note": no_stances, "prompts_file": prompts_file}  # fmt: skip
     with atomic_dir(out) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (tmp / "samples.jsonl").write_text(jsonl_text(runs.samples), encoding="utf-8")

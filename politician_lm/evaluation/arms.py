@@ -85,6 +85,7 @@ class ArmContext:
     val_stances: frozenset[str] = frozenset()  # statements whose records are in the data's val.jsonl, none held out
     trained_stances: frozenset[str] | None = None  # statements with a record in the training data (None: unknown)
     other_train_texts: dict[str, list[str]] = field(default_factory=dict)  # another politician's adapter's answers
+    warned: set[str] = field(default_factory=set, compare=False)  # targets whose unrecorded statements were told
 
 
 @dataclass
@@ -120,7 +121,8 @@ def target_stances(arm: Arm, ctx: ArmContext) -> list[Stance]:
     if ctx.trained_stances is None:
         return stances
     known = [s for s in stances if is_heldout_stance(s.id) or s.id in ctx.val_stances | ctx.trained_stances]
-    if len(known) < len(stances):  # added to the profile after prepare: "seen" would count them as trained
+    if len(known) < len(stances) and target not in ctx.warned:  # added to the profile after prepare: not "seen"
+        ctx.warned.add(target)  # target_stances runs several times an arm: say it once a run
         log.warning(
             "%d of %s's statements have no record in the training data (added to the profile since prepare?); "
             "they are left out of stance_agreement_seen",

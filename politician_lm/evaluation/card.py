@@ -125,8 +125,7 @@ def scorecard_text(report: dict[str, Any]) -> str:
         return f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]" if e else "-"
 
     lines = [
-        f"Persona scorecard: {report['politician']} ({report['n_style_prompts']} held-out prompts, "
-        f"{report['n_identity_prompts']} identity probes, {report['n_heldout_losses']} held-out completions; "
+        f"Persona scorecard: {report['politician']} ({counts_phrase(report)}; "
         f"{report['classifier'].get('judge', 'records')} style judge, held-out accuracy "
         f"{report['classifier']['held_out_accuracy']:.3f})"
     ]
@@ -140,13 +139,7 @@ def scorecard_text(report: dict[str, Any]) -> str:
             )
     if (penalty := (report.get("decoding") or {}).get("repetition_penalty", 1.0)) != 1.0:
         lines[0] += f"; greedy with repetition penalty {penalty}"
-    heldout = report.get("heldout") or {}
-    if heldout.get("sampled"):
-        widths = ", ".join(f"{short(n)} {w:.3f}" for n, w in heldout.get("loss_interval_width", {}).items())
-        lines.append(
-            f"held-out loss on a seeded sample of {heldout['used']} of {heldout['available']} records "
-            f"(--max_heldout {heldout['max_heldout']}); loss interval widths: {widths}"
-        )
+    lines += [line for line in [sample_line(report)] if line]
     lines += stance_count_lines(report)
     names = list(report["arms"]) + list(report["differences"])
     width = max(len(short(n)) for n in names) + 2
@@ -189,18 +182,47 @@ def scorecard_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def counts_phrase(report: dict[str, Any]) -> str:
+    """What every arm was asked and scored on, for the table's and the report's first line: held-out prompts, or
+    the prompts of ``--prompts_file`` (``prompts_file`` in metrics.json), identity probes and held-out completions."""
+    source = f"prompts of {Path(file).name}" if (file := report.get("prompts_file")) else "held-out prompts"
+    return (
+        f"{report['n_style_prompts']} {source}, {report['n_identity_prompts']} identity probes, "
+        f"{report['n_heldout_losses']} held-out completions"
+    )
+
+
+def sample_line(report: dict[str, Any]) -> str | None:
+    """The held-out loss's ``--max_heldout`` sample and each arm's loss interval width (None: every record)."""
+    heldout = report.get("heldout") or {}
+    if not heldout.get("sampled"):
+        return None
+    short = short_namer(list(report["arms"]))
+    widths = ", ".join(f"{short(n)} {w:.3f}" for n, w in heldout.get("loss_interval_width", {}).items())
+    return (
+        f"held-out loss on a seeded sample of {heldout['used']} of {heldout['available']} records "
+        f"(--max_heldout {heldout['max_heldout']}); loss interval widths: {widths}"
+    )
+
+
 def stance_count_lines(report: dict[str, Any]) -> list[str]:
     """How many statements each stance metric reads (an interval over 1 or 2 statements looks certain and is not)."""
     out = [report["stance_note"]] if report.get("stance_note") else []
+    short = short_namer(list(report["arms"]))
     for metric in ("stance_agreement", "stance_agreement_val", "stance_agreement_seen"):
-        n = next((m[metric]["n"] for m in report["arms"].values() if m.get(metric) and "n" in m[metric]), None)
-        if n is not None:
+        ns = {name: m[metric]["n"] for name, m in report["arms"].items() if m.get(metric) and "n" in m[metric]}
+        if ns:  # arms of other politicians are probed on their own profiles' statements
+            counts = (
+                f"{next(iter(ns.values()))} statements"
+                if len(set(ns.values())) == 1
+                else "; ".join(f"{short(name)} {n} statements" for name, n in ns.items())
+            )
             few = (
                 f" (fewer than {MIN_STATEMENTS}: add statements to the profile for a reading)"
-                if n < MIN_STATEMENTS
+                if min(ns.values()) < MIN_STATEMENTS
                 else ""
             )
-            out.append(f"{metric} over {n} statements{few}")
+            out.append(f"{metric} over {counts}{few}")
     for name, sides in (report.get("stances") or {}).get("sides", {}).items():
         if len(sides) > 1 and len(set(sides.values())) == 1:  # a yes-sayer's agreement is the profile's share
             side = next(iter(sides.values()))

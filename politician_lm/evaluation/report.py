@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from politician_lm.evaluation.card import stance_count_lines
+from politician_lm.evaluation.card import counts_phrase, sample_line, stance_count_lines
 
 SHOWN_PROMPTS = 12  # report.html's answers: the first prompts (samples.jsonl holds all of them)
 
@@ -181,13 +181,12 @@ def write_scorecard(
     penalty = (report.get("decoding") or {}).get("repetition_penalty", 1.0)
     decoding = "greedy decoding" + (f" with repetition penalty {penalty}" if penalty != 1.0 else "")
     acc = report["classifier"]["held_out_accuracy"]
+    sample = f" {esc(line)}." if (line := sample_line(report)) else ""
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
         "body{font-family:sans-serif;max-width:1300px;margin:auto}table{border-collapse:collapse;font-size:13px}"
         "td,th{border:1px solid #ccc;padding:4px;vertical-align:top}img{max-width:100%}</style></head><body>"
-        f"<h1>{esc(title)}</h1><p>{report['n_style_prompts']} held-out prompts, "
-        f"{report['n_identity_prompts']} identity probes, {report['n_heldout_losses']} held-out completions; "
-        f"{decoding}. Style classifier classes: "
+        f"<h1>{esc(title)}</h1><p>{esc(counts_phrase(report))}; {decoding}.{sample} Style classifier classes: "
         f"{esc(', '.join(labels))}; its own held-out accuracy {acc:.3f}.{real_speech}</p>"
         f"<h2>Arms</h2>{table(report['arms'])}{notes}<h2>Differences (paired bootstrap)</h2>"
         f"{table(report['differences'])}"

@@ -236,6 +236,8 @@ def test_stances_all_counts_as_seen_only_statements_the_training_data_holds(capl
     chosen = {s.id for s in target_stances(arm, part)}
     assert chosen == some | {i for i in ids if is_heldout_stance(i)}
     assert f"{len(trained) - 5} of trump's statements have no record in the training data" in caplog.text
+    target_stances(arm, part)  # evaluate asks again for each arm's batches, answers and scores: one warning a run
+    assert caplog.text.count("have no record in the training data") == 1
 
 
 def test_another_politicians_adapter_is_probed_only_on_statements_known_unseen():
@@ -294,17 +296,23 @@ def test_stances_val_without_validation_statements_is_one_line_naming_the_prepar
 def test_the_scorecard_says_how_many_statements_each_stance_reading_rests_on():
     from politician_lm.evaluation.card import scorecard_text
 
-    def report(n: int) -> dict:
-        entry = {"value": 0.0, "low": 0.0, "high": 0.0, "n": n}
+    def report(n: int, other: int | None = None) -> dict:
+        def entry(k: int) -> dict:
+            return {"stance_agreement": {"value": 0.0, "low": 0.0, "high": 0.0, "n": k}}
+
+        arms = {"prompt-only": entry(n)} | ({"runs/fit-trump/adapters/best": entry(other)} if other else {})
         return {
             "politician": "quill", "n_style_prompts": 0, "n_identity_prompts": 0, "n_heldout_losses": 0,
             "classifier": {"held_out_accuracy": 1.0, "labels": []},
-            "arms": {"prompt-only": {"stance_agreement": entry}}, "differences": {}, "confusion": {},
+            "arms": arms, "differences": {}, "confusion": {},
         }  # fmt: skip
 
     one = scorecard_text(report(1))  # 0.000 [0.000, 0.000] from one statement looks certain, and is not
     assert "stance_agreement over 1 statements (fewer than 5: add statements to the profile" in one
     assert "stance_agreement over 27 statements\n" in scorecard_text(report(27))
+    # another politician's adapter is probed on its own profile's statements: each count is named, not the first's
+    both = scorecard_text(report(27, 3))
+    assert "stance_agreement over prompt-only 27 statements; fit-trump/best 3 statements (fewer than 5" in both
 
 
 def test_the_scorecard_gives_the_judges_accuracy_on_the_politicians_own_speech_and_warns_when_it_is_weak():
@@ -368,3 +376,24 @@ def test_report_html_says_when_it_shows_only_the_first_prompts_answers(tmp_path)
     )
     report["stances"]["sides"]["prompt-only"]["s3"] = "oppose"
     assert not any("takes" in line for line in stance_count_lines(report))
+    assert "<p>20 held-out prompts, 0 identity probes, 0 held-out completions; greedy decoding. Style" in page
+
+
+def test_the_table_and_the_report_name_a_prompts_file_and_the_held_out_loss_sample(tmp_path):
+    """A ``--prompts_file`` run's prompts are the file's, not held-out ones; a ``--max_heldout`` run's loss is a
+    sample: the printed table and report.html both say so."""
+    from politician_lm.evaluation.card import scorecard_text
+    from politician_lm.evaluation.report import write_scorecard
+
+    arms = {"prompt-only": {"heldout_loss": {"value": 3.0, "low": 2.9, "high": 3.1}}}
+    heldout = {"sampled": True, "used": 50, "available": 290, "max_heldout": 50}
+    report = {"politician": "quill", "n_style_prompts": 12, "n_identity_prompts": 4, "n_heldout_losses": 50,
+              "classifier": {"held_out_accuracy": 0.9, "labels": []}, "arms": arms, "differences": {},
+              "confusion": {}, "prompts_file": "probes/my_questions.jsonl",
+              "heldout": heldout | {"loss_interval_width": {"prompt-only": 0.2}}}  # fmt: skip
+    write_scorecard(tmp_path, report, [], {})
+    page, text = (tmp_path / "report.html").read_text(), scorecard_text(report)
+    counts = "12 prompts of my_questions.jsonl, 4 identity probes, 50 held-out completions"
+    sample = "held-out loss on a seeded sample of 50 of 290 records (--max_heldout 50); loss interval widths: "
+    assert counts in text and counts in page and "held-out prompts" not in text + page
+    assert sample + "prompt-only 0.200" in text and sample + "prompt-only 0.200" in page
