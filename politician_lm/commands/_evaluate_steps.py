@@ -30,7 +30,7 @@ from politician_lm.inference import Persona
 from politician_lm.model.adapters import activate, adapter_names
 
 if TYPE_CHECKING:
-    from politician_lm.evaluation.voices import ExtraVoices
+    from politician_lm.evaluation.judge import JudgeSpec
 
 __all__ = ["arm_persona", "build_arms", "model_build", "run_arms"]
 
@@ -95,7 +95,7 @@ def run_arms(
     held_convs: list[list[dict[str, str]]],
     pool: list[list[dict[str, str]]],
     base_path: str,
-    judge: tuple[str, str, list[str], ExtraVoices | None, list[str], tuple[float, int]],
+    judge: JudgeSpec,
     ctx: ArmContext,
     max_new_tokens: int,
     batch_sizes: tuple[int, int],
@@ -105,16 +105,14 @@ def run_arms(
     """Generate the judge's generic class (adapters off), train or load the judge, then let every arm answer
     ``items`` (greedy) and score ``held_convs``'s completions, one progress bar over all of it.
 
-    ``judge`` is ``(kind, style data folder, presidents, extra voices or None, the data's held-out documents)``;
-    ``batch_sizes`` is ``(generation, loss pass)``; ``ctx`` is completed with the judge here. With ``build``
-    (``model_build``: how the base was loaded, quantization, dtype, device, threads) the arms without an adapter are
-    reused from ``evaluation.arm_cache`` where an earlier run computed them with the same key, and stored there
-    otherwise; their names go to ``runs.cached``.
+    ``judge`` says what the style judge learns from, but its generic class; ``batch_sizes`` is ``(generation, loss
+    pass)``; ``ctx`` is completed with the judge here. With ``build`` (``model_build``: how the base was loaded,
+    quantization, dtype, device, threads) the arms without an adapter are reused from ``evaluation.arm_cache`` where
+    an earlier run computed them with the same key, and stored there otherwise; their names go to ``runs.cached``.
     """
     from tqdm import tqdm
 
     from politician_lm.evaluation.generic import generic_texts
-    from politician_lm.evaluation.judge import load_judge
 
     prompts = [i["messages"] for i in items]
     batch_size, loss_batch_size = batch_sizes
@@ -127,7 +125,7 @@ def run_arms(
             bare = replace(persona, style=arms[0].style)
             generic = generic_texts(bare, pool, max_new_tokens, batch_size, base_path, bar.update, repetition_penalty,
                                     build, use_cache=build is not None)  # fmt: skip
-        runs.classifier = load_judge(*judge[:3], generic, extra=judge[3], holdout=judge[4], split=judge[5])
+        runs.classifier = judge.load(generic)
         runs.n_generic = len(generic)
         references = [strip_politician_label(i.get("reference", "")) for i in items[: ctx.n_style]]
         if references and all(references):  # the real continuations, cut to the answers' length, judged alike

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import sklearn
@@ -126,3 +127,22 @@ def load_judge(
     from politician_lm.evaluation.style import load_or_train
 
     return load_or_train(style_data_dir, cache_dir, generic=generic, split=split)
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """Everything ``load_judge`` learns the style judge from but its generic class, which ``evaluate`` generates
+    later with the base model (``load``)."""
+
+    kind: str  # "sotu" (real voices) or "records"
+    style_data_dir: str  # <politician>/*.jsonl records: the records judge's classes, and the generic class's prompts
+    presidents: tuple[str, ...]  # the sotu judge's classes
+    extra: ExtraVoices | None = None  # the evaluated politician's own voice, where not a sotu president
+    holdout: tuple[str, ...] = ()  # the evaluated data's held-out documents: the sotu judge never trains on them
+    split: tuple[float, int] | None = None  # (val_fraction, split_seed): the records the records judge leaves out
+    cache_dir: str | None = None  # None: the default cache
+
+    def load(self, generic: list[str] | None) -> StyleClassifier:
+        """``load_judge`` of this spec with ``generic`` as its generic class."""
+        return load_judge(self.kind, self.style_data_dir, self.presidents, generic, self.cache_dir, self.extra,
+                          self.holdout, self.split)  # fmt: skip
