@@ -164,6 +164,27 @@ def load_stances(profile: dict, source: str = "profile") -> list[Stance]:
     return stances
 
 
+def check_shared(mine: list[Stance], me: str, theirs: list[Stance], them: str) -> None:
+    """Two politicians' stances under one id must be one statement (``evaluate`` compares their sides by id, in
+    ``opposite_sides``), and a ``disagrees_with`` naming the other must mark positions that differ: a one-line
+    UserError naming the id otherwise."""
+    other = {t.id: t for t in theirs}
+    for s in mine:
+        if (t := other.get(s.id)) is None:
+            continue
+        if " ".join(s.statement.lower().split()) != " ".join(t.statement.lower().split()):
+            raise UserError(
+                f"stance {s.id!r} is {s.statement!r} in {me}'s profile but {t.statement!r} in {them}'s; an id two "
+                "profiles share must be the same statement (evaluate compares their sides by id): rename one"
+            )
+        for a, b, name in ((s, t, them), (t, s, me)):
+            if name in a.disagrees_with and a.position == b.position:
+                raise UserError(
+                    f"stance {s.id!r}: {me}'s and {them}'s profiles both take {a.position!r}, but disagrees_with "
+                    f"marks them opposed; fix the position or drop {name} from disagrees_with"
+                )
+
+
 def _bucket(stance_id: str) -> float:
     """A stable SHA-256 bucket in [0, 1) of the id alone: shared ids fall alike for every politician."""
     return int.from_bytes(hashlib.sha256(stance_id.encode("utf-8")).digest()[:8], "big") / 2**64

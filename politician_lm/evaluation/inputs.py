@@ -15,7 +15,7 @@ from politician_lm.artifacts.adapter import AdapterFolder, read_adapter
 from politician_lm.artifacts.jsonl import read_jsonl
 from politician_lm.artifacts.profiles import load_profile
 from politician_lm.artifacts.roles import strip_politician_label
-from politician_lm.artifacts.stances import Stance, is_heldout_stance, load_stances
+from politician_lm.artifacts.stances import Stance, check_shared, is_heldout_stance, load_stances
 from politician_lm.artifacts.training_log import read_log
 from politician_lm.data import records
 from politician_lm.errors import UserError
@@ -288,5 +288,6 @@ def check_arm_profiles(
     for other in dict.fromkeys(f.metadata["politician"] if "politician" in f.metadata else first for f in folders):
         if other and other != politician and (identity or stances != "none"):
             profile = load_profile(other, profiles_dir)
-            if stances != "none":
-                load_stances(profile, f"{profiles_dir}/{other}.yaml")
+            if stances != "none":  # and one statement under each id both profiles hold (opposite_sides)
+                own = load_stances(load_profile(politician, profiles_dir), f"{profiles_dir}/{politician}.yaml")
+                check_shared(own, politician, load_stances(profile, f"{profiles_dir}/{other}.yaml"), other)

@@ -145,3 +145,33 @@ def test_an_unknown_politician_says_where_profiles_were_looked_for(tmp_path):
     with pytest.raises(Error, match=r"unknown politician 'quill'; use one of: biden, obama, trump") as e:
         load_profile("quill", PROFILES)
     assert "for a new politician write one with at least a name and a system_prompt" in str(e.value)
+
+
+def test_every_pair_of_shipped_profiles_shares_ids_as_one_statement():
+    from itertools import combinations
+
+    from politician_lm.artifacts.stances import check_shared
+
+    names = sorted(p.stem for p in PROFILES.glob("*.yaml"))
+    loaded = {n: load_stances(load_profile(n, PROFILES), f"{n}.yaml") for n in names}
+    for a, b in combinations(names, 2):
+        check_shared(loaded[a], a, loaded[b], b)
+
+
+@pytest.mark.parametrize(
+    "theirs,says",
+    [
+        (entry(statement="tariffs on all steel imports"), "is 'tariffs on steel' in quill's profile but"),
+        (entry(disagrees_with=["quill"]), "both take 'support', but disagrees_with marks them opposed"),
+    ],
+)
+def test_an_id_two_profiles_share_must_be_one_statement_and_a_marked_disagreement_a_real_one(theirs, says):
+    """``evaluate``'s opposite_sides compares two adapters' sides by id: the same id over two different statements
+    compared two questions, and nothing said so."""
+    from politician_lm.artifacts.stances import check_shared
+
+    mine = load_stances({"stances": [entry()]})
+    with pytest.raises(UserError) as e:
+        check_shared(mine, "quill", load_stances({"stances": [theirs]}), "ink")
+    assert "\n" not in str(e.value) and "stance 'tariffs'" in str(e.value) and says in str(e.value)
+    check_shared(mine, "quill", load_stances({"stances": [entry(position="oppose", disagrees_with=["quill"])]}), "ink")

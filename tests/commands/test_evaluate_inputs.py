@@ -228,6 +228,13 @@ def test_another_politicians_adapter_without_a_usable_profile_is_refused_before_
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and f"{profiles}/orla.yaml" in err[-1], err
     assert "missing field 'topic'" in err[-1] and not (quill / "eval-orla").exists()
+    # one id in both profiles over two statements: opposite_sides would compare two questions as one
+    tax = "{{id: tax, topic: tax, statement: {}, position: support, argument: Yes.}}"
+    (profiles / "orla.yaml").write_text(f"name: Orla Finch\nstances: [{tax.format('a flat tax')}]\n")
+    quill_yaml = profiles / "quill.yaml"
+    quill_yaml.write_text(quill_yaml.read_text() + f"\nstances: [{tax.format('a wealth tax')}]\n")
+    err = refused(capsys, quill, "--adapters", f"{good},{other}", "--profiles_dir", str(profiles), "--stances", "all")
+    assert "stance 'tax' is 'a wealth tax' in quill's profile but 'a flat tax' in orla's" in err
 
 
 def test_adapters_whose_short_names_are_equal_are_told_apart_in_the_table():
