@@ -16,7 +16,9 @@ atomically at the end, with one file per input file (same names, so ``train.json
 Pairs whose rejected answer is nearly the chosen one (word-sequence similarity of at least ``--max_similarity``) or
 empty are dropped and counted. Each pair records ``rejected_source`` (and ``rejected_model``, ``similarity``).
 A pair keeps its record's prompt and answer exactly, so the DataModule's hashed split puts it on the same side
-(train or held out) as the record it came from.
+(train or held out) as the record it came from. Not a ``side`` pair, whose chosen answer is the side sentence alone:
+from a prepared folder it keeps its record's file (train.jsonl or val.jsonl), but from a single file, which the
+DataModule hash-splits, it can land on the other side of the split from its record (prepare with ``val.jsonl``).
 """
 
 from __future__ import annotations
@@ -145,7 +147,8 @@ def pairs(
             record's answer from the opposite position, written by ``prepare --stances``), ``side`` (a minimal
             pair: the politician's side sentence alone, "No, I oppose X.", against the opposite one, "Yes, I support
             X."; nothing else differs, so the preference is on the position and not on the argument; exempt from
-            ``max_similarity``). Position pairs: ``side`` with ``--balance_positions true`` (see
+            ``max_similarity``; from a single hash-split file a side pair can fall on the other side of the split
+            from its record: give a prepared folder). Position pairs: ``side`` with ``--balance_positions true`` (see
             docs/preference-tuning.md), or ``other,opposite`` with the other politician's prepared stances as
             ``other_data``.
         politician: Profile name; supplies the persona system prompt for ``prompt-only``.
