@@ -24,7 +24,7 @@ from politician_lm.data.prepare.pipeline import (
     resolve_heldout,
     write_prepared,
 )
-from politician_lm.data.prepare.split import split_clusters, split_entry
+from politician_lm.data.prepare.split import split_clusters, split_entry, warn_unheld_records
 from politician_lm.data.prepare.stats import prepare_stats, profile_stats, summary
 from politician_lm.data.prepare.transcripts import norm_label
 from politician_lm.errors import UserError
@@ -177,6 +177,7 @@ def prepare(
         stances=stances,
     )
     heldout = resolve_heldout(inputs.default_heldout if heldout_documents is None else heldout_documents, inputs)
+    warn_unheld_records(inputs.records, heldout)
     builder = RecordBuilder(load_tokenizer(tokenizer), max_completion_tokens, min_completion_words, max_prompt_tokens)
     build_records(builder, inputs, speakers, multi_turn, table_kind)
 

@@ -310,6 +310,30 @@ def test_heldout_transcript_goes_wholly_to_test_and_the_rest_is_hash_split(tmp_p
     assert all(stats["documents"][f]["split"] in ("train", "val", "train+val") for f in ("roads.txt", "farms.txt"))
 
 
+def test_a_prepared_folder_given_as_records_keeps_its_held_out_document_held_out(tmp_path, caplog):
+    """``--records <prepared folder>`` beside the same transcripts: the folder's test.jsonl records (their document
+    now their ``origin``) were hash-split into train and val, so the held-out speech trained (seen: 54 records of
+    Biden's 2024 address). They go to test with their document; without it held out, a warning names it."""
+    files = [speech_file(tmp_path / f"{t}.txt", t) for t in ("roads", "schools", "farms")]
+    first = prepare(str(tmp_path / "first"), transcripts=",".join(files), heldout_documents="schools.txt",
+                    tokenizer=TINY, val_fraction=0.5, seed=3)  # fmt: skip
+    again = prepare(str(tmp_path / "again"), transcripts=",".join(files), records=str(first),
+                    heldout_documents="schools.txt", tokenizer=TINY, val_fraction=0.5, seed=3)  # fmt: skip
+    rows = read_rows(again)
+    assert not [r for r in rows["train"] + rows["val"] if "schools.txt" in (r["source"], r.get("origin"))]
+    alone = prepare(str(tmp_path / "alone"), records=str(first), heldout_documents="schools.txt", tokenizer=TINY,
+                    val_fraction=0.5, seed=3)  # fmt: skip  # a document known from the records alone
+    rows = read_rows(alone)
+    assert rows["test"] and {r["origin"] for r in rows["test"]} == {"schools.txt"}
+    assert not [r for r in rows["train"] + rows["val"] if r.get("origin") == "schools.txt"]
+    with caplog.at_level("WARNING"):
+        prepare(str(tmp_path / "trained"), records=str(first), tokenizer=TINY, val_fraction=0.5, seed=3)
+    assert (
+        "test.jsonl: records of schools.txt, held out where they were prepared, go to train and val now" in caplog.text
+    )
+    assert "pass --heldout_documents schools.txt to keep them held out" in caplog.text
+
+
 def written_order(written):
     prompts = [r["prompt"] for r in written]
     return lambda r: prompts.index(r["prompt"])

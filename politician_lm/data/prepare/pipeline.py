@@ -20,6 +20,7 @@ from politician_lm.data.prepare.files import TABLE_SUFFIXES, TEXT_SUFFIXES, BadF
 from politician_lm.data.prepare.identity import IdentityEntry, load_identity_template, profile_values
 from politician_lm.data.prepare.placeholders import placeholders
 from politician_lm.data.prepare.progress import progress_bar
+from politician_lm.data.prepare.split import record_documents
 from politician_lm.data.prepare.tables import TableExample, examples_from_table
 from politician_lm.data.prepare.transcripts import Paragraph, Turn, read_interview, read_speech, speech_paragraphs
 from politician_lm.data.records import check_record, validate_file
@@ -211,9 +212,9 @@ def read_inputs(
 
 
 def resolve_heldout(names: list[str], inputs: Inputs) -> list[str]:
-    """The held-out documents, each an input document's id or file name (a path is matched by its name; case aside
-    where one document alone matches: ``1988-reagan-1``)."""
-    known = dict.fromkeys(inputs.documents)
+    """The held-out documents, each an input document's id or file name, or the ``source`` of ready-made records (a
+    path is matched by its name; case aside where one document alone matches: ``1988-reagan-1``)."""
+    known = dict.fromkeys([*inputs.documents, *record_documents(inputs.records)])
     folded: dict[str, list[str]] = {}
     for doc in known:
         folded.setdefault(doc.lower(), []).append(doc)
