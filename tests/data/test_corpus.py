@@ -212,6 +212,11 @@ CLEANING = {  # case -> (transcript text, the speech's paragraphs after cleaning
         "(99th Cong., 1st sess.).\n\n1 Executive Order 123 (3 CFR, p. 45.)",
         ["I send you the canal report. It is short."],
     ),
+    "an editor's correction with its asterisk, and an asterisk footnote mark": (
+        "We sent aid to the Uranian [Ukrainian]* people. It drives up profits [prices].* The canal opened in "
+        "1835.* It paid [in]* full.",
+        ["We sent aid to the Uranian people. It drives up profits. The canal opened in 1835. It paid full."],
+    ),
     "a heading on the line after a sentence": (
         "The canal opened in June, on budget.\nLocks and Dams\n\nThe locks are next.\nRoads\nThe roads come last.",
         ["The canal opened in June, on budget.", "The locks are next.", "The roads come last."],
@@ -402,6 +407,7 @@ def test_corpus_records_are_clean_whole_sentences(corpus_run):
     for r in rows["train"] + rows["val"] + rows["test"]:
         for text in (prompt_text(r), completion(r)):
             assert "[" not in text and "]" not in text and "The President." not in text, text
+            assert " * " not in text and not re.search(r"[\w.,;:!?]\*(\s|$)", text), text  # correction marks
             assert "  " not in text and not re.search(r" [,.;:!?]|—[.,]", text), text
         assert FINISHED.search(completion(r)), completion(r)
         assert r["kind"] == "style" and r["date"] and r["title"].startswith("State of the Union Address, ")
