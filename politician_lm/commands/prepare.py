@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from politician_lm.artifacts.atomic import check_output
+from politician_lm.artifacts.profiles import profile_file
 from politician_lm.data.prepare.build import RecordBuilder
 from politician_lm.data.prepare.dedupe import mark_duplicates
 from politician_lm.data.prepare.pipeline import (
@@ -137,9 +138,10 @@ def prepare(
             (heldout_documents, "heldout_documents"),
         )
     )
-    out = check_output(
-        output_dir, overwrite, inputs=[*(transcripts or []), *(interviews or []), *(table or []), *(records or [])]
-    )
+    profiles = [_profile_or_none(p) for p in (identity_profile, stances) if p]  # a path, or a name's file
+    template = [identity_template] if identity_profile else []
+    out = check_output(output_dir, overwrite, inputs=[*(transcripts or []), *(interviews or []), *(table or []),
+                                                      *(records or []), *profiles, *template, tokenizer])  # fmt: skip
     if not (transcripts or corpus or interviews or table or records or identity_profile or stances):
         raise UserError(
             "nothing to prepare: pass --transcripts, --corpus, --interviews, --table, --records, --identity_profile "
@@ -233,3 +235,12 @@ def empty_split(
         f"{out}: {by} of {records} records leaves the {side} split empty (dropped: {dict(+dropped) or 'none'}); "
         f"add data or change {'stance_val_fraction' if stance_val_fraction else 'val_fraction'}"
     )
+
+
+def _profile_or_none(spec: str) -> Path | None:
+    """The profile file ``spec`` names (a path, or a name under data/profiles), or None where there is none (read
+    later, with its one-line error): an input that an --overwrite of the output folder must not delete."""
+    try:
+        return profile_file(spec)
+    except UserError:
+        return None

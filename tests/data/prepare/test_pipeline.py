@@ -3,6 +3,7 @@
 import json
 import math
 import re
+import shutil
 import string
 
 import pytest
@@ -690,6 +691,23 @@ def test_an_output_folder_that_holds_an_input_is_refused_even_with_overwrite(tmp
         prepare(str(tmp_path / "in"), transcripts=[str(tmp_path / "in" / "s.txt")], overwrite=True,
                 tokenizer=str(ROOT / "checkpoints" / "tiny-politician"))  # fmt: skip
     assert (tmp_path / "in" / "s.txt").is_file()  # the user's transcript is still there
+
+
+@pytest.mark.parametrize("flag", ["identity_profile", "identity_template", "stances", "tokenizer"])
+def test_an_output_folder_that_holds_a_profile_template_or_tokenizer_is_refused_even_with_overwrite(tmp_path, flag):
+    """Only transcripts, interviews, tables and records were checked: --overwrite deleted a profile, the identity
+    template or the tokenizer kept in the output folder (found by a hunt)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    biden, tiny = PROFILES / "biden.yaml", ROOT / "checkpoints" / "tiny-politician"
+    inputs = {"identity_profile": biden, "identity_template": TEMPLATE, "stances": biden, "tokenizer": tiny}
+    kept = out / inputs[flag].name
+    (shutil.copytree if inputs[flag].is_dir() else shutil.copy)(inputs[flag], kept)
+    kwargs = {"identity_profile": str(biden), "identity_template": str(TEMPLATE), "tokenizer": str(tiny)}
+    kwargs |= {flag: str(kept)}
+    with pytest.raises(UserError, match=f"holds the input {re.escape(str(kept))}, which writing it would delete"):
+        prepare(str(out), overwrite=True, **kwargs)
+    assert kept.exists()
 
 
 def test_records_saved_with_a_byte_order_mark_are_read(tmp_path):
