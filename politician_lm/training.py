@@ -168,6 +168,8 @@ def run_parts(root: str | Path, adapters_dirname: str = "adapters") -> list[Path
 def resolve_ckpt_path(subcommand: str, config: Namespace, root: str) -> str | None:
     """Turn ``last``/``best`` into files and apply the rule that fit never silently replaces a run."""
     ckpt_path = config.get("ckpt_path")
+    if Path(root).exists() and not Path(root).is_dir():
+        raise UserError(f"{root}: is a file, and --trainer.default_root_dir names the run folder; choose another")
     used = run_parts(root, config.adapter_export.dirname)
     if ckpt_path in ("last", "best"):
         if subcommand == "fit" and ckpt_path == "last" and not used:
@@ -179,6 +181,12 @@ def resolve_ckpt_path(subcommand: str, config: Namespace, root: str) -> str | No
         if not Path(ckpt_path).exists() and not str(ckpt_path).startswith(("hpc", "registry")):
             raise UserError(f"{ckpt_path}: checkpoint not found; give a .ckpt file, or last or best")
         return ckpt_path
+    if subcommand == "fit" and used and config.get("overwrite"):  # they are removed: never the fit's own inputs
+        given = (config.model.get("init_adapter"), config.data.get("data_path"), config.data.get("anchor_path"))
+        for value in (v for g in given for v in (g if isinstance(g, list) else [g]) if v and Path(v).exists()):
+            if any(Path(value).resolve().is_relative_to(p.resolve()) for p in used):
+                raise UserError(f"{value}: --overwrite true would delete this input, which the run folder {root} "
+                                "holds; copy it out first or choose another --trainer.default_root_dir")  # fmt: skip
     if subcommand == "fit" and used and not config.get("overwrite"):
         names = " and ".join(f"{p.name}/" for p in used)
         raise UserError(

@@ -229,6 +229,29 @@ def test_a_second_fit_into_a_used_folder_is_refused_before_any_model_loads(run, 
     assert sorted(p.name for p in (root / "lightning_logs").iterdir()) == versions  # nothing started
 
 
+def test_overwrite_refuses_to_delete_the_fits_own_inputs_and_a_file_as_the_run_folder(
+    run, tmp_path, capsys, chdir_root
+):
+    """--overwrite removed adapters/ before the fit read its --model.init_adapter from there, then failed after the
+    model loaded; a file as the run folder ended in a traceback after the model loaded (both found by a hunt)."""
+    root = tmp_path / "inputs"
+    shutil.copytree(run[0], root)
+    for flag, value in (("--model.init_adapter", root / "adapters" / "last"), ("--data.data_path", root / "adapters")):
+        with pytest.raises(SystemExit) as exc:
+            main(fit_args(root, "--overwrite", "true", flag, str(value)))
+        err = capsys.readouterr().err.strip()
+        assert exc.value.code == 2 and len(err.splitlines()) == 1, err
+        assert f"{value}: --overwrite true would delete this input, which the run folder {root} holds" in err
+        assert (root / "adapters" / "last" / "adapter_config.json").is_file()
+    (tmp_path / "afile").write_text("a file, not a run folder\n")
+    with pytest.raises(SystemExit) as exc:
+        main(fit_args(tmp_path / "afile"))
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and err.endswith(
+        "is a file, and --trainer.default_root_dir names the run folder; choose another"
+    )
+
+
 def test_overwrite_replaces_the_run_and_leaves_no_versioned_duplicates(run, tmp_path, chdir_root):
     root = tmp_path / "copy"
     shutil.copytree(run[0], root)
