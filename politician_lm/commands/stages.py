@@ -103,9 +103,11 @@ def stages(
     if mode == "separate" and (merge_weights is None or len(merge_weights) != len(stages)):
         raise UserError(f"mode 'separate' needs merge_weights with one weight per stage ({len(stages)})")
     root = Path(root_dir)
-    data = []  # build every stage's classes now: a typo fails before hours of training
+    data, exports = [], []  # build every stage's classes now: a typo fails before hours of training
     for index, stage in enumerate(stages):
-        data.append(_data_digest(check(_fit_config(stage, index, base_config, root)).datamodule))
+        checked = check(_fit_config(stage, index, base_config, root))
+        data.append(_data_digest(checked.datamodule))
+        exports.append(checked.config.adapter_export.dirname)  # where its fit exports (adapters/ unless set)
     previous: str | None = None
     summary = []
     changed = redo
@@ -113,7 +115,7 @@ def stages(
         folder = _folder(root, index, stage)
         fingerprint = _fingerprint(stage, base_config, mode, previous, data[index])
         done = folder / STAGE_FILE
-        adapter_dir = folder / "adapters" / adapter
+        adapter_dir = folder / exports[index] / adapter
         if (
             not changed
             and done.is_file()

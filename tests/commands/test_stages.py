@@ -149,3 +149,21 @@ def test_a_stage_runs_again_when_its_data_changed_and_one_without_its_adapter_is
         main(["stages", "--config", str(config)])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "fit wrote no" in err and "set adapter: last" in err, err
+
+
+def test_stages_hand_on_the_adapter_from_the_configured_export_folder(tmp_path, capsys, chdir_root):
+    """adapter_export.dirname set: stages looked in adapters/ anyway and refused after training, with advice that
+    did not apply (found by a hunt)."""
+    root = tmp_path / "exported"
+    settings = {"trainer.max_steps": 2, "trainer.enable_progress_bar": False, "trainer.callbacks": [],
+                "adapter_export.dirname": "exported", "data.cache_dir": str(tmp_path / "hf-cache")}  # fmt: skip
+    config = tmp_path / "stages.yaml"
+    config.write_text(yaml.safe_dump({
+        "base_config": str(ROOT / "configs" / "demo.yaml"), "root_dir": str(root), "adapter": "last",
+        "stages": [{"name": n, "kinds": [n], "overrides": settings} for n in ("style", "policy")],
+    }))  # fmt: skip
+    main(["stages", "--config", str(config)])
+    summary = json.loads((root / "stages.json").read_text())
+    first, second = root / "01-style" / "exported" / "last", root / "02-policy" / "exported" / "last"
+    assert [s["init_adapter"] for s in summary["stages"]] == [None, str(first)]
+    assert summary["final_adapter"] == str(second) and (second / "adapter_model.safetensors").is_file()
