@@ -213,9 +213,9 @@ CLEANING = {  # case -> (transcript text, the speech's paragraphs after cleaning
         ["I send you the canal report. It is short."],
     ),
     "an editor's correction with its asterisk, and an asterisk footnote mark": (
-        "We sent aid to the Uranian [Ukrainian]* people. It drives up profits [prices].* The canal opened in "
-        "1835.* It paid [in]* full.",
-        ["We sent aid to the Uranian people. It drives up profits. The canal opened in 1835. It paid full."],
+        "We dredged the canal [channel]* twice. It serves the dams [docks].* The lock was built in 1902.* It "
+        "paid [for]* itself.",
+        ["We dredged the canal twice. It serves the dams. The lock was built in 1902. It paid itself."],
     ),
     "a heading on the line after a sentence": (
         "The canal opened in June, on budget.\nLocks and Dams\n\nThe locks are next.\nRoads\nThe roads come last.",

@@ -32,7 +32,7 @@ _STAGE_WORD = re.compile(
     re.I,
 )
 _PAREN = re.compile(r"\(([^()]*)\)")
-_BRACKET = re.compile(r"\[[^\[\]]*\]\*?")  # an editor's correction ends in its asterisk: "fight [in]* Ukraine"
+_BRACKET = re.compile(r"\[[^\[\]]*\]\*?")  # an editor's correction ends in its asterisk: "the canal [channel]* opened"
 _MD_DROP = re.compile(r"^\s{0,3}(?:#{1,6}(?:\s.*)?|[-=*_]{3,}\s*)$")
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _MD_EMPH = re.compile(r"(?<!\w)(\*\*|__|\*|_|~~)(?=\S)(.+?)(?<=\S)\1(?!\w)")
@@ -271,7 +271,7 @@ def _is_finished(sentence: str) -> bool:
 
 
 # a published text's footnote marker: a number right after a word's closing punctuation ("at Guam.1 Neither"), or
-# an asterisk after any ("since 1835.* We", "profits [prices].*" once the correction is gone)
+# an asterisk after any ("built in 1902.* It", "the dams [docks].*" once the correction is gone)
 _FOOTNOTE_MARK = re.compile(r"(?<=[a-z]{2}[.,;:])\d{1,2}(?=\s|$)|(?<=\w[.,;:!?])\*(?=\s|$)")
 
 
