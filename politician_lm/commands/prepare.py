@@ -113,8 +113,8 @@ def prepare(
         heldout_documents: Whole documents whose records all go to test.jsonl, none to train or val
             (leave-one-speech-out), by corpus document id (2024-Biden-1) or transcript file name, comma-separated; a
             near-duplicate cluster that touches a held-out document goes to test too. evaluate scores test.jsonl.
-            Default: with corpus, the latest document of each corpus entry; else none (the hash split). A blank value
-            holds out nothing.
+            Default: with corpus, the latest spoken address of each corpus entry (its latest document if none was
+            spoken); else none (the hash split). A blank value holds out nothing.
         seed: Seed of the split hash (the same rule as the DataModule's split).
         near_dup_threshold: Drop a record whose word 3-gram Jaccard similarity with an earlier kept one is at least
             this.

@@ -36,7 +36,7 @@ ExtraVoices = dict[str, tuple[list[str], list[str]]]
 
 log = logging.getLogger(__name__)
 
-VOICES_VERSION = "voices-v4"  # bump when prepare's cleaning changes any address's paragraphs (v4: broken sentences)
+VOICES_VERSION = "voices-v5"  # bump when prepare's cleaning changes any address's paragraphs (v5: correction asterisks)
 CHUNK_WORDS = 50
 DEFAULT_PRESIDENTS = ("biden", "trump", "obama")
 Features = Literal["voice", "plain"]

