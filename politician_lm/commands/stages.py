@@ -105,7 +105,10 @@ def stages(
     root = Path(root_dir)
     data, exports = [], []  # build every stage's classes now: a typo fails before hours of training
     for index, stage in enumerate(stages):
-        checked = check(_fit_config(stage, index, base_config, root))
+        try:
+            checked = check(_fit_config(stage, index, base_config, root))
+        except UserError as e:  # name the stage whose override or kinds failed, not only the base config
+            raise UserError(f"stage {stage.name}: {e}") from None
         data.append(_data_digest(checked.datamodule))
         exports.append(checked.config.adapter_export.dirname)  # where its fit exports (adapters/ unless set)
     previous: str | None = None

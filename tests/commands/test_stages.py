@@ -87,14 +87,16 @@ def test_bad_stage_configs_fail_before_training(tmp_path, capsys, chdir_root):
     config.write_text(yaml.safe_dump(cfg))
     with pytest.raises(SystemExit) as exc:
         main(["stages", "--config", str(config)])
-    assert exc.value.code == 2 and "lora_rank" in capsys.readouterr().err and not root.exists()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "stage policy: " in err and "lora_rank" in err and not root.exists()
     del cfg["stages"][1]["overrides"]["model.lora_rank"]
     cfg["stages"][2]["kinds"] = ["identiy"]  # a kind the data does not hold, in the last stage
     config.write_text(yaml.safe_dump(cfg))
     with pytest.raises(SystemExit) as exc:
         main(["stages", "--config", str(config)])
     err = capsys.readouterr().err
-    assert exc.value.code == 2 and "no records of kind ['identiy']" in err and "identity, policy, style" in err, err
+    assert exc.value.code == 2 and "stage identity: " in err and "no records of kind ['identiy']" in err, err
+    assert "identity, policy, style" in err
     assert not root.exists()  # refused before the first stage trained
 
 
