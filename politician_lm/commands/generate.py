@@ -26,16 +26,20 @@ def resolve_persona(
     quantization: str | None,
     allow_pickle: bool,
 ) -> Persona:
-    """Adapters given directly win; otherwise ``politician`` is looked up in the registry."""
+    """The persona of ``adapters`` (on ``base_model``), or of ``politician``'s registry entry: its adapters, weights,
+    base model and generation settings, where ``weights`` (one per entry adapter) and ``base_model`` (a base folder
+    that moved) replace the entry's own. Both ``adapters`` and ``politician`` is refused: which persona is meant?"""
     generation_settings: dict[str, Any] = {}
-    if not adapters and not base_model:
-        if not politician:
-            raise UserError("give --adapters (and optionally --weights), --base_model, or --politician NAME")
+    if politician and adapters:
+        raise UserError("give --adapters or --politician, not both (--politician takes its adapters from the registry)")
+    if politician:
         entry = registry_entry(politician, registry)
         paths, entry_weights = entry_adapters(entry)
-        adapters, weights = paths or None, entry_weights or None
-        base_model = entry.get("base_model")
+        adapters, weights = paths or None, (weights if weights is not None else entry_weights or None)
+        base_model = base_model or entry.get("base_model")
         generation_settings = entry.get("generation") or {}
+    elif not adapters and not base_model:
+        raise UserError("give --adapters (and optionally --weights), --base_model, or --politician NAME")
     persona = load_persona(adapters, weights, base_model, quantization, allow_pickle=allow_pickle, merge_adapters=True)
     persona.generation.update(generation_settings)
     return persona
@@ -48,17 +52,20 @@ def read_prompts(path: str) -> list[dict[str, Any]]:
     if not p.is_file():
         raise UserError(f"{p}: prompts file does not exist")
     for lineno, obj in read_jsonl(p):
+        messages = obj.get("messages") if isinstance(obj, dict) else None
         ok = isinstance(obj, dict) and (
             isinstance(obj.get("prompt"), str)
             or (
-                isinstance(obj.get("messages"), list)
-                and obj["messages"]
-                and isinstance(obj["messages"][-1], dict)
-                and obj["messages"][-1].get("role") == "user"
+                isinstance(messages, list)
+                and messages
+                and all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages)
+                and messages[-1]["role"] == "user"
             )
         )
         if not ok:
             raise UserError(f"{p}:{lineno}: need a string 'prompt' or 'messages' ending with a user turn")
+        if "prompt" not in obj and not all(isinstance(m.get("content"), str) for m in messages):
+            raise UserError(f"{p}:{lineno}: every message needs a string 'content'")
         rows.append(obj)
     if not rows:
         raise UserError(f"{p}: file is empty; it needs at least one prompt")
@@ -93,7 +100,8 @@ def generate(
         adapters: Adapter folders, as ``a,b`` or a list; applied together at run time.
         weights: One weight per adapter (default 1 each), as ``0.7,0.3`` or a list.
         base_model: Base model, or an exported model folder when no adapters are given.
-        politician: Persona name in the registry, used when no adapters or base model are given.
+        politician: Persona name in the registry (its adapters, weights, base model and generation settings;
+            --weights and --base_model, for a base folder that moved, replace the entry's). Not with --adapters.
         registry: Model registry YAML mapping names to base model, adapters and generation settings.
         max_new_tokens: Tokens to generate (default: the adapter's generation config).
         do_sample: Sample instead of greedy decoding (default: the adapter's generation config).
@@ -107,6 +115,7 @@ def generate(
     """
     if (prompt is None) == (prompts_file is None):
         raise UserError("give exactly one of --prompt or --prompts_file")
+    check_new_tokens(max_new_tokens)
     rows = [{"prompt": prompt}] if prompt is not None else read_prompts(prompts_file)
     if output:
         check_output(output, overwrite, "--output", folder=False)
@@ -116,6 +125,7 @@ def generate(
     persona = resolve_persona(adapters, weights, base_model, politician, registry, quantization, allow_pickle)
     torch.manual_seed(seed)
     convs = [r["messages"] if "messages" in r else [{"role": "user", "content": r["prompt"]}] for r in rows]
+    check_fits_window(persona, convs, max_new_tokens or persona.generation.get("max_new_tokens") or 0)
     with tqdm(
         total=-(-len(convs) // batch_size), desc="Generating", disable=len(convs) <= batch_size, file=sys.stderr
     ) as bar:
@@ -134,6 +144,26 @@ def generate(
         print(f"wrote {len(rows)} generations to {output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+
+
+def check_new_tokens(max_new_tokens: int | None) -> None:
+    """``--max_new_tokens`` of at least 1 where given: one line before any model loads."""
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise UserError(f"--max_new_tokens {max_new_tokens}: must be at least 1 (or left out for the persona's)")
+
+
+def check_fits_window(persona: Persona, convs: list[list[dict[str, str]]], new_tokens: int) -> None:
+    """Each prompt and ``new_tokens`` within the model's context window, as chat and serve refuse: one line naming
+    the first prompt that does not fit, before any generation."""
+    window = persona.context_window
+    if new_tokens >= window:
+        raise UserError(f"--max_new_tokens {new_tokens}: the context window is {window} tokens; give fewer")
+    for i, conv in enumerate(convs, 1):
+        if (n := len(persona.prompt_ids(conv))) + new_tokens > window:
+            raise UserError(
+                f"prompt {i}: {n} tokens and {new_tokens} new ones exceed the context window of {window}; shorten "
+                "it or lower --max_new_tokens"
+            )
 
 
 def fit_history(persona: Persona, history: list[dict[str, str]], max_new_tokens: int) -> list[dict[str, str]]:
@@ -184,7 +214,8 @@ def chat(
         adapters: Adapter folders, as ``a,b`` or a list; applied together at run time.
         weights: One weight per adapter (default 1 each), as ``0.7,0.3`` or a list.
         base_model: Base model, or an exported model folder when no adapters are given.
-        politician: Persona name in the registry (e.g. ``biden``), used when no adapters or base model are given.
+        politician: Persona name in the registry (e.g. ``biden``; --weights and --base_model, for a base folder that
+            moved, replace the entry's). Not with --adapters.
         registry: Model registry YAML mapping names to base model, adapters and generation settings.
         max_new_tokens: Longest answer in tokens (default: the persona's generation settings).
         do_sample: Sample instead of greedy decoding.
@@ -194,11 +225,13 @@ def chat(
         quantization: Base weights: nf4, fp4, int8 or none (default: as the adapter was trained).
         allow_pickle: Accept pickle (.bin) weights, which can run code when loaded.
     """
+    check_new_tokens(max_new_tokens)
     import torch
 
     persona = resolve_persona(adapters, weights, base_model, politician, registry, quantization, allow_pickle)
     torch.manual_seed(seed)
     limit = max_new_tokens or persona.generation.get("max_new_tokens") or 128
+    check_fits_window(persona, [], limit)  # an answer longer than the window would refuse every message
     name = persona.style.politician or politician or "assistant"
     interactive = sys.stdin.isatty()
     print(f"Chatting with {name}. /reset clears the conversation, /exit (or /quit) quits.", file=sys.stderr)

@@ -429,3 +429,48 @@ def test_inference_packs_the_frozen_base_layers_for_onednn_and_computes_what_nn_
         unpack_linears(list(persona.model.modules()))
         want = persona.model(input_ids=ids).logits
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _generated(tmp_path, name, *args):
+    out = tmp_path / f"{name}.jsonl"
+    main(["generate", "--prompt", PROMPT, "--max_new_tokens", "6", "--do_sample", "false", "--output", str(out), *args])
+    return json.loads(out.read_text())["generation"]
+
+
+def test_a_registry_persona_takes_the_given_weights_and_base_model(adapter, tiny_path, tmp_path):
+    """--politician with --weights generated with the registry's weights, and with --base_model (the advice for a
+    base folder that moved) without the persona's adapters, both silently (found by a hunt)."""
+    registry = tmp_path / "models.yaml"
+    registry.write_text(yaml.safe_dump({"quill": {"adapters": [{"path": str(adapter), "weight": 1.0}]}}))
+    named = ["--politician", "quill", "--registry", str(registry)]
+    bare = _generated(tmp_path, "bare", "--adapters", str(adapter), "--weights", "0")
+    full = _generated(tmp_path, "full", "--adapters", str(adapter))
+    assert bare != full  # the adapter changes the answer: the comparisons below can fail
+    assert _generated(tmp_path, "zero", *named, "--weights", "0") == bare
+    assert _generated(tmp_path, "based", *named, "--base_model", str(tiny_path)) == full
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--prompt", PROMPT, *named, "--adapters", str(adapter)])
+    assert exc.value.code == 2
+
+
+def test_generate_and_chat_refuse_token_counts_and_prompts_that_cannot_work(adapter, tmp_path, capsys, monkeypatch):
+    """Each was a transformers traceback after the model loaded, or in chat a refusal of every message that blamed
+    the message (found by a hunt)."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": [{"role": "user", "content": 5}]}) + "\n")
+    cases = [
+        (["generate", "--prompt", PROMPT, "--max_new_tokens", "0"], "--max_new_tokens 0: must be at least 1"),
+        (["chat", "--max_new_tokens", "-3"], "--max_new_tokens -3: must be at least 1"),
+        (["generate", "--prompts_file", str(bad)], f"{bad}:1: every message needs a string 'content'"),
+        (["generate", "--prompt", "USER: " + "word " * 3000], "prompt 1: "),
+        (["chat", "--max_new_tokens", "5000"], "--max_new_tokens 5000: the context window is"),
+    ]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n"))
+    for args, says in cases:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main([*args, "--adapters", str(adapter)])
+        err = capsys.readouterr().err.strip()
+        loaded = "--max_new_tokens 5000" in says or says == "prompt 1: "  # known once the model is read
+        assert exc.value.code == 2 and (loaded or len(err.splitlines()) == 1), err
+        assert err.splitlines()[-1].startswith("politician-lm: error: ") and says in err.splitlines()[-1], err
