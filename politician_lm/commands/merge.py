@@ -81,6 +81,22 @@ def validate(
     return folders, ws, base
 
 
+def _largest_svd_rank(folders: list[AdapterFolder]) -> int | None:
+    """The narrowest side of any adapted layer (``lora_A`` is [r, in], ``lora_B`` [out, r], read from the headers):
+    the most an svd merge can keep (None without safetensors weights). Above it PEFT saved an adapter whose tensors
+    fit no base, or failed mid-merge."""
+    from safetensors import safe_open
+
+    sides = []
+    for f in folders:
+        if (weights := f.path / "adapter_model.safetensors").is_file():
+            with safe_open(str(weights), framework="numpy") as fh:
+                for key in fh.keys():
+                    shape = fh.get_slice(key).get_shape()
+                    sides += [shape[1]] if ".lora_A." in key else [shape[0]] if ".lora_B." in key else []
+    return min(sides, default=None)
+
+
 def model_card(
     folders: list[AdapterFolder], weights: list[float], method: str, density: float | None, base: str
 ) -> str:
@@ -122,6 +138,8 @@ def merge(
         wrong = f"applies only to --method svd, not {method}"
         raise UserError(f"--svd_rank {wrong if method != 'svd' else f'must be at least 1, not {svd_rank}'}")
     folders, ws, base = validate(adapters, weights, output_dir, method, density, base_model, overwrite, allow_pickle)
+    if svd_rank is not None and (most := _largest_svd_rank(folders)) is not None and svd_rank > most:
+        raise UserError(f"--svd_rank {svd_rank}: an adapted layer is {most} wide, so an svd merge keeps at most {most}")
     from politician_lm.model.loading import empty_model
 
     skeleton = empty_model(base)  # merging reads only LoRA tensors: the base's weights are never written or read

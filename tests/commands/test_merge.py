@@ -204,6 +204,16 @@ CASES = [  # (id, how to build the args from adapters a, b, c and tmp_path, frag
         "--svd_rank applies only to --method svd, not cat",
     ),
     (
+        "svd-rank-wider-than-a-layer",  # PEFT saved an adapter no base could load (65), or failed mid-merge (129)
+        lambda a, b, c, t: ["--adapters", f"{a},{b}", "--weights", "0.5,0.5", "--method", "svd", "--svd_rank", "65"],
+        "--svd_rank 65: an adapted layer is 64 wide, so an svd merge keeps at most 64",
+    ),
+    (
+        "svd-rank-far-wider",
+        lambda a, b, c, t: ["--adapters", f"{a},{b}", "--weights", "0.5,0.5", "--method", "svd", "--svd_rank", "129"],
+        "so an svd merge keeps at most 64",
+    ),
+    (
         "unknown-method",
         lambda a, b, c, t: ["--adapters", f"{a},{b}", "--weights", "0.5,0.5", "--method", "average"],
         "method",
