@@ -139,10 +139,8 @@ def check_output(
         raise UserError(f"{path}: is a folder, and {flag} names the file to write; choose another {flag}")
     for given in inputs:
         if given and Path(given).exists() and Path(given).resolve().is_relative_to(path.resolve()):
-            raise UserError(
-                f"{path}: the output folder holds the input {given}, which writing it would delete; "
-                f"choose another {flag}"
-            )
+            held = "the output folder holds the input" if folder else "is also the input"
+            raise UserError(f"{path}: {held} {given}, which writing it would delete; choose another {flag}")
     if path.exists() and not overwrite:
         kind = "folder" if path.is_dir() else "file"
         raise UserError(f"{path}: output {kind} exists; choose another {flag} or pass --overwrite true")

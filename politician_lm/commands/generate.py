@@ -118,7 +118,7 @@ def generate(
     check_new_tokens(max_new_tokens)
     rows = [{"prompt": prompt}] if prompt is not None else read_prompts(prompts_file)
     if output:
-        check_output(output, overwrite, "--output", folder=False)
+        check_output(output, overwrite, "--output", folder=False, inputs=[prompts_file])  # never the prompts
     import torch
     from tqdm import tqdm
 

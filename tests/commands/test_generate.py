@@ -458,12 +458,18 @@ def test_generate_and_chat_refuse_token_counts_and_prompts_that_cannot_work(adap
     the message (found by a hunt)."""
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"messages": [{"role": "user", "content": 5}]}) + "\n")
+    kept = tmp_path / "kept.jsonl"  # the prompts file named as --output too: --overwrite replaced it
+    kept.write_text(json.dumps({"prompt": PROMPT}) + "\n")
     cases = [
         (["generate", "--prompt", PROMPT, "--max_new_tokens", "0"], "--max_new_tokens 0: must be at least 1"),
         (["chat", "--max_new_tokens", "-3"], "--max_new_tokens -3: must be at least 1"),
         (["generate", "--prompts_file", str(bad)], f"{bad}:1: every message needs a string 'content'"),
         (["generate", "--prompt", "USER: " + "word " * 3000], "prompt 1: "),
         (["chat", "--max_new_tokens", "5000"], "--max_new_tokens 5000: the context window is"),
+        (
+            ["generate", "--prompts_file", str(kept), "--output", str(kept), "--overwrite", "true"],
+            f"{kept}: is also the input {kept}, which writing it would delete; choose another --output",
+        ),
     ]
     monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n"))
     for args, says in cases:
@@ -474,3 +480,4 @@ def test_generate_and_chat_refuse_token_counts_and_prompts_that_cannot_work(adap
         loaded = "--max_new_tokens 5000" in says or says == "prompt 1: "  # known once the model is read
         assert exc.value.code == 2 and (loaded or len(err.splitlines()) == 1), err
         assert err.splitlines()[-1].startswith("politician-lm: error: ") and says in err.splitlines()[-1], err
+    assert json.loads(kept.read_text()) == {"prompt": PROMPT}
