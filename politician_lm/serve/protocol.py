@@ -70,7 +70,7 @@ class ChatRequest(_Strict):
     top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = None
     stop: StopText | Annotated[list[StopText], Field(max_length=16)] | None = None
-    n: int = 1
+    n: int | None = 1  # null is OpenAI's default too: one choice
 
     @property
     def wants_usage_chunk(self) -> bool:
