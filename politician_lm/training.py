@@ -34,6 +34,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerStatus
 
 from politician_lm.artifacts.adapter import check_adapter_politician
+from politician_lm.artifacts.atomic import held_input
 from politician_lm.callbacks.checkpoint import (
     BEST_DEFAULTS,
     CHECKPOINT_DIR,
@@ -183,10 +184,10 @@ def resolve_ckpt_path(subcommand: str, config: Namespace, root: str) -> str | No
         return ckpt_path
     if subcommand == "fit" and used and config.get("overwrite"):  # they are removed: never the fit's own inputs
         given = (config.model.get("init_adapter"), config.data.get("data_path"), config.data.get("anchor_path"))
-        for value in (v for g in given for v in (g if isinstance(g, list) else [g]) if v and Path(v).exists()):
-            if any(Path(value).resolve().is_relative_to(p.resolve()) for p in used):
-                raise UserError(f"{value}: --overwrite true would delete this input, which the run folder {root} "
-                                "holds; copy it out first or choose another --trainer.default_root_dir")  # fmt: skip
+        inputs = [v for g in given for v in (g if isinstance(g, list) else [g])]
+        if (value := next((v for p in used if (v := held_input(p, inputs)) is not None), None)) is not None:
+            raise UserError(f"{value}: --overwrite true would delete this input, which the run folder {root} "
+                            "holds; copy it out first or choose another --trainer.default_root_dir")  # fmt: skip
     if subcommand == "fit" and used and not config.get("overwrite"):
         names = " and ".join(f"{p.name}/" for p in used)
         raise UserError(

@@ -220,21 +220,36 @@ def check_fits_base(folder: AdapterFolder, base: str) -> None:
     for f in files:
         with safe_open(str(f), framework="numpy") as fh:
             shapes.update({k: fh.get_slice(k).get_shape() for k in fh.keys()})
+    for key, layer, part, shape in lora_shapes(folder):
+        if f"{layer}.weight" not in shapes:
+            continue
+        out_features, in_features = shapes[f"{layer}.weight"][:2]
+        if folder.fan_in_fan_out:  # GPT-2's Conv1D keeps its weight as [in, out]
+            out_features, in_features = in_features, out_features
+        if layer_side(part, shape) != (in_features if part == "A" else out_features):
+            raise UserError(
+                f"{folder.path}: {key} has shape {shape}, which does not fit {layer} of "
+                f"{base} ({out_features}x{in_features}); the adapter belongs to another base model"
+            )
+
+
+def lora_shapes(folder: AdapterFolder) -> list[tuple[str, str, str, list[int]]]:
+    """``(key, layer, "A" or "B", shape)`` of each LoRA matrix in the adapter's safetensors weights, read from the
+    header alone (``[]`` without them)."""
+    weights = folder.path / SAFE_WEIGHTS
+    if not weights.is_file():
+        return []
+    out = []
     with safe_open(str(weights), framework="numpy") as fh:
         for key in fh.keys():
-            match = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight", key)
-            if not match or f"{match.group(1)}.weight" not in shapes:
-                continue
-            out_features, in_features = shapes[f"{match.group(1)}.weight"][:2]
-            if folder.fan_in_fan_out:  # GPT-2's Conv1D keeps its weight as [in, out]
-                out_features, in_features = in_features, out_features
-            shape = fh.get_slice(key).get_shape()
-            dim, want = (shape[1], in_features) if match.group(2) == "A" else (shape[0], out_features)
-            if dim != want:
-                raise UserError(
-                    f"{folder.path}: {key} has shape {shape}, which does not fit {match.group(1)} of "
-                    f"{base} ({out_features}x{in_features}); the adapter belongs to another base model"
-                )
+            if match := re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight", key):
+                out.append((key, match.group(1), match.group(2), fh.get_slice(key).get_shape()))
+    return out
+
+
+def layer_side(part: str, shape: list[int]) -> int:
+    """The side of its layer a LoRA matrix spans: ``lora_A`` is [r, in], ``lora_B`` [out, r]."""
+    return shape[1] if part == "A" else shape[0]
 
 
 def check_adapter_politician(path: str | Path | None, politician: str | None) -> None:

@@ -121,6 +121,12 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def held_input(path: str | Path, inputs: Iterable[str | Path | None]) -> str | Path | None:
+    """The first of ``inputs`` that exists and is ``path`` or lies inside it: what replacing ``path`` would delete."""
+    inside = Path(path).resolve()
+    return next((g for g in inputs if g and Path(g).exists() and Path(g).resolve().is_relative_to(inside)), None)
+
+
 def check_output(
     path: str | Path,
     overwrite: bool,
@@ -137,10 +143,9 @@ def check_output(
         raise UserError(f"{path}: is a file, and {flag} names the folder to write; choose another {flag}")
     if not folder and path.is_dir():
         raise UserError(f"{path}: is a folder, and {flag} names the file to write; choose another {flag}")
-    for given in inputs:
-        if given and Path(given).exists() and Path(given).resolve().is_relative_to(path.resolve()):
-            held = "the output folder holds the input" if folder else "is also the input"
-            raise UserError(f"{path}: {held} {given}, which writing it would delete; choose another {flag}")
+    if (given := held_input(path, inputs)) is not None:
+        held = "the output folder holds the input" if folder else "is also the input"
+        raise UserError(f"{path}: {held} {given}, which writing it would delete; choose another {flag}")
     if path.exists() and not overwrite:
         kind = "folder" if path.is_dir() else "file"
         raise UserError(f"{path}: output {kind} exists; choose another {flag} or pass --overwrite true")

@@ -153,7 +153,7 @@ def load_stances(profile: dict, source: str = "profile") -> list[Stance]:
         stance = _stance(entry, where)
         if stance.id in seen:
             raise UserError(f"{where}: duplicate id {stance.id!r}, also stances[{seen[stance.id]}]; make ids unique")
-        said = " ".join(stance.statement.lower().split())
+        said = _said(stance.statement)
         if said in statements:  # under two ids, one could train while the other is held out and probed
             raise UserError(
                 f"{where}: the statement is also stances[{statements[said]}] ({raw[statements[said]]['id']!r}); "
@@ -164,6 +164,11 @@ def load_stances(profile: dict, source: str = "profile") -> list[Stance]:
     return stances
 
 
+def _said(statement: str) -> str:
+    """A statement as compared: case and spacing aside."""
+    return " ".join(statement.lower().split())
+
+
 def check_shared(mine: list[Stance], me: str, theirs: list[Stance], them: str) -> None:
     """Two politicians' stances under one id must be one statement (``evaluate`` compares their sides by id, in
     ``opposite_sides``), and a ``disagrees_with`` naming the other must mark positions that differ: a one-line
@@ -172,7 +177,7 @@ def check_shared(mine: list[Stance], me: str, theirs: list[Stance], them: str) -
     for s in mine:
         if (t := other.get(s.id)) is None:
             continue
-        if " ".join(s.statement.lower().split()) != " ".join(t.statement.lower().split()):
+        if _said(s.statement) != _said(t.statement):
             raise UserError(
                 f"stance {s.id!r} is {s.statement!r} in {me}'s profile but {t.statement!r} in {them}'s; an id two "
                 "profiles share must be the same statement (evaluate compares their sides by id): rename one"

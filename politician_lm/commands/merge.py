@@ -20,6 +20,8 @@ from typing import Literal
 from politician_lm.artifacts.adapter import (
     TRAINING_PROGRESS,
     AdapterFolder,
+    layer_side,
+    lora_shapes,
     read_adapter,
     resolve_base,
     write_metadata,
@@ -82,19 +84,9 @@ def validate(
 
 
 def _largest_svd_rank(folders: list[AdapterFolder]) -> int | None:
-    """The narrowest side of any adapted layer (``lora_A`` is [r, in], ``lora_B`` [out, r], read from the headers):
-    the most an svd merge can keep (None without safetensors weights). Above it PEFT saved an adapter whose tensors
-    fit no base, or failed mid-merge."""
-    from safetensors import safe_open
-
-    sides = []
-    for f in folders:
-        if (weights := f.path / "adapter_model.safetensors").is_file():
-            with safe_open(str(weights), framework="numpy") as fh:
-                for key in fh.keys():
-                    shape = fh.get_slice(key).get_shape()
-                    sides += [shape[1]] if ".lora_A." in key else [shape[0]] if ".lora_B." in key else []
-    return min(sides, default=None)
+    """The narrowest side of any adapted layer, read from the adapters' headers: the most an svd merge can keep (None
+    without safetensors weights). Above it PEFT saved an adapter whose tensors fit no base, or failed mid-merge."""
+    return min((layer_side(part, shape) for f in folders for _, _, part, shape in lora_shapes(f)), default=None)
 
 
 def model_card(

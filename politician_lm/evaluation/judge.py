@@ -140,9 +140,8 @@ class JudgeSpec:
     extra: ExtraVoices | None = None  # the evaluated politician's own voice, where not a sotu president
     holdout: tuple[str, ...] = ()  # the evaluated data's held-out documents: the sotu judge never trains on them
     split: tuple[float, int] | None = None  # (val_fraction, split_seed): the records the records judge leaves out
-    cache_dir: str | None = None  # None: the default cache
 
     def load(self, generic: list[str] | None) -> StyleClassifier:
-        """``load_judge`` of this spec with ``generic`` as its generic class."""
-        return load_judge(self.kind, self.style_data_dir, self.presidents, generic, self.cache_dir, self.extra,
-                          self.holdout, self.split)  # fmt: skip
+        """``load_judge`` of this spec with ``generic`` as its generic class (the default cache)."""
+        return load_judge(self.kind, self.style_data_dir, self.presidents, generic, None, self.extra, self.holdout,
+                          self.split)  # fmt: skip

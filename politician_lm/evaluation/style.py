@@ -27,8 +27,8 @@ from politician_lm.evaluation.cache_keys import cache_root
 
 log = logging.getLogger(__name__)
 
-# Bump when the features, the model or the data reading change, so old cache entries are never reused.
 Split = tuple[float, int]  # (val_fraction, split_seed) of the evaluated data: the records it holds out
+# Bump when the features, the model or the data reading change, so old cache entries are never reused.
 STYLE_VERSION = "style-v2"  # v2: per-class held-out accuracy
 # The class of text the base model writes without any persona: a generation counts for a politician only when the
 # classifier prefers that politician to this class and to every other politician.
